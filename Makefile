@@ -1,0 +1,75 @@
+# Driftwood build. `make demo` and `make test` are the two commands (README.md).
+# Sources are found by directory, so adding a file under src/ needs no edit here.
+
+BUILD      ?= build
+CC         ?= gcc
+PYTHON     ?= python3
+WASMTIME_VERSION := 48.0.8
+DW_CACHE   ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/driftwood
+WASMTIME_DIR ?= $(DW_CACHE)/wasmtime-$(WASMTIME_VERSION)/dist
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -fPIC -pthread \
+               -Iinclude -Isrc -I$(WASMTIME_DIR)/include
+OPT        ?= -O2
+CFLAGS     := $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
+LDLIBS     := -L$(WASMTIME_DIR)/lib -lwasmtime -Wl,-rpath,'$$ORIGIN/../lib' \
+              -lpcre2-8 -ljansson -lm -ldl -pthread
+
+LIB_SRC    := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
+CLI_SRC    := $(shell find src/cli -name '*.c' | sort)
+TEST_SRC   := $(shell find tests/unit -name '*.c' | sort)
+BENCH_SRC  := $(shell find bench -name '*.c' 2>/dev/null | sort)
+
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ   := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+
+LIBDW      := $(BUILD)/lib/libdriftwood.a
+DRIFTWOOD  := $(BUILD)/bin/driftwood
+TEST_BIN   := $(BUILD)/bin/dw-tests
+
+include mk/cuda.mk
+include mk/guests.mk
+
+.PHONY: all setup demo test test-unit test-py guests clean
+all: $(DRIFTWOOD) $(TEST_BIN) guests
+
+setup:
+	@tools/setup.sh
+
+$(WASMTIME_DIR)/lib/libwasmtime.so:
+	@tools/setup.sh
+
+$(BUILD)/lib/libwasmtime.so: $(WASMTIME_DIR)/lib/libwasmtime.so
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBDW): $(LIB_OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(DRIFTWOOD): $(CLI_OBJ) $(LIBDW) $(BUILD)/lib/libwasmtime.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(LIBDW) $(LDLIBS) $(CUDA_LDLIBS)
+
+$(TEST_BIN): $(TEST_OBJ) $(LIBDW) $(BUILD)/lib/libwasmtime.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIBDW) $(LDLIBS) $(CUDA_LDLIBS)
+
+demo: setup all
+	@tools/demo.sh
+
+test: setup all
+	@tools/run-tests.sh
+
+test-unit: $(TEST_BIN) guests
+	$(TEST_BIN)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

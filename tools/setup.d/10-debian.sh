@@ -1,0 +1,17 @@
+# Debian packages: the guest toolchain (clang, wasm-ld, wasi-libc, wasm32 builtins), cmake for
+# Wasmtime's header step, PCRE2 and jansson for the engine.
+dw_debian_packages="clang lld wasi-libc libclang-rt-14-dev-wasm32 cmake libpcre2-dev libjansson-dev"
+dw_missing=""
+for p in $dw_debian_packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || dw_missing="$dw_missing $p"
+done
+if [ -n "$dw_missing" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing Debian packages:$dw_missing"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $dw_missing >/dev/null
+    else
+        echo "setup: missing Debian packages. Run:"
+        echo "  sudo apt-get install -y$dw_missing"
+        exit 1
+    fi
+fi
