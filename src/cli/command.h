@@ -1,0 +1,36 @@
+/* The driftwood command registry: each src/cli/cmd_*.c defines its subcommands with
+ * DW_COMMAND, and main.c dispatches on argv[1] (argv[2] too for two-word commands such as
+ * "bench decode"). A command returns the process exit code. */
+#ifndef DW_CLI_COMMAND_H
+#define DW_CLI_COMMAND_H
+
+typedef int (*dw_command_fn)(int argc, char **argv);
+
+typedef struct dw_command {
+    const char *name;        /* "run", "bench zerocopy" */
+    const char *usage;       /* "run MODULE.wasm [--invoke NAME [ARG...]] ..." */
+    const char *description; /* one line */
+    dw_command_fn fn;        /* argv[0] is the last word of the command name */
+} dw_command;
+
+void dw__command_register(const dw_command *command);
+
+/* Prints "driftwood: error: ..." to stderr and returns 1 (for `return dw_cli_fail(...)`). */
+int dw_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parses a whole decimal/float argument or fails with a message naming the option. */
+int dw_cli_parse_long(const char *option, const char *text, long min, long max, long *out);
+int dw_cli_parse_double(const char *option, const char *text, double *out);
+
+#define DW_COMMAND_NAMED(ident, name_, usage_, description_)                              \
+    static int dw_cmd_##ident(int argc, char **argv);                                     \
+    __attribute__((constructor)) static void dw_cmd_register_##ident(void) {              \
+        static const dw_command c = {name_, usage_, description_, dw_cmd_##ident};        \
+        dw__command_register(&c);                                                          \
+    }                                                                                      \
+    static int dw_cmd_##ident(int argc, char **argv)
+
+/* DW_COMMAND(generate, usage, description) defines the command "generate". */
+#define DW_COMMAND(ident, usage_, description_) DW_COMMAND_NAMED(ident, #ident, usage_, description_)
+
+#endif
