@@ -44,7 +44,12 @@ $(BUILD)/lib/libwasmtime.so: $(WASMTIME_DIR)/lib/libwasmtime.so
 	@mkdir -p $(dir $@)
 	cp $< $@
 
-$(BUILD)/obj/%.o: %.c
+# Objects are rebuilt when the compiler flags change (e.g. a CUDA toolkit appears).
+FLAGS_STAMP := $(BUILD)/flags-$(shell echo '$(CC) $(CFLAGS) $(CUDA_CFLAGS)' | sha256sum | cut -c1-12)
+$(FLAGS_STAMP):
+	@mkdir -p $(dir $@) && rm -f $(BUILD)/flags-* && touch $@
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 

@@ -40,7 +40,7 @@ typedef struct dw_backend_ops {
     dw_status (*copy_to_device)(void *ctx, void *dst, const void *src, size_t bytes, dw_error *err);
     dw_status (*copy_to_host)(void *ctx, void *dst, const void *src, size_t bytes, dw_error *err);
 
-    /* Releases the context. */
+    /* Releases the context and the dw_backend record that holds it (dw_backend_close). */
     void (*destroy)(void *ctx);
 } dw_backend_ops;
 

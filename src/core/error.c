@@ -18,14 +18,22 @@ dw_status dw_error_set(dw_error *err, dw_status status, const char *fmt, ...) {
 
 dw_status dw_error_prefix(dw_error *err, const char *fmt, ...) {
     if (!err) return DW_ERR_INVALID_ARGUMENT;
-    char prefix[256];
+    char prefix[DW_ERROR_MESSAGE_MAX];
     char old[DW_ERROR_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->message, sizeof old);
-    snprintf(err->message, sizeof err->message, "%s: %s", prefix, old);
+    size_t n = strlen(prefix);
+    if (n + 2 < sizeof err->message) {
+        memcpy(err->message, prefix, n);
+        memcpy(err->message + n, ": ", 2);
+        size_t rest = sizeof err->message - n - 3;
+        size_t k = strlen(old) < rest ? strlen(old) : rest;
+        memcpy(err->message + n + 2, old, k);
+        err->message[n + 2 + k] = 0;
+    }
     return err->status;
 }
 

@@ -1,0 +1,58 @@
+/* Actors: one Wasm instance in its own store, with a linear memory that Driftwood allocated
+ * and registered with the actor's backend. An actor is used by one thread at a time;
+ * different actors run concurrently on different threads. */
+#ifndef DRIFTWOOD_ACTOR_H
+#define DRIFTWOOD_ACTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driftwood/error.h"
+#include "driftwood/runtime.h"
+
+typedef struct dw_actor dw_actor;
+
+typedef enum dw_value_kind { DW_I32, DW_I64, DW_F32, DW_F64 } dw_value_kind;
+typedef struct dw_value {
+    dw_value_kind kind;
+    union {
+        int32_t i32;
+        int64_t i64;
+        float f32;
+        double f64;
+    } of;
+} dw_value;
+
+typedef struct dw_actor_options {
+    const char *backend;      /* "cpu" (default when NULL) or "cuda" */
+    double timeout_seconds;   /* per call into the guest; 0: none */
+    size_t memory_limit;      /* bytes per linear memory; 0: the module's own maximum */
+    int argc;                 /* WASI arguments (argv[0] is the program name) */
+    const char *const *argv;
+    int inherit_stdio;        /* WASI stdout/stderr go to the host's */
+} dw_actor_options;
+
+dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, dw_actor **out,
+                          dw_error *err);
+void dw_actor_free(dw_actor *actor);
+
+/* Calls an exported function. Parameter kinds must match the export's signature. A trap
+ * returns DW_ERR_TRAP with the trap named in err; the actor may be called again. */
+dw_status dw_actor_invoke(dw_actor *actor, const char *name, const dw_value *args, size_t nargs,
+                          dw_value *results, size_t results_cap, size_t *nresults, dw_error *err);
+
+/* Parses "42", "1.5" etc. into the kind of the export's i-th parameter. */
+dw_status dw_actor_parse_args(dw_actor *actor, const char *name, int argc, const char *const *argv,
+                              dw_value *out, size_t cap, size_t *nargs, dw_error *err);
+
+/* Runs the WASI command entry point `_start`; *exit_code is the guest's exit status. */
+dw_status dw_actor_run_main(dw_actor *actor, int *exit_code, dw_error *err);
+
+/* The actor's memory 0 (its exported "memory"): base and current size. The base never
+ * changes for the actor's life. */
+uint8_t *dw_actor_memory(dw_actor *actor, size_t *size);
+
+/* The backend the actor computes on. */
+dw_backend *dw_actor_backend(dw_actor *actor);
+
+#endif

@@ -1,0 +1,43 @@
+/* The Driftwood runtime: compiled Wasm modules (with an on-disk cache of compiled code) and
+ * the backends that actors run on. One runtime per process is typical; it is thread-safe. */
+#ifndef DRIFTWOOD_RUNTIME_H
+#define DRIFTWOOD_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driftwood/backend.h"
+#include "driftwood/error.h"
+
+typedef struct dw_runtime dw_runtime;
+typedef struct dw_module dw_module;
+
+typedef struct dw_runtime_options {
+    /* Folder for compiled modules; NULL: $DW_CACHE/modules, else ~/.cache/driftwood/modules.
+     * "" disables the cache. */
+    const char *module_cache_dir;
+} dw_runtime_options;
+
+dw_status dw_runtime_create(const dw_runtime_options *options, dw_runtime **out, dw_error *err);
+/* Frees the runtime; every actor and module made from it must be freed first. */
+void dw_runtime_free(dw_runtime *rt);
+
+/* The backend of that name ("cpu", "cuda"), opened on first use and owned by the runtime. */
+dw_status dw_runtime_backend(dw_runtime *rt, const char *name, dw_backend **out, dw_error *err);
+
+/* How a module was obtained (for timing reports). */
+typedef struct dw_module_stats {
+    int from_cache;        /* 1: deserialized from the compiled-module cache */
+    double load_ms;        /* compile or deserialize, wall time */
+    uint8_t sha256[32];    /* of the .wasm bytes */
+} dw_module_stats;
+
+/* Loads and compiles (or fetches from the cache) a .wasm file. A file that is not Wasm,
+ * truncated or invalid gives DW_ERR_FORMAT with a one-line reason naming the file. */
+dw_status dw_module_load_file(dw_runtime *rt, const char *path, dw_module **out, dw_error *err);
+dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *bytes, size_t len,
+                               dw_module **out, dw_error *err);
+const dw_module_stats *dw_module_stats_get(const dw_module *m);
+void dw_module_free(dw_module *m);
+
+#endif

@@ -1,0 +1,67 @@
+/* Defining the "dw" host functions on a linker, and the helpers they share for traps and
+ * error codes. */
+#include "abi/abi.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wasm/engine.h"
+
+static wasm_valtype_t *valtype_of(char c) {
+    switch (c) {
+    case 'i': return wasm_valtype_new_i32();
+    case 'I': return wasm_valtype_new_i64();
+    case 'f': return wasm_valtype_new_f32();
+    case 'F': return wasm_valtype_new_f64();
+    }
+    return NULL;
+}
+
+static wasm_functype_t *functype_of(const char *params, const char *results) {
+    wasm_valtype_vec_t p, r;
+    size_t np = strlen(params), nr = strlen(results);
+    wasm_valtype_vec_new_uninitialized(&p, np);
+    wasm_valtype_vec_new_uninitialized(&r, nr);
+    for (size_t i = 0; i < np; i++) p.data[i] = valtype_of(params[i]);
+    for (size_t i = 0; i < nr; i++) r.data[i] = valtype_of(results[i]);
+    return wasm_functype_new(&p, &r);
+}
+
+dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__host_function *table, size_t n,
+                               dw_error *err) {
+    for (size_t i = 0; i < n; i++) {
+        wasm_functype_t *ty = functype_of(table[i].params, table[i].results);
+        wasmtime_error_t *e = wasmtime_linker_define_func_unchecked(linker, "dw", 2, table[i].name,
+                                                                    strlen(table[i].name), ty, table[i].callback,
+                                                                    ctx, NULL);
+        wasm_functype_delete(ty);
+        if (e) {
+            dw__wasm_error_take(e, NULL, err);
+            return dw_error_prefix(err, "defining dw.%s", table[i].name);
+        }
+    }
+    return DW_OK;
+}
+
+dw_status dw__abi_define(wasmtime_linker_t *linker, dw__abi_context *ctx, dw_error *err) {
+    return dw__abi_define_table(linker, ctx, dw__host_core_functions, dw__host_core_function_count, err);
+}
+
+wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) {
+    char msg[300];
+    int n = snprintf(msg, sizeof msg, "%s: ", function);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, sizeof msg - n, fmt, ap);
+    va_end(ap);
+    return wasmtime_trap_new(msg, strlen(msg));
+}
+
+int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+    va_end(ap);
+    return code;
+}

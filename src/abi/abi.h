@@ -1,0 +1,46 @@
+/* The host ABI: functions that guests import from module "dw" (declared for guests in
+ * include/driftwood/guest.h). Each actor has one dw__abi_context, the env of its host
+ * functions, so one actor can never reach another's memory or handles. */
+#ifndef DW_ABI_ABI_H
+#define DW_ABI_ABI_H
+
+#include <wasmtime.h>
+
+#include "core/region.h"
+#include "driftwood/backend.h"
+#include "driftwood/error.h"
+
+typedef struct dw__abi_context {
+    dw_region *memory;      /* the guest's memory 0; set once instantiated */
+    dw_backend *backend;    /* where dw.gemm and inference run */
+    char last_error[256];   /* message for the last failing call, fetched by dw.last_error */
+} dw__abi_context;
+
+/* Defines every "dw" function in linker with ctx as env; ctx must outlive the linker's
+ * instances. */
+dw_status dw__abi_define(wasmtime_linker_t *linker, dw__abi_context *ctx, dw_error *err);
+
+/* A trap that names the host function and the problem ("dw.gemm: pointer out of bounds"). */
+wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Records a message for dw.last_error and returns code (a negative DW_E_* value). */
+int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif
+
+/* One host function: its name in module "dw", signature as letters (i=i32, I=i64, f=f32,
+ * F=f64) for parameters and results, and the callback. */
+typedef struct dw__host_function {
+    const char *name;
+    const char *params;
+    const char *results;
+    wasmtime_func_unchecked_callback_t callback;
+} dw__host_function;
+
+/* Defines each function of table in linker with env ctx. */
+dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__host_function *table, size_t n,
+                               dw_error *err);
+
+/* The core functions (gemm, log, now, nop, last_error), in host_core.c. */
+extern const dw__host_function dw__host_core_functions[];
+extern const size_t dw__host_core_function_count;

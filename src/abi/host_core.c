@@ -1,0 +1,85 @@
+/* The core host functions of module "dw": gemm, log, now, nop, last_error
+ * (include/driftwood/guest.h documents them for guests). */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "abi/abi.h"
+#include "abi/guest_memory.h"
+#include "backend/backend.h"
+#include "driftwood/guest.h"
+
+/* Largest dimension dw.gemm accepts; larger products must be split by the guest. */
+#define DW_GEMM_MAX_DIM 65536
+
+static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    int32_t m = args[0].i32, nn = args[1].i32, k = args[2].i32;
+    uint32_t pa = (uint32_t)args[3].i32, pb = (uint32_t)args[4].i32, pc = (uint32_t)args[5].i32;
+    if (m <= 0 || nn <= 0 || k <= 0 || m > DW_GEMM_MAX_DIM || nn > DW_GEMM_MAX_DIM || k > DW_GEMM_MAX_DIM) {
+        args[0].i32 = dw__abi_fail(ctx, DW_E_INVALID, "dw.gemm: dimensions m=%d n=%d k=%d out of range [1, %d]", m,
+                                   nn, k, DW_GEMM_MAX_DIM);
+        return NULL;
+    }
+    const float *a = dw__guest_span(ctx->memory, pa, (uint64_t)m * k, sizeof(float), 4);
+    const float *b = dw__guest_span(ctx->memory, pb, (uint64_t)k * nn, sizeof(float), 4);
+    float *c = dw__guest_span(ctx->memory, pc, (uint64_t)m * nn, sizeof(float), 4);
+    if (!a) return dw__abi_trap("dw.gemm", "matrix A at %u (%d×%d f32) is outside guest memory or misaligned", pa, m, k);
+    if (!b) return dw__abi_trap("dw.gemm", "matrix B at %u (%d×%d f32) is outside guest memory or misaligned", pb, k, nn);
+    if (!c) return dw__abi_trap("dw.gemm", "matrix C at %u (%d×%d f32) is outside guest memory or misaligned", pc, m, nn);
+    dw_error err;
+    if (ctx->backend->ops->gemm_f32(ctx->backend->ctx, m, nn, k, a, b, c, &err) != DW_OK) {
+        args[0].i32 = dw__abi_fail(ctx, DW_E_BACKEND, "dw.gemm: %s", err.message);
+        return NULL;
+    }
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_log(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t p = (uint32_t)args[0].i32;
+    int32_t len = args[1].i32;
+    if (len < 0) return dw__abi_trap("dw.log", "negative length %d", len);
+    const char *msg = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
+    if (!msg) return dw__abi_trap("dw.log", "message at %u (%d bytes) is outside guest memory", p, len);
+    fprintf(stderr, "[actor] %.*s\n", len, msg);
+    return NULL;
+}
+
+static wasm_trap_t *host_now(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    args[0].i64 = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    return NULL;
+}
+
+static wasm_trap_t *host_nop(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    return NULL;
+}
+
+static wasm_trap_t *host_last_error(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t p = (uint32_t)args[0].i32;
+    int32_t cap = args[1].i32;
+    if (cap < 0) return dw__abi_trap("dw.last_error", "negative capacity %d", cap);
+    char *buf = dw__guest_span(ctx->memory, p, (uint32_t)cap, 1, 1);
+    if (!buf) return dw__abi_trap("dw.last_error", "buffer at %u (%d bytes) is outside guest memory", p, cap);
+    size_t len = strlen(ctx->last_error);
+    if (cap > 0) {
+        size_t k = len < (size_t)cap - 1 ? len : (size_t)cap - 1;
+        memcpy(buf, ctx->last_error, k);
+        buf[k] = 0;
+    }
+    args[0].i32 = (int32_t)len;
+    return NULL;
+}
+
+const dw__host_function dw__host_core_functions[] = {
+    {"gemm", "iiiiii", "i", host_gemm},
+    {"log", "ii", "", host_log},
+    {"now", "", "I", host_now},
+    {"nop", "", "", host_nop},
+    {"last_error", "ii", "i", host_last_error},
+};
+const size_t dw__host_core_function_count = sizeof dw__host_core_functions / sizeof dw__host_core_functions[0];

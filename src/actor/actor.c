@@ -1,0 +1,265 @@
+/* Actor lifetime and calls into the guest: one store, linker and instance per actor; the
+ * actor's memories are created by Driftwood (wasm/memory_creator.c) and registered with the
+ * actor's backend while the instance is created on the calling thread. */
+#include "actor/actor_impl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+
+#define NO_DEADLINE ((uint64_t)1 << 62)
+
+void dw__actor_arm_deadline(dw_actor *actor) {
+    wasmtime_context_set_epoch_deadline(actor->context, actor->timeout_ticks ? actor->timeout_ticks : NO_DEADLINE);
+}
+
+static dw_status configure_wasi(dw_actor *a, const dw_actor_options *o, dw_error *err) {
+    wasi_config_t *wasi = wasi_config_new();
+    static const char *const default_argv[] = {"actor"};
+    int argc = o->argc > 0 ? o->argc : 1;
+    const char *const *argv = o->argc > 0 ? o->argv : default_argv;
+    if (!wasi_config_set_argv(wasi, (size_t)argc, (const char **)argv)) {
+        wasi_config_delete(wasi);
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: invalid WASI arguments (not UTF-8?)");
+    }
+    if (o->inherit_stdio) {
+        wasi_config_inherit_stdout(wasi);
+        wasi_config_inherit_stderr(wasi);
+    }
+    wasmtime_error_t *e = wasmtime_context_set_wasi(a->context, wasi); /* takes ownership */
+    return e ? dw__wasm_error_take(e, NULL, err) : DW_OK;
+}
+
+/* A module importing env.memory gets one made here (through the memory creator too). */
+static dw_status define_imported_memory(dw_actor *a, dw_error *err) {
+    wasm_importtype_vec_t imports;
+    wasmtime_module_imports(a->module->module, &imports);
+    dw_status st = DW_OK;
+    for (size_t i = 0; i < imports.size && st == DW_OK; i++) {
+        const wasm_externtype_t *et = wasm_importtype_type(imports.data[i]);
+        const wasm_memorytype_t *mt = wasm_externtype_as_memorytype_const(et);
+        if (!mt) continue;
+        const wasm_name_t *mod = wasm_importtype_module(imports.data[i]);
+        const wasm_name_t *name = wasm_importtype_name(imports.data[i]);
+        wasmtime_memory_t mem;
+        wasmtime_error_t *e = wasmtime_memory_new(a->context, mt, &mem);
+        if (e) {
+            st = dw__wasm_error_take(e, NULL, err);
+            break;
+        }
+        wasmtime_extern_t item = {.kind = WASMTIME_EXTERN_MEMORY, .of.memory = mem};
+        e = wasmtime_linker_define(a->linker, a->context, mod->data, mod->size, name->data, name->size, &item);
+        if (e) st = dw__wasm_error_take(e, NULL, err);
+    }
+    wasm_importtype_vec_delete(&imports);
+    return st;
+}
+
+/* Finds the region behind the instance's exported "memory" (or the first memory made). */
+static dw_status bind_memory(dw_actor *a, dw_error *err) {
+    wasmtime_extern_t item;
+    dw_region *found = NULL;
+    if (wasmtime_instance_export_get(a->context, &a->instance, "memory", 6, &item)) {
+        if (item.kind == WASMTIME_EXTERN_MEMORY) {
+            uint8_t *base = wasmtime_memory_data(a->context, &item.of.memory);
+            for (int i = 0; i < a->memory_context.created_count; i++)
+                if (a->memory_context.created[i]->base == base) found = a->memory_context.created[i];
+            if (!found)
+                return dw_error_set(err, DW_ERR_STATE,
+                                    "actor: the exported memory was not created by Driftwood's memory creator");
+        }
+        wasmtime_extern_delete(&item);
+    } else if (a->memory_context.created_count > 0) {
+        found = a->memory_context.created[0];
+    }
+    a->abi.memory = found; /* NULL: the module has no memory; pointer-taking host calls trap */
+    return DW_OK;
+}
+
+dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, dw_actor **out,
+                          dw_error *err) {
+    static const dw_actor_options defaults = {0};
+    const dw_actor_options *o = options ? options : &defaults;
+    *out = NULL;
+    if (o->timeout_seconds < 0 || isnan(o->timeout_seconds))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: timeout must be ≥ 0 seconds");
+    dw_actor *a = calloc(1, sizeof *a);
+    if (!a) return dw_error_set(err, DW_ERR_NO_MEMORY, "actor: out of memory");
+    a->runtime = rt;
+    a->module = module;
+    dw_status st = dw_runtime_backend(rt, o->backend, &a->backend, err);
+    if (st != DW_OK) goto fail;
+    a->abi.backend = a->backend;
+    if (o->timeout_seconds > 0) {
+        a->timeout_ticks = (uint64_t)ceil(o->timeout_seconds * 1000.0 / DW_EPOCH_TICK_MS);
+        dw__wasm_epoch_ticker_start();
+    }
+    a->store = wasmtime_store_new(dw__wasm_engine(NULL), a, NULL);
+    a->context = wasmtime_store_context(a->store);
+    a->linker = wasmtime_linker_new(dw__wasm_engine(NULL));
+    wasmtime_error_t *e = wasmtime_linker_define_wasi(a->linker);
+    if (e) {
+        st = dw__wasm_error_take(e, NULL, err);
+        goto fail;
+    }
+    if ((st = dw__abi_define(a->linker, &a->abi, err)) != DW_OK) goto fail;
+    if ((st = configure_wasi(a, o, err)) != DW_OK) goto fail;
+
+    a->memory_context.backend = a->backend;
+    a->memory_context.limit = o->memory_limit;
+    dw__memory_context_set(&a->memory_context);
+    st = define_imported_memory(a, err);
+    if (st == DW_OK) {
+        wasm_trap_t *trap = NULL;
+        dw__actor_arm_deadline(a); /* start functions run during instantiation */
+        e = wasmtime_linker_instantiate(a->linker, a->context, module->module, &a->instance, &trap);
+        if (e || trap) {
+            st = dw__wasm_error_take(e, trap, err);
+            if (a->memory_context.error.message[0] && st != DW_ERR_TRAP) *err = a->memory_context.error;
+            dw_error_prefix(err, "%s: cannot instantiate", module->name);
+        }
+    }
+    dw__memory_context_set(NULL);
+    if (st != DW_OK) goto fail;
+    if ((st = bind_memory(a, err)) != DW_OK) goto fail;
+    *out = a;
+    return DW_OK;
+fail:
+    dw_actor_free(a);
+    return st;
+}
+
+void dw_actor_free(dw_actor *a) {
+    if (!a) return;
+    if (a->linker) wasmtime_linker_delete(a->linker);
+    if (a->store) wasmtime_store_delete(a->store); /* frees the memories (region finalizers) */
+    free(a);
+}
+
+uint8_t *dw_actor_memory(dw_actor *a, size_t *size) {
+    if (!a->abi.memory) {
+        if (size) *size = 0;
+        return NULL;
+    }
+    if (size) *size = a->abi.memory->size;
+    return a->abi.memory->base;
+}
+
+dw_backend *dw_actor_backend(dw_actor *a) { return a->backend; }
+
+static dw_status lookup_func(dw_actor *a, const char *name, wasmtime_func_t *out, dw_error *err) {
+    wasmtime_extern_t item;
+    if (!wasmtime_instance_export_get(a->context, &a->instance, name, strlen(name), &item))
+        return dw_error_set(err, DW_ERR_NOT_FOUND, "%s: no export named '%s'", a->module->name, name);
+    if (item.kind != WASMTIME_EXTERN_FUNC) {
+        wasmtime_extern_delete(&item);
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: export '%s' is not a function", a->module->name, name);
+    }
+    *out = item.of.func;
+    return DW_OK;
+}
+
+static int kind_of(const wasm_valtype_t *t, dw_value_kind *k) {
+    switch (wasm_valtype_kind(t)) {
+    case WASM_I32: *k = DW_I32; return 1;
+    case WASM_I64: *k = DW_I64; return 1;
+    case WASM_F32: *k = DW_F32; return 1;
+    case WASM_F64: *k = DW_F64; return 1;
+    default: return 0;
+    }
+}
+
+dw_status dw_actor_parse_args(dw_actor *a, const char *name, int argc, const char *const *argv, dw_value *out,
+                              size_t cap, size_t *nargs, dw_error *err) {
+    wasmtime_func_t f;
+    dw_status st = lookup_func(a, name, &f, err);
+    if (st != DW_OK) return st;
+    wasm_functype_t *ty = wasmtime_func_type(a->context, &f);
+    const wasm_valtype_vec_t *params = wasm_functype_params(ty);
+    st = DW_OK;
+    if (params->size != (size_t)argc || params->size > cap) {
+        st = dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "'%s' takes %zu arguments, %d given", name, params->size, argc);
+    }
+    for (size_t i = 0; st == DW_OK && i < params->size; i++) {
+        dw_value_kind k;
+        char *end;
+        errno = 0;
+        if (!kind_of(params->data[i], &k)) {
+            st = dw_error_set(err, DW_ERR_UNSUPPORTED, "'%s': parameter %zu has a type that cannot be given on the command line", name, i + 1);
+            break;
+        }
+        out[i].kind = k;
+        if (k == DW_I32 || k == DW_I64) {
+            long long v = strtoll(argv[i], &end, 0);
+            if (k == DW_I32 && (v < INT32_MIN || v > UINT32_MAX)) errno = ERANGE;
+            if (k == DW_I32) out[i].of.i32 = (int32_t)v; else out[i].of.i64 = v;
+        } else {
+            double v = strtod(argv[i], &end);
+            if (k == DW_F32) out[i].of.f32 = (float)v; else out[i].of.f64 = v;
+        }
+        if (!*argv[i] || *end || errno)
+            st = dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "'%s': argument %zu '%s' is not a valid %s", name, i + 1,
+                              argv[i], k == DW_I32 ? "i32" : k == DW_I64 ? "i64" : k == DW_F32 ? "f32" : "f64");
+    }
+    *nargs = params->size;
+    wasm_functype_delete(ty);
+    return st;
+}
+
+dw_status dw_actor_invoke(dw_actor *a, const char *name, const dw_value *args, size_t nargs, dw_value *results,
+                          size_t results_cap, size_t *nresults, dw_error *err) {
+    wasmtime_func_t f;
+    dw_status st = lookup_func(a, name, &f, err);
+    if (st != DW_OK) return st;
+    wasm_functype_t *ty = wasmtime_func_type(a->context, &f);
+    size_t nres = wasm_functype_results(ty)->size;
+    size_t npar = wasm_functype_params(ty)->size;
+    wasm_functype_delete(ty);
+    if (npar != nargs)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "'%s' takes %zu arguments, %zu given", name, npar, nargs);
+    if (nres > results_cap || nres > 16 || nargs > 16)
+        return dw_error_set(err, DW_ERR_LIMIT, "'%s' has too many parameters or results", name);
+    wasmtime_val_t in[16], outv[16];
+    for (size_t i = 0; i < nargs; i++) {
+        switch (args[i].kind) {
+        case DW_I32: in[i] = (wasmtime_val_t){.kind = WASMTIME_I32, .of.i32 = args[i].of.i32}; break;
+        case DW_I64: in[i] = (wasmtime_val_t){.kind = WASMTIME_I64, .of.i64 = args[i].of.i64}; break;
+        case DW_F32: in[i] = (wasmtime_val_t){.kind = WASMTIME_F32, .of.f32 = args[i].of.f32}; break;
+        case DW_F64: in[i] = (wasmtime_val_t){.kind = WASMTIME_F64, .of.f64 = args[i].of.f64}; break;
+        }
+    }
+    wasm_trap_t *trap = NULL;
+    dw__actor_arm_deadline(a);
+    wasmtime_error_t *e = wasmtime_func_call(a->context, &f, in, nargs, outv, nres, &trap);
+    if (e || trap) return dw__wasm_error_take(e, trap, err);
+    for (size_t i = 0; i < nres; i++) {
+        switch (outv[i].kind) {
+        case WASMTIME_I32: results[i] = (dw_value){.kind = DW_I32, .of.i32 = outv[i].of.i32}; break;
+        case WASMTIME_I64: results[i] = (dw_value){.kind = DW_I64, .of.i64 = outv[i].of.i64}; break;
+        case WASMTIME_F32: results[i] = (dw_value){.kind = DW_F32, .of.f32 = outv[i].of.f32}; break;
+        case WASMTIME_F64: results[i] = (dw_value){.kind = DW_F64, .of.f64 = outv[i].of.f64}; break;
+        default: return dw_error_set(err, DW_ERR_UNSUPPORTED, "'%s' returns a type other than i32/i64/f32/f64", name);
+        }
+    }
+    *nresults = nres;
+    return DW_OK;
+}
+
+dw_status dw_actor_run_main(dw_actor *a, int *exit_code, dw_error *err) {
+    wasmtime_func_t f;
+    dw_status st = lookup_func(a, "_start", &f, err);
+    if (st != DW_OK) return st;
+    wasm_trap_t *trap = NULL;
+    dw__actor_arm_deadline(a);
+    wasmtime_error_t *e = wasmtime_func_call(a->context, &f, NULL, 0, NULL, 0, &trap);
+    *exit_code = 0;
+    if (e && !trap && wasmtime_error_exit_status(e, exit_code)) {
+        wasmtime_error_delete(e);
+        return DW_OK;
+    }
+    if (e || trap) return dw__wasm_error_take(e, trap, err);
+    return DW_OK;
+}

@@ -1,0 +1,28 @@
+/* Internal layout of an actor (include/driftwood/actor.h is the interface). */
+#ifndef DW_ACTOR_ACTOR_IMPL_H
+#define DW_ACTOR_ACTOR_IMPL_H
+
+#include <wasmtime.h>
+
+#include "abi/abi.h"
+#include "driftwood/actor.h"
+#include "wasm/engine.h"
+#include "wasm/module.h"
+
+struct dw_actor {
+    dw_runtime *runtime;
+    dw_module *module;
+    wasmtime_store_t *store;
+    wasmtime_context_t *context;
+    wasmtime_linker_t *linker;
+    wasmtime_instance_t instance;
+    dw_backend *backend;
+    dw__abi_context abi;     /* env of the actor's host functions */
+    dw_memory_context memory_context;
+    uint64_t timeout_ticks;  /* epoch ticks per call; 0: no timeout */
+};
+
+/* Sets the epoch deadline for one call into the guest. */
+void dw__actor_arm_deadline(dw_actor *actor);
+
+#endif

@@ -1,0 +1,62 @@
+/* Runtime lifetime and its shared backends. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "wasm/engine.h"
+#include "wasm/module.h"
+
+static char *default_cache_dir(void) {
+    const char *base = getenv("DW_CACHE");
+    char buf[4096];
+    if (base && *base) {
+        snprintf(buf, sizeof buf, "%s/modules", base);
+    } else {
+        const char *xdg = getenv("XDG_CACHE_HOME");
+        const char *home = getenv("HOME");
+        if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/driftwood/modules", xdg);
+        else if (home && *home) snprintf(buf, sizeof buf, "%s/.cache/driftwood/modules", home);
+        else return NULL;
+    }
+    return strdup(buf);
+}
+
+dw_status dw_runtime_create(const dw_runtime_options *options, dw_runtime **out, dw_error *err) {
+    *out = NULL;
+    if (!dw__wasm_engine(err)) return err ? err->status : DW_ERR_UNSUPPORTED;
+    dw_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) return dw_error_set(err, DW_ERR_NO_MEMORY, "runtime: out of memory");
+    const char *dir = options ? options->module_cache_dir : NULL;
+    rt->module_cache_dir = dir ? (*dir ? strdup(dir) : NULL) : default_cache_dir();
+    pthread_mutex_init(&rt->lock, NULL);
+    *out = rt;
+    return DW_OK;
+}
+
+void dw_runtime_free(dw_runtime *rt) {
+    if (!rt) return;
+    for (int i = 0; i < rt->backend_count; i++) dw_backend_close(rt->backends[i]);
+    pthread_mutex_destroy(&rt->lock);
+    free(rt->module_cache_dir);
+    free(rt);
+}
+
+dw_status dw_runtime_backend(dw_runtime *rt, const char *name, dw_backend **out, dw_error *err) {
+    if (!name) name = "cpu";
+    dw_status st = DW_OK;
+    pthread_mutex_lock(&rt->lock);
+    *out = NULL;
+    for (int i = 0; i < rt->backend_count; i++)
+        if (!strcmp(dw_backend_name(rt->backends[i]), name)) *out = rt->backends[i];
+    if (!*out) {
+        if (rt->backend_count == DW_MAX_BACKENDS) {
+            st = dw_error_set(err, DW_ERR_LIMIT, "runtime: too many backends");
+        } else {
+            st = dw_backend_open(name, out, err);
+            if (st == DW_OK) rt->backends[rt->backend_count++] = *out;
+        }
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
