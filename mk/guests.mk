@@ -12,6 +12,7 @@ $(BUILD)/guests/%.wasm: examples/%/main.c include/driftwood/guest.h sdk/guest.mk
 	@mkdir -p $(dir $@)
 	$(DW_GUEST_CC) $(DW_GUEST_CFLAGS) -o $@ $< $(DW_GUEST_LDFLAGS)
 
+# Test guests are WASI reactors (no main; the runtime calls _initialize, then exports).
 $(BUILD)/guests/%.wasm: tests/guests/%.c include/driftwood/guest.h sdk/guest.mk
 	@mkdir -p $(dir $@)
-	$(DW_GUEST_CC) $(DW_GUEST_CFLAGS) -o $@ $< $(DW_GUEST_LDFLAGS)
+	$(DW_GUEST_CC) $(DW_GUEST_CFLAGS) -mexec-model=reactor -o $@ $< $(DW_GUEST_LDFLAGS)

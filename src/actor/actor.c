@@ -125,6 +125,16 @@ dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opti
     dw__memory_context_set(NULL);
     if (st != DW_OK) goto fail;
     if ((st = bind_memory(a, err)) != DW_OK) goto fail;
+    /* WASI reactors expect _initialize once before any other export. */
+    wasmtime_extern_t init;
+    if (wasmtime_instance_export_get(a->context, &a->instance, "_initialize", 11, &init)) {
+        wasmtime_extern_delete(&init);
+        size_t nres;
+        if ((st = dw_actor_invoke(a, "_initialize", NULL, 0, NULL, 0, &nres, err)) != DW_OK) {
+            dw_error_prefix(err, "%s: _initialize", module->name);
+            goto fail;
+        }
+    }
     *out = a;
     return DW_OK;
 fail:
@@ -153,7 +163,7 @@ dw_backend *dw_actor_backend(dw_actor *a) { return a->backend; }
 static dw_status lookup_func(dw_actor *a, const char *name, wasmtime_func_t *out, dw_error *err) {
     wasmtime_extern_t item;
     if (!wasmtime_instance_export_get(a->context, &a->instance, name, strlen(name), &item))
-        return dw_error_set(err, DW_ERR_NOT_FOUND, "%s: no export named '%s'", a->module->name, name);
+        return dw_error_set(err, DW_ERR_NOT_FOUND, "no export named '%s'", name);
     if (item.kind != WASMTIME_EXTERN_FUNC) {
         wasmtime_extern_delete(&item);
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: export '%s' is not a function", a->module->name, name);

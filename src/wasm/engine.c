@@ -84,11 +84,14 @@ static const char *trap_code_name(wasmtime_trap_code_t code) {
     }
 }
 
-/* First line of a Wasmtime message (they carry backtraces after it). */
-static void first_line(const char *msg, size_t len, char *out, size_t cap) {
-    size_t n = 0;
-    while (n < len && msg[n] != '\n' && n + 1 < cap) n++;
-    memcpy(out, msg, n);
+/* Last non-empty line of a Wasmtime message (the cause comes after the backtrace). */
+static void last_line(const char *msg, size_t len, char *out, size_t cap) {
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) len--;
+    size_t start = len;
+    while (start && msg[start - 1] != '\n') start--;
+    while (start < len && msg[start] == ' ') start++;
+    size_t n = len - start < cap - 1 ? len - start : cap - 1;
+    memcpy(out, msg + start, n);
     out[n] = 0;
 }
 
@@ -123,12 +126,23 @@ dw_status dw__wasm_error_take(wasmtime_error_t *error, wasm_trap_t *trap, dw_err
         wasmtime_trap_code_t code;
         wasm_byte_vec_t msg;
         wasm_trap_message(trap, &msg);
-        char line[256];
-        first_line(msg.data, msg.size, line, sizeof line);
-        if (wasmtime_trap_code(trap, &code))
-            st = dw_error_set(err, DW_ERR_TRAP, "trap: %s (%s)", trap_code_name(code), line);
-        else /* a host function trapped: its message names the problem */
-            st = dw_error_set(err, DW_ERR_TRAP, "trap: %s", line);
+        char where[160] = "";
+        wasm_frame_t *origin = wasm_trap_origin(trap);
+        if (origin) {
+            const wasm_name_t *fname = wasmtime_frame_func_name(origin);
+            if (fname && fname->size)
+                snprintf(where, sizeof where, " in function %.*s", (int)fname->size, fname->data);
+            else
+                snprintf(where, sizeof where, " in function #%u", wasm_frame_func_index(origin));
+            wasm_frame_delete(origin);
+        }
+        if (wasmtime_trap_code(trap, &code)) {
+            st = dw_error_set(err, DW_ERR_TRAP, "trap: %s%s", trap_code_name(code), where);
+        } else { /* a host function trapped: the last line of the message names the problem */
+            char line[300];
+            last_line(msg.data, msg.size, line, sizeof line);
+            st = dw_error_set(err, DW_ERR_TRAP, "trap: %s%s", line, where);
+        }
         wasm_byte_vec_delete(&msg);
         wasm_trap_delete(trap);
     }
@@ -138,11 +152,16 @@ dw_status dw__wasm_error_take(wasmtime_error_t *error, wasm_trap_t *trap, dw_err
             wasm_name_t msg;
             wasmtime_error_message(error, &msg);
             char line[400];
-            join_lines(msg.data, msg.size, line, sizeof line);
-            if (wasmtime_error_exit_status(error, &exit_status))
+            if (wasmtime_error_exit_status(error, &exit_status)) {
                 st = dw_error_set(err, DW_ERR_STATE, "guest exited with status %d", exit_status);
-            else
+            } else if (memmem(msg.data, msg.size, "wasm backtrace", 14)) {
+                /* a host function's trap during a call: its message is the last line */
+                last_line(msg.data, msg.size, line, sizeof line);
+                st = dw_error_set(err, DW_ERR_TRAP, "trap: %s", line);
+            } else {
+                join_lines(msg.data, msg.size, line, sizeof line);
                 st = dw_error_set(err, DW_ERR_TRAP, "%s", line);
+            }
             wasm_byte_vec_delete(&msg);
         }
         wasmtime_error_delete(error);

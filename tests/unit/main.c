@@ -1,6 +1,5 @@
 /* Runs every registered unit test (or those whose name contains argv[1]) and prints
  * one result line per test and the closing "N passed, N failed" line. */
-#define _GNU_SOURCE
 #include "test.h"
 
 #include <stdlib.h>
