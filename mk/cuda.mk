@@ -12,6 +12,9 @@
 CUDA_OBJ    :=
 CUDA_CFLAGS :=
 CUDA_LDLIBS :=
+# This file is included before the Makefile's first target: nothing here may become the
+# default goal (restored at the end).
+dw_cuda_saved_goal := $(.DEFAULT_GOAL)
 
 ifneq ($(DW_SKIP_CUDA),1)
 dw_cuda_candidates := $(CUDA_HOME) /usr/local/cuda $(CURDIR)/.deps/cuda \
@@ -49,3 +52,5 @@ endif
 .PHONY: cuda-info
 cuda-info:
 	@echo "CUDA toolkit: $(if $(CUDA_ROOT),$(CUDA_ROOT) (cudart $(CUDA_LIBDIR), cuBLAS $(if $(CUBLAS_DIR),$(CUBLAS_DIR),not found: set DW_CUBLAS_LIB)),none: CPU-only build)"
+
+.DEFAULT_GOAL := $(dw_cuda_saved_goal)
