@@ -53,6 +53,10 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
+# The benchmark actor is embedded in the program (src/cli/embedded_guests.c).
+$(BUILD)/obj/src/cli/embedded_guests.o: $(BUILD)/guests/bench_actor.wasm
+$(BUILD)/obj/src/cli/embedded_guests.o: CFLAGS += -DDW_BENCH_ACTOR_WASM='"$(BUILD)/guests/bench_actor.wasm"'
+
 $(LIBDW): $(LIB_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

@@ -16,3 +16,12 @@ $(BUILD)/guests/%.wasm: examples/%/main.c include/driftwood/guest.h sdk/guest.mk
 $(BUILD)/guests/%.wasm: tests/guests/%.c include/driftwood/guest.h sdk/guest.mk
 	@mkdir -p $(dir $@)
 	$(DW_GUEST_CC) $(DW_GUEST_CFLAGS) -mexec-model=reactor -o $@ $< $(DW_GUEST_LDFLAGS)
+
+# Benchmark guests are reactors too; bench_actor.wasm is embedded in the driftwood program.
+BENCH_GUESTS := $(patsubst bench/guests/%.c,%,$(wildcard bench/guests/*.c))
+GUEST_WASM   += $(BENCH_GUESTS:%=$(BUILD)/guests/%.wasm)
+guests: $(BENCH_GUESTS:%=$(BUILD)/guests/%.wasm)
+
+$(BUILD)/guests/%.wasm: bench/guests/%.c include/driftwood/guest.h sdk/guest.mk
+	@mkdir -p $(dir $@)
+	$(DW_GUEST_CC) $(DW_GUEST_CFLAGS) -mexec-model=reactor -o $@ $< $(DW_GUEST_LDFLAGS)
