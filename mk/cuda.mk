@@ -49,7 +49,9 @@ $(BUILD)/obj/%.o: %.cu
 -include $(CUDA_OBJ:.o=.d)
 endif
 
-.PHONY: cuda-info
+.PHONY: cuda-info cuda-ldlibs
+cuda-ldlibs:
+	@echo "$(CUDA_LDLIBS)"
 cuda-info:
 	@echo "CUDA toolkit: $(if $(CUDA_ROOT),$(CUDA_ROOT) (cudart $(CUDA_LIBDIR), cuBLAS $(if $(CUBLAS_DIR),$(CUBLAS_DIR),not found: set DW_CUBLAS_LIB)),none: CPU-only build)"
 

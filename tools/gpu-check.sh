@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs on the project's GPU machine (the device tool; docs/CUDA.md has the exact call): builds
+# Driftwood against the system CUDA with what tools/gpu-prepare.sh put in .carry/, runs the unit
+# tests with the CUDA ones required, and `driftwood bench zerocopy` on cuda and cpu. Logs go to
+# $OUT (at most 8 files) and a summary is printed last. Exits non-zero when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=build-gpu
+OUT="${OUT:-$PWD/$B/out}"
+mkdir -p "$OUT" "$B"
+dw_failed=""
+fail() { dw_failed="$dw_failed $1"; }
+
+# ---- the carried pieces -----------------------------------------------------------------
+[ -f .carry/wasmtime/lib/libwasmtime.so ] || { echo "gpu-check: .carry/wasmtime missing: run tools/gpu-prepare.sh here and carry .carry"; exit 2; }
+export WASMTIME_DIR="$PWD/.carry/wasmtime"
+dw_sys=/tmp/dw-sysroot
+rm -rf "$dw_sys" && mkdir -p "$dw_sys"
+for deb in .carry/debs/*.deb; do dpkg -x "$deb" "$dw_sys"; done
+export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
+export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ -d .carry/guests ]; then
+    # Prebuilt guests (no clang there); newer than their sources so make keeps them.
+    mkdir -p "$B/guests" && cp .carry/guests/*.wasm "$B/guests/" && touch "$B"/guests/*.wasm
+fi
+
+# ---- the machine --------------------------------------------------------------------------
+{
+    echo "== $(date -u +%FT%TZ) $(uname -r)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+    command -v nvcc && nvcc --version | tail -2
+    ls -d /usr/local/cuda* 2>&1
+    make -s cuda-info BUILD=$B
+    gcc --version | head -1
+} >"$OUT/env.txt" 2>&1
+# cuBLAS: the toolkit's own, else the first libcublas.so.13 found (pip wheels of the image).
+if ! make -s cuda-info BUILD=$B | grep -q "cuBLAS /"; then
+    dw_cublas=$(find /usr/local /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -1)
+    [ -n "$dw_cublas" ] && export DW_CUBLAS_LIB="$dw_cublas"
+    echo "cuBLAS not beside the toolkit; DW_CUBLAS_LIB=${dw_cublas:-none found}" >>"$OUT/env.txt"
+fi
+dw_cuda_root=$(make -s cuda-info BUILD=$B | sed -n 's/^CUDA toolkit: \([^ ]*\) .*/\1/p')
+if [ -n "$dw_cuda_root" ] && [ ! -f "$dw_cuda_root/include/cublas_v2.h" ]; then
+    dw_hdr=$(find /usr/local /opt /usr/include -name cublas_v2.h 2>/dev/null | head -1)
+    [ -n "$dw_hdr" ] && export CUDA_EXTRA_FLAGS="-I$(dirname "$dw_hdr")"
+    echo "cublas_v2.h not in the toolkit; using ${dw_hdr:-none found}" >>"$OUT/env.txt"
+fi
+
+# ---- build ----------------------------------------------------------------------------------
+dw_t0=$(date +%s)
+if make -j"$(nproc)" BUILD=$B "$B/bin/driftwood" "$B/bin/dw-tests" >"$OUT/build.log" 2>&1; then
+    dw_tests="$B/bin/dw-tests"
+else
+    fail build
+    # Fallback: the CUDA tests alone, linked against whatever of the library builds.
+    echo "== full build failed; building the CUDA tests alone" >>"$OUT/build.log"
+    dw_tests="$B/bin/dw-cuda-tests"
+    make -k -j"$(nproc)" BUILD=$B "$B/lib/libdriftwood.a" >>"$OUT/build.log" 2>&1
+    gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA -o "$dw_tests" \
+        tests/unit/main.c tests/unit/test_cuda_backend.c src/backend/backend.c src/backend/cpu/*.c src/core/*.c \
+        "$B"/obj/src/backend/cuda/*.o $(make -s BUILD=$B cuda-ldlibs) \
+        -ljansson -lpcre2-8 -lm >>"$OUT/build.log" 2>&1 || fail cuda-test-build
+fi
+echo "build: $(( $(date +%s) - dw_t0 )) s" >>"$OUT/env.txt"
+
+# ---- tests and benchmarks ----------------------------------------------------------------------
+export DW_BUILD_DIR=$B
+if [ -x "$dw_tests" ]; then
+    DW_REQUIRE_CUDA=1 timeout 120 "$dw_tests" cuda >"$OUT/tests-cuda.log" 2>&1 || fail cuda-tests
+    if [ "$dw_tests" = "$B/bin/dw-tests" ]; then
+        DW_REQUIRE_CUDA=1 timeout 240 "$dw_tests" >"$OUT/tests-all.log" 2>&1 || fail unit-tests
+    fi
+fi
+if [ -x "$B/bin/driftwood" ]; then
+    for be in cuda cpu; do
+        timeout 90 "$B/bin/driftwood" bench zerocopy --backend $be --json >"$OUT/bench-$be.json" 2>&1 || fail "bench-$be"
+    done
+    timeout 90 "$B/bin/driftwood" bench zerocopy --backend cuda >"$OUT/bench-cuda.txt" 2>&1 || fail bench-cuda-table
+fi
+
+# ---- summary (printed last: the device tool returns the tail) --------------------------------------
+{
+    cat "$OUT/env.txt"
+    echo "== build (tail)"; tail -5 "$OUT/build.log"
+    for f in tests-cuda.log tests-all.log; do
+        [ -f "$OUT/$f" ] && { echo "== $f"; grep -v '^ok  ' "$OUT/$f" | tail -40; }
+    done
+    for f in bench-cuda.txt bench-cuda.json bench-cpu.json; do
+        [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
+    done
+    echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"
+} | tee "$OUT/summary.txt"
+[ -z "$dw_failed" ]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs on a development machine: fills .carry/ (git-ignored) with what the project's H100 machine
+# lacks, for tools/gpu-check.sh to use there: the Wasmtime library built here (that machine has
+# no Rust), the compiled guest modules (no clang there), and the Debian packages of PCRE2 and
+# jansson (no headers there). Pass `carry: [".carry"]` to the device tool (docs/CUDA.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dw_version=$(sed -n 's/^WASMTIME_VERSION *:= *//p' Makefile)
+dw_cache="${DW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/driftwood}"
+dw_wasmtime="$dw_cache/wasmtime-$dw_version/dist"
+[ -f "$dw_wasmtime/lib/libwasmtime.so" ] || { echo "gpu-prepare: no $dw_wasmtime/lib/libwasmtime.so: run 'make setup' first"; exit 1; }
+
+rm -rf .carry
+mkdir -p .carry/wasmtime/lib .carry/debs .carry/guests
+
+cp -r "$dw_wasmtime/include" .carry/wasmtime/
+strip --strip-unneeded -o .carry/wasmtime/lib/libwasmtime.so "$dw_wasmtime/lib/libwasmtime.so"
+
+make -s guests
+cp build/guests/*.wasm .carry/guests/
+
+# Runtime and development packages; dpkg -x'd into a private prefix there (gpu-check.sh).
+dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4"
+if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
+    apt-get update -qq
+    (cd .carry/debs && apt-get download $dw_debs >/dev/null)
+fi
+
+echo "gpu-prepare: .carry holds $(du -sh .carry | cut -f1): Wasmtime $dw_version, $(ls .carry/guests | wc -l) guests, $(ls .carry/debs | wc -l) packages"
