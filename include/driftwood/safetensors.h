@@ -71,7 +71,11 @@ typedef struct dw_tensor_info {
 typedef struct dw_safetensors dw_safetensors;
 
 /* Maps the file at path read-only and validates it. On success *out is a handle to close
- * with dw_safetensors_close; on failure *out is NULL and err says what is wrong, naming path. */
+ * with dw_safetensors_close; on failure *out is NULL and err says what is wrong, naming path.
+ * Validation reads only the header; tensor pages are loaded when first touched. As with any
+ * mapping, a file truncated by another process while open faults (SIGBUS) on access: files
+ * that others may rewrite in place should be read into memory and opened with open_memory
+ * (our writer never rewrites in place: it renames a new file over the old one). */
 dw_status dw_safetensors_open(const char *path, dw_safetensors **out /* OUT */, dw_error *err);
 
 /* Same, over len bytes at bytes, which are NOT copied: they must stay valid and unchanged
