@@ -7,6 +7,7 @@
 #include "abi/abi.h"
 #include "driftwood/actor.h"
 #include "wasm/engine.h"
+#include "actor/runtime_impl.h"
 #include "wasm/module.h"
 
 struct dw_actor {

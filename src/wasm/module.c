@@ -15,8 +15,6 @@
 #include "wasm/engine.h"
 #include "wasm/module.h"
 
-#define DW_MAX_MODULE_BYTES ((size_t)256 << 20)
-
 static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -46,10 +44,10 @@ static int mkdir_p(const char *dir) {
     return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-static void cache_path(const dw_runtime *rt, const uint8_t sha[32], char *out, size_t cap) {
+static void cache_path(const char *cache_dir, const uint8_t sha[32], char *out, size_t cap) {
     char hex[65];
     dw__sha256_hex(sha, hex);
-    snprintf(out, cap, "%s/%s-%s.cwasm", rt->module_cache_dir, hex, dw__wasm_engine_tag());
+    snprintf(out, cap, "%s/%s-%s.cwasm", cache_dir, hex, dw__wasm_engine_tag());
 }
 
 static wasmtime_module_t *cache_load(wasm_engine_t *engine, const char *path) {
@@ -64,7 +62,7 @@ static wasmtime_module_t *cache_load(wasm_engine_t *engine, const char *path) {
     return m;
 }
 
-static void cache_store(const dw_runtime *rt, wasmtime_module_t *m, const char *path) {
+static void cache_store(const char *cache_dir, wasmtime_module_t *m, const char *path) {
     wasm_byte_vec_t bytes;
     wasmtime_error_t *e = wasmtime_module_serialize(m, &bytes);
     if (e) {
@@ -72,13 +70,13 @@ static void cache_store(const dw_runtime *rt, wasmtime_module_t *m, const char *
         return;
     }
     dw_error err;
-    if (mkdir_p(rt->module_cache_dir) == 0 && dw__file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
+    if (mkdir_p(cache_dir) == 0 && dw__file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
         fprintf(stderr, "driftwood: warning: module cache: %s\n", err.message);
     wasm_byte_vec_delete(&bytes);
 }
 
-dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *bytes, size_t len,
-                               dw_module **out, dw_error *err) {
+dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t *bytes, size_t len,
+                          dw_module **out, dw_error *err) {
     *out = NULL;
     wasm_engine_t *engine = dw__wasm_engine(err);
     if (!engine) return err ? err->status : DW_ERR_UNSUPPORTED;
@@ -93,8 +91,8 @@ dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *
     double t0 = now_ms();
     dw__sha256(bytes, len, m->stats.sha256);
     char path[4200] = "";
-    if (rt->module_cache_dir) {
-        cache_path(rt, m->stats.sha256, path, sizeof path);
+    if (cache_dir) {
+        cache_path(cache_dir, m->stats.sha256, path, sizeof path);
         m->module = cache_load(engine, path);
         m->stats.from_cache = m->module != NULL;
     }
@@ -107,22 +105,11 @@ dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *
             dw_module_free(m);
             return DW_ERR_FORMAT;
         }
-        if (rt->module_cache_dir) cache_store(rt, m->module, path);
+        if (cache_dir) cache_store(cache_dir, m->module, path);
     }
     m->stats.load_ms = now_ms() - t0;
     *out = m;
     return DW_OK;
-}
-
-dw_status dw_module_load_file(dw_runtime *rt, const char *path, dw_module **out, dw_error *err) {
-    char *bytes;
-    size_t len;
-    *out = NULL;
-    dw_status st = dw__file_read_all(path, DW_MAX_MODULE_BYTES, &bytes, &len, err);
-    if (st != DW_OK) return st;
-    st = dw_module_load_bytes(rt, path, (const uint8_t *)bytes, len, out, err);
-    free(bytes);
-    return st;
 }
 
 const dw_module_stats *dw_module_stats_get(const dw_module *m) { return &m->stats; }

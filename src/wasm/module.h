@@ -1,25 +1,20 @@
-/* Internal layout of runtimes and modules (include/driftwood/runtime.h is the interface). */
+/* Compiled modules (the wasm layer's part of include/driftwood/runtime.h): compilation with
+ * an on-disk cache of compiled code. */
 #ifndef DW_WASM_MODULE_H
 #define DW_WASM_MODULE_H
 
-#include <pthread.h>
 #include <wasmtime.h>
 
 #include "driftwood/runtime.h"
-
-#define DW_MAX_BACKENDS 4
-
-struct dw_runtime {
-    char *module_cache_dir; /* NULL: cache disabled */
-    pthread_mutex_t lock;   /* guards backends */
-    dw_backend *backends[DW_MAX_BACKENDS];
-    int backend_count;
-};
 
 struct dw_module {
     wasmtime_module_t *module;
     char *name; /* file name, for messages */
     dw_module_stats stats;
 };
+
+/* Compiles bytes (or loads the compiled code from cache_dir, which may be NULL: no cache). */
+dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t *bytes, size_t len,
+                          dw_module **out, dw_error *err);
 
 #endif

@@ -1,9 +1,12 @@
-/* Runtime lifetime and its shared backends. */
+/* The runtime: the object an embedding application holds. It owns the module cache folder,
+ * the backends (opened once, shared by every actor) and the registered models. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "actor/runtime_impl.h"
+#include "core/file.h"
 #include "wasm/engine.h"
 #include "wasm/module.h"
 
@@ -60,3 +63,22 @@ dw_status dw_runtime_backend(dw_runtime *rt, const char *name, dw_backend **out,
     pthread_mutex_unlock(&rt->lock);
     return st;
 }
+
+dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *bytes, size_t len,
+                               dw_module **out, dw_error *err) {
+    return dw__module_load(rt->module_cache_dir, name, bytes, len, out, err);
+}
+
+#define DW_MAX_MODULE_BYTES ((size_t)256 << 20)
+
+dw_status dw_module_load_file(dw_runtime *rt, const char *path, dw_module **out, dw_error *err) {
+    char *bytes;
+    size_t len;
+    *out = NULL;
+    dw_status st = dw__file_read_all(path, DW_MAX_MODULE_BYTES, &bytes, &len, err);
+    if (st != DW_OK) return st;
+    st = dw_module_load_bytes(rt, path, (const uint8_t *)bytes, len, out, err);
+    free(bytes);
+    return st;
+}
+
