@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/cuda/host_ranges.h"
 #include "driftwood/backend.h"
 #include "driftwood/error.h"
 
@@ -250,15 +251,30 @@ TEST(cuda_grown_region_registers_second_piece_usable_by_gemm) {
     CHECK_OK(b->ops->region_register(b->ctx, base + piece, piece, &err));
     CHECK(b->ops->device_pointer(b->ctx, base + piece + 12) == base + piece + 12);
     const int m = 96, n = 160, k = 128;
-    float *a = (float *)(base + 4096);                                            /* piece 1 */
-    float *bm = (float *)(base + piece - (size_t)k * n * sizeof(float) / 2);      /* straddles both */
-    float *c = (float *)(base + piece + 3 * 4096);                                /* piece 2 */
+    const size_t sb = (size_t)k * n * sizeof(float);
+    float *a = (float *)(base + 4096);                 /* piece 1 */
+    float *bm = (float *)(base + piece - sb / 2);      /* straddles both pieces */
+    float *c = (float *)(base + piece + sb);           /* piece 2, clear of B */
     fill_random(a, (size_t)m * k);
     fill_random(bm, (size_t)k * n);
     fill_nan(c, (size_t)m * n);
     CHECK_OK(b->ops->gemm_f32(b->ctx, m, n, k, a, bm, c, &err));
     double e = gemm_rel_error(m, n, k, a, bm, c);
     CHECK_MSG(e < 1e-5, "relative error %.3g across two registered pieces", e);
+    /* Copies whose host side straddles the two pieces (cudaMemcpy alone refuses that). */
+    void *dev = NULL;
+    float *back = (float *)(base + piece + 2 * sb);
+    CHECK_OK(b->ops->buffer_alloc(b->ctx, sb, &dev, &err));
+    CHECK_OK(b->ops->copy_to_device(b->ctx, dev, bm, sb, &err));
+    CHECK_OK(b->ops->copy_to_host(b->ctx, back, dev, sb, &err));
+    CHECK(memcmp(back, bm, sb) == 0);
+    fill_nan(bm, (size_t)k * n);
+    CHECK_OK(b->ops->copy_to_host(b->ctx, bm, dev, sb, &err));
+    CHECK(memcmp(back, bm, sb) == 0);
+    b->ops->buffer_free(b->ctx, dev);
+    /* Registrations are exact ranges: overlaps and unknown ranges are refused. */
+    CHECK(b->ops->region_register(b->ctx, base, 2 * piece, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(b->ops->region_unregister(b->ctx, base, 2 * piece, &err) == DW_ERR_INVALID_ARGUMENT);
     CHECK_OK(b->ops->region_unregister(b->ctx, base + piece, piece, &err));
     CHECK_OK(b->ops->region_unregister(b->ctx, base, piece, &err));
     munmap(base, reserved);
@@ -398,3 +414,39 @@ TEST(cuda_concurrent_gemms_from_threads_all_verify) {
     munmap(region, len);
     dw_backend_close(b);
 }
+
+/* ---- the registered-range set (no GPU needed) --------------------------------------------- */
+
+#ifdef DW_HAVE_CUDA
+TEST(cuda_host_ranges_split_at_registration_boundaries) {
+    dw_error err = {0};
+    dw__host_ranges s = {0};
+    /* [1000,2000) [2000,3000) [5000,6000), added out of order */
+    CHECK_OK(dw__host_ranges_add(&s, 5000, 1000, &err));
+    CHECK_OK(dw__host_ranges_add(&s, 1000, 1000, &err));
+    CHECK_OK(dw__host_ranges_add(&s, 2000, 1000, &err));
+    CHECK(dw__host_ranges_add(&s, 2500, 10, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(dw__host_ranges_add(&s, 4000, 1001, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(dw__host_ranges_add(&s, 900, 101, &err) == DW_ERR_INVALID_ARGUMENT);
+    int inside = -1;
+    CHECK(dw__host_ranges_segment(&s, 1500, 1000, &inside) == 500 && inside == 1);
+    CHECK(dw__host_ranges_segment(&s, 2000, 700, &inside) == 700 && inside == 1);
+    CHECK(dw__host_ranges_segment(&s, 3000, 5000, &inside) == 2000 && inside == 0);
+    CHECK(dw__host_ranges_segment(&s, 500, 100, &inside) == 100 && inside == 0);
+    CHECK(dw__host_ranges_segment(&s, 7000, 100, &inside) == 100 && inside == 0);
+    CHECK(dw__host_ranges_covers(&s, 1200, 1700));  /* across the 2000 boundary */
+    CHECK(!dw__host_ranges_covers(&s, 2500, 600));  /* runs past 3000 */
+    CHECK(!dw__host_ranges_covers(&s, 900, 200));   /* starts before 1000 */
+    CHECK(dw__host_ranges_remove(&s, 2000, 999, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK_OK(dw__host_ranges_remove(&s, 2000, 1000, &err));
+    CHECK(!dw__host_ranges_covers(&s, 1200, 1700));
+    CHECK(dw__host_ranges_segment(&s, 1500, 4000, &inside) == 500 && inside == 1);
+    CHECK(dw__host_ranges_segment(&s, 2000, 4000, &inside) == 3000 && inside == 0);
+    /* Many pieces, as a memory grown 64 KiB at a time. */
+    dw__host_ranges_free(&s);
+    for (uintptr_t i = 0; i < 1000; i++) CHECK_OK(dw__host_ranges_add(&s, 0x100000 + i * 0x10000, 0x10000, &err));
+    CHECK(dw__host_ranges_covers(&s, 0x100000, 1000 * 0x10000));
+    CHECK(dw__host_ranges_segment(&s, 0x100000 + 0x18000, 0x20000, &inside) == 0x8000 && inside == 1);
+    dw__host_ranges_free(&s);
+}
+#endif

@@ -7,6 +7,7 @@ extern "C" {
 #include "backend/backend.h"
 }
 #include "backend/cuda/cublas_dl.h"
+#include "backend/cuda/host_ranges.h"
 
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -30,6 +31,7 @@ struct cuda_ctx {
     const dw__cublas_api *blas;
     cublasHandle_t handle;
     void *workspace; /* WORKSPACE_BYTES of device memory, cuBLAS's scratch */
+    dw__host_ranges ranges; /* what region_register registered, for copies and operand checks */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -81,19 +83,25 @@ static dw_status cuda_region_register(void *ctx, void *base, size_t len, dw_erro
     locked l(c);
     dw_status st = l.enter(err);
     if (st) return st;
-    CUDA_TRY(cudaHostRegister(base, len, cudaHostRegisterMapped), "cudaHostRegister(mapped)");
+    st = dw__host_ranges_add(&c->ranges, (uintptr_t)base, len, err); /* refuses overlaps */
+    if (st) return st;
+    cudaError_t e = cudaHostRegister(base, len, cudaHostRegisterMapped);
+    if (e != cudaSuccess) {
+        (void)dw__host_ranges_remove(&c->ranges, (uintptr_t)base, len, NULL);
+        return cuda_fail(err, e, "cudaHostRegister(mapped)");
+    }
     /* Zero-copy needs the device to address the pages at their host addresses (UVA with
      * cudaDevAttrCanUseHostPointerForRegisteredMem, checked at open): verify both ends. */
     char *last = (char *)base + len - 1;
     void *dev_first = NULL, *dev_last = NULL;
-    cudaError_t e = cudaHostGetDevicePointer(&dev_first, base, 0);
+    e = cudaHostGetDevicePointer(&dev_first, base, 0);
     if (e == cudaSuccess) e = cudaHostGetDevicePointer(&dev_last, last, 0);
-    if (e != cudaSuccess) {
+    if (e != cudaSuccess || dev_first != base || dev_last != last) {
         (void)cudaHostUnregister(base);
-        return cuda_fail(err, e, "cudaHostGetDevicePointer on a registered region");
+        (void)dw__host_ranges_remove(&c->ranges, (uintptr_t)base, len, NULL);
     }
+    if (e != cudaSuccess) return cuda_fail(err, e, "cudaHostGetDevicePointer on a registered region");
     if (dev_first != base || dev_last != last) {
-        (void)cudaHostUnregister(base);
         return dw_error_set(err, DW_ERR_BACKEND,
                             "backend 'cuda': registered region [%p, +%zu) has device address %p, not its host "
                             "address (zero-copy needs them equal)",
@@ -107,7 +115,13 @@ static dw_status cuda_region_unregister(void *ctx, void *base, size_t len, dw_er
     locked l(c);
     dw_status st = l.enter(err);
     if (st) return st;
-    CUDA_TRY(cudaHostUnregister(base), "cudaHostUnregister");
+    st = dw__host_ranges_remove(&c->ranges, (uintptr_t)base, len, err); /* exactly a registered range */
+    if (st) return st;
+    cudaError_t e = cudaHostUnregister(base);
+    if (e != cudaSuccess) {
+        (void)dw__host_ranges_add(&c->ranges, (uintptr_t)base, len, NULL);
+        return cuda_fail(err, e, "cudaHostUnregister");
+    }
     return DW_OK;
 }
 
@@ -123,11 +137,15 @@ static void *cuda_device_pointer(void *ctx, void *host) {
     return attr.type == cudaMemoryTypeUnregistered ? NULL : attr.devicePointer;
 }
 
-/* True when [p, p+bytes) starts and ends in memory the device can address at the same
- * address: registered host memory or device memory. A kernel touching anything else faults
- * (no pageable-memory access on the H100) and the fault would poison the context for every
+/* True when the device can address all of [p, p+bytes) at the same address: it lies in
+ * ranges this backend registered, or starts and ends in device memory (or in host memory
+ * registered elsewhere in the process). A kernel touching anything else faults (no
+ * pageable-memory access on the H100) and the fault would poison the context for every
  * actor, so GEMM operands are checked before launch. Caller holds the lock. */
-static bool device_accessible(const void *p, size_t bytes) {
+static bool device_accessible(cuda_ctx *c, const void *p, size_t bytes) {
+    int inside;
+    dw__host_ranges_segment(&c->ranges, (uintptr_t)p, bytes, &inside);
+    if (inside) return dw__host_ranges_covers(&c->ranges, (uintptr_t)p, bytes);
     const char *ends[2] = {(const char *)p, (const char *)p + bytes - 1};
     for (const char *q : ends) {
         cudaPointerAttributes attr;
@@ -161,7 +179,7 @@ static dw_status cuda_gemm_f32(void *ctx, int m, int n, int k, const float *a, c
                 {b, (size_t)k * n * sizeof(float), "B"},
                 {c_out, (size_t)m * n * sizeof(float), "C"}};
     for (auto &op : ops) {
-        if (op.bytes && !device_accessible(op.p, op.bytes))
+        if (op.bytes && !device_accessible(c, op.p, op.bytes))
             return dw_error_set(err, DW_ERR_INVALID_ARGUMENT,
                                 "backend 'cuda': gemm operand %s [%p, +%zu) is not in a registered region or "
                                 "device buffer",
@@ -224,12 +242,21 @@ static void cuda_buffer_free(void *ctx, void *buf) {
     (void)cudaFree(buf);
 }
 
+/* One copy between a device buffer and host memory, split where the host side crosses from
+ * one registered range into the next (or into unregistered memory): cudaMemcpy refuses a
+ * host range spanning two registrations (host_ranges.h). */
 static dw_status cuda_copy(cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                            const char *what, dw_error *err) {
     locked l(c);
     dw_status st = l.enter(err);
     if (st) return st;
-    CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, kind, c->stream), what);
+    uintptr_t host = (uintptr_t)(kind == cudaMemcpyHostToDevice ? src : dst);
+    for (size_t done = 0; done < bytes;) {
+        int inside;
+        size_t n = dw__host_ranges_segment(&c->ranges, host + done, bytes - done, &inside);
+        CUDA_TRY(cudaMemcpyAsync((char *)dst + done, (const char *)src + done, n, kind, c->stream), what);
+        done += n;
+    }
     CUDA_TRY(cudaStreamSynchronize(c->stream), what);
     return DW_OK;
 }
@@ -254,6 +281,9 @@ static void cuda_destroy(void *ctx) {
     if (c->handle) c->blas->destroy(c->handle);
     if (c->workspace) (void)cudaFree(c->workspace);
     if (c->stream) (void)cudaStreamDestroy(c->stream);
+    /* Registrations a region owner left behind would stay pinned for the process's life. */
+    for (size_t i = 0; i < c->ranges.count; i++) (void)cudaHostUnregister((void *)c->ranges.v[i].base);
+    dw__host_ranges_free(&c->ranges);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
