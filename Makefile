@@ -28,6 +28,8 @@ LIBDW      := $(BUILD)/lib/libdriftwood.a
 DRIFTWOOD  := $(BUILD)/bin/driftwood
 TEST_BIN   := $(BUILD)/bin/dw-tests
 
+.DEFAULT_GOAL := all
+
 include mk/cuda.mk
 include mk/guests.mk
 

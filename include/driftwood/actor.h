@@ -30,6 +30,11 @@ typedef struct dw_actor_options {
     int argc;                 /* WASI arguments (argv[0] is the program name) */
     const char *const *argv;
     int inherit_stdio;        /* WASI stdout/stderr go to the host's */
+    const char *const *models; /* registered models the actor may open; NULL: all of them */
+    int n_models;
+    /* Where the actor's dw_emit output goes; NULL: the host's stdout. */
+    void (*output)(void *user, const char *bytes, size_t len);
+    void *output_user;
 } dw_actor_options;
 
 dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, dw_actor **out,
@@ -47,6 +52,19 @@ dw_status dw_actor_parse_args(dw_actor *actor, const char *name, int argc, const
 
 /* Runs the WASI command entry point `_start`; *exit_code is the guest's exit status. */
 dw_status dw_actor_run_main(dw_actor *actor, int *exit_code, dw_error *err);
+
+/* Delivers one message: calls the actor's export dw_on_message(len), during which the actor
+ * reads the bytes with dw_message_read and streams its answer through the output callback.
+ * One message at a time per actor. */
+dw_status dw_actor_send(dw_actor *actor, const void *message, size_t len, dw_error *err);
+
+/* Engine work done inside the actor's host calls since the last reset. */
+typedef struct dw_actor_stats {
+    uint64_t prefill_calls, prefill_tokens, decode_tokens;
+    double prefill_ms, decode_ms; /* wall time inside the engine */
+} dw_actor_stats;
+void dw_actor_stats_get(const dw_actor *actor, dw_actor_stats *out);
+void dw_actor_stats_reset(dw_actor *actor);
 
 /* The actor's memory 0 (its exported "memory"): base and current size. The base never
  * changes for the actor's life. */

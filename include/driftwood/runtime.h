@@ -25,6 +25,27 @@ void dw_runtime_free(dw_runtime *rt);
 /* The backend of that name ("cpu", "cuda"), opened on first use and owned by the runtime. */
 dw_status dw_runtime_backend(dw_runtime *rt, const char *name, dw_backend **out, dw_error *err);
 
+/* ------------------------------------------------------------------------------------------
+ * Models. Whoever starts the runtime registers models by name; actors open them by name (they
+ * never open files). A model is loaded once per backend, on first use, and shared by every
+ * actor and session on that backend. */
+
+struct dw_model;
+struct dw_tokenizer;
+
+/* Registers the Hugging Face model directory dir (config.json, *.safetensors, tokenizer.json)
+ * under name. Nothing is loaded yet; a name registered twice is an error. */
+dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char *dir, dw_error *err);
+
+/* The registered model `name` loaded onto `backend` ("cpu"/"cuda"), loading it now if this is
+ * the first use; its tokenizer too. *load_ms (may be NULL) gets how long the load took (0 when
+ * it was already loaded). Owned by the runtime. */
+dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend, struct dw_model **model,
+                           struct dw_tokenizer **tokenizer, double *load_ms, dw_error *err);
+
+/* The directory registered under name, or NULL. */
+const char *dw_runtime_model_dir(dw_runtime *rt, const char *name);
+
 /* How a module was obtained (for timing reports). */
 typedef struct dw_module_stats {
     int from_cache;        /* 1: deserialized from the compiled-module cache */

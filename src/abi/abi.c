@@ -45,7 +45,9 @@ dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__h
 }
 
 dw_status dw__abi_define(wasmtime_linker_t *linker, dw__abi_context *ctx, dw_error *err) {
-    return dw__abi_define_table(linker, ctx, dw__host_core_functions, dw__host_core_function_count, err);
+    dw_status st = dw__abi_define_table(linker, ctx, dw__host_core_functions, dw__host_core_function_count, err);
+    if (st == DW_OK) st = dw__abi_define_table(linker, ctx, dw__host_llm_functions, dw__host_llm_function_count, err);
+    return st;
 }
 
 wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) {

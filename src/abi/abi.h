@@ -10,11 +10,60 @@
 #include "driftwood/backend.h"
 #include "driftwood/error.h"
 
+struct dw_model;
+struct dw_tokenizer;
+struct dw_session;
+struct dw_sampler;
+
+#define DW_ABI_MAX_MODELS 8
+#define DW_ABI_MAX_SESSIONS 64
+
+/* Opens a model by name for this actor (the actor layer checks what the actor may use). */
+typedef dw_status (*dw__model_opener)(void *opener_ctx, const char *name, struct dw_model **model,
+                                      struct dw_tokenizer **tokenizer, dw_error *err);
+/* Receives the actor's output bytes. */
+typedef void (*dw__emit_fn)(void *user, const char *bytes, size_t len);
+
+typedef struct dw__abi_model {
+    char name[64];
+    struct dw_model *model;
+    struct dw_tokenizer *tokenizer;
+} dw__abi_model;
+
+typedef struct dw__abi_session {
+    struct dw_session *session; /* NULL: free slot */
+    int model;                  /* index in models[] */
+    uint16_t generation;        /* bumped on free, so stale handles are refused */
+} dw__abi_session;
+
+/* Time spent in the engine inside host calls (for the per-turn timing lines). */
+typedef struct dw__abi_stats {
+    uint64_t prefill_calls, prefill_tokens, decode_tokens;
+    double prefill_ms, decode_ms;
+} dw__abi_stats;
+
 typedef struct dw__abi_context {
     dw_region *memory;      /* the guest's memory 0; set once instantiated */
     dw_backend *backend;    /* where dw.gemm and inference run */
     char last_error[256];   /* message for the last failing call, fetched by dw.last_error */
+
+    dw__model_opener open_model;
+    void *opener_ctx;
+    dw__abi_model models[DW_ABI_MAX_MODELS];
+    int model_count;
+    dw__abi_session sessions[DW_ABI_MAX_SESSIONS];
+    struct dw_sampler *sampler; /* scratch for dw.sample, made on first use */
+    int sampler_vocab;
+
+    const uint8_t *message; /* the message being delivered (dw.message_read) */
+    size_t message_len;
+    dw__emit_fn emit;       /* NULL: stdout */
+    void *emit_user;
+    dw__abi_stats stats;
 } dw__abi_context;
+
+/* Frees the context's sessions and sampler (models belong to the runtime). */
+void dw__abi_context_release(dw__abi_context *ctx);
 
 /* Defines every "dw" function in linker with ctx as env; ctx must outlive the linker's
  * instances. */
@@ -41,6 +90,9 @@ typedef struct dw__host_function {
 dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__host_function *table, size_t n,
                                dw_error *err);
 
-/* The core functions (gemm, log, now, nop, last_error), in host_core.c. */
+/* The core functions (gemm, log, now, nop, last_error, message_read, emit), in host_core.c;
+ * the language-model functions, in host_llm.c. */
 extern const dw__host_function dw__host_core_functions[];
 extern const size_t dw__host_core_function_count;
+extern const dw__host_function dw__host_llm_functions[];
+extern const size_t dw__host_llm_function_count;

@@ -75,7 +75,37 @@ static wasm_trap_t *host_last_error(void *env, wasmtime_caller_t *caller, wasmti
     return NULL;
 }
 
+static wasm_trap_t *host_message_read(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t p = (uint32_t)args[0].i32;
+    int32_t cap = args[1].i32;
+    if (cap < 0) return dw__abi_trap("dw.message_read", "negative capacity %d", cap);
+    uint8_t *buf = dw__guest_span(ctx->memory, p, (uint32_t)cap, 1, 1);
+    if (!buf) return dw__abi_trap("dw.message_read", "buffer at %u (%d bytes) is outside guest memory", p, cap);
+    size_t k = ctx->message_len < (size_t)cap ? ctx->message_len : (size_t)cap;
+    if (k) memcpy(buf, ctx->message, k);
+    args[0].i32 = (int32_t)ctx->message_len;
+    return NULL;
+}
+
+static wasm_trap_t *host_emit(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t p = (uint32_t)args[0].i32;
+    int32_t len = args[1].i32;
+    if (len < 0) return dw__abi_trap("dw.emit", "negative length %d", len);
+    const char *bytes = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
+    if (!bytes) return dw__abi_trap("dw.emit", "output at %u (%d bytes) is outside guest memory", p, len);
+    if (ctx->emit) ctx->emit(ctx->emit_user, bytes, (size_t)len);
+    else {
+        fwrite(bytes, 1, (size_t)len, stdout);
+        fflush(stdout);
+    }
+    return NULL;
+}
+
 const dw__host_function dw__host_core_functions[] = {
+    {"message_read", "ii", "i", host_message_read},
+    {"emit", "ii", "", host_emit},
     {"gemm", "iiiiii", "i", host_gemm},
     {"log", "ii", "", host_log},
     {"now", "", "I", host_now},

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,28 @@ static dw_status bind_memory(dw_actor *a, dw_error *err) {
     return DW_OK;
 }
 
+/* dw__model_opener for the actor's host functions: only models the actor was allowed. */
+static dw_status open_model(void *opener_ctx, const char *name, struct dw_model **model,
+                            struct dw_tokenizer **tokenizer, dw_error *err) {
+    dw_actor *a = opener_ctx;
+    if (a->allowed_models) {
+        int ok = 0;
+        for (int i = 0; i < a->n_allowed_models; i++) ok |= !strcmp(a->allowed_models[i], name);
+        if (!ok) return dw_error_set(err, DW_ERR_NOT_FOUND, "this actor may not use model '%s'", name);
+    }
+    return dw_runtime_model(a->runtime, name, a->backend_name, model, tokenizer, NULL, err);
+}
+
+static dw_status copy_allowed_models(dw_actor *a, const dw_actor_options *o, dw_error *err) {
+    if (!o->models) return DW_OK;
+    a->allowed_models = calloc((size_t)o->n_models + 1, sizeof *a->allowed_models);
+    if (!a->allowed_models) return dw_error_set(err, DW_ERR_NO_MEMORY, "actor: out of memory");
+    for (int i = 0; i < o->n_models; i++)
+        if (!(a->allowed_models[i] = strdup(o->models[i]))) return dw_error_set(err, DW_ERR_NO_MEMORY, "actor: out of memory");
+    a->n_allowed_models = o->n_models;
+    return DW_OK;
+}
+
 dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, dw_actor **out,
                           dw_error *err) {
     static const dw_actor_options defaults = {0};
@@ -93,6 +116,12 @@ dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opti
     dw_status st = dw_runtime_backend(rt, o->backend, &a->backend, err);
     if (st != DW_OK) goto fail;
     a->abi.backend = a->backend;
+    snprintf(a->backend_name, sizeof a->backend_name, "%s", o->backend ? o->backend : "cpu");
+    a->abi.open_model = open_model;
+    a->abi.opener_ctx = a;
+    a->abi.emit = o->output;
+    a->abi.emit_user = o->output_user;
+    if ((st = copy_allowed_models(a, o, err)) != DW_OK) goto fail;
     if (o->timeout_seconds > 0) {
         a->timeout_ticks = (uint64_t)ceil(o->timeout_seconds * 1000.0 / DW_EPOCH_TICK_MS);
         dw__wasm_epoch_ticker_start();
@@ -144,8 +173,11 @@ fail:
 
 void dw_actor_free(dw_actor *a) {
     if (!a) return;
+    dw__abi_context_release(&a->abi);
     if (a->linker) wasmtime_linker_delete(a->linker);
     if (a->store) wasmtime_store_delete(a->store); /* frees the memories (region finalizers) */
+    for (int i = 0; i < a->n_allowed_models; i++) free(a->allowed_models[i]);
+    free(a->allowed_models);
     free(a);
 }
 
@@ -273,3 +305,29 @@ dw_status dw_actor_run_main(dw_actor *a, int *exit_code, dw_error *err) {
     if (e || trap) return dw__wasm_error_take(e, trap, err);
     return DW_OK;
 }
+
+dw_status dw_actor_send(dw_actor *a, const void *message, size_t len, dw_error *err) {
+    if (len > INT32_MAX) return dw_error_set(err, DW_ERR_LIMIT, "message of %zu bytes is too large", len);
+    dw_value arg = {.kind = DW_I32, .of.i32 = (int32_t)len};
+    size_t nres;
+    dw_value res[2];
+    a->abi.message = message;
+    a->abi.message_len = len;
+    dw_status st = dw_actor_invoke(a, "dw_on_message", &arg, 1, res, 2, &nres, err);
+    a->abi.message = NULL;
+    a->abi.message_len = 0;
+    if (st == DW_OK && nres == 1 && res[0].kind == DW_I32 && res[0].of.i32 < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", a->abi.last_error);
+        st = dw_error_set(err, DW_ERR_STATE, "the actor failed to handle the message (code %d)%s%s", res[0].of.i32,
+                          msg[0] ? ": " : "", msg);
+    }
+    return st;
+}
+
+void dw_actor_stats_get(const dw_actor *a, dw_actor_stats *out) {
+    *out = (dw_actor_stats){a->abi.stats.prefill_calls, a->abi.stats.prefill_tokens, a->abi.stats.decode_tokens,
+                            a->abi.stats.prefill_ms, a->abi.stats.decode_ms};
+}
+
+void dw_actor_stats_reset(dw_actor *a) { memset(&a->abi.stats, 0, sizeof a->abi.stats); }

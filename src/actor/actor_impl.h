@@ -21,6 +21,9 @@ struct dw_actor {
     dw__abi_context abi;     /* env of the actor's host functions */
     dw_memory_context memory_context;
     uint64_t timeout_ticks;  /* epoch ticks per call; 0: no timeout */
+    char backend_name[16];
+    char **allowed_models;   /* NULL: every registered model */
+    int n_allowed_models;
 };
 
 /* Sets the epoch deadline for one call into the guest. */

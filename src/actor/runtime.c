@@ -39,6 +39,7 @@ dw_status dw_runtime_create(const dw_runtime_options *options, dw_runtime **out,
 
 void dw_runtime_free(dw_runtime *rt) {
     if (!rt) return;
+    dw__runtime_free_models(rt);
     for (int i = 0; i < rt->backend_count; i++) dw_backend_close(rt->backends[i]);
     pthread_mutex_destroy(&rt->lock);
     free(rt->module_cache_dir);

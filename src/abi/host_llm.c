@@ -1,0 +1,340 @@
+/* The language-model host functions of module "dw": models by name, per-actor sessions,
+ * tokenize/detokenize, prefill/decode writing logits into guest memory, and an optional
+ * host-side sampler (include/driftwood/guest.h documents them for guests).
+ * Handles index the actor's own tables (dw__abi_context), so an actor can name only its own
+ * models and sessions; session handles carry a generation so a freed handle stays invalid. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "abi/abi.h"
+#include "abi/guest_memory.h"
+#include "driftwood/engine.h"
+#include "driftwood/guest.h"
+#include "driftwood/model.h"
+#include "driftwood/sampler.h"
+#include "driftwood/tokenizer.h"
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int32_t code_of(dw_status st) {
+    switch (st) {
+    case DW_OK: return DW_E_OK;
+    case DW_ERR_LIMIT: return DW_E_LIMIT;
+    case DW_ERR_NOT_FOUND: return DW_E_NOT_FOUND;
+    case DW_ERR_STATE: return DW_E_STATE;
+    case DW_ERR_BACKEND: return DW_E_BACKEND;
+    default: return DW_E_INVALID;
+    }
+}
+
+static dw__abi_model *model_of(dw__abi_context *ctx, int32_t handle) {
+    return handle >= 1 && handle <= ctx->model_count ? &ctx->models[handle - 1] : NULL;
+}
+
+static dw__abi_session *session_of(dw__abi_context *ctx, int32_t handle) {
+    int index = (handle & 0xFFFF) - 1;
+    uint16_t generation = (uint16_t)((uint32_t)handle >> 16);
+    if (handle <= 0 || index < 0 || index >= DW_ABI_MAX_SESSIONS) return NULL;
+    dw__abi_session *s = &ctx->sessions[index];
+    return s->session && s->generation == generation ? s : NULL;
+}
+
+static int32_t session_handle(const dw__abi_context *ctx, const dw__abi_session *s) {
+    return (int32_t)((uint32_t)(s - ctx->sessions) + 1) | (int32_t)((uint32_t)(s->generation & 0x7FFF) << 16);
+}
+
+void dw__abi_context_release(dw__abi_context *ctx) {
+    for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++)
+        if (ctx->sessions[i].session) dw_session_free(ctx->sessions[i].session), ctx->sessions[i].session = NULL;
+    dw_sampler_free(ctx->sampler);
+    ctx->sampler = NULL;
+}
+
+#define FAIL(code, ...) (args[0].i32 = dw__abi_fail(ctx, (code), __VA_ARGS__), (wasm_trap_t *)NULL)
+
+static wasm_trap_t *host_model_open(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t p = (uint32_t)args[0].i32;
+    int32_t len = args[1].i32;
+    if (len < 0) return dw__abi_trap("dw.model_open", "negative length %d", len);
+    const char *name = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
+    if (!name) return dw__abi_trap("dw.model_open", "name at %u (%d bytes) is outside guest memory", p, len);
+    if (len == 0 || len > 63) return FAIL(DW_E_INVALID, "dw.model_open: model names are 1 to 63 bytes");
+    char buf[64];
+    memcpy(buf, name, (size_t)len);
+    buf[len] = 0;
+    for (int i = 0; i < ctx->model_count; i++)
+        if (!strcmp(ctx->models[i].name, buf)) return args[0].i32 = i + 1, NULL;
+    if (ctx->model_count == DW_ABI_MAX_MODELS) return FAIL(DW_E_LIMIT, "dw.model_open: too many models open");
+    if (!ctx->open_model) return FAIL(DW_E_NOT_FOUND, "dw.model_open: this actor may not use models");
+    dw__abi_model *m = &ctx->models[ctx->model_count];
+    dw_error err;
+    dw_status st = ctx->open_model(ctx->opener_ctx, buf, &m->model, &m->tokenizer, &err);
+    if (st != DW_OK) return FAIL(code_of(st), "dw.model_open: %s", err.message);
+    memcpy(m->name, buf, (size_t)len + 1);
+    args[0].i32 = ++ctx->model_count;
+    return NULL;
+}
+
+static wasm_trap_t *host_model_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_model *m = model_of(ctx, args[0].i32);
+    uint32_t p = (uint32_t)args[1].i32;
+    dw_model_info *out = dw__guest_span(ctx->memory, p, 1, sizeof *out, 4);
+    if (!out) return dw__abi_trap("dw.model_info", "info at %u is outside guest memory or misaligned", p);
+    if (!m) return FAIL(DW_E_NOT_FOUND, "dw.model_info: bad model handle %d", args[0].i32);
+    const dw_model_config *cfg = dw_model_get_config(m->model);
+    dw_model_info info = {
+        .vocab_size = cfg->vocab_size,
+        .context_length = cfg->max_position_embeddings,
+        .n_layers = cfg->n_layers,
+        .bos_id = cfg->bos_token_id >= 0 ? cfg->bos_token_id : dw_tokenizer_special_id(m->tokenizer, DW_SPECIAL_BOS),
+        .eos_id = dw_tokenizer_special_id(m->tokenizer, DW_SPECIAL_EOS),
+        .eot_id = dw_tokenizer_special_id(m->tokenizer, DW_SPECIAL_EOT),
+        .start_header_id = dw_tokenizer_special_id(m->tokenizer, DW_SPECIAL_START_HEADER),
+        .end_header_id = dw_tokenizer_special_id(m->tokenizer, DW_SPECIAL_END_HEADER),
+    };
+    if (info.eos_id < 0 && cfg->n_eos > 0) info.eos_id = cfg->eos_token_ids[0];
+    info.chat_format = info.start_header_id >= 0 && info.end_header_id >= 0 && info.eot_id >= 0 ? DW_CHAT_LLAMA3 : DW_CHAT_NONE;
+    /* stop tokens: the model's eos ids, then <|eot_id|> and <|end_of_text|> if not already there */
+    int candidates[DW_MAX_EOS_TOKENS + 2], nc = 0;
+    for (int i = 0; i < cfg->n_eos; i++) candidates[nc++] = cfg->eos_token_ids[i];
+    candidates[nc++] = info.eot_id;
+    candidates[nc++] = info.eos_id;
+    for (int i = 0; i < nc && info.n_stop < 8; i++) {
+        int dup = candidates[i] < 0;
+        for (int j = 0; j < info.n_stop; j++) dup |= info.stop_ids[j] == candidates[i];
+        if (!dup) info.stop_ids[info.n_stop++] = candidates[i];
+    }
+    *out = info;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_session_create(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_model *m = model_of(ctx, args[0].i32);
+    int32_t n_ctx = args[1].i32;
+    if (!m) return FAIL(DW_E_NOT_FOUND, "dw.session_create: bad model handle %d", args[0].i32);
+    if (n_ctx < 0) return FAIL(DW_E_INVALID, "dw.session_create: negative context length %d", n_ctx);
+    dw__abi_session *slot = NULL;
+    for (int i = 0; i < DW_ABI_MAX_SESSIONS && !slot; i++)
+        if (!ctx->sessions[i].session) slot = &ctx->sessions[i];
+    if (!slot) return FAIL(DW_E_LIMIT, "dw.session_create: too many sessions (%d)", DW_ABI_MAX_SESSIONS);
+    dw_session_options opts = {.ctx = n_ctx};
+    dw_error err;
+    dw_status st = dw_session_create(m->model, &opts, &slot->session, &err);
+    if (st != DW_OK) return FAIL(code_of(st), "dw.session_create: %s", err.message);
+    slot->model = (int)(m - ctx->models);
+    args[0].i32 = session_handle(ctx, slot);
+    return NULL;
+}
+
+static wasm_trap_t *host_session_free(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.session_free: bad session handle %d", args[0].i32);
+    dw_session_free(s->session);
+    s->session = NULL;
+    s->generation++;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_session_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    uint32_t p = (uint32_t)args[1].i32;
+    dw_session_info *out = dw__guest_span(ctx->memory, p, 1, sizeof *out, 4);
+    if (!out) return dw__abi_trap("dw.session_info", "info at %u is outside guest memory or misaligned", p);
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.session_info: bad session handle %d", args[0].i32);
+    *out = (dw_session_info){
+        .model = s->model + 1,
+        .position = dw_session_n_tokens(s->session),
+        .capacity = dw_session_ctx(s->session),
+        .vocab_size = dw_model_get_config(ctx->models[s->model].model)->vocab_size,
+    };
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_session_truncate(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.session_truncate: bad session handle %d", args[0].i32);
+    dw_error err;
+    dw_status st = dw_session_truncate(s->session, args[1].i32, &err);
+    if (st != DW_OK) return FAIL(code_of(st), "dw.session_truncate: %s", err.message);
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_tokenize(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_model *m = model_of(ctx, args[0].i32);
+    uint32_t ptext = (uint32_t)args[1].i32, pids = (uint32_t)args[4].i32;
+    int32_t len = args[2].i32, flags = args[3].i32, cap = args[5].i32;
+    if (len < 0 || cap < 0) return dw__abi_trap("dw.tokenize", "negative length %d or capacity %d", len, cap);
+    const char *text = dw__guest_span(ctx->memory, ptext, (uint32_t)len, 1, 1);
+    int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)cap, sizeof(int32_t), 4);
+    if (!text) return dw__abi_trap("dw.tokenize", "text at %u (%d bytes) is outside guest memory", ptext, len);
+    if (!ids) return dw__abi_trap("dw.tokenize", "ids at %u (%d) are outside guest memory or misaligned", pids, cap);
+    if (!m) return FAIL(DW_E_NOT_FOUND, "dw.tokenize: bad model handle %d", args[0].i32);
+    if (flags & ~(DW_TOK_SPECIAL | DW_TOK_BOS)) return FAIL(DW_E_INVALID, "dw.tokenize: unknown flags %#x", flags);
+    int tf = (flags & DW_TOK_SPECIAL ? DW_TOKENIZE_PARSE_SPECIAL : 0) | (flags & DW_TOK_BOS ? DW_TOKENIZE_ADD_BOS : 0);
+    size_t n_out = 0;
+    dw_error err;
+    dw_status st = dw_tokenizer_encode(m->tokenizer, text, (size_t)len, tf, cap ? ids : NULL, (size_t)cap, &n_out, &err);
+    if (st != DW_OK && st != DW_ERR_LIMIT) return FAIL(code_of(st), "dw.tokenize: %s", err.message);
+    args[0].i32 = (int32_t)n_out;
+    return NULL;
+}
+
+static wasm_trap_t *host_detokenize(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_model *m = model_of(ctx, args[0].i32);
+    uint32_t pids = (uint32_t)args[1].i32, pout = (uint32_t)args[4].i32;
+    int32_t count = args[2].i32, flags = args[3].i32, cap = args[5].i32;
+    if (count < 0 || cap < 0) return dw__abi_trap("dw.detokenize", "negative count %d or capacity %d", count, cap);
+    const int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)count, sizeof(int32_t), 4);
+    char *out = dw__guest_span(ctx->memory, pout, (uint32_t)cap, 1, 1);
+    if (!ids) return dw__abi_trap("dw.detokenize", "ids at %u (%d) are outside guest memory or misaligned", pids, count);
+    if (!out) return dw__abi_trap("dw.detokenize", "buffer at %u (%d bytes) is outside guest memory", pout, cap);
+    if (!m) return FAIL(DW_E_NOT_FOUND, "dw.detokenize: bad model handle %d", args[0].i32);
+    if (flags & ~DW_DETOK_SKIP_SPECIAL) return FAIL(DW_E_INVALID, "dw.detokenize: unknown flags %#x", flags);
+    /* the tokenizer NUL-terminates: decode into a host buffer, copy the bytes that fit */
+    static _Thread_local char text[1 << 16];
+    size_t len = 0;
+    dw_error err;
+    dw_status st = dw_tokenizer_decode(m->tokenizer, ids, (size_t)count,
+                                       flags & DW_DETOK_SKIP_SPECIAL ? DW_DETOKENIZE_SKIP_SPECIAL : 0, text,
+                                       sizeof text, &len, &err);
+    if (st == DW_ERR_LIMIT) return FAIL(DW_E_LIMIT, "dw.detokenize: text longer than %zu bytes; detokenize fewer ids", sizeof text - 1);
+    if (st != DW_OK) return FAIL(code_of(st), "dw.detokenize: %s", err.message);
+    memcpy(out, text, len < (size_t)cap ? len : (size_t)cap);
+    args[0].i32 = (int32_t)len;
+    return NULL;
+}
+
+/* Shared by prefill and decode: validates the session and the logits buffer. */
+static wasm_trap_t *logits_span(dw__abi_context *ctx, const char *fn, int32_t handle, uint32_t p, int32_t cap,
+                                dw__abi_session **s, float **logits, int32_t *code) {
+    *s = session_of(ctx, handle);
+    *code = DW_E_OK;
+    if (cap < 0) return dw__abi_trap(fn, "negative logits capacity %d", cap);
+    *logits = dw__guest_span(ctx->memory, p, (uint32_t)cap, sizeof(float), 4);
+    if (!*logits) return dw__abi_trap(fn, "logits at %u (%d floats) are outside guest memory or misaligned", p, cap);
+    if (!*s) {
+        *code = dw__abi_fail(ctx, DW_E_NOT_FOUND, "%s: bad session handle %d", fn, handle);
+        return NULL;
+    }
+    int vocab = dw_model_get_config(ctx->models[(*s)->model].model)->vocab_size;
+    if (cap < vocab) *code = dw__abi_fail(ctx, DW_E_LIMIT, "%s: logits buffer holds %d floats, the vocabulary needs %d", fn, cap, vocab);
+    return NULL;
+}
+
+static wasm_trap_t *host_prefill(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t pids = (uint32_t)args[1].i32;
+    int32_t count = args[2].i32, code;
+    dw__abi_session *s;
+    float *logits;
+    wasm_trap_t *trap = logits_span(ctx, "dw.prefill", args[0].i32, (uint32_t)args[3].i32, args[4].i32, &s, &logits, &code);
+    if (trap) return trap;
+    if (count < 0) return dw__abi_trap("dw.prefill", "negative token count %d", count);
+    const int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)count, sizeof(int32_t), 4);
+    if (!ids) return dw__abi_trap("dw.prefill", "ids at %u (%d) are outside guest memory or misaligned", pids, count);
+    if (code != DW_E_OK) return args[0].i32 = code, NULL;
+    if (count == 0) return FAIL(DW_E_INVALID, "dw.prefill: no tokens");
+    dw_error err;
+    double t0 = now_ms();
+    dw_status st = dw_session_prefill(s->session, ids, count, logits, &err);
+    ctx->stats.prefill_ms += now_ms() - t0;
+    if (st != DW_OK) return FAIL(code_of(st), "dw.prefill: %s", err.message);
+    ctx->stats.prefill_calls++;
+    ctx->stats.prefill_tokens += (uint64_t)count;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_decode(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    int32_t code;
+    dw__abi_session *s;
+    float *logits;
+    wasm_trap_t *trap = logits_span(ctx, "dw.decode", args[0].i32, (uint32_t)args[2].i32, args[3].i32, &s, &logits, &code);
+    if (trap) return trap;
+    if (code != DW_E_OK) return args[0].i32 = code, NULL;
+    dw_error err;
+    double t0 = now_ms();
+    dw_status st = dw_session_decode(s->session, args[1].i32, logits, &err);
+    ctx->stats.decode_ms += now_ms() - t0;
+    if (st != DW_OK) return FAIL(code_of(st), "dw.decode: %s", err.message);
+    ctx->stats.decode_tokens++;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
+static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    uint32_t plogits = (uint32_t)args[0].i32, pparams = (uint32_t)args[2].i32, pstate = (uint32_t)args[3].i32,
+             phist = (uint32_t)args[4].i32;
+    int32_t vocab = args[1].i32, n_hist = args[5].i32;
+    if (vocab <= 0 || n_hist < 0) return dw__abi_trap("dw.sample", "bad sizes: n=%d history=%d", vocab, n_hist);
+    const float *logits = dw__guest_span(ctx->memory, plogits, (uint32_t)vocab, sizeof(float), 4);
+    const dw_sample_params *gp = dw__guest_span(ctx->memory, pparams, 1, sizeof *gp, 8);
+    uint8_t *state = dw__guest_span(ctx->memory, pstate, DW_SAMPLER_STATE_BYTES, 1, 1);
+    const int32_t *hist = dw__guest_span(ctx->memory, phist, (uint32_t)n_hist, sizeof(int32_t), 4);
+    if (!logits || !gp || !state || !hist)
+        return dw__abi_trap("dw.sample", "an argument (logits, params, state or history) is outside guest memory or misaligned");
+    dw_sampler_params p = {gp->temperature, gp->top_k, gp->top_p, gp->min_p, gp->repetition_penalty,
+                           gp->repetition_last_n, gp->seed};
+    dw_error err;
+    if (!ctx->sampler || ctx->sampler_vocab != vocab) {
+        dw_sampler_free(ctx->sampler);
+        ctx->sampler = NULL;
+        if (dw_sampler_create(&p, vocab, &ctx->sampler, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: %s", err.message);
+        ctx->sampler_vocab = vocab;
+    }
+    /* the generator lives in guest memory: all-zero state means "start from the seed" */
+    static const uint8_t zero[DW_SAMPLER_STATE_BYTES];
+    uint8_t record[DW_SAMPLER_STATE_SIZE];
+    if (!memcmp(state, zero, sizeof zero)) {
+        dw_sampler *fresh;
+        if (dw_sampler_create(&p, vocab, &fresh, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: %s", err.message);
+        dw_sampler_save(fresh, record);
+        dw_sampler_free(fresh);
+    } else {
+        memcpy(record, state, sizeof record);
+    }
+    if (dw_sampler_load(ctx->sampler, record, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: state: %s", err.message);
+    int32_t token = dw_sampler_sample(ctx->sampler, logits, hist, n_hist);
+    dw_sampler_save(ctx->sampler, record);
+    memcpy(state, record, sizeof record);
+    args[0].i32 = token;
+    return NULL;
+}
+
+_Static_assert(DW_SAMPLER_STATE_BYTES == DW_SAMPLER_STATE_SIZE, "guest sampler state size");
+_Static_assert(sizeof(dw_model_info) == 18 * 4, "dw_model_info layout is shared with guests");
+_Static_assert(sizeof(dw_sample_params) == 32, "dw_sample_params layout is shared with guests");
+
+const dw__host_function dw__host_llm_functions[] = {
+    {"model_open", "ii", "i", host_model_open},
+    {"model_info", "ii", "i", host_model_info},
+    {"session_create", "ii", "i", host_session_create},
+    {"session_free", "i", "i", host_session_free},
+    {"session_info", "ii", "i", host_session_info},
+    {"session_truncate", "ii", "i", host_session_truncate},
+    {"tokenize", "iiiiii", "i", host_tokenize},
+    {"detokenize", "iiiiii", "i", host_detokenize},
+    {"prefill", "iiiii", "i", host_prefill},
+    {"decode", "iiii", "i", host_decode},
+    {"sample", "iiiiii", "i", host_sample},
+};
+const size_t dw__host_llm_function_count = sizeof dw__host_llm_functions / sizeof dw__host_llm_functions[0];

@@ -1,0 +1,95 @@
+/* The runtime's models: registered by name, loaded once per backend on first use (under the
+ * runtime's lock, so two actors opening the same model at once share one load). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actor/runtime_impl.h"
+#include "driftwood/model.h"
+#include "driftwood/tokenizer.h"
+
+static dw__registered_model *find(dw_runtime *rt, const char *name) {
+    for (int i = 0; i < rt->model_count; i++)
+        if (!strcmp(rt->models[i].name, name)) return &rt->models[i];
+    return NULL;
+}
+
+dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char *dir, dw_error *err) {
+    if (!name || !*name || strlen(name) > 63)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "model name must be 1 to 63 bytes");
+    dw_status st = DW_OK;
+    pthread_mutex_lock(&rt->lock);
+    if (find(rt, name)) st = dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "model '%s' is registered twice", name);
+    else if (rt->model_count == DW_MAX_MODELS) st = dw_error_set(err, DW_ERR_LIMIT, "too many models (%d)", DW_MAX_MODELS);
+    else {
+        dw__registered_model *m = &rt->models[rt->model_count];
+        memset(m, 0, sizeof *m);
+        m->name = strdup(name);
+        m->dir = strdup(dir);
+        if (!m->name || !m->dir) st = dw_error_set(err, DW_ERR_NO_MEMORY, "out of memory");
+        else rt->model_count++;
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
+
+const char *dw_runtime_model_dir(dw_runtime *rt, const char *name) {
+    pthread_mutex_lock(&rt->lock);
+    dw__registered_model *m = find(rt, name);
+    pthread_mutex_unlock(&rt->lock);
+    return m ? m->dir : NULL;
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend_name, dw_model **model,
+                           dw_tokenizer **tokenizer, double *load_ms, dw_error *err) {
+    dw_backend *backend;
+    dw_status st = dw_runtime_backend(rt, backend_name, &backend, err);
+    if (st != DW_OK) return st;
+    if (load_ms) *load_ms = 0;
+    pthread_mutex_lock(&rt->lock);
+    dw__registered_model *m = find(rt, name);
+    if (!m) {
+        st = dw_error_set(err, DW_ERR_NOT_FOUND, "no model named '%s' is registered", name);
+        goto out;
+    }
+    for (int i = 0; i < m->loaded_count; i++)
+        if (m->backends[i] == backend) {
+            *model = m->loaded[i];
+            *tokenizer = m->tokenizer;
+            goto out;
+        }
+    double t0 = now_ms();
+    if (!m->tokenizer) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/tokenizer.json", m->dir);
+        if ((st = dw_tokenizer_load(path, &m->tokenizer, err)) != DW_OK) goto out;
+    }
+    dw_model *loaded;
+    if ((st = dw_model_load(m->dir, backend, NULL, &loaded, err)) != DW_OK) goto out;
+    m->backends[m->loaded_count] = backend;
+    m->loaded[m->loaded_count++] = loaded;
+    *model = loaded;
+    *tokenizer = m->tokenizer;
+    if (load_ms) *load_ms = now_ms() - t0;
+out:
+    pthread_mutex_unlock(&rt->lock);
+    return st;
+}
+
+void dw__runtime_free_models(dw_runtime *rt) {
+    for (int i = 0; i < rt->model_count; i++) {
+        dw__registered_model *m = &rt->models[i];
+        for (int j = 0; j < m->loaded_count; j++) dw_model_free(m->loaded[j]);
+        dw_tokenizer_free(m->tokenizer);
+        free(m->name);
+        free(m->dir);
+    }
+    rt->model_count = 0;
+}
