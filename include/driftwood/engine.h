@@ -1,0 +1,77 @@
+/* Inference sessions: one conversation's KV cache and position on a loaded model (model.h).
+ * prefill() runs a batch of tokens (matrix products over the whole batch), decode() one token;
+ * both write the f32 logits of the last position to a caller pointer. A session is used by one
+ * thread at a time; different sessions of one model may run on different threads at once.
+ *
+ * KV cache: per layer, K and V in the Hugging Face past_key_values layout
+ * [n_kv_heads, n_tokens, head_dim] (capacity = the context length), in the cache dtype:
+ * BF16 by default (what an HF bf16 model stores; half the memory and bandwidth of F32),
+ * or F32 on request. The keys are stored after RoPE, as HF stores them. */
+#ifndef DRIFTWOOD_ENGINE_H
+#define DRIFTWOOD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driftwood/dtype.h"
+#include "driftwood/error.h"
+#include "driftwood/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dw_session dw_session;
+
+/* A zeroed struct (or NULL) means the defaults. */
+typedef struct dw_session_options {
+    int ctx;            /* context length in tokens; 0 = min(4096, max_position_embeddings) */
+    int kv_f32;         /* 1: keep the KV cache in F32 instead of BF16 */
+    int max_batch;      /* tokens per prefill pass (activation buffers); 0 = 128 */
+} dw_session_options;
+
+/* Allocates the KV cache and activation buffers (nothing is allocated after this).
+ * A context longer than max_position_embeddings is refused. */
+dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_session **out /* OUT */,
+                            dw_error *err);
+void dw_session_free(dw_session *s);
+
+/* Appends n tokens (n >= 1) at the current position and writes the logits of the last one
+ * ([vocab_size] f32) to logits (a host pointer; NULL skips the LM head). Fails with
+ * DW_ERR_LIMIT, changing nothing, when the tokens do not fit the context, and with
+ * DW_ERR_INVALID_ARGUMENT for an id outside the vocabulary. */
+dw_status dw_session_prefill(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err);
+
+/* Same, but writes the logits of every one of the n positions: logits is [n, vocab_size]. */
+dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err);
+
+/* One token: prefill of n = 1, on the decode path (matrix-vector products). Allocates nothing. */
+dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *err);
+
+/* Forgets everything (position 0). */
+void dw_session_reset(dw_session *s);
+/* Keeps the first n tokens (n <= dw_session_n_tokens); the next token goes at position n. */
+dw_status dw_session_truncate(dw_session *s, int n, dw_error *err);
+
+dw_model *dw_session_model(const dw_session *s);
+int dw_session_n_tokens(const dw_session *s);   /* tokens in the cache = the next position */
+int dw_session_ctx(const dw_session *s);        /* capacity */
+const int32_t *dw_session_tokens(const dw_session *s); /* the n_tokens ids, in order */
+dw_dtype dw_session_kv_dtype(const dw_session *s);
+
+/* Copies layer's cached keys and values for positions [0, n_tokens) out of the device in the
+ * HF layout [n_kv_heads, n_tokens, head_dim] as dtype (BF16 or F32; converted if it differs
+ * from the cache dtype). k and v are host buffers of n_kv_heads·n_tokens·head_dim elements. */
+dw_status dw_session_kv_export(const dw_session *s, int layer, dw_dtype dtype, void *k, void *v, dw_error *err);
+
+/* Replaces the session's state: tokens (n of them) and, for every layer, keys and values in the
+ * HF layout [n_kv_heads, n, head_dim] of dtype (BF16 or F32): k[layer], v[layer]. Afterwards the
+ * session continues exactly as the one that exported them (same dtype: bit-identical). */
+dw_status dw_session_import(dw_session *s, const int32_t *tokens, int n, dw_dtype dtype,
+                            const void *const *k, const void *const *v, dw_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

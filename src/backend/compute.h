@@ -1,0 +1,129 @@
+/* The engine's compute-op interface: everything the transformer forward (src/engine/forward.c)
+ * asks of a device, as a struct of function pointers plus a context. One implementation per
+ * backend folder: cpu/compute_cpu.c now, cuda/ later. Design: shared/DESIGN.md ("Backends").
+ *
+ * Memory model. Every pointer an op receives is a *device pointer* obtained from this
+ * interface (alloc, or the data of a weight made by weight_load), except where a parameter
+ * says "host". On the CPU device pointers are host pointers (weights point straight into the
+ * mmap'd safetensors files). On CUDA, weights and KV caches are uploaded once into device memory;
+ * only token ids (in) and logits (out) cross to the host, and the host side of those may lie in
+ * a registered guest region (Link 2), so `download` may write into guest memory directly.
+ *
+ * Activations are f32, row-major [n_tokens, width]. Ops are queued in order on the backend's
+ * stream; they cannot fail individually (a CUDA backend records the first error and returns it
+ * from `synchronize` or `download`). Ops on one context may be issued by several threads, one
+ * call at a time per session; a backend must serialize internally what it shares (the CPU
+ * backend's thread pool does). */
+#ifndef DW_BACKEND_COMPUTE_H
+#define DW_BACKEND_COMPUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driftwood/backend.h"
+#include "driftwood/dtype.h"
+#include "driftwood/error.h"
+
+/* A weight on the device. Matrices are [rows × cols] row-major: the Hugging Face nn.Linear
+ * layout [out_features, in_features], so a matmul computes x · Wᵀ. Vectors (norm weights,
+ * biases) have rows == 1 and are always stored as f32 (weight_load converts them). */
+typedef struct dw_cweight {
+    const void *data;  /* device pointer */
+    dw_dtype dtype;    /* F32, F16 or BF16 */
+    int64_t rows, cols;
+    void *priv;        /* backend-owned (e.g. a converted copy to free); NULL on the CPU mmap path */
+} dw_cweight;
+
+/* One layer's KV cache on the device, in the Hugging Face past_key_values layout per layer:
+ * k and v are each [n_kv_heads, capacity, head_dim] in dtype (BF16 or F32). Entry
+ * (h, p, :) is the key/value of the token at position p for KV head h. */
+typedef struct dw_kv_view {
+    void *k, *v;
+    dw_dtype dtype;
+    int n_kv_heads, capacity, head_dim;
+} dw_kv_view;
+
+/* Causal self-attention of n_tokens new queries at positions [pos0, pos0 + n_tokens) over the
+ * cache entries [0, pos0 + n_tokens) (whose new part kv_write already stored). */
+typedef struct dw_attn_params {
+    int n_heads, n_kv_heads, head_dim; /* query head h reads KV head h / (n_heads / n_kv_heads) */
+    int pos0, n_tokens;
+    int window;  /* sliding window: the query at p sees keys in (p - window, p]; 0 = unlimited */
+    float scale; /* usually 1/sqrt(head_dim) */
+} dw_attn_params;
+
+typedef struct dw_compute_ops {
+    const char *name; /* "cpu", "cuda" */
+
+    /* ---- memory ---------------------------------------------------------------------- */
+
+    /* Device buffer of at least `bytes`, aligned to 64 bytes, contents undefined. */
+    dw_status (*alloc)(void *ctx, size_t bytes, void **out, dw_error *err);
+    void (*free)(void *ctx, void *buf);
+    /* Makes a weight from host data of rows × cols elements of dtype (F32, F16 or BF16) that
+     * stays mapped for the model's life. CPU: points at `host` (no copy) for matrices,
+     * converts vectors (rows == 1) to an f32 copy. CUDA: uploads (and may convert). */
+    dw_status (*weight_load)(void *ctx, const void *host, dw_dtype dtype, int64_t rows, int64_t cols,
+                             dw_cweight *out, dw_error *err);
+    void (*weight_release)(void *ctx, dw_cweight *w);
+    /* Host -> device and device -> host copies (host pointers may be in registered regions).
+     * Both complete before returning. */
+    dw_status (*upload)(void *ctx, void *dst, const void *host_src, size_t bytes, dw_error *err);
+    dw_status (*download)(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err);
+
+    /* ---- forward ops ------------------------------------------------------------------ */
+
+    /* out[i, :] = table[ids[i], :] as f32. ids is a HOST pointer of n ids, already checked to be
+     * in [0, table->rows). */
+    void (*embed)(void *ctx, float *out, const dw_cweight *table, const int32_t *ids, int n);
+    /* out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w   (w: f32 vector of dim). out may be x. */
+    void (*rmsnorm)(void *ctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps);
+    /* out[n × w->rows] = x[n × w->cols] · wᵀ (+ bias, an f32 vector of w->rows, when not NULL).
+     * n == 1 is decode (bandwidth-bound matrix-vector); larger n is prefill, where each weight
+     * row must be read once per batch, not once per token. out must not alias x. */
+    void (*matmul)(void *ctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias);
+    /* Rotary position embedding in place on q [n, n_heads·head_dim] and k [n, n_kv_heads·head_dim]
+     * for tokens at positions pos0.., in the Hugging Face "rotate_half" layout: dimension i pairs
+     * with i + head_dim/2, angle = (float)pos · inv_freq[i] (inv_freq: device f32 [head_dim/2]). */
+    void (*rope)(void *ctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
+                 const float *inv_freq);
+    /* Stores k and v ([n, n_kv_heads·head_dim] f32) at positions [pos0, pos0 + n) of the cache,
+     * converting to the cache dtype (round to nearest even for BF16). */
+    void (*kv_write)(void *ctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n);
+    /* out [n, n_heads·head_dim] = softmax(q·kᵀ·scale, causal) · v for every head (f32 softmax). */
+    void (*attention)(void *ctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p);
+    /* out[i] = silu(gate[i]) · up[i] over count elements. out may be gate. */
+    void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, size_t count);
+    /* x[i] += y[i] over count elements (the residual connection). */
+    void (*add)(void *ctx, float *x, const float *y, size_t count);
+
+    /* Waits for queued work; returns the first error an op hit since the last call. */
+    dw_status (*synchronize)(void *ctx, dw_error *err);
+
+    /* (optional) Several matmuls that share one input x, in one pass (e.g. q/k/v, gate/up):
+     * out[j] = x · w[j]ᵀ (+ bias[j]) for j < count (count <= 4). NULL: the engine calls matmul. */
+    void (*matmul_multi)(void *ctx, int count, float *const *out, const float *x, int n,
+                         const dw_cweight *const *w, const dw_cweight *const *bias);
+
+    /* Releases the context (after every buffer and weight it made is released). */
+    void (*destroy)(void *ctx);
+} dw_compute_ops;
+
+/* A compute context: the ops and their state. */
+typedef struct dw_compute {
+    const dw_compute_ops *ops;
+    void *ctx;
+} dw_compute;
+
+/* Opens the compute ops of a backend (by its name): CPU always; others when built.
+ * n_threads is the CPU's thread count (<= 0: the process-wide pool). Fails with
+ * DW_ERR_UNSUPPORTED naming the backend when it has no engine kernels.
+ * (src/engine/compute_open.c; a new backend adds its constructor there.) */
+dw_status dw__compute_open(dw_backend *backend, int n_threads, dw_compute *out, dw_error *err);
+void dw__compute_close(dw_compute *c);
+
+/* The CPU implementation (src/backend/cpu/compute_cpu.c). n_threads <= 0: the process-wide
+ * thread pool (one thread per core, or DW_THREADS). */
+dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err);
+
+#endif

@@ -1,0 +1,429 @@
+/* The CPU implementation of the engine's compute ops (src/backend/compute.h): splits each op
+ * over the thread pool and runs the kernels chosen for this CPU (kernels.h) on the slices. */
+#include "backend/cpu/compute_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+#include "core/threadpool.h"
+
+typedef struct cpu_ctx {
+    dw_threadpool *pool;
+    int own_pool; /* created for this context (destroyed with it) */
+    int n_threads;
+    const dw__cpu_kernels *k;
+} cpu_ctx;
+
+/* Rows per matmul task: small enough to balance two cores, large enough that the weight
+ * block stays in L2 while every token tile of the batch passes over it. */
+#define MATMUL_BLOCK_ROWS 16
+/* Tokens per tile in prefill: the kernel reads each weight row once per tile. */
+#define MATMUL_TILE_TOKENS 4
+/* Keys per block in attention's online softmax (scores live on the stack). */
+#define ATTN_BLOCK 128
+#define ATTN_MAX_HEAD_DIM 512
+#define ATTN_MAX_GROUP 32
+
+/* ---- memory ------------------------------------------------------------------------ */
+
+static dw_status cpu_alloc(void *ctx, size_t bytes, void **out, dw_error *err) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    *out = aligned_alloc(64, rounded ? rounded : 64);
+    if (!*out) return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
+    return DW_OK;
+}
+
+static void cpu_free(void *ctx, void *buf) { free(buf); }
+
+static dw_status cpu_weight_load(void *vctx, const void *host, dw_dtype dtype, int64_t rows, int64_t cols,
+                                 dw_cweight *out, dw_error *err) {
+    cpu_ctx *c = vctx;
+    memset(out, 0, sizeof *out);
+    if (dtype != DW_DTYPE_F32 && dtype != DW_DTYPE_F16 && dtype != DW_DTYPE_BF16)
+        return dw_error_set(err, DW_ERR_UNSUPPORTED, "cpu: weights of dtype %s are not supported",
+                            dw_dtype_name(dtype));
+    out->rows = rows;
+    out->cols = cols;
+    if (rows != 1) { /* matrices: use the mapping in place */
+        out->data = host;
+        out->dtype = dtype;
+        return DW_OK;
+    }
+    void *copy;
+    dw_status st = cpu_alloc(vctx, (size_t)cols * sizeof(float), &copy, err);
+    if (st) return st;
+    if (dtype == DW_DTYPE_F32) memcpy(copy, host, (size_t)cols * sizeof(float));
+    else if (dtype == DW_DTYPE_BF16) c->k->bf16_to_f32(copy, host, (int)cols);
+    else c->k->f16_to_f32(copy, host, (int)cols);
+    out->data = copy;
+    out->dtype = DW_DTYPE_F32;
+    out->priv = copy;
+    return DW_OK;
+}
+
+static void cpu_weight_release(void *ctx, dw_cweight *w) {
+    free(w->priv);
+    memset(w, 0, sizeof *w);
+}
+
+static dw_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes, dw_error *err) {
+    if (dst != src && bytes) memmove(dst, src, bytes);
+    return DW_OK;
+}
+
+/* ---- embedding, norms, elementwise --------------------------------------------------- */
+
+static void convert_row(const cpu_ctx *c, float *out, const void *src, dw_dtype dtype, int n) {
+    if (dtype == DW_DTYPE_BF16) c->k->bf16_to_f32(out, src, n);
+    else if (dtype == DW_DTYPE_F16) c->k->f16_to_f32(out, src, n);
+    else memcpy(out, src, (size_t)n * sizeof(float));
+}
+
+static void cpu_embed(void *vctx, float *out, const dw_cweight *table, const int32_t *ids, int n) {
+    cpu_ctx *c = vctx;
+    size_t esize = dw_dtype_size(table->dtype);
+    for (int i = 0; i < n; i++) {
+        DW_ASSERT(ids[i] >= 0 && ids[i] < table->rows);
+        const char *row = (const char *)table->data + (size_t)ids[i] * (size_t)table->cols * esize;
+        convert_row(c, out + (size_t)i * table->cols, row, table->dtype, (int)table->cols);
+    }
+}
+
+typedef struct {
+    const cpu_ctx *c;
+    float *out;
+    const float *x;
+    const float *w;
+    int dim;
+    float eps;
+} rmsnorm_job;
+
+static void rmsnorm_task(void *arg, int t, int thread) {
+    rmsnorm_job *j = arg;
+    const float *x = j->x + (size_t)t * j->dim;
+    float ss = j->c->k->sum_squares(x, j->dim);
+    float scale = 1.0f / sqrtf(ss / (float)j->dim + j->eps);
+    j->c->k->scale_mul(j->out + (size_t)t * j->dim, x, scale, j->w, j->dim);
+}
+
+static void cpu_rmsnorm(void *vctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps) {
+    cpu_ctx *c = vctx;
+    DW_ASSERT(w->dtype == DW_DTYPE_F32 && w->cols == dim);
+    rmsnorm_job j = {c, out, x, w->data, dim, eps};
+    if (n < 8) {
+        for (int t = 0; t < n; t++) rmsnorm_task(&j, t, 0);
+    } else {
+        dw_threadpool_run(c->pool, n, rmsnorm_task, &j);
+    }
+}
+
+/* Elementwise ops over large counts are split in chunks; small ones run on the caller. */
+#define ELEMENTWISE_CHUNK 16384
+
+typedef struct {
+    const cpu_ctx *c;
+    float *out;
+    const float *a, *b;
+    size_t count;
+    int op; /* 0 add (out += a), 1 swiglu (out = silu(a) * b) */
+} elementwise_job;
+
+static void elementwise_task(void *arg, int t, int thread) {
+    elementwise_job *j = arg;
+    size_t i0 = (size_t)t * ELEMENTWISE_CHUNK;
+    size_t n = j->count - i0 < ELEMENTWISE_CHUNK ? j->count - i0 : ELEMENTWISE_CHUNK;
+    if (j->op == 0) j->c->k->add(j->out + i0, j->a + i0, (int)n);
+    else j->c->k->swiglu(j->out + i0, j->a + i0, j->b + i0, (int)n);
+}
+
+static void run_elementwise(cpu_ctx *c, elementwise_job *j) {
+    int n_tasks = (int)((j->count + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK);
+    if (n_tasks <= 1) {
+        for (int t = 0; t < n_tasks; t++) elementwise_task(j, t, 0);
+    } else {
+        dw_threadpool_run(c->pool, n_tasks, elementwise_task, j);
+    }
+}
+
+static void cpu_swiglu(void *vctx, float *out, const float *gate, const float *up, size_t count) {
+    elementwise_job j = {vctx, out, gate, up, count, 1};
+    run_elementwise(vctx, &j);
+}
+
+static void cpu_add(void *vctx, float *x, const float *y, size_t count) {
+    elementwise_job j = {vctx, x, y, NULL, count, 0};
+    run_elementwise(vctx, &j);
+}
+
+/* ---- matmul ---------------------------------------------------------------------------- */
+
+#define MAX_MULTI 4
+
+typedef struct {
+    const cpu_ctx *c;
+    int count;
+    float *out[MAX_MULTI];
+    const dw_cweight *w[MAX_MULTI];
+    const dw_cweight *bias[MAX_MULTI];
+    int first_task[MAX_MULTI + 1]; /* task ranges per matrix */
+    const float *x;
+    int n;
+} matmul_job;
+
+static dw__matmul_fn matmul_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
+    switch (dtype) {
+    case DW_DTYPE_BF16: return k->matmul_bf16;
+    case DW_DTYPE_F16: return k->matmul_f16;
+    default: return k->matmul_f32;
+    }
+}
+
+static void matmul_task(void *arg, int task, int thread) {
+    matmul_job *j = arg;
+    int m = 0;
+    while (task >= j->first_task[m + 1]) m++;
+    const dw_cweight *w = j->w[m];
+    int rows = (int)w->rows, k = (int)w->cols;
+    int r0 = (task - j->first_task[m]) * MATMUL_BLOCK_ROWS;
+    int r1 = r0 + MATMUL_BLOCK_ROWS < rows ? r0 + MATMUL_BLOCK_ROWS : rows;
+    dw__matmul_fn f = matmul_kernel(j->c->k, w->dtype);
+    float *out = j->out[m];
+    /* token tiles outer: the block's rows stay in cache while each tile passes over them */
+    for (int t0 = 0; t0 < j->n; t0 += MATMUL_TILE_TOKENS) {
+        int nt = j->n - t0 < MATMUL_TILE_TOKENS ? j->n - t0 : MATMUL_TILE_TOKENS;
+        f(out + (size_t)t0 * rows, rows, j->x + (size_t)t0 * k, k, nt, w->data, k, r0, r1);
+    }
+    if (j->bias[m]) {
+        const float *b = j->bias[m]->data;
+        for (int t = 0; t < j->n; t++)
+            for (int r = r0; r < r1; r++) out[(size_t)t * rows + r] += b[r];
+    }
+}
+
+static void cpu_matmul_multi(void *vctx, int count, float *const *out, const float *x, int n,
+                             const dw_cweight *const *w, const dw_cweight *const *bias) {
+    cpu_ctx *c = vctx;
+    DW_ASSERT(count >= 1 && count <= MAX_MULTI);
+    matmul_job j = {.c = c, .count = count, .x = x, .n = n};
+    j.first_task[0] = 0;
+    for (int m = 0; m < count; m++) {
+        j.out[m] = out[m];
+        j.w[m] = w[m];
+        j.bias[m] = bias ? bias[m] : NULL;
+        DW_ASSERT(w[m]->cols == w[0]->cols);
+        j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + MATMUL_BLOCK_ROWS - 1) / MATMUL_BLOCK_ROWS);
+    }
+    dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
+}
+
+static void cpu_matmul(void *vctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
+    cpu_matmul_multi(vctx, 1, &out, x, n, &w, &bias);
+}
+
+/* ---- rope ---------------------------------------------------------------------------- */
+
+typedef struct {
+    float *q, *k;
+    int n_heads, n_kv_heads, head_dim, pos0;
+    const float *inv_freq;
+} rope_job;
+
+static void rotate(float *x, int head_dim, const float *cs, const float *sn) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cs[i] - b * sn[i];
+        x[i + half] = b * cs[i] + a * sn[i];
+    }
+}
+
+static void rope_task(void *arg, int t, int thread) {
+    rope_job *j = arg;
+    float cs[ATTN_MAX_HEAD_DIM / 2], sn[ATTN_MAX_HEAD_DIM / 2];
+    int half = j->head_dim / 2;
+    float pos = (float)(j->pos0 + t);
+    for (int i = 0; i < half; i++) {
+        float angle = pos * j->inv_freq[i];
+        cs[i] = cosf(angle);
+        sn[i] = sinf(angle);
+    }
+    for (int h = 0; h < j->n_heads; h++)
+        rotate(j->q + ((size_t)t * j->n_heads + h) * j->head_dim, j->head_dim, cs, sn);
+    for (int h = 0; h < j->n_kv_heads; h++)
+        rotate(j->k + ((size_t)t * j->n_kv_heads + h) * j->head_dim, j->head_dim, cs, sn);
+}
+
+static void cpu_rope(void *vctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
+                     const float *inv_freq) {
+    cpu_ctx *c = vctx;
+    DW_ASSERT(head_dim <= ATTN_MAX_HEAD_DIM && head_dim % 2 == 0);
+    rope_job j = {q, k, n_heads, n_kv_heads, head_dim, pos0, inv_freq};
+    if (n < 4) {
+        for (int t = 0; t < n; t++) rope_task(&j, t, 0);
+    } else {
+        dw_threadpool_run(c->pool, n, rope_task, &j);
+    }
+}
+
+/* ---- KV cache and attention ------------------------------------------------------------- */
+
+static void cpu_kv_write(void *vctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n) {
+    cpu_ctx *c = vctx;
+    int hd = kv->head_dim;
+    size_t esize = dw_dtype_size(kv->dtype);
+    DW_ASSERT(pos0 >= 0 && pos0 + n <= kv->capacity);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < kv->n_kv_heads; h++) {
+            size_t src = ((size_t)t * kv->n_kv_heads + h) * hd;
+            size_t dst = ((size_t)h * kv->capacity + pos0 + t) * hd * esize;
+            if (kv->dtype == DW_DTYPE_BF16) {
+                c->k->f32_to_bf16((uint16_t *)((char *)kv->k + dst), k + src, hd);
+                c->k->f32_to_bf16((uint16_t *)((char *)kv->v + dst), v + src, hd);
+            } else {
+                memcpy((char *)kv->k + dst, k + src, hd * sizeof(float));
+                memcpy((char *)kv->v + dst, v + src, hd * sizeof(float));
+            }
+        }
+}
+
+typedef struct {
+    const cpu_ctx *c;
+    float *out;
+    const float *q;
+    const dw_kv_view *kv;
+    dw_attn_params p;
+} attn_job;
+
+/* One task: one KV head and one new token, for all query heads of its group, with an online
+ * softmax over blocks of keys (no scratch beyond the stack). */
+static void attn_task(void *arg, int task, int thread) {
+    attn_job *j = arg;
+    const dw__cpu_kernels *K = j->c->k;
+    const dw_attn_params *p = &j->p;
+    int kvh = task % p->n_kv_heads, t = task / p->n_kv_heads;
+    int group = p->n_heads / p->n_kv_heads, hd = p->head_dim;
+    int pos = p->pos0 + t;
+    int start = p->window > 0 && pos - p->window + 1 > 0 ? pos - p->window + 1 : 0;
+    int end = pos + 1; /* keys [start, end) */
+    int bf16 = j->kv->dtype == DW_DTYPE_BF16;
+    size_t esize = bf16 ? 2 : 4;
+    const char *kbase = (const char *)j->kv->k + (size_t)kvh * j->kv->capacity * hd * esize;
+    const char *vbase = (const char *)j->kv->v + (size_t)kvh * j->kv->capacity * hd * esize;
+
+    float acc[ATTN_MAX_GROUP][ATTN_MAX_HEAD_DIM];
+    float mx[ATTN_MAX_GROUP], sum[ATTN_MAX_GROUP];
+    float scores[ATTN_BLOCK];
+    for (int g = 0; g < group; g++) {
+        mx[g] = -INFINITY;
+        sum[g] = 0.0f;
+        memset(acc[g], 0, (size_t)hd * sizeof(float));
+    }
+    for (int b0 = start; b0 < end; b0 += ATTN_BLOCK) {
+        int nb = end - b0 < ATTN_BLOCK ? end - b0 : ATTN_BLOCK;
+        for (int g = 0; g < group; g++) {
+            int h = kvh * group + g;
+            const float *q = j->q + ((size_t)t * p->n_heads + h) * hd;
+            float bmax = -INFINITY;
+            for (int i = 0; i < nb; i++) {
+                const char *krow = kbase + (size_t)(b0 + i) * hd * esize;
+                float s = (bf16 ? K->dot_bf16(q, (const uint16_t *)krow, hd) : K->dot_f32(q, (const float *)krow, hd)) *
+                          p->scale;
+                scores[i] = s;
+                if (s > bmax) bmax = s;
+            }
+            float new_max = bmax > mx[g] ? bmax : mx[g];
+            if (new_max > mx[g] && mx[g] != -INFINITY) {
+                float r = expf(mx[g] - new_max);
+                sum[g] *= r;
+                for (int d = 0; d < hd; d++) acc[g][d] *= r;
+            }
+            mx[g] = new_max;
+            sum[g] += K->exp_sum(scores, new_max, nb);
+            for (int i = 0; i < nb; i++) {
+                const char *vrow = vbase + (size_t)(b0 + i) * hd * esize;
+                if (bf16) K->axpy_bf16(acc[g], scores[i], (const uint16_t *)vrow, hd);
+                else K->axpy_f32(acc[g], scores[i], (const float *)vrow, hd);
+            }
+        }
+    }
+    for (int g = 0; g < group; g++) {
+        int h = kvh * group + g;
+        float *o = j->out + ((size_t)t * p->n_heads + h) * hd;
+        float inv = 1.0f / sum[g];
+        for (int d = 0; d < hd; d++) o[d] = acc[g][d] * inv;
+    }
+}
+
+static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
+    cpu_ctx *c = vctx;
+    DW_ASSERT(p->head_dim <= ATTN_MAX_HEAD_DIM && p->n_heads % p->n_kv_heads == 0 &&
+              p->n_heads / p->n_kv_heads <= ATTN_MAX_GROUP);
+    DW_ASSERT(p->pos0 + p->n_tokens <= kv->capacity);
+    attn_job j = {c, out, q, kv, *p};
+    dw_threadpool_run(c->pool, p->n_kv_heads * p->n_tokens, attn_task, &j);
+}
+
+static dw_status cpu_synchronize(void *ctx, dw_error *err) { return DW_OK; }
+
+static void cpu_destroy(void *vctx) {
+    cpu_ctx *c = vctx;
+    if (c->own_pool) dw_threadpool_destroy(c->pool);
+    free(c);
+}
+
+static const dw_compute_ops cpu_ops = {
+    /* .name           = */ "cpu",
+    /* .alloc          = */ cpu_alloc,
+    /* .free           = */ cpu_free,
+    /* .weight_load    = */ cpu_weight_load,
+    /* .weight_release = */ cpu_weight_release,
+    /* .upload         = */ cpu_copy,
+    /* .download       = */ cpu_copy,
+    /* .embed          = */ cpu_embed,
+    /* .rmsnorm        = */ cpu_rmsnorm,
+    /* .matmul         = */ cpu_matmul,
+    /* .rope           = */ cpu_rope,
+    /* .kv_write       = */ cpu_kv_write,
+    /* .attention      = */ cpu_attention,
+    /* .swiglu         = */ cpu_swiglu,
+    /* .add            = */ cpu_add,
+    /* .synchronize    = */ cpu_synchronize,
+    /* .matmul_multi   = */ cpu_matmul_multi,
+    /* .destroy        = */ cpu_destroy,
+};
+
+dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err) {
+    out->ops = NULL;
+    out->ctx = NULL;
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c) return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu compute: out of memory");
+    if (n_threads > 0) {
+        dw_status st = dw_threadpool_create(n_threads, &c->pool, err);
+        if (st) {
+            free(c);
+            return st;
+        }
+        c->own_pool = 1;
+    } else {
+        c->pool = dw_threadpool_global();
+        if (!c->pool) {
+            free(c);
+            return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu compute: could not start the thread pool");
+        }
+    }
+    c->n_threads = dw_threadpool_size(c->pool);
+    c->k = dw__cpu_kernels_best();
+    out->ops = &cpu_ops;
+    out->ctx = c;
+    return DW_OK;
+}
+
+void dw__cpu_compute_set_kernels(dw_compute *c, const dw__cpu_kernels *kernels) {
+    ((cpu_ctx *)c->ctx)->k = kernels;
+}
+
+const dw__cpu_kernels *dw__cpu_compute_kernels(const dw_compute *c) { return ((const cpu_ctx *)c->ctx)->k; }
+
+dw_threadpool *dw__cpu_compute_pool(const dw_compute *c) { return ((const cpu_ctx *)c->ctx)->pool; }

@@ -1,0 +1,65 @@
+/* Single-threaded CPU kernels behind the CPU compute ops (compute_cpu.c splits work over
+ * the thread pool and calls these on slices). Every kernel has a scalar reference
+ * (kernels_ref.c); x86 SIMD versions (kernels_x86.c) are picked at run time. */
+#ifndef DW_BACKEND_CPU_KERNELS_H
+#define DW_BACKEND_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out[t*ldo + r] = dot(x[t*ldx .. t*ldx+k), w[r*k .. r*k+k)) for t in [0, n), r in [r0, r1).
+ * w is a row-major [rows × k] matrix (the Hugging Face nn.Linear layout [out, in]) in the
+ * kernel's dtype; x and out are f32. Products and sums are f32. Tiles several tokens per
+ * weight row so that a row is read from memory once per call, not once per token. */
+typedef void (*dw__matmul_fn)(float *out, int ldo, const float *x, int ldx, int n, const void *w, int k,
+                              int r0, int r1);
+
+typedef struct dw__cpu_kernels {
+    const char *isa; /* "ref", "avx2", "avx512", "avx512bf16" */
+
+    dw__matmul_fn matmul_bf16;
+    dw__matmul_fn matmul_f16;
+    dw__matmul_fn matmul_f32;
+
+    /* dot(a, b) over n f32 / (f32, bf16) elements. */
+    float (*dot_f32)(const float *a, const float *b, int n);
+    float (*dot_bf16)(const float *a, const uint16_t *b, int n);
+    /* y[i] += a * x[i] */
+    void (*axpy_f32)(float *y, float a, const float *x, int n);
+    void (*axpy_bf16)(float *y, float a, const uint16_t *x, int n);
+
+    /* Conversions of n elements (f32 -> bf16 rounds to nearest even). */
+    void (*bf16_to_f32)(float *dst, const uint16_t *src, int n);
+    void (*f16_to_f32)(float *dst, const uint16_t *src, int n);
+    void (*f32_to_bf16)(uint16_t *dst, const float *src, int n);
+
+    /* Sum of x[i]^2. */
+    float (*sum_squares)(const float *x, int n);
+    /* out[i] = (x[i] * scale) * w[i] (RMSNorm's last step, in the order HF computes it). */
+    void (*scale_mul)(float *out, const float *x, float scale, const float *w, int n);
+    /* out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)). */
+    void (*swiglu)(float *out, const float *gate, const float *up, int n);
+    /* x[i] += y[i] */
+    void (*add)(float *x, const float *y, int n);
+    /* x[i] = exp(x[i] - max), returns the sum (the softmax numerator pass). */
+    float (*exp_sum)(float *x, float max, int n);
+    /* Streams n bytes and returns a value that depends on all of them (bandwidth probe). */
+    uint64_t (*read_bytes)(const void *p, size_t n);
+} dw__cpu_kernels;
+
+/* The scalar reference kernels (any CPU). */
+extern const dw__cpu_kernels dw__cpu_kernels_ref;
+
+/* The best kernels this CPU supports (chosen once). DW_CPU_ISA=ref|avx2|avx512 in the
+ * environment caps the choice (for testing and comparison). */
+const dw__cpu_kernels *dw__cpu_kernels_best(void);
+
+/* Every kernel set this CPU can run, best last, reference first; returns the count. */
+int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max);
+
+#if defined(__x86_64__)
+extern const dw__cpu_kernels dw__cpu_kernels_avx2;
+extern const dw__cpu_kernels dw__cpu_kernels_avx512;
+#endif
+
+#endif

@@ -1,0 +1,530 @@
+/* x86-64 SIMD versions of the CPU kernels (kernels.h): AVX2+FMA+F16C and AVX-512
+ * (F, BW, VL). Each function carries its own target attribute, so this file builds with the
+ * default flags and the caller picks a set at run time. Compiles to nothing off x86-64. */
+#include "backend/cpu/kernels.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+
+#include "driftwood/dtype.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define AVX512_INLINE \
+    static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+/* ======================================================================================
+ * AVX2 (8 lanes)
+ * ==================================================================================== */
+
+AVX2_INLINE float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+AVX2_INLINE __m256 load8_bf16(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+AVX2_INLINE __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+AVX2_INLINE __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
+
+/* Scalar element loads for tails. */
+static inline float elem_bf16(const uint16_t *p, int i) { return dw_bf16_to_f32(p[i]); }
+static inline float elem_f16(const uint16_t *p, int i) { return dw_f16_to_f32(p[i]); }
+static inline float elem_f32(const float *p, int i) { return p[i]; }
+
+/* One R×T tile: R weight rows starting at row r, T tokens starting at token t. */
+#define DEFINE_TILE_AVX2(SUFFIX, WT)                                                                   \
+    AVX2_INLINE void tile8_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w, int k,  \
+                                     int r, int t, const int R, const int T) {                         \
+        __m256 acc[4][2];                                                                              \
+        for (int i = 0; i < R; i++)                                                                    \
+            for (int j = 0; j < T; j++) acc[i][j] = _mm256_setzero_ps();                               \
+        const WT *wr[4];                                                                               \
+        const float *xt[2];                                                                            \
+        for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
+        for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
+        int kk = 0;                                                                                    \
+        for (; kk + 8 <= k; kk += 8) {                                                                 \
+            __m256 wv[4];                                                                              \
+            for (int i = 0; i < R; i++) wv[i] = load8_##SUFFIX(wr[i] + kk);                            \
+            for (int j = 0; j < T; j++) {                                                              \
+                __m256 xv = _mm256_loadu_ps(xt[j] + kk);                                               \
+                for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);         \
+            }                                                                                          \
+        }                                                                                              \
+        for (int i = 0; i < R; i++)                                                                    \
+            for (int j = 0; j < T; j++) {                                                              \
+                float s = hsum256(acc[i][j]);                                                          \
+                for (int q = kk; q < k; q++) s += xt[j][q] * elem_##SUFFIX(wr[i], q);                  \
+                out[(size_t)(t + j) * ldo + r + i] = s;                                                \
+            }                                                                                          \
+    }                                                                                                  \
+    static AVX2 void matmul_##SUFFIX##_avx2(float *out, int ldo, const float *x, int ldx, int n,       \
+                                             const void *wv, int k, int r0, int r1) {                  \
+        const WT *w = wv;                                                                              \
+        int r = r0;                                                                                    \
+        for (; r + 4 <= r1; r += 4) {                                                                  \
+            int t = 0;                                                                                 \
+            for (; t + 2 <= n; t += 2) tile8_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 2);             \
+            if (t < n) tile8_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 1);                             \
+        }                                                                                              \
+        for (; r < r1; r++) {                                                                          \
+            int t = 0;                                                                                 \
+            for (; t + 2 <= n; t += 2) tile8_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 1, 2);             \
+            if (t < n) tile8_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 1, 1);                             \
+        }                                                                                              \
+    }
+
+DEFINE_TILE_AVX2(bf16, uint16_t)
+DEFINE_TILE_AVX2(f16, uint16_t)
+DEFINE_TILE_AVX2(f32, float)
+
+static AVX2 float dot_f32_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static AVX2 float dot_bf16_avx2(const float *a, const uint16_t *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_bf16(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8_bf16(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_bf16(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * dw_bf16_to_f32(b[i]);
+    return s;
+}
+
+static AVX2 void axpy_f32_avx2(float *y, float a, const float *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static AVX2 void axpy_bf16_avx2(float *y, float a, const uint16_t *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, load8_bf16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * dw_bf16_to_f32(x[i]);
+}
+
+static AVX2 void bf16_to_f32_avx2(float *dst, const uint16_t *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8_bf16(src + i));
+    for (; i < n; i++) dst[i] = dw_bf16_to_f32(src[i]);
+}
+
+static AVX2 void f16_to_f32_avx2(float *dst, const uint16_t *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8_f16(src + i));
+    for (; i < n; i++) dst[i] = dw_f16_to_f32(src[i]);
+}
+
+/* Round to nearest even on the bit pattern (NaN kept quiet), 8 at a time. */
+AVX2_INLINE __m128i f32_to_bf16x8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));
+    __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+    r = _mm256_srli_epi32(r, 16);
+    __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+    return _mm_packus_epi32(lo, hi);
+}
+
+static AVX2 void f32_to_bf16_avx2(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i *)(dst + i), f32_to_bf16x8(_mm256_loadu_ps(src + i)));
+    for (; i < n; i++) dst[i] = dw_f32_to_bf16(src[i]);
+}
+
+static AVX2 float sum_squares_avx2(const float *x, int n) { return dot_f32_avx2(x, x, n); }
+
+static AVX2 void scale_mul_avx2(float *out, const float *x, float scale, const float *w, int n) {
+    __m256 s = _mm256_set1_ps(scale);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), s), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+/* exp(x) for x in float range: Cephes' range reduction and degree-5 polynomial (~2 ulp). */
+AVX2_INLINE __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.37f));
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static AVX2 void swiglu_avx2(float *out, const float *gate, const float *up, int n) {
+    int i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static AVX2 void add_avx2(float *x, const float *y, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) x[i] += y[i];
+}
+
+static AVX2 float exp_sum_avx2(float *x, float max, int n) {
+    __m256 m = _mm256_set1_ps(max), s = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        s = _mm256_add_ps(s, e);
+    }
+    float sum = hsum256(s);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    return sum;
+}
+
+static AVX2 uint64_t read_bytes_avx2(const void *p, size_t n) {
+    const __m256i *q = p;
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0, nv = n / 32;
+    for (; i + 4 <= nv; i += 4) {
+        a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(q + i));
+        a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(q + i + 1));
+        a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(q + i + 2));
+        a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(q + i + 3));
+    }
+    for (; i < nv; i++) a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(q + i));
+    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    uint64_t out[4];
+    _mm256_storeu_si256((__m256i *)out, a0);
+    return out[0] ^ out[1] ^ out[2] ^ out[3];
+}
+
+const dw__cpu_kernels dw__cpu_kernels_avx2 = {
+    /* .isa          = */ "avx2",
+    /* .matmul_bf16  = */ matmul_bf16_avx2,
+    /* .matmul_f16   = */ matmul_f16_avx2,
+    /* .matmul_f32   = */ matmul_f32_avx2,
+    /* .dot_f32      = */ dot_f32_avx2,
+    /* .dot_bf16     = */ dot_bf16_avx2,
+    /* .axpy_f32     = */ axpy_f32_avx2,
+    /* .axpy_bf16    = */ axpy_bf16_avx2,
+    /* .bf16_to_f32  = */ bf16_to_f32_avx2,
+    /* .f16_to_f32   = */ f16_to_f32_avx2,
+    /* .f32_to_bf16  = */ f32_to_bf16_avx2,
+    /* .sum_squares  = */ sum_squares_avx2,
+    /* .scale_mul    = */ scale_mul_avx2,
+    /* .swiglu       = */ swiglu_avx2,
+    /* .add          = */ add_avx2,
+    /* .exp_sum      = */ exp_sum_avx2,
+    /* .read_bytes   = */ read_bytes_avx2,
+};
+
+/* ======================================================================================
+ * AVX-512 (16 lanes); tails use masked loads, so there is no scalar remainder loop
+ * ==================================================================================== */
+
+AVX512_INLINE __m512 load16_bf16(const uint16_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+AVX512_INLINE __m512 load16_bf16_mask(const uint16_t *p, __mmask16 m) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+AVX512_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+AVX512_INLINE __m512 load16_f16_mask(const uint16_t *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+AVX512_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
+AVX512_INLINE __m512 load16_f32_mask(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+
+AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u); }
+
+#define DEFINE_TILE_AVX512(SUFFIX, WT)                                                                 \
+    AVX512_INLINE void tile16_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w,       \
+                                       int k, int r, int t, const int R, const int T) {                \
+        __m512 acc[4][4];                                                                              \
+        for (int i = 0; i < R; i++)                                                                    \
+            for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();                               \
+        const WT *wr[4];                                                                               \
+        const float *xt[4];                                                                            \
+        for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
+        for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
+        int kk = 0;                                                                                    \
+        for (; kk + 16 <= k; kk += 16) {                                                               \
+            __m512 wv[4];                                                                              \
+            for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX(wr[i] + kk);                           \
+            for (int j = 0; j < T; j++) {                                                              \
+                __m512 xv = _mm512_loadu_ps(xt[j] + kk);                                               \
+                for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
+            }                                                                                          \
+        }                                                                                              \
+        if (kk < k) {                                                                                  \
+            __mmask16 m = tail_mask(k - kk);                                                           \
+            __m512 wv[4];                                                                              \
+            for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX##_mask(wr[i] + kk, m);                 \
+            for (int j = 0; j < T; j++) {                                                              \
+                __m512 xv = _mm512_maskz_loadu_ps(m, xt[j] + kk);                                      \
+                for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
+            }                                                                                          \
+        }                                                                                              \
+        for (int i = 0; i < R; i++)                                                                    \
+            for (int j = 0; j < T; j++) out[(size_t)(t + j) * ldo + r + i] = _mm512_reduce_add_ps(acc[i][j]); \
+    }                                                                                                  \
+    static AVX512 void matmul_##SUFFIX##_avx512(float *out, int ldo, const float *x, int ldx, int n,   \
+                                                 const void *wv, int k, int r0, int r1) {              \
+        const WT *w = wv;                                                                              \
+        int r = r0;                                                                                    \
+        for (; r + 4 <= r1; r += 4) {                                                                  \
+            int t = 0;                                                                                 \
+            for (; t + 4 <= n; t += 4) tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 4);            \
+            switch (n - t) {                                                                           \
+            case 3: tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 3); break;                        \
+            case 2: tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 2); break;                        \
+            case 1: tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 4, 1); break;                        \
+            default: break;                                                                            \
+            }                                                                                          \
+        }                                                                                              \
+        for (; r < r1; r++) {                                                                          \
+            int t = 0;                                                                                 \
+            for (; t + 4 <= n; t += 4) tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 1, 4);            \
+            for (; t < n; t++) tile16_##SUFFIX(out, ldo, x, ldx, w, k, r, t, 1, 1);                    \
+        }                                                                                              \
+    }
+
+DEFINE_TILE_AVX512(bf16, uint16_t)
+DEFINE_TILE_AVX512(f16, uint16_t)
+DEFINE_TILE_AVX512(f32, float)
+
+static AVX512 float dot_f32_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static AVX512 float dot_bf16_avx512(const float *a, const uint16_t *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load16_bf16(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), load16_bf16(b + i + 16), s1);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load16_bf16(b + i), s0);
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), load16_bf16_mask(b + i, m), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static AVX512 void axpy_f32_avx512(float *y, float a, const float *x, int n) {
+    __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static AVX512 void axpy_bf16_avx512(float *y, float a, const uint16_t *x, int n) {
+    __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, load16_bf16(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(av, load16_bf16_mask(x + i, m), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static AVX512 void bf16_to_f32_avx512(float *dst, const uint16_t *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_bf16(src + i));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, load16_bf16_mask(src + i, m));
+    }
+}
+
+static AVX512 void f16_to_f32_avx512(float *dst, const uint16_t *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_f16(src + i));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, load16_f16_mask(src + i, m));
+    }
+}
+
+AVX512_INLINE __m256i f32_to_bf16x16(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m512i r = _mm512_mask_or_epi32(rounded, nan, u, _mm512_set1_epi32(0x00400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+static AVX512 void f32_to_bf16_avx512(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), f32_to_bf16x16(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm256_mask_storeu_epi16(dst + i, m, f32_to_bf16x16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+static AVX512 float sum_squares_avx512(const float *x, int n) { return dot_f32_avx512(x, x, n); }
+
+static AVX512 void scale_mul_avx512(float *out, const float *x, float scale, const float *w, int n) {
+    __m512 s = _mm512_set1_ps(scale);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), s), _mm512_loadu_ps(w + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(out + i, m,
+                              _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s),
+                                            _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+AVX512_INLINE __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.37f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, fx);
+}
+
+static AVX512 void swiglu_avx512(float *out, const float *gate, const float *up, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+static AVX512 void add_avx512(float *x, const float *y, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_add_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static AVX512 float exp_sum_avx512(float *x, float max, int n) {
+    __m512 mx = _mm512_set1_ps(max), s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        s = _mm512_mask_add_ps(s, m, s, e);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static AVX512 uint64_t read_bytes_avx512(const void *p, size_t n) {
+    const __m512i *q = p;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0, nv = n / 64;
+    for (; i + 4 <= nv; i += 4) {
+        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(q + i));
+        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(q + i + 1));
+        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(q + i + 2));
+        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(q + i + 3));
+    }
+    for (; i < nv; i++) a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(q + i));
+    a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    uint64_t out[8], r = 0;
+    _mm512_storeu_si512(out, a0);
+    for (int i = 0; i < 8; i++) r ^= out[i];
+    return r;
+}
+
+const dw__cpu_kernels dw__cpu_kernels_avx512 = {
+    /* .isa          = */ "avx512",
+    /* .matmul_bf16  = */ matmul_bf16_avx512,
+    /* .matmul_f16   = */ matmul_f16_avx512,
+    /* .matmul_f32   = */ matmul_f32_avx512,
+    /* .dot_f32      = */ dot_f32_avx512,
+    /* .dot_bf16     = */ dot_bf16_avx512,
+    /* .axpy_f32     = */ axpy_f32_avx512,
+    /* .axpy_bf16    = */ axpy_bf16_avx512,
+    /* .bf16_to_f32  = */ bf16_to_f32_avx512,
+    /* .f16_to_f32   = */ f16_to_f32_avx512,
+    /* .f32_to_bf16  = */ f32_to_bf16_avx512,
+    /* .sum_squares  = */ sum_squares_avx512,
+    /* .scale_mul    = */ scale_mul_avx512,
+    /* .swiglu       = */ swiglu_avx512,
+    /* .add          = */ add_avx512,
+    /* .exp_sum      = */ exp_sum_avx512,
+    /* .read_bytes   = */ read_bytes_avx512,
+};
+
+#endif /* __x86_64__ */

@@ -1,0 +1,184 @@
+/* The thread pool behind the CPU kernels (interface and contract in threadpool.h).
+ * Workers spin briefly, then sleep on a condition variable, waiting for the next loop. */
+#include "core/threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX, ~50 µs). */
+#define SPIN_ITERATIONS 1000
+
+#define MAX_THREADS 256
+
+struct dw_threadpool {
+    int n_threads;
+    pthread_t *workers; /* n_threads - 1 */
+    pthread_mutex_t run_lock; /* held by the caller for the whole loop */
+    pthread_mutex_t lock;     /* guards the sleeping/waking below */
+    pthread_cond_t start_cv;
+    pthread_cond_t done_cv;
+    atomic_uint generation;  /* bumped once per loop; workers wait for it to change */
+    atomic_int next_task;
+    atomic_int pending;      /* workers that have not finished the current loop */
+    atomic_int stop;
+    dw_task_fn fn;
+    void *arg;
+    int n_tasks;
+};
+
+typedef struct {
+    dw_threadpool *pool;
+    int index;
+} worker_start;
+
+static void run_tasks(dw_threadpool *pool, int thread) {
+    for (;;) {
+        int t = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+        if (t >= pool->n_tasks) break;
+        pool->fn(pool->arg, t, thread);
+    }
+}
+
+static void *worker_main(void *p) {
+    worker_start start = *(worker_start *)p;
+    free(p);
+    dw_threadpool *pool = start.pool;
+    unsigned seen = 0;
+    for (;;) {
+        for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&pool->generation) == seen &&
+                        !atomic_load(&pool->stop);
+             i++)
+            CPU_RELAX();
+        if (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop)) {
+            pthread_mutex_lock(&pool->lock);
+            while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->start_cv, &pool->lock);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        if (atomic_load(&pool->stop)) break;
+        seen = atomic_load(&pool->generation);
+        run_tasks(pool, start.index);
+        if (atomic_fetch_sub(&pool->pending, 1) == 1) {
+            pthread_mutex_lock(&pool->lock);
+            pthread_cond_signal(&pool->done_cv);
+            pthread_mutex_unlock(&pool->lock);
+        }
+    }
+    return NULL;
+}
+
+static int default_thread_count(void) {
+    const char *env = getenv("DW_THREADS");
+    if (env && *env) {
+        int n = atoi(env);
+        if (n > 0) return n < MAX_THREADS ? n : MAX_THREADS;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    return n < MAX_THREADS ? (int)n : MAX_THREADS;
+}
+
+dw_status dw_threadpool_create(int n_threads, dw_threadpool **out, dw_error *err) {
+    *out = NULL;
+    if (n_threads <= 0) n_threads = default_thread_count();
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    dw_threadpool *pool = calloc(1, sizeof *pool);
+    if (!pool) return dw_error_set(err, DW_ERR_NO_MEMORY, "thread pool: out of memory");
+    pool->n_threads = n_threads;
+    pthread_mutex_init(&pool->run_lock, NULL);
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->start_cv, NULL);
+    pthread_cond_init(&pool->done_cv, NULL);
+    pool->workers = calloc((size_t)n_threads, sizeof *pool->workers);
+    if (!pool->workers) {
+        free(pool);
+        return dw_error_set(err, DW_ERR_NO_MEMORY, "thread pool: out of memory");
+    }
+    for (int i = 1; i < n_threads; i++) {
+        worker_start *ws = malloc(sizeof *ws);
+        int rc = ws ? 0 : -1;
+        if (ws) {
+            *ws = (worker_start){pool, i};
+            rc = pthread_create(&pool->workers[i - 1], NULL, worker_main, ws);
+            if (rc) free(ws);
+        }
+        if (rc) {
+            pool->n_threads = i; /* join the ones that started */
+            dw_threadpool_destroy(pool);
+            return dw_error_set(err, DW_ERR_NO_MEMORY, "thread pool: could not start worker %d of %d", i,
+                                n_threads);
+        }
+    }
+    *out = pool;
+    return DW_OK;
+}
+
+void dw_threadpool_destroy(dw_threadpool *pool) {
+    if (!pool) return;
+    pthread_mutex_lock(&pool->lock);
+    atomic_store(&pool->stop, 1);
+    pthread_cond_broadcast(&pool->start_cv);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->workers[i - 1], NULL);
+    pthread_mutex_destroy(&pool->run_lock);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->start_cv);
+    pthread_cond_destroy(&pool->done_cv);
+    free(pool->workers);
+    free(pool);
+}
+
+int dw_threadpool_size(const dw_threadpool *pool) { return pool->n_threads; }
+
+void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg) {
+    if (n_tasks <= 0) return;
+    pthread_mutex_lock(&pool->run_lock);
+    if (pool->n_threads == 1 || n_tasks == 1) {
+        for (int t = 0; t < n_tasks; t++) fn(arg, t, 0);
+        pthread_mutex_unlock(&pool->run_lock);
+        return;
+    }
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->n_tasks = n_tasks;
+    atomic_store(&pool->next_task, 0);
+    atomic_store(&pool->pending, pool->n_threads - 1);
+    pthread_mutex_lock(&pool->lock);
+    atomic_fetch_add(&pool->generation, 1);
+    pthread_cond_broadcast(&pool->start_cv);
+    pthread_mutex_unlock(&pool->lock);
+
+    run_tasks(pool, 0);
+
+    for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&pool->pending) != 0; i++) CPU_RELAX();
+    if (atomic_load(&pool->pending) != 0) {
+        pthread_mutex_lock(&pool->lock);
+        while (atomic_load(&pool->pending) != 0) pthread_cond_wait(&pool->done_cv, &pool->lock);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->run_lock);
+}
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static dw_threadpool *global_pool;
+
+static void create_global(void) {
+    dw_error err;
+    if (dw_threadpool_create(0, &global_pool, &err) != DW_OK) global_pool = NULL;
+}
+
+dw_threadpool *dw_threadpool_global(void) {
+    pthread_once(&global_once, create_global);
+    return global_pool;
+}

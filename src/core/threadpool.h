@@ -1,0 +1,33 @@
+/* A fixed pool of persistent worker threads that runs one parallel loop at a time
+ * (the CPU kernels' "all cores"). No allocation per call; the calling thread works too. */
+#ifndef DW_CORE_THREADPOOL_H
+#define DW_CORE_THREADPOOL_H
+
+#include "driftwood/error.h"
+
+typedef struct dw_threadpool dw_threadpool;
+
+/* One unit of a parallel loop: task in [0, n_tasks); thread in [0, dw_threadpool_size())
+ * names the thread running it (stable for the duration of one run, for per-thread scratch). */
+typedef void (*dw_task_fn)(void *arg, int task, int thread);
+
+/* Starts n_threads - 1 workers (the caller of dw_threadpool_run is the n-th).
+ * n_threads <= 0 means "one per online CPU", overridable by the DW_THREADS environment variable. */
+dw_status dw_threadpool_create(int n_threads, dw_threadpool **out, dw_error *err);
+
+/* Stops and joins the workers. No run may be in progress. */
+void dw_threadpool_destroy(dw_threadpool *pool);
+
+/* Number of threads that execute tasks (workers + the caller). */
+int dw_threadpool_size(const dw_threadpool *pool);
+
+/* Runs fn(arg, task, thread) for every task in [0, n_tasks) and returns when all are done.
+ * Tasks are handed out dynamically in increasing order. Thread-safe: concurrent callers
+ * are serialized (one loop runs at a time). fn must not call dw_threadpool_run on the same pool. */
+void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg);
+
+/* The process-wide pool used by the CPU backend, created on first use (sized as for
+ * n_threads <= 0 above). Never destroyed. Returns NULL only if thread creation failed. */
+dw_threadpool *dw_threadpool_global(void);
+
+#endif

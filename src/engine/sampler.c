@@ -1,0 +1,317 @@
+/* The token sampler (sampler.h): the Hugging Face logits-processor chain (repetition penalty,
+ * temperature, top-k, top-p, min-p) and a seeded xoshiro256** draw. Scratch is allocated at
+ * creation; sampling allocates nothing. */
+#include "driftwood/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dw_sampler {
+    dw_sampler_params p;
+    uint64_t rng[4];
+    int n_vocab;
+    float *work;      /* [n_vocab] logits after the penalty and temperature */
+    int32_t *cand;    /* [n_vocab] candidate ids, sorted by logit descending once filtered */
+    float *prob;      /* [n_vocab] probabilities of the candidates */
+};
+
+/* ---- xoshiro256** (Blackman & Vigna), seeded through splitmix64 --------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t next_u64(uint64_t s[4]) {
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* Uniform in [0, 1) with 53 random bits. */
+static double next_unit(uint64_t s[4]) { return (double)(next_u64(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+static void seed_rng(uint64_t s[4], uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+}
+
+/* ---- creation and settings --------------------------------------------------------------- */
+
+dw_sampler_params dw_sampler_default_params(void) {
+    return (dw_sampler_params){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+                               .repetition_penalty = 1.0f, .repetition_last_n = 0, .seed = 0};
+}
+
+static dw_status check_params(const dw_sampler_params *p, dw_error *err) {
+    if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: temperature must be >= 0 (got %g)", p->temperature);
+    if (p->top_k < 0) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: top-k must be >= 0 (got %d)", p->top_k);
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: top-p must be in (0, 1] (got %g)", p->top_p);
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: min-p must be in [0, 1] (got %g)", p->min_p);
+    if (!(p->repetition_penalty > 0.0f) || !isfinite(p->repetition_penalty))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: repetition penalty must be > 0 (got %g)",
+                            p->repetition_penalty);
+    if (p->repetition_last_n < 0)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: repetition window must be >= 0");
+    return DW_OK;
+}
+
+dw_status dw_sampler_create(const dw_sampler_params *params, int n_vocab, dw_sampler **out, dw_error *err) {
+    *out = NULL;
+    dw_sampler_params p = params ? *params : dw_sampler_default_params();
+    dw_status st = check_params(&p, err);
+    if (st) return st;
+    if (n_vocab < 1) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampler: empty vocabulary");
+    dw_sampler *s = calloc(1, sizeof *s);
+    if (s) {
+        s->work = malloc(sizeof(float) * (size_t)n_vocab);
+        s->cand = malloc(sizeof(int32_t) * (size_t)n_vocab);
+        s->prob = malloc(sizeof(float) * (size_t)n_vocab);
+    }
+    if (!s || !s->work || !s->cand || !s->prob) {
+        dw_sampler_free(s);
+        return dw_error_set(err, DW_ERR_NO_MEMORY, "sampler: out of memory");
+    }
+    s->p = p;
+    s->n_vocab = n_vocab;
+    seed_rng(s->rng, p.seed);
+    *out = s;
+    return DW_OK;
+}
+
+void dw_sampler_free(dw_sampler *s) {
+    if (!s) return;
+    free(s->work);
+    free(s->cand);
+    free(s->prob);
+    free(s);
+}
+
+const dw_sampler_params *dw_sampler_get_params(const dw_sampler *s) { return &s->p; }
+
+/* ---- sampling ------------------------------------------------------------------------------ */
+
+/* Descending by logit, ties by lower id (deterministic). */
+static int by_logit_desc(const void *a, const void *b, void *keys) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    float lx = ((const float *)keys)[x], ly = ((const float *)keys)[y];
+    if (lx > ly) return -1;
+    if (lx < ly) return 1;
+    return (x > y) - (x < y);
+}
+
+static void sort_candidates(float *keys, int32_t *cand, int n) {
+    qsort_r(cand, (size_t)n, sizeof *cand, by_logit_desc, keys);
+}
+
+/* Keeps the k largest of cand[0..n) (unsorted), returning k; a binary heap keyed on work. */
+static int select_top_k(const float *w, int32_t *cand, int n, int k) {
+    /* min-heap of the best k seen so far: root is the smallest kept */
+#define WORSE(a, b) (w[a] < w[b] || (w[a] == w[b] && (a) > (b)))
+    int size = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t id = cand[i];
+        if (size < k) {
+            int j = size++;
+            while (j > 0) {
+                int parent = (j - 1) / 2;
+                if (!WORSE(id, cand[parent])) break;
+                cand[j] = cand[parent];
+                j = parent;
+            }
+            cand[j] = id;
+        } else if (WORSE(cand[0], id)) {
+            int j = 0;
+            for (;;) {
+                int l = 2 * j + 1, r = l + 1, m = j;
+                int32_t mv = id;
+                if (l < size && WORSE(cand[l], mv)) m = l, mv = cand[l];
+                if (r < size && WORSE(cand[r], mv)) m = r;
+                if (m == j) break;
+                cand[j] = cand[m];
+                j = m;
+            }
+            cand[j] = id;
+        }
+    }
+#undef WORSE
+    return size;
+}
+
+int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *history, int n_history) {
+    const dw_sampler_params *p = &s->p;
+    int n = s->n_vocab;
+    float *w = s->work;
+    memcpy(w, logits, sizeof(float) * (size_t)n);
+
+    if (p->repetition_penalty != 1.0f && history) {
+        int from = p->repetition_last_n > 0 && n_history > p->repetition_last_n ? n_history - p->repetition_last_n : 0;
+        for (int i = from; i < n_history; i++) {
+            int32_t id = history[i];
+            if (id < 0 || id >= n) continue;
+            float l = logits[id]; /* from the original: repeated ids are penalized once */
+            w[id] = l < 0 ? l * p->repetition_penalty : l / p->repetition_penalty;
+        }
+    }
+
+    if (p->temperature == 0.0f) {
+        int best = 0;
+        for (int i = 1; i < n; i++)
+            if (w[i] > w[best]) best = i;
+        return best;
+    }
+
+    float inv_t = 1.0f / p->temperature, mx = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        w[i] *= inv_t;
+        if (w[i] > mx) mx = w[i];
+    }
+
+    /* candidates: all, or the top k; min-p and top-p then cut the sorted list */
+    int nc = 0;
+    int need_sort = p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
+    if (p->top_k > 0 && p->top_k < n) {
+        for (int i = 0; i < n; i++) s->cand[i] = i;
+        nc = select_top_k(w, s->cand, n, p->top_k);
+        /* HF keeps every token tied with the k-th value (prob[] marks the kept ids here) */
+        float kth = w[s->cand[0]];
+        memset(s->prob, 0, sizeof(float) * (size_t)n);
+        for (int j = 0; j < nc; j++) s->prob[s->cand[j]] = 1.0f;
+        for (int i = 0; i < n; i++)
+            if (w[i] == kth && s->prob[i] == 0.0f) s->cand[nc++] = i;
+    } else if (need_sort && p->top_p < 1.0f) {
+        /* Pre-filter to logits within 20 of the max when the rest holds less mass than the
+         * nucleus leaves out (then no filtered token could be inside it); else sort them all. */
+        double z_all = 0, z_near = 0;
+        for (int i = 0; i < n; i++) {
+            double e = exp((double)w[i] - mx);
+            z_all += e;
+            if (w[i] >= mx - 20.0f) {
+                z_near += e;
+                s->cand[nc++] = i;
+            }
+        }
+        if ((z_all - z_near) / z_all >= 1.0 - p->top_p) {
+            nc = 0;
+            for (int i = 0; i < n; i++) s->cand[nc++] = i;
+        }
+    } else {
+        for (int i = 0; i < n; i++) s->cand[nc++] = i;
+    }
+    if (need_sort) sort_candidates(w, s->cand, nc);
+
+    /* probabilities over the candidates (sorted descending when filters apply) */
+    double z = 0;
+    for (int i = 0; i < nc; i++) {
+        double e = exp((double)w[s->cand[i]] - mx);
+        s->prob[i] = (float)e;
+        z += e;
+    }
+    if (p->top_p < 1.0f) { /* smallest prefix with mass >= top_p (HF removes cumsum <= 1 - top_p) */
+        double cum = 0;
+        int keep = nc;
+        for (int i = 0; i < nc; i++) {
+            cum += s->prob[i] / z;
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        nc = keep;
+        z = 0;
+        for (int i = 0; i < nc; i++) z += s->prob[i];
+    }
+    if (p->min_p > 0.0f) { /* drop p < min_p · p_max; the first candidate is the max */
+        double pmax = s->prob[0], zk = 0;
+        int keep = 0;
+        for (int i = 0; i < nc; i++)
+            if (s->prob[i] >= p->min_p * pmax) keep = i + 1;
+        nc = keep ? keep : 1;
+        for (int i = 0; i < nc; i++) zk += s->prob[i];
+        z = zk;
+    }
+
+    double u = next_unit(s->rng) * z, cum = 0;
+    for (int i = 0; i < nc; i++) {
+        cum += s->prob[i];
+        if (u < cum) return s->cand[i];
+    }
+    return s->cand[nc - 1];
+}
+
+/* ---- serialization --------------------------------------------------------------------------- */
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get_u32(const uint8_t *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static const char MAGIC[8] = {'D', 'W', 'S', 'A', 'M', 'P', 'L', '1'};
+
+void dw_sampler_save(const dw_sampler *s, uint8_t out[DW_SAMPLER_STATE_SIZE]) {
+    memcpy(out, MAGIC, 8);
+    put_u32(out + 8, f32_bits(s->p.temperature));
+    put_u32(out + 12, (uint32_t)s->p.top_k);
+    put_u32(out + 16, f32_bits(s->p.top_p));
+    put_u32(out + 20, f32_bits(s->p.min_p));
+    put_u32(out + 24, f32_bits(s->p.repetition_penalty));
+    put_u32(out + 28, (uint32_t)s->p.repetition_last_n);
+    put_u64(out + 32, s->p.seed);
+    for (int i = 0; i < 4; i++) put_u64(out + 40 + 8 * i, s->rng[i]);
+}
+
+dw_status dw_sampler_load(dw_sampler *s, const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err) {
+    if (memcmp(in, MAGIC, 8) != 0) return dw_error_set(err, DW_ERR_FORMAT, "sampler state: bad magic");
+    dw_sampler_params p = {
+        .temperature = bits_f32(get_u32(in + 8)),
+        .top_k = (int)get_u32(in + 12),
+        .top_p = bits_f32(get_u32(in + 16)),
+        .min_p = bits_f32(get_u32(in + 20)),
+        .repetition_penalty = bits_f32(get_u32(in + 24)),
+        .repetition_last_n = (int)get_u32(in + 28),
+        .seed = get_u64(in + 32),
+    };
+    dw_status st = check_params(&p, err);
+    if (st) return dw_error_prefix(err, "sampler state");
+    uint64_t rng[4];
+    for (int i = 0; i < 4; i++) rng[i] = get_u64(in + 40 + 8 * i);
+    if (!(rng[0] | rng[1] | rng[2] | rng[3])) return dw_error_set(err, DW_ERR_FORMAT, "sampler state: all-zero generator");
+    s->p = p;
+    memcpy(s->rng, rng, sizeof rng);
+    return DW_OK;
+}
