@@ -55,9 +55,12 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
 
-# The benchmark actor is embedded in the program (src/cli/embedded_guests.c).
-$(BUILD)/obj/src/cli/embedded_guests.o: $(BUILD)/guests/bench_actor.wasm
-$(BUILD)/obj/src/cli/embedded_guests.o: CFLAGS += -DDW_BENCH_ACTOR_WASM='"$(BUILD)/guests/bench_actor.wasm"'
+# The default model (used where --model is optional) is found beside the sources.
+$(BUILD)/obj/src/cli/%.o: CFLAGS += -DDW_SOURCE_DIR='"$(CURDIR)"'
+
+# The benchmark and chat actors are embedded in the program (src/cli/embedded_guests.c).
+$(BUILD)/obj/src/cli/embedded_guests.o: $(BUILD)/guests/bench_actor.wasm $(BUILD)/guests/chat.wasm
+$(BUILD)/obj/src/cli/embedded_guests.o: CFLAGS += -DDW_GUEST_DIR='"$(BUILD)/guests"'
 
 $(LIBDW): $(LIB_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(dir $@)

@@ -22,6 +22,9 @@ int dw_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int dw_cli_parse_long(const char *option, const char *text, long min, long max, long *out);
 int dw_cli_parse_double(const char *option, const char *text, double *out);
 
+/* The model directory used where --model is optional ($DW_MODEL, else the shipped model). */
+const char *dw_cli_default_model_dir(void);
+
 #define DW_COMMAND_NAMED(ident, name_, usage_, description_)                              \
     static int dw_cmd_##ident(int argc, char **argv);                                     \
     __attribute__((constructor)) static void dw_cmd_register_##ident(void) {              \

@@ -4,4 +4,6 @@
 #include <stddef.h>
 /* The benchmark actor (bench/guests/bench_actor.c). */
 const unsigned char *dw__embedded_bench_actor(size_t *len);
+/* The chat actor (examples/chat/actor.c). */
+const unsigned char *dw__embedded_chat_actor(size_t *len);
 #endif

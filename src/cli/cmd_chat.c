@@ -1,0 +1,139 @@
+/* `driftwood chat`: a conversation with the chat actor (examples/chat/actor.c, embedded in the
+ * program). Each line of input is one user turn: from --prompt (repeatable), piped stdin, or a
+ * terminal. The actor streams its reply to stdout; after each turn one line of timings goes
+ * to stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/bench_util.h"
+#include "cli/command.h"
+#include "cli/embedded_guests.h"
+#include "driftwood/actor.h"
+#include "driftwood/runtime.h"
+
+#define MAX_PROMPTS 64
+
+typedef struct chat_options {
+    const char *model_dir, *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx;
+    const char *prompts[MAX_PROMPTS];
+    int n_prompts;
+} chat_options;
+
+static int parse(int argc, char **argv, chat_options *o) {
+    memset(o, 0, sizeof *o);
+    o->backend = "cpu";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char **slot = !strcmp(a, "--model") ? &o->model_dir : !strcmp(a, "--backend") ? &o->backend
+                          : !strcmp(a, "--system") ? &o->system : !strcmp(a, "--temp") ? &o->temp
+                          : !strcmp(a, "--top-p") ? &o->top_p : !strcmp(a, "--seed") ? &o->seed
+                          : !strcmp(a, "-n") ? &o->max_tokens : !strcmp(a, "--ctx") ? &o->ctx : NULL;
+        if (!strcmp(a, "--prompt") && v) {
+            if (o->n_prompts == MAX_PROMPTS) return dw_cli_fail("chat: at most %d --prompt turns", MAX_PROMPTS);
+            o->prompts[o->n_prompts++] = v, i++;
+        } else if (slot && v) *slot = v, i++;
+        else return dw_cli_fail("chat: unknown or incomplete option '%s'", a);
+    }
+    double d;
+    long l;
+    if (o->temp && (dw_cli_parse_double("--temp", o->temp, &d) || d < 0)) return d < 0 ? dw_cli_fail("--temp must be ≥ 0") : 1;
+    if (o->top_p && (dw_cli_parse_double("--top-p", o->top_p, &d) || d <= 0 || d > 1))
+        return dw_cli_fail("--top-p must be in (0, 1]");
+    if (o->seed && dw_cli_parse_long("--seed", o->seed, 0, 0x7FFFFFFFFFFFFFFFL, &l)) return 1;
+    if (o->max_tokens && dw_cli_parse_long("-n", o->max_tokens, 1, 1 << 20, &l)) return 1;
+    if (o->ctx && dw_cli_parse_long("--ctx", o->ctx, 16, 1 << 24, &l)) return 1;
+    if (!o->model_dir) o->model_dir = dw_cli_default_model_dir();
+    return 0;
+}
+
+static void write_out(void *user, const char *bytes, size_t len) {
+    fwrite(bytes, 1, len, stdout);
+    fflush(stdout);
+}
+
+/* One turn: send it, end the reply's line, print the timings. */
+static int turn(dw_actor *actor, const char *text, size_t len) {
+    dw_error err;
+    dw_actor_stats_reset(actor);
+    double t0 = dw_cli_now_ms();
+    if (dw_actor_send(actor, text, len, &err) != DW_OK) return dw_cli_fail("chat: %s", err.message);
+    double wall = dw_cli_now_ms() - t0;
+    dw_actor_stats s;
+    dw_actor_stats_get(actor, &s);
+    printf("\n");
+    fflush(stdout);
+    double gen_tokens = (double)s.decode_tokens + 1; /* the first token comes from the prefill's logits */
+    double gen_ms = wall - s.prefill_ms;
+    fprintf(stderr, "[prefill %llu tokens in %.1f ms | generated %.0f tokens at %.1f tok/s]\n",
+            (unsigned long long)s.prefill_tokens, s.prefill_ms, gen_tokens, gen_ms > 0 ? gen_tokens * 1e3 / gen_ms : 0);
+    return 0;
+}
+
+DW_COMMAND(chat,
+           "chat [--model DIR] [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
+           "[--ctx N] [--prompt TEXT]...",
+           "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
+    chat_options o;
+    if (parse(argc, argv, &o)) return 1;
+    const char *args[32];
+    int n = 0;
+    args[n++] = "chat";
+    args[n++] = "--model", args[n++] = "default";
+    if (o.system) args[n++] = "--system", args[n++] = o.system;
+    if (o.temp) args[n++] = "--temp", args[n++] = o.temp;
+    if (o.top_p) args[n++] = "--top-p", args[n++] = o.top_p;
+    if (o.seed) args[n++] = "--seed", args[n++] = o.seed;
+    if (o.max_tokens) args[n++] = "-n", args[n++] = o.max_tokens;
+    if (o.ctx) args[n++] = "--ctx", args[n++] = o.ctx;
+
+    dw_error err = {0};
+    dw_runtime *rt = NULL;
+    dw_module *module = NULL;
+    dw_actor *actor = NULL;
+    int rc = 1;
+    size_t wasm_len;
+    const unsigned char *wasm = dw__embedded_chat_actor(&wasm_len);
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    double load_ms;
+    if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model(rt, "default", o.model_dir, &err) ||
+        dw_runtime_model(rt, "default", o.backend, &model, &tok, &load_ms, &err) ||
+        dw_module_load_bytes(rt, "chat.wasm", wasm, wasm_len, &module, &err)) {
+        dw_cli_fail("chat: %s", err.message);
+        goto done;
+    }
+    fprintf(stderr, "[model %s loaded on %s in %.1f ms]\n", o.model_dir, o.backend, load_ms);
+    dw_actor_options ao = {.backend = o.backend, .argc = n, .argv = args, .inherit_stdio = 1, .output = write_out};
+    if (dw_actor_create(rt, module, &ao, &actor, &err)) {
+        dw_cli_fail("chat: %s", err.message);
+        goto done;
+    }
+    if (o.n_prompts) {
+        for (int i = 0; i < o.n_prompts; i++)
+            if (turn(actor, o.prompts[i], strlen(o.prompts[i]))) goto done;
+    } else {
+        int interactive = isatty(STDIN_FILENO);
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        for (;;) {
+            if (interactive) fputs("> ", stdout), fflush(stdout);
+            if ((len = getline(&line, &cap, stdin)) < 0) break;
+            while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+            if (len == 0) continue;
+            if (turn(actor, line, (size_t)len)) {
+                free(line);
+                goto done;
+            }
+        }
+        free(line);
+    }
+    rc = 0;
+done:
+    dw_actor_free(actor);
+    dw_module_free(module);
+    dw_runtime_free(rt);
+    return rc;
+}
