@@ -213,24 +213,19 @@ EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
 
     /* generate */
     int32_t *reply = malloc(sizeof(int32_t) * (size_t)(chat.max_tokens + 1));
-    int n = 0, stopped = 0;
+    int n = 0;
     stream_start = emitted = 0;
     while (n < chat.max_tokens) {
         int32_t next = sample(chat.logits, chat.info.vocab_size);
-        if (is_stop(next)) { stopped = 1; break; }
+        if (is_stop(next)) break;
         reply[n++] = next;
         stream(reply, n, 0);
+        /* every reply token goes into the cache (the last one too: the next turn follows it) */
         dw_session_info_get(chat.session, &si);
         if (si.position >= si.capacity) break; /* context full: the reply ends here */
-        if (n < chat.max_tokens && dw_decode(chat.session, next, chat.logits, chat.info.vocab_size) < 0)
-            return fail("decode"), DW_E_STATE;
+        if (dw_decode(chat.session, next, chat.logits, chat.info.vocab_size) < 0) return fail("decode"), DW_E_STATE;
     }
     if (n) stream(reply, n, 1);
-    /* a reply cut by the token limit: its last token is not in the cache yet */
-    if (!stopped && n == chat.max_tokens && n > 0) {
-        dw_session_info_get(chat.session, &si);
-        if (si.position < si.capacity) dw_prefill(chat.session, &reply[n - 1], 1, chat.logits, chat.info.vocab_size);
-    }
     chat.assistant_open = 1;
 
     /* remember the turn */

@@ -1,0 +1,59 @@
+/* Test actor for the language-model host API: each export exercises one behaviour (bad
+ * handles, bad pointers, small buffers, context overflow) or runs a greedy generation. */
+#include <driftwood/guest.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+
+static float logits[1 << 18];
+static int32_t ids[4096];
+
+static int32_t open_model(void) { return dw_model_open("default", 7); }
+
+EXPORT(open_default) int32_t open_default(void) { return open_model(); }
+EXPORT(open_missing) int32_t open_missing(void) { return dw_model_open("nope", 4); }
+EXPORT(vocab) int32_t vocab(void) {
+    dw_model_info info;
+    int32_t rc = dw_model_info_get(open_model(), &info);
+    return rc < 0 ? rc : info.vocab_size;
+}
+EXPORT(new_session) int32_t new_session(int32_t ctx) { return dw_session_create(open_model(), ctx); }
+EXPORT(free_session) int32_t free_session(int32_t s) { return dw_session_free(s); }
+EXPORT(position) int32_t position(int32_t s) {
+    dw_session_info si;
+    int32_t rc = dw_session_info_get(s, &si);
+    return rc < 0 ? rc : si.position;
+}
+/* Decodes token 1 in session s into the logits buffer; returns the host's code. */
+EXPORT(decode_into) int32_t decode_into(int32_t s, int32_t cap) { return dw_decode(s, 1, logits, cap); }
+EXPORT(decode_bad_pointer) int32_t decode_bad_pointer(int32_t s) {
+    return dw_decode(s, 1, (float *)(uintptr_t)(__builtin_wasm_memory_size(0) * 65536u - 64), 1 << 20);
+}
+EXPORT(prefill_n) int32_t prefill_n(int32_t s, int32_t n) {
+    for (int i = 0; i < n; i++) ids[i] = 100 + i;
+    return dw_prefill(s, ids, n, logits, (int32_t)(sizeof logits / sizeof logits[0]));
+}
+EXPORT(tokenize_bad_pointer) int32_t tokenize_bad_pointer(void) {
+    return dw_tokenize(open_model(), (const char *)(uintptr_t)0xFFFFFF00u, 1000, 0, ids, 10);
+}
+/* Greedy generation of n tokens after a fixed prompt; returns a hash of the token ids. */
+EXPORT(greedy_hash) int32_t greedy_hash(int32_t n, int32_t first_token) {
+    int32_t m = open_model(), s = dw_session_create(m, 256);
+    dw_model_info info;
+    if (s < 0 || dw_model_info_get(m, &info) < 0) return -1;
+    int32_t prompt[8];
+    for (int i = 0; i < 8; i++) prompt[i] = (first_token + 37 * i) % info.vocab_size;
+    if (dw_prefill(s, prompt, 8, logits, info.vocab_size) < 0) return -2;
+    uint32_t h = 2166136261u;
+    for (int t = 0; t < n; t++) {
+        int32_t best = 0;
+        for (int i = 1; i < info.vocab_size; i++)
+            if (logits[i] > logits[best]) best = i;
+        h = (h ^ (uint32_t)best) * 16777619u;
+        if (dw_decode(s, best, logits, info.vocab_size) < 0) return -3;
+    }
+    dw_session_free(s);
+    return (int32_t)(h & 0x7FFFFFFF);
+}

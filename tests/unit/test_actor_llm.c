@@ -1,0 +1,231 @@
+/* Actors driving inference through the dw host API: handle isolation, bad pointers and
+ * handles, small buffers, context overflow, and two actors sharing one model. The model is
+ * $DW_TEST_MODEL, else the shipped models/driftwood-tiny. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "driftwood/actor.h"
+#include "driftwood/guest.h"
+#include "driftwood/tokenizer.h"
+#include "driftwood/runtime.h"
+#include "test.h"
+
+static const char *model_dir(void) {
+    const char *env = getenv("DW_TEST_MODEL");
+    return env && *env ? env : "models/driftwood-tiny";
+}
+
+typedef struct fixture {
+    dw_runtime *rt;
+    dw_module *module;
+} fixture;
+
+static dw_status setup(fixture *f, dw_error *err) {
+    char path[512], cache[600];
+    snprintf(path, sizeof path, "%s/guests/llm_probe.wasm", dw_test_build_dir());
+    snprintf(cache, sizeof cache, "%s/modules", dw_test_tmp_dir());
+    dw_runtime_options o = {.module_cache_dir = cache};
+    dw_status st = dw_runtime_create(&o, &f->rt, err);
+    if (st == DW_OK) st = dw_runtime_register_model(f->rt, "default", model_dir(), err);
+    if (st == DW_OK) st = dw_module_load_file(f->rt, path, &f->module, err);
+    return st;
+}
+
+static void teardown(fixture *f) {
+    dw_module_free(f->module);
+    dw_runtime_free(f->rt);
+}
+
+static dw_status call(dw_actor *a, const char *name, int n, int32_t a0, int32_t a1, int32_t *result, dw_error *err) {
+    dw_value in[2] = {{DW_I32, {.i32 = a0}}, {DW_I32, {.i32 = a1}}}, out;
+    size_t nres;
+    dw_status st = dw_actor_invoke(a, name, in, (size_t)n, &out, 1, &nres, err);
+    if (st == DW_OK) *result = out.of.i32;
+    return st;
+}
+
+TEST(llm_bad_handles_get_error_codes_not_crashes) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    int32_t r;
+    CHECK_OK(call(a, "open_missing", 0, 0, 0, &r, &err));
+    CHECK(r == DW_E_NOT_FOUND);
+    CHECK_OK(call(a, "decode_into", 2, 12345, 1 << 18, &r, &err));
+    CHECK(r == DW_E_NOT_FOUND);
+    int32_t s;
+    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK(s > 0);
+    CHECK_OK(call(a, "free_session", 1, s, 0, &r, &err));
+    CHECK(r == DW_E_OK);
+    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* a freed handle stays invalid */
+    CHECK(r == DW_E_NOT_FOUND);
+    CHECK_OK(call(a, "free_session", 1, s, 0, &r, &err));
+    CHECK(r == DW_E_NOT_FOUND);
+    dw_actor_free(a);
+    teardown(&f);
+}
+
+TEST(llm_one_actor_cannot_use_another_actors_session) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a, *b;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &b, &err));
+    int32_t s, r;
+    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK(s > 0);
+    CHECK_OK(call(b, "decode_into", 2, s, 1 << 18, &r, &err));
+    CHECK(r == DW_E_NOT_FOUND);
+    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err));
+    CHECK(r == DW_E_OK);
+    dw_actor_free(a);
+    dw_actor_free(b);
+    teardown(&f);
+}
+
+TEST(llm_bad_pointers_trap_and_runtime_goes_on) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    int32_t s, r;
+    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK(call(a, "decode_bad_pointer", 1, s, 0, &r, &err) == DW_ERR_TRAP);
+    CHECK_MSG(strstr(err.message, "dw.decode") && strstr(err.message, "outside guest memory"), "%s", err.message);
+    CHECK(call(a, "tokenize_bad_pointer", 0, 0, 0, &r, &err) == DW_ERR_TRAP);
+    CHECK_MSG(strstr(err.message, "dw.tokenize"), "%s", err.message);
+    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* the actor still works */
+    CHECK(r == DW_E_OK);
+    dw_actor_free(a);
+    teardown(&f);
+}
+
+TEST(llm_logits_buffer_too_small_is_refused) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    int32_t s, r, vocab;
+    CHECK_OK(call(a, "vocab", 0, 0, 0, &vocab, &err));
+    CHECK(vocab > 0);
+    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(call(a, "decode_into", 2, s, vocab - 1, &r, &err));
+    CHECK(r == DW_E_LIMIT);
+    CHECK_OK(call(a, "position", 1, s, 0, &r, &err));
+    CHECK(r == 0); /* nothing was run */
+    dw_actor_free(a);
+    teardown(&f);
+}
+
+TEST(llm_context_overflow_is_an_error_code) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    int32_t s, r;
+    CHECK_OK(call(a, "new_session", 1, 16, 0, &s, &err));
+    CHECK_OK(call(a, "prefill_n", 2, s, 12, &r, &err));
+    CHECK(r == DW_E_OK);
+    CHECK_OK(call(a, "prefill_n", 2, s, 5, &r, &err)); /* 17 > 16 */
+    CHECK(r == DW_E_LIMIT);
+    CHECK_OK(call(a, "position", 1, s, 0, &r, &err));
+    CHECK(r == 12);
+    CHECK_OK(call(a, "prefill_n", 2, s, 4, &r, &err)); /* exactly fills it */
+    CHECK(r == DW_E_OK);
+    dw_actor_free(a);
+    teardown(&f);
+}
+
+typedef struct {
+    fixture *f;
+    int32_t first_token, hash;
+    dw_status st;
+    dw_error err;
+} greedy_job;
+
+static void *greedy_worker(void *arg) {
+    greedy_job *j = arg;
+    dw_actor *a = NULL;
+    j->st = dw_actor_create(j->f->rt, j->f->module, NULL, &a, &j->err);
+    if (j->st == DW_OK) j->st = call(a, "greedy_hash", 2, 24, j->first_token, &j->hash, &j->err);
+    dw_actor_free(a);
+    return NULL;
+}
+
+TEST(llm_two_actors_sharing_a_model_match_running_alone) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    greedy_job alone[2] = {{&f, 11, 0, 0, {0}}, {&f, 977, 0, 0, {0}}}, together[2];
+    for (int i = 0; i < 2; i++) {
+        greedy_worker(&alone[i]);
+        CHECK_MSG(alone[i].st == DW_OK && alone[i].hash > 0, "alone %d: %s (%d)", i, alone[i].err.message, alone[i].hash);
+        together[i] = (greedy_job){&f, alone[i].first_token, 0, 0, {0}};
+    }
+    CHECK(alone[0].hash != alone[1].hash);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, greedy_worker, &together[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        CHECK_MSG(together[i].st == DW_OK, "%s", together[i].err.message);
+        CHECK(together[i].hash == alone[i].hash);
+    }
+    teardown(&f);
+}
+
+static void ignore_output(void *user, const char *bytes, size_t len) {
+    size_t *total = user;
+    *total += len;
+}
+
+TEST(chat_second_turn_prefills_only_its_new_tokens) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    char path[512];
+    snprintf(path, sizeof path, "%s/guests/chat.wasm", dw_test_build_dir());
+    dw_module *chat;
+    CHECK_OK(dw_module_load_file(f.rt, path, &chat, &err));
+    static const char *const argv[] = {"chat", "-n", "12", "--system", "Be brief."};
+    size_t out_bytes = 0;
+    dw_actor_options o = {.argc = 5, .argv = argv, .output = ignore_output, .output_user = &out_bytes};
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, chat, &o, &a, &err));
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    CHECK_OK(dw_runtime_model(f.rt, "default", "cpu", &model, &tok, NULL, &err));
+
+    const char *turn1 = "Hello there.", *turn2 = "Tell me more about it.";
+    CHECK_OK(dw_actor_send(a, turn1, strlen(turn1), &err));
+    dw_actor_stats s1;
+    dw_actor_stats_get(a, &s1);
+    dw_actor_stats_reset(a);
+    CHECK_OK(dw_actor_send(a, turn2, strlen(turn2), &err));
+    dw_actor_stats s2;
+    dw_actor_stats_get(a, &s2);
+
+    /* what turn 2 must add: close the reply, the user's turn, the assistant header */
+    char text[256];
+    snprintf(text, sizeof text,
+             "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n%s<|eot_id|>"
+             "<|start_header_id|>assistant<|end_header_id|>\n\n", turn2);
+    int32_t ids[256];
+    size_t n_new;
+    CHECK_OK(dw_tokenizer_encode(tok, text, strlen(text), DW_TOKENIZE_PARSE_SPECIAL, ids, 256, &n_new, &err));
+    CHECK_MSG(s2.prefill_calls == 1 && s2.prefill_tokens == n_new, "turn 2 prefilled %llu tokens in %llu calls, expected %zu",
+              (unsigned long long)s2.prefill_tokens, (unsigned long long)s2.prefill_calls, n_new);
+    CHECK(s1.prefill_tokens > n_new); /* turn 1 carried the BOS and system prompt too */
+    dw_actor_free(a);
+    dw_module_free(chat);
+    teardown(&f);
+}
