@@ -280,6 +280,26 @@ AVX512_INLINE __m512 load16_f32_mask(const float *p, __mmask16 m) { return _mm51
 
 AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u); }
 
+/* Decode (one token): rows one after another, so each thread reads one linear stream (what the
+ * hardware prefetcher follows best), 64 elements per step in four independent sums. */
+#define DEFINE_MATVEC_AVX512(SUFFIX, WT)                                                              \
+    AVX512_INLINE float rowdot16_##SUFFIX(const float *x, const WT *w, int k) {                        \
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                    \
+        int kk = 0;                                                                                    \
+        for (; kk + 64 <= k; kk += 64) {                                                               \
+            a0 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk), _mm512_loadu_ps(x + kk), a0);                \
+            a1 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk + 16), _mm512_loadu_ps(x + kk + 16), a1);      \
+            a2 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk + 32), _mm512_loadu_ps(x + kk + 32), a2);      \
+            a3 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk + 48), _mm512_loadu_ps(x + kk + 48), a3);      \
+        }                                                                                              \
+        for (; kk + 16 <= k; kk += 16) a0 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk), _mm512_loadu_ps(x + kk), a0); \
+        if (kk < k) {                                                                                  \
+            __mmask16 m = tail_mask(k - kk);                                                           \
+            a1 = _mm512_fmadd_ps(load16_##SUFFIX##_mask(w + kk, m), _mm512_maskz_loadu_ps(m, x + kk), a1); \
+        }                                                                                              \
+        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));     \
+    }
+
 #define DEFINE_TILE_AVX512(SUFFIX, WT)                                                                 \
     AVX512_INLINE void tile16_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w,       \
                                        int k, int r, int t, const int R, const int T) {                \
@@ -314,6 +334,10 @@ AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u
     static AVX512 void matmul_##SUFFIX##_avx512(float *out, int ldo, const float *x, int ldx, int n,   \
                                                  const void *wv, int k, int r0, int r1) {              \
         const WT *w = wv;                                                                              \
+        if (n == 1) {                                                                                  \
+            for (int r = r0; r < r1; r++) out[r] = rowdot16_##SUFFIX(x, w + (size_t)r * k, k);         \
+            return;                                                                                    \
+        }                                                                                              \
         int r = r0;                                                                                    \
         for (; r + 4 <= r1; r += 4) {                                                                  \
             int t = 0;                                                                                 \
@@ -332,6 +356,9 @@ AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u
         }                                                                                              \
     }
 
+DEFINE_MATVEC_AVX512(bf16, uint16_t)
+DEFINE_MATVEC_AVX512(f16, uint16_t)
+DEFINE_MATVEC_AVX512(f32, float)
 DEFINE_TILE_AVX512(bf16, uint16_t)
 DEFINE_TILE_AVX512(f16, uint16_t)
 DEFINE_TILE_AVX512(f32, float)

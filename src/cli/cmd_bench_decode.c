@@ -1,0 +1,145 @@
+/* `driftwood bench decode`: prefill and decode speed of a model, and decode as a fraction of the
+ * memory-bandwidth bound (weight bytes read per token ÷ the read bandwidth measured in the
+ * same run). Greedy decoding of random prompt tokens; no tokenizer needed. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/membw.h"
+#include "cli/command.h"
+#include "core/threadpool.h"
+#include "driftwood/backend.h"
+#include "driftwood/engine.h"
+#include "driftwood/model.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+DW_COMMAND_NAMED(bench_decode, "bench decode",
+                 "bench decode --model DIR [--backend cpu] [--prompt-tokens N] [--gen-tokens N] [--threads N] "
+                 "[--bw-bytes N] [--json]",
+                 "prefill and decode tok/s, and decode as a fraction of the memory-bandwidth bound") {
+    const char *model_dir = NULL, *backend_name = "cpu";
+    long n_prompt = 512, n_gen = 64, threads = 0, bw_mb = 1024;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int r = 0;
+        if (!strcmp(a, "--model") && v) model_dir = v, i++;
+        else if (!strcmp(a, "--backend") && v) backend_name = v, i++;
+        else if (!strcmp(a, "--prompt-tokens") && v) r = dw_cli_parse_long(a, v, 1, 1 << 20, &n_prompt), i++;
+        else if (!strcmp(a, "--gen-tokens") && v) r = dw_cli_parse_long(a, v, 1, 1 << 20, &n_gen), i++;
+        else if (!strcmp(a, "--threads") && v) r = dw_cli_parse_long(a, v, 1, 1024, &threads), i++;
+        else if (!strcmp(a, "--bw-mb") && v) r = dw_cli_parse_long(a, v, 64, 1 << 20, &bw_mb), i++;
+        else if (!strcmp(a, "--json")) json = 1;
+        else return dw_cli_fail("bench decode: unexpected argument '%s'", a);
+        if (r) return 1;
+    }
+    if (!model_dir) return dw_cli_fail("bench decode: --model DIR is required");
+
+    dw_error err = {0};
+    dw_backend *be = NULL;
+    dw_model *model = NULL;
+    dw_session *s = NULL;
+    dw_threadpool *own_pool = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    double *tok_s = NULL;
+    int rc = 1;
+    if (dw_backend_open(backend_name, &be, &err)) goto fail;
+    if (strcmp(dw_backend_name(be), "cpu") != 0) {
+        dw_error_set(&err, DW_ERR_UNSUPPORTED, "bench decode: backend '%s' is not supported here yet", backend_name);
+        goto fail;
+    }
+    double t_load0 = now_s();
+    dw_model_options mo = {.n_threads = (int)threads};
+    if (dw_model_load(model_dir, be, &mo, &model, &err)) goto fail;
+    double load_s = now_s() - t_load0;
+    const dw_model_config *cfg = dw_model_get_config(model);
+    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 1)};
+    if (dw_session_create(model, &so, &s, &err)) goto fail;
+
+    /* the bound: read bandwidth through the same number of threads */
+    dw_threadpool *pool = dw_threadpool_global();
+    if (threads > 0 && dw_threadpool_create((int)threads, &own_pool, &err)) goto fail;
+    if (own_pool) pool = own_pool;
+    if (!pool) {
+        dw_error_set(&err, DW_ERR_NO_MEMORY, "cannot start threads");
+        goto fail;
+    }
+    double gbs;
+    if (dw__cpu_read_bandwidth(pool, (size_t)bw_mb << 20, 5, &gbs, &err)) goto fail;
+
+    ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    logits = malloc(sizeof(float) * (size_t)cfg->vocab_size);
+    tok_s = malloc(sizeof(double) * (size_t)n_gen);
+    uint32_t x = 12345;
+    for (long i = 0; i < n_prompt; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)cfg->vocab_size);
+    }
+    double t0 = now_s();
+    if (dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
+    double prefill_s = now_s() - t0;
+
+    double decode_total = 0;
+    for (long g = 0; g < n_gen; g++) {
+        int32_t next = 0;
+        for (int i = 1; i < cfg->vocab_size; i++)
+            if (logits[i] > logits[next]) next = i;
+        double a = now_s();
+        if (dw_session_decode(s, next, logits, &err)) goto fail;
+        tok_s[g] = now_s() - a;
+        decode_total += tok_s[g];
+    }
+    qsort(tok_s, (size_t)n_gen, sizeof *tok_s, cmp_double);
+    double median_ms = tok_s[n_gen / 2] * 1e3;
+    double decode_tps = n_gen / decode_total, prefill_tps = n_prompt / prefill_s;
+    uint64_t wbytes = dw_model_weight_bytes(model);
+    double bound_tps = gbs * 1e9 / (double)wbytes;
+    int n_threads = dw_threadpool_size(pool);
+    const char *isa = dw__cpu_kernels_best()->isa;
+    if (json) {
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"isa\": \"%s\", \"threads\": %d, \"load_s\": %.3f, "
+               "\"weight_bytes_per_token\": %llu, \"read_bandwidth_gbs\": %.2f, \"bound_tok_s\": %.3f, "
+               "\"prompt_tokens\": %ld, \"prefill_s\": %.4f, \"prefill_tok_s\": %.2f, \"gen_tokens\": %ld, "
+               "\"decode_s\": %.4f, \"decode_tok_s\": %.3f, \"decode_ms_per_token_median\": %.3f, "
+               "\"fraction_of_bound\": %.4f}\n",
+               model_dir, backend_name, isa, n_threads, load_s, (unsigned long long)wbytes, gbs, bound_tps, n_prompt,
+               prefill_s, prefill_tps, n_gen, decode_total, decode_tps, median_ms, decode_tps / bound_tps);
+    } else {
+        printf("model            %s (%s, %d layers, hidden %d)\n", model_dir, cfg->architecture, cfg->n_layers,
+               cfg->hidden_size);
+        printf("backend          %s, kernels %s, %d threads\n", backend_name, isa, n_threads);
+        printf("load             %.3f s\n", load_s);
+        printf("prefill          %ld tokens in %.3f s: %.2f tok/s\n", n_prompt, prefill_s, prefill_tps);
+        printf("decode           %ld tokens in %.3f s: %.3f tok/s (median %.1f ms/token)\n", n_gen, decode_total,
+               decode_tps, median_ms);
+        printf("memory bandwidth %.2f GB/s (read, measured now)\n", gbs);
+        printf("bound            %.3f tok/s (%.3f GB of weights per token)\n", bound_tps, wbytes / 1e9);
+        printf("decode / bound   %.1f%%\n", 100.0 * decode_tps / bound_tps);
+    }
+    rc = 0;
+    goto done;
+fail:
+    rc = dw_cli_fail("%s", err.message);
+done:
+    free(ids), free(logits), free(tok_s);
+    dw_session_free(s);
+    dw_model_free(model);
+    dw_backend_close(be);
+    if (own_pool) dw_threadpool_destroy(own_pool);
+    return rc;
+}
