@@ -62,6 +62,10 @@ typedef struct dw__abi_context {
     dw__abi_stats stats;
 } dw__abi_context;
 
+/* Opens model `name` for the actor (as dw.model_open does) and returns its handle (> 0):
+ * the same name gives the same handle. */
+dw_status dw__abi_open_model(dw__abi_context *ctx, const char *name, int32_t *handle, dw_error *err);
+
 /* Frees the context's sessions and sampler (models belong to the runtime). */
 void dw__abi_context_release(dw__abi_context *ctx);
 

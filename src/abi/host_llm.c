@@ -68,17 +68,26 @@ static wasm_trap_t *host_model_open(void *env, wasmtime_caller_t *caller, wasmti
     char buf[64];
     memcpy(buf, name, (size_t)len);
     buf[len] = 0;
-    for (int i = 0; i < ctx->model_count; i++)
-        if (!strcmp(ctx->models[i].name, buf)) return args[0].i32 = i + 1, NULL;
-    if (ctx->model_count == DW_ABI_MAX_MODELS) return FAIL(DW_E_LIMIT, "dw.model_open: too many models open");
-    if (!ctx->open_model) return FAIL(DW_E_NOT_FOUND, "dw.model_open: this actor may not use models");
-    dw__abi_model *m = &ctx->models[ctx->model_count];
+    int32_t handle;
     dw_error err;
-    dw_status st = ctx->open_model(ctx->opener_ctx, buf, &m->model, &m->tokenizer, &err);
+    dw_status st = dw__abi_open_model(ctx, buf, &handle, &err);
     if (st != DW_OK) return FAIL(code_of(st), "dw.model_open: %s", err.message);
-    memcpy(m->name, buf, (size_t)len + 1);
-    args[0].i32 = ++ctx->model_count;
+    args[0].i32 = handle;
     return NULL;
+}
+
+dw_status dw__abi_open_model(dw__abi_context *ctx, const char *name, int32_t *handle, dw_error *err) {
+    for (int i = 0; i < ctx->model_count; i++)
+        if (!strcmp(ctx->models[i].name, name)) return *handle = i + 1, DW_OK;
+    if (strlen(name) > 63) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "model names are 1 to 63 bytes");
+    if (ctx->model_count == DW_ABI_MAX_MODELS) return dw_error_set(err, DW_ERR_LIMIT, "too many models open");
+    if (!ctx->open_model) return dw_error_set(err, DW_ERR_NOT_FOUND, "this actor may not use models");
+    dw__abi_model *m = &ctx->models[ctx->model_count];
+    dw_status st = ctx->open_model(ctx->opener_ctx, name, &m->model, &m->tokenizer, err);
+    if (st != DW_OK) return st;
+    snprintf(m->name, sizeof m->name, "%s", name);
+    *handle = ++ctx->model_count;
+    return DW_OK;
 }
 
 static wasm_trap_t *host_model_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {

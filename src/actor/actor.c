@@ -104,6 +104,11 @@ static dw_status copy_allowed_models(dw_actor *a, const dw_actor_options *o, dw_
 
 dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, dw_actor **out,
                           dw_error *err) {
+    return dw__actor_create(rt, module, options, 1, out, err);
+}
+
+dw_status dw__actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, int initialize,
+                           dw_actor **out, dw_error *err) {
     static const dw_actor_options defaults = {0};
     const dw_actor_options *o = options ? options : &defaults;
     *out = NULL;
@@ -156,7 +161,7 @@ dw_status dw_actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opti
     if ((st = bind_memory(a, err)) != DW_OK) goto fail;
     /* WASI reactors expect _initialize once before any other export. */
     wasmtime_extern_t init;
-    if (wasmtime_instance_export_get(a->context, &a->instance, "_initialize", 11, &init)) {
+    if (initialize && wasmtime_instance_export_get(a->context, &a->instance, "_initialize", 11, &init)) {
         wasmtime_extern_delete(&init);
         size_t nres;
         if ((st = dw_actor_invoke(a, "_initialize", NULL, 0, NULL, 0, &nres, err)) != DW_OK) {
@@ -275,7 +280,9 @@ dw_status dw_actor_invoke(dw_actor *a, const char *name, const dw_value *args, s
     }
     wasm_trap_t *trap = NULL;
     dw__actor_arm_deadline(a);
+    a->busy++;
     wasmtime_error_t *e = wasmtime_func_call(a->context, &f, in, nargs, outv, nres, &trap);
+    a->busy--;
     if (e || trap) return dw__wasm_error_take(e, trap, err);
     for (size_t i = 0; i < nres; i++) {
         switch (outv[i].kind) {
@@ -296,7 +303,9 @@ dw_status dw_actor_run_main(dw_actor *a, int *exit_code, dw_error *err) {
     if (st != DW_OK) return st;
     wasm_trap_t *trap = NULL;
     dw__actor_arm_deadline(a);
+    a->busy++;
     wasmtime_error_t *e = wasmtime_func_call(a->context, &f, NULL, 0, NULL, 0, &trap);
+    a->busy--;
     *exit_code = 0;
     if (e && !trap && wasmtime_error_exit_status(e, exit_code)) {
         wasmtime_error_delete(e);

@@ -24,7 +24,13 @@ struct dw_actor {
     char backend_name[16];
     char **allowed_models;   /* NULL: every registered model */
     int n_allowed_models;
+    int busy;                /* > 0 while a call into the guest is running */
 };
+
+/* dw_actor_create, with or without calling the module's _initialize (a restore sets the
+ * memory and globals itself instead). */
+dw_status dw__actor_create(dw_runtime *rt, dw_module *module, const dw_actor_options *options, int initialize,
+                           dw_actor **out, dw_error *err);
 
 /* Sets the epoch deadline for one call into the guest. */
 void dw__actor_arm_deadline(dw_actor *actor);

@@ -12,11 +12,12 @@
 #include "cli/embedded_guests.h"
 #include "driftwood/actor.h"
 #include "driftwood/runtime.h"
+#include "driftwood/snapshot.h"
 
 #define MAX_PROMPTS 64
 
 typedef struct chat_options {
-    const char *model_dir, *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx;
+    const char *model_dir, *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx, *resume;
     const char *prompts[MAX_PROMPTS];
     int n_prompts;
 } chat_options;
@@ -29,7 +30,8 @@ static int parse(int argc, char **argv, chat_options *o) {
         const char **slot = !strcmp(a, "--model") ? &o->model_dir : !strcmp(a, "--backend") ? &o->backend
                           : !strcmp(a, "--system") ? &o->system : !strcmp(a, "--temp") ? &o->temp
                           : !strcmp(a, "--top-p") ? &o->top_p : !strcmp(a, "--seed") ? &o->seed
-                          : !strcmp(a, "-n") ? &o->max_tokens : !strcmp(a, "--ctx") ? &o->ctx : NULL;
+                          : !strcmp(a, "-n") ? &o->max_tokens : !strcmp(a, "--ctx") ? &o->ctx
+                          : !strcmp(a, "--resume") ? &o->resume : NULL;
         if (!strcmp(a, "--prompt") && v) {
             if (o->n_prompts == MAX_PROMPTS) return dw_cli_fail("chat: at most %d --prompt turns", MAX_PROMPTS);
             o->prompts[o->n_prompts++] = v, i++;
@@ -53,8 +55,42 @@ static void write_out(void *user, const char *bytes, size_t len) {
     fflush(stdout);
 }
 
+typedef struct chat_state {
+    dw_runtime *rt;
+    dw_module *module;
+    dw_actor_options actor_options;
+    dw_actor *actor;
+} chat_state;
+
+/* "/save FILE" and "/load FILE" between turns. Returns 1 if line was such a command. */
+static int snapshot_command(chat_state *c, const char *line, int *rc) {
+    dw_error err;
+    dw_actor_snapshot_report r;
+    *rc = 0;
+    if (!strncmp(line, "/save ", 6)) {
+        if (dw_actor_snapshot_save(c->actor, line + 6, &r, &err) != DW_OK) return *rc = dw_cli_fail("chat: %s", err.message), 1;
+        fprintf(stderr, "[saved %s: %.1f KiB in %.1f ms; memory %.1f KiB of %.1f KiB non-zero; %d session(s)]\n", line + 6,
+                r.file_bytes / 1024.0, r.ms, r.memory_saved / 1024.0, r.memory_bytes / 1024.0, r.sessions);
+        return 1;
+    }
+    if (!strncmp(line, "/load ", 6)) {
+        dw_actor *restored;
+        if (dw_actor_snapshot_restore(c->rt, c->module, &c->actor_options, line + 6, &restored, &r, &err) != DW_OK)
+            return *rc = dw_cli_fail("chat: %s", err.message), 1; /* the current actor is kept */
+        dw_actor_free(c->actor);
+        c->actor = restored;
+        fprintf(stderr, "[restored %s in %.1f ms; %d session(s)%s]\n", line + 6, r.ms, r.sessions,
+                r.rebuilt_sessions ? ", rebuilt for another model by re-tokenizing and prefilling their text" : "");
+        return 1;
+    }
+    return 0;
+}
+
 /* One turn: send it, end the reply's line, print the timings. */
-static int turn(dw_actor *actor, const char *text, size_t len) {
+static int turn(chat_state *c, const char *text, size_t len) {
+    int rc;
+    if (snapshot_command(c, text, &rc)) return rc;
+    dw_actor *actor = c->actor;
     dw_error err;
     dw_actor_stats_reset(actor);
     double t0 = dw_cli_now_ms();
@@ -64,7 +100,7 @@ static int turn(dw_actor *actor, const char *text, size_t len) {
     dw_actor_stats_get(actor, &s);
     printf("\n");
     fflush(stdout);
-    double gen_tokens = (double)s.decode_tokens + 1; /* the first token comes from the prefill's logits */
+    double gen_tokens = (double)s.decode_tokens; /* every reply token is decoded into the cache */
     double gen_ms = wall - s.prefill_ms;
     fprintf(stderr, "[prefill %llu tokens in %.1f ms | generated %.0f tokens at %.1f tok/s]\n",
             (unsigned long long)s.prefill_tokens, s.prefill_ms, gen_tokens, gen_ms > 0 ? gen_tokens * 1e3 / gen_ms : 0);
@@ -73,7 +109,7 @@ static int turn(dw_actor *actor, const char *text, size_t len) {
 
 DW_COMMAND(chat,
            "chat [--model DIR] [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
-           "[--ctx N] [--prompt TEXT]...",
+           "[--ctx N] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
            "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
     chat_options o;
     if (parse(argc, argv, &o)) return 1;
@@ -92,6 +128,7 @@ DW_COMMAND(chat,
     dw_runtime *rt = NULL;
     dw_module *module = NULL;
     dw_actor *actor = NULL;
+    chat_state c = {0};
     int rc = 1;
     size_t wasm_len;
     const unsigned char *wasm = dw__embedded_chat_actor(&wasm_len);
@@ -105,14 +142,20 @@ DW_COMMAND(chat,
         goto done;
     }
     fprintf(stderr, "[model %s loaded on %s in %.1f ms]\n", o.model_dir, o.backend, load_ms);
-    dw_actor_options ao = {.backend = o.backend, .argc = n, .argv = args, .inherit_stdio = 1, .output = write_out};
-    if (dw_actor_create(rt, module, &ao, &actor, &err)) {
+    c.rt = rt, c.module = module;
+    c.actor_options = (dw_actor_options){.backend = o.backend, .argc = n, .argv = args, .inherit_stdio = 1, .output = write_out};
+    if (o.resume) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "/load %s", o.resume);
+        int load_rc;
+        if (!snapshot_command(&c, cmd, &load_rc) || load_rc) goto done;
+    } else if (dw_actor_create(rt, module, &c.actor_options, &c.actor, &err)) {
         dw_cli_fail("chat: %s", err.message);
         goto done;
     }
     if (o.n_prompts) {
         for (int i = 0; i < o.n_prompts; i++)
-            if (turn(actor, o.prompts[i], strlen(o.prompts[i]))) goto done;
+            if (turn(&c, o.prompts[i], strlen(o.prompts[i]))) goto done;
     } else {
         int interactive = isatty(STDIN_FILENO);
         char *line = NULL;
@@ -123,7 +166,7 @@ DW_COMMAND(chat,
             if ((len = getline(&line, &cap, stdin)) < 0) break;
             while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
             if (len == 0) continue;
-            if (turn(actor, line, (size_t)len)) {
+            if (turn(&c, line, (size_t)len)) {
                 free(line);
                 goto done;
             }
@@ -132,6 +175,7 @@ DW_COMMAND(chat,
     }
     rc = 0;
 done:
+    actor = c.actor;
     dw_actor_free(actor);
     dw_module_free(module);
     dw_runtime_free(rt);

@@ -13,6 +13,7 @@
 #include "core/file.h"
 #include "core/sha256.h"
 #include "wasm/engine.h"
+#include "wasm/module_inspect.h"
 #include "wasm/module.h"
 
 static double now_ms(void) {
@@ -90,6 +91,7 @@ dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t
     }
     double t0 = now_ms();
     dw__sha256(bytes, len, m->stats.sha256);
+    m->mutable_globals = dw__wasm_count_mutable_globals(bytes, len);
     char path[4200] = "";
     if (cache_dir) {
         cache_path(cache_dir, m->stats.sha256, path, sizeof path);

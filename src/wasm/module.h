@@ -11,6 +11,7 @@ struct dw_module {
     wasmtime_module_t *module;
     char *name; /* file name, for messages */
     dw_module_stats stats;
+    int mutable_globals; /* defined or imported; -1 if unknown */
 };
 
 /* Compiles bytes (or loads the compiled code from cache_dir, which may be NULL: no cache). */
