@@ -11,6 +11,9 @@
  *                                                            written out), for a model swap
  *             past_key_values.{i}.key         dtype [1, n_kv_heads, n_tokens, head_dim]
  *             past_key_values.{i}.value       dtype [1, n_kv_heads, n_tokens, head_dim]
+ *   optional  logits                          F32   [vocab]  the last position's logits
+ *             sampler                         U8    [72]     a dw_sampler state (sampler.h)
+ *   (with both, a generation continues exactly where it stopped)
  *   Keys are stored after RoPE, as transformers' cache stores them. KV bytes per token are
  *   exactly n_layers · 2 · n_kv_heads · head_dim · sizeof(dtype).
  *
@@ -28,6 +31,8 @@
 
 #include <stdint.h>
 
+#include "driftwood/sampler.h"
+
 #include "driftwood/actor.h"
 #include "driftwood/engine.h"
 #include "driftwood/error.h"
@@ -40,16 +45,26 @@ typedef struct dw_kv_report {
     uint64_t file_bytes; /* size of the file */
 } dw_kv_report;
 
+/* What a generation needs besides the cache to go on exactly: the logits of the last position
+ * and the sampler's state. Any member may be NULL / 0. */
+typedef struct dw_kv_extras {
+    float *logits;           /* [n_logits]: saved from / restored into */
+    int n_logits;
+    uint8_t *sampler_state;  /* [DW_SAMPLER_STATE_SIZE] */
+    int has_logits, has_sampler_state; /* after dw_kv_load: whether the file had them */
+} dw_kv_extras;
+
 /* Writes the session's cache and token history to path (atomically). tok is the session's
- * model's tokenizer. report may be NULL. */
-dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_report *report,
-                     dw_error *err);
+ * model's tokenizer. extras and report may be NULL. */
+dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *path, const dw_kv_extras *extras,
+                     dw_kv_report *report, dw_error *err);
 
 /* Replaces the session's state with the file's. Same model (equal fingerprints): the cache is
  * imported (converted when the dtypes differ) and the session continues bit-identically.
  * Another model: the history's text is re-tokenized with tok and prefilled (report->rebuilt).
  * A corrupted, truncated or foreign file is refused and the session is left unchanged. */
-dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_report *report, dw_error *err);
+dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_extras *extras,
+                     dw_kv_report *report, dw_error *err);
 
 typedef struct dw_actor_snapshot_report {
     double ms;                 /* wall time of the save or restore */

@@ -11,6 +11,7 @@
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
 #include "driftwood/sampler.h"
+#include "driftwood/snapshot.h"
 #include "driftwood/tokenizer.h"
 
 static double now_s(void) {
@@ -27,12 +28,13 @@ static int is_eos(const dw_model_config *c, const dw_tokenizer *tok, int32_t id)
 
 DW_COMMAND(generate,
            "generate --model DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
-           "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu] [--chat] [--ignore-eos] [--threads N]",
+           "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu] [--chat] [--ignore-eos] [--threads N] "
+           "[--save-kv FILE] [--resume-kv FILE] [--ids]",
            "generate text from a prompt; prints the text, then prefill and decode tok/s") {
-    const char *model_dir = NULL, *prompt = NULL, *backend_name = "cpu";
+    const char *model_dir = NULL, *prompt = NULL, *backend_name = "cpu", *save_kv = NULL, *resume_kv = NULL;
     long n_gen = 128, ctx = 0, seed = 0, top_k = 0, threads = 0;
     double temp = 0.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
-    int chat = 0, ignore_eos = 0;
+    int chat = 0, ignore_eos = 0, print_ids = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -50,11 +52,14 @@ DW_COMMAND(generate,
         else if (!strcmp(a, "--repeat-penalty") && v) r = dw_cli_parse_double(a, v, &rep), i++;
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
+        else if (!strcmp(a, "--save-kv") && v) save_kv = v, i++;
+        else if (!strcmp(a, "--resume-kv") && v) resume_kv = v, i++;
+        else if (!strcmp(a, "--ids")) print_ids = 1; /* token ids instead of text (for exact comparisons) */
         else return dw_cli_fail("generate: unexpected argument '%s'", a);
         if (r) return 1;
     }
-    if (!model_dir) return dw_cli_fail("generate: --model DIR is required");
-    if (!prompt) return dw_cli_fail("generate: --prompt TEXT is required");
+    if (!model_dir) model_dir = dw_cli_default_model_dir();
+    if (!prompt && !resume_kv) return dw_cli_fail("generate: --prompt TEXT is required (or --resume-kv FILE)");
 
     dw_error err = {0};
     dw_sampler_params sp = dw_sampler_default_params();
@@ -90,30 +95,46 @@ DW_COMMAND(generate,
         dw_error_set(&err, DW_ERR_NO_MEMORY, "out of memory");
         goto fail;
     }
-    size_t n_prompt = 0;
-    dw_status st;
-    if (chat) {
-        dw_chat_message msg = {"user", prompt};
-        st = dw_tokenizer_chat_encode(tok, &msg, 1, DW_CHAT_ADD_GENERATION_PROMPT, ids, (size_t)n_ctx, &n_prompt, &err);
-    } else {
-        st = dw_tokenizer_encode(tok, prompt, strlen(prompt), DW_TOKENIZE_ADD_SPECIAL, ids, (size_t)n_ctx, &n_prompt, &err);
+    if (dw_sampler_create(&sp, cfg->vocab_size, &sampler, &err) ||
+        dw_tokenizer_stream_new(tok, DW_DETOKENIZE_SKIP_SPECIAL, &stream, &err))
+        goto fail;
+    /* --resume-kv: the saved cache, and (when saved) the last logits and the sampler's state */
+    int have_logits = 0;
+    if (resume_kv) {
+        uint8_t state[DW_SAMPLER_STATE_SIZE];
+        dw_kv_extras ex = {.logits = logits, .n_logits = cfg->vocab_size, .sampler_state = state};
+        dw_kv_report kr;
+        if (dw_kv_load(s, tok, resume_kv, &ex, &kr, &err)) goto fail;
+        if (ex.has_sampler_state && dw_sampler_load(sampler, state, &err)) goto fail;
+        have_logits = ex.has_logits;
+        fprintf(stderr, "driftwood: resumed %d tokens from %s in %.1f ms%s\n", kr.n_tokens, resume_kv, kr.ms,
+                kr.rebuilt ? " (another model: rebuilt by re-tokenizing and prefilling the text)" : "");
     }
-    if (st == DW_ERR_LIMIT || (st == DW_OK && n_prompt >= (size_t)n_ctx)) {
+    size_t n_prompt = 0;
+    dw_status st = DW_OK;
+    int room = n_ctx - dw_session_n_tokens(s);
+    if (prompt && chat) {
+        dw_chat_message msg = {"user", prompt};
+        st = dw_tokenizer_chat_encode(tok, &msg, 1, DW_CHAT_ADD_GENERATION_PROMPT | (resume_kv ? DW_CHAT_NO_BOS : 0), ids,
+                                      (size_t)n_ctx, &n_prompt, &err);
+    } else if (prompt) {
+        st = dw_tokenizer_encode(tok, prompt, strlen(prompt), resume_kv ? 0 : DW_TOKENIZE_ADD_SPECIAL, ids, (size_t)n_ctx,
+                                 &n_prompt, &err);
+    }
+    if (st == DW_ERR_LIMIT || (st == DW_OK && n_prompt >= (size_t)room)) {
         dw_error_set(&err, DW_ERR_LIMIT, "the prompt (%zu tokens) does not fit the context of %d tokens (raise --ctx)",
                      n_prompt, n_ctx);
         goto fail;
     }
     if (st) goto fail;
-    if (n_prompt == 0) {
-        dw_error_set(&err, DW_ERR_INVALID_ARGUMENT, "the prompt encodes to no tokens");
+    if (n_prompt == 0 && !have_logits) {
+        dw_error_set(&err, DW_ERR_INVALID_ARGUMENT, prompt ? "the prompt encodes to no tokens"
+                                                           : "the KV file has no saved logits: give --prompt to continue");
         goto fail;
     }
-    if (dw_sampler_create(&sp, cfg->vocab_size, &sampler, &err) ||
-        dw_tokenizer_stream_new(tok, DW_DETOKENIZE_SKIP_SPECIAL, &stream, &err))
-        goto fail;
 
     double t0 = now_s();
-    if (dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
+    if (n_prompt && dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
     double t1 = now_s();
     long produced = 0;
     int stopped_by_ctx = 0;
@@ -124,10 +145,13 @@ DW_COMMAND(generate,
         if (!ignore_eos && is_eos(cfg, tok, next)) break;
         const char *text;
         size_t len;
-        if (dw_tokenizer_stream_push(stream, next, &text, &len, &err)) goto fail;
-        fwrite(text, 1, len, stdout);
+        if (print_ids) printf("%s%d", produced ? " " : "", next);
+        else {
+            if (dw_tokenizer_stream_push(stream, next, &text, &len, &err)) goto fail;
+            fwrite(text, 1, len, stdout);
+        }
         fflush(stdout);
-        if (produced + 1 == n_gen) { /* the last token needs no forward pass */
+        if (produced + 1 == n_gen && !save_kv) { /* the last token needs no forward pass */
             produced++;
             break;
         }
@@ -144,8 +168,17 @@ DW_COMMAND(generate,
     const char *text;
     size_t len;
     dw_tokenizer_stream_flush(stream, &text, &len);
-    fwrite(text, 1, len, stdout);
+    if (!print_ids) fwrite(text, 1, len, stdout);
     printf("\n");
+    if (save_kv) { /* every generated token is in the cache; the logits are for the next one */
+        uint8_t state[DW_SAMPLER_STATE_SIZE];
+        dw_sampler_save(sampler, state);
+        dw_kv_extras ex = {.logits = logits, .n_logits = cfg->vocab_size, .sampler_state = state};
+        dw_kv_report kr;
+        if (dw_kv_save(s, tok, save_kv, &ex, &kr, &err)) goto fail;
+        fprintf(stderr, "driftwood: saved %d tokens to %s (%.1f KiB) in %.1f ms\n", kr.n_tokens, save_kv,
+                kr.file_bytes / 1024.0, kr.ms);
+    }
     fflush(stdout);
     fprintf(stderr, "driftwood: prefill %zu tokens in %.3f s (%.1f tok/s); decode %ld tokens in %.3f s (%.2f tok/s)%s\n",
             n_prompt, t1 - t0, n_prompt / (t1 - t0), decoded, t_decode, decoded ? decoded / t_decode : 0.0,

@@ -17,14 +17,22 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_report *report,
-                     dw_error *err) {
+dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *path, const dw_kv_extras *extras,
+                     dw_kv_report *report, dw_error *err) {
     double t0 = now_ms();
     dw__snapfile_writer *w;
     dw_status st = dw__snapfile_writer_new("driftwood-kv", 1, &w, err);
     if (st != DW_OK) return st;
     dw__kv_export ex;
     st = dw__kv_session_export(s, tok, "", w, &ex, err);
+    if (st == DW_OK && extras && extras->logits) {
+        int64_t shape[1] = {extras->n_logits};
+        st = dw__snapfile_add(w, "logits", DW_DTYPE_F32, 1, shape, extras->logits, sizeof(float) * (size_t)extras->n_logits, err);
+    }
+    if (st == DW_OK && extras && extras->sampler_state) {
+        int64_t shape[1] = {DW_SAMPLER_STATE_SIZE};
+        st = dw__snapfile_add(w, "sampler", DW_DTYPE_U8, 1, shape, extras->sampler_state, DW_SAMPLER_STATE_SIZE, err);
+    }
     if (st == DW_OK) {
         uint64_t bytes = 0;
         st = dw__snapfile_write(w, path, &bytes, err);
@@ -35,13 +43,31 @@ dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *p
     return st;
 }
 
-dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_report *report, dw_error *err) {
+dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_extras *extras,
+                     dw_kv_report *report, dw_error *err) {
     double t0 = now_ms();
     dw_safetensors *st;
     dw_status rc = dw__snapfile_open(path, "driftwood-kv", 1, &st, err);
     if (rc != DW_OK) return rc;
     int rebuilt = 0;
-    rc = dw__kv_session_import(s, tok, st, "", &rebuilt, err);
+    const dw_tensor_info *logits = dw_safetensors_find(st, "logits"), *sampler = dw_safetensors_find(st, "sampler");
+    if (extras) {
+        extras->has_logits = extras->has_sampler_state = 0;
+        if (logits && (logits->dtype != DW_DTYPE_F32 || logits->ndim != 1))
+            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'logits' must be F32 [vocab]", path);
+        if (sampler && (sampler->dtype != DW_DTYPE_U8 || sampler->nbytes != DW_SAMPLER_STATE_SIZE))
+            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'sampler' must be U8 [%d]", path, DW_SAMPLER_STATE_SIZE);
+        if (rc == DW_OK && logits && extras->logits && logits->shape[0] != extras->n_logits)
+            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: %lld logits saved, the model's vocabulary is %d", path,
+                              (long long)logits->shape[0], extras->n_logits);
+    }
+    if (rc == DW_OK) rc = dw__kv_session_import(s, tok, st, "", &rebuilt, err);
+    if (rc == DW_OK && extras && !rebuilt) { /* after another model's cache, saved logits mean nothing */
+        if (logits && extras->logits) memcpy(extras->logits, logits->data, logits->nbytes), extras->has_logits = 1;
+        if (sampler && extras->sampler_state) memcpy(extras->sampler_state, sampler->data, DW_SAMPLER_STATE_SIZE), extras->has_sampler_state = 1;
+    }
+    if (rc == DW_OK && extras && rebuilt && sampler && extras->sampler_state)
+        memcpy(extras->sampler_state, sampler->data, DW_SAMPLER_STATE_SIZE), extras->has_sampler_state = 1;
     if (report) {
         FILE *f = fopen(path, "rb");
         uint64_t bytes = 0;
