@@ -192,8 +192,22 @@ static void stream(const int32_t *reply, int n, int final) {
     if (!hold) stream_start = n, emitted = 0;
 }
 
+/* The model may have changed since the last message (a snapshot restored onto another model):
+ * its vocabulary and special tokens are read again every time. */
+static int refresh_model_info(void) {
+    int32_t old_vocab = chat.info.vocab_size;
+    if (dw_model_info_get(chat.model, &chat.info) < 0) return fail("model info"), -1;
+    if (chat.info.chat_format != DW_CHAT_LLAMA3) return fail("the model has no Llama 3 chat tokens"), -1;
+    if (chat.info.vocab_size != old_vocab) {
+        free(chat.logits);
+        if (!(chat.logits = malloc(sizeof(float) * (size_t)chat.info.vocab_size))) return -1;
+    }
+    return 0;
+}
+
 EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
     if (!chat.configured && configure() < 0) return DW_E_STATE;
+    if (refresh_model_info() < 0) return DW_E_STATE;
     char *user = malloc((size_t)len + 1);
     if (!user) return DW_E_LIMIT;
     dw_message_read(user, len);

@@ -88,7 +88,9 @@ DW_IMPORT(emit) void dw_emit(const void *bytes, int32_t len);
  * a guest opens them by name and never sees files. Handles (models, sessions) belong to the
  * actor: another actor's handle numbers mean nothing here. */
 
-/* Opens the registered model `name` (len bytes); returns a model handle (> 0). */
+/* Opens the registered model `name` (len bytes); returns a model handle (> 0). A handle stays
+ * valid across snapshots, but the model behind a name may change when an actor is restored
+ * onto another model: read dw_model_info_get again at each message rather than caching it. */
 DW_IMPORT(model_open) int32_t dw_model_open(const char *name, int32_t len);
 DW_IMPORT(model_info) int32_t dw_model_info_get(int32_t model, dw_model_info *out);
 
