@@ -77,6 +77,8 @@ if [ -x "$B/bin/driftwood" ]; then
         timeout 90 "$B/bin/driftwood" bench zerocopy --backend $be --json >"$OUT/bench-$be.json" 2>&1 || fail "bench-$be"
     done
     timeout 90 "$B/bin/driftwood" bench zerocopy --backend cuda >"$OUT/bench-cuda.txt" 2>&1 || fail bench-cuda-table
+    { timeout 60 "$B/bin/driftwood" run "$B/guests/gemm.wasm" --backend cuda &&
+      timeout 60 "$B/bin/driftwood" run "$B/guests/gemm.wasm" --backend cuda -- 512; } >>"$OUT/bench-cuda.txt" 2>&1 || fail gemm-actor-cuda
 fi
 
 # ---- summary (printed last: the device tool returns the tail) --------------------------------------

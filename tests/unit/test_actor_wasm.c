@@ -250,3 +250,39 @@ TEST(module_cache_is_reused_and_invalidated_by_a_change) {
     dw_module_free(m1), dw_module_free(m2), dw_module_free(m3);
     dw_runtime_free(rt);
 }
+
+/* The same growth on the CUDA backend: the new pages are registered and the GPU computes in
+ * them (cuBLAS reads A, B and writes C in the grown part of the guest's memory). Passes
+ * without running when there is no GPU, unless DW_REQUIRE_CUDA=1 (tools/gpu-check.sh). */
+TEST(cuda_actor_memory_grow_new_pages_are_usable_by_gpu) {
+    dw_error err;
+    dw_runtime *rt = new_runtime(&err);
+    dw_backend *cuda;
+    dw_status st = dw_runtime_backend(rt, "cuda", &cuda, &err);
+    const char *req = getenv("DW_REQUIRE_CUDA");
+    if (st == DW_ERR_UNSUPPORTED && !(req && *req == '1')) {
+        printf("    skipped: no CUDA device (%s)\n", err.message);
+        dw_runtime_free(rt);
+        return;
+    }
+    CHECK_OK(st);
+    dw_module *m;
+    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    dw_actor_options o = {.backend = "cuda"};
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(rt, m, &o, &a, &err));
+    size_t size0;
+    uint8_t *base0 = dw_actor_memory(a, &size0);
+    int32_t pages = 16, old_pages;
+    CHECK_OK(call_i32(a, "grow", 1, &pages, &old_pages, &err));
+    CHECK(dw_actor_memory(a, NULL) == base0);
+    int32_t args[3] = {(int32_t)size0, 96, 3}, errors = -1;
+    CHECK_OK(call_i32(a, "gemm_at", 3, args, &errors, &err));
+    CHECK(errors == 0);
+    /* and in malloc'd buffers that straddle the original and the grown pages */
+    CHECK_OK(call_i32(a, "gemm_rounds", 3, (int32_t[]){64, 2, 5}, &errors, &err));
+    CHECK(errors == 0);
+    dw_actor_free(a);
+    dw_module_free(m);
+    dw_runtime_free(rt);
+}
