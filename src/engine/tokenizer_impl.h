@@ -37,15 +37,17 @@ static inline int dw__buf_reserve(dw__buf *b, size_t n) {
 #define DW__TOK_FILE_MAX      ((size_t)512 << 20)
 
 /* ---- string -> id hash map (open addressing; keys live in the tokenizer's arena) -------- */
+typedef struct dw__tok_entry {
+    const char *key;
+    uint32_t len;
+    int32_t val;
+} dw__tok_entry;
+
 typedef struct dw__tok_map {
-    uint32_t *slots;   /* (capacity) entry index + 1; 0 = empty */
-    uint32_t mask;     /* capacity - 1 (capacity is a power of two) */
-    uint32_t count;
-    const char **keys; /* (count) key bytes */
-    uint32_t *lens;    /* (count) key lengths */
-    int32_t *vals;     /* (count) ids */
-    uint32_t *hashes;  /* (count) */
-    uint32_t cap_entries;
+    uint64_t *slots;        /* (capacity) hash << 32 | (entry index + 1); 0 = empty */
+    uint32_t mask;          /* capacity - 1 (capacity is a power of two) */
+    uint32_t count, cap_entries;
+    dw__tok_entry *entries; /* (count) in insertion order */
 } dw__tok_map;
 
 uint32_t dw__tok_hash(const char *s, size_t len);

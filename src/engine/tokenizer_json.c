@@ -220,6 +220,10 @@ static dw_status read_added(dw_tokenizer *tok, json_t *added, int32_t *max_id, d
     if (!json_is_array(added)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "added_tokens must be an array");
     tok->added = calloc(json_array_size(added) + 1, sizeof *tok->added);
     if (!tok->added) return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory");
+    /* HF gives added tokens their ids itself (AddedVocabulary::add_tokens), only warning when the
+     * file says otherwise: the vocabulary's id for a text it has, else the next id after the
+     * vocabulary's size (its number of entries). Files written by HF agree with this. */
+    int32_t next_id = (int32_t)tok->vocab.count;
     for (size_t i = 0; i < json_array_size(added); i++) {
         json_t *a = json_array_get(added, i);
         char where[48];
@@ -247,8 +251,12 @@ static dw_status read_added(dw_tokenizer *tok, json_t *added, int32_t *max_id, d
             return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.content is not valid UTF-8", where);
         const char *c = dw__tok_intern(tok, content, len);
         if (!c) return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory");
+        int32_t tid = dw__tok_map_get(&tok->added_map, content, len);
+        if (tid < 0) tid = dw__tok_map_get(&tok->vocab, content, len);
+        if (tid < 0) tid = next_id++;
+        if (tid >= DW__TOK_MAX_ID) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s: too many tokens", where);
         dw__added_token *t = &tok->added[tok->n_added++];
-        *t = (dw__added_token){.id = (int32_t)json_integer_value(id), .content = c, .len = (uint32_t)len,
+        *t = (dw__added_token){.id = tid, .content = c, .len = (uint32_t)len,
                                .special = (uint8_t)special, .normalized = (uint8_t)normalized,
                                .lstrip = (uint8_t)lstrip, .rstrip = (uint8_t)rstrip};
         if (t->id > *max_id) *max_id = t->id;
@@ -299,8 +307,9 @@ static dw_status build_tables(dw_tokenizer *tok, dw_error *err) {
     if (!tok->text || !tok->text_len || !tok->is_special || !tok->cache)
         return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory");
     for (uint32_t e = 0; e < tok->vocab.count; e++) {
-        tok->text[tok->vocab.vals[e]] = tok->vocab.keys[e];
-        tok->text_len[tok->vocab.vals[e]] = tok->vocab.lens[e];
+        const dw__tok_entry *v = &tok->vocab.entries[e];
+        tok->text[v->val] = v->key;
+        tok->text_len[v->val] = v->len;
     }
     for (size_t i = 0; i < tok->n_added; i++) { /* HF looks up added tokens first */
         tok->text[tok->added[i].id] = tok->added[i].content;

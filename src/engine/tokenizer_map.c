@@ -19,21 +19,19 @@ uint32_t dw__tok_hash(const char *s, size_t len) {
 
 void dw__tok_map_free(dw__tok_map *m) {
     free(m->slots);
-    free(m->keys);
-    free(m->lens);
-    free(m->vals);
-    free(m->hashes);
+    free(m->entries);
     memset(m, 0, sizeof *m);
 }
 
 static int map_grow(dw__tok_map *m) {
     uint32_t cap = m->mask ? (m->mask + 1) * 2 : 64;
-    uint32_t *slots = calloc(cap, sizeof *slots);
+    uint64_t *slots = calloc(cap, sizeof *slots);
     if (!slots) return -1;
-    for (uint32_t e = 0; e < m->count; e++) {
-        uint32_t i = m->hashes[e] & (cap - 1);
-        while (slots[i]) i = (i + 1) & (cap - 1);
-        slots[i] = e + 1;
+    for (uint32_t i = 0; m->slots && i <= m->mask; i++) {
+        if (!m->slots[i]) continue;
+        uint32_t j = (uint32_t)(m->slots[i] >> 32) & (cap - 1);
+        while (slots[j]) j = (j + 1) & (cap - 1);
+        slots[j] = m->slots[i];
     }
     free(m->slots);
     m->slots = slots;
@@ -41,56 +39,48 @@ static int map_grow(dw__tok_map *m) {
     return 0;
 }
 
+/* The slot holding key, or the empty slot where it would go. */
+static uint32_t map_find(const dw__tok_map *m, const char *key, size_t len, uint32_t h) {
+    uint32_t i = h & m->mask;
+    for (;; i = (i + 1) & m->mask) {
+        uint64_t s = m->slots[i];
+        if (!s) return i;
+        if ((uint32_t)(s >> 32) == h) {
+            const dw__tok_entry *e = &m->entries[(uint32_t)s - 1];
+            if (e->len == len && memcmp(e->key, key, len) == 0) return i;
+        }
+    }
+}
+
 int dw__tok_map_put(dw__tok_map *m, const char *key, uint32_t len, int32_t val) {
     uint32_t h = dw__tok_hash(key, len);
     if (m->slots) {
-        for (uint32_t i = h & m->mask; m->slots[i]; i = (i + 1) & m->mask) {
-            uint32_t e = m->slots[i] - 1;
-            if (m->hashes[e] == h && m->lens[e] == len && memcmp(m->keys[e], key, len) == 0) {
-                m->vals[e] = val;
-                return 0;
-            }
+        uint32_t i = map_find(m, key, len, h);
+        if (m->slots[i]) {
+            m->entries[(uint32_t)m->slots[i] - 1].val = val;
+            return 0;
         }
     }
     if (m->count == m->cap_entries) {
         uint32_t n = m->cap_entries ? m->cap_entries * 2 : 64;
-        const char **k = realloc(m->keys, n * sizeof *k);
-        if (!k) return -1;
-        m->keys = k;
-        uint32_t *l = realloc(m->lens, n * sizeof *l);
-        if (!l) return -1;
-        m->lens = l;
-        int32_t *v = realloc(m->vals, n * sizeof *v);
-        if (!v) return -1;
-        m->vals = v;
-        uint32_t *hs = realloc(m->hashes, n * sizeof *hs);
-        if (!hs) return -1;
-        m->hashes = hs;
+        dw__tok_entry *e = realloc(m->entries, n * sizeof *e);
+        if (!e) return -1;
+        m->entries = e;
         m->cap_entries = n;
     }
     if (!m->slots || (m->count + 1) * 2 > m->mask + 1) {
         if (map_grow(m)) return -1;
     }
     uint32_t e = m->count++;
-    m->keys[e] = key;
-    m->lens[e] = len;
-    m->vals[e] = val;
-    m->hashes[e] = h;
-    uint32_t i = h & m->mask;
-    while (m->slots[i]) i = (i + 1) & m->mask;
-    m->slots[i] = e + 1;
+    m->entries[e] = (dw__tok_entry){.key = key, .len = len, .val = val};
+    m->slots[map_find(m, key, len, h)] = (uint64_t)h << 32 | (e + 1);
     return 0;
 }
 
 int32_t dw__tok_map_get(const dw__tok_map *m, const char *key, size_t len) {
     if (!m->slots) return -1;
-    uint32_t h = dw__tok_hash(key, len);
-    for (uint32_t i = h & m->mask; m->slots[i]; i = (i + 1) & m->mask) {
-        uint32_t e = m->slots[i] - 1;
-        if (m->hashes[e] == h && m->lens[e] == len && memcmp(m->keys[e], key, len) == 0)
-            return m->vals[e];
-    }
-    return -1;
+    uint64_t s = m->slots[map_find(m, key, len, dw__tok_hash(key, len))];
+    return s ? m->entries[(uint32_t)s - 1].val : -1;
 }
 
 /* ---- merges ------------------------------------------------------------------------------- */
