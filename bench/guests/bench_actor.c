@@ -26,3 +26,53 @@ EXPORT(gemm) int32_t gemm(int32_t n, const float *a, const float *b, float *c) {
 EXPORT(call_nop) void call_nop(int32_t n) {
     for (int32_t i = 0; i < n; i++) dw_nop();
 }
+
+/* --- inference through the actor (bench actor) ----------------------------------------------
+ * The guest holds the logits buffer and picks tokens itself (argmax), as a chat actor does. */
+static int32_t llm_model, llm_session, llm_vocab;
+static float *llm_logits;
+static int32_t llm_ids[8192];
+
+/* Opens model "default" and a session of ctx tokens; returns the vocabulary size. */
+EXPORT(llm_setup) int32_t llm_setup(int32_t ctx) {
+    dw_model_info info;
+    if ((llm_model = dw_model_open("default", 7)) < 0) return llm_model;
+    if (dw_model_info_get(llm_model, &info) < 0) return -1;
+    llm_vocab = info.vocab_size;
+    if (!(llm_logits = malloc(sizeof(float) * (size_t)llm_vocab))) return DW_E_LIMIT;
+    if ((llm_session = dw_session_create(llm_model, ctx)) < 0) return llm_session;
+    return llm_vocab;
+}
+
+/* Rewinds the session and prefills n tokens (ids derived from seed); returns the code. */
+EXPORT(llm_prefill) int32_t llm_prefill(int32_t n, int32_t seed) {
+    if (n <= 0 || n > 8192) return DW_E_INVALID;
+    for (int32_t i = 0; i < n; i++) llm_ids[i] = (int32_t)(((uint32_t)seed * 7919u + (uint32_t)i * 104729u) % (uint32_t)llm_vocab);
+    int32_t rc = dw_session_truncate(llm_session, 0);
+    return rc < 0 ? rc : dw_prefill(llm_session, llm_ids, n, llm_logits, llm_vocab);
+}
+
+static int32_t argmax(const float *x, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Generates n tokens greedily (argmax in the guest, dw.decode on the host); returns the last. */
+EXPORT(llm_decode) int32_t llm_decode(int32_t n) {
+    int32_t next = 0;
+    for (int32_t i = 0; i < n; i++) {
+        next = argmax(llm_logits, llm_vocab);
+        int32_t rc = dw_decode(llm_session, next, llm_logits, llm_vocab);
+        if (rc < 0) return rc;
+    }
+    return next;
+}
+
+/* The guest's own work per token, alone: n argmax passes over the logits. */
+EXPORT(llm_argmax) int32_t llm_argmax(int32_t n) {
+    int32_t r = 0;
+    for (int32_t i = 0; i < n; i++) r += argmax(llm_logits, llm_vocab);
+    return r;
+}

@@ -1,0 +1,169 @@
+/* `driftwood bench actor`: the seed's table for one actor — model load, prefill of 5 and of 512
+ * tokens, time per generated token — measured through a Wasm actor (the embedded benchmark
+ * actor: it keeps the logits in its memory and picks tokens itself) and, in the same run,
+ * directly through the engine API, so the cost of the actor (host calls plus the guest's own
+ * work) is a measured difference. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/bench_util.h"
+#include "cli/command.h"
+#include "cli/embedded_guests.h"
+#include "driftwood/actor.h"
+#include "driftwood/engine.h"
+#include "driftwood/model.h"
+#include "driftwood/runtime.h"
+#include "driftwood/tokenizer.h"
+
+typedef struct side {
+    double prefill5_ms, prefill512_ms, token_ms;
+} side;
+
+static int32_t argmax(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* The engine alone: the same prompts and the same greedy loop as the actor runs. */
+static dw_status direct(dw_model *model, int ctx, int gen, int reps, side *out, dw_error *err) {
+    int vocab = dw_model_get_config(model)->vocab_size;
+    dw_session_options so = {.ctx = ctx};
+    dw_session *s;
+    dw_status st = dw_session_create(model, &so, &s, err);
+    if (st) return st;
+    float *logits = malloc(sizeof(float) * (size_t)vocab);
+    int32_t *ids = malloc(sizeof(int32_t) * 512);
+    double t5[16], t512[16];
+    for (int r = 0; r < reps && !st; r++) {
+        for (int n = 5; n <= 512 && !st; n = n == 5 ? 512 : 1024) {
+            for (int i = 0; i < n; i++) ids[i] = (int32_t)(((uint32_t)r * 7919u + (uint32_t)i * 104729u) % (uint32_t)vocab);
+            dw_session_reset(s);
+            double t0 = dw_cli_now_ms();
+            st = dw_session_prefill(s, ids, n, logits, err);
+            (n == 5 ? t5 : t512)[r] = dw_cli_now_ms() - t0;
+        }
+    }
+    out->prefill5_ms = dw_cli_median(t5, (size_t)reps);
+    out->prefill512_ms = dw_cli_median(t512, (size_t)reps);
+    /* after the 512-token prompt: one warm-up token, then gen timed */
+    for (int i = 0; i <= gen && !st; i++) {
+        double t0 = i == 1 ? dw_cli_now_ms() : 0;
+        if (i == 1) out->token_ms = t0;
+        st = dw_session_decode(s, argmax(logits, vocab), logits, err);
+    }
+    out->token_ms = (dw_cli_now_ms() - out->token_ms) / gen;
+    free(logits), free(ids);
+    dw_session_free(s);
+    return st;
+}
+
+static dw_status invoke(dw_actor *a, const char *name, int32_t a0, int32_t a1, int nargs, int32_t *result,
+                        dw_error *err) {
+    dw_value in[2] = {{DW_I32, {.i32 = a0}}, {DW_I32, {.i32 = a1}}}, out;
+    size_t nres;
+    dw_status st = dw_actor_invoke(a, name, in, (size_t)nargs, &out, 1, &nres, err);
+    if (st == DW_OK && result) *result = out.of.i32;
+    if (st == DW_OK && out.of.i32 < 0 && strcmp(name, "llm_argmax"))
+        st = dw_error_set(err, DW_ERR_STATE, "bench actor: %s returned %d", name, out.of.i32);
+    return st;
+}
+
+DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backend cpu|cuda] [--gen-tokens N] [--reps N] [--json]",
+                 "one actor running a model: load, prefill 5 and 512 tokens, ms per token, host-call overhead") {
+    const char *model_dir = NULL, *backend = "cpu";
+    long gen = 32, reps = 3;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--model") && v) model_dir = v, i++;
+        else if (!strcmp(a, "--backend") && v) backend = v, i++;
+        else if (!strcmp(a, "--gen-tokens") && v) { if (dw_cli_parse_long(a, v, 1, 100000, &gen)) return 1; i++; }
+        else if (!strcmp(a, "--reps") && v) { if (dw_cli_parse_long(a, v, 1, 16, &reps)) return 1; i++; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else return dw_cli_fail("bench actor: unknown or incomplete option '%s'", a);
+    }
+    if (!model_dir) model_dir = dw_cli_default_model_dir();
+    dw_error err = {0};
+    dw_runtime *rt = NULL;
+    dw_module *m = NULL;
+    dw_actor *a = NULL;
+    dw_model *model;
+    dw_tokenizer *tok;
+    double load_ms;
+    int rc = 1, ctx = 512 + (int)gen + 8;
+    size_t wasm_len;
+    const unsigned char *wasm = dw__embedded_bench_actor(&wasm_len);
+    side d = {0}, act = {0};
+    if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model(rt, "default", model_dir, &err) ||
+        dw_runtime_model(rt, "default", backend, &model, &tok, &load_ms, &err) ||
+        dw_module_load_bytes(rt, "bench_actor.wasm", wasm, wasm_len, &m, &err))
+        goto fail;
+    dw_actor_options ao = {.backend = backend};
+    if (dw_actor_create(rt, m, &ao, &a, &err)) goto fail;
+    int32_t vocab;
+    if (invoke(a, "llm_setup", ctx, 0, 1, &vocab, &err)) goto fail;
+
+    /* through the actor */
+    double t5[16], t512[16];
+    for (int r = 0; r < reps; r++) {
+        for (int n = 5; n <= 512; n = n == 5 ? 512 : 1024) {
+            double t0 = dw_cli_now_ms();
+            if (invoke(a, "llm_prefill", n, r, 2, NULL, &err)) goto fail;
+            (n == 5 ? t5 : t512)[r] = dw_cli_now_ms() - t0;
+        }
+    }
+    act.prefill5_ms = dw_cli_median(t5, (size_t)reps);
+    act.prefill512_ms = dw_cli_median(t512, (size_t)reps);
+    if (invoke(a, "llm_decode", 1, 0, 1, NULL, &err)) goto fail; /* warm-up token */
+    dw_actor_stats_reset(a);
+    double t0 = dw_cli_now_ms();
+    if (invoke(a, "llm_decode", (int32_t)gen, 0, 1, NULL, &err)) goto fail;
+    act.token_ms = (dw_cli_now_ms() - t0) / gen;
+    dw_actor_stats stats;
+    dw_actor_stats_get(a, &stats);
+    double engine_in_calls_ms = stats.decode_ms / gen;
+    t0 = dw_cli_now_ms();
+    if (invoke(a, "llm_argmax", (int32_t)gen, 0, 1, NULL, &err)) goto fail;
+    double guest_ms = (dw_cli_now_ms() - t0) / gen;
+
+    /* the engine alone, same model, same run */
+    if (direct(model, ctx, (int)gen, (int)reps, &d, &err)) goto fail;
+
+    double overhead_ms = act.token_ms - engine_in_calls_ms; /* boundary + guest work per token */
+    double boundary_ms = overhead_ms - guest_ms;             /* host-call boundary alone */
+    if (boundary_ms < 0) boundary_ms = 0;
+    double ratio = d.token_ms / act.token_ms; /* actor tok/s over direct tok/s */
+    if (json) {
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"load_ms\": %.1f, \"actor\": {\"prefill5_ms\": %.3f, "
+               "\"prefill512_ms\": %.2f, \"token_ms\": %.4f}, \"direct\": {\"prefill5_ms\": %.3f, \"prefill512_ms\": %.2f, "
+               "\"token_ms\": %.4f}, \"actor_over_direct_tok_s\": %.4f, \"guest_work_ms_per_token\": %.4f, "
+               "\"host_call_overhead_ms_per_token\": %.5f, \"host_call_overhead_fraction\": %.6f, \"gen_tokens\": %ld, \"reps\": %ld}\n",
+               model_dir, backend, load_ms, act.prefill5_ms, act.prefill512_ms, act.token_ms, d.prefill5_ms, d.prefill512_ms,
+               d.token_ms, ratio, guest_ms, boundary_ms, boundary_ms / act.token_ms, gen, reps);
+    } else {
+        printf("one actor on %s, model %s (median of %ld; %ld generated tokens after a 512-token prompt)\n", backend,
+               model_dir, reps, gen);
+        printf("  %-40s %12.1f ms\n", "model load", load_ms);
+        printf("  %-40s %12s %12s\n", "", "actor", "engine API");
+        printf("  %-40s %12.2f %12.2f ms\n", "prefill 5 tokens", act.prefill5_ms, d.prefill5_ms);
+        printf("  %-40s %12.1f %12.1f ms\n", "prefill 512 tokens", act.prefill512_ms, d.prefill512_ms);
+        printf("  %-40s %12.3f %12.3f ms  (%.1f / %.1f tok/s)\n", "per generated token", act.token_ms, d.token_ms,
+               1e3 / act.token_ms, 1e3 / d.token_ms);
+        printf("  %-40s %12.4f ms  (argmax over %d logits in Wasm)\n", "guest's own work per token", guest_ms, vocab);
+        printf("  %-40s %12.5f ms  (%.4f%% of a token)\n", "host-call overhead per token", boundary_ms,
+               100 * boundary_ms / act.token_ms);
+        printf("  %-40s %12.2f%%\n", "actor token rate vs engine API", 100 * ratio);
+    }
+    rc = 0;
+    goto done;
+fail:
+    dw_cli_fail("bench actor: %s", err.message);
+done:
+    dw_actor_free(a);
+    dw_module_free(m);
+    dw_runtime_free(rt);
+    return rc;
+}
