@@ -45,3 +45,16 @@ finish() {
     echo "$(basename "$0" .sh): $passed passed, $failed failed"
     [ $failed -eq 0 ]
 }
+
+# expect_fail_last_line NAME TEXT CMD...: non-zero exit (not a signal); the last stderr line is a
+# "driftwood: error: ..." containing TEXT (progress lines may come before it).
+expect_fail_last_line() {
+    local name=$1 text=$2; shift 2
+    "$@" >/dev/null 2>"$DW_TMP/stderr"; local rc=$?
+    local last; last=$(tail -1 "$DW_TMP/stderr")
+    if [ $rc -eq 0 ]; then fail "$name" "exited 0"
+    elif [ $rc -ge 128 ]; then fail "$name" "killed by signal $((rc - 128))"
+    elif [[ "$last" != "driftwood: error: "* ]]; then fail "$name" "last line is not a driftwood error: $last"
+    elif [[ "$last" != *"$text"* ]]; then fail "$name" "message lacks '$text': $last"
+    else pass "$name"; fi
+}
