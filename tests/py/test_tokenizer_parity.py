@@ -9,6 +9,7 @@ straight from the sources.
 
 corpus.txt format: one text per line, UTF-8; a line starting with `json:` holds a JSON string
 (for texts with newlines, carriage returns or other control characters)."""
+import functools
 import json
 import os
 import random
@@ -74,6 +75,7 @@ def ids_of(line):
     return [int(x) for x in line.split()]
 
 
+@functools.lru_cache(maxsize=None)
 def hf(name, parse_special=True):
     t = Tokenizer.from_file(path_of(name))
     t.encode_special_tokens = not parse_special
@@ -209,7 +211,8 @@ def test_chat_format_matches_the_llama3_template(tool):
                     run_lines(tool, "llama3", ["--chat", "--render", *flags], [json.dumps(c) for c in chats])]
         expect_text = [llama3_template(c, gen) for c in chats]
         assert rendered == expect_text
-        theirs = [hf("llama3").encode(t, add_special_tokens=False).ids for t in expect_text]
+        ref = hf("llama3")
+        theirs = [ref.encode(t, add_special_tokens=False).ids for t in expect_text]
         assert ours == theirs
 
 
@@ -259,3 +262,26 @@ def test_encode_matches_hf_on_random_code_points(tool, name):
     theirs = [e.ids for e in hf(name, parse_special=False).encode_batch(texts, add_special_tokens=False)]
     n_bad, detail = first_mismatches(texts, ours, theirs)
     assert n_bad == 0, f"{n_bad}/{len(texts)} random texts differ from HF:\n{detail}"
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_encode_matches_hf_on_long_runs(tool, name):
+    texts = [" " * 10000, "a" * 10000, "1" * 10001, "ab " * 3000, "中" * 3000, "\t \n" * 3000, "🦙" * 2000,
+             " \n" * 5000 + "x", "x" + " " * 5000 + "\n" * 5000, "<|eot_id|>" * 500]
+    for special in (False, True):
+        ours = our_encode(tool, name, texts, *(["--special"] if special else []))
+        ref = hf(name, special)
+        theirs = [ref.encode(t, add_special_tokens=False).ids for t in texts]
+        assert [o == h for o, h in zip(ours, theirs)] == [True] * len(texts)
+
+
+def test_llama3_tokenizer_is_the_pinned_file_and_names_its_specials(tool):
+    with open(os.path.join(ROOT, "tools", "setup.d", "40-npm-tokenizer.sh")) as f:
+        pinned = [l.split('"')[1] for l in f if l.startswith("dw_tok_json_sha256=")][0]
+    info = dict(l.split(" ", 1) for l in run(tool, "llama3", ["--info"], []).stdout.decode().splitlines())
+    assert info["sha256"] == pinned
+    assert info["vocab_size"] == "128256"
+    ref = hf("llama3")
+    assert int(info["bos"]) == ref.token_to_id("<|begin_of_text|>")  # tokenizer_config.json bos_token
+    assert int(info["eos"]) == ref.token_to_id("<|end_of_text|>")
+    assert int(info["eot"]) == ref.token_to_id("<|eot_id|>")
