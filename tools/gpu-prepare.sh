@@ -21,7 +21,7 @@ make -s guests
 cp build/guests/*.wasm .carry/guests/
 
 # Runtime and development packages; dpkg -x'd into a private prefix there (gpu-check.sh).
-dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4"
+dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4 libxxhash-dev"
 if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
     apt-get update -qq
     (cd .carry/debs && apt-get download $dw_debs >/dev/null)

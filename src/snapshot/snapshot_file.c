@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/sha256.h"
+#include "core/threadpool.h"
+
+/* xxHash is used header-only (Debian libxxhash-dev): no library to link or carry. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define MAX_ENTRIES 4096
 
@@ -94,6 +98,7 @@ typedef struct digest_item {
     const int64_t *shape;
     const void *data;
     size_t nbytes;
+    XXH128_hash_t hash; /* of data, filled by digest() */
 } digest_item;
 
 static int by_item_name(const void *a, const void *b) {
@@ -103,35 +108,47 @@ static int by_key(const void *a, const void *b) {
     return strcmp(((const meta *)a)->key, ((const meta *)b)->key);
 }
 
-static void digest(digest_item *items, size_t n_items, meta *metas, size_t n_metas, char hex[DW_SHA256_HEX_SIZE]) {
+/* Hashes each tensor's data on the thread pool (one task per tensor). */
+static void hash_tensor(void *arg, int task, int thread) {
+    digest_item *t = (digest_item *)arg + task;
+    t->hash = XXH3_128bits(t->data, t->nbytes);
+}
+
+#define CHECKSUM_PREFIX "xxh3-128:"
+#define CHECKSUM_SIZE (sizeof CHECKSUM_PREFIX - 1 + 32 + 1)
+
+static void digest(digest_item *items, size_t n_items, meta *metas, size_t n_metas, char out[CHECKSUM_SIZE]) {
     qsort(items, n_items, sizeof *items, by_item_name);
     qsort(metas, n_metas, sizeof *metas, by_key);
-    dw__sha256_ctx h;
-    dw__sha256_init(&h);
+    if (n_items) dw_threadpool_run(dw_threadpool_global(), (int)n_items, hash_tensor, items);
+    XXH3_state_t *h = XXH3_createState();
+    XXH3_128bits_reset(h);
     for (size_t i = 0; i < n_items; i++) {
         const digest_item *t = &items[i];
         const char *dname = dw_dtype_name(t->dtype);
-        uint8_t le[8];
-        dw__sha256_update(&h, t->name, strlen(t->name) + 1);
-        dw__sha256_update(&h, dname, strlen(dname) + 1);
+        uint8_t le[16];
+        XXH3_128bits_update(h, t->name, strlen(t->name) + 1);
+        XXH3_128bits_update(h, dname, strlen(dname) + 1);
         uint32_t nd = (uint32_t)t->ndim;
         for (int b = 0; b < 4; b++) le[b] = (uint8_t)(nd >> (8 * b));
-        dw__sha256_update(&h, le, 4);
+        XXH3_128bits_update(h, le, 4);
         for (int d = 0; d < t->ndim; d++) {
             uint64_t v = (uint64_t)t->shape[d];
             for (int b = 0; b < 8; b++) le[b] = (uint8_t)(v >> (8 * b));
-            dw__sha256_update(&h, le, 8);
+            XXH3_128bits_update(h, le, 8);
         }
-        dw__sha256_update(&h, t->data, t->nbytes);
+        for (int b = 0; b < 8; b++) le[b] = (uint8_t)(t->hash.high64 >> (8 * b)), le[8 + b] = (uint8_t)(t->hash.low64 >> (8 * b));
+        XXH3_128bits_update(h, le, 16);
     }
     for (size_t i = 0; i < n_metas; i++) {
         if (!strcmp(metas[i].key, "checksum")) continue;
-        dw__sha256_update(&h, metas[i].key, strlen(metas[i].key) + 1);
-        dw__sha256_update(&h, metas[i].value, strlen(metas[i].value) + 1);
+        XXH3_128bits_update(h, metas[i].key, strlen(metas[i].key) + 1);
+        XXH3_128bits_update(h, metas[i].value, strlen(metas[i].value) + 1);
     }
-    uint8_t d[DW_SHA256_DIGEST_SIZE];
-    dw__sha256_final(&h, d);
-    dw__sha256_hex(d, hex);
+    XXH128_hash_t d = XXH3_128bits_digest(h);
+    XXH3_freeState(h);
+    snprintf(out, CHECKSUM_SIZE, CHECKSUM_PREFIX "%016llx%016llx", (unsigned long long)d.high64,
+             (unsigned long long)d.low64);
 }
 
 dw_status dw__snapfile_write(dw__snapfile_writer *w, const char *path, uint64_t *bytes_out, dw_error *err) {
@@ -143,10 +160,10 @@ dw_status dw__snapfile_write(dw__snapfile_writer *w, const char *path, uint64_t 
     }
     for (size_t i = 0; i < w->n_tensors; i++) {
         entry *e = &w->tensors[i];
-        items[i] = (digest_item){e->name, e->dtype, e->ndim, e->shape, e->data, e->nbytes};
+        items[i] = (digest_item){e->name, e->dtype, e->ndim, e->shape, e->data, e->nbytes, {0, 0}};
     }
     memcpy(metas, w->metas, w->n_metas * sizeof *metas);
-    char hex[DW_SHA256_HEX_SIZE];
+    char hex[CHECKSUM_SIZE];
     digest(items, w->n_tensors, metas, w->n_metas, hex);
     free(items), free(metas);
     dw_status st = dw_safetensors_writer_set_metadata(w->st, "checksum", hex, err);
@@ -207,14 +224,14 @@ dw_status dw__snapfile_open(const char *path, const char *format, int max_versio
     }
     for (size_t i = 0; i < n; i++) {
         const dw_tensor_info *t = dw_safetensors_tensor(st, i);
-        items[i] = (digest_item){t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes};
+        items[i] = (digest_item){t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, {0, 0}};
     }
     for (size_t i = 0; i < nm; i++) {
         const char *k, *val;
         dw_safetensors_metadata_entry(st, i, &k, &val);
         metas[i] = (meta){(char *)k, (char *)val};
     }
-    char hex[DW_SHA256_HEX_SIZE];
+    char hex[CHECKSUM_SIZE];
     digest(items, n, metas, nm, hex);
     free(items), free(metas);
     if (strcmp(hex, sum) != 0) {

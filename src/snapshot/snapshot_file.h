@@ -1,13 +1,17 @@
 /* The checked container under every Driftwood snapshot: a safetensors file whose metadata
- * carries "format", "format_version", "creator" and a "checksum" — the SHA-256 (hex) of a
- * canonical digest of everything else in the file:
+ * carries "format", "format_version", "creator" and a "checksum" — "xxh3-128:" and 32 hex
+ * digits of XXH3-128 (xxHash 0.8, seed 0; big-endian high64 then low64) over a manifest:
  *
- *   for each tensor, in name order:  name NUL dtype-name NUL ndim(u32 LE) shape(i64 LE each) data
+ *   for each tensor, in name order:  name NUL dtype-name NUL ndim(u32 LE) shape(i64 LE each)
+ *                                    XXH3-128(data) (high64 LE, low64 LE)
  *   then for each metadata entry except "checksum", in key order:  key NUL value NUL
  *
  * Layout-independent (the order of tensors in the file does not matter) and complete (a flipped
- * bit anywhere in a tensor or a metadata value changes it). Written atomically (temporary
- * file, fsync, rename, fsync of the folder), so a crash mid-save leaves the previous file. */
+ * bit anywhere in a tensor or a metadata value changes it). XXH3 rather than SHA-256 because
+ * restoring a 4096-token cache must cost milliseconds: tensors are hashed in parallel at many
+ * GB/s. It guards against corruption, not against an attacker (files are the user's own).
+ * Written atomically (temporary file, fsync, rename, fsync of the folder), so a crash mid-save
+ * leaves the previous file. */
 #ifndef DW_SNAPSHOT_SNAPSHOT_FILE_H
 #define DW_SNAPSHOT_SNAPSHOT_FILE_H
 
