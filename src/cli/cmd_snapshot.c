@@ -5,6 +5,7 @@
 
 #include "cli/command.h"
 #include "driftwood/safetensors.h"
+#include "snapshot/fingerprint.h"
 #include "snapshot/snapshot_file.h"
 
 DW_COMMAND_NAMED(snapshot_inspect, "snapshot inspect", "snapshot inspect FILE",
@@ -37,4 +38,34 @@ DW_COMMAND_NAMED(snapshot_inspect, "snapshot inspect", "snapshot inspect FILE",
     printf("total tensor bytes: %zu\n", total);
     dw_safetensors_close(st);
     return 0;
+}
+
+DW_COMMAND_NAMED(snapshot_fingerprint, "snapshot fingerprint", "snapshot fingerprint [--model DIR]",
+                 "print the model fingerprint that KV snapshots record (JSON), for tools that write them") {
+    const char *model_dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model_dir = argv[++i];
+        else return dw_cli_fail("snapshot fingerprint: unknown or incomplete option '%s'", argv[i]);
+    }
+    if (!model_dir) model_dir = dw_cli_default_model_dir();
+    dw_error err;
+    dw_backend *be = NULL;
+    dw_model *model = NULL;
+    dw_tokenizer *tok = NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
+    dw__fingerprint fp;
+    int rc = 1;
+    if (dw_backend_open("cpu", &be, &err) || dw_tokenizer_load(path, &tok, &err) ||
+        dw_model_load(model_dir, be, NULL, &model, &err) || dw__model_fingerprint(model, tok, &fp, &err)) {
+        dw_cli_fail("snapshot fingerprint: %s", err.message);
+    } else {
+        printf("{\"architecture\": \"%s\", \"config_hash\": \"%s\", \"weights_hash\": \"%s\", \"tokenizer_hash\": \"%s\"}\n",
+               fp.architecture, fp.config_hash, fp.weights_hash, fp.tokenizer_hash);
+        rc = 0;
+    }
+    dw_model_free(model);
+    dw_tokenizer_free(tok);
+    dw_backend_close(be);
+    return rc;
 }
