@@ -100,7 +100,7 @@ typedef struct dw__trie {
 } dw__trie;
 
 /* ---- pipeline steps ---------------------------------------------------------------------- */
-typedef enum { DW__NORM_PREPEND, DW__NORM_REPLACE } dw__norm_kind;
+typedef enum { DW__NORM_PREPEND, DW__NORM_REPLACE, DW__NORM_NFC } dw__norm_kind;
 
 typedef struct dw__norm_step {
     dw__norm_kind kind;

@@ -1,8 +1,9 @@
-/* The pipeline parts of tokenizer.json: normalizer (Prepend, Replace, Sequence), pre_tokenizer
+/* The pipeline parts of tokenizer.json: normalizer (Prepend, Replace, NFC, Sequence), pre_tokenizer
  * (Split, ByteLevel, Metaspace, Sequence), decoder (ByteLevel, Replace, Metaspace, ByteFallback,
  * Fuse, Strip, Sequence) and post_processor (ByteLevel, TemplateProcessing, Sequence). Anything
  * else is refused with the key and value named. Also the normalizer itself. */
 #include "engine/tokenizer_steps.h"
+#include "engine/tokenizer_nfc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,8 @@ static dw_status read_norm_step(dw_tokenizer *tok, json_t *j, const char *where,
         if (!b) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.content is missing", where);
         *n = (dw__norm_step){.kind = DW__NORM_REPLACE, .a = dw__tok_intern(tok, a, alen), .alen = (uint32_t)alen,
                              .b = dw__tok_intern(tok, b, blen), .blen = (uint32_t)blen};
+    } else if (strcmp(type, "NFC") == 0) {
+        *n = (dw__norm_step){.kind = DW__NORM_NFC, .a = ""};
     } else {
         return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s.type \"%.40s\" is not supported", where, type);
     }
@@ -154,7 +157,11 @@ int dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__bu
             memcpy(out->p, n->a, n->alen);
             out->len += n->alen;
         } else {
-            if (replace_all(out->p, out->len, n->a, n->alen, n->b, n->blen, tmp)) return -1;
+            if (n->kind == DW__NORM_NFC) {
+                if (dw__buf_reserve(tmp, 3 * out->len + 4) || dw__nfc(out->p, out->len, tmp->p, &tmp->len)) return -1;
+            } else if (replace_all(out->p, out->len, n->a, n->alen, n->b, n->blen, tmp)) {
+                return -1;
+            }
             dw__buf swap = *out;
             *out = *tmp;
             *tmp = swap;

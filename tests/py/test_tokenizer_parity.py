@@ -28,6 +28,7 @@ TOKENIZERS = {
     "sp_metaspace": os.path.join(DATA, "sp_metaspace.json"),
     "sp_metaspace_split": os.path.join(DATA, "sp_metaspace_split.json"),
     "bytelevel_bpe": os.path.join(DATA, "bytelevel_bpe.json"),
+    "nfc_bytelevel_bpe": os.path.join(DATA, "nfc_bytelevel_bpe.json"),
 }
 
 
@@ -224,7 +225,11 @@ FUZZ_POOL = (list("aZé ßſK'’\"-_.,;!?()[]{}<>|/\\@#$%^&*+=~`0123456789") +
               "中", "文", "日本", "한", "ش", "ع", "ה", "क", "ि", "ก", "\u0301", "\u0308", "\u200d", "🙂", "👍🏽",
               "🏳️‍🌈", "🇫🇷", "𝔘", "Ⅻ", "①", "½", "²", "٣", "१", "１", "ǅ", "ﬁ", "ǈ",
               "<|eot_id|>", "<|begin_of_text|>", "<|eot_id", "<s>", "</s>", "<unk>", "<mask>", "[TOOL]", "@@",
-              "hello world", "<|endoftext|>", "▁", "Ġ", "Ċ"])
+              "hello world", "<|endoftext|>", "▁", "Ġ", "Ċ",
+              # for NFC: decomposed and composed forms, jamo, reordering, exclusions, singletons
+              "e\u0301", "\u00e9", "\u1100\u1161\u11a8", "\uac00\u11a8", "\u1100", "\u1161", "\u11a8",
+              "\u0307\u0323", "\u0344", "\u0958", "\u212b", "\u1e9b\u0323", "\u0b47\u0b3e", "\u0b47\u0b57",
+              "\u0301", "\u0327", "\u0345", "\u05b0", "\u0f71\u0f72"])
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
@@ -254,7 +259,7 @@ def random_code_point(rng):
             return chr(c)
 
 
-@pytest.mark.parametrize("name", ["llama3", "bytelevel_bpe", "sp_metaspace_split"])
+@pytest.mark.parametrize("name", ["llama3", "bytelevel_bpe", "sp_metaspace_split", "nfc_bytelevel_bpe"])
 def test_encode_matches_hf_on_random_code_points(tool, name):
     rng = random.Random(7)
     texts = ["".join(random_code_point(rng) for _ in range(rng.randint(0, 60))) for _ in range(2000)]

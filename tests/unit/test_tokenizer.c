@@ -1,7 +1,7 @@
 /* Tokenizer unit tests: BPE merges and ignore_merges on a hand-made tokenizer.json, special-token
  * matching on and off, streaming decode of characters split across tokens, invalid UTF-8,
  * refusal of unsupported or malformed files, buffer sizes, the Llama 2 style tokenizer from
- * tests/data/tokenizer, the chat format, and concurrent use. Parity with HF on a corpus is
+ * tests/data/tokenizer, the chat format, concurrent use, and NFC. Parity with HF on a corpus is
  * tests/py/test_tokenizer_parity.py. */
 #include <pthread.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 
 #include "core/sha256.h"
 #include "driftwood/tokenizer.h"
+#include "engine/tokenizer_nfc.h"
 #include "test.h"
 
 /* A byte-level BPE (GPT-2 pre-tokenizer): "Ġ" is the space, "Ã" and "©" are the bytes C3 and A9
@@ -241,8 +242,8 @@ TEST(tokenizer_refuses_unknown_model_types_naming_the_key) {
     CHECK(refused("{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]]}}", DW_ERR_UNSUPPORTED,
                   "model.type \"Unigram\"", "not supported"));
     CHECK(refused("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", DW_ERR_UNSUPPORTED, "model.type \"WordPiece\"", NULL));
-    CHECK(refused("{\"normalizer\": {\"type\": \"NFC\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
-                  DW_ERR_UNSUPPORTED, "normalizer.type \"NFC\"", NULL));
+    CHECK(refused("{\"normalizer\": {\"type\": \"NFKC\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
+                  DW_ERR_UNSUPPORTED, "normalizer.type \"NFKC\"", NULL));
     CHECK(refused("{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\"}]},"
                   " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}",
                   DW_ERR_UNSUPPORTED, "pre_tokenizer.pretokenizers[0].type \"Digits\"", NULL));
@@ -413,4 +414,23 @@ TEST(tokenizer_can_be_shared_between_threads) {
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
     for (int i = 0; i < 4; i++) CHECK(args[i].ok);
     dw_tokenizer_free(tok);
+}
+
+TEST(tokenizer_nfc_composes_reorders_and_leaves_exclusions_decomposed) {
+    static const char *const cases[][2] = {
+        {"e\xCC\x81", "\xC3\xA9"},                                 /* e + acute -> é */
+        {"\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", "\xEA\xB0\x81"},  /* jamo L V T -> 각 */
+        {"\xEA\xB0\x80\xE1\x86\xA8", "\xEA\xB0\x81"},              /* syllable LV + T */
+        {"a\xCC\x87\xCC\xA3", "\xE1\xBA\xA1\xCC\x87"},             /* dot below (220) moves first, composes */
+        {"\xE2\x84\xAB", "\xC3\x85"},                              /* Angstrom sign: a singleton */
+        {"\xE0\xA5\x98", "\xE0\xA4\x95\xE0\xA4\xBC"},              /* U+0958: a composition exclusion */
+        {"\xE0\xAD\x87\xE0\xAD\x97", "\xE0\xAD\x8C"},              /* two starters compose (Oriya AU) */
+        {"plain ASCII and \xE4\xB8\xAD\xE6\x96\x87", "plain ASCII and \xE4\xB8\xAD\xE6\x96\x87"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[64];
+        size_t len;
+        CHECK(dw__nfc(cases[i][0], strlen(cases[i][0]), out, &len) == 0);
+        CHECK_MSG(len == strlen(cases[i][1]) && memcmp(out, cases[i][1], len) == 0, "case %zu", i);
+    }
 }

@@ -10,13 +10,15 @@
   sp_metaspace_split.json  Metaspace with prepend_scheme "always" and split true.
   bytelevel_bpe.json       GPT-2 style: ByteLevel pre-tokenizer (add_prefix_space, GPT-2 regex),
                            ByteLevel decoder, plus added tokens with lstrip/rstrip, special or not.
+  nfc_bytelevel_bpe.json   Qwen2 style: NFC normalizer, Split with Qwen2's regex, ByteLevel.
 
 Run from the repository root:  python3 tests/data/tokenizer/make_small_tokenizers.py
-Training is deterministic for a given corpus and tokenizers version."""
+The trainer may break ties differently from run to run: the committed files are the ones the tests
+use, and any regenerated set must pass them as well."""
 import json
 import os
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -105,7 +107,25 @@ def byte_level_style(lines):
     save(json.loads(tok.to_str()), "bytelevel_bpe.json")
 
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def qwen2_style(lines):
+    tok = Tokenizer(models.BPE(ignore_merges=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    save(json.loads(tok.to_str()), "nfc_bytelevel_bpe.json")
+
+
 if __name__ == "__main__":
     lines = corpus_lines()
     sentencepiece_style(lines)
     byte_level_style(lines)
+    qwen2_style(lines)
