@@ -45,23 +45,23 @@ static inline float elem_f32(const float *p, int i) { return p[i]; }
     AVX2_INLINE void tile8_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w, int k,  \
                                      int r, int t, const int R, const int T) {                         \
         __m256 acc[4][2];                                                                              \
-        for (int i = 0; i < R; i++)                                                                    \
-            for (int j = 0; j < T; j++) acc[i][j] = _mm256_setzero_ps();                               \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                                                    \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) acc[i][j] = _mm256_setzero_ps();                               \
         const WT *wr[4];                                                                               \
         const float *xt[2];                                                                            \
-        for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
-        for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
         int kk = 0;                                                                                    \
         for (; kk + 8 <= k; kk += 8) {                                                                 \
             __m256 wv[4];                                                                              \
-            for (int i = 0; i < R; i++) wv[i] = load8_##SUFFIX(wr[i] + kk);                            \
-            for (int j = 0; j < T; j++) {                                                              \
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wv[i] = load8_##SUFFIX(wr[i] + kk);                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                                              \
                 __m256 xv = _mm256_loadu_ps(xt[j] + kk);                                               \
-                for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);         \
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);         \
             }                                                                                          \
         }                                                                                              \
-        for (int i = 0; i < R; i++)                                                                    \
-            for (int j = 0; j < T; j++) {                                                              \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                                                    \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                                              \
                 float s = hsum256(acc[i][j]);                                                          \
                 for (int q = kk; q < k; q++) s += xt[j][q] * elem_##SUFFIX(wr[i], q);                  \
                 out[(size_t)(t + j) * ldo + r + i] = s;                                                \
@@ -304,32 +304,32 @@ AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u
     AVX512_INLINE void tile16_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w,       \
                                        int k, int r, int t, const int R, const int T) {                \
         __m512 acc[4][4];                                                                              \
-        for (int i = 0; i < R; i++)                                                                    \
-            for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();                               \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                                                    \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) acc[i][j] = _mm512_setzero_ps();                               \
         const WT *wr[4];                                                                               \
         const float *xt[4];                                                                            \
-        for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
-        for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * k;                                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) xt[j] = x + (size_t)(t + j) * ldx;                                 \
         int kk = 0;                                                                                    \
         for (; kk + 16 <= k; kk += 16) {                                                               \
             __m512 wv[4];                                                                              \
-            for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX(wr[i] + kk);                           \
-            for (int j = 0; j < T; j++) {                                                              \
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX(wr[i] + kk);                           \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                                              \
                 __m512 xv = _mm512_loadu_ps(xt[j] + kk);                                               \
-                for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
             }                                                                                          \
         }                                                                                              \
         if (kk < k) {                                                                                  \
             __mmask16 m = tail_mask(k - kk);                                                           \
             __m512 wv[4];                                                                              \
-            for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX##_mask(wr[i] + kk, m);                 \
-            for (int j = 0; j < T; j++) {                                                              \
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) wv[i] = load16_##SUFFIX##_mask(wr[i] + kk, m);                 \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                                              \
                 __m512 xv = _mm512_maskz_loadu_ps(m, xt[j] + kk);                                      \
-                for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);         \
             }                                                                                          \
         }                                                                                              \
-        for (int i = 0; i < R; i++)                                                                    \
-            for (int j = 0; j < T; j++) out[(size_t)(t + j) * ldo + r + i] = _mm512_reduce_add_ps(acc[i][j]); \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)                                                                    \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) out[(size_t)(t + j) * ldo + r + i] = _mm512_reduce_add_ps(acc[i][j]); \
     }                                                                                                  \
     static AVX512 void matmul_##SUFFIX##_avx512(float *out, int ldo, const float *x, int ldx, int n,   \
                                                  const void *wv, int k, int r0, int r1) {              \
