@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "abi/guest_memory.h"
 #include "wasm/engine.h"
 
 static wasm_valtype_t *valtype_of(char c) {
@@ -58,6 +59,15 @@ wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) {
     vsnprintf(msg + n, sizeof msg - n, fmt, ap);
     va_end(ap);
     return wasmtime_trap_new(msg, strlen(msg));
+}
+
+wasm_trap_t *dw__abi_span(const dw__abi_context *ctx, const char *function, const char *what, uint32_t p,
+                          int64_t count, uint32_t elem_size, uint32_t align, void *out) {
+    void *ptr = count < 0 || count > UINT32_MAX ? NULL : dw__guest_span(ctx->memory, p, (uint64_t)count, elem_size, align);
+    memcpy(out, &ptr, sizeof ptr);
+    if (ptr) return NULL;
+    return dw__abi_trap(function, "%s at %u (%lld %s) is outside guest memory%s", what, p, (long long)count,
+                        elem_size == 1 ? "bytes" : "elements", align > 1 ? " or misaligned" : "");
 }
 
 int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) {

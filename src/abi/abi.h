@@ -76,6 +76,13 @@ dw_status dw__abi_define(wasmtime_linker_t *linker, dw__abi_context *ctx, dw_err
 /* A trap that names the host function and the problem ("dw.gemm: pointer out of bounds"). */
 wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The host pointer for `count` elements of elem_size bytes (aligned to align) at guest offset p,
+ * or a trap naming the host function and the argument ("dw.emit: output at 5 (-1 elements) is
+ * outside guest memory"). count is the guest's signed length: a negative one traps too.
+ * Usage: `if ((trap = dw__abi_span(ctx, "dw.emit", "output", p, len, 1, 1, &ptr))) return trap;` */
+wasm_trap_t *dw__abi_span(const dw__abi_context *ctx, const char *function, const char *what, uint32_t p,
+                          int64_t count, uint32_t elem_size, uint32_t align, void *out /* void ** */);
+
 /* Records a message for dw.last_error and returns code (a negative DW_E_* value). */
 int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -38,11 +38,10 @@ static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val
 
 static wasm_trap_t *host_log(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
-    uint32_t p = (uint32_t)args[0].i32;
     int32_t len = args[1].i32;
-    if (len < 0) return dw__abi_trap("dw.log", "negative length %d", len);
-    const char *msg = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
-    if (!msg) return dw__abi_trap("dw.log", "message at %u (%d bytes) is outside guest memory", p, len);
+    const char *msg;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.log", "message", (uint32_t)args[0].i32, len, 1, 1, &msg);
+    if (trap) return trap;
     fprintf(stderr, "[actor] %.*s\n", len, msg);
     return NULL;
 }
@@ -60,11 +59,10 @@ static wasm_trap_t *host_nop(void *env, wasmtime_caller_t *caller, wasmtime_val_
 
 static wasm_trap_t *host_last_error(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
-    uint32_t p = (uint32_t)args[0].i32;
     int32_t cap = args[1].i32;
-    if (cap < 0) return dw__abi_trap("dw.last_error", "negative capacity %d", cap);
-    char *buf = dw__guest_span(ctx->memory, p, (uint32_t)cap, 1, 1);
-    if (!buf) return dw__abi_trap("dw.last_error", "buffer at %u (%d bytes) is outside guest memory", p, cap);
+    char *buf;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.last_error", "buffer", (uint32_t)args[0].i32, cap, 1, 1, &buf);
+    if (trap) return trap;
     size_t len = strlen(ctx->last_error);
     if (cap > 0) {
         size_t k = len < (size_t)cap - 1 ? len : (size_t)cap - 1;
@@ -77,11 +75,10 @@ static wasm_trap_t *host_last_error(void *env, wasmtime_caller_t *caller, wasmti
 
 static wasm_trap_t *host_message_read(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
-    uint32_t p = (uint32_t)args[0].i32;
     int32_t cap = args[1].i32;
-    if (cap < 0) return dw__abi_trap("dw.message_read", "negative capacity %d", cap);
-    uint8_t *buf = dw__guest_span(ctx->memory, p, (uint32_t)cap, 1, 1);
-    if (!buf) return dw__abi_trap("dw.message_read", "buffer at %u (%d bytes) is outside guest memory", p, cap);
+    uint8_t *buf;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.message_read", "buffer", (uint32_t)args[0].i32, cap, 1, 1, &buf);
+    if (trap) return trap;
     size_t k = ctx->message_len < (size_t)cap ? ctx->message_len : (size_t)cap;
     if (k) memcpy(buf, ctx->message, k);
     args[0].i32 = (int32_t)ctx->message_len;
@@ -90,11 +87,10 @@ static wasm_trap_t *host_message_read(void *env, wasmtime_caller_t *caller, wasm
 
 static wasm_trap_t *host_emit(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
-    uint32_t p = (uint32_t)args[0].i32;
     int32_t len = args[1].i32;
-    if (len < 0) return dw__abi_trap("dw.emit", "negative length %d", len);
-    const char *bytes = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
-    if (!bytes) return dw__abi_trap("dw.emit", "output at %u (%d bytes) is outside guest memory", p, len);
+    const char *bytes;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.emit", "output", (uint32_t)args[0].i32, len, 1, 1, &bytes);
+    if (trap) return trap;
     if (ctx->emit) ctx->emit(ctx->emit_user, bytes, (size_t)len);
     else {
         fwrite(bytes, 1, (size_t)len, stdout);

@@ -59,11 +59,10 @@ void dw__abi_context_release(dw__abi_context *ctx) {
 
 static wasm_trap_t *host_model_open(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
-    uint32_t p = (uint32_t)args[0].i32;
     int32_t len = args[1].i32;
-    if (len < 0) return dw__abi_trap("dw.model_open", "negative length %d", len);
-    const char *name = dw__guest_span(ctx->memory, p, (uint32_t)len, 1, 1);
-    if (!name) return dw__abi_trap("dw.model_open", "name at %u (%d bytes) is outside guest memory", p, len);
+    const char *name;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.model_open", "name", (uint32_t)args[0].i32, len, 1, 1, &name);
+    if (trap) return trap;
     if (len == 0 || len > 63) return FAIL(DW_E_INVALID, "dw.model_open: model names are 1 to 63 bytes");
     char buf[64];
     memcpy(buf, name, (size_t)len);
@@ -93,9 +92,9 @@ dw_status dw__abi_open_model(dw__abi_context *ctx, const char *name, int32_t *ha
 static wasm_trap_t *host_model_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_model *m = model_of(ctx, args[0].i32);
-    uint32_t p = (uint32_t)args[1].i32;
-    dw_model_info *out = dw__guest_span(ctx->memory, p, 1, sizeof *out, 4);
-    if (!out) return dw__abi_trap("dw.model_info", "info at %u is outside guest memory or misaligned", p);
+    dw_model_info *out;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.model_info", "info", (uint32_t)args[1].i32, 1, sizeof *out, 4, &out);
+    if (trap) return trap;
     if (!m) return FAIL(DW_E_NOT_FOUND, "dw.model_info: bad model handle %d", args[0].i32);
     const dw_model_config *cfg = dw_model_get_config(m->model);
     dw_model_info info = {
@@ -158,9 +157,9 @@ static wasm_trap_t *host_session_free(void *env, wasmtime_caller_t *caller, wasm
 static wasm_trap_t *host_session_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_session *s = session_of(ctx, args[0].i32);
-    uint32_t p = (uint32_t)args[1].i32;
-    dw_session_info *out = dw__guest_span(ctx->memory, p, 1, sizeof *out, 4);
-    if (!out) return dw__abi_trap("dw.session_info", "info at %u is outside guest memory or misaligned", p);
+    dw_session_info *out;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.session_info", "info", (uint32_t)args[1].i32, 1, sizeof *out, 4, &out);
+    if (trap) return trap;
     if (!s) return FAIL(DW_E_NOT_FOUND, "dw.session_info: bad session handle %d", args[0].i32);
     *out = (dw_session_info){
         .model = s->model + 1,
@@ -186,13 +185,13 @@ static wasm_trap_t *host_session_truncate(void *env, wasmtime_caller_t *caller, 
 static wasm_trap_t *host_tokenize(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_model *m = model_of(ctx, args[0].i32);
-    uint32_t ptext = (uint32_t)args[1].i32, pids = (uint32_t)args[4].i32;
     int32_t len = args[2].i32, flags = args[3].i32, cap = args[5].i32;
-    if (len < 0 || cap < 0) return dw__abi_trap("dw.tokenize", "negative length %d or capacity %d", len, cap);
-    const char *text = dw__guest_span(ctx->memory, ptext, (uint32_t)len, 1, 1);
-    int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)cap, sizeof(int32_t), 4);
-    if (!text) return dw__abi_trap("dw.tokenize", "text at %u (%d bytes) is outside guest memory", ptext, len);
-    if (!ids) return dw__abi_trap("dw.tokenize", "ids at %u (%d) are outside guest memory or misaligned", pids, cap);
+    const char *text;
+    int32_t *ids;
+    wasm_trap_t *trap;
+    if ((trap = dw__abi_span(ctx, "dw.tokenize", "text", (uint32_t)args[1].i32, len, 1, 1, &text)) ||
+        (trap = dw__abi_span(ctx, "dw.tokenize", "ids", (uint32_t)args[4].i32, cap, sizeof(int32_t), 4, &ids)))
+        return trap;
     if (!m) return FAIL(DW_E_NOT_FOUND, "dw.tokenize: bad model handle %d", args[0].i32);
     if (flags & ~(DW_TOK_SPECIAL | DW_TOK_BOS)) return FAIL(DW_E_INVALID, "dw.tokenize: unknown flags %#x", flags);
     int tf = (flags & DW_TOK_SPECIAL ? DW_TOKENIZE_PARSE_SPECIAL : 0) | (flags & DW_TOK_BOS ? DW_TOKENIZE_ADD_BOS : 0);
@@ -207,13 +206,13 @@ static wasm_trap_t *host_tokenize(void *env, wasmtime_caller_t *caller, wasmtime
 static wasm_trap_t *host_detokenize(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_model *m = model_of(ctx, args[0].i32);
-    uint32_t pids = (uint32_t)args[1].i32, pout = (uint32_t)args[4].i32;
     int32_t count = args[2].i32, flags = args[3].i32, cap = args[5].i32;
-    if (count < 0 || cap < 0) return dw__abi_trap("dw.detokenize", "negative count %d or capacity %d", count, cap);
-    const int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)count, sizeof(int32_t), 4);
-    char *out = dw__guest_span(ctx->memory, pout, (uint32_t)cap, 1, 1);
-    if (!ids) return dw__abi_trap("dw.detokenize", "ids at %u (%d) are outside guest memory or misaligned", pids, count);
-    if (!out) return dw__abi_trap("dw.detokenize", "buffer at %u (%d bytes) is outside guest memory", pout, cap);
+    const int32_t *ids;
+    char *out;
+    wasm_trap_t *trap;
+    if ((trap = dw__abi_span(ctx, "dw.detokenize", "ids", (uint32_t)args[1].i32, count, sizeof(int32_t), 4, &ids)) ||
+        (trap = dw__abi_span(ctx, "dw.detokenize", "buffer", (uint32_t)args[4].i32, cap, 1, 1, &out)))
+        return trap;
     if (!m) return FAIL(DW_E_NOT_FOUND, "dw.detokenize: bad model handle %d", args[0].i32);
     if (flags & ~DW_DETOK_SKIP_SPECIAL) return FAIL(DW_E_INVALID, "dw.detokenize: unknown flags %#x", flags);
     /* the tokenizer NUL-terminates: decode into a host buffer, copy the bytes that fit */
@@ -235,9 +234,8 @@ static wasm_trap_t *logits_span(dw__abi_context *ctx, const char *fn, int32_t ha
                                 dw__abi_session **s, float **logits, int32_t *code) {
     *s = session_of(ctx, handle);
     *code = DW_E_OK;
-    if (cap < 0) return dw__abi_trap(fn, "negative logits capacity %d", cap);
-    *logits = dw__guest_span(ctx->memory, p, (uint32_t)cap, sizeof(float), 4);
-    if (!*logits) return dw__abi_trap(fn, "logits at %u (%d floats) are outside guest memory or misaligned", p, cap);
+    wasm_trap_t *trap = dw__abi_span(ctx, fn, "logits", p, cap, sizeof(float), 4, logits);
+    if (trap) return trap;
     if (!*s) {
         *code = dw__abi_fail(ctx, DW_E_NOT_FOUND, "%s: bad session handle %d", fn, handle);
         return NULL;
@@ -255,9 +253,8 @@ static wasm_trap_t *host_prefill(void *env, wasmtime_caller_t *caller, wasmtime_
     float *logits;
     wasm_trap_t *trap = logits_span(ctx, "dw.prefill", args[0].i32, (uint32_t)args[3].i32, args[4].i32, &s, &logits, &code);
     if (trap) return trap;
-    if (count < 0) return dw__abi_trap("dw.prefill", "negative token count %d", count);
-    const int32_t *ids = dw__guest_span(ctx->memory, pids, (uint32_t)count, sizeof(int32_t), 4);
-    if (!ids) return dw__abi_trap("dw.prefill", "ids at %u (%d) are outside guest memory or misaligned", pids, count);
+    const int32_t *ids;
+    if ((trap = dw__abi_span(ctx, "dw.prefill", "ids", pids, count, sizeof(int32_t), 4, &ids))) return trap;
     if (code != DW_E_OK) return args[0].i32 = code, NULL;
     if (count == 0) return FAIL(DW_E_INVALID, "dw.prefill: no tokens");
     dw_error err;
@@ -294,13 +291,17 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
     uint32_t plogits = (uint32_t)args[0].i32, pparams = (uint32_t)args[2].i32, pstate = (uint32_t)args[3].i32,
              phist = (uint32_t)args[4].i32;
     int32_t vocab = args[1].i32, n_hist = args[5].i32;
-    if (vocab <= 0 || n_hist < 0) return dw__abi_trap("dw.sample", "bad sizes: n=%d history=%d", vocab, n_hist);
-    const float *logits = dw__guest_span(ctx->memory, plogits, (uint32_t)vocab, sizeof(float), 4);
-    const dw_sample_params *gp = dw__guest_span(ctx->memory, pparams, 1, sizeof *gp, 8);
-    uint8_t *state = dw__guest_span(ctx->memory, pstate, DW_SAMPLER_STATE_BYTES, 1, 1);
-    const int32_t *hist = dw__guest_span(ctx->memory, phist, (uint32_t)n_hist, sizeof(int32_t), 4);
-    if (!logits || !gp || !state || !hist)
-        return dw__abi_trap("dw.sample", "an argument (logits, params, state or history) is outside guest memory or misaligned");
+    const float *logits;
+    const dw_sample_params *gp;
+    uint8_t *state;
+    const int32_t *hist;
+    wasm_trap_t *trap;
+    if (vocab <= 0) return dw__abi_trap("dw.sample", "vocabulary size %d", vocab);
+    if ((trap = dw__abi_span(ctx, "dw.sample", "logits", plogits, vocab, sizeof(float), 4, &logits)) ||
+        (trap = dw__abi_span(ctx, "dw.sample", "params", pparams, 1, sizeof *gp, 8, &gp)) ||
+        (trap = dw__abi_span(ctx, "dw.sample", "state", pstate, DW_SAMPLER_STATE_BYTES, 1, 1, &state)) ||
+        (trap = dw__abi_span(ctx, "dw.sample", "history", phist, n_hist, sizeof(int32_t), 4, &hist)))
+        return trap;
     dw_sampler_params p = {gp->temperature, gp->top_k, gp->top_p, gp->min_p, gp->repetition_penalty,
                            gp->repetition_last_n, gp->seed};
     dw_error err;

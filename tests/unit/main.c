@@ -33,6 +33,11 @@ const char *dw_test_build_dir(void) {
 
 const char *dw_test_tmp_dir(void) { return tmp_dir; }
 
+const char *dw_test_model_dir(void) {
+    const char *env = getenv("DW_TEST_MODEL");
+    return env && *env ? env : "models/driftwood-tiny";
+}
+
 static int by_file(const void *a, const void *b) {
     /* constructors run in reverse order within a file on some toolchains: keep file order stable */
     return strcmp(((const test_entry *)a)->file, ((const test_entry *)b)->file);

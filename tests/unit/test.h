@@ -13,6 +13,8 @@ void dw_test_register(const char *name, const char *file, dw_test_fn fn);
 /* Where test data and built guests live (set by main.c from the environment). */
 const char *dw_test_build_dir(void);  /* e.g. "build" */
 const char *dw_test_tmp_dir(void);    /* a fresh per-run temporary directory */
+/* The model that model tests load: $DW_TEST_MODEL, else the shipped models/driftwood-tiny. */
+const char *dw_test_model_dir(void);
 
 #define TEST(name)                                                                  \
     static void test_##name(int *dw_test_failed_);                                  \

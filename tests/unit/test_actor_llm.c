@@ -13,11 +13,6 @@
 #include "driftwood/runtime.h"
 #include "test.h"
 
-static const char *model_dir(void) {
-    const char *env = getenv("DW_TEST_MODEL");
-    return env && *env ? env : "models/driftwood-tiny";
-}
-
 typedef struct fixture {
     dw_runtime *rt;
     dw_module *module;
@@ -29,7 +24,7 @@ static dw_status setup(fixture *f, dw_error *err) {
     snprintf(cache, sizeof cache, "%s/modules", dw_test_tmp_dir());
     dw_runtime_options o = {.module_cache_dir = cache};
     dw_status st = dw_runtime_create(&o, &f->rt, err);
-    if (st == DW_OK) st = dw_runtime_register_model(f->rt, "default", model_dir(), err);
+    if (st == DW_OK) st = dw_runtime_register_model(f->rt, "default", dw_test_model_dir(), err);
     if (st == DW_OK) st = dw_module_load_file(f->rt, path, &f->module, err);
     return st;
 }

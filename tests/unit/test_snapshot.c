@@ -18,11 +18,6 @@
 #include "driftwood/tokenizer.h"
 #include "test.h"
 
-static const char *model_dir(void) {
-    const char *env = getenv("DW_TEST_MODEL");
-    return env && *env ? env : "models/driftwood-tiny";
-}
-
 typedef struct fixture {
     dw_backend *backend;
     dw_model *model;
@@ -33,10 +28,10 @@ typedef struct fixture {
 static dw_status setup(fixture *f, dw_error *err) {
     char path[600];
     memset(f, 0, sizeof *f);
-    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir());
+    snprintf(path, sizeof path, "%s/tokenizer.json", dw_test_model_dir());
     dw_status st = dw_backend_open("cpu", &f->backend, err);
     if (!st) st = dw_tokenizer_load(path, &f->tok, err);
-    if (!st) st = dw_model_load(model_dir(), f->backend, NULL, &f->model, err);
+    if (!st) st = dw_model_load(dw_test_model_dir(), f->backend, NULL, &f->model, err);
     if (!st) f->vocab = dw_model_get_config(f->model)->vocab_size;
     return st;
 }
@@ -180,7 +175,7 @@ TEST(kv_file_damaged_or_foreign_is_refused_and_session_unchanged) {
     }
     /* a safetensors file that is not a snapshot: the model's own weights */
     char weights[600];
-    snprintf(weights, sizeof weights, "%s/model.safetensors", model_dir());
+    snprintf(weights, sizeof weights, "%s/model.safetensors", dw_test_model_dir());
     CHECK(dw_kv_load(s, f.tok, weights, NULL, NULL, &err) == DW_ERR_FORMAT);
     CHECK_MSG(strstr(err.message, "not a Driftwood snapshot"), "%s", err.message);
     CHECK(dw_session_n_tokens(s) == 3);
@@ -230,7 +225,7 @@ TEST(kv_save_killed_midway_leaves_previous_file_loadable) {
     CHECK_MSG(s, "%s", err.message);
     for (int i = 0; i < 250; i++) strcat(prompt, "the old sailor and the sea ");
     snprintf(script, sizeof script, "while :; do '%s/bin/driftwood' generate --model '%s' --prompt '%s' -n 0 --save-kv '%s' "
-             ">/dev/null 2>&1; done", dw_test_build_dir(), model_dir(), prompt, path);
+             ">/dev/null 2>&1; done", dw_test_build_dir(), dw_test_model_dir(), prompt, path);
     int saw_new = 0;
     for (int round = 0; round < 8; round++) {
         pid_t pid = fork();
@@ -303,7 +298,7 @@ static dw_status say(dw_actor *a, const char *text, dw_error *err) { return dw_a
 TEST(actor_snapshot_restored_chat_continues_identically) {
     dw_error err;
     chat_fixture c;
-    CHECK_OK(chat_setup(&c, model_dir(), &err));
+    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
     char path[600];
     snprintf(path, sizeof path, "%s/chat.snap", dw_test_tmp_dir());
     dw_actor_options o = chat_options(&c);
@@ -336,7 +331,7 @@ TEST(actor_snapshot_restored_chat_continues_identically) {
 TEST(actor_snapshot_of_another_module_is_refused) {
     dw_error err;
     chat_fixture c;
-    CHECK_OK(chat_setup(&c, model_dir(), &err));
+    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
     char path[600], probe[600];
     snprintf(path, sizeof path, "%s/other.snap", dw_test_tmp_dir());
     snprintf(probe, sizeof probe, "%s/guests/probe.wasm", dw_test_build_dir());
@@ -358,7 +353,7 @@ TEST(actor_snapshot_of_another_module_is_refused) {
 TEST(actor_snapshot_refuses_module_with_hidden_mutable_global) {
     dw_error err;
     chat_fixture c;
-    CHECK_OK(chat_setup(&c, model_dir(), &err));
+    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
     /* (memory 1) (global (mut i32) (i32.const 0)) (export "memory" (memory 0)): the global is not exported */
     static const uint8_t wasm[] = {0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x05, 0x03, 0x01, 0x00, 0x01,
                                    0x06, 0x06, 0x01, 0x7f, 0x01, 0x41, 0x00, 0x0b, 0x07, 0x0a, 0x01, 0x06, 'm',
@@ -380,7 +375,7 @@ TEST(actor_snapshot_refuses_module_with_hidden_mutable_global) {
 TEST(actor_snapshot_onto_another_model_rebuilds_and_continues) {
     dw_error err;
     chat_fixture c, d;
-    CHECK_OK(chat_setup(&c, model_dir(), &err));
+    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
     char other[600], cmd[1400], path[600];
     snprintf(other, sizeof other, "%s/other-model", dw_test_tmp_dir());
     snprintf(cmd, sizeof cmd, "%s/bin/driftwood mkmodel --shape tiny --dtype bf16 --seed 9 --out %s >/dev/null",
