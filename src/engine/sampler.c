@@ -182,6 +182,7 @@ int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *his
 
     /* candidates: all, or the top k; min-p and top-p then cut the sorted list */
     int nc = 0;
+    double z_total = -1; /* mass of the whole vocabulary when candidates were pre-filtered */
     int need_sort = p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
     if (p->top_k > 0 && p->top_k < n) {
         for (int i = 0; i < n; i++) s->cand[i] = i;
@@ -193,21 +194,33 @@ int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *his
         for (int i = 0; i < n; i++)
             if (w[i] == kth && s->prob[i] == 0.0f) s->cand[nc++] = i;
     } else if (need_sort && p->top_p < 1.0f) {
-        /* Pre-filter to logits within 20 of the max when the rest holds less mass than the
-         * nucleus leaves out (then no filtered token could be inside it); else sort them all. */
-        double z_all = 0, z_near = 0;
+        /* Only tokens above the nucleus boundary need sorting. Bucket the logits within 20 of
+         * the max by distance from it; walk buckets from the top until they hold top_p of the
+         * mass: every token of those buckets is a candidate (the exact cut is made below on
+         * the sorted candidates). If the far tail holds too much mass, sort everything. */
+        enum { NB = 1024 };
+        const float span = 20.0f, inv_width = NB / span;
+        double mass[NB] = {0}, z_all = 0;
         for (int i = 0; i < n; i++) {
             double e = exp((double)w[i] - mx);
             z_all += e;
-            if (w[i] >= mx - 20.0f) {
-                z_near += e;
-                s->cand[nc++] = i;
+            float d = mx - w[i];
+            if (d < span) mass[(int)(d * inv_width)] += e;
+        }
+        int last = -1;
+        double cum = 0;
+        for (int b = 0; b < NB; b++) {
+            cum += mass[b];
+            if (cum >= p->top_p * z_all) {
+                last = b;
+                break;
             }
         }
-        if ((z_all - z_near) / z_all >= 1.0 - p->top_p) {
-            nc = 0;
-            for (int i = 0; i < n; i++) s->cand[nc++] = i;
+        for (int i = 0; i < n; i++) {
+            float d = mx - w[i];
+            if (last < 0 || (d < span && (int)(d * inv_width) <= last)) s->cand[nc++] = i;
         }
+        z_total = z_all;
     } else {
         for (int i = 0; i < n; i++) s->cand[nc++] = i;
     }
@@ -221,10 +234,10 @@ int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *his
         z += e;
     }
     if (p->top_p < 1.0f) { /* smallest prefix with mass >= top_p (HF removes cumsum <= 1 - top_p) */
-        double cum = 0;
+        double cum = 0, zt = z_total > 0 ? z_total : z;
         int keep = nc;
         for (int i = 0; i < nc; i++) {
-            cum += s->prob[i] / z;
+            cum += s->prob[i] / zt;
             if (cum >= p->top_p) {
                 keep = i + 1;
                 break;

@@ -392,6 +392,8 @@ static const dw_compute_ops cpu_ops = {
     /* .synchronize    = */ cpu_synchronize,
     /* .matmul_multi   = */ cpu_matmul_multi,
     /* .destroy        = */ cpu_destroy,
+    /* .decode_step    = */ NULL,
+    /* .decode_forget  = */ NULL,
 };
 
 dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err) {
