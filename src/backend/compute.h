@@ -107,6 +107,17 @@ typedef struct dw_compute_ops {
 
     /* Releases the context (after every buffer and weight it made is released). */
     void (*destroy)(void *ctx);
+
+    /* (optional) Runs one decode step: step(arg) issues the ops of one token, from embed to the
+     * LM head's logits in a device buffer. The backend may record the ops step issues for `key`
+     * (a session) once and replay the recording on later calls, with the token id and position
+     * taken from `id` and `pos` instead of the values the ops were recorded with; so step must
+     * issue the same ops on the same buffers every time for a key. The step is queued when this
+     * returns; errors surface at synchronize or download. NULL: the engine issues the ops. */
+    void (*decode_step)(void *ctx, const void *key, int32_t id, int pos, void (*step)(void *arg), void *arg);
+    /* (optional) Forgets what decode_step recorded for key (called before a session's buffers
+     * are freed). */
+    void (*decode_forget)(void *ctx, const void *key);
 } dw_compute_ops;
 
 /* A compute context: the ops and their state. */

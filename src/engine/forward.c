@@ -61,6 +61,27 @@ static void block(dw_session *s, int l, int pos0, int nb) {
     ops->add(ctx, s->x, s->o, (size_t)nb * hidden);
 }
 
+/* One decode step through the LM head into s->logits, for ops->decode_step (which may record it
+ * once per session and replay it, so it issues the same ops on the same buffers every time). */
+typedef struct decode_step_arg {
+    dw_session *s;
+    int32_t id;
+    int pos;
+} decode_step_arg;
+
+static void decode_step(void *arg) {
+    decode_step_arg *a = arg;
+    dw_session *s = a->s;
+    const dw_model *m = s->model;
+    const dw_model_config *c = &m->cfg;
+    const dw_compute_ops *ops = m->compute.ops;
+    void *ctx = m->compute.ctx;
+    ops->embed(ctx, s->x, &m->embed, &a->id, 1);
+    for (int l = 0; l < c->n_layers; l++) block(s, l, a->pos, 1);
+    ops->rmsnorm(ctx, s->xn, s->x, &m->final_norm, 1, c->hidden_size, c->rms_norm_eps);
+    ops->matmul(ctx, s->logits, s->xn, 1, &m->lm_head, NULL);
+}
+
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err) {
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
@@ -68,6 +89,15 @@ dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, i
     void *ctx = m->compute.ctx;
     int hidden = c->hidden_size, vocab = c->vocab_size;
     dw_status st;
+
+    if (ops->decode_step && n == 1 && logits && !all_logits) {
+        decode_step_arg a = {.s = s, .id = ids[0], .pos = s->n_tokens};
+        ops->decode_step(ctx, s, a.id, a.pos, decode_step, &a);
+        s->tokens[a.pos] = a.id;
+        s->n_tokens++;
+        if ((st = ops->download(ctx, logits, s->logits, sizeof(float) * (size_t)vocab, err))) return st;
+        return ops->synchronize(ctx, err);
+    }
 
     for (int done = 0; done < n;) {
         int nb = n - done < s->max_batch ? n - done : s->max_batch;
