@@ -3,9 +3,15 @@
 # Driftwood against the system CUDA with what tools/gpu-prepare.sh put in .carry/, runs the unit
 # tests with the CUDA ones required, and `driftwood bench zerocopy` on cuda and cpu. Logs go to
 # $OUT (at most 8 files) and a summary is printed last. Exits non-zero when anything failed.
+#
+# DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
+# (bench/cuda/bench_decode_cuda.c on a random Llama-3.2-1B-shaped model made here by mkmodel;
+# DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
+DW_GPU_STEPS="${DW_GPU_STEPS:-cuda-tests unit-tests zerocopy engine-bench}"
+want() { case " $DW_GPU_STEPS " in *" $1 "*) return 0 ;; esac; return 1; }
 OUT="${OUT:-$PWD/$B/out}"
 mkdir -p "$OUT" "$B"
 dw_failed=""
@@ -66,19 +72,37 @@ echo "build: $(( $(date +%s) - dw_t0 )) s" >>"$OUT/env.txt"
 
 # ---- tests and benchmarks ----------------------------------------------------------------------
 export DW_BUILD_DIR=$B
-if [ -x "$dw_tests" ]; then
-    DW_REQUIRE_CUDA=1 timeout 120 "$dw_tests" cuda >"$OUT/tests-cuda.log" 2>&1 || fail cuda-tests
+if [ -x "$dw_tests" ] && want cuda-tests; then
+    DW_REQUIRE_CUDA=1 timeout 150 "$dw_tests" cuda >"$OUT/tests-cuda.log" 2>&1 || fail cuda-tests
+fi
+if [ -x "$dw_tests" ] && want unit-tests; then
     if [ "$dw_tests" = "$B/bin/dw-tests" ]; then
         DW_REQUIRE_CUDA=1 timeout 240 "$dw_tests" >"$OUT/tests-all.log" 2>&1 || fail unit-tests
     fi
 fi
-if [ -x "$B/bin/driftwood" ]; then
+if [ -x "$B/bin/driftwood" ] && want zerocopy; then
     for be in cuda cpu; do
         timeout 90 "$B/bin/driftwood" bench zerocopy --backend $be --json >"$OUT/bench-$be.json" 2>&1 || fail "bench-$be"
     done
     timeout 90 "$B/bin/driftwood" bench zerocopy --backend cuda >"$OUT/bench-cuda.txt" 2>&1 || fail bench-cuda-table
     { timeout 60 "$B/bin/driftwood" run "$B/guests/gemm.wasm" --backend cuda &&
       timeout 60 "$B/bin/driftwood" run "$B/guests/gemm.wasm" --backend cuda -- 512; } >>"$OUT/bench-cuda.txt" 2>&1 || fail gemm-actor-cuda
+fi
+
+# ---- the engine on CUDA: decode/prefill speed against the copy-bandwidth bound ---------------
+if [ -x "$B/bin/driftwood" ] && want engine-bench; then
+    gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
+        -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
+        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
+        $(make -s BUILD=$B cuda-ldlibs) >>"$OUT/build.log" 2>&1 || fail bench-build
+    dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
+    for shape in ${DW_GPU_BENCH_SHAPES:-llama-3.2-1b}; do
+        dw_m=/tmp/dw-bench-$shape
+        [ -f "$dw_m/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape "$shape" --out "$dw_m" \
+            --tokenizer-dir "$dw_tok" >>"$OUT/bench-engine.txt" 2>&1 || fail "mkmodel-$shape"
+        [ -x "$B/bin/bench-decode-cuda" ] && { timeout 200 "$B/bin/bench-decode-cuda" --model "$dw_m" \
+            >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
+    done
 fi
 
 # ---- summary (printed last: the device tool returns the tail) --------------------------------------
@@ -88,7 +112,7 @@ fi
     for f in tests-cuda.log tests-all.log; do
         [ -f "$OUT/$f" ] && { echo "== $f"; grep -v '^ok  ' "$OUT/$f" | tail -40; }
     done
-    for f in bench-cuda.txt bench-cuda.json bench-cpu.json; do
+    for f in bench-cuda.txt bench-cuda.json bench-cpu.json bench-engine.txt; do
         [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
     done
     echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"

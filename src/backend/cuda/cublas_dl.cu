@@ -54,7 +54,7 @@ static void load(void) {
              resolve(lib, "cublasSetStream_v2", &api.set_stream) &&
              resolve(lib, "cublasSetMathMode", &api.set_math_mode) &&
              resolve(lib, "cublasSetWorkspace_v2", &api.set_workspace) &&
-             resolve(lib, "cublasSgemm_v2", &api.sgemm) &&
+             resolve(lib, "cublasSgemm_v2", &api.sgemm) && resolve(lib, "cublasGemmEx", &api.gemm_ex) &&
              resolve(lib, "cublasGetStatusString", &api.status_string);
     /* The library stays loaded for the process's life (handles may outlive any one user). */
 }

@@ -1,0 +1,169 @@
+/* Decode and prefill speed of a model on the CUDA compute ops, against the bound set by the
+ * GPU's copy bandwidth measured in the same run (bench/cuda/README.md). Built and run by
+ * tools/gpu-check.sh; `driftwood bench decode` refuses non-CPU backends for now.
+ *
+ *   bench-decode-cuda --model DIR [--prompt 16] [--gen 256] [--long 4096] [--prefill 512]
+ *
+ * Prints one JSON object (last line) and a table before it. Logits land in a registered
+ * region (as in an actor), so the copy is the zero-copy path. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/compute_cuda.h"
+#include "driftwood/backend.h"
+#include "driftwood/engine.h"
+#include "driftwood/model.h"
+#include "engine/engine_impl.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int argmax(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+static void fail(const dw_error *err) {
+    fprintf(stderr, "bench-decode-cuda: %s\n", err->message);
+    exit(1);
+}
+
+static void prompt_ids(int32_t *ids, int n, int vocab, uint32_t seed) {
+    uint32_t x = seed;
+    for (int i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)vocab);
+    }
+}
+
+/* Prefills n_prompt tokens, then decodes n_gen greedy tokens: decode tok/s and median ms. */
+static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, double *tps, double *median_ms) {
+    dw_error err = {0};
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = n_prompt + n_gen + 8, .max_batch = 512};
+    if (dw_session_create(m, &so, &s, &err)) fail(&err);
+    int32_t *ids = malloc(sizeof(int32_t) * n_prompt);
+    prompt_ids(ids, n_prompt, c->vocab_size, 12345);
+    if (dw_session_prefill(s, ids, n_prompt, logits, &err)) fail(&err);
+    double *dt = malloc(sizeof(double) * n_gen);
+    double t0 = now_s();
+    for (int g = 0; g < n_gen; g++) {
+        double a = now_s();
+        if (dw_session_decode(s, argmax(logits, c->vocab_size), logits, &err)) fail(&err);
+        dt[g] = now_s() - a;
+    }
+    double total = now_s() - t0;
+    for (int i = 1; i < n_gen; i++) /* insertion sort: small */
+        for (int j = i; j > 0 && dt[j] < dt[j - 1]; j--) {
+            double t = dt[j];
+            dt[j] = dt[j - 1], dt[j - 1] = t;
+        }
+    *tps = n_gen / total;
+    *median_ms = dt[n_gen / 2] * 1e3;
+    free(dt), free(ids);
+    dw_session_free(s);
+}
+
+static double run_prefill(dw_model *m, int n, float *logits) {
+    dw_error err = {0};
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = n + 8, .max_batch = n};
+    if (dw_session_create(m, &so, &s, &err)) fail(&err);
+    int32_t *ids = malloc(sizeof(int32_t) * n);
+    prompt_ids(ids, n, c->vocab_size, 777);
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) { /* the first is a warm-up (cuBLAS picks its kernels) */
+        dw_session_reset(s);
+        double a = now_s();
+        if (dw_session_prefill(s, ids, n, logits, &err)) fail(&err);
+        double t = now_s() - a;
+        if (r && t < best) best = t;
+    }
+    free(ids);
+    dw_session_free(s);
+    return n / best;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL;
+    int n_prompt = 16, n_gen = 256, n_long = 4096, n_prefill = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--model") && v) dir = v, i++;
+        else if (!strcmp(argv[i], "--prompt") && v) n_prompt = atoi(v), i++;
+        else if (!strcmp(argv[i], "--gen") && v) n_gen = atoi(v), i++;
+        else if (!strcmp(argv[i], "--long") && v) n_long = atoi(v), i++;
+        else if (!strcmp(argv[i], "--prefill") && v) n_prefill = atoi(v), i++;
+        else {
+            fprintf(stderr, "usage: bench-decode-cuda --model DIR [--prompt N] [--gen N] [--long N] [--prefill N]\n");
+            return 2;
+        }
+    }
+    if (!dir) return fprintf(stderr, "bench-decode-cuda: --model DIR is required\n"), 2;
+    dw_error err = {0};
+    dw_backend *be;
+    dw_model *m;
+    if (dw_backend_open("cuda", &be, &err)) fail(&err);
+    double t0 = now_s();
+    if (dw_model_load(dir, be, NULL, &m, &err)) fail(&err);
+    double load_s = now_s() - t0;
+    const dw_model_config *c = dw_model_get_config(m);
+
+    /* logits into a registered region, in 64 KiB pieces like a grown Wasm memory */
+    size_t piece = 64 << 10, len = ((size_t)c->vocab_size * 4 + piece - 1) / piece * piece;
+    char *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(region, 0, len);
+    for (size_t off = 0; off < len; off += piece)
+        if (be->ops->region_register(be->ctx, region + off, piece, &err)) fail(&err);
+    float *logits = (float *)region;
+
+    double bw;
+    if (dw__cuda_copy_bandwidth(&m->compute, (size_t)1 << 30, 10, &bw, &err)) fail(&err);
+    double wbytes = (double)dw_model_weight_bytes(m);
+    double bound = bw * 1e9 / wbytes;
+
+    double prefill_tps = run_prefill(m, n_prefill, logits);
+    double short_tps, short_ms, long_tps, long_ms, eager_tps, eager_ms;
+    run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms);
+    dw__cuda_compute_stats st;
+    dw__cuda_compute_get_stats(&m->compute, &st);
+    run_decode(m, n_long, 128, logits, &long_tps, &long_ms);
+    dw__cuda_compute_set_graphs(&m->compute, 0);
+    run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms);
+    dw__cuda_compute_set_graphs(&m->compute, 1);
+
+    printf("model              %s (%d layers, hidden %d, vocab %d)\n", dir, c->n_layers, c->hidden_size, c->vocab_size);
+    printf("load               %.2f s\n", load_s);
+    printf("copy bandwidth     %.0f GB/s (device to device, read + write)\n", bw);
+    printf("bound              %.0f tok/s (%.3f GB of weights per token)\n", bound, wbytes / 1e9);
+    printf("prefill %-5d      %.0f tok/s\n", n_prefill, prefill_tps);
+    printf("decode %d+%d       %.1f tok/s (median %.3f ms/token), %.1f%% of the bound; graphs: %ld replays\n", n_prompt,
+           n_gen, short_tps, short_ms, 100 * short_tps / bound, st.graph_replays);
+    printf("decode at %d     %.1f tok/s (median %.3f ms/token), %.1f%% of the bound\n", n_long, long_tps, long_ms,
+           100 * long_tps / bound);
+    printf("decode no graphs   %.1f tok/s (median %.3f ms/token)\n", eager_tps, eager_ms);
+    printf("{\"model\": \"%s\", \"backend\": \"cuda\", \"load_s\": %.3f, \"copy_bandwidth_gbs\": %.1f, "
+           "\"weight_bytes_per_token\": %.0f, \"bound_tok_s\": %.1f, \"prefill_tokens\": %d, \"prefill_tok_s\": %.0f, "
+           "\"prompt_tokens\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.2f, \"decode_ms_median\": %.4f, "
+           "\"fraction_of_bound\": %.4f, \"long_context\": %d, \"long_decode_tok_s\": %.2f, "
+           "\"long_decode_ms_median\": %.4f, \"no_graph_decode_tok_s\": %.2f}\n",
+           dir, load_s, bw, wbytes, bound, n_prefill, prefill_tps, n_prompt, n_gen, short_tps, short_ms,
+           short_tps / bound, n_long, long_tps, long_ms, eager_tps);
+    for (size_t off = 0; off < len; off += piece) be->ops->region_unregister(be->ctx, region + off, piece, &err);
+    munmap(region, len);
+    dw_model_free(m);
+    dw_backend_close(be);
+    return 0;
+}

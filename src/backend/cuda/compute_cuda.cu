@@ -1,0 +1,758 @@
+/* The engine's compute ops on CUDA (src/backend/compute.h; design in docs/CUDA.md): weights and
+ * KV caches in device memory, one stream and one cuBLAS handle per context, kernels in
+ * kernels_*.cu. Decode (n == 1) runs on our matrix-vector kernel with neighbouring ops fused
+ * (see "Fusion" below) and, through decode_step, as a CUDA graph recorded once per session;
+ * prefill (n > 1) runs bf16 tensor-core GEMMs through cuBLAS.
+ *
+ * Threads: a context is shared by every session of a model; a recursive mutex serializes the
+ * ops (recursive because decode_step calls back into the ops while it records). Errors: an op
+ * cannot fail by itself; the first CUDA error is kept and returned by synchronize/download. */
+#include "backend/cuda/compute_cuda.h"
+
+extern "C" {
+#include "backend/backend.h"
+#include "driftwood/dtype.h"
+}
+#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/cublas_dl.h"
+
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <vector>
+
+#define WORKSPACE_BYTES (32u << 20)
+#define GEMM_SCRATCH_BYTES ((size_t)64 << 20) /* stacked hi+lo GEMM output per row chunk */
+
+namespace {
+
+/* An op waiting to be fused with the next one (decode only; see "Fusion"). */
+enum pending_kind { P_NONE, P_NORM, P_MV, P_ROPE };
+
+struct pending_op {
+    pending_kind kind;
+    /* P_NORM */
+    float *norm_out;
+    const float *norm_x, *norm_w;
+    int norm_dim;
+    float norm_eps;
+    /* P_MV */
+    dwk::mv_args mv;
+    /* P_ROPE */
+    dwk::ropekv_args rope;
+};
+
+/* What decode_step knows about one session. */
+struct graph_entry {
+    const void *key;
+    int state; /* 0: not seen, 1: ran once directly, 2: recorded, -1: recording failed */
+    cudaGraphExec_t exec;
+    int *slot; /* device {id, pos} */
+};
+
+struct cctx {
+    dw_backend *backend;
+    pthread_mutex_t lock;
+    int device, n_sm;
+    cudaStream_t stream;
+    const dw__cublas_api *blas;
+    cublasHandle_t handle;
+    void *workspace;
+    int prefill_passes; /* 2: hi+lo split activations, 1: bf16 activations */
+    /* the first error since the last synchronize */
+    dw_status err_status;
+    char err_message[DW_ERROR_MESSAGE_MAX];
+    /* scratch, grown on demand (never while recording) */
+    void *act;
+    size_t act_bytes;
+    float *gout;
+    size_t gout_bytes;
+    float *part; /* attention partials: acc then (max, sum) */
+    size_t part_floats;
+    unsigned *counters;
+    size_t counters_count;
+    pending_op pend;
+    /* decode graphs */
+    int graphs_on;
+    const int *cap_slot; /* non-NULL while recording: kernels read id/pos there */
+    int recording_failed;
+    std::vector<graph_entry> *graphs;
+    dw__cuda_compute_stats stats;
+};
+
+struct locked {
+    cctx *c;
+    explicit locked(cctx *ctx) : c(ctx) {
+        pthread_mutex_lock(&c->lock);
+        (void)cudaSetDevice(c->device);
+    }
+    ~locked() { pthread_mutex_unlock(&c->lock); }
+};
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+void record(cctx *c, dw_status st, const char *fmt, const char *what, const char *detail) {
+    if (c->cap_slot) c->recording_failed = 1;
+    if (c->err_status) return;
+    c->err_status = st;
+    snprintf(c->err_message, sizeof c->err_message, fmt, what, detail);
+}
+
+void check(cctx *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return;
+    (void)cudaGetLastError();
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    record(c, DW_ERR_BACKEND, "backend 'cuda': %s failed: %s", what, detail);
+}
+
+void check_blas(cctx *c, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return;
+    record(c, DW_ERR_BACKEND, "backend 'cuda': %s failed: %s", what, c->blas->status_string(s));
+}
+
+/* Returns (and clears) the recorded error. */
+dw_status take_error(cctx *c, dw_error *err) {
+    dw_status st = c->err_status;
+    if (st) dw_error_set(err, st, "%s", c->err_message);
+    c->err_status = DW_OK;
+    c->err_message[0] = 0;
+    return st;
+}
+
+int wtype_of(dw_dtype d) { return d == DW_DTYPE_BF16 ? dwk::W_BF16 : d == DW_DTYPE_F16 ? dwk::W_F16 : dwk::W_F32; }
+
+/* Grows a scratch buffer to `bytes` (waits for queued work that may use the old one). */
+bool grow(cctx *c, void **buf, size_t *have, size_t bytes, const char *what) {
+    if (*have >= bytes) return true;
+    if (c->cap_slot) { /* no allocation inside a recording: the step falls back to direct runs */
+        c->recording_failed = 1;
+        return false;
+    }
+    check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before growing scratch");
+    if (*buf) cudaFree(*buf);
+    *buf = NULL;
+    *have = 0;
+    cudaError_t e = cudaMalloc(buf, bytes);
+    if (e != cudaSuccess) {
+        *buf = NULL;
+        check(c, e, what);
+        return false;
+    }
+    *have = bytes;
+    return true;
+}
+
+/* ---- Fusion -------------------------------------------------------------------------------
+ * The engine issues decode as small ops; on the GPU each costs a launch. Three are held back
+ * one op to be fused with the next when the next consumes their result:
+ *   rmsnorm(xn, x)            + matmul(.., xn, ..)          -> the norm runs in the matvec's prologue
+ *   matmul(o, ..) [1 matrix]  + add(x, o)                   -> the matvec adds its rows into x
+ *   matmul_multi(gate, up)    + swiglu(gate, gate, up)      -> the matvec computes both rows per warp
+ *   rope(q, k)                + kv_write(.., k, v)          -> one kernel rotates and stores
+ * Every other op (and synchronize, download, free, recording) first flushes what is held, so the
+ * order of effects on the stream is the order of the calls. */
+
+void launch_norm(cctx *c, float *out, const float *x, const float *w, int n, int dim, float eps) {
+    check(c, dwk::launch_rmsnorm(out, x, w, n, dim, eps, c->stream), "rmsnorm kernel");
+}
+
+void flush(cctx *c) {
+    pending_op &p = c->pend;
+    switch (p.kind) {
+    case P_NONE: break;
+    case P_NORM: launch_norm(c, p.norm_out, p.norm_x, p.norm_w, 1, p.norm_dim, p.norm_eps); break;
+    case P_MV: check(c, dwk::launch_matvec(p.mv, c->n_sm, c->stream), "matvec kernel"); break;
+    case P_ROPE: check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope kernel"); break;
+    }
+    p.kind = P_NONE;
+}
+
+/* ---- memory -------------------------------------------------------------------------------- */
+
+dw_status cu_alloc(void *ctx, size_t bytes, void **out, dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    *out = NULL;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 64);
+    if (e != cudaSuccess) {
+        *out = NULL;
+        (void)cudaGetLastError();
+        return dw_error_set(err, e == cudaErrorMemoryAllocation ? DW_ERR_NO_MEMORY : DW_ERR_BACKEND,
+                            "backend 'cuda': cudaMalloc(%zu bytes) failed: %s", bytes, cudaGetErrorString(e));
+    }
+    return DW_OK;
+}
+
+void cu_free(void *ctx, void *buf) {
+    cctx *c = (cctx *)ctx;
+    if (!buf) return;
+    locked l(c);
+    flush(c);
+    check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before cudaFree");
+    check(c, cudaFree(buf), "cudaFree");
+}
+
+dw_status cu_weight_load(void *ctx, const void *host, dw_dtype dtype, int64_t rows, int64_t cols, dw_cweight *out,
+                         dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    memset(out, 0, sizeof *out);
+    if (dtype != DW_DTYPE_F32 && dtype != DW_DTYPE_F16 && dtype != DW_DTYPE_BF16)
+        return dw_error_set(err, DW_ERR_UNSUPPORTED, "backend 'cuda': weights of dtype %s are not supported",
+                            dw_dtype_name(dtype));
+    size_t count = (size_t)rows * (size_t)cols;
+    float *f32 = NULL;
+    const void *src = host;
+    size_t bytes = count * dw_dtype_size(dtype);
+    if (rows == 1) { /* vectors are f32, like on the CPU */
+        f32 = (float *)malloc(count * sizeof(float));
+        if (!f32) return dw_error_set(err, DW_ERR_NO_MEMORY, "backend 'cuda': out of memory");
+        dw_convert_to_f32(dtype, host, f32, count);
+        src = f32;
+        bytes = count * sizeof(float);
+        dtype = DW_DTYPE_F32;
+    }
+    void *dev = NULL;
+    dw_status st = cu_alloc(ctx, bytes, &dev, err);
+    if (!st) {
+        locked l(c);
+        cudaError_t e = cudaMemcpy(dev, src, bytes, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            cudaFree(dev);
+            st = dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': uploading a weight of %zu bytes failed: %s",
+                              bytes, cudaGetErrorString(e));
+        }
+    }
+    free(f32);
+    if (st) return st;
+    out->data = dev;
+    out->dtype = dtype;
+    out->rows = rows;
+    out->cols = cols;
+    out->priv = dev;
+    return DW_OK;
+}
+
+void cu_weight_release(void *ctx, dw_cweight *w) {
+    cu_free(ctx, w->priv);
+    memset(w, 0, sizeof *w);
+}
+
+/* Waits for the stream; returns the first error recorded since the last call. */
+dw_status cu_synchronize(void *ctx, dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    {
+        locked l(c);
+        flush(c);
+    }
+    cudaError_t e = cudaStreamSynchronize(c->stream); /* unlocked: other sessions may queue meanwhile */
+    locked l(c);
+    check(c, e, "cudaStreamSynchronize");
+    return take_error(c, err);
+}
+
+/* Copies go through the backend's copy functions, which split a host range where it crosses
+ * from one registered piece of a guest memory to the next (cudaMemcpy refuses such a range);
+ * the copy engine reads or writes the guest's pages directly. */
+dw_status cu_upload(void *ctx, void *dst, const void *host_src, size_t bytes, dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    dw_status st = cu_synchronize(ctx, err);
+    if (st || !bytes) return st;
+    if (c->backend && c->backend->ops->copy_to_device)
+        return c->backend->ops->copy_to_device(c->backend->ctx, dst, host_src, bytes, err);
+    locked l(c);
+    cudaError_t e = cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': upload failed: %s", cudaGetErrorString(e));
+    }
+    return DW_OK;
+}
+
+dw_status cu_download(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    dw_status st = cu_synchronize(ctx, err);
+    if (st || !bytes) return st;
+    if (c->backend && c->backend->ops->copy_to_host)
+        return c->backend->ops->copy_to_host(c->backend->ctx, host_dst, src, bytes, err);
+    locked l(c);
+    cudaError_t e = cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': download failed: %s", cudaGetErrorString(e));
+    }
+    return DW_OK;
+}
+
+/* ---- forward ops ------------------------------------------------------------------------------ */
+
+void cu_embed(void *ctx, float *out, const dw_cweight *table, const int32_t *ids, int n) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    check(c, dwk::launch_embed(out, table->data, wtype_of(table->dtype), (int)table->cols, ids, n, c->cap_slot,
+                               c->stream),
+          "embed kernel");
+}
+
+void cu_rmsnorm(void *ctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    if (n == 1 && out != x) {
+        pending_op &p = c->pend;
+        p.kind = P_NORM;
+        p.norm_out = out, p.norm_x = x, p.norm_w = (const float *)w->data, p.norm_dim = dim, p.norm_eps = eps;
+        return;
+    }
+    launch_norm(c, out, x, (const float *)w->data, n, dim, eps);
+}
+
+/* Prefill: out [n × rows] = x [n × K] · wᵀ on the tensor cores. bf16/f16 weights take x split
+ * into two halves hi + lo (each exactly representable) stacked as 2n rows, so the products keep
+ * f32 accuracy; the two result halves are summed. f32 weights run an f32 GEMM. */
+void gemm(cctx *c, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
+    const int rows = (int)w->rows, K = (int)w->cols;
+    const float one = 1.0f, zero = 0.0f;
+    const float *b = bias ? (const float *)bias->data : NULL;
+    if (w->dtype == DW_DTYPE_F32) {
+        check_blas(c,
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &one, w->data, CUDA_R_32F, K, x,
+                                    CUDA_R_32F, K, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx (f32)");
+        if (b) check(c, dwk::launch_add_bias(out, b, n, rows, c->stream), "bias kernel");
+        return;
+    }
+    const int half = w->dtype == DW_DTYPE_F16;
+    const cudaDataType_t t = half ? CUDA_R_16F : CUDA_R_16BF;
+    const int passes = c->prefill_passes;
+    if (!grow(c, &c->act, &c->act_bytes, (size_t)passes * n * K * 2, "cudaMalloc(GEMM activations)")) return;
+    check(c, dwk::launch_split_act(c->act, x, n, K, half, passes, c->stream), "activation split kernel");
+    if (passes == 1) {
+        check_blas(c,
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &one, w->data, t, K, c->act, t, K,
+                                    &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx (bf16)");
+        if (b) check(c, dwk::launch_add_bias(out, b, n, rows, c->stream), "bias kernel");
+        return;
+    }
+    size_t rc = GEMM_SCRATCH_BYTES / ((size_t)2 * n * sizeof(float));
+    rc = rc / 128 * 128;
+    if (rc < 128) rc = 128;
+    if (rc > (size_t)rows) rc = rows;
+    if (!grow(c, (void **)&c->gout, &c->gout_bytes, rc * 2 * n * sizeof(float), "cudaMalloc(GEMM output)")) return;
+    for (int r0 = 0; r0 < rows; r0 += (int)rc) {
+        const int cnt = rows - r0 < (int)rc ? rows - r0 : (int)rc;
+        const char *wr = (const char *)w->data + (size_t)r0 * K * 2;
+        check_blas(c,
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, cnt, 2 * n, K, &one, wr, t, K, c->act, t, K,
+                                    &zero, c->gout, CUDA_R_32F, cnt, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx (bf16 hi+lo)");
+        check(c, dwk::launch_combine_hilo(out, c->gout, n, cnt, rows, r0, b, c->stream), "hi+lo combine kernel");
+    }
+}
+
+void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
+                     const dw_cweight *const *bias) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    if (n > 1) {
+        flush(c);
+        for (int j = 0; j < count; j++) gemm(c, out[j], x, n, w[j], bias ? bias[j] : NULL);
+        return;
+    }
+    dwk::mv_args a;
+    memset(&a, 0, sizeof a);
+    a.count = count;
+    a.K = (int)w[0]->cols;
+    a.wtype = wtype_of(w[0]->dtype);
+    a.x = x;
+    bool same_type = true;
+    for (int j = 0; j < count; j++) {
+        a.w[j] = w[j]->data;
+        a.out[j] = out[j];
+        a.bias[j] = bias && bias[j] ? (const float *)bias[j]->data : NULL;
+        a.row_start[j + 1] = a.row_start[j] + (int)w[j]->rows;
+        same_type = same_type && w[j]->dtype == w[0]->dtype;
+    }
+    if (!same_type) { /* mixed dtypes: one launch per matrix */
+        for (int j = 0; j < count; j++) {
+            float *o = out[j];
+            const dw_cweight *wj = w[j], *bj = bias ? bias[j] : NULL;
+            cu_matmul_multi(ctx, 1, &o, x, 1, &wj, &bj); /* the mutex is recursive */
+        }
+        return;
+    }
+    pending_op &p = c->pend;
+    if (p.kind == P_NORM && p.norm_out == x && p.norm_dim == a.K) {
+        a.x = p.norm_x;
+        a.norm_w = p.norm_w;
+        a.eps = p.norm_eps;
+        a.norm_out = p.norm_out;
+        p.kind = P_NONE;
+    } else {
+        flush(c);
+    }
+    if (count <= 2) { /* may fuse with a following add or swiglu */
+        p.kind = P_MV;
+        p.mv = a;
+        return;
+    }
+    check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
+}
+
+void cu_matmul(void *ctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
+    cu_matmul_multi(ctx, 1, &out, x, n, &w, &bias);
+}
+
+void cu_add(void *ctx, float *x, const float *y, size_t count) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    pending_op &p = c->pend;
+    if (p.kind == P_MV && p.mv.count == 1 && p.mv.out[0] == y && (size_t)p.mv.row_start[1] == count &&
+        x != p.mv.x && x != p.mv.norm_out && x != y) {
+        p.mv.res = x;
+        flush(c);
+        return;
+    }
+    flush(c);
+    check(c, dwk::launch_add(x, y, count, c->stream), "add kernel");
+}
+
+void cu_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t count) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    pending_op &p = c->pend;
+    if (p.kind == P_MV && p.mv.count == 2 && out == gate && p.mv.out[0] == gate && p.mv.out[1] == up &&
+        p.mv.row_start[1] * 2 == p.mv.row_start[2] && (size_t)p.mv.row_start[1] == count) {
+        p.mv.pair_swiglu = 1;
+        flush(c);
+        return;
+    }
+    flush(c);
+    check(c, dwk::launch_swiglu(out, gate, up, count, c->stream), "swiglu kernel");
+}
+
+void cu_rope(void *ctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
+             const float *inv_freq) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    pending_op &p = c->pend;
+    memset(&p.rope, 0, sizeof p.rope);
+    p.rope.q = q, p.rope.k = k, p.rope.n = n, p.rope.n_heads = n_heads, p.rope.n_kv = n_kv_heads;
+    p.rope.hd = head_dim, p.rope.pos0 = pos0, p.rope.inv_freq = inv_freq, p.rope.rope = 1;
+    p.rope.dslot = c->cap_slot;
+    p.kind = P_ROPE;
+}
+
+void cu_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    pending_op &p = c->pend;
+    dwk::ropekv_args a;
+    if (p.kind == P_ROPE && p.rope.k == k && p.rope.pos0 == pos0 && p.rope.n == n && p.rope.n_kv == kv->n_kv_heads &&
+        p.rope.hd == kv->head_dim) {
+        a = p.rope;
+        p.kind = P_NONE;
+    } else {
+        flush(c);
+        memset(&a, 0, sizeof a);
+        a.k = (float *)k, a.n = n, a.n_heads = 0, a.n_kv = kv->n_kv_heads, a.hd = kv->head_dim, a.pos0 = pos0;
+        a.dslot = c->cap_slot;
+    }
+    a.v = v;
+    a.kc = kv->k, a.vc = kv->v;
+    a.kv_f32 = kv->dtype == DW_DTYPE_F32;
+    a.capacity = kv->capacity;
+    check(c, dwk::launch_rope_kv(a, c->stream), "rope/kv_write kernel");
+}
+
+void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    if (!dwk::attention_supported(p->head_dim) || p->n_heads % p->n_kv_heads) {
+        record(c, DW_ERR_UNSUPPORTED, "backend 'cuda': %s: head_dim %s", "attention",
+               "must be even and at most 256, and n_heads a multiple of n_kv_heads");
+        return;
+    }
+    int gt, tiles;
+    dwk::attention_tiles(p->n_heads / p->n_kv_heads, &gt, &tiles);
+    /* recorded steps use the most splits (the length changes between replays) */
+    int len = p->pos0 + p->n_tokens;
+    int splits = dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, c->cap_slot ? 0 : len, p->n_tokens);
+    int splits_graph = p->n_tokens == 1 ? dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, 0, 1) : splits;
+    size_t rows = (size_t)p->n_tokens * p->n_heads;
+    size_t need = rows * (size_t)std::max(splits, splits_graph) * (p->head_dim + 2);
+    size_t counters = (size_t)p->n_tokens * p->n_kv_heads * tiles;
+    if (splits > 1 || splits_graph > 1) {
+        size_t have = c->part_floats * sizeof(float);
+        if (!grow(c, (void **)&c->part, &have, need * sizeof(float), "cudaMalloc(attention partials)")) return;
+        c->part_floats = have / sizeof(float);
+        if (c->counters_count < counters) {
+            size_t cbytes = c->counters_count * sizeof(unsigned);
+            if (!grow(c, (void **)&c->counters, &cbytes, counters * sizeof(unsigned), "cudaMalloc(attention counters)"))
+                return;
+            c->counters_count = counters;
+            check(c, cudaMemsetAsync(c->counters, 0, counters * sizeof(unsigned), c->stream), "cudaMemsetAsync");
+        }
+    }
+    dwk::attn_args a;
+    memset(&a, 0, sizeof a);
+    a.out = out, a.q = q, a.k = kv->k, a.v = kv->v, a.kv_f32 = kv->dtype == DW_DTYPE_F32;
+    a.part = c->part;
+    a.part_ml = c->part + rows * (size_t)splits * p->head_dim;
+    a.counters = c->counters;
+    a.n_heads = p->n_heads, a.n_kv = p->n_kv_heads, a.hd = p->head_dim, a.capacity = kv->capacity;
+    a.pos0 = p->pos0, a.n_tokens = p->n_tokens, a.window = p->window, a.splits = splits, a.scale = p->scale;
+    a.dslot = c->cap_slot;
+    check(c, dwk::launch_attention(a, c->stream), "attention kernel");
+}
+
+/* ---- decode graphs ----------------------------------------------------------------------------- */
+
+graph_entry *find_graph(cctx *c, const void *key, bool add) {
+    for (auto &g : *c->graphs)
+        if (g.key == key) return &g;
+    if (!add) return NULL;
+    graph_entry g;
+    memset(&g, 0, sizeof g);
+    g.key = key;
+    c->graphs->push_back(g);
+    return &c->graphs->back();
+}
+
+/* Records step into g (state 2) or marks it failed (state -1); the step has not run then. */
+void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(void *), void *arg) {
+    g->state = -1;
+    if (!g->slot) {
+        cudaError_t e = cudaMalloc((void **)&g->slot, 2 * sizeof(int));
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            g->slot = NULL;
+            return;
+        }
+    }
+    dw_status saved_status = c->err_status;
+    char saved[DW_ERROR_MESSAGE_MAX];
+    memcpy(saved, c->err_message, sizeof saved);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    c->cap_slot = g->slot;
+    c->recording_failed = 0;
+    step(arg);
+    flush(c);
+    c->cap_slot = NULL;
+    e = cudaStreamEndCapture(c->stream, &graph);
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess && !c->recording_failed) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess || c->recording_failed) {
+        (void)cudaGetLastError();
+        if (exec) cudaGraphExecDestroy(exec);
+        c->err_status = saved_status; /* errors of the recording are not the step's: it runs directly next */
+        memcpy(c->err_message, saved, sizeof saved);
+        return;
+    }
+    g->exec = exec;
+    g->state = 2;
+    c->stats.graph_records++;
+}
+
+void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step)(void *), void *arg) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    graph_entry *g = c->graphs_on ? find_graph(c, key, true) : NULL;
+    if (g && g->state == 1) record_graph(c, g, id, pos, step, arg);
+    if (g && g->state == 2) {
+        check(c, dwk::launch_set_step(g->slot, id, pos, c->stream), "graph step kernel");
+        check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
+        c->stats.graph_replays++;
+        return;
+    }
+    /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
+    if (g && g->state == 0) g->state = 1;
+    step(arg);
+    flush(c);
+    c->stats.eager_steps++;
+}
+
+void cu_decode_forget(void *ctx, const void *key) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    for (size_t i = 0; i < c->graphs->size(); i++) {
+        graph_entry &g = (*c->graphs)[i];
+        if (g.key != key) continue;
+        flush(c);
+        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
+        if (g.exec) cudaGraphExecDestroy(g.exec);
+        if (g.slot) cudaFree(g.slot);
+        c->graphs->erase(c->graphs->begin() + i);
+        return;
+    }
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------------- */
+
+void cu_destroy(void *ctx) {
+    cctx *c = (cctx *)ctx;
+    if (!c) return;
+    (void)cudaSetDevice(c->device);
+    if (c->stream) {
+        flush(c);
+        (void)cudaStreamSynchronize(c->stream);
+    }
+    if (c->graphs) {
+        for (auto &g : *c->graphs) {
+            if (g.exec) cudaGraphExecDestroy(g.exec);
+            if (g.slot) cudaFree(g.slot);
+        }
+        delete c->graphs;
+    }
+    if (c->handle) c->blas->destroy(c->handle);
+    cudaFree(c->workspace);
+    cudaFree(c->act);
+    cudaFree(c->gout);
+    cudaFree(c->part);
+    cudaFree(c->counters);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+const dw_compute_ops cuda_compute_ops = {
+    /* .name           = */ "cuda",
+    /* .alloc          = */ cu_alloc,
+    /* .free           = */ cu_free,
+    /* .weight_load    = */ cu_weight_load,
+    /* .weight_release = */ cu_weight_release,
+    /* .upload         = */ cu_upload,
+    /* .download       = */ cu_download,
+    /* .embed          = */ cu_embed,
+    /* .rmsnorm        = */ cu_rmsnorm,
+    /* .matmul         = */ cu_matmul,
+    /* .rope           = */ cu_rope,
+    /* .kv_write       = */ cu_kv_write,
+    /* .attention      = */ cu_attention,
+    /* .swiglu         = */ cu_swiglu,
+    /* .add            = */ cu_add,
+    /* .synchronize    = */ cu_synchronize,
+    /* .matmul_multi   = */ cu_matmul_multi,
+    /* .destroy        = */ cu_destroy,
+    /* .decode_step    = */ cu_decode_step,
+    /* .decode_forget  = */ cu_decode_forget,
+};
+
+dw_status cuda_fail(dw_error *err, cudaError_t e, const char *what) {
+    (void)cudaGetLastError();
+    return dw_error_set(err, e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? DW_ERR_UNSUPPORTED
+                                                                                        : DW_ERR_BACKEND,
+                        "backend 'cuda': %s failed: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+dw_status init(cctx *c, dw_error *err) {
+    cudaError_t e;
+    if ((e = cudaSetDevice(c->device)) != cudaSuccess) return cuda_fail(err, e, "cudaSetDevice");
+    if ((e = cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, c->device)) != cudaSuccess)
+        return cuda_fail(err, e, "cudaDeviceGetAttribute");
+    c->blas = dw__cublas_load(err);
+    if (!c->blas) return err ? err->status : DW_ERR_BACKEND;
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        return cuda_fail(err, e, "cudaStreamCreateWithFlags");
+    if ((e = cudaMalloc(&c->workspace, WORKSPACE_BYTES)) != cudaSuccess) return cuda_fail(err, e, "cudaMalloc(workspace)");
+    cublasStatus_t s = c->blas->create(&c->handle);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        c->handle = NULL;
+        return dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': cublasCreate failed: %s", c->blas->status_string(s));
+    }
+    if ((s = c->blas->set_stream(c->handle, c->stream)) != CUBLAS_STATUS_SUCCESS ||
+        (s = c->blas->set_workspace(c->handle, c->workspace, WORKSPACE_BYTES)) != CUBLAS_STATUS_SUCCESS ||
+        (s = c->blas->set_math_mode(c->handle, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS)
+        return dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': cuBLAS set-up failed: %s", c->blas->status_string(s));
+    return DW_OK;
+}
+
+} // namespace
+
+extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err) {
+    out->ops = NULL;
+    out->ctx = NULL;
+    cctx *c = (cctx *)calloc(1, sizeof *c);
+    if (!c) return dw_error_set(err, DW_ERR_NO_MEMORY, "backend 'cuda': out of memory");
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&c->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    c->backend = backend;
+    c->device = 0; /* the device the CUDA backend opened (CUDA_VISIBLE_DEVICES picks it) */
+    c->graphs = new std::vector<graph_entry>();
+    const char *g = getenv("DW_CUDA_GRAPH");
+    c->graphs_on = !(g && *g == '0');
+    const char *pb = getenv("DW_CUDA_PREFILL_BF16");
+    c->prefill_passes = pb && *pb == '1' ? 1 : 2;
+    dw_status st = init(c, err);
+    if (st) {
+        cu_destroy(c);
+        return st;
+    }
+    out->ops = &cuda_compute_ops;
+    out->ctx = c;
+    return DW_OK;
+}
+
+extern "C" void dw__cuda_compute_set_graphs(dw_compute *comp, int on) {
+    cctx *c = (cctx *)comp->ctx;
+    locked l(c);
+    c->graphs_on = on;
+}
+
+extern "C" void dw__cuda_compute_get_stats(dw_compute *comp, dw__cuda_compute_stats *out) {
+    cctx *c = (cctx *)comp->ctx;
+    locked l(c);
+    *out = c->stats;
+}
+
+extern "C" dw_status dw__cuda_copy_bandwidth(dw_compute *comp, size_t bytes, int reps, double *gbs, dw_error *err) {
+    cctx *c = (cctx *)comp->ctx;
+    locked l(c);
+    flush(c);
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    std::vector<float> ms;
+    cudaError_t e = cudaMalloc(&a, bytes);
+    if (e == cudaSuccess) e = cudaMalloc(&b, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(a, 1, bytes, c->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    for (int i = -1; i < reps && e == cudaSuccess; i++) { /* i == -1: warm-up */
+        cudaEventRecord(e0, c->stream);
+        cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, c->stream);
+        cudaEventRecord(e1, c->stream);
+        e = cudaEventSynchronize(e1);
+        float t = 0;
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&t, e0, e1);
+        if (i >= 0) ms.push_back(t);
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    if (e != cudaSuccess) return cuda_fail(err, e, "copy bandwidth probe");
+    std::sort(ms.begin(), ms.end());
+    *gbs = ms.empty() ? 0.0 : 2.0 * (double)bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
+    return DW_OK;
+}

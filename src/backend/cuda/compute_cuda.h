@@ -1,0 +1,39 @@
+/* The CUDA implementation of the engine's compute ops (src/backend/compute.h): constructor and
+ * the few internals that tests and bench/cuda/ reach. C-callable; the code is compute_cuda.cu,
+ * the kernels kernels_*.cu (their launchers: compute_cuda_kernels.h). Design: docs/CUDA.md. */
+#ifndef DW_BACKEND_CUDA_COMPUTE_CUDA_H
+#define DW_BACKEND_CUDA_COMPUTE_CUDA_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "backend/compute.h"
+#include "driftwood/backend.h"
+
+/* Opens the compute ops on the CUDA backend `backend` (device 0; CUDA_VISIBLE_DEVICES picks
+ * it): one stream, one cuBLAS handle. DW_ERR_UNSUPPORTED without a usable GPU.
+ * Environment: DW_CUDA_GRAPH=0 runs decode steps without CUDA graphs; DW_CUDA_PREFILL_BF16=1
+ * rounds prefill activations to bf16 once (one GEMM pass) instead of the default hi+lo split
+ * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). */
+dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
+
+/* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for
+ * tests and benchmarks; recorded graphs are kept but not used while off). */
+void dw__cuda_compute_set_graphs(dw_compute *c, int on);
+
+/* Device-to-device copy bandwidth of the context's GPU: a `bytes` buffer copied `reps` times,
+ * median time; *gbs = (bytes read + bytes written) / time, in GB/s. */
+dw_status dw__cuda_copy_bandwidth(dw_compute *c, size_t bytes, int reps, double *gbs, dw_error *err);
+
+/* Counters since the context opened: decode steps replayed from a graph, recorded, run directly. */
+typedef struct dw__cuda_compute_stats {
+    long graph_replays, graph_records, eager_steps;
+} dw__cuda_compute_stats;
+void dw__cuda_compute_get_stats(dw_compute *c, dw__cuda_compute_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

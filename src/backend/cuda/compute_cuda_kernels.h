@@ -1,0 +1,106 @@
+/* Launchers of the CUDA engine kernels (kernels_*.cu), called by compute_cuda.cu. Each queues
+ * its kernel(s) on `stream` and returns the launch status (cudaGetLastError after the launch).
+ * Activations are f32 row-major; weights bf16/f16/f32 row-major [rows × K]; the KV cache is
+ * [n_kv, capacity, head_dim] per layer in bf16 or f32 (src/backend/compute.h).
+ *
+ * "dslot", where a launcher takes one, is the device-side step of a recorded decode graph:
+ * dslot[0] = token id, dslot[1] = position. When non-NULL the kernel reads the id/position
+ * there instead of the value passed by argument, so one recorded graph serves every step. */
+#ifndef DW_BACKEND_CUDA_COMPUTE_CUDA_KERNELS_H
+#define DW_BACKEND_CUDA_COMPUTE_CUDA_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+namespace dwk {
+
+/* Element type of weights and caches (matches nothing outside this folder). */
+enum wtype { W_F32 = 0, W_F16 = 1, W_BF16 = 2 };
+
+/* ---- matrix-vector product (decode, n == 1): kernels_matvec.cu --------------------------
+ * out[j][r] = Σ_k w[j][r, k] · x'[k] (+ bias[j][r]) for up to 4 matrices sharing x and K, where
+ * x' = x, or with norm_w set x' = x / sqrt(mean(x²) + eps) · norm_w (RMSNorm fused in front;
+ * norm_out, when set, also receives x'). Epilogues: res set (count == 1): res[r] += out[r]
+ * (the residual add); pair_swiglu (count == 2, equal rows): out[0][r] = silu(g)·u, out[1][r] = u.
+ * Rows are split over warps; each lane keeps 8 16-byte weight loads in flight; x' sits in
+ * shared memory as f32 and accumulation is f32. */
+struct mv_args {
+    const void *w[4];
+    float *out[4];
+    const float *bias[4];
+    int row_start[5]; /* prefix sums of the matrices' rows */
+    int count, K, wtype;
+    const float *x;
+    const float *norm_w;
+    float eps;
+    float *norm_out;
+    float *res;
+    int pair_swiglu;
+};
+cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
+
+/* ---- attention: kernels_attention.cu -------------------------------------------------------
+ * Causal attention of n_tokens queries at positions pos0.. over their cache (see compute.h),
+ * flash-decoding style: grid (splits, n_kv × head tiles, n_tokens); each block reads its slice
+ * of one KV head's keys/values once for all the query heads of the tile, keeps an online
+ * softmax, and (splits > 1) writes a partial result; the last block of each (token, head tile)
+ * to finish combines the partials (a counter per tile, reset by that block). */
+struct attn_args {
+    float *out;
+    const float *q;
+    const void *k, *v;
+    int kv_f32;
+    float *part;        /* [n_tokens, n_heads, splits, head_dim] partial sums (splits > 1) */
+    float *part_ml;     /* [n_tokens, n_heads, splits, 2]: running max and sum */
+    unsigned *counters; /* [n_tokens × n_kv × tiles], zero between launches */
+    int n_heads, n_kv, hd, capacity, pos0, n_tokens, window, splits;
+    float scale;
+    const int *dslot;
+};
+/* 0 when head_dim is unsupported (odd, or over 256). */
+int attention_supported(int head_dim);
+/* Query heads per block and head tiles per KV head for this GQA group size. */
+void attention_tiles(int group, int *gt, int *tiles);
+/* Splits for a decode step with `len` keys (len <= 0: the most ever used, for graphs). */
+int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens);
+cudaError_t launch_attention(const attn_args &a, cudaStream_t stream);
+
+/* ---- the rest: kernels_elementwise.cu -------------------------------------------------------- */
+
+#define DWK_EMBED_IDS 256 /* ids passed by value per embed launch */
+cudaError_t launch_embed(float *out, const void *table, int wtype, int cols, const int32_t *ids_host, int n,
+                         const int *dslot, cudaStream_t stream);
+/* out[i, :] = x[i, :] / sqrt(mean(x[i, :]²) + eps) · w; out may be x. */
+cudaError_t launch_rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps,
+                           cudaStream_t stream);
+/* RoPE (rotate_half) on q and k when rope is set, then, when kc is set, k (rotated) and v stored
+ * at positions pos0.. of the cache (bf16 rounding to nearest even, or f32). */
+struct ropekv_args {
+    float *q, *k;
+    const float *v;
+    int n, n_heads, n_kv, hd, pos0;
+    const float *inv_freq;
+    int rope;
+    void *kc, *vc;
+    int kv_f32, capacity;
+    const int *dslot;
+};
+cudaError_t launch_rope_kv(const ropekv_args &a, cudaStream_t stream);
+cudaError_t launch_add(float *x, const float *y, size_t count, cudaStream_t stream);
+cudaError_t launch_swiglu(float *out, const float *gate, const float *up, size_t count, cudaStream_t stream);
+/* GEMM operands: x [n × K] f32 -> dst: passes == 2: [2n × K], rows 0..n the bf16/f16 rounding of
+ * x ("hi") and rows n..2n the rounding of x − hi ("lo"); passes == 1: hi only. */
+cudaError_t launch_split_act(void *dst, const float *x, int n, int K, int half, int passes, cudaStream_t stream);
+/* out[t, r0 + r] = cs[t·rc + r] + cs[(n + t)·rc + r] (+ bias[r0 + r]) for r < rc, t < n; out's
+ * row stride is rows. */
+cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int rows, int r0, const float *bias,
+                                cudaStream_t stream);
+/* out[t, r] += bias[r]. */
+cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream);
+/* slot[0] = id, slot[1] = pos (before a graph replay). */
+cudaError_t launch_set_step(int *slot, int id, int pos, cudaStream_t stream);
+
+} // namespace dwk
+
+#endif

@@ -1,0 +1,275 @@
+/* The attention kernel (compute_cuda_kernels.h: attn_args): flash-decoding over the KV cache.
+ * A block owns one (key split, KV head, head tile, query token); it walks its keys in tiles of
+ * TILE with an online softmax, each key and value row read once for every query head of the
+ * tile. Warps first compute scores (a key per `L` lanes, 16-byte loads), then every thread
+ * accumulates p·v for a slice of head_dim over a subset of the tile's keys. */
+#include "backend/cuda/compute_cuda_kernels.h"
+
+#include <math.h>
+#include <stdint.h>
+
+namespace dwk {
+namespace {
+
+constexpr int THREADS = 128;
+constexpr int WARPS = THREADS / 32;
+constexpr int TILE = 64;
+constexpr int MAX_HD = 256;
+
+/* VEC consecutive cache elements (bf16 bits or f32) as floats; p is VEC-aligned. */
+template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void *p, float *f) {
+    if constexpr (F32) {
+        if constexpr (VEC == 8) {
+            float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+            f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+        } else if constexpr (VEC == 4) {
+            float4 a = *(const float4 *)p;
+            f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
+        } else {
+            float2 a = *(const float2 *)p;
+            f[0] = a.x, f[1] = a.y;
+        }
+    } else {
+        constexpr int W = VEC / 2;
+        uint32_t w[W];
+        if constexpr (W == 4) {
+            uint4 u = *(const uint4 *)p;
+            w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
+        } else if constexpr (W == 2) {
+            uint2 u = *(const uint2 *)p;
+            w[0] = u.x, w[1] = u.y;
+        } else {
+            w[0] = *(const uint32_t *)p;
+        }
+#pragma unroll
+        for (int i = 0; i < W; i++) {
+            f[2 * i] = __uint_as_float(w[i] << 16);
+            f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    }
+}
+
+template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
+    extern __shared__ float sm[];
+    __shared__ int is_last;
+    const int hd = a.hd, NG = hd / VEC;
+    int L = 1;
+    while (L < NG) L <<= 1; /* lanes per key row (power of two, <= 32) */
+    const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
+    const int split = blockIdx.x, y = blockIdx.y, t = blockIdx.z;
+    const int kvh = y / tiles, tile = y % tiles;
+    const int h0 = kvh * group + tile * GT;
+    const int gc = group - tile * GT < GT ? group - tile * GT : GT; /* heads in this tile */
+    const int pos = (a.dslot ? a.dslot[1] : a.pos0) + t, end = pos + 1;
+    const int start = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
+    const int chunk = (end - start + a.splits - 1) / a.splits;
+    const int k0 = start + split * chunk, k1 = k0 + chunk < end ? k0 + chunk : end;
+
+    float *qs = sm;                      /* [GT][hd] */
+    float *ss = qs + GT * hd;            /* [GT][TILE] scores, then probabilities */
+    float *red = ss + GT * TILE;         /* [WARPS][GT][hd] */
+    float *m_s = red + WARPS * GT * hd;  /* [GT] running max */
+    float *l_s = m_s + GT;               /* [GT] running sum */
+    float *al_s = l_s + GT;              /* [GT] rescale of this tile */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    for (int i = tid; i < GT * hd; i += THREADS) {
+        int g = i / hd;
+        qs[i] = g < gc ? a.q[((size_t)t * a.n_heads + h0 + g) * hd + i % hd] : 0.0f;
+    }
+    if (tid < GT) {
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+        al_s[tid] = 1.0f;
+    }
+    const size_t esz = F32 ? 4 : 2;
+    const char *kb = (const char *)a.k + (size_t)kvh * a.capacity * hd * esz;
+    const char *vb = (const char *)a.v + (size_t)kvh * a.capacity * hd * esz;
+    const int li = lane & (L - 1), ks = lane / L, KPW = 32 / L; /* score phase */
+    const int kl = tid / L, KL = THREADS / L;                   /* value phase */
+    float acc[GT][VEC];
+#pragma unroll
+    for (int g = 0; g < GT; g++)
+#pragma unroll
+        for (int e = 0; e < VEC; e++) acc[g][e] = 0.0f;
+    __syncthreads();
+
+    for (int t0 = k0; t0 < k1; t0 += TILE) {
+        const int nt = k1 - t0 < TILE ? k1 - t0 : TILE;
+        /* scores: key j of the tile by the L lanes of slot ks */
+        for (int base = warp * KPW; base < nt; base += WARPS * KPW) {
+            const int j = base + ks;
+            float dot[GT];
+#pragma unroll
+            for (int g = 0; g < GT; g++) dot[g] = 0.0f;
+            if (j < nt && li < NG) {
+                float kf[VEC];
+                load_kv<F32, VEC>(kb + ((size_t)(t0 + j) * hd + li * VEC) * esz, kf);
+#pragma unroll
+                for (int g = 0; g < GT; g++)
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) dot[g] = fmaf(qs[g * hd + li * VEC + e], kf[e], dot[g]);
+            }
+            for (int o = L >> 1; o; o >>= 1)
+#pragma unroll
+                for (int g = 0; g < GT; g++) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
+            if (li == 0 && j < nt)
+#pragma unroll
+                for (int g = 0; g < GT; g++) ss[g * TILE + j] = dot[g] * a.scale;
+        }
+        __syncthreads();
+        /* online softmax: warp w updates heads w, w + WARPS, ... */
+        for (int g = warp; g < gc; g += WARPS) {
+            float mx = -INFINITY;
+            for (int i = lane; i < nt; i += 32) mx = fmaxf(mx, ss[g * TILE + i]);
+#pragma unroll
+            for (int o = 16; o; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float m_old = m_s[g], m_new = fmaxf(m_old, mx);
+            float sum = 0.0f;
+            for (int i = lane; i < nt; i += 32) {
+                float p = expf(ss[g * TILE + i] - m_new);
+                ss[g * TILE + i] = p;
+                sum += p;
+            }
+#pragma unroll
+            for (int o = 16; o; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) {
+                const float al = expf(m_old - m_new); /* 0 for the first tile */
+                al_s[g] = al;
+                l_s[g] = l_s[g] * al + sum;
+                m_s[g] = m_new;
+            }
+        }
+        __syncthreads();
+        /* values: slice li of head_dim, keys kl, kl + KL, ... */
+        if (li < NG) {
+#pragma unroll
+            for (int g = 0; g < GT; g++) {
+                const float al = g < gc ? al_s[g] : 0.0f;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[g][e] *= al;
+            }
+            for (int j = kl; j < nt; j += KL) {
+                float vf[VEC];
+                load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf);
+#pragma unroll
+                for (int g = 0; g < GT; g++) {
+                    const float p = g < gc ? ss[g * TILE + j] : 0.0f;
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) acc[g][e] = fmaf(p, vf[e], acc[g][e]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    /* sum the value accumulators over the threads of one slice: lanes L apart in a warp, then warps */
+    for (int o = L; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < GT; g++)
+#pragma unroll
+            for (int e = 0; e < VEC; e++) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    if (lane < L && li < NG)
+#pragma unroll
+        for (int g = 0; g < GT; g++)
+#pragma unroll
+            for (int e = 0; e < VEC; e++) red[(warp * GT + g) * hd + li * VEC + e] = acc[g][e];
+    __syncthreads();
+    for (int i = tid; i < gc * hd; i += THREADS) {
+        const int g = i / hd, d = i % hd;
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) v += red[(w * GT + g) * hd + d];
+        const size_t row = (size_t)t * a.n_heads + h0 + g;
+        if (a.splits == 1) a.out[row * hd + d] = v * (1.0f / l_s[g]);
+        else a.part[(row * a.splits + split) * hd + d] = v;
+    }
+    if (a.splits == 1) return;
+    if (tid < gc) {
+        const size_t row = (size_t)t * a.n_heads + h0 + tid;
+        a.part_ml[(row * a.splits + split) * 2] = m_s[tid];
+        a.part_ml[(row * a.splits + split) * 2 + 1] = l_s[tid];
+    }
+    /* the last block of this (token, KV head, tile) to finish combines the splits */
+    __threadfence();
+    __syncthreads();
+    unsigned *counter = a.counters + (size_t)t * gridDim.y + y;
+    if (tid == 0) is_last = atomicAdd(counter, 1u) == (unsigned)a.splits - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    for (int i = tid; i < gc * hd; i += THREADS) {
+        const int g = i / hd, d = i % hd;
+        const size_t row = (size_t)t * a.n_heads + h0 + g;
+        const float *ml = a.part_ml + row * a.splits * 2;
+        float M = -INFINITY;
+        for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(ml + 2 * s));
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < a.splits; s++) {
+            const float w = expf(__ldcg(ml + 2 * s) - M);
+            den += w * __ldcg(ml + 2 * s + 1);
+            num += w * __ldcg(a.part + (row * a.splits + s) * hd + d);
+        }
+        a.out[row * hd + d] = num / den;
+    }
+    if (tid == 0) *counter = 0;
+}
+
+template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cudaStream_t stream) {
+    const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
+    size_t smem = sizeof(float) * ((size_t)GT * a.hd + GT * TILE + (size_t)WARPS * GT * a.hd + 3 * GT);
+    dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
+    attention_kernel<F32, VEC, GT><<<grid, THREADS, smem, stream>>>(a);
+    return cudaGetLastError();
+}
+
+template <bool F32, int VEC> cudaError_t launch2(const attn_args &a, cudaStream_t stream) {
+    int gt, tiles;
+    attention_tiles(a.n_heads / a.n_kv, &gt, &tiles);
+    switch (gt) {
+    case 1: return launch3<F32, VEC, 1>(a, stream);
+    case 2: return launch3<F32, VEC, 2>(a, stream);
+    case 4: return launch3<F32, VEC, 4>(a, stream);
+    default: return launch3<F32, VEC, 8>(a, stream);
+    }
+}
+
+int vec_for(int hd) {
+    if (hd % 8 == 0 && hd / 8 <= 32) return 8;
+    if (hd % 4 == 0 && hd / 4 <= 32) return 4;
+    if (hd % 2 == 0 && hd / 2 <= 32) return 2;
+    return 0;
+}
+
+template <bool F32> cudaError_t launch1(const attn_args &a, cudaStream_t stream) {
+    switch (vec_for(a.hd)) {
+    case 8: return launch2<F32, 8>(a, stream);
+    case 4: return launch2<F32, 4>(a, stream);
+    case 2: return launch2<F32, 2>(a, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+} // namespace
+
+int attention_supported(int head_dim) { return head_dim > 0 && head_dim <= MAX_HD && vec_for(head_dim) != 0; }
+
+void attention_tiles(int group, int *gt, int *tiles) {
+    *gt = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8;
+    *tiles = (group + *gt - 1) / *gt;
+}
+
+int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens) {
+    /* enough blocks to cover the GPU twice, but at least 32 keys per split */
+    int most = (2 * n_sm) / (n_kv * tiles * (n_tokens > 0 ? n_tokens : 1));
+    if (most < 1) most = 1;
+    if (most > 64) most = 64;
+    if (len <= 0) return most;
+    int s = (len + 31) / 32;
+    return s < most ? s : most;
+}
+
+cudaError_t launch_attention(const attn_args &a, cudaStream_t stream) {
+    return a.kv_f32 ? launch1<true>(a, stream) : launch1<false>(a, stream);
+}
+
+} // namespace dwk

@@ -1,0 +1,201 @@
+/* The small CUDA engine kernels (compute_cuda_kernels.h): embedding rows, RMSNorm, RoPE with the
+ * KV-cache store, residual add, SwiGLU, and the GEMM helpers (activation split, hi+lo combine,
+ * bias), plus the graph step slot. */
+#include "backend/cuda/compute_cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+namespace dwk {
+namespace {
+
+__device__ __forceinline__ float load_w(const void *p, int wtype, size_t i) {
+    if (wtype == W_BF16) return __uint_as_float((uint32_t)((const unsigned short *)p)[i] << 16);
+    if (wtype == W_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ unsigned short to_bf16_bits(float v) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+struct ids_chunk {
+    int32_t v[DWK_EMBED_IDS];
+};
+
+__global__ void embed_kernel(float *out, const void *table, int wtype, int cols, ids_chunk ids, const int *dslot) {
+    const int i = blockIdx.x;
+    const int id = dslot ? dslot[0] : ids.v[i];
+    const size_t base = (size_t)id * cols;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) out[(size_t)i * cols + c] = load_w(table, wtype, base + c);
+}
+
+__global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int dim, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *orow = out + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int o = 16; o; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) tot += red[i];
+    const float scale = 1.0f / sqrtf(tot / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) orow[i] = (xr[i] * scale) * w[i];
+}
+
+/* grid (n_heads + n_kv, n): block x < n_heads is query head x, else KV head x - n_heads. */
+__global__ void rope_kv_kernel(const ropekv_args a) {
+    const int hh = blockIdx.x, t = blockIdx.y, hd = a.hd, half = hd / 2;
+    const bool is_k = hh >= a.n_heads;
+    const int kh = hh - a.n_heads;
+    const int pos = (a.dslot ? a.dslot[1] : a.pos0) + t;
+    float *x = is_k ? a.k + ((size_t)t * a.n_kv + kh) * hd : a.q + ((size_t)t * a.n_heads + hh) * hd;
+    const bool store = is_k && a.kc;
+    const size_t dst = ((size_t)kh * a.capacity + pos) * hd;
+    if (!a.rope && !is_k) return;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float lo = x[i], hi = x[i + half];
+        if (a.rope) {
+            float sn, cs;
+            sincosf((float)pos * a.inv_freq[i], &sn, &cs);
+            float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
+            lo = r0, hi = r1;
+            x[i] = lo;
+            x[i + half] = hi;
+        }
+        if (store) {
+            if (a.kv_f32) {
+                ((float *)a.kc)[dst + i] = lo;
+                ((float *)a.kc)[dst + i + half] = hi;
+            } else {
+                ((unsigned short *)a.kc)[dst + i] = to_bf16_bits(lo);
+                ((unsigned short *)a.kc)[dst + i + half] = to_bf16_bits(hi);
+            }
+        }
+    }
+    if (store) {
+        const float *v = a.v + ((size_t)t * a.n_kv + kh) * hd;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            if (a.kv_f32) ((float *)a.vc)[dst + d] = v[d];
+            else ((unsigned short *)a.vc)[dst + d] = to_bf16_bits(v[d]);
+        }
+    }
+}
+
+__global__ void add_kernel(float *x, const float *y, size_t count) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+__global__ void swiglu_kernel(float *out, const float *gate, const float *up, size_t count) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+__global__ void split_act_kernel(void *dst, const float *x, size_t count, int half, int passes) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        if (half) {
+            __half h = __float2half_rn(v);
+            ((__half *)dst)[i] = h;
+            if (passes == 2) ((__half *)dst)[count + i] = __float2half_rn(v - __half2float(h));
+        } else {
+            __nv_bfloat16 h = __float2bfloat16_rn(v);
+            ((__nv_bfloat16 *)dst)[i] = h;
+            if (passes == 2) ((__nv_bfloat16 *)dst)[count + i] = __float2bfloat16_rn(v - __bfloat162float(h));
+        }
+    }
+}
+
+__global__ void combine_hilo_kernel(float *out, const float *cs, int n, int rc, int rows, int r0, const float *bias) {
+    const size_t total = (size_t)n * rc;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(i / rc), r = (int)(i % rc);
+        float v = cs[(size_t)t * rc + r] + cs[(size_t)(n + t) * rc + r];
+        if (bias) v += bias[r0 + r];
+        out[(size_t)t * rows + r0 + r] = v;
+    }
+}
+
+__global__ void add_bias_kernel(float *out, const float *bias, int n, int rows) {
+    const size_t total = (size_t)n * rows;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+        out[i] += bias[i % rows];
+}
+
+__global__ void set_step_kernel(int *slot, int id, int pos) {
+    slot[0] = id;
+    slot[1] = pos;
+}
+
+unsigned grid_for(size_t count, int threads) {
+    size_t b = (count + threads - 1) / threads;
+    if (b > 4096) b = 4096;
+    return b ? (unsigned)b : 1u;
+}
+
+} // namespace
+
+cudaError_t launch_embed(float *out, const void *table, int wtype, int cols, const int32_t *ids_host, int n,
+                         const int *dslot, cudaStream_t stream) {
+    for (int done = 0; done < n; done += DWK_EMBED_IDS) {
+        int m = n - done < DWK_EMBED_IDS ? n - done : DWK_EMBED_IDS;
+        ids_chunk ids;
+        for (int i = 0; i < m; i++) ids.v[i] = dslot ? 0 : ids_host[done + i];
+        embed_kernel<<<m, 256, 0, stream>>>(out + (size_t)done * cols, table, wtype, cols, ids, dslot);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
+}
+
+cudaError_t launch_rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps, cudaStream_t stream) {
+    rmsnorm_kernel<<<n, dim >= 1024 ? 1024 : 256, 0, stream>>>(out, x, w, dim, eps);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_rope_kv(const ropekv_args &a, cudaStream_t stream) {
+    dim3 grid(a.n_heads + a.n_kv, a.n);
+    int threads = a.hd / 2 >= 64 ? 64 : 32;
+    rope_kv_kernel<<<grid, threads, 0, stream>>>(a);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_add(float *x, const float *y, size_t count, cudaStream_t stream) {
+    add_kernel<<<grid_for(count, 256), 256, 0, stream>>>(x, y, count);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_swiglu(float *out, const float *gate, const float *up, size_t count, cudaStream_t stream) {
+    swiglu_kernel<<<grid_for(count, 256), 256, 0, stream>>>(out, gate, up, count);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_split_act(void *dst, const float *x, int n, int K, int half, int passes, cudaStream_t stream) {
+    size_t count = (size_t)n * K;
+    split_act_kernel<<<grid_for(count, 256), 256, 0, stream>>>(dst, x, count, half, passes);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int rows, int r0, const float *bias,
+                                cudaStream_t stream) {
+    combine_hilo_kernel<<<grid_for((size_t)n * rc, 256), 256, 0, stream>>>(out, cs, n, rc, rows, r0, bias);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream) {
+    add_bias_kernel<<<grid_for((size_t)n * rows, 256), 256, 0, stream>>>(out, bias, n, rows);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_set_step(int *slot, int id, int pos, cudaStream_t stream) {
+    set_step_kernel<<<1, 1, 0, stream>>>(slot, id, pos);
+    return cudaGetLastError();
+}
+
+} // namespace dwk

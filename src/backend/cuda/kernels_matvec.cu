@@ -1,0 +1,208 @@
+/* The decode matrix-vector kernel (compute_cuda_kernels.h: mv_args): bandwidth-bound
+ * out = W·x for batch 1, with RMSNorm fused in front and residual-add / SwiGLU fused behind. */
+#include "backend/cuda/compute_cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+namespace dwk {
+namespace {
+
+constexpr int THREADS = 256;
+constexpr int WARPS = THREADS / 32;
+constexpr int UNROLL = 8; /* weight loads in flight per lane per matrix */
+
+/* 16 bytes of weights, read once: no L1 allocation, so x keeps the cache. */
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ float f16_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
+__device__ __forceinline__ float f16_hi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
+
+template <int WT> struct wt;
+template <> struct wt<W_BF16> { static constexpr int size = 2; };
+template <> struct wt<W_F16> { static constexpr int size = 2; };
+template <> struct wt<W_F32> { static constexpr int size = 4; };
+
+/* A chunk of E weights: E = 16 bytes' worth on the vector path, 1 on the scalar path. */
+template <int WT, bool VEC> struct chunk {
+    static constexpr int E = VEC ? 16 / wt<WT>::size : 1;
+    using raw = typename std::conditional<VEC, uint4, typename std::conditional<WT == W_F32, float, unsigned short>::type>::type;
+    static __device__ __forceinline__ raw load(const char *row, int c) {
+        if constexpr (VEC) return ld_stream16(row + (size_t)c * 16);
+        else return reinterpret_cast<const raw *>(row)[c];
+    }
+    static __device__ __forceinline__ void to_f32(const raw &v, float *f) {
+        if constexpr (VEC) {
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+            if constexpr (WT == W_F32) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) f[i] = __uint_as_float(w[i]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    f[2 * i] = WT == W_BF16 ? bf16_lo(w[i]) : f16_lo(w[i]);
+                    f[2 * i + 1] = WT == W_BF16 ? bf16_hi(w[i]) : f16_hi(w[i]);
+                }
+            }
+        } else if constexpr (WT == W_F32) {
+            f[0] = v;
+        } else if constexpr (WT == W_BF16) {
+            f[0] = __uint_as_float((uint32_t)v << 16);
+        } else {
+            f[0] = __half2float(__ushort_as_half(v));
+        }
+    }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <int WT, bool VEC, bool NORM, bool PAIR>
+__global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
+    extern __shared__ float xs[]; /* [K] */
+    __shared__ float red[WARPS];
+    using C = chunk<WT, VEC>;
+    constexpr int E = C::E;
+    const int K = a.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+    /* x' into shared memory */
+    if constexpr (NORM) {
+        float ss = 0.0f;
+        for (int i = tid; i < K; i += THREADS) {
+            float v = a.x[i];
+            xs[i] = v;
+            ss += v * v;
+        }
+        ss = warp_sum(ss);
+        if (lane == 0) red[warp] = ss;
+        __syncthreads();
+        float tot = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) tot += red[w];
+        const float scale = 1.0f / sqrtf(tot / (float)K + a.eps);
+        for (int i = tid; i < K; i += THREADS) {
+            float v = (xs[i] * scale) * a.norm_w[i];
+            xs[i] = v;
+            if (blockIdx.x == 0 && a.norm_out) a.norm_out[i] = v;
+        }
+    } else {
+        for (int i = tid; i < K; i += THREADS) xs[i] = a.x[i];
+    }
+    __syncthreads();
+
+    const int nchunks = K / E;
+    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
+    const size_t row_bytes = (size_t)K * wt<WT>::size;
+    for (int r = blockIdx.x * WARPS + warp; r < total; r += gridDim.x * WARPS) {
+        int j = 0, rr = r;
+        if constexpr (!PAIR) {
+            while (r >= a.row_start[j + 1]) j++;
+            rr = r - a.row_start[j];
+        }
+        const char *w0 = (const char *)a.w[j] + (size_t)rr * row_bytes;
+        const char *w1 = PAIR ? (const char *)a.w[1] + (size_t)rr * row_bytes : nullptr;
+        float acc0 = 0.0f, acc1 = 0.0f;
+        for (int base = 0; base < nchunks; base += 32 * UNROLL) {
+            typename C::raw v0[UNROLL], v1[UNROLL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                int c = base + u * 32 + lane;
+                if (c < nchunks) {
+                    v0[u] = C::load(w0, c);
+                    if constexpr (PAIR) v1[u] = C::load(w1, c);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                int c = base + u * 32 + lane;
+                if (c < nchunks) {
+                    float f[E];
+                    const float *xp = xs + c * E;
+                    C::to_f32(v0[u], f);
+#pragma unroll
+                    for (int e = 0; e < E; e++) acc0 = fmaf(f[e], xp[e], acc0);
+                    if constexpr (PAIR) {
+                        C::to_f32(v1[u], f);
+#pragma unroll
+                        for (int e = 0; e < E; e++) acc1 = fmaf(f[e], xp[e], acc1);
+                    }
+                }
+            }
+        }
+        acc0 = warp_sum(acc0);
+        if constexpr (PAIR) acc1 = warp_sum(acc1);
+        if (lane == 0) {
+            if constexpr (PAIR) {
+                float g = acc0 + (a.bias[0] ? a.bias[0][rr] : 0.0f);
+                float u = acc1 + (a.bias[1] ? a.bias[1][rr] : 0.0f);
+                a.out[1][rr] = u;
+                a.out[0][rr] = g / (1.0f + expf(-g)) * u;
+            } else {
+                float v = acc0 + (a.bias[j] ? a.bias[j][rr] : 0.0f);
+                a.out[j][rr] = v;
+                if (a.res) a.res[rr] += v;
+            }
+        }
+    }
+}
+
+template <int WT, bool VEC, bool NORM, bool PAIR>
+cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
+    auto kernel = matvec_kernel<WT, VEC, NORM, PAIR>;
+    size_t smem = (size_t)a.K * sizeof(float);
+    static int smem_set = 48 * 1024; /* the limit without opting in */
+    if ((int)smem > smem_set) {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        smem_set = (int)smem;
+    }
+    int total = PAIR ? a.row_start[1] : a.row_start[a.count];
+    int blocks = (total + WARPS - 1) / WARPS;
+    int per_sm = (int)(200000 / (smem + 2048));
+    if (per_sm > 2) per_sm = 2;
+    if (per_sm < 1) per_sm = 1;
+    if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
+    if (blocks < 1) blocks = 1;
+    kernel<<<blocks, THREADS, smem, stream>>>(a);
+    return cudaGetLastError();
+}
+
+template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t stream) {
+    constexpr int E = 16 / wt<WT>::size;
+    bool vec = a.K % E == 0;
+    for (int j = 0; j < a.count; j++) vec = vec && ((uintptr_t)a.w[j] % 16 == 0);
+    bool norm = a.norm_w != nullptr, pair = a.pair_swiglu != 0;
+#define DWK_MV(V, N, P) \
+    if (vec == V && norm == N && pair == P) return launch_one<WT, V, N, P>(a, n_sm, stream);
+    DWK_MV(true, false, false) DWK_MV(true, true, false) DWK_MV(true, false, true) DWK_MV(true, true, true)
+    DWK_MV(false, false, false) DWK_MV(false, true, false) DWK_MV(false, false, true) DWK_MV(false, true, true)
+#undef DWK_MV
+    return cudaErrorInvalidValue;
+}
+
+} // namespace
+
+cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream) {
+    switch (a.wtype) {
+    case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);
+    case W_F16: return launch_wt<W_F16>(a, n_sm, stream);
+    case W_F32: return launch_wt<W_F32>(a, n_sm, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+} // namespace dwk

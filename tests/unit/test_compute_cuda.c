@@ -1,0 +1,637 @@
+/* The engine's compute ops on CUDA (src/backend/cuda/compute_cuda.cu) against the CPU ops on
+ * fresh random data: every op alone, the fused decode pairs, attention over varied shapes, whole
+ * random models (prefill logits, 64 greedy tokens, graph and direct decode, two threads), and
+ * logits written by the copy engine into a registered region. Without a GPU the tests pass
+ * without running; DW_REQUIRE_CUDA=1 (tools/gpu-check.sh) makes a missing GPU a failure. */
+#include "test.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "backend/compute.h"
+#include "driftwood/backend.h"
+#include "driftwood/engine.h"
+#include "driftwood/model.h"
+#include "engine/engine_impl.h"
+#include "test_engine_util.h"
+#ifdef DW_HAVE_CUDA
+#include "backend/cuda/compute_cuda.h"
+#endif
+
+static int cuda_required(void) {
+    const char *r = getenv("DW_REQUIRE_CUDA");
+    return r && *r == '1';
+}
+
+static void note_skip(const char *why) {
+    static int said;
+    if (!said++) printf("    skipped: no CUDA device, CUDA compute tests pass without running (%s)\n", why);
+}
+
+#define OPEN_CUDA_OR_SKIP(b)                                                                                   \
+    do {                                                                                                       \
+        dw_status open_st_ = dw_backend_open("cuda", &(b), &err);                                              \
+        if (open_st_ == DW_ERR_UNSUPPORTED && !cuda_required()) {                                              \
+            note_skip(err.message);                                                                            \
+            return;                                                                                            \
+        }                                                                                                      \
+        CHECK_OK(open_st_);                                                                                    \
+    } while (0)
+
+/* ---- random data ----------------------------------------------------------------------- */
+
+static uint64_t rng = 0x243F6A8885A308D3ull;
+
+static void rng_seed_time(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    rng ^= (uint64_t)t.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)t.tv_sec;
+    if (!rng) rng = 1;
+}
+
+static float urand(void) { /* [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / (1 << 23)) - 1.0);
+}
+
+static float *rand_f32(size_t n, float scale) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = urand() * scale;
+    return p;
+}
+
+/* n values of dtype (bf16/f16/f32), random, as raw bytes. */
+static void *rand_dtype(dw_dtype dt, size_t n, float scale) {
+    float *f = rand_f32(n, scale);
+    void *out = malloc(n * dw_dtype_size(dt));
+    dw_convert_from_f32(dt, f, out, n);
+    free(f);
+    return out;
+}
+
+static int has_nan(const float *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (isnan(p[i])) return 1;
+    return 0;
+}
+
+/* ---- the two compute contexts ---------------------------------------------------------- */
+
+typedef struct duo {
+    dw_backend *be;
+    dw_compute cu, cpu;
+} duo;
+
+static void duo_close(duo *d) {
+    if (d->cu.ops) dw__compute_close(&d->cu);
+    if (d->cpu.ops) dw__compute_close(&d->cpu);
+    dw_backend_close(d->be);
+}
+
+#ifdef DW_HAVE_CUDA
+#define OPEN_DUO_OR_SKIP(d)                                                                                    \
+    do {                                                                                                       \
+        memset(&(d), 0, sizeof(d));                                                                            \
+        OPEN_CUDA_OR_SKIP((d).be);                                                                             \
+        CHECK_OK(dw__cuda_compute_create((d).be, &(d).cu, &err));                                              \
+        CHECK_OK(dw__cpu_compute_create(0, &(d).cpu, &err));                                                   \
+        rng_seed_time();                                                                                       \
+    } while (0)
+#else
+#define OPEN_DUO_OR_SKIP(d)                                                                                    \
+    do {                                                                                                       \
+        memset(&(d), 0, sizeof(d));                                                                            \
+        OPEN_CUDA_OR_SKIP((d).be);                                                                             \
+    } while (0)
+#endif
+
+/* A device buffer holding `bytes` of host (NaN-poisoned when host is NULL). */
+static void *dbuf(dw_compute *c, const void *host, size_t bytes, dw_error *err) {
+    void *p = NULL;
+    if (c->ops->alloc(c->ctx, bytes, &p, err)) return NULL;
+    void *tmp = NULL;
+    if (!host) {
+        tmp = malloc(bytes);
+        for (size_t i = 0; i < bytes / 4; i++) ((float *)tmp)[i] = NAN;
+        host = tmp;
+    }
+    dw_status st = c->ops->upload(c->ctx, p, host, bytes, err);
+    free(tmp);
+    if (st) {
+        c->ops->free(c->ctx, p);
+        return NULL;
+    }
+    return p;
+}
+
+/* ‖cuda − cpu‖/‖cpu‖ of a device buffer of n floats on each side; INFINITY on NaN or error. */
+static double compare(duo *d, const float *dcu, const float *dcpu, size_t n, dw_error *err) {
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    double e = INFINITY;
+    if (!d->cu.ops->download(d->cu.ctx, a, dcu, n * sizeof(float), err) &&
+        !d->cpu.ops->download(d->cpu.ctx, b, dcpu, n * sizeof(float), err) && !has_nan(a, n))
+        e = rel_l2(a, b, n);
+    free(a), free(b);
+    return e;
+}
+
+/* The same weight on both contexts (host data kept alive: the CPU points into it). */
+typedef struct wpair {
+    void *host;
+    dw_cweight cu, cpu;
+} wpair;
+
+static dw_status wpair_make(duo *d, wpair *w, dw_dtype dt, int rows, int cols, float scale, dw_error *err) {
+    w->host = rand_dtype(dt, (size_t)rows * cols, scale);
+    dw_status st = d->cu.ops->weight_load(d->cu.ctx, w->host, dt, rows, cols, &w->cu, err);
+    if (!st) st = d->cpu.ops->weight_load(d->cpu.ctx, w->host, dt, rows, cols, &w->cpu, err);
+    return st;
+}
+
+static void wpair_free(duo *d, wpair *w) {
+    if (w->cu.data) d->cu.ops->weight_release(d->cu.ctx, &w->cu);
+    if (w->cpu.data) d->cpu.ops->weight_release(d->cpu.ctx, &w->cpu);
+    free(w->host);
+}
+
+/* A buffer pair: the same random floats on both (or NaN on both when random == 0). */
+typedef struct bpair {
+    float *cu, *cpu;
+    size_t n;
+} bpair;
+
+static dw_status bpair_make(duo *d, bpair *b, size_t n, int random, dw_error *err) {
+    float *h = random ? rand_f32(n, 1.0f) : NULL;
+    b->n = n;
+    b->cu = dbuf(&d->cu, h, n * sizeof(float), err);
+    b->cpu = b->cu ? dbuf(&d->cpu, h, n * sizeof(float), err) : NULL;
+    free(h);
+    return b->cpu ? DW_OK : err->status ? err->status : DW_ERR_BACKEND;
+}
+
+static void bpair_free(duo *d, bpair *b) {
+    if (b->cu) d->cu.ops->free(d->cu.ctx, b->cu);
+    if (b->cpu) d->cpu.ops->free(d->cpu.ctx, b->cpu);
+}
+
+#define CMP(bp, tol)                                                                                           \
+    do {                                                                                                       \
+        double e_ = compare(&d, (bp).cu, (bp).cpu, (bp).n, &err);                                              \
+        CHECK_MSG(e_ <= (tol), "%s: relative error %.3g (limit %.1g) %s", #bp, e_, (double)(tol), err.message); \
+    } while (0)
+
+/* ---- single ops ------------------------------------------------------------------------------ */
+
+TEST(cuda_ops_embed_rmsnorm_add_swiglu_match_cpu) {
+    dw_error err = {0};
+    duo d;
+    OPEN_DUO_OR_SKIP(d);
+    wpair table = {0}, nw = {0};
+    bpair x = {0}, out = {0}, y = {0}, g = {0}, u = {0};
+    enum { V = 1000, H = 2052, n = 5 };
+    CHECK_OK(wpair_make(&d, &table, DW_DTYPE_BF16, V, H, 1.0f, &err));
+    CHECK_OK(wpair_make(&d, &nw, DW_DTYPE_BF16, 1, H, 1.0f, &err));
+    int32_t ids[n] = {3, 999, 0, 3, 517};
+    CHECK_OK(bpair_make(&d, &out, (size_t)n * H, 0, &err));
+    d.cu.ops->embed(d.cu.ctx, out.cu, &table.cu, ids, n);
+    d.cpu.ops->embed(d.cpu.ctx, out.cpu, &table.cpu, ids, n);
+    CMP(out, 0.0);
+    /* rmsnorm: n rows, one row (held for fusion, flushed by the download), in place */
+    CHECK_OK(bpair_make(&d, &x, (size_t)n * H, 1, &err));
+    for (int rows = n; rows >= 1; rows -= n - 1) {
+        d.cu.ops->rmsnorm(d.cu.ctx, out.cu, x.cu, &nw.cu, rows, H, 1e-5f);
+        d.cpu.ops->rmsnorm(d.cpu.ctx, out.cpu, x.cpu, &nw.cpu, rows, H, 1e-5f);
+        CMP(out, 1e-6);
+    }
+    d.cu.ops->rmsnorm(d.cu.ctx, x.cu, x.cu, &nw.cu, n, H, 1e-6f);
+    d.cpu.ops->rmsnorm(d.cpu.ctx, x.cpu, x.cpu, &nw.cpu, n, H, 1e-6f);
+    CMP(x, 1e-6);
+    CHECK_OK(bpair_make(&d, &y, (size_t)n * H, 1, &err));
+    d.cu.ops->add(d.cu.ctx, x.cu, y.cu, (size_t)n * H);
+    d.cpu.ops->add(d.cpu.ctx, x.cpu, y.cpu, (size_t)n * H);
+    CMP(x, 0.0);
+    CHECK_OK(bpair_make(&d, &g, 70001, 1, &err));
+    CHECK_OK(bpair_make(&d, &u, 70001, 1, &err));
+    d.cu.ops->swiglu(d.cu.ctx, g.cu, g.cu, u.cu, g.n);
+    d.cpu.ops->swiglu(d.cpu.ctx, g.cpu, g.cpu, u.cpu, g.n);
+    CMP(g, 1e-6);
+    CHECK_OK(d.cu.ops->synchronize(d.cu.ctx, &err));
+    bpair_free(&d, &x), bpair_free(&d, &out), bpair_free(&d, &y), bpair_free(&d, &g), bpair_free(&d, &u);
+    wpair_free(&d, &table), wpair_free(&d, &nw);
+    duo_close(&d);
+}
+
+/* matmul (n == 1: the matvec kernel; n > 1: cuBLAS) for every weight dtype, vector and scalar
+ * paths (K % 8), with and without bias. */
+TEST(cuda_ops_matmul_matches_cpu) {
+    dw_error err = {0};
+    duo d;
+    OPEN_DUO_OR_SKIP(d);
+    const dw_dtype dts[3] = {DW_DTYPE_BF16, DW_DTYPE_F16, DW_DTYPE_F32};
+    const int shapes[][2] = {{300, 2048}, {1031, 520}, {77, 36}, {64, 14336}};
+    const int ns[] = {1, 2, 7, 130};
+    for (int di = 0; di < 3; di++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int rows = shapes[si][0], K = shapes[si][1], n = ns[ni];
+                wpair w = {0}, b = {0};
+                bpair x = {0}, out = {0};
+                CHECK_OK(wpair_make(&d, &w, dts[di], rows, K, 1.0f, &err));
+                CHECK_OK(wpair_make(&d, &b, DW_DTYPE_F32, 1, rows, 1.0f, &err));
+                CHECK_OK(bpair_make(&d, &x, (size_t)n * K, 1, &err));
+                CHECK_OK(bpair_make(&d, &out, (size_t)n * rows, 0, &err));
+                const dw_cweight *bias_cu = (si & 1) ? &b.cu : NULL, *bias_cpu = (si & 1) ? &b.cpu : NULL;
+                d.cu.ops->matmul(d.cu.ctx, out.cu, x.cu, n, &w.cu, bias_cu);
+                d.cpu.ops->matmul(d.cpu.ctx, out.cpu, x.cpu, n, &w.cpu, bias_cpu);
+                double e = compare(&d, out.cu, out.cpu, out.n, &err);
+                CHECK_MSG(e <= (n == 1 ? 2e-5 : 5e-5), "matmul %s %dx%d n=%d%s: relative error %.3g %s", dw_dtype_name(dts[di]), rows, K,
+                          n, bias_cu ? " +bias" : "", e, err.message);
+                bpair_free(&d, &x), bpair_free(&d, &out);
+                wpair_free(&d, &w), wpair_free(&d, &b);
+            }
+    duo_close(&d);
+}
+
+/* The decode fusions: rmsnorm → matmul_multi(q,k,v); matmul → add; matmul_multi(gate, up) →
+ * swiglu; rope → kv_write. Each result buffer (including the intermediate ones) must match. */
+TEST(cuda_fused_decode_pairs_match_cpu) {
+    dw_error err = {0};
+    duo d;
+    OPEN_DUO_OR_SKIP(d);
+    const int H = 2048, Q = 2048, KV = 512, I = 1536, nh = 32, nkv = 8, hd = 64, cap = 64, pos = 37;
+    wpair nw = {0}, wq = {0}, wk = {0}, wv = {0}, wo = {0}, wg = {0}, wu = {0};
+    CHECK_OK(wpair_make(&d, &nw, DW_DTYPE_F32, 1, H, 1.0f, &err));
+    CHECK_OK(wpair_make(&d, &wq, DW_DTYPE_BF16, Q, H, 0.05f, &err));
+    CHECK_OK(wpair_make(&d, &wk, DW_DTYPE_BF16, KV, H, 0.05f, &err));
+    CHECK_OK(wpair_make(&d, &wv, DW_DTYPE_BF16, KV, H, 0.05f, &err));
+    CHECK_OK(wpair_make(&d, &wo, DW_DTYPE_BF16, H, Q, 0.05f, &err));
+    CHECK_OK(wpair_make(&d, &wg, DW_DTYPE_BF16, I, H, 0.05f, &err));
+    CHECK_OK(wpair_make(&d, &wu, DW_DTYPE_BF16, I, H, 0.05f, &err));
+    bpair x = {0}, xn = {0}, q = {0}, k = {0}, v = {0}, o = {0}, g = {0}, u = {0}, inv = {0};
+    CHECK_OK(bpair_make(&d, &x, H, 1, &err));
+    CHECK_OK(bpair_make(&d, &xn, H, 0, &err));
+    CHECK_OK(bpair_make(&d, &q, Q, 0, &err));
+    CHECK_OK(bpair_make(&d, &k, KV, 0, &err));
+    CHECK_OK(bpair_make(&d, &v, KV, 0, &err));
+    CHECK_OK(bpair_make(&d, &o, H, 0, &err));
+    CHECK_OK(bpair_make(&d, &g, I, 0, &err));
+    CHECK_OK(bpair_make(&d, &u, I, 0, &err));
+    float invf[32];
+    for (int i = 0; i < 32; i++) invf[i] = powf(10000.0f, -(float)i / 32.0f);
+    inv.n = 32;
+    inv.cu = dbuf(&d.cu, invf, sizeof invf, &err);
+    inv.cpu = dbuf(&d.cpu, invf, sizeof invf, &err);
+    CHECK(inv.cu && inv.cpu);
+    for (int f32 = 0; f32 < 2; f32++) {
+        size_t es = f32 ? 4 : 2, per = (size_t)nkv * cap * hd * es;
+        dw_kv_view kcu = {dbuf(&d.cu, NULL, per, &err), dbuf(&d.cu, NULL, per, &err), f32 ? DW_DTYPE_F32 : DW_DTYPE_BF16,
+                          nkv, cap, hd};
+        dw_kv_view kcpu = kcu;
+        kcpu.k = dbuf(&d.cpu, NULL, per, &err), kcpu.v = dbuf(&d.cpu, NULL, per, &err);
+        CHECK(kcu.k && kcu.v && kcpu.k && kcpu.v);
+        dw_compute *cs[2] = {&d.cu, &d.cpu};
+        for (int side = 0; side < 2; side++) {
+            const dw_compute_ops *ops = cs[side]->ops;
+            void *c = cs[side]->ctx;
+            int S = side; /* 0: cuda, 1: cpu */
+#define B(bp) (S ? (bp).cpu : (bp).cu)
+#define W(wp) (S ? &(wp).cpu : &(wp).cu)
+            const dw_kv_view *kv = S ? &kcpu : &kcu;
+            ops->rmsnorm(c, B(xn), B(x), W(nw), 1, H, 1e-5f);
+            float *outs[3] = {B(q), B(k), B(v)};
+            const dw_cweight *ws[3] = {W(wq), W(wk), W(wv)};
+            ops->matmul_multi(c, 3, outs, B(xn), 1, ws, NULL);
+            ops->rope(c, B(q), B(k), 1, nh, nkv, hd, pos, B(inv));
+            ops->kv_write(c, kv, B(k), B(v), pos, 1);
+            ops->matmul(c, B(o), B(q), 1, W(wo), NULL);
+            ops->add(c, B(x), B(o), H);
+            ops->rmsnorm(c, B(xn), B(x), W(nw), 1, H, 1e-5f);
+            float *gu[2] = {B(g), B(u)};
+            const dw_cweight *wgu[2] = {W(wg), W(wu)};
+            ops->matmul_multi(c, 2, gu, B(xn), 1, wgu, NULL);
+            ops->swiglu(c, B(g), B(g), B(u), I);
+#undef B
+#undef W
+        }
+        CMP(xn, 1e-6);
+        CMP(q, 1e-5);
+        CMP(k, 1e-5);
+        CMP(v, 1e-5);
+        CMP(o, 1e-5);
+        CMP(x, 1e-5);
+        CMP(g, 1e-5);
+        CMP(u, 1e-5);
+        /* the cache rows written at pos (as f32) */
+        for (int which = 0; which < 2; which++) {
+            float *a = malloc(per), *b = malloc(per), *fa = malloc(sizeof(float) * hd), *fb = malloc(sizeof(float) * hd);
+            CHECK_OK(d.cu.ops->download(d.cu.ctx, a, which ? kcu.v : kcu.k, per, &err));
+            CHECK_OK(d.cpu.ops->download(d.cpu.ctx, b, which ? kcpu.v : kcpu.k, per, &err));
+            double num = 0, den = 0;
+            for (int h = 0; h < nkv; h++) {
+                size_t off = ((size_t)h * cap + pos) * hd * es;
+                dw_convert_to_f32(kcu.dtype, (char *)a + off, fa, hd);
+                dw_convert_to_f32(kcu.dtype, (char *)b + off, fb, hd);
+                for (int i = 0; i < hd; i++) num += (fa[i] - fb[i]) * (double)(fa[i] - fb[i]), den += fb[i] * (double)fb[i];
+            }
+            double e = sqrt(num / den);
+            CHECK_MSG(e <= (f32 ? 1e-5 : 4e-3), "kv cache %s (%s): relative error %.3g", which ? "v" : "k",
+                      f32 ? "f32" : "bf16", e);
+            free(a), free(b), free(fa), free(fb);
+        }
+        d.cu.ops->free(d.cu.ctx, kcu.k), d.cu.ops->free(d.cu.ctx, kcu.v);
+        d.cpu.ops->free(d.cpu.ctx, kcpu.k), d.cpu.ops->free(d.cpu.ctx, kcpu.v);
+        /* reset x for the second round */
+        float *h = rand_f32(H, 1.0f);
+        CHECK_OK(d.cu.ops->upload(d.cu.ctx, x.cu, h, H * sizeof(float), &err));
+        CHECK_OK(d.cpu.ops->upload(d.cpu.ctx, x.cpu, h, H * sizeof(float), &err));
+        free(h);
+    }
+    CHECK_OK(d.cu.ops->synchronize(d.cu.ctx, &err));
+    bpair *bs[] = {&x, &xn, &q, &k, &v, &o, &g, &u, &inv};
+    for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) bpair_free(&d, bs[i]);
+    wpair *ws[] = {&nw, &wq, &wk, &wv, &wo, &wg, &wu};
+    for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) wpair_free(&d, ws[i]);
+    duo_close(&d);
+}
+
+/* Attention over a random cache (the same bytes on both sides), decode and prefill, for head
+ * sizes on the vector and the narrow paths, GQA groups that fill one head tile or need two, a
+ * sliding window, bf16 and f32 caches. */
+TEST(cuda_attention_matches_cpu) {
+    dw_error err = {0};
+    duo d;
+    OPEN_DUO_OR_SKIP(d);
+    struct {
+        int nh, nkv, hd, pos0, n, window;
+    } cases[] = {
+        {32, 8, 64, 271, 1, 0},  {32, 8, 64, 4095, 1, 0}, {4, 2, 10, 40, 1, 0},  {12, 2, 128, 700, 1, 0},
+        {9, 1, 16, 3, 1, 0},     {32, 8, 64, 0, 37, 0},   {32, 8, 64, 100, 128, 0}, {8, 8, 96, 20, 9, 0},
+        {4, 2, 10, 5, 30, 0},    {16, 4, 64, 300, 1, 50}, {16, 4, 64, 10, 70, 16},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (int f32 = 0; f32 < 2; f32++) {
+            int nh = cases[ci].nh, nkv = cases[ci].nkv, hd = cases[ci].hd, n = cases[ci].n;
+            int cap = cases[ci].pos0 + n + 3;
+            dw_dtype dt = f32 ? DW_DTYPE_F32 : DW_DTYPE_BF16;
+            size_t per = (size_t)nkv * cap * hd * dw_dtype_size(dt);
+            void *hk = rand_dtype(dt, per / dw_dtype_size(dt), 1.0f), *hv = rand_dtype(dt, per / dw_dtype_size(dt), 1.0f);
+            dw_kv_view kcu = {dbuf(&d.cu, hk, per, &err), dbuf(&d.cu, hv, per, &err), dt, nkv, cap, hd};
+            dw_kv_view kcpu = {dbuf(&d.cpu, hk, per, &err), dbuf(&d.cpu, hv, per, &err), dt, nkv, cap, hd};
+            CHECK(kcu.k && kcu.v && kcpu.k && kcpu.v);
+            bpair q = {0}, out = {0};
+            CHECK_OK(bpair_make(&d, &q, (size_t)n * nh * hd, 1, &err));
+            CHECK_OK(bpair_make(&d, &out, (size_t)n * nh * hd, 0, &err));
+            dw_attn_params p = {nh, nkv, hd, cases[ci].pos0, n, cases[ci].window, 1.0f / sqrtf((float)hd) * 3.0f};
+            d.cu.ops->attention(d.cu.ctx, out.cu, q.cu, &kcu, &p);
+            d.cpu.ops->attention(d.cpu.ctx, out.cpu, q.cpu, &kcpu, &p);
+            double e = compare(&d, out.cu, out.cpu, out.n, &err);
+            CHECK_MSG(e <= 1e-5, "attention heads %d/%d hd %d pos0 %d n %d window %d %s: relative error %.3g %s", nh,
+                      nkv, hd, p.pos0, n, p.window, f32 ? "f32" : "bf16", e, err.message);
+            /* twice more: the split counters must have been reset */
+            d.cu.ops->attention(d.cu.ctx, out.cu, q.cu, &kcu, &p);
+            d.cu.ops->attention(d.cu.ctx, out.cu, q.cu, &kcu, &p);
+            e = compare(&d, out.cu, out.cpu, out.n, &err);
+            CHECK_MSG(e <= 1e-5, "attention repeated: relative error %.3g", e);
+            bpair_free(&d, &q), bpair_free(&d, &out);
+            d.cu.ops->free(d.cu.ctx, kcu.k), d.cu.ops->free(d.cu.ctx, kcu.v);
+            d.cpu.ops->free(d.cpu.ctx, kcpu.k), d.cpu.ops->free(d.cpu.ctx, kcpu.v);
+            free(hk), free(hv);
+        }
+    duo_close(&d);
+}
+
+/* ---- whole models ------------------------------------------------------------------------------- */
+
+static int model_counter;
+
+typedef struct side {
+    dw_backend *be;
+    dw_model *m;
+    dw_session *s;
+} side;
+
+static dw_status side_open(side *x, const char *backend, const char *dir, int ctx, int kv_f32, dw_error *err) {
+    memset(x, 0, sizeof *x);
+    dw_session_options so = {.ctx = ctx, .kv_f32 = kv_f32, .max_batch = 64};
+    dw_status st = dw_backend_open(backend, &x->be, err);
+    if (!st) st = dw_model_load(dir, x->be, NULL, &x->m, err);
+    if (!st) st = dw_session_create(x->m, &so, &x->s, err);
+    return st;
+}
+
+static void side_close(side *x) {
+    dw_session_free(x->s);
+    dw_model_free(x->m);
+    dw_backend_close(x->be);
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA: the same tokens,
+ * logits within 1e-4 at every step. */
+static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_failed_) {
+    dw_error err = {0};
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    CHECK_OK(tmodel_write(spec, dir, 1, &tm, &err));
+    tmodel_free(&tm);
+    side cu, cpu;
+    dw_status st = side_open(&cu, "cuda", dir, 160, kv_f32, &err);
+    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
+        note_skip(err.message);
+        side_close(&cu);
+        return;
+    }
+    CHECK_OK(st);
+    CHECK_OK(side_open(&cpu, "cpu", dir, 160, kv_f32, &err));
+    const int V = spec->vocab, P = 40, G = 64;
+    int32_t ids[P];
+    for (int i = 0; i < P; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+    float *a = malloc(sizeof(float) * P * V), *b = malloc(sizeof(float) * P * V);
+    for (int i = 0; i < P * V; i++) a[i] = NAN;
+    CHECK_OK(dw_session_prefill_all(cu.s, ids, P, a, &err));
+    CHECK_OK(dw_session_prefill_all(cpu.s, ids, P, b, &err));
+    double e = has_nan(a, (size_t)P * V) ? INFINITY : rel_l2(a, b, (size_t)P * V);
+    CHECK_MSG(e <= 1e-4, "%s: prefill logits relative error %.3g", spec->arch, e);
+    int32_t tok = argmax(b + (size_t)(P - 1) * V, V);
+    double worst = 0;
+    for (int g = 0; g < G; g++) {
+        for (int i = 0; i < V; i++) a[i] = NAN;
+        CHECK_OK(dw_session_decode(cu.s, tok, a, &err));
+        CHECK_OK(dw_session_decode(cpu.s, tok, b, &err));
+        e = has_nan(a, V) ? INFINITY : rel_l2(a, b, V);
+        if (e > worst) worst = e;
+        CHECK_MSG(e <= 1e-4, "%s: decode step %d logits relative error %.3g", spec->arch, g, e);
+        int ta = argmax(a, V), tb = argmax(b, V);
+        CHECK_MSG(ta == tb, "%s: greedy token %d differs: cuda %d, cpu %d", spec->arch, g, ta, tb);
+        tok = tb;
+    }
+    printf("    cuda vs cpu %s (%s KV): prefill and %d greedy tokens agree, worst decode logits error %.2g\n",
+           spec->arch, kv_f32 ? "f32" : "bf16", G, worst);
+    free(a), free(b);
+    side_close(&cu);
+    side_close(&cpu);
+}
+
+TEST(cuda_model_llama_awkward_sizes_matches_cpu) {
+    tmodel_spec spec = tmodel_default();
+    model_parity(&spec, 0, dw_test_failed_);
+}
+
+TEST(cuda_model_llama_gqa_hd64_matches_cpu_bf16_and_f32_kv) {
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 3001, spec.hidden = 256, spec.inter = 688, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
+    spec.layers = 3, spec.seed = 7, spec.scale = 0.08f, spec.explicit_head_dim = 1;
+    model_parity(&spec, 0, dw_test_failed_);
+    model_parity(&spec, 1, dw_test_failed_);
+}
+
+TEST(cuda_model_qwen2_biases_and_mistral_window_match_cpu) {
+    tmodel_spec spec = tmodel_default();
+    spec.arch = "Qwen2ForCausalLM", spec.hidden = 64, spec.heads = 4, spec.kv_heads = 2, spec.head_dim = 16, spec.seed = 3;
+    model_parity(&spec, 0, dw_test_failed_);
+    spec = tmodel_default();
+    spec.arch = "MistralForCausalLM", spec.sliding_window = 24, spec.seed = 4;
+    model_parity(&spec, 0, dw_test_failed_);
+}
+
+/* Graph replays and direct decode give the same tokens; the graph path really replays. Two
+ * sessions decoding on two threads get what they get alone. */
+typedef struct job {
+    dw_model *m;
+    int32_t first;
+    int n;
+    int32_t toks[48];
+    dw_status st;
+    dw_error err;
+} job;
+
+static void *job_main(void *arg) {
+    job *j = arg;
+    dw_session *s = NULL;
+    dw_session_options so = {.ctx = 128};
+    int V = dw_model_get_config(j->m)->vocab_size;
+    float *lg = malloc(sizeof(float) * V);
+    j->st = dw_session_create(j->m, &so, &s, &j->err);
+    int32_t t = j->first;
+    for (int i = 0; i < j->n && !j->st; i++) {
+        j->st = dw_session_decode(s, t, lg, &j->err);
+        t = j->toks[i] = argmax(lg, V);
+    }
+    dw_session_free(s);
+    free(lg);
+    return NULL;
+}
+
+TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
+    dw_error err = {0};
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 4, spec.kv_heads = 1, spec.head_dim = 32;
+    spec.seed = 11, spec.scale = 0.1f;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
+    tmodel_free(&tm);
+    side cu;
+    dw_status st = side_open(&cu, "cuda", dir, 128, 0, &err);
+    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
+        note_skip(err.message);
+        side_close(&cu);
+        return;
+    }
+    CHECK_OK(st);
+#ifdef DW_HAVE_CUDA
+    job graph = {.m = cu.m, .first = 5, .n = 48}, direct = graph;
+    job_main(&graph);
+    CHECK_MSG(!graph.st, "%s", graph.err.message);
+    dw__cuda_compute_stats stats;
+    dw__cuda_compute_get_stats(&cu.m->compute, &stats);
+    CHECK_MSG(stats.graph_replays >= 40, "only %ld graph replays (%ld recorded, %ld direct)", stats.graph_replays,
+              stats.graph_records, stats.eager_steps);
+    dw__cuda_compute_set_graphs(&cu.m->compute, 0);
+    job_main(&direct);
+    dw__cuda_compute_set_graphs(&cu.m->compute, 1);
+    CHECK_MSG(!direct.st, "%s", direct.err.message);
+    CHECK(!memcmp(graph.toks, direct.toks, sizeof graph.toks));
+    job th[2] = {graph, graph};
+    th[1].first = 77;
+    job alone1 = th[1];
+    job_main(&alone1);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, job_main, &th[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) CHECK_MSG(!th[i].st, "%s", th[i].err.message);
+    CHECK(!memcmp(th[0].toks, graph.toks, sizeof graph.toks));
+    CHECK(!memcmp(th[1].toks, alone1.toks, sizeof alone1.toks));
+#endif
+    side_close(&cu);
+}
+
+/* Logits land in a registered region (a guest memory stand-in): the copy engine writes the
+ * pages, every value arrives, and RSS does not grow per token. */
+static size_t rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return (size_t)resident * 4096;
+}
+
+TEST(cuda_logits_land_in_a_registered_region_without_growth) {
+    dw_error err = {0};
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 50000, spec.seed = 21;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
+    tmodel_free(&tm);
+    side cu;
+    dw_status st = side_open(&cu, "cuda", dir, 200, 0, &err);
+    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
+        note_skip(err.message);
+        side_close(&cu);
+        return;
+    }
+    CHECK_OK(st);
+    /* 64 KiB pieces, as a growing Wasm memory registers them: the logits straddle pieces */
+    size_t piece = 64 << 10, len = 4 * piece;
+    char *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(region != MAP_FAILED);
+    memset(region, 0, len);
+    for (size_t off = 0; off < len; off += piece) CHECK_OK(cu.be->ops->region_register(cu.be->ctx, region + off, piece, &err));
+    float *logits = (float *)(region + 1000 * sizeof(float));
+    int V = spec.vocab;
+    int32_t tok = 1;
+    size_t rss0 = 0;
+    for (int g = 0; g < 120; g++) {
+        for (int i = 0; i < V; i++) logits[i] = NAN;
+        CHECK_OK(dw_session_decode(cu.s, tok, logits, &err));
+        CHECK(!has_nan(logits, V));
+        tok = argmax(logits, V);
+        if (g == 19) rss0 = rss_bytes();
+    }
+    long grown = (long)rss_bytes() - (long)rss0;
+    printf("    cuda: 100 decode steps into a registered region: rss %+ld B\n", grown);
+    CHECK_MSG(grown < 256 * 1024, "RSS grew by %ld bytes over 100 tokens", grown);
+    for (size_t off = 0; off < len; off += piece) CHECK_OK(cu.be->ops->region_unregister(cu.be->ctx, region + off, piece, &err));
+    munmap(region, len);
+    side_close(&cu);
+}
