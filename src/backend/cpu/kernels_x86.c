@@ -40,6 +40,25 @@ static inline float elem_bf16(const uint16_t *p, int i) { return dw_bf16_to_f32(
 static inline float elem_f16(const uint16_t *p, int i) { return dw_f16_to_f32(p[i]); }
 static inline float elem_f32(const float *p, int i) { return p[i]; }
 
+/* Decode (one token) as on AVX-512 below: rows in sequence, 32 elements per step, prefetching. */
+#define DEFINE_MATVEC_AVX2(SUFFIX, WT)                                                                 \
+    AVX2_INLINE float rowdot8_##SUFFIX(const float *x, const WT *w, int k) {                            \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                    \
+        int kk = 0;                                                                                    \
+        for (; kk + 32 <= k; kk += 32) {                                                               \
+            _mm_prefetch((const char *)(w + kk) + 4096, _MM_HINT_T1);                                  \
+            if (sizeof(WT) == 4) _mm_prefetch((const char *)(w + kk) + 4096 + 64, _MM_HINT_T1);        \
+            a0 = _mm256_fmadd_ps(load8_##SUFFIX(w + kk), _mm256_loadu_ps(x + kk), a0);                 \
+            a1 = _mm256_fmadd_ps(load8_##SUFFIX(w + kk + 8), _mm256_loadu_ps(x + kk + 8), a1);         \
+            a2 = _mm256_fmadd_ps(load8_##SUFFIX(w + kk + 16), _mm256_loadu_ps(x + kk + 16), a2);       \
+            a3 = _mm256_fmadd_ps(load8_##SUFFIX(w + kk + 24), _mm256_loadu_ps(x + kk + 24), a3);       \
+        }                                                                                              \
+        for (; kk + 8 <= k; kk += 8) a0 = _mm256_fmadd_ps(load8_##SUFFIX(w + kk), _mm256_loadu_ps(x + kk), a0); \
+        float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));                \
+        for (; kk < k; kk++) s += x[kk] * elem_##SUFFIX(w, kk);                                        \
+        return s;                                                                                      \
+    }
+
 /* One R×T tile: R weight rows starting at row r, T tokens starting at token t. */
 #define DEFINE_TILE_AVX2(SUFFIX, WT)                                                                   \
     AVX2_INLINE void tile8_##SUFFIX(float *out, int ldo, const float *x, int ldx, const WT *w, int k,  \
@@ -70,6 +89,10 @@ static inline float elem_f32(const float *p, int i) { return p[i]; }
     static AVX2 void matmul_##SUFFIX##_avx2(float *out, int ldo, const float *x, int ldx, int n,       \
                                              const void *wv, int k, int r0, int r1) {                  \
         const WT *w = wv;                                                                              \
+        if (n == 1) {                                                                                  \
+            for (int r = r0; r < r1; r++) out[r] = rowdot8_##SUFFIX(x, w + (size_t)r * k, k);          \
+            return;                                                                                    \
+        }                                                                                              \
         int r = r0;                                                                                    \
         for (; r + 4 <= r1; r += 4) {                                                                  \
             int t = 0;                                                                                 \
@@ -83,6 +106,9 @@ static inline float elem_f32(const float *p, int i) { return p[i]; }
         }                                                                                              \
     }
 
+DEFINE_MATVEC_AVX2(bf16, uint16_t)
+DEFINE_MATVEC_AVX2(f16, uint16_t)
+DEFINE_MATVEC_AVX2(f32, float)
 DEFINE_TILE_AVX2(bf16, uint16_t)
 DEFINE_TILE_AVX2(f16, uint16_t)
 DEFINE_TILE_AVX2(f32, float)
@@ -227,6 +253,8 @@ static AVX2 uint64_t read_bytes_avx2(const void *p, size_t n) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0, nv = n / 32;
     for (; i + 4 <= nv; i += 4) {
+        _mm_prefetch((const char *)(q + i) + 4096, _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + i) + 4096 + 64, _MM_HINT_T0);
         a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(q + i));
         a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(q + i + 1));
         a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(q + i + 2));
@@ -280,13 +308,23 @@ AVX512_INLINE __m512 load16_f32_mask(const float *p, __mmask16 m) { return _mm51
 
 AVX512_INLINE __mmask16 tail_mask(int rem) { return (__mmask16)((1u << rem) - 1u); }
 
-/* Decode (one token): rows one after another, so each thread reads one linear stream (what the
- * hardware prefetcher follows best), 64 elements per step in four independent sums. */
+/* Decode (one token): rows one after another, so each thread reads one linear stream, 64
+ * elements per step in four independent sums, with software prefetches 4 KB ahead into L2 and
+ * 1 KB ahead into L1 (measured on the 2-core Xeon: ~60% of the read bandwidth without them,
+ * ~85-90% with them). */
+#define PREFETCH_AHEAD 4096
+#define PREFETCH_LINES(p, bytes_per_step)                                                   \
+    do {                                                                                    \
+        _Pragma("GCC unroll 4") for (int pf_ = 0; pf_ < (bytes_per_step) / 64; pf_++)      \
+            _mm_prefetch((const char *)(p) + PREFETCH_AHEAD + 64 * pf_, _MM_HINT_T1),       \
+            _mm_prefetch((const char *)(p) + 1024 + 64 * pf_, _MM_HINT_T0);                 \
+    } while (0)
 #define DEFINE_MATVEC_AVX512(SUFFIX, WT)                                                              \
     AVX512_INLINE float rowdot16_##SUFFIX(const float *x, const WT *w, int k) {                        \
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                    \
         int kk = 0;                                                                                    \
         for (; kk + 64 <= k; kk += 64) {                                                               \
+            PREFETCH_LINES(w + kk, 64 * (int)sizeof(WT));                                              \
             a0 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk), _mm512_loadu_ps(x + kk), a0);                \
             a1 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk + 16), _mm512_loadu_ps(x + kk + 16), a1);      \
             a2 = _mm512_fmadd_ps(load16_##SUFFIX(w + kk + 32), _mm512_loadu_ps(x + kk + 32), a2);      \
@@ -521,6 +559,10 @@ static AVX512 uint64_t read_bytes_avx512(const void *p, size_t n) {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     size_t i = 0, nv = n / 64;
     for (; i + 4 <= nv; i += 4) {
+        _mm_prefetch((const char *)(q + i) + 4096, _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + i) + 4096 + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + i) + 4096 + 128, _MM_HINT_T0);
+        _mm_prefetch((const char *)(q + i) + 4096 + 192, _MM_HINT_T0);
         a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(q + i));
         a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(q + i + 1));
         a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(q + i + 2));

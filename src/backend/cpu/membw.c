@@ -36,6 +36,9 @@ dw_status dw__cpu_read_bandwidth(dw_threadpool *pool, size_t bytes, int reps, do
     bytes = (bytes + CHUNK - 1) / CHUNK * CHUNK;
     char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) return dw_error_set(err, DW_ERR_NO_MEMORY, "bandwidth probe: cannot map %zu bytes", bytes);
+    /* huge pages where the kernel allows them: the probe should not be slowed by TLB misses
+     * that the (page-cache, often large-folio) weight mappings do not have */
+    madvise(buf, bytes, MADV_HUGEPAGE);
     /* real pages with non-zero contents (the zero page would be served from cache) */
     for (size_t i = 0; i < bytes; i += 4096) memset(buf + i, (int)(i >> 12) | 1, 4096);
     bw_job j = {.buf = buf, .bytes = bytes, .k = dw__cpu_kernels_best()};
