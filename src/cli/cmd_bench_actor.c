@@ -27,39 +27,6 @@ static int32_t argmax(const float *x, int n) {
     return best;
 }
 
-/* The engine alone: the same prompts and the same greedy loop as the actor runs. */
-static dw_status direct(dw_model *model, int ctx, int gen, int reps, side *out, dw_error *err) {
-    int vocab = dw_model_get_config(model)->vocab_size;
-    dw_session_options so = {.ctx = ctx};
-    dw_session *s;
-    dw_status st = dw_session_create(model, &so, &s, err);
-    if (st) return st;
-    float *logits = malloc(sizeof(float) * (size_t)vocab);
-    int32_t *ids = malloc(sizeof(int32_t) * 512);
-    double t5[16], t512[16];
-    for (int r = 0; r < reps && !st; r++) {
-        for (int n = 5; n <= 512 && !st; n = n == 5 ? 512 : 1024) {
-            for (int i = 0; i < n; i++) ids[i] = (int32_t)(((uint32_t)r * 7919u + (uint32_t)i * 104729u) % (uint32_t)vocab);
-            dw_session_reset(s);
-            double t0 = dw_cli_now_ms();
-            st = dw_session_prefill(s, ids, n, logits, err);
-            (n == 5 ? t5 : t512)[r] = dw_cli_now_ms() - t0;
-        }
-    }
-    out->prefill5_ms = dw_cli_median(t5, (size_t)reps);
-    out->prefill512_ms = dw_cli_median(t512, (size_t)reps);
-    /* after the 512-token prompt: one warm-up token, then gen timed */
-    for (int i = 0; i <= gen && !st; i++) {
-        double t0 = i == 1 ? dw_cli_now_ms() : 0;
-        if (i == 1) out->token_ms = t0;
-        st = dw_session_decode(s, argmax(logits, vocab), logits, err);
-    }
-    out->token_ms = (dw_cli_now_ms() - out->token_ms) / gen;
-    free(logits), free(ids);
-    dw_session_free(s);
-    return st;
-}
-
 static dw_status invoke(dw_actor *a, const char *name, int32_t a0, int32_t a1, int nargs, int32_t *result,
                         dw_error *err) {
     dw_value in[2] = {{DW_I32, {.i32 = a0}}, {DW_I32, {.i32 = a1}}}, out;
@@ -90,6 +57,9 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
     dw_runtime *rt = NULL;
     dw_module *m = NULL;
     dw_actor *a = NULL;
+    dw_session *direct_s = NULL;
+    float *logits = NULL;
+    int32_t *ids = NULL;
     dw_model *model;
     dw_tokenizer *tok;
     double load_ms;
@@ -97,6 +67,7 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
     size_t wasm_len;
     const unsigned char *wasm = dw__embedded_bench_actor(&wasm_len);
     side d = {0}, act = {0};
+    (void)0;
     if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model(rt, "default", model_dir, &err) ||
         dw_runtime_model(rt, "default", backend, &model, &tok, &load_ms, &err) ||
         dw_module_load_bytes(rt, "bench_actor.wasm", wasm, wasm_len, &m, &err))
@@ -106,31 +77,54 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
     int32_t vocab;
     if (invoke(a, "llm_setup", ctx, 0, 1, &vocab, &err)) goto fail;
 
-    /* through the actor */
-    double t5[16], t512[16];
+    /* the engine alone, on the same model: the same prompts and the same greedy loop */
+    int vocab_direct = dw_model_get_config(model)->vocab_size;
+    dw_session_options so = {.ctx = ctx};
+    if (dw_session_create(model, &so, &direct_s, &err)) goto fail;
+    logits = malloc(sizeof(float) * (size_t)vocab_direct);
+    ids = malloc(sizeof(int32_t) * 512);
+    if (!logits || !ids) {
+        dw_error_set(&err, DW_ERR_NO_MEMORY, "out of memory");
+        goto fail_free;
+    }
+
+    /* warm-up: pages of the weights in, caches warm (not timed) */
+    if (invoke(a, "llm_prefill", 5, 99, 2, NULL, &err) || invoke(a, "llm_decode", 2, 0, 1, NULL, &err)) goto fail_free;
+    /* actor and engine measured in alternation, so that drift in the machine hits both alike */
+    double a5[16], a512[16], d5[16], d512[16], at[16], dt[16], eng[16], guest[16];
     for (int r = 0; r < reps; r++) {
         for (int n = 5; n <= 512; n = n == 5 ? 512 : 1024) {
             double t0 = dw_cli_now_ms();
-            if (invoke(a, "llm_prefill", n, r, 2, NULL, &err)) goto fail;
-            (n == 5 ? t5 : t512)[r] = dw_cli_now_ms() - t0;
+            if (invoke(a, "llm_prefill", n, r, 2, NULL, &err)) goto fail_free;
+            (n == 5 ? a5 : a512)[r] = dw_cli_now_ms() - t0;
+            for (int i = 0; i < n; i++) ids[i] = (int32_t)(((uint32_t)r * 7919u + (uint32_t)i * 104729u) % (uint32_t)vocab_direct);
+            dw_session_reset(direct_s);
+            t0 = dw_cli_now_ms();
+            if (dw_session_prefill(direct_s, ids, n, logits, &err)) goto fail_free;
+            (n == 5 ? d5 : d512)[r] = dw_cli_now_ms() - t0;
         }
+        /* gen tokens after the 512-token prompt, each way */
+        dw_actor_stats_reset(a);
+        double t0 = dw_cli_now_ms();
+        if (invoke(a, "llm_decode", (int32_t)gen, 0, 1, NULL, &err)) goto fail_free;
+        at[r] = (dw_cli_now_ms() - t0) / gen;
+        dw_actor_stats stats;
+        dw_actor_stats_get(a, &stats);
+        eng[r] = stats.decode_ms / gen;
+        t0 = dw_cli_now_ms();
+        for (long i = 0; i < gen; i++)
+            if (dw_session_decode(direct_s, argmax(logits, vocab_direct), logits, &err)) goto fail_free;
+        dt[r] = (dw_cli_now_ms() - t0) / gen;
+        t0 = dw_cli_now_ms();
+        if (invoke(a, "llm_argmax", (int32_t)gen, 0, 1, NULL, &err)) goto fail_free;
+        guest[r] = (dw_cli_now_ms() - t0) / gen;
     }
-    act.prefill5_ms = dw_cli_median(t5, (size_t)reps);
-    act.prefill512_ms = dw_cli_median(t512, (size_t)reps);
-    if (invoke(a, "llm_decode", 1, 0, 1, NULL, &err)) goto fail; /* warm-up token */
-    dw_actor_stats_reset(a);
-    double t0 = dw_cli_now_ms();
-    if (invoke(a, "llm_decode", (int32_t)gen, 0, 1, NULL, &err)) goto fail;
-    act.token_ms = (dw_cli_now_ms() - t0) / gen;
-    dw_actor_stats stats;
-    dw_actor_stats_get(a, &stats);
-    double engine_in_calls_ms = stats.decode_ms / gen;
-    t0 = dw_cli_now_ms();
-    if (invoke(a, "llm_argmax", (int32_t)gen, 0, 1, NULL, &err)) goto fail;
-    double guest_ms = (dw_cli_now_ms() - t0) / gen;
-
-    /* the engine alone, same model, same run */
-    if (direct(model, ctx, (int)gen, (int)reps, &d, &err)) goto fail;
+    free(logits), free(ids);
+    logits = NULL, ids = NULL;
+    act.prefill5_ms = dw_cli_median(a5, (size_t)reps), act.prefill512_ms = dw_cli_median(a512, (size_t)reps);
+    d.prefill5_ms = dw_cli_median(d5, (size_t)reps), d.prefill512_ms = dw_cli_median(d512, (size_t)reps);
+    act.token_ms = dw_cli_median(at, (size_t)reps), d.token_ms = dw_cli_median(dt, (size_t)reps);
+    double engine_in_calls_ms = dw_cli_median(eng, (size_t)reps), guest_ms = dw_cli_median(guest, (size_t)reps);
 
     double overhead_ms = act.token_ms - engine_in_calls_ms; /* boundary + guest work per token */
     double boundary_ms = overhead_ms - guest_ms;             /* host-call boundary alone */
@@ -144,7 +138,7 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
                model_dir, backend, load_ms, act.prefill5_ms, act.prefill512_ms, act.token_ms, d.prefill5_ms, d.prefill512_ms,
                d.token_ms, ratio, guest_ms, boundary_ms, boundary_ms / act.token_ms, gen, reps);
     } else {
-        printf("one actor on %s, model %s (median of %ld; %ld generated tokens after a 512-token prompt)\n", backend,
+        printf("one actor on %s, model %s (median of %ld, actor and engine interleaved; %ld tokens after a 512-token prompt)\n", backend,
                model_dir, reps, gen);
         printf("  %-40s %12.1f ms\n", "model load", load_ms);
         printf("  %-40s %12s %12s\n", "", "actor", "engine API");
@@ -159,9 +153,12 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
     }
     rc = 0;
     goto done;
+fail_free:
+    free(logits), free(ids);
 fail:
     dw_cli_fail("bench actor: %s", err.message);
 done:
+    dw_session_free(direct_s);
     dw_actor_free(a);
     dw_module_free(m);
     dw_runtime_free(rt);
