@@ -6,7 +6,7 @@
 #
 # DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
 # (bench/cuda/bench_decode_cuda.c on a random Llama-3.2-1B-shaped model made here by mkmodel;
-# DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes).
+# DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -100,8 +100,25 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
         dw_m=/tmp/dw-bench-$shape
         [ -f "$dw_m/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape "$shape" --out "$dw_m" \
             --tokenizer-dir "$dw_tok" >>"$OUT/bench-engine.txt" 2>&1 || fail "mkmodel-$shape"
-        [ -x "$B/bin/bench-decode-cuda" ] && { timeout 200 "$B/bin/bench-decode-cuda" --model "$dw_m" \
-            >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
+        # DW_GPU_BENCH_ENVS: variants, each VAR=VALUE[,VAR=VALUE] (tuning knobs of compute_cuda)
+        for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
+            echo "== $shape ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
+            [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
+                --model "$dw_m" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
+        done
+        # DW_GPU_NSYS=1: per-kernel GPU time of 64 decode steps (Nsight Systems, when installed)
+        dw_nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+        if [ "${DW_GPU_NSYS:-0}" = 1 ] && [ -n "$dw_nsys" ] && [ -x "$B/bin/bench-decode-cuda" ]; then
+            timeout 120 "$dw_nsys" profile -t cuda --cuda-graph-trace=node -o /tmp/dw-prof --force-overwrite true \
+                "$B/bin/bench-decode-cuda" --model "$dw_m" --gen 64 --long 0 --prefill 0 >/tmp/dw-nsys.log 2>&1
+            timeout 60 "$dw_nsys" stats -r cuda_gpu_kern_sum -f csv /tmp/dw-prof.nsys-rep >"$OUT/nsys-kernels.csv" 2>&1
+            echo "== nsys: GPU kernels over 64+16 decode steps (total ns, instances, avg ns, name)" >>"$OUT/bench-engine.txt"
+            python3 -c 'import csv,sys
+rows=[r for r in csv.reader(open(sys.argv[1])) if r and r[0][:1].isdigit()]
+for r in rows[:16]: print(r[1], r[2], r[3], r[-1][:100])' "$OUT/nsys-kernels.csv" >>"$OUT/bench-engine.txt" 2>&1
+        elif [ "${DW_GPU_NSYS:-0}" = 1 ]; then
+            echo "== nsys not found" >>"$OUT/bench-engine.txt"
+        fi
     done
 fi
 
@@ -112,9 +129,10 @@ fi
     for f in tests-cuda.log tests-all.log; do
         [ -f "$OUT/$f" ] && { echo "== $f"; grep -v '^ok  ' "$OUT/$f" | tail -40; }
     done
-    for f in bench-cuda.txt bench-cuda.json bench-cpu.json bench-engine.txt; do
+    for f in bench-cuda.txt bench-cuda.json bench-cpu.json; do
         [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
     done
+    [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v '^{' "$OUT/bench-engine.txt" | tail -60; }
     echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"
 } | tee "$OUT/summary.txt"
 [ -z "$dw_failed" ]

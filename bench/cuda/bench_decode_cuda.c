@@ -134,15 +134,18 @@ int main(int argc, char **argv) {
     double wbytes = (double)dw_model_weight_bytes(m);
     double bound = bw * 1e9 / wbytes;
 
-    double prefill_tps = run_prefill(m, n_prefill, logits);
-    double short_tps, short_ms, long_tps, long_ms, eager_tps, eager_ms;
+    /* a phase given 0 tokens is skipped (for profiling one phase) */
+    double prefill_tps = n_prefill > 0 ? run_prefill(m, n_prefill, logits) : 0;
+    double short_tps = 0, short_ms = 0, long_tps = 0, long_ms = 0, eager_tps = 0, eager_ms = 0;
     run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms);
     dw__cuda_compute_stats st;
     dw__cuda_compute_get_stats(&m->compute, &st);
-    run_decode(m, n_long, 128, logits, &long_tps, &long_ms);
-    dw__cuda_compute_set_graphs(&m->compute, 0);
-    run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms);
-    dw__cuda_compute_set_graphs(&m->compute, 1);
+    if (n_long > 0) {
+        run_decode(m, n_long, 128, logits, &long_tps, &long_ms);
+        dw__cuda_compute_set_graphs(&m->compute, 0);
+        run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms);
+        dw__cuda_compute_set_graphs(&m->compute, 1);
+    }
 
     printf("model              %s (%d layers, hidden %d, vocab %d)\n", dir, c->n_layers, c->hidden_size, c->vocab_size);
     printf("load               %.2f s\n", load_s);

@@ -217,7 +217,7 @@ TEST(cuda_ops_embed_rmsnorm_add_swiglu_match_cpu) {
     CHECK_OK(bpair_make(&d, &y, (size_t)n * H, 1, &err));
     d.cu.ops->add(d.cu.ctx, x.cu, y.cu, (size_t)n * H);
     d.cpu.ops->add(d.cpu.ctx, x.cpu, y.cpu, (size_t)n * H);
-    CMP(x, 0.0);
+    CMP(x, 1e-6); /* x differs by the norm's rounding already */
     CHECK_OK(bpair_make(&d, &g, 70001, 1, &err));
     CHECK_OK(bpair_make(&d, &u, 70001, 1, &err));
     d.cu.ops->swiglu(d.cu.ctx, g.cu, g.cu, u.cu, g.n);
@@ -441,7 +441,7 @@ static int argmax(const float *v, int n) {
 }
 
 /* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA: the same tokens,
- * logits within 1e-4 at every step. */
+ * logits within 1e-4 (f32 cache) or 1e-3 (bf16 cache) at every step. */
 static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_failed_) {
     dw_error err = {0};
     char dir[512];
@@ -465,8 +465,11 @@ static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_faile
     for (int i = 0; i < P * V; i++) a[i] = NAN;
     CHECK_OK(dw_session_prefill_all(cu.s, ids, P, a, &err));
     CHECK_OK(dw_session_prefill_all(cpu.s, ids, P, b, &err));
+    /* prefill: a bf16 cache rounds keys/values that differ in the last f32 bits, and a flipped
+     * rounding moves later tokens' logits by ~1e-4; an f32 cache leaves f32 rounding alone */
     double e = has_nan(a, (size_t)P * V) ? INFINITY : rel_l2(a, b, (size_t)P * V);
-    CHECK_MSG(e <= 1e-4, "%s: prefill logits relative error %.3g", spec->arch, e);
+    double limit = kv_f32 ? 1e-4 : 1e-3;
+    CHECK_MSG(e <= limit, "%s: prefill logits relative error %.3g (limit %.0e)", spec->arch, e, limit);
     int32_t tok = argmax(b + (size_t)(P - 1) * V, V);
     double worst = 0;
     for (int g = 0; g < G; g++) {
@@ -475,7 +478,7 @@ static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_faile
         CHECK_OK(dw_session_decode(cpu.s, tok, b, &err));
         e = has_nan(a, V) ? INFINITY : rel_l2(a, b, V);
         if (e > worst) worst = e;
-        CHECK_MSG(e <= 1e-4, "%s: decode step %d logits relative error %.3g", spec->arch, g, e);
+        CHECK_MSG(e <= limit, "%s: decode step %d logits relative error %.3g", spec->arch, g, e);
         int ta = argmax(a, V), tb = argmax(b, V);
         CHECK_MSG(ta == tb, "%s: greedy token %d differs: cuda %d, cpu %d", spec->arch, g, ta, tb);
         tok = tb;

@@ -20,26 +20,26 @@ constexpr int MAX_HD = 256;
 template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void *p, float *f) {
     if constexpr (F32) {
         if constexpr (VEC == 8) {
-            float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+            float4 a = __ldg((const float4 *)p), b = __ldg((const float4 *)p + 1);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
         } else if constexpr (VEC == 4) {
-            float4 a = *(const float4 *)p;
+            float4 a = __ldg((const float4 *)p);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
         } else {
-            float2 a = *(const float2 *)p;
+            float2 a = __ldg((const float2 *)p);
             f[0] = a.x, f[1] = a.y;
         }
     } else {
         constexpr int W = VEC / 2;
         uint32_t w[W];
         if constexpr (W == 4) {
-            uint4 u = *(const uint4 *)p;
+            uint4 u = __ldg((const uint4 *)p);
             w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
         } else if constexpr (W == 2) {
-            uint2 u = *(const uint2 *)p;
+            uint2 u = __ldg((const uint2 *)p);
             w[0] = u.x, w[1] = u.y;
         } else {
-            w[0] = *(const uint32_t *)p;
+            w[0] = __ldg((const unsigned int *)p);
         }
 #pragma unroll
         for (int i = 0; i < W; i++) {
@@ -96,6 +96,7 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     for (int t0 = k0; t0 < k1; t0 += TILE) {
         const int nt = k1 - t0 < TILE ? k1 - t0 : TILE;
         /* scores: key j of the tile by the L lanes of slot ks */
+#pragma unroll 4
         for (int base = warp * KPW; base < nt; base += WARPS * KPW) {
             const int j = base + ks;
             float dot[GT];
@@ -148,6 +149,7 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
 #pragma unroll
                 for (int e = 0; e < VEC; e++) acc[g][e] *= al;
             }
+#pragma unroll 4
             for (int j = kl; j < nt; j += KL) {
                 float vf[VEC];
                 load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf);

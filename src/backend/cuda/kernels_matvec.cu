@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <type_traits>
 
@@ -71,6 +72,21 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* Row r of the concatenated matrices: its matrix j, its row rr there, and its weights. */
+__device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes, bool pair, int *j, int *rr,
+                                       const char **w0, const char **w1) {
+    int jj = 0;
+    if (!pair)
+        while (r >= a.row_start[jj + 1]) jj++;
+    *j = jj;
+    *rr = r - a.row_start[jj];
+    *w0 = (const char *)a.w[jj] + (size_t)*rr * row_bytes;
+    *w1 = pair ? (const char *)a.w[1] + (size_t)*rr * row_bytes : nullptr;
+}
+
+/* One warp per row (rows strided over the grid). The loads of a warp's next row are issued
+ * before the current row's reduction, and the first row's before x is staged in shared memory,
+ * so no warp waits on memory with nothing in flight. */
 template <int WT, bool VEC, bool NORM, bool PAIR>
 __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K] */
@@ -78,8 +94,29 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     using C = chunk<WT, VEC>;
     constexpr int E = C::E;
     const int K = a.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int nchunks = K / E;
+    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
+    const size_t row_bytes = (size_t)K * wt<WT>::size;
+    const int stride = gridDim.x * WARPS;
+    typename C::raw v0[UNROLL], v1[UNROLL];
+    auto issue = [&](const char *w0, const char *w1, int base) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int c = base + u * 32 + lane;
+            if (c < nchunks) {
+                v0[u] = C::load(w0, c);
+                if constexpr (PAIR) v1[u] = C::load(w1, c);
+            }
+        }
+    };
+    int r = blockIdx.x * WARPS + warp, j, rr;
+    const char *w0 = nullptr, *w1 = nullptr;
+    if (r < total) {
+        row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
+        issue(w0, w1, 0);
+    }
 
-    /* x' into shared memory */
+    /* x' into shared memory while the first loads fly */
     if constexpr (NORM) {
         float ss = 0.0f;
         for (int i = tid; i < K; i += THREADS) {
@@ -104,28 +141,10 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     }
     __syncthreads();
 
-    const int nchunks = K / E;
-    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
-    const size_t row_bytes = (size_t)K * wt<WT>::size;
-    for (int r = blockIdx.x * WARPS + warp; r < total; r += gridDim.x * WARPS) {
-        int j = 0, rr = r;
-        if constexpr (!PAIR) {
-            while (r >= a.row_start[j + 1]) j++;
-            rr = r - a.row_start[j];
-        }
-        const char *w0 = (const char *)a.w[j] + (size_t)rr * row_bytes;
-        const char *w1 = PAIR ? (const char *)a.w[1] + (size_t)rr * row_bytes : nullptr;
+    for (; r < total; r += stride) {
         float acc0 = 0.0f, acc1 = 0.0f;
         for (int base = 0; base < nchunks; base += 32 * UNROLL) {
-            typename C::raw v0[UNROLL], v1[UNROLL];
-#pragma unroll
-            for (int u = 0; u < UNROLL; u++) {
-                int c = base + u * 32 + lane;
-                if (c < nchunks) {
-                    v0[u] = C::load(w0, c);
-                    if constexpr (PAIR) v1[u] = C::load(w1, c);
-                }
-            }
+            if (base) issue(w0, w1, base);
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
                 int c = base + u * 32 + lane;
@@ -143,18 +162,23 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
                 }
             }
         }
+        const int jc = j, rc = rr;
+        if (r + stride < total) { /* the next row's first loads, before this row's reduction */
+            row_of(a, r + stride, row_bytes, PAIR, &j, &rr, &w0, &w1);
+            issue(w0, w1, 0);
+        }
         acc0 = warp_sum(acc0);
         if constexpr (PAIR) acc1 = warp_sum(acc1);
         if (lane == 0) {
             if constexpr (PAIR) {
-                float g = acc0 + (a.bias[0] ? a.bias[0][rr] : 0.0f);
-                float u = acc1 + (a.bias[1] ? a.bias[1][rr] : 0.0f);
-                a.out[1][rr] = u;
-                a.out[0][rr] = g / (1.0f + expf(-g)) * u;
+                float g = acc0 + (a.bias[0] ? a.bias[0][rc] : 0.0f);
+                float u = acc1 + (a.bias[1] ? a.bias[1][rc] : 0.0f);
+                a.out[1][rc] = u;
+                a.out[0][rc] = g / (1.0f + expf(-g)) * u;
             } else {
-                float v = acc0 + (a.bias[j] ? a.bias[j][rr] : 0.0f);
-                a.out[j][rr] = v;
-                if (a.res) a.res[rr] += v;
+                float v = acc0 + (a.bias[jc] ? a.bias[jc][rc] : 0.0f);
+                a.out[jc][rc] = v;
+                if (a.res) a.res[rc] += v;
             }
         }
     }
@@ -172,8 +196,13 @@ cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     }
     int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     int blocks = (total + WARPS - 1) / WARPS;
+    static int cap = 0; /* blocks per SM at most: DW_CUDA_MV_BPS (tuning), default 2 */
+    if (!cap) {
+        const char *v = getenv("DW_CUDA_MV_BPS");
+        cap = v && atoi(v) > 0 ? atoi(v) : 2;
+    }
     int per_sm = (int)(200000 / (smem + 2048));
-    if (per_sm > 2) per_sm = 2;
+    if (per_sm > cap) per_sm = cap;
     if (per_sm < 1) per_sm = 1;
     if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
     if (blocks < 1) blocks = 1;
