@@ -37,6 +37,18 @@ struct dw_tokenizer;
  * under name. Nothing is loaded yet; a name registered twice is an error. */
 dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char *dir, dw_error *err);
 
+/* Options for the sessions actors open on a registered model. */
+typedef struct dw_model_use_options {
+    int kv_f32; /* 1: sessions keep their KV cache in F32 (exact parity with an f32 reference) */
+} dw_model_use_options;
+
+/* dw_runtime_register_model with options (NULL: defaults, a BF16 cache). */
+dw_status dw_runtime_register_model_with(dw_runtime *rt, const char *name, const char *dir,
+                                         const dw_model_use_options *options, dw_error *err);
+
+/* The options name was registered with; NULL if no such model. */
+const dw_model_use_options *dw_runtime_model_options(dw_runtime *rt, const char *name);
+
 /* The registered model `name` loaded onto `backend` ("cpu"/"cuda"), loading it now if this is
  * the first use; its tokenizer too. *load_ms (may be NULL) gets how long the load took (0 when
  * it was already loaded). Owned by the runtime. */

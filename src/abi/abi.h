@@ -20,7 +20,7 @@ struct dw_sampler;
 
 /* Opens a model by name for this actor (the actor layer checks what the actor may use). */
 typedef dw_status (*dw__model_opener)(void *opener_ctx, const char *name, struct dw_model **model,
-                                      struct dw_tokenizer **tokenizer, dw_error *err);
+                                      struct dw_tokenizer **tokenizer, int *kv_f32, dw_error *err);
 /* Receives the actor's output bytes. */
 typedef void (*dw__emit_fn)(void *user, const char *bytes, size_t len);
 
@@ -28,6 +28,7 @@ typedef struct dw__abi_model {
     char name[64];
     struct dw_model *model;
     struct dw_tokenizer *tokenizer;
+    int kv_f32; /* sessions on this model keep an F32 cache */
 } dw__abi_model;
 
 typedef struct dw__abi_session {

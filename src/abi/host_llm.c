@@ -82,7 +82,7 @@ dw_status dw__abi_open_model(dw__abi_context *ctx, const char *name, int32_t *ha
     if (ctx->model_count == DW_ABI_MAX_MODELS) return dw_error_set(err, DW_ERR_LIMIT, "too many models open");
     if (!ctx->open_model) return dw_error_set(err, DW_ERR_NOT_FOUND, "this actor may not use models");
     dw__abi_model *m = &ctx->models[ctx->model_count];
-    dw_status st = ctx->open_model(ctx->opener_ctx, name, &m->model, &m->tokenizer, err);
+    dw_status st = ctx->open_model(ctx->opener_ctx, name, &m->model, &m->tokenizer, &m->kv_f32, err);
     if (st != DW_OK) return st;
     snprintf(m->name, sizeof m->name, "%s", name);
     *handle = ++ctx->model_count;
@@ -134,7 +134,7 @@ static wasm_trap_t *host_session_create(void *env, wasmtime_caller_t *caller, wa
     for (int i = 0; i < DW_ABI_MAX_SESSIONS && !slot; i++)
         if (!ctx->sessions[i].session) slot = &ctx->sessions[i];
     if (!slot) return FAIL(DW_E_LIMIT, "dw.session_create: too many sessions (%d)", DW_ABI_MAX_SESSIONS);
-    dw_session_options opts = {.ctx = n_ctx};
+    dw_session_options opts = {.ctx = n_ctx, .kv_f32 = m->kv_f32};
     dw_error err;
     dw_status st = dw_session_create(m->model, &opts, &slot->session, &err);
     if (st != DW_OK) return FAIL(code_of(st), "dw.session_create: %s", err.message);

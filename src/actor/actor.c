@@ -82,13 +82,15 @@ static dw_status bind_memory(dw_actor *a, dw_error *err) {
 
 /* dw__model_opener for the actor's host functions: only models the actor was allowed. */
 static dw_status open_model(void *opener_ctx, const char *name, struct dw_model **model,
-                            struct dw_tokenizer **tokenizer, dw_error *err) {
+                            struct dw_tokenizer **tokenizer, int *kv_f32, dw_error *err) {
     dw_actor *a = opener_ctx;
     if (a->allowed_models) {
         int ok = 0;
         for (int i = 0; i < a->n_allowed_models; i++) ok |= !strcmp(a->allowed_models[i], name);
         if (!ok) return dw_error_set(err, DW_ERR_NOT_FOUND, "this actor may not use model '%s'", name);
     }
+    const dw_model_use_options *o = dw_runtime_model_options(a->runtime, name);
+    *kv_f32 = o ? o->kv_f32 : 0;
     return dw_runtime_model(a->runtime, name, a->backend_name, model, tokenizer, NULL, err);
 }
 

@@ -16,6 +16,18 @@ static dw__registered_model *find(dw_runtime *rt, const char *name) {
 }
 
 dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char *dir, dw_error *err) {
+    return dw_runtime_register_model_with(rt, name, dir, NULL, err);
+}
+
+const dw_model_use_options *dw_runtime_model_options(dw_runtime *rt, const char *name) {
+    pthread_mutex_lock(&rt->lock);
+    dw__registered_model *m = find(rt, name);
+    pthread_mutex_unlock(&rt->lock);
+    return m ? &m->options : NULL;
+}
+
+dw_status dw_runtime_register_model_with(dw_runtime *rt, const char *name, const char *dir,
+                                         const dw_model_use_options *options, dw_error *err) {
     if (!name || !*name || strlen(name) > 63)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "model name must be 1 to 63 bytes");
     dw_status st = DW_OK;
@@ -27,6 +39,7 @@ dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char
         memset(m, 0, sizeof *m);
         m->name = strdup(name);
         m->dir = strdup(dir);
+        if (options) m->options = *options;
         if (!m->name || !m->dir) st = dw_error_set(err, DW_ERR_NO_MEMORY, "out of memory");
         else rt->model_count++;
     }

@@ -16,6 +16,7 @@ struct dw_tokenizer;
 typedef struct dw__registered_model {
     char *name;
     char *dir;
+    dw_model_use_options options;
     struct dw_tokenizer *tokenizer;          /* loaded with the first model */
     dw_backend *backends[DW_MAX_BACKENDS];   /* loaded[i] is on backends[i] */
     struct dw_model *loaded[DW_MAX_BACKENDS];

@@ -20,6 +20,7 @@ typedef struct chat_options {
     const char *model_dir, *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx, *resume;
     const char *prompts[MAX_PROMPTS];
     int n_prompts;
+    int kv_f32;
 } chat_options;
 
 static int parse(int argc, char **argv, chat_options *o) {
@@ -32,7 +33,9 @@ static int parse(int argc, char **argv, chat_options *o) {
                           : !strcmp(a, "--top-p") ? &o->top_p : !strcmp(a, "--seed") ? &o->seed
                           : !strcmp(a, "-n") ? &o->max_tokens : !strcmp(a, "--ctx") ? &o->ctx
                           : !strcmp(a, "--resume") ? &o->resume : NULL;
-        if (!strcmp(a, "--prompt") && v) {
+        if (!strcmp(a, "--kv-f32")) {
+            o->kv_f32 = 1;
+        } else if (!strcmp(a, "--prompt") && v) {
             if (o->n_prompts == MAX_PROMPTS) return dw_cli_fail("chat: at most %d --prompt turns", MAX_PROMPTS);
             o->prompts[o->n_prompts++] = v, i++;
         } else if (slot && v) *slot = v, i++;
@@ -109,7 +112,7 @@ static int turn(chat_state *c, const char *text, size_t len) {
 
 DW_COMMAND(chat,
            "chat [--model DIR] [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
-           "[--ctx N] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
+           "[--ctx N] [--kv-f32] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
            "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
     chat_options o;
     if (parse(argc, argv, &o)) return 1;
@@ -135,7 +138,7 @@ DW_COMMAND(chat,
     struct dw_model *model;
     struct dw_tokenizer *tok;
     double load_ms;
-    if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model(rt, "default", o.model_dir, &err) ||
+    if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model_with(rt, "default", o.model_dir, &(dw_model_use_options){.kv_f32 = o.kv_f32}, &err) ||
         dw_runtime_model(rt, "default", o.backend, &model, &tok, &load_ms, &err) ||
         dw_module_load_bytes(rt, "chat.wasm", wasm, wasm_len, &module, &err)) {
         dw_cli_fail("chat: %s", err.message);

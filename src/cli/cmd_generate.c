@@ -29,12 +29,12 @@ static int is_eos(const dw_model_config *c, const dw_tokenizer *tok, int32_t id)
 DW_COMMAND(generate,
            "generate --model DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
            "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu] [--chat] [--ignore-eos] [--threads N] "
-           "[--save-kv FILE] [--resume-kv FILE] [--ids]",
+           "[--kv-f32] [--save-kv FILE] [--resume-kv FILE] [--ids]",
            "generate text from a prompt; prints the text, then prefill and decode tok/s") {
     const char *model_dir = NULL, *prompt = NULL, *backend_name = "cpu", *save_kv = NULL, *resume_kv = NULL;
     long n_gen = 128, ctx = 0, seed = 0, top_k = 0, threads = 0;
     double temp = 0.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
-    int chat = 0, ignore_eos = 0, print_ids = 0;
+    int chat = 0, ignore_eos = 0, print_ids = 0, kv_f32 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -54,6 +54,7 @@ DW_COMMAND(generate,
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
         else if (!strcmp(a, "--save-kv") && v) save_kv = v, i++;
         else if (!strcmp(a, "--resume-kv") && v) resume_kv = v, i++;
+        else if (!strcmp(a, "--kv-f32")) kv_f32 = 1; /* F32 cache: exact parity with an f32 reference */
         else if (!strcmp(a, "--ids")) print_ids = 1; /* token ids instead of text (for exact comparisons) */
         else return dw_cli_fail("generate: unexpected argument '%s'", a);
         if (r) return 1;
@@ -86,7 +87,7 @@ DW_COMMAND(generate,
                      dw_tokenizer_vocab_size(tok), cfg->vocab_size);
         goto fail;
     }
-    dw_session_options so = {.ctx = (int)ctx};
+    dw_session_options so = {.ctx = (int)ctx, .kv_f32 = kv_f32};
     if (dw_session_create(model, &so, &s, &err)) goto fail;
     int n_ctx = dw_session_ctx(s);
     ids = malloc(sizeof(int32_t) * (size_t)n_ctx);

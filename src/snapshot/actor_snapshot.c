@@ -254,7 +254,7 @@ static dw_status restore_sessions(dw_actor *a, const dw_safetensors *st, int *re
         snprintf(key, sizeof key, "%sctx", prefix);
         if ((rc = dw__snapfile_meta_get_long(st, key, 1, 1 << 24, &ctx, err))) break;
         dw__abi_session *slot_p = &a->abi.sessions[slot];
-        dw_session_options opts = {.ctx = (int)ctx};
+        dw_session_options opts = {.ctx = (int)ctx, .kv_f32 = a->abi.models[model].kv_f32};
         if ((rc = dw_session_create(a->abi.models[model].model, &opts, &slot_p->session, err))) break;
         slot_p->model = (int)model;
         slot_p->generation = (uint16_t)gen;
