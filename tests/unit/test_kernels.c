@@ -102,6 +102,57 @@ TEST(kernels_matmul_bf16_matches_reference) { check_matmul(dw_test_failed_, DW_D
 TEST(kernels_matmul_f16_matches_reference) { check_matmul(dw_test_failed_, DW_DTYPE_F16); }
 TEST(kernels_matmul_f32_matches_reference) { check_matmul(dw_test_failed_, DW_DTYPE_F32); }
 
+/* The prefill GEMM (transposed activations) of every set, the reference included, against the
+ * reference matmul on the untransposed activations. */
+static void check_gemm(int *dw_test_failed_, int dtype) {
+    load_sets();
+    static const int ks[] = {1, 17, 128, 130, 300};
+    static const int ns[] = {2, 15, 16, 17, 48, 50, 130};
+    static const int rows_list[] = {1, 9, 32, 33, 70};
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+            for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++) {
+                int k = ks[ki], n = ns[ni], rows = rows_list[ri];
+                int ldo = rows + 3, ldt = ((n + 15) & ~15) + 16;
+                float *x = malloc(sizeof(float) * n * k), *xt = malloc(sizeof(float) * (size_t)k * ldt);
+                float *wf = malloc(sizeof(float) * rows * k);
+                uint16_t *wh = malloc(sizeof(uint16_t) * rows * k);
+                float *ref = malloc(sizeof(float) * n * ldo), *got = malloc(sizeof(float) * n * ldo);
+                fill(x, (size_t)n * k, 2.0f);
+                fill(wf, (size_t)rows * k, 1.0f);
+                for (int i = 0; i < rows * k; i++)
+                    wh[i] = dtype == DW_DTYPE_BF16 ? dw_f32_to_bf16(wf[i]) : dw_f32_to_f16(wf[i]);
+                for (int i = 0; i < k; i++)
+                    for (int t = 0; t < ldt; t++) xt[(size_t)i * ldt + t] = t < n ? x[(size_t)t * k + i] : NAN;
+                const void *w = dtype == DW_DTYPE_F32 ? (const void *)wf : (const void *)wh;
+                int r0 = rows > 2 ? 1 : 0, r1 = rows;
+                for (int i = 0; i < n * ldo; i++) ref[i] = 7.0f;
+                dw__matmul_fn fref = dtype == DW_DTYPE_BF16  ? sets[0]->matmul_bf16
+                                     : dtype == DW_DTYPE_F16 ? sets[0]->matmul_f16
+                                                             : sets[0]->matmul_f32;
+                fref(ref, ldo, x, k, n, w, k, r0, r1);
+                for (int s = 0; s < n_sets; s++) {
+                    dw__gemm_fn g = dtype == DW_DTYPE_BF16  ? sets[s]->gemm_bf16
+                                    : dtype == DW_DTYPE_F16 ? sets[s]->gemm_f16
+                                                            : sets[s]->gemm_f32;
+                    for (int i = 0; i < n * ldo; i++) got[i] = 7.0f;
+                    g(got, ldo, xt, ldt, n, w, k, r0, r1);
+                    for (int t = 0; t < n; t++)
+                        for (int r = 0; r < ldo; r++) {
+                            float gv = got[t * ldo + r], e = ref[t * ldo + r];
+                            CHECK_MSG(fabsf(gv - e) <= 1e-4f * (1.0f + sqrtf((float)k)) * 2.0f,
+                                      "%s gemm k=%d n=%d rows=%d t=%d r=%d: %g vs %g", sets[s]->isa, k, n, rows, t, r, gv,
+                                      e);
+                        }
+                }
+                free(x), free(xt), free(wf), free(wh), free(ref), free(got);
+            }
+}
+
+TEST(kernels_gemm_bf16_matches_reference) { check_gemm(dw_test_failed_, DW_DTYPE_BF16); }
+TEST(kernels_gemm_f16_matches_reference) { check_gemm(dw_test_failed_, DW_DTYPE_F16); }
+TEST(kernels_gemm_f32_matches_reference) { check_gemm(dw_test_failed_, DW_DTYPE_F32); }
+
 TEST(kernels_matmul_reference_computes_a_dot_product) {
     /* the reference itself against a hand-computed value */
     float x[3] = {1.0f, 2.0f, -3.0f};

@@ -3,6 +3,7 @@
 #include "backend/cpu/compute_cpu.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,13 +15,18 @@ typedef struct cpu_ctx {
     int own_pool; /* created for this context (destroyed with it) */
     int n_threads;
     const dw__cpu_kernels *k;
+    /* prefill: x transposed for the GEMM kernels; shared, so one batched matmul at a time */
+    pthread_mutex_t gemm_lock;
+    float *xt;
+    size_t xt_cap; /* floats */
 } cpu_ctx;
 
-/* Rows per matmul task: small enough to balance two cores, large enough that the weight
- * block stays in L2 while every token tile of the batch passes over it. */
+/* Rows per matmul task. Decode (matrix-vector): small blocks balance the threads while each
+ * reads long linear runs. Prefill (GEMM): each task reads its weight rows once for the whole batch. */
 #define MATMUL_BLOCK_ROWS 16
-/* Tokens per tile in prefill: the kernel reads each weight row once per tile. */
-#define MATMUL_TILE_TOKENS 4
+#define GEMM_BLOCK_ROWS 32
+/* Prefill batches are transposed in blocks of this many k. */
+#define TRANSPOSE_BLOCK 64
 /* Keys per block in attention's online softmax (scores live on the stack). */
 #define ATTN_BLOCK 128
 #define ATTN_MAX_HEAD_DIM 512
@@ -168,8 +174,11 @@ typedef struct {
     const dw_cweight *w[MAX_MULTI];
     const dw_cweight *bias[MAX_MULTI];
     int first_task[MAX_MULTI + 1]; /* task ranges per matrix */
-    const float *x;
-    int n;
+    int block_rows;
+    const float *x;  /* [n, k] (decode) */
+    const float *xt; /* [k, ldt] (prefill) */
+    int ldt;
+    int n, k;
 } matmul_job;
 
 static dw__matmul_fn matmul_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
@@ -180,21 +189,25 @@ static dw__matmul_fn matmul_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
     }
 }
 
+static dw__gemm_fn gemm_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
+    switch (dtype) {
+    case DW_DTYPE_BF16: return k->gemm_bf16;
+    case DW_DTYPE_F16: return k->gemm_f16;
+    default: return k->gemm_f32;
+    }
+}
+
 static void matmul_task(void *arg, int task, int thread) {
     matmul_job *j = arg;
     int m = 0;
     while (task >= j->first_task[m + 1]) m++;
     const dw_cweight *w = j->w[m];
     int rows = (int)w->rows, k = (int)w->cols;
-    int r0 = (task - j->first_task[m]) * MATMUL_BLOCK_ROWS;
-    int r1 = r0 + MATMUL_BLOCK_ROWS < rows ? r0 + MATMUL_BLOCK_ROWS : rows;
-    dw__matmul_fn f = matmul_kernel(j->c->k, w->dtype);
+    int r0 = (task - j->first_task[m]) * j->block_rows;
+    int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
     float *out = j->out[m];
-    /* token tiles outer: the block's rows stay in cache while each tile passes over them */
-    for (int t0 = 0; t0 < j->n; t0 += MATMUL_TILE_TOKENS) {
-        int nt = j->n - t0 < MATMUL_TILE_TOKENS ? j->n - t0 : MATMUL_TILE_TOKENS;
-        f(out + (size_t)t0 * rows, rows, j->x + (size_t)t0 * k, k, nt, w->data, k, r0, r1);
-    }
+    if (j->xt) gemm_kernel(j->c->k, w->dtype)(out, rows, j->xt, j->ldt, j->n, w->data, k, r0, r1);
+    else matmul_kernel(j->c->k, w->dtype)(out, rows, j->x, k, j->n, w->data, k, r0, r1);
     if (j->bias[m]) {
         const float *b = j->bias[m]->data;
         for (int t = 0; t < j->n; t++)
@@ -202,20 +215,56 @@ static void matmul_task(void *arg, int task, int thread) {
     }
 }
 
+/* xt[i, t] = x[t, i] for a block of i; columns n..ldt are zeroed. */
+static void transpose_task(void *arg, int task, int thread) {
+    matmul_job *j = arg;
+    int i0 = task * TRANSPOSE_BLOCK, i1 = i0 + TRANSPOSE_BLOCK < j->k ? i0 + TRANSPOSE_BLOCK : j->k;
+    float *xt = (float *)j->xt;
+    for (int t0 = 0; t0 < j->n; t0 += 16) {
+        int t1 = t0 + 16 < j->n ? t0 + 16 : j->n;
+        for (int i = i0; i < i1; i++)
+            for (int t = t0; t < t1; t++) xt[(size_t)i * j->ldt + t] = j->x[(size_t)t * j->k + i];
+    }
+    for (int i = i0; i < i1; i++)
+        for (int t = j->n; t < j->ldt; t++) xt[(size_t)i * j->ldt + t] = 0.0f;
+}
+
 static void cpu_matmul_multi(void *vctx, int count, float *const *out, const float *x, int n,
                              const dw_cweight *const *w, const dw_cweight *const *bias) {
     cpu_ctx *c = vctx;
     DW_ASSERT(count >= 1 && count <= MAX_MULTI);
-    matmul_job j = {.c = c, .count = count, .x = x, .n = n};
+    matmul_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
+    j.block_rows = n == 1 ? MATMUL_BLOCK_ROWS : GEMM_BLOCK_ROWS;
     j.first_task[0] = 0;
     for (int m = 0; m < count; m++) {
         j.out[m] = out[m];
         j.w[m] = w[m];
         j.bias[m] = bias ? bias[m] : NULL;
         DW_ASSERT(w[m]->cols == w[0]->cols);
-        j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + MATMUL_BLOCK_ROWS - 1) / MATMUL_BLOCK_ROWS);
+        j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
     }
+    if (n == 1) {
+        dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
+        return;
+    }
+    /* prefill: transpose the batch once, then every task runs the GEMM on its rows */
+    j.ldt = (n + 15) & ~15;
+    size_t need = (size_t)j.ldt * j.k;
+    pthread_mutex_lock(&c->gemm_lock);
+    if (need > c->xt_cap) { /* once per context and batch shape (a few MB) */
+        free(c->xt);
+        c->xt = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
+        c->xt_cap = c->xt ? need : 0;
+    }
+    if (!c->xt) { /* no memory for the transposed batch: the tiled kernels work on x as it is */
+        pthread_mutex_unlock(&c->gemm_lock);
+        dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
+        return;
+    }
+    j.xt = c->xt;
+    dw_threadpool_run(c->pool, (j.k + TRANSPOSE_BLOCK - 1) / TRANSPOSE_BLOCK, transpose_task, &j);
     dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
+    pthread_mutex_unlock(&c->gemm_lock);
 }
 
 static void cpu_matmul(void *vctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
@@ -370,6 +419,8 @@ static dw_status cpu_synchronize(void *ctx, dw_error *err) { return DW_OK; }
 static void cpu_destroy(void *vctx) {
     cpu_ctx *c = vctx;
     if (c->own_pool) dw_threadpool_destroy(c->pool);
+    pthread_mutex_destroy(&c->gemm_lock);
+    free(c->xt);
     free(c);
 }
 
@@ -416,6 +467,7 @@ dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err) 
         }
     }
     c->n_threads = dw_threadpool_size(c->pool);
+    pthread_mutex_init(&c->gemm_lock, NULL);
     c->k = dw__cpu_kernels_best();
     out->ops = &cpu_ops;
     out->ctx = c;

@@ -14,12 +14,22 @@
 typedef void (*dw__matmul_fn)(float *out, int ldo, const float *x, int ldx, int n, const void *w, int k,
                               int r0, int r1);
 
+/* The prefill GEMM on a transposed activation block: out[t*ldo + r] = Σ_i xt[i*ldt + t] · w[r*k + i]
+ * for t in [0, n), r in [r0, r1). xt is x transposed, [k × ldt] with ldt >= n a multiple of 16
+ * (padding columns are ignored). The SIMD versions convert a block of weight rows to f32 once
+ * and broadcast its elements against vectors of 16 tokens (register tiles of rows × tokens). */
+typedef void (*dw__gemm_fn)(float *out, int ldo, const float *xt, int ldt, int n, const void *w, int k, int r0,
+                            int r1);
+
 typedef struct dw__cpu_kernels {
     const char *isa; /* "ref", "avx2", "avx512", "avx512bf16" */
 
     dw__matmul_fn matmul_bf16;
     dw__matmul_fn matmul_f16;
     dw__matmul_fn matmul_f32;
+    dw__gemm_fn gemm_bf16;
+    dw__gemm_fn gemm_f16;
+    dw__gemm_fn gemm_f32;
 
     /* dot(a, b) over n f32 / (f32, bf16) elements. */
     float (*dot_f32)(const float *a, const float *b, int n);

@@ -48,6 +48,22 @@ static void matmul_f32_ref(float *out, int ldo, const float *x, int ldx, int n, 
     }
 }
 
+#define DEFINE_GEMM_REF(SUFFIX, WT, CONV)                                                            \
+    static void gemm_##SUFFIX##_ref(float *out, int ldo, const float *xt, int ldt, int n, const void *wv, int k, \
+                                    int r0, int r1) {                                                    \
+        const WT *w = wv;                                                                              \
+        for (int r = r0; r < r1; r++)                                                                  \
+            for (int t = 0; t < n; t++) {                                                              \
+                float acc = 0.0f;                                                                      \
+                for (int i = 0; i < k; i++) acc += xt[(size_t)i * ldt + t] * CONV(w[(size_t)r * k + i]); \
+                out[(size_t)t * ldo + r] = acc;                                                        \
+            }                                                                                          \
+    }
+#define CONV_F32(v) (v)
+DEFINE_GEMM_REF(bf16, uint16_t, dw_bf16_to_f32)
+DEFINE_GEMM_REF(f16, uint16_t, dw_f16_to_f32)
+DEFINE_GEMM_REF(f32, float, CONV_F32)
+
 static float dot_f32_ref(const float *a, const float *b, int n) {
     float acc = 0.0f;
     for (int i = 0; i < n; i++) acc += a[i] * b[i];
@@ -122,6 +138,9 @@ const dw__cpu_kernels dw__cpu_kernels_ref = {
     /* .matmul_bf16  = */ matmul_bf16_ref,
     /* .matmul_f16   = */ matmul_f16_ref,
     /* .matmul_f32   = */ matmul_f32_ref,
+    /* .gemm_bf16    = */ gemm_bf16_ref,
+    /* .gemm_f16     = */ gemm_f16_ref,
+    /* .gemm_f32     = */ gemm_f32_ref,
     /* .dot_f32      = */ dot_f32_ref,
     /* .dot_bf16     = */ dot_bf16_ref,
     /* .axpy_f32     = */ axpy_f32_ref,

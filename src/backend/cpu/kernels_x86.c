@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "driftwood/dtype.h"
 
@@ -112,6 +113,76 @@ DEFINE_MATVEC_AVX2(f32, float)
 DEFINE_TILE_AVX2(bf16, uint16_t)
 DEFINE_TILE_AVX2(f16, uint16_t)
 DEFINE_TILE_AVX2(f32, float)
+
+/* ---- prefill GEMM (see dw__gemm_fn), AVX2: blocks of 32 rows × 128 k converted to f32, register
+ * tiles of 4 rows × 24 tokens (12 accumulators). */
+#define GEMM2_RB 32
+#define GEMM2_KC 128
+#define GEMM2_TC 128
+
+AVX2_INLINE void gemm_tile256(float *ct, const float *panel, const float *xt, int ldt, int kc, const int TV, int first) {
+    __m256 acc[4][3];
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++)
+            acc[i][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(ct + i * GEMM2_TC + 8 * v);
+    for (int kk = 0; kk < kc; kk++) {
+        __m256 xv[3];
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) xv[v] = _mm256_loadu_ps(xt + (size_t)kk * ldt + 8 * v);
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            __m256 b = _mm256_broadcast_ss(panel + i * GEMM2_KC + kk);
+            _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) acc[i][v] = _mm256_fmadd_ps(b, xv[v], acc[i][v]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) _mm256_storeu_ps(ct + i * GEMM2_TC + 8 * v, acc[i][v]);
+}
+
+#define DEFINE_GEMM_AVX2(SUFFIX, WT)                                                                    \
+    static AVX2 void gemm_##SUFFIX##_avx2(float *out, int ldo, const float *xt, int ldt, int n,         \
+                                          const void *wv, int k, int r0, int r1) {                     \
+        const WT *w = wv;                                                                               \
+        float panel[GEMM2_RB * GEMM2_KC] __attribute__((aligned(32)));                                  \
+        float ctile[GEMM2_RB * GEMM2_TC] __attribute__((aligned(32)));                                  \
+        for (int rb = r0; rb < r1; rb += GEMM2_RB) {                                                    \
+            int nr = r1 - rb < GEMM2_RB ? r1 - rb : GEMM2_RB;                                           \
+            for (int tc = 0; tc < n; tc += GEMM2_TC) {                                                  \
+                int nt = n - tc < GEMM2_TC ? n - tc : GEMM2_TC, ntv = (nt + 7) / 8;                     \
+                for (int k0 = 0; k0 < k; k0 += GEMM2_KC) {                                              \
+                    int kc = k - k0 < GEMM2_KC ? k - k0 : GEMM2_KC;                                     \
+                    for (int i = 0; i < GEMM2_RB; i++) {                                                \
+                        float *dst = panel + i * GEMM2_KC;                                              \
+                        if (i >= nr) {                                                                  \
+                            memset(dst, 0, sizeof(float) * GEMM2_KC);                                   \
+                            continue;                                                                   \
+                        }                                                                               \
+                        const WT *src = w + (size_t)(rb + i) * k + k0;                                  \
+                        int kk = 0;                                                                     \
+                        for (; kk + 8 <= kc; kk += 8) _mm256_store_ps(dst + kk, load8_##SUFFIX(src + kk)); \
+                        for (; kk < kc; kk++) dst[kk] = elem_##SUFFIX(src, kk);                         \
+                    }                                                                                   \
+                    const float *xk = xt + (size_t)k0 * ldt + tc;                                       \
+                    for (int ri = 0; ri < nr; ri += 4) {                                                \
+                        int tv0 = 0;                                                                    \
+                        for (; tv0 + 3 <= ntv; tv0 += 3)                                                \
+                            gemm_tile256(ctile + ri * GEMM2_TC + 8 * tv0, panel + ri * GEMM2_KC, xk + 8 * tv0, \
+                                         ldt, kc, 3, k0 == 0);                                          \
+                        if (ntv - tv0 == 2)                                                             \
+                            gemm_tile256(ctile + ri * GEMM2_TC + 8 * tv0, panel + ri * GEMM2_KC, xk + 8 * tv0, \
+                                         ldt, kc, 2, k0 == 0);                                          \
+                        else if (ntv - tv0 == 1)                                                        \
+                            gemm_tile256(ctile + ri * GEMM2_TC + 8 * tv0, panel + ri * GEMM2_KC, xk + 8 * tv0, \
+                                         ldt, kc, 1, k0 == 0);                                          \
+                    }                                                                                   \
+                }                                                                                       \
+                for (int t = 0; t < nt; t++)                                                            \
+                    for (int i = 0; i < nr; i++) out[(size_t)(tc + t) * ldo + rb + i] = ctile[i * GEMM2_TC + t]; \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+DEFINE_GEMM_AVX2(bf16, uint16_t)
+DEFINE_GEMM_AVX2(f16, uint16_t)
+DEFINE_GEMM_AVX2(f32, float)
 
 static AVX2 float dot_f32_avx2(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -272,6 +343,9 @@ const dw__cpu_kernels dw__cpu_kernels_avx2 = {
     /* .matmul_bf16  = */ matmul_bf16_avx2,
     /* .matmul_f16   = */ matmul_f16_avx2,
     /* .matmul_f32   = */ matmul_f32_avx2,
+    /* .gemm_bf16    = */ gemm_bf16_avx2,
+    /* .gemm_f16     = */ gemm_f16_avx2,
+    /* .gemm_f32     = */ gemm_f32_avx2,
     /* .dot_f32      = */ dot_f32_avx2,
     /* .dot_bf16     = */ dot_bf16_avx2,
     /* .axpy_f32     = */ axpy_f32_avx2,
@@ -400,6 +474,77 @@ DEFINE_MATVEC_AVX512(f32, float)
 DEFINE_TILE_AVX512(bf16, uint16_t)
 DEFINE_TILE_AVX512(f16, uint16_t)
 DEFINE_TILE_AVX512(f32, float)
+
+/* ---- prefill GEMM (see dw__gemm_fn): weight rows converted to f32 in blocks of 32 rows × 128 k,
+ * register tiles of 8 rows × 48 tokens (24 accumulators): per k, 3 token vectors are loaded and
+ * each row's weight is broadcast against them. Partial sums live in a [32 × 128 tokens] tile. */
+#define GEMM_RB 32
+#define GEMM_KC 128
+#define GEMM_TC 128
+
+AVX512_INLINE void gemm_tile512(float *ct, const float *panel, const float *xt, int ldt, int kc, const int TV,
+                                int first) {
+    __m512 acc[8][3];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++)
+            acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(ct + i * GEMM_TC + 16 * v);
+    for (int kk = 0; kk < kc; kk++) {
+        __m512 xv[3];
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) xv[v] = _mm512_loadu_ps(xt + (size_t)kk * ldt + 16 * v);
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            __m512 b = _mm512_set1_ps(panel[i * GEMM_KC + kk]);
+            _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) acc[i][v] = _mm512_fmadd_ps(b, xv[v], acc[i][v]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
+        _Pragma("GCC unroll 3") for (int v = 0; v < TV; v++) _mm512_storeu_ps(ct + i * GEMM_TC + 16 * v, acc[i][v]);
+}
+
+#define DEFINE_GEMM_AVX512(SUFFIX, WT)                                                                  \
+    static AVX512 void gemm_##SUFFIX##_avx512(float *out, int ldo, const float *xt, int ldt, int n,     \
+                                              const void *wv, int k, int r0, int r1) {                 \
+        const WT *w = wv;                                                                               \
+        float panel[GEMM_RB * GEMM_KC] __attribute__((aligned(64)));                                    \
+        float ctile[GEMM_RB * GEMM_TC] __attribute__((aligned(64)));                                    \
+        for (int rb = r0; rb < r1; rb += GEMM_RB) {                                                     \
+            int nr = r1 - rb < GEMM_RB ? r1 - rb : GEMM_RB;                                             \
+            for (int tc = 0; tc < n; tc += GEMM_TC) {                                                   \
+                int nt = n - tc < GEMM_TC ? n - tc : GEMM_TC, ntv = (nt + 15) / 16;                     \
+                for (int k0 = 0; k0 < k; k0 += GEMM_KC) {                                               \
+                    int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;                                       \
+                    for (int i = 0; i < GEMM_RB; i++) {                                                 \
+                        float *dst = panel + i * GEMM_KC;                                               \
+                        if (i >= nr) {                                                                  \
+                            memset(dst, 0, sizeof(float) * GEMM_KC);                                    \
+                            continue;                                                                   \
+                        }                                                                               \
+                        const WT *src = w + (size_t)(rb + i) * k + k0;                                  \
+                        int kk = 0;                                                                     \
+                        for (; kk + 16 <= kc; kk += 16) _mm512_store_ps(dst + kk, load16_##SUFFIX(src + kk)); \
+                        if (kk < kc) _mm512_storeu_ps(dst + kk, load16_##SUFFIX##_mask(src + kk, tail_mask(kc - kk))); \
+                    }                                                                                   \
+                    const float *xk = xt + (size_t)k0 * ldt + tc;                                       \
+                    /* token groups outer: their slice of xt stays in L1 across the row groups */  \
+                    for (int tv0 = 0; tv0 < ntv; tv0 += 3) {                                            \
+                        int tv = ntv - tv0 < 3 ? ntv - tv0 : 3;                                         \
+                        for (int ri = 0; ri < nr; ri += 8) {                                            \
+                            float *ct = ctile + ri * GEMM_TC + 16 * tv0;                                \
+                            const float *pn = panel + ri * GEMM_KC, *xv = xk + 16 * tv0;                \
+                            if (tv == 3) gemm_tile512(ct, pn, xv, ldt, kc, 3, k0 == 0);                 \
+                            else if (tv == 2) gemm_tile512(ct, pn, xv, ldt, kc, 2, k0 == 0);            \
+                            else gemm_tile512(ct, pn, xv, ldt, kc, 1, k0 == 0);                         \
+                        }                                                                               \
+                    }                                                                                   \
+                }                                                                                       \
+                for (int t = 0; t < nt; t++)                                                            \
+                    for (int i = 0; i < nr; i++) out[(size_t)(tc + t) * ldo + rb + i] = ctile[i * GEMM_TC + t]; \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+DEFINE_GEMM_AVX512(bf16, uint16_t)
+DEFINE_GEMM_AVX512(f16, uint16_t)
+DEFINE_GEMM_AVX512(f32, float)
 
 static AVX512 float dot_f32_avx512(const float *a, const float *b, int n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -581,6 +726,9 @@ const dw__cpu_kernels dw__cpu_kernels_avx512 = {
     /* .matmul_bf16  = */ matmul_bf16_avx512,
     /* .matmul_f16   = */ matmul_f16_avx512,
     /* .matmul_f32   = */ matmul_f32_avx512,
+    /* .gemm_bf16    = */ gemm_bf16_avx512,
+    /* .gemm_f16     = */ gemm_f16_avx512,
+    /* .gemm_f32     = */ gemm_f32_avx512,
     /* .dot_f32      = */ dot_f32_avx512,
     /* .dot_bf16     = */ dot_bf16_avx512,
     /* .axpy_f32     = */ axpy_f32_avx512,
