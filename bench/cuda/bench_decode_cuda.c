@@ -96,6 +96,58 @@ static double run_prefill(dw_model *m, int n, float *logits) {
     return n / best;
 }
 
+/* Per-op timing, outside graphs: reps calls then one synchronize; µs per call and the weight
+ * (or cache) bytes per second it implies. Kernels shorter than a launch show the launch rate. */
+#define OP_REPS 200
+#define TIME_OP(label, bytes, call)                                                                  \
+    do {                                                                                             \
+        for (int r_ = 0; r_ < 10; r_++) call;                                                        \
+        if (ops->synchronize(ctx, &err)) fail(&err);                                                 \
+        double a_ = now_s();                                                                         \
+        for (int r_ = 0; r_ < OP_REPS; r_++) call;                                                   \
+        if (ops->synchronize(ctx, &err)) fail(&err);                                                 \
+        double us_ = (now_s() - a_) / OP_REPS * 1e6;                                                 \
+        printf("  %-34s %8.1f us  %7.0f GB/s\n", label, us_, (double)(bytes) / (us_ * 1e-6) / 1e9); \
+    } while (0)
+
+static void op_bench(dw_model *m) {
+    dw_error err = {0};
+    const dw_model_config *c = dw_model_get_config(m);
+    const dw_compute_ops *ops = m->compute.ops;
+    void *ctx = m->compute.ctx;
+    dw_session *s;
+    dw_session_options so = {.ctx = 4104, .max_batch = 1};
+    if (dw_session_create(m, &so, &s, &err)) fail(&err);
+    /* fill a few buffers with real activations: one decode step */
+    float *lg = malloc(sizeof(float) * c->vocab_size);
+    if (dw_session_decode(s, 1, lg, &err)) fail(&err);
+    const dw_layer_weights *L = &m->layers[0];
+    const int H = c->hidden_size, I = c->intermediate_size;
+    const double w2 = 2.0; /* bf16 */
+    printf("ops (layer 0, batch 1, median-free mean of %d calls):\n", OP_REPS);
+    TIME_OP("lm_head matvec (+norm)", w2 * c->vocab_size * H, (ops->rmsnorm(ctx, s->xn, s->x, &m->final_norm, 1, H, 1e-5f), ops->matmul(ctx, s->logits, s->xn, 1, &m->lm_head, NULL)));
+    float *qkv[3] = {s->q, s->k, s->v};
+    const dw_cweight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
+    double qkv_bytes = w2 * H * (L->wq.rows + L->wk.rows + L->wv.rows);
+    TIME_OP("norm + q,k,v matvec", qkv_bytes, (ops->rmsnorm(ctx, s->xn, s->x, &L->attn_norm, 1, H, 1e-5f), ops->matmul_multi(ctx, 3, qkv, s->xn, 1, wqkv, NULL)));
+    TIME_OP("o matvec + residual", w2 * H * L->wo.cols, (ops->matmul(ctx, s->o, s->att, 1, &L->wo, NULL), ops->add(ctx, s->up, s->o, H)));
+    float *gu[2] = {s->gate, s->up};
+    const dw_cweight *wgu[2] = {&L->w_gate, &L->w_up};
+    TIME_OP("norm + gate,up matvec + swiglu", w2 * 2 * H * I, (ops->rmsnorm(ctx, s->xn, s->x, &L->ffn_norm, 1, H, 1e-5f), ops->matmul_multi(ctx, 2, gu, s->xn, 1, wgu, NULL), ops->swiglu(ctx, s->gate, s->gate, s->up, I)));
+    TIME_OP("down matvec + residual", w2 * H * I, (ops->matmul(ctx, s->o, s->gate, 1, &L->w_down, NULL), ops->add(ctx, s->up, s->o, H)));
+    TIME_OP("rope + kv_write", 0, (ops->rope(ctx, s->q, s->k, 1, c->n_heads, c->n_kv_heads, c->head_dim, 100, m->inv_freq), ops->kv_write(ctx, &s->kv[0], s->k, s->v, 100, 1)));
+    int lens[3] = {272, 1024, 4096};
+    for (int i = 0; i < 3; i++) {
+        dw_attn_params ap = {c->n_heads, c->n_kv_heads, c->head_dim, lens[i] - 1, 1, 0, 0.125f};
+        char label[64];
+        snprintf(label, sizeof label, "attention, %d in context", lens[i]);
+        TIME_OP(label, 2.0 * 2 * c->n_kv_heads * lens[i] * c->head_dim, ops->attention(ctx, s->att, s->q, &s->kv[0], &ap));
+    }
+    TIME_OP("rmsnorm alone", 0, (ops->rmsnorm(ctx, s->xn, s->x, &L->attn_norm, 1, H, 1e-5f), ops->add(ctx, s->o, s->xn, H)));
+    free(lg);
+    dw_session_free(s);
+}
+
 int main(int argc, char **argv) {
     const char *dir = NULL;
     int n_prompt = 16, n_gen = 256, n_long = 4096, n_prefill = 512;
@@ -135,6 +187,7 @@ int main(int argc, char **argv) {
     double bound = bw * 1e9 / wbytes;
 
     /* a phase given 0 tokens is skipped (for profiling one phase) */
+    if (getenv("DW_BENCH_OPS") && *getenv("DW_BENCH_OPS") == '1') op_bench(m);
     double prefill_tps = n_prefill > 0 ? run_prefill(m, n_prefill, logits) : 0;
     double short_tps = 0, short_ms = 0, long_tps = 0, long_ms = 0, eager_tps = 0, eager_ms = 0;
     run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms);

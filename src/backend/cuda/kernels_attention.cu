@@ -52,6 +52,9 @@ template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void 
 template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
     extern __shared__ float sm[];
     __shared__ int is_last;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); /* a following matvec may start loading */
+#endif
     const int hd = a.hd, NG = hd / VEC;
     int L = 1;
     while (L < NG) L <<= 1; /* lanes per key row (power of two, <= 32) */

@@ -10,6 +10,14 @@
 namespace dwk {
 namespace {
 
+/* Lets a matvec launched after this kernel with programmatic serialization start loading its
+ * weights now (it waits for this grid's completion before reading anything we write). */
+__device__ __forceinline__ void release_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float load_w(const void *p, int wtype, size_t i) {
     if (wtype == W_BF16) return __uint_as_float((uint32_t)((const unsigned short *)p)[i] << 16);
     if (wtype == W_F16) return __half2float(((const __half *)p)[i]);
@@ -25,6 +33,7 @@ struct ids_chunk {
 };
 
 __global__ void embed_kernel(float *out, const void *table, int wtype, int cols, ids_chunk ids, const int *dslot) {
+    release_dependents();
     const int i = blockIdx.x;
     const int id = dslot ? dslot[0] : ids.v[i];
     const size_t base = (size_t)id * cols;
@@ -32,6 +41,7 @@ __global__ void embed_kernel(float *out, const void *table, int wtype, int cols,
 }
 
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int dim, float eps) {
+    release_dependents();
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *orow = out + (size_t)blockIdx.x * dim;
@@ -48,6 +58,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int d
 
 /* grid (n_heads + n_kv, n): block x < n_heads is query head x, else KV head x - n_heads. */
 __global__ void rope_kv_kernel(const ropekv_args a) {
+    release_dependents();
     const int hh = blockIdx.x, t = blockIdx.y, hd = a.hd, half = hd / 2;
     const bool is_k = hh >= a.n_heads;
     const int kh = hh - a.n_heads;
@@ -86,11 +97,13 @@ __global__ void rope_kv_kernel(const ropekv_args a) {
 }
 
 __global__ void add_kernel(float *x, const float *y, size_t count) {
+    release_dependents();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
         x[i] += y[i];
 }
 
 __global__ void swiglu_kernel(float *out, const float *gate, const float *up, size_t count) {
+    release_dependents();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];

@@ -25,6 +25,18 @@ __device__ __forceinline__ uint4 ld_stream16(const void *p) {
     return r;
 }
 
+/* Programmatic dependent launch (sm_90): wait for the previous grid / let the next one start. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 __device__ __forceinline__ float f16_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
@@ -115,6 +127,11 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
         row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
         issue(w0, w1, 0);
     }
+    /* Launched with programmatic stream serialization (DW_CUDA_PDL=1), this kernel starts while
+     * the previous one finishes: the weight loads above do not depend on it; everything below
+     * does, so wait for it here (a no-op after an ordinary launch). */
+    pdl_wait();
+    pdl_launch_dependents();
 
     /* x' into shared memory while the first loads fly */
     if constexpr (NORM) {
@@ -206,7 +223,23 @@ cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     if (per_sm < 1) per_sm = 1;
     if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
     if (blocks < 1) blocks = 1;
-    kernel<<<blocks, THREADS, smem, stream>>>(a);
+    static int pdl = -1;
+    if (pdl < 0) {
+        const char *v = getenv("DW_CUDA_PDL");
+        pdl = v && *v == '1';
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
+    if (e != cudaSuccess) return e;
     return cudaGetLastError();
 }
 
