@@ -1,21 +1,26 @@
 /* `driftwood mkmodel`: writes a random-weight model of a real shape in the Hugging Face layout
  * (config.json, generation_config.json, safetensors shards of at most 5 GB with an index, and the
- * real Llama 3 tokenizer), for benchmarks without downloads. Weights are generated in parallel
- * and streamed out one shard at a time. */
+ * real Llama 3 tokenizer), for benchmarks without downloads. Every thread generates chunks of
+ * weights into its own small buffer and writes them at their place in the file (pwrite), so
+ * nothing the size of the model is ever held in memory; each shard appears atomically (temporary
+ * file, fsync, rename, fsync of the folder). */
 #include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/cpu/kernels.h"
 #include "cli/command.h"
 #include "core/file.h"
 #include "core/threadpool.h"
-#include "driftwood/safetensors.h"
+#include "driftwood/dtype.h"
 
 typedef struct shape_spec {
     const char *name;
@@ -42,7 +47,7 @@ typedef struct tensor_plan {
     int ones; /* norm weights: 1.0 */
     size_t nbytes;
     int shard;
-    void *data;
+    uint64_t offset; /* in its shard's data section */
 } tensor_plan;
 
 typedef struct fill_job {
@@ -51,6 +56,11 @@ typedef struct fill_job {
     int *chunk_start; /* first chunk index of each tensor */
     dw_dtype dtype;
     uint64_t seed;
+    int fd;
+    uint64_t data_start; /* file offset of the data section */
+    char **bufs;         /* one CHUNK_ELEMS-element buffer per thread */
+    atomic_int error;    /* first errno of a failed write */
+    const dw__cpu_kernels *kernels;
 } fill_job;
 
 static uint64_t mix64(uint64_t z) {
@@ -66,32 +76,47 @@ static uint64_t name_hash(const char *s) {
     return h;
 }
 
-/* Fills one chunk of one tensor; the values depend only on (seed, name, chunk), not on threads. */
+/* Generates one chunk of one tensor and writes it at its place; the values depend only on
+ * (seed, name, chunk), not on threads. */
 static void fill_task(void *arg, int task, int thread) {
     fill_job *j = arg;
+    if (atomic_load(&j->error)) return;
     int ti = 0;
     while (ti + 1 < j->n_tensors && j->chunk_start[ti + 1] <= task) ti++;
     tensor_plan *t = &j->t[ti];
-    size_t n = t->nbytes / dw_dtype_size(j->dtype);
+    size_t es = dw_dtype_size(j->dtype), n = t->nbytes / es;
     size_t c = (size_t)(task - j->chunk_start[ti]);
     size_t i0 = c * CHUNK_ELEMS, i1 = i0 + CHUNK_ELEMS < n ? i0 + CHUNK_ELEMS : n;
-    uint64_t s = mix64(j->seed ^ name_hash(t->name) ^ mix64(c));
+    uint64_t s[8]; /* eight independent xorshift generators, interleaved */
+    for (int l = 0; l < 8; l++) s[l] = mix64(j->seed ^ name_hash(t->name) ^ mix64(c * 8 + (size_t)l)) | 1;
     const float a = (float)(WEIGHT_STD * 1.7320508075688772); /* uniform [-a, a) has std WEIGHT_STD */
-    float buf[256];
+    char *buf = j->bufs[thread];
+    float vals[256];
     for (size_t i = i0; i < i1; i += 256) {
         size_t m = i1 - i < 256 ? i1 - i : 256;
-        for (size_t k = 0; k < m; k++) {
-            if (t->ones) {
-                buf[k] = 1.0f;
-                continue;
+        for (size_t k = 0; k < 256; k += 8)
+            for (int l = 0; l < 8; l++) {
+                uint64_t x = s[l];
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s[l] = x;
+                vals[k + l] = t->ones ? 1.0f : ((float)(x >> 40) * (1.0f / 8388608.0f) - 1.0f) * a;
             }
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            buf[k] = ((float)(s >> 40) * (1.0f / 8388608.0f) - 1.0f) * a;
+        if (j->dtype == DW_DTYPE_BF16) j->kernels->f32_to_bf16((uint16_t *)(buf + (i - i0) * es), vals, (int)m);
+        else dw_convert_from_f32(j->dtype, vals, buf + (i - i0) * es, m);
+    }
+    size_t len = (i1 - i0) * es, done = 0;
+    off_t at = (off_t)(j->data_start + t->offset + i0 * es);
+    while (done < len) {
+        ssize_t w = pwrite(j->fd, buf + done, len - done, at + (off_t)done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int expected = 0;
+            atomic_compare_exchange_strong(&j->error, &expected, w < 0 ? errno : EIO);
+            return;
         }
-        size_t es = dw_dtype_size(j->dtype);
-        dw_convert_from_f32(j->dtype, buf, (char *)t->data + i * es, m);
+        done += (size_t)w;
     }
 }
 
@@ -164,13 +189,88 @@ static void default_tokenizer_dir(char *out, size_t size) {
         if (!slash) return;
         *slash = 0;
     }
-    snprintf(out, size, "%s/.deps/llama3-tokenizer", exe);
+    if ((size_t)snprintf(out, size, "%.*s/.deps/llama3-tokenizer", (int)(size - 32), exe) >= size) out[0] = 0;
 }
 
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Writes the tensors of shard `shard` to path: header, then the data generated in parallel,
+ * through a temporary file that replaces path only when complete and synced. */
+static int write_shard(const char *path, tensor_plan *t, int n, int shard, dw_dtype dtype, uint64_t seed,
+                       dw_threadpool *pool, char **bufs) {
+    json_t *header = json_object();
+    json_t *meta = json_object();
+    json_object_set_new(meta, "format", json_string("pt"));
+    json_object_set_new(header, "__metadata__", meta);
+    uint64_t off = 0;
+    int first = -1, count = 0;
+    for (int i = 0; i < n; i++) {
+        if (t[i].shard != shard) continue;
+        if (first < 0) first = i;
+        count++;
+        t[i].offset = off;
+        json_t *e = json_object(), *shape = json_array(), *offs = json_array();
+        for (int d = 0; d < t[i].ndim; d++) json_array_append_new(shape, json_integer(t[i].shape[d]));
+        json_array_append_new(offs, json_integer((json_int_t)off));
+        json_array_append_new(offs, json_integer((json_int_t)(off + t[i].nbytes)));
+        json_object_set_new(e, "dtype", json_string(dw_dtype_name(dtype)));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "data_offsets", offs);
+        json_object_set_new(header, t[i].name, e);
+        off += t[i].nbytes;
+    }
+    char *text = json_dumps(header, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(header);
+    size_t hlen = strlen(text), padded = (hlen + 7) & ~(size_t)7;
+    uint8_t *head = malloc(8 + padded);
+    for (int i = 0; i < 8; i++) head[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    memcpy(head + 8, text, hlen);
+    memset(head + 8 + hlen, ' ', padded - hlen);
+    free(text);
+
+    char tmp[PATH_MAX + 96];
+    snprintf(tmp, sizeof tmp, "%.*s.tmp-%d", PATH_MAX, path, (int)getpid());
+    int fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        free(head);
+        return dw_cli_fail("%s: cannot create: %s", tmp, strerror(errno));
+    }
+    int err_no = 0;
+    if (pwrite(fd, head, 8 + padded, 0) != (ssize_t)(8 + padded)) err_no = errno ? errno : EIO;
+    free(head);
+    int *chunk_start = calloc((size_t)count + 1, sizeof *chunk_start);
+    for (int k = 0; k < count; k++) {
+        size_t elems = t[first + k].nbytes / dw_dtype_size(dtype);
+        chunk_start[k + 1] = chunk_start[k] + (int)((elems + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
+    }
+    fill_job job = {.t = t + first, .n_tensors = count, .chunk_start = chunk_start, .dtype = dtype, .seed = seed,
+                    .fd = fd, .data_start = 8 + padded, .bufs = bufs, .kernels = dw__cpu_kernels_best()};
+    if (!err_no) {
+        dw_threadpool_run(pool, chunk_start[count], fill_task, &job);
+        err_no = atomic_load(&job.error);
+    }
+    free(chunk_start);
+    if (!err_no && fsync(fd) != 0) err_no = errno;
+    if (close(fd) != 0 && !err_no) err_no = errno;
+    if (!err_no && rename(tmp, path) != 0) err_no = errno;
+    if (err_no) {
+        unlink(tmp);
+        return dw_cli_fail("%s: cannot write: %s", path, strerror(err_no));
+    }
+    char dir[PATH_MAX + 96];
+    snprintf(dir, sizeof dir, "%.*s", PATH_MAX, path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
 }
 
 DW_COMMAND(mkmodel, "mkmodel --shape tiny|llama-3.2-1b|llama-3.1-8b --out DIR [--dtype bf16|f16|f32] [--seed N] [--tokenizer-dir DIR]",
@@ -251,53 +351,17 @@ DW_COMMAND(mkmodel, "mkmodel --shape tiny|llama-3.2-1b|llama-3.1-8b --out DIR [-
     }
     dw_threadpool *pool = dw_threadpool_global();
     if (!pool) return dw_cli_fail("mkmodel: cannot start threads");
+    int n_threads = dw_threadpool_size(pool);
+    char **bufs = calloc((size_t)n_threads, sizeof *bufs);
+    for (int i = 0; i < n_threads; i++) bufs[i] = malloc(CHUNK_ELEMS * dw_dtype_size(dtype));
     int rc = 0;
     for (int s = 0; s < n_shards && !rc; s++) {
-        int first = -1, count = 0;
-        size_t bytes = 0;
-        for (int i = 0; i < n; i++)
-            if (t[i].shard == s) {
-                if (first < 0) first = i;
-                count++;
-                bytes += (t[i].nbytes + 63) & ~(size_t)63;
-            }
-        char *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (mem == MAP_FAILED) {
-            rc = dw_cli_fail("mkmodel: cannot map %zu bytes for shard %d", bytes, s + 1);
-            break;
-        }
-        int *chunk_start = calloc((size_t)count + 1, sizeof *chunk_start);
-        size_t off = 0;
-        for (int k = 0; k < count; k++) {
-            tensor_plan *p = &t[first + k];
-            p->data = mem + off;
-            off += (p->nbytes + 63) & ~(size_t)63;
-            size_t elems = p->nbytes / dw_dtype_size(dtype);
-            chunk_start[k + 1] = chunk_start[k] + (int)((elems + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
-        }
-        fill_job job = {t + first, count, chunk_start, dtype, (uint64_t)seed};
-        dw_threadpool_run(pool, chunk_start[count], fill_task, &job);
-        free(chunk_start);
-
-        dw_safetensors_writer *w;
-        dw_error err;
-        if (dw_safetensors_writer_new(&w, &err) != DW_OK) {
-            munmap(mem, bytes);
-            rc = dw_cli_fail("%s", err.message);
-            break;
-        }
-        dw_status st = dw_safetensors_writer_set_metadata(w, "format", "pt", &err);
-        for (int k = 0; k < count && !st; k++) {
-            tensor_plan *p = &t[first + k];
-            st = dw_safetensors_writer_add(w, p->name, dtype, p->ndim, p->shape, p->data, p->nbytes, &err);
-        }
         if (n_shards == 1) snprintf(dst, sizeof dst, "%s/model.safetensors", out_dir);
         else snprintf(dst, sizeof dst, "%s/model-%05d-of-%05d.safetensors", out_dir, s + 1, n_shards);
-        if (!st) st = dw_safetensors_writer_write(w, dst, &err);
-        dw_safetensors_writer_free(w);
-        munmap(mem, bytes);
-        if (st) rc = dw_cli_fail("%s", err.message);
+        rc = write_shard(dst, t, n, s, dtype, (uint64_t)seed, pool, bufs);
     }
+    for (int i = 0; i < n_threads; i++) free(bufs[i]);
+    free(bufs);
     if (!rc && n_shards > 1) {
         size_t cap = 64 + (size_t)n * 160;
         char *index = malloc(cap);
