@@ -110,7 +110,7 @@ static double run_prefill(dw_model *m, int n, float *logits) {
         printf("  %-34s %8.1f us  %7.0f GB/s\n", label, us_, (double)(bytes) / (us_ * 1e-6) / 1e9); \
     } while (0)
 
-static void op_bench(dw_model *m) {
+static void op_bench(dw_model *m, float *region_logits) {
     dw_error err = {0};
     const dw_model_config *c = dw_model_get_config(m);
     const dw_compute_ops *ops = m->compute.ops;
@@ -144,6 +144,13 @@ static void op_bench(dw_model *m) {
         TIME_OP(label, 2.0 * 2 * c->n_kv_heads * lens[i] * c->head_dim, ops->attention(ctx, s->att, s->q, &s->kv[0], &ap));
     }
     TIME_OP("rmsnorm alone", 0, (ops->rmsnorm(ctx, s->xn, s->x, &L->attn_norm, 1, H, 1e-5f), ops->add(ctx, s->o, s->xn, H)));
+    /* what a decode step does besides the graph: logits to the host, and the caller's argmax */
+    size_t lbytes = sizeof(float) * (size_t)c->vocab_size;
+    TIME_OP("download logits, registered region", lbytes, (void)ops->download(ctx, region_logits, s->logits, lbytes, &err));
+    TIME_OP("download logits, malloc'd memory", lbytes, (void)ops->download(ctx, lg, s->logits, lbytes, &err));
+    volatile int sink = 0;
+    TIME_OP("host argmax over the logits", lbytes, sink += argmax(region_logits, c->vocab_size));
+    (void)sink;
     free(lg);
     dw_session_free(s);
 }
@@ -187,7 +194,7 @@ int main(int argc, char **argv) {
     double bound = bw * 1e9 / wbytes;
 
     /* a phase given 0 tokens is skipped (for profiling one phase) */
-    if (getenv("DW_BENCH_OPS") && *getenv("DW_BENCH_OPS") == '1') op_bench(m);
+    if (getenv("DW_BENCH_OPS") && *getenv("DW_BENCH_OPS") == '1') op_bench(m, logits);
     double prefill_tps = n_prefill > 0 ? run_prefill(m, n_prefill, logits) : 0;
     double short_tps = 0, short_ms = 0, long_tps = 0, long_ms = 0, eager_tps = 0, eager_ms = 0;
     run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms);
