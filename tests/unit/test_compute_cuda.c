@@ -48,7 +48,7 @@ static void note_skip(const char *why) {
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
 
-static void rng_seed_time(void) {
+__attribute__((unused)) static void rng_seed_time(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     rng ^= (uint64_t)t.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)t.tv_sec;
@@ -523,7 +523,7 @@ typedef struct job {
     dw_error err;
 } job;
 
-static void *job_main(void *arg) {
+__attribute__((unused)) static void *job_main(void *arg) {
     job *j = arg;
     dw_session *s = NULL;
     dw_session_options so = {.ctx = 128};

@@ -1,4 +1,4 @@
-/* The engine's compute ops on CUDA (src/backend/compute.h; design in docs/CUDA.md): weights and
+/* The engine's compute ops on CUDA (src/backend/compute.h): weights and
  * KV caches in device memory, one stream and one cuBLAS handle per context, kernels in
  * kernels_*.cu. Decode (n == 1) runs on our matrix-vector kernel with neighbouring ops fused
  * (see "Fusion" below) and, through decode_step, as a CUDA graph recorded once per session;

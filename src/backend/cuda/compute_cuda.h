@@ -1,6 +1,7 @@
 /* The CUDA implementation of the engine's compute ops (src/backend/compute.h): constructor and
  * the few internals that tests and bench/cuda/ reach. C-callable; the code is compute_cuda.cu,
- * the kernels kernels_*.cu (their launchers: compute_cuda_kernels.h). Design: docs/CUDA.md. */
+ * the kernels kernels_*.cu (their launchers: compute_cuda_kernels.h). Design: compute_cuda.cu
+ * (header comment); measurements: bench/cuda/README.md, docs/PERFORMANCE.md. */
 #ifndef DW_BACKEND_CUDA_COMPUTE_CUDA_H
 #define DW_BACKEND_CUDA_COMPUTE_CUDA_H
 
@@ -15,7 +16,9 @@ extern "C" {
  * it): one stream, one cuBLAS handle. DW_ERR_UNSUPPORTED without a usable GPU.
  * Environment: DW_CUDA_GRAPH=0 runs decode steps without CUDA graphs; DW_CUDA_PREFILL_BF16=1
  * rounds prefill activations to bf16 once (one GEMM pass) instead of the default hi+lo split
- * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). */
+ * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). Tuning knobs, read once:
+ * DW_CUDA_PDL=1 launches the matvec with programmatic dependent launch (no gain measured),
+ * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default 2). */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for
