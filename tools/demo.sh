@@ -25,12 +25,12 @@ fi
 
 echo
 echo "== 2. A chat actor (examples/chat, a Wasm module) talks with $model"
-chat=("$dw" chat --model "$model" --system "You are a storyteller." --temp 0.7 --seed 7 -n 48)
-"${chat[@]}" --prompt "Tell me about the sea." --prompt "What lives in it?" \
+chat=("$dw" chat --model "$model" --system "You are a helpful assistant." --temp 0 -n 48 --echo)
+"${chat[@]}" --prompt "What is a cat?" --prompt "Recite Genesis 1:1." \
     --prompt "/save $work/chat.snap" 2> >(tee "$work/first.log" >&2)
 echo
 echo "== 3. That process has ended. A new one restores the actor from $work/chat.snap and goes on"
-"${chat[@]}" --resume "$work/chat.snap" --prompt "And what about the sky?" 2> >(tee "$work/second.log" >&2)
+"${chat[@]}" --resume "$work/chat.snap" --prompt "What is a hacker?" 2> >(tee "$work/second.log" >&2)
 sleep 0.2 # let the tee of stderr finish
 
 echo

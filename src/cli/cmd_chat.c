@@ -21,6 +21,7 @@ typedef struct chat_options {
     const char *prompts[MAX_PROMPTS];
     int n_prompts;
     int kv_f32;
+    int echo; /* print each non-interactive turn ("> text") before its reply */
 } chat_options;
 
 static int parse(int argc, char **argv, chat_options *o) {
@@ -35,6 +36,8 @@ static int parse(int argc, char **argv, chat_options *o) {
                           : !strcmp(a, "--resume") ? &o->resume : NULL;
         if (!strcmp(a, "--kv-f32")) {
             o->kv_f32 = 1;
+        } else if (!strcmp(a, "--echo")) {
+            o->echo = 1;
         } else if (!strcmp(a, "--prompt") && v) {
             if (o->n_prompts == MAX_PROMPTS) return dw_cli_fail("chat: at most %d --prompt turns", MAX_PROMPTS);
             o->prompts[o->n_prompts++] = v, i++;
@@ -112,7 +115,7 @@ static int turn(chat_state *c, const char *text, size_t len) {
 
 DW_COMMAND(chat,
            "chat [--model DIR] [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
-           "[--ctx N] [--kv-f32] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
+           "[--ctx N] [--kv-f32] [--echo] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
            "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
     chat_options o;
     if (parse(argc, argv, &o)) return 1;
@@ -157,8 +160,10 @@ DW_COMMAND(chat,
         goto done;
     }
     if (o.n_prompts) {
-        for (int i = 0; i < o.n_prompts; i++)
+        for (int i = 0; i < o.n_prompts; i++) {
+            if (o.echo) printf("> %s\n", o.prompts[i]), fflush(stdout);
             if (turn(&c, o.prompts[i], strlen(o.prompts[i]))) goto done;
+        }
     } else {
         int interactive = isatty(STDIN_FILENO);
         char *line = NULL;
