@@ -30,6 +30,11 @@ typedef struct dw_actor_options {
     int argc;                 /* WASI arguments (argv[0] is the program name) */
     const char *const *argv;
     int inherit_stdio;        /* WASI stdout/stderr go to the host's */
+    int n_env;                /* WASI environment: env[i] is "NAME=VALUE"; none by default */
+    const char *const *env;
+    int n_dirs;               /* folders opened for the guest: dirs[i] is "HOST" or "HOST::GUEST"; */
+    const char *const *dirs;  /*   none by default (a guest sees no files unless asked) */
+    int dirs_read_only;       /* 1: the guest may not change what it finds in them */
     const char *const *models; /* registered models the actor may open; NULL: all of them */
     int n_models;
     /* Where the actor's dw_emit output goes; NULL: the host's stdout. */

@@ -30,11 +30,59 @@ static dw_status configure_wasi(dw_actor *a, const dw_actor_options *o, dw_error
         wasi_config_inherit_stdout(wasi);
         wasi_config_inherit_stderr(wasi);
     }
+    if (o->n_env > 0) {
+        const char **names = calloc((size_t)o->n_env, sizeof *names), **values = calloc((size_t)o->n_env, sizeof *values);
+        char **copies = calloc((size_t)o->n_env, sizeof *copies);
+        int ok = names && values && copies;
+        for (int i = 0; ok && i < o->n_env; i++) {
+            char *eq = strchr(o->env[i], '=');
+            if (!eq || eq == o->env[i] || !(copies[i] = strdup(o->env[i]))) { ok = 0; break; }
+            copies[i][eq - o->env[i]] = 0;
+            names[i] = copies[i], values[i] = copies[i] + (eq - o->env[i]) + 1;
+        }
+        if (ok) ok = wasi_config_set_env(wasi, (size_t)o->n_env, names, values);
+        for (int i = 0; i < o->n_env && copies; i++) free(copies[i]);
+        free(names), free(values), free(copies);
+        if (!ok) {
+            wasi_config_delete(wasi);
+            return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: environment entries must be NAME=VALUE (UTF-8)");
+        }
+    }
+    for (int i = 0; i < o->n_dirs; i++) {
+        char host[4096];
+        snprintf(host, sizeof host, "%s", o->dirs[i]);
+        char *sep = strstr(host, "::");
+        const char *guest = sep ? sep + 2 : host;
+        if (sep) *sep = 0;
+        if (!wasi_config_preopen_dir(wasi, host, guest, !o->dirs_read_only)) {
+            wasi_config_delete(wasi);
+            return dw_error_set(err, DW_ERR_IO, "actor: cannot open folder '%s' for the guest", host);
+        }
+    }
     wasmtime_error_t *e = wasmtime_context_set_wasi(a->context, wasi); /* takes ownership */
     return e ? dw__wasm_error_take(e, NULL, err) : DW_OK;
 }
 
-/* A module importing env.memory gets one made here (through the memory creator too). */
+/* Wasmtime's wasmtime_memory_new does not go through the memory creator, so a memory the
+ * module imports is made by instantiating a one-memory module in the actor's store (module
+ * memories do go through it) and handing its export to the linker. Returns the module's bytes
+ * for limits min..max (max < 0: none) in out (at least 32 bytes); their length. */
+static size_t memory_module(uint64_t min, int64_t max, uint8_t *out) {
+    uint8_t limits[24];
+    size_t n = 0;
+    limits[n++] = max >= 0 ? 1 : 0;
+    for (uint64_t v = min;; v >>= 7) { limits[n++] = (uint8_t)((v & 0x7F) | (v >= 0x80 ? 0x80 : 0)); if (v < 0x80) break; }
+    for (uint64_t v = (uint64_t)max; max >= 0; v >>= 7) { limits[n++] = (uint8_t)((v & 0x7F) | (v >= 0x80 ? 0x80 : 0)); if (v < 0x80) break; }
+    static const uint8_t header[8] = {0x00, 'a', 's', 'm', 1, 0, 0, 0};
+    static const uint8_t exports[12] = {0x07, 0x0a, 0x01, 0x06, 'm', 'e', 'm', 'o', 'r', 'y', 0x02, 0x00};
+    size_t k = 0;
+    memcpy(out + k, header, 8), k += 8;
+    out[k++] = 0x05, out[k++] = (uint8_t)(n + 1), out[k++] = 0x01; /* memory section: one memory */
+    memcpy(out + k, limits, n), k += n;
+    memcpy(out + k, exports, sizeof exports), k += sizeof exports;
+    return k;
+}
+
 static dw_status define_imported_memory(dw_actor *a, dw_error *err) {
     wasm_importtype_vec_t imports;
     wasmtime_module_imports(a->module->module, &imports);
@@ -45,14 +93,32 @@ static dw_status define_imported_memory(dw_actor *a, dw_error *err) {
         if (!mt) continue;
         const wasm_name_t *mod = wasm_importtype_module(imports.data[i]);
         const wasm_name_t *name = wasm_importtype_name(imports.data[i]);
-        wasmtime_memory_t mem;
-        wasmtime_error_t *e = wasmtime_memory_new(a->context, mt, &mem);
-        if (e) {
-            st = dw__wasm_error_take(e, NULL, err);
+        if (wasmtime_memorytype_is64(mt) || wasmtime_memorytype_isshared(mt)) {
+            st = dw_error_set(err, DW_ERR_UNSUPPORTED, "%s: imports a 64-bit or shared memory", a->module->name);
             break;
         }
-        wasmtime_extern_t item = {.kind = WASMTIME_EXTERN_MEMORY, .of.memory = mem};
+        uint64_t max;
+        int has_max = wasmtime_memorytype_maximum(mt, &max);
+        uint8_t bytes[48];
+        size_t len = memory_module(wasmtime_memorytype_minimum(mt), has_max ? (int64_t)max : -1, bytes);
+        wasmtime_module_t *provider = NULL;
+        wasmtime_instance_t instance;
+        wasm_trap_t *trap = NULL;
+        wasmtime_extern_t item;
+        wasmtime_error_t *e = wasmtime_module_new(dw__wasm_engine(NULL), bytes, len, &provider);
+        if (!e) e = wasmtime_instance_new(a->context, provider, NULL, 0, &instance, &trap);
+        if (provider) wasmtime_module_delete(provider);
+        if (e || trap) {
+            st = dw__wasm_error_take(e, trap, err);
+            break;
+        }
+        if (!wasmtime_instance_export_get(a->context, &instance, "memory", 6, &item)) {
+            st = dw_error_set(err, DW_ERR_STATE, "actor: the memory provider exports no memory");
+            break;
+        }
         e = wasmtime_linker_define(a->linker, a->context, mod->data, mod->size, name->data, name->size, &item);
+        if (!a->has_memory) a->memory = item.of.memory, a->has_memory = 1;
+        wasmtime_extern_delete(&item);
         if (e) st = dw__wasm_error_take(e, NULL, err);
     }
     wasm_importtype_vec_delete(&imports);
@@ -65,6 +131,7 @@ static dw_status bind_memory(dw_actor *a, dw_error *err) {
     dw_region *found = NULL;
     if (wasmtime_instance_export_get(a->context, &a->instance, "memory", 6, &item)) {
         if (item.kind == WASMTIME_EXTERN_MEMORY) {
+            a->memory = item.of.memory, a->has_memory = 1;
             uint8_t *base = wasmtime_memory_data(a->context, &item.of.memory);
             for (int i = 0; i < a->memory_context.created_count; i++)
                 if (a->memory_context.created[i]->base == base) found = a->memory_context.created[i];

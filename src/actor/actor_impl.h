@@ -25,6 +25,8 @@ struct dw_actor {
     char **allowed_models;   /* NULL: every registered model */
     int n_allowed_models;
     int busy;                /* > 0 while a call into the guest is running */
+    wasmtime_memory_t memory; /* memory 0 (exported, or imported and made by Driftwood) */
+    int has_memory;
 };
 
 /* dw_actor_create, with or without calling the module's _initialize (a restore sets the

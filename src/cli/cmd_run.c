@@ -16,16 +16,24 @@ static void print_value(const dw_value *v) {
     }
 }
 
-DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [--timeout SECONDS] [-- WASI-ARGS...]",
+DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [--timeout SECONDS] [--memory-limit BYTES] "
+                "[--env NAME=VALUE]... [--dir HOST[::GUEST]]... [-- WASI-ARGS...]",
            "run an actor's _start, or call one of its exported functions") {
     const char *path = NULL, *invoke = NULL, *backend = "cpu";
     double timeout = 0;
-    int call_argc = 0, wasi_argc = 0;
+    int call_argc = 0, wasi_argc = 0, n_env = 0, n_dirs = 0;
+    long memory_limit = 0;
+    const char **env = calloc((size_t)argc + 1, sizeof *env), **dirs = calloc((size_t)argc + 1, sizeof *dirs);
     const char **call_argv = calloc((size_t)argc + 1, sizeof *call_argv);
     const char **wasi_argv = calloc((size_t)argc + 2, sizeof *wasi_argv);
     int rc = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--env") && i + 1 < argc) env[n_env++] = argv[++i];
+        else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dirs[n_dirs++] = argv[++i];
+        else if (!strcmp(argv[i], "--memory-limit") && i + 1 < argc) {
+            if (dw_cli_parse_long("--memory-limit", argv[++i], 65536, 1L << 40, &memory_limit)) goto out;
+        }
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             if (dw_cli_parse_double("--timeout", argv[++i], &timeout) || timeout < 0) goto out;
         } else if (!strcmp(argv[i], "--invoke") && i + 1 < argc) {
@@ -57,7 +65,8 @@ DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [
         goto done;
     }
     dw_actor_options opts = {.backend = backend, .timeout_seconds = timeout, .argc = 1 + wasi_argc,
-                             .argv = wasi_argv, .inherit_stdio = 1};
+                             .argv = wasi_argv, .inherit_stdio = 1, .memory_limit = (size_t)memory_limit,
+                             .n_env = n_env, .env = env, .n_dirs = n_dirs, .dirs = dirs};
     if (dw_actor_create(rt, module, &opts, &actor, &err) != DW_OK) {
         dw_cli_fail("%s", err.message);
         goto done;
@@ -88,5 +97,7 @@ done:
 out:
     free(call_argv);
     free(wasi_argv);
+    free(env);
+    free(dirs);
     return rc;
 }

@@ -164,16 +164,14 @@ static dw_status restore_memory(dw_actor *a, const dw_safetensors *st, dw_error 
         return rc;
     if (index->shape[0] != chunks->shape[0])
         return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: memory.index and memory.chunks disagree", dw_safetensors_path(st));
-    wasmtime_extern_t item;
-    if (!wasmtime_instance_export_get(a->context, &a->instance, "memory", 6, &item) || item.kind != WASMTIME_EXTERN_MEMORY)
-        return dw_error_set(err, DW_ERR_UNSUPPORTED, "restore: the module exports no memory");
-    size_t cur = wasmtime_memory_data_size(a->context, &item.of.memory);
+    if (!a->has_memory || !a->abi.memory) return dw_error_set(err, DW_ERR_UNSUPPORTED, "restore: the module has no memory");
+    size_t cur = wasmtime_memory_data_size(a->context, &a->memory);
     if ((size_t)size < cur || size % 65536)
         return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: memory of %lld bytes cannot hold this module's %zu",
                             dw_safetensors_path(st), size, cur);
     if ((size_t)size > cur) {
         uint64_t prev;
-        wasmtime_error_t *e = wasmtime_memory_grow(a->context, &item.of.memory, ((size_t)size - cur) / 65536, &prev);
+        wasmtime_error_t *e = wasmtime_memory_grow(a->context, &a->memory, ((size_t)size - cur) / 65536, &prev);
         if (e) return dw__wasm_error_take(e, NULL, err), dw_error_prefix(err, "restore: growing memory to %lld bytes", size);
     }
     uint8_t *base = a->abi.memory->base;

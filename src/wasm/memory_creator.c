@@ -4,6 +4,8 @@
 #include "wasm/memory_creator.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Without a reservation from Wasmtime (memories allowed to move), a 32-bit memory still

@@ -5,7 +5,9 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define EXPORT(name) __attribute__((export_name(#name)))
 
@@ -103,4 +105,18 @@ EXPORT(gemm_bad_dims) int32_t gemm_bad_dims(void) {
 /* Calls the no-op host function n times (host-call cost benchmark). */
 EXPORT(call_nop) void call_nop(int32_t n) {
     for (int32_t i = 0; i < n; i++) dw_nop();
+}
+
+/* WASI: the environment and the folders the host opened for the guest. */
+EXPORT(env_length) int32_t env_length(void) {
+    const char *v = getenv("DW_TEST_VAR");
+    return v ? (int32_t)strlen(v) : -1;
+}
+EXPORT(file_size) int32_t file_size(void) {
+    FILE *f = fopen("/data/hello.txt", "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    int32_t n = (int32_t)ftell(f);
+    fclose(f);
+    return n;
 }

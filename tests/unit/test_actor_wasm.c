@@ -1,6 +1,8 @@
 /* Actors on Wasmtime: traps named and contained, timeouts, guest-pointer validation,
  * concurrency, memory growth with a fixed base, and the compiled-module cache. */
 #include <pthread.h>
+#include <sys/stat.h>
+#include <wasmtime.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +284,69 @@ TEST(cuda_actor_memory_grow_new_pages_are_usable_by_gpu) {
     /* and in malloc'd buffers that straddle the original and the grown pages */
     CHECK_OK(call_i32(a, "gemm_rounds", 3, (int32_t[]){64, 2, 5}, &errors, &err));
     CHECK(errors == 0);
+    dw_actor_free(a);
+    dw_module_free(m);
+    dw_runtime_free(rt);
+}
+
+TEST(actor_wasi_sees_only_the_environment_and_folders_it_is_given) {
+    dw_error err;
+    dw_runtime *rt = new_runtime(&err);
+    dw_module *m;
+    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    char dir[600], file[700], spec[1400];
+    snprintf(dir, sizeof dir, "%s/wasi-dir", dw_test_tmp_dir());
+    snprintf(file, sizeof file, "%s/hello.txt", dir);
+    snprintf(spec, sizeof spec, "%s::/data", dir);
+    CHECK(mkdir(dir, 0700) == 0);
+    FILE *f = fopen(file, "w");
+    CHECK(f && fputs("hello world", f) >= 0 && fclose(f) == 0);
+    dw_actor *bare, *given;
+    CHECK_OK(dw_actor_create(rt, m, NULL, &bare, &err));
+    const char *env[] = {"DW_TEST_VAR=hello"}, *dirs[] = {spec};
+    dw_actor_options o = {.n_env = 1, .env = env, .n_dirs = 1, .dirs = dirs, .dirs_read_only = 1};
+    CHECK_OK(dw_actor_create(rt, m, &o, &given, &err));
+    int32_t r;
+    CHECK_OK(call_i32(bare, "env_length", 0, NULL, &r, &err));
+    CHECK(r == -1);
+    CHECK_OK(call_i32(bare, "file_size", 0, NULL, &r, &err));
+    CHECK(r == -1);
+    CHECK_OK(call_i32(given, "env_length", 0, NULL, &r, &err));
+    CHECK(r == 5);
+    CHECK_OK(call_i32(given, "file_size", 0, NULL, &r, &err));
+    CHECK(r == 11);
+    dw_actor_free(bare);
+    dw_actor_free(given);
+    dw_module_free(m);
+    dw_runtime_free(rt);
+}
+
+TEST(actor_imported_memory_is_created_by_driftwood) {
+    dw_error err;
+    dw_runtime *rt = new_runtime(&err);
+    static const char wat[] =
+        "(module (import \"env\" \"memory\" (memory 2 16))"
+        " (func (export \"store\") (param i32 i32) local.get 0 local.get 1 i32.store)"
+        " (func (export \"grow\") (param i32) (result i32) local.get 0 memory.grow))";
+    wasm_byte_vec_t bytes;
+    wasmtime_error_t *e = wasmtime_wat2wasm(wat, sizeof wat - 1, &bytes);
+    CHECK(e == NULL);
+    dw_module *m;
+    CHECK_OK(dw_module_load_bytes(rt, "imports-memory.wat", (const uint8_t *)bytes.data, bytes.size, &m, &err));
+    wasm_byte_vec_delete(&bytes);
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(rt, m, NULL, &a, &err));
+    size_t size;
+    uint8_t *base = dw_actor_memory(a, &size); /* the imported memory is the actor's memory 0 */
+    CHECK(base != NULL && size == 2 * 65536);
+    int32_t args[2] = {1000, 0x12345678}, old;
+    CHECK_OK(call_i32(a, "store", 2, args, NULL, &err));
+    uint32_t seen;
+    memcpy(&seen, base + 1000, 4); /* the guest's store is visible through the host's pointer */
+    CHECK(seen == 0x12345678);
+    int32_t pages = 3;
+    CHECK_OK(call_i32(a, "grow", 1, &pages, &old, &err));
+    CHECK(old == 2 && dw_actor_memory(a, &size) == base && size == 5 * 65536);
     dw_actor_free(a);
     dw_module_free(m);
     dw_runtime_free(rt);
