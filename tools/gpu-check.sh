@@ -106,6 +106,10 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
             [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
                 --model "$dw_m" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
         done
+        # the command-line benchmark (issue 4: host time per token beside GPU time in --json)
+        [ -f "$dw_m/config.json" ] && { echo "== $shape driftwood bench decode --backend cuda --json (16 + 256)" &&
+            timeout 120 "$B/bin/driftwood" bench decode --model "$dw_m" --backend cuda --prompt-tokens 16 \
+                --gen-tokens 256 --json; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape"
         # DW_GPU_NSYS=1: per-kernel GPU time of 64 decode steps (Nsight Systems, when installed)
         dw_nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
         if [ "${DW_GPU_NSYS:-0}" = 1 ] && [ -n "$dw_nsys" ] && [ -x "$B/bin/bench-decode-cuda" ]; then
@@ -132,7 +136,7 @@ fi
     for f in bench-cuda.txt bench-cuda.json bench-cpu.json; do
         [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
     done
-    [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v '^{' "$OUT/bench-engine.txt" | tail -60; }
+    [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v 'no_graph_decode_tok_s' "$OUT/bench-engine.txt" | tail -70; }
     echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"
 } | tee "$OUT/summary.txt"
 [ -z "$dw_failed" ]

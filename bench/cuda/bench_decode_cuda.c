@@ -26,7 +26,23 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The caller's greedy pick (the first index of the largest logit): the maximum with 8
+ * independent chains (the compiler vectorizes them), then the first index holding it. */
 static int argmax(const float *v, int n) {
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = v[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+    float best = m[0];
+    for (int j = 1; j < 8; j++) best = m[j] > best ? m[j] : best;
+    for (; i < n; i++) best = v[i] > best ? v[i] : best;
+    for (i = 0; i < n; i++)
+        if (v[i] == best) return i;
+    return 0;
+}
+
+static int argmax_simple(const float *v, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
         if (v[i] > v[b]) b = i;
@@ -46,8 +62,16 @@ static void prompt_ids(int32_t *ids, int n, int vocab, uint32_t seed) {
     }
 }
 
+/* Where a decode token's time goes (per token, ms): the wall time of the loop, the GPU time of
+ * the step's kernels (events), queuing the step, the download (its wait included), the
+ * caller's argmax; host = wall - GPU (launches, synchronisation, copy, sampling). */
+typedef struct split_ms {
+    double wall, gpu, enqueue, download, argmax, host;
+} split_ms;
+
 /* Prefills n_prompt tokens, then decodes n_gen greedy tokens: decode tok/s and median ms. */
-static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, double *tps, double *median_ms) {
+static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, double *tps, double *median_ms,
+                       split_ms *sp) {
     dw_error err = {0};
     const dw_model_config *c = dw_model_get_config(m);
     dw_session *s;
@@ -57,13 +81,27 @@ static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, doub
     prompt_ids(ids, n_prompt, c->vocab_size, 12345);
     if (dw_session_prefill(s, ids, n_prompt, logits, &err)) fail(&err);
     double *dt = malloc(sizeof(double) * n_gen);
-    double t0 = now_s();
+    dw__cuda_compute_stats st0, st1;
+    dw__cuda_compute_get_stats(&m->compute, &st0);
+    double t0 = now_s(), t_arg = 0;
     for (int g = 0; g < n_gen; g++) {
         double a = now_s();
-        if (dw_session_decode(s, argmax(logits, c->vocab_size), logits, &err)) fail(&err);
+        int next = argmax(logits, c->vocab_size);
+        t_arg += now_s() - a;
+        if (dw_session_decode(s, next, logits, &err)) fail(&err);
         dt[g] = now_s() - a;
     }
     double total = now_s() - t0;
+    dw__cuda_compute_get_stats(&m->compute, &st1);
+    if (sp) {
+        long timed = st1.timed_steps - st0.timed_steps;
+        sp->wall = total / n_gen * 1e3;
+        sp->gpu = timed > 0 ? (st1.gpu_step_ms - st0.gpu_step_ms) / timed : 0;
+        sp->enqueue = (st1.enqueue_s - st0.enqueue_s) / n_gen * 1e3;
+        sp->download = (st1.download_s - st0.download_s) / n_gen * 1e3;
+        sp->argmax = t_arg / n_gen * 1e3;
+        sp->host = sp->wall - sp->gpu;
+    }
     for (int i = 1; i < n_gen; i++) /* insertion sort: small */
         for (int j = i; j > 0 && dt[j] < dt[j - 1]; j--) {
             double t = dt[j];
@@ -150,6 +188,11 @@ static void op_bench(dw_model *m, float *region_logits) {
     TIME_OP("download logits, malloc'd memory", lbytes, (void)ops->download(ctx, lg, s->logits, lbytes, &err));
     volatile int sink = 0;
     TIME_OP("host argmax over the logits", lbytes, sink += argmax(region_logits, c->vocab_size));
+    TIME_OP("host argmax, one chain (before)", lbytes, sink += argmax_simple(region_logits, c->vocab_size));
+    if (argmax(region_logits, c->vocab_size) != argmax_simple(region_logits, c->vocab_size)) {
+        fprintf(stderr, "bench-decode-cuda: the two argmax disagree\n");
+        exit(1);
+    }
     (void)sink;
     free(lg);
     dw_session_free(s);
@@ -197,15 +240,18 @@ int main(int argc, char **argv) {
     if (getenv("DW_BENCH_OPS") && *getenv("DW_BENCH_OPS") == '1') op_bench(m, logits);
     double prefill_tps = n_prefill > 0 ? run_prefill(m, n_prefill, logits) : 0;
     double short_tps = 0, short_ms = 0, long_tps = 0, long_ms = 0, eager_tps = 0, eager_ms = 0;
-    run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms);
+    split_ms sp_short = {0}, sp_long = {0}, sp_eager = {0};
+    run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms, &sp_short);
     dw__cuda_compute_stats st;
     dw__cuda_compute_get_stats(&m->compute, &st);
     if (n_long > 0) {
-        run_decode(m, n_long, 128, logits, &long_tps, &long_ms);
+        run_decode(m, n_long, 128, logits, &long_tps, &long_ms, &sp_long);
         dw__cuda_compute_set_graphs(&m->compute, 0);
-        run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms);
+        run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms, &sp_eager);
         dw__cuda_compute_set_graphs(&m->compute, 1);
     }
+    dw__cuda_compute_stats st_end;
+    dw__cuda_compute_get_stats(&m->compute, &st_end);
 
     printf("model              %s (%d layers, hidden %d, vocab %d)\n", dir, c->n_layers, c->hidden_size, c->vocab_size);
     printf("load               %.2f s\n", load_s);
@@ -217,13 +263,22 @@ int main(int argc, char **argv) {
     printf("decode at %d     %.1f tok/s (median %.3f ms/token), %.1f%% of the bound\n", n_long, long_tps, long_ms,
            100 * long_tps / bound);
     printf("decode no graphs   %.1f tok/s (median %.3f ms/token)\n", eager_tps, eager_ms);
+    const split_ms *sps[3] = {&sp_short, &sp_long, &sp_eager};
+    const char *spn[3] = {"short", "long", "no graphs"};
+    printf("per token (ms)     wall     GPU    host  (queue  download+wait  argmax)\n");
+    for (int i = 0; i < 3; i++)
+        printf("  %-14s %7.3f %7.3f %7.3f  (%6.3f %8.3f %14.3f)\n", spn[i], sps[i]->wall, sps[i]->gpu, sps[i]->host,
+               sps[i]->enqueue, sps[i]->download, sps[i]->argmax);
+    printf("downloads straight into the region: %ld\n", st_end.direct_downloads);
     printf("{\"model\": \"%s\", \"backend\": \"cuda\", \"load_s\": %.3f, \"copy_bandwidth_gbs\": %.1f, "
            "\"weight_bytes_per_token\": %.0f, \"bound_tok_s\": %.1f, \"prefill_tokens\": %d, \"prefill_tok_s\": %.0f, "
            "\"prompt_tokens\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.2f, \"decode_ms_median\": %.4f, "
            "\"fraction_of_bound\": %.4f, \"long_context\": %d, \"long_decode_tok_s\": %.2f, "
-           "\"long_decode_ms_median\": %.4f, \"no_graph_decode_tok_s\": %.2f}\n",
+           "\"long_decode_ms_median\": %.4f, \"no_graph_decode_tok_s\": %.2f, \"gpu_ms_per_token\": %.4f, "
+           "\"host_ms_per_token\": %.4f, \"long_gpu_ms_per_token\": %.4f, \"long_host_ms_per_token\": %.4f}\n",
            dir, load_s, bw, wbytes, bound, n_prefill, prefill_tps, n_prompt, n_gen, short_tps, short_ms,
-           short_tps / bound, n_long, long_tps, long_ms, eager_tps);
+           short_tps / bound, n_long, long_tps, long_ms, eager_tps, sp_short.gpu, sp_short.host, sp_long.gpu,
+           sp_long.host);
     for (size_t off = 0; off < len; off += piece) be->ops->region_unregister(be->ctx, region + off, piece, &err);
     munmap(region, len);
     dw_model_free(m);

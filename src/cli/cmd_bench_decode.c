@@ -15,6 +15,10 @@
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
+#ifdef DW_HAVE_CUDA
+#include "backend/cuda/compute_cuda.h"
+#include "engine/engine_impl.h"
+#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -93,16 +97,34 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
     if (dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
     double prefill_s = now_s() - t0;
 
-    double decode_total = 0;
+    double decode_total = 0, sample_total = 0;
+    /* CUDA: the GPU time of the steps (events) and the host's share (queuing, waiting, copying) */
+    double gpu_ms = -1, enqueue_ms = 0, download_ms = 0;
+#ifdef DW_HAVE_CUDA
+    int is_cuda = !strcmp(dw_backend_name(be), "cuda");
+    dw__cuda_compute_stats cst0 = {0}, cst1 = {0};
+    if (is_cuda) dw__cuda_compute_get_stats(&model->compute, &cst0);
+#endif
     for (long g = 0; g < n_gen; g++) {
+        double a0 = now_s();
         int32_t next = 0;
         for (int i = 1; i < cfg->vocab_size; i++)
             if (logits[i] > logits[next]) next = i;
         double a = now_s();
+        sample_total += a - a0;
         if (dw_session_decode(s, next, logits, &err)) goto fail;
         tok_s[g] = now_s() - a;
         decode_total += tok_s[g];
     }
+#ifdef DW_HAVE_CUDA
+    if (is_cuda) {
+        dw__cuda_compute_get_stats(&model->compute, &cst1);
+        long timed = cst1.timed_steps - cst0.timed_steps;
+        gpu_ms = timed > 0 ? (cst1.gpu_step_ms - cst0.gpu_step_ms) / timed : -1;
+        enqueue_ms = (cst1.enqueue_s - cst0.enqueue_s) * 1e3 / n_gen;
+        download_ms = (cst1.download_s - cst0.download_s) * 1e3 / n_gen;
+    }
+#endif
     if (is_cpu && dw__cpu_read_bandwidth(pool, (size_t)bw_mb << 20, 5, &gbs_after, &err)) goto fail;
     gbs = gbs_before > gbs_after ? gbs_before : gbs_after;
     qsort(tok_s, (size_t)n_gen, sizeof *tok_s, cmp_double);
@@ -118,10 +140,17 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
                "\"read_bandwidth_after_gbs\": %.2f, \"bound_tok_s\": %.3f, "
                "\"prompt_tokens\": %ld, \"prefill_s\": %.4f, \"prefill_tok_s\": %.2f, \"gen_tokens\": %ld, "
                "\"decode_s\": %.4f, \"decode_tok_s\": %.3f, \"decode_ms_per_token_median\": %.3f, "
-               "\"fraction_of_bound\": %.4f}\n",
+               "\"fraction_of_bound\": %.4f, \"sample_ms_per_token\": %.4f",
                model_dir, backend_name, isa, n_threads, load_s, (unsigned long long)wbytes, gbs, gbs_before, gbs_after,
                bound_tps, n_prompt, prefill_s, prefill_tps, n_gen, decode_total, decode_tps, median_ms,
-               bound_tps > 0 ? decode_tps / bound_tps : 0.0);
+               bound_tps > 0 ? decode_tps / bound_tps : 0.0, sample_total * 1e3 / n_gen);
+        /* GPU backends: GPU time per token and the host's time beside it: (decode wall + sampling)
+         * - GPU; launch = queuing the step, sync_download = waiting for it and the logits copy */
+        if (gpu_ms >= 0)
+            printf(", \"gpu_ms_per_token\": %.4f, \"host_ms_per_token\": %.4f, \"launch_ms_per_token\": %.4f, "
+                   "\"sync_download_ms_per_token\": %.4f",
+                   gpu_ms, (decode_total + sample_total) * 1e3 / n_gen - gpu_ms, enqueue_ms, download_ms);
+        printf("}\n");
     } else {
         printf("model            %s (%s, %d layers, hidden %d)\n", model_dir, cfg->architecture, cfg->n_layers,
                cfg->hidden_size);
@@ -130,6 +159,10 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
         printf("prefill          %ld tokens in %.3f s: %.2f tok/s\n", n_prompt, prefill_s, prefill_tps);
         printf("decode           %ld tokens in %.3f s: %.3f tok/s (median %.1f ms/token)\n", n_gen, decode_total,
                decode_tps, median_ms);
+        if (gpu_ms >= 0)
+            printf("per token        GPU %.3f ms; host %.3f ms (launch %.3f, sync + download %.3f, sampling %.3f)\n",
+                   gpu_ms, (decode_total + sample_total) * 1e3 / n_gen - gpu_ms, enqueue_ms, download_ms,
+                   sample_total * 1e3 / n_gen);
         if (is_cpu) {
             printf("memory bandwidth %.2f GB/s (read; %.2f before the prefill, %.2f after the decode)\n", gbs, gbs_before,
                    gbs_after);

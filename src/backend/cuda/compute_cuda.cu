@@ -16,12 +16,14 @@ extern "C" {
 #include "backend/cuda/compute_cuda_kernels.h"
 #include "backend/cuda/cublas_dl.h"
 
+#include <cuda.h> /* types of cuPointerGetAttribute (reached through the runtime, not linked) */
 #include <cuda_runtime.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <algorithm>
 #include <vector>
@@ -83,7 +85,19 @@ struct cctx {
     int recording_failed;
     std::vector<graph_entry> *graphs;
     dw__cuda_compute_stats stats;
+    /* GPU time of decode steps: events around the last step, read at the next wait */
+    cudaEvent_t ev_step[2];
+    int step_timed; /* the events hold a step not yet counted */
+    /* cuPointerGetAttribute (driver), for the registered-range check of direct downloads */
+    CUresult (*pointer_attr)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
+    int direct_download; /* DW_CUDA_DIRECT_DOWNLOAD=0 turns it off */
 };
+
+double now_s() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 struct locked {
     cctx *c;
@@ -244,6 +258,23 @@ void cu_weight_release(void *ctx, dw_cweight *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* After a wait on the stream: adds the GPU time of the step the events hold. Caller holds the lock. */
+void count_step_time(cctx *c) {
+    if (!c->step_timed) return;
+    float ms = 0;
+    if (cudaEventQuery(c->ev_step[1]) != cudaSuccess) { /* not done (another session queued since): skip */
+        (void)cudaGetLastError();
+        return;
+    }
+    if (cudaEventElapsedTime(&ms, c->ev_step[0], c->ev_step[1]) == cudaSuccess) {
+        c->stats.gpu_step_ms += ms;
+        c->stats.timed_steps++;
+    } else {
+        (void)cudaGetLastError();
+    }
+    c->step_timed = 0;
+}
+
 /* Waits for the stream; returns the first error recorded since the last call. */
 dw_status cu_synchronize(void *ctx, dw_error *err) {
     cctx *c = (cctx *)ctx;
@@ -254,6 +285,7 @@ dw_status cu_synchronize(void *ctx, dw_error *err) {
     cudaError_t e = cudaStreamSynchronize(c->stream); /* unlocked: other sessions may queue meanwhile */
     locked l(c);
     check(c, e, "cudaStreamSynchronize");
+    count_step_time(c);
     return take_error(c, err);
 }
 
@@ -275,10 +307,66 @@ dw_status cu_upload(void *ctx, void *dst, const void *host_src, size_t bytes, dw
     return DW_OK;
 }
 
+dw_status copy_down(cctx *c, void *host_dst, const void *src, size_t bytes, dw_error *err);
+
+/* True when every byte of [p, p + bytes) is host memory registered with the device at the same
+ * address (a guest region): the driver gives the registered range holding each address, and
+ * the walk goes range by range to the end. Anything it cannot confirm answers false (the copy
+ * path then runs): a kernel writing to unregistered host memory would fault and poison the
+ * context for every actor. */
+bool host_range_on_device(cctx *c, const void *p, size_t bytes) {
+    if (!c->pointer_attr || !bytes) return false;
+    uintptr_t q = (uintptr_t)p, end = q + bytes;
+    while (q < end) {
+        cudaPointerAttributes at;
+        if (cudaPointerGetAttributes(&at, (const void *)q) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        if (at.type != cudaMemoryTypeHost || (uintptr_t)at.devicePointer != q) return false;
+        CUdeviceptr start = 0;
+        size_t size = 0;
+        if (c->pointer_attr(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, (CUdeviceptr)q) != CUDA_SUCCESS ||
+            c->pointer_attr(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, (CUdeviceptr)q) != CUDA_SUCCESS)
+            return false;
+        if ((uintptr_t)start > q || (uintptr_t)start + size <= q) return false;
+        q = (uintptr_t)start + size;
+    }
+    return true;
+}
+
+/* Device -> host. When the host side is a registered region (an actor's memory), a kernel on
+ * the compute stream writes it directly after the queued work, and one wait covers both;
+ * otherwise: wait, then the backend's copy (split at registration pieces). */
 dw_status cu_download(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err) {
     cctx *c = (cctx *)ctx;
+    double t0 = now_s();
+    if (c->direct_download && bytes) {
+        bool direct;
+        {
+            locked l(c);
+            direct = host_range_on_device(c, host_dst, bytes);
+            if (direct) {
+                flush(c);
+                check(c, dwk::launch_copy(host_dst, src, bytes, c->stream), "download kernel");
+            }
+        }
+        if (direct) {
+            dw_status st = cu_synchronize(ctx, err);
+            locked l(c);
+            c->stats.direct_downloads++;
+            c->stats.download_s += now_s() - t0;
+            return st;
+        }
+    }
     dw_status st = cu_synchronize(ctx, err);
-    if (st || !bytes) return st;
+    if (!st && bytes) st = copy_down(c, host_dst, src, bytes, err);
+    locked l(c);
+    c->stats.download_s += now_s() - t0;
+    return st;
+}
+
+dw_status copy_down(cctx *c, void *host_dst, const void *src, size_t bytes, dw_error *err) {
     if (c->backend && c->backend->ops->copy_to_host)
         return c->backend->ops->copy_to_host(c->backend->ctx, host_dst, src, bytes, err);
     locked l(c);
@@ -571,23 +659,32 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
     c->stats.graph_records++;
 }
 
+/* Queues the step between the two timing events (unless a step queued earlier is still uncounted). */
 void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step)(void *), void *arg) {
     cctx *c = (cctx *)ctx;
+    double t0 = now_s();
     locked l(c);
     flush(c);
     graph_entry *g = c->graphs_on ? find_graph(c, key, true) : NULL;
     if (g && g->state == 1) record_graph(c, g, id, pos, step, arg);
+    const bool timed = !c->step_timed && c->ev_step[0];
+    if (timed) check(c, cudaEventRecord(c->ev_step[0], c->stream), "cudaEventRecord");
     if (g && g->state == 2) {
         check(c, dwk::launch_set_step(g->slot, id, pos, c->stream), "graph step kernel");
         check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
         c->stats.graph_replays++;
-        return;
+    } else {
+        /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
+        if (g && g->state == 0) g->state = 1;
+        step(arg);
+        flush(c);
+        c->stats.eager_steps++;
     }
-    /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
-    if (g && g->state == 0) g->state = 1;
-    step(arg);
-    flush(c);
-    c->stats.eager_steps++;
+    if (timed) {
+        check(c, cudaEventRecord(c->ev_step[1], c->stream), "cudaEventRecord");
+        c->step_timed = 1;
+    }
+    c->stats.enqueue_s += now_s() - t0;
 }
 
 void cu_decode_forget(void *ctx, const void *key) {
@@ -623,6 +720,8 @@ void cu_destroy(void *ctx) {
         delete c->graphs;
     }
     if (c->handle) c->blas->destroy(c->handle);
+    for (cudaEvent_t e : c->ev_step)
+        if (e) cudaEventDestroy(e);
     cudaFree(c->workspace);
     cudaFree(c->act);
     cudaFree(c->gout);
@@ -682,6 +781,17 @@ dw_status init(cctx *c, dw_error *err) {
         (s = c->blas->set_workspace(c->handle, c->workspace, WORKSPACE_BYTES)) != CUBLAS_STATUS_SUCCESS ||
         (s = c->blas->set_math_mode(c->handle, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS)
         return dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': cuBLAS set-up failed: %s", c->blas->status_string(s));
+    for (cudaEvent_t &ev : c->ev_step)
+        if ((e = cudaEventCreate(&ev)) != cudaSuccess) return cuda_fail(err, e, "cudaEventCreate");
+    /* without the driver's range query, downloads take the copy path */
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttribute", &fn, CUDART_VERSION, cudaEnableDefault, &q) ==
+            cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+        c->pointer_attr = (CUresult(*)(void *, CUpointer_attribute, CUdeviceptr))fn;
+    else
+        (void)cudaGetLastError();
     return DW_OK;
 }
 
@@ -704,6 +814,8 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->graphs_on = !(g && *g == '0');
     const char *pb = getenv("DW_CUDA_PREFILL_BF16");
     c->prefill_passes = pb && *pb == '1' ? 1 : 2;
+    const char *dd = getenv("DW_CUDA_DIRECT_DOWNLOAD");
+    c->direct_download = !(dd && *dd == '0');
     dw_status st = init(c, err);
     if (st) {
         cu_destroy(c);

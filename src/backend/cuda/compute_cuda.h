@@ -18,7 +18,9 @@ extern "C" {
  * rounds prefill activations to bf16 once (one GEMM pass) instead of the default hi+lo split
  * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). Tuning knobs, read once:
  * DW_CUDA_PDL=1 launches the matvec with programmatic dependent launch (no gain measured),
- * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default 2). */
+ * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default 2); DW_CUDA_DIRECT_DOWNLOAD=0 makes
+ * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
+ * instead of one kernel that writes the region after the queued work. */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for
@@ -29,9 +31,18 @@ void dw__cuda_compute_set_graphs(dw_compute *c, int on);
  * median time; *gbs = (bytes read + bytes written) / time, in GB/s. */
 dw_status dw__cuda_copy_bandwidth(dw_compute *c, size_t bytes, int reps, double *gbs, dw_error *err);
 
-/* Counters since the context opened: decode steps replayed from a graph, recorded, run directly. */
+/* Counters since the context opened: decode steps replayed from a graph, recorded, run directly;
+ * the GPU time of decode steps (CUDA events around each step's work: from its first kernel's
+ * start to its last one's end; a step is timed when no earlier one is uncounted, so
+ * timed_steps may be fewer than the steps); host seconds spent queuing decode steps (launches,
+ * graph replay) and in downloads (the wait for the GPU included); downloads written straight
+ * into a registered region by a kernel. */
 typedef struct dw__cuda_compute_stats {
     long graph_replays, graph_records, eager_steps;
+    long timed_steps;
+    double gpu_step_ms;
+    double enqueue_s, download_s;
+    long direct_downloads;
 } dw__cuda_compute_stats;
 void dw__cuda_compute_get_stats(dw_compute *c, dw__cuda_compute_stats *out);
 

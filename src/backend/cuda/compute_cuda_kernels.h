@@ -98,6 +98,9 @@ cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int 
                                 cudaStream_t stream);
 /* out[t, r] += bias[r]. */
 cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream);
+/* dst[0, bytes) = src[0, bytes); dst may be registered host memory (16-byte stores when both
+ * are 16-byte aligned, so the writes cross PCIe in full lines). */
+cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t stream);
 /* slot[0] = id, slot[1] = pos (before a graph replay). */
 cudaError_t launch_set_step(int *slot, int id, int pos, cudaStream_t stream);
 

@@ -49,6 +49,8 @@ template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void 
     }
 }
 
+__host__ __device__ constexpr int red_floats(int gt, int hd) { return WARPS * gt * hd > gt * 64 ? WARPS * gt * hd : gt * 64; }
+
 template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
     extern __shared__ float sm[];
     __shared__ int is_last;
@@ -65,13 +67,18 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     const int gc = group - tile * GT < GT ? group - tile * GT : GT; /* heads in this tile */
     const int pos = (a.dslot ? a.dslot[1] : a.pos0) + t, end = pos + 1;
     const int start = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
-    const int chunk = (end - start + a.splits - 1) / a.splits;
+    /* A recorded graph is launched with the most splits; the splits this length uses are
+     * those the direct path would pick (at least 32 keys each), and the blocks past them
+     * leave at once (before the counter, which counts only the splits in use). */
+    const int nsplit = a.dslot && a.n_tokens == 1 ? min(a.splits, (end - start + 31) / 32) : a.splits;
+    if (split >= nsplit) return;
+    const int chunk = (end - start + nsplit - 1) / nsplit;
     const int k0 = start + split * chunk, k1 = k0 + chunk < end ? k0 + chunk : end;
 
     float *qs = sm;                      /* [GT][hd] */
     float *ss = qs + GT * hd;            /* [GT][TILE] scores, then probabilities */
-    float *red = ss + GT * TILE;         /* [WARPS][GT][hd] */
-    float *m_s = red + WARPS * GT * hd;  /* [GT] running max */
+    float *red = ss + GT * TILE;         /* [WARPS][GT][hd], later [GT][64] combine weights */
+    float *m_s = red + red_floats(GT, hd); /* [GT] running max */
     float *l_s = m_s + GT;               /* [GT] running sum */
     float *al_s = l_s + GT;              /* [GT] rescale of this tile */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -185,10 +192,10 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
 #pragma unroll
         for (int w = 0; w < WARPS; w++) v += red[(w * GT + g) * hd + d];
         const size_t row = (size_t)t * a.n_heads + h0 + g;
-        if (a.splits == 1) a.out[row * hd + d] = v * (1.0f / l_s[g]);
+        if (nsplit == 1) a.out[row * hd + d] = v * (1.0f / l_s[g]);
         else a.part[(row * a.splits + split) * hd + d] = v;
     }
-    if (a.splits == 1) return;
+    if (nsplit == 1) return;
     if (tid < gc) {
         const size_t row = (size_t)t * a.n_heads + h0 + tid;
         a.part_ml[(row * a.splits + split) * 2] = m_s[tid];
@@ -198,30 +205,48 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     __threadfence();
     __syncthreads();
     unsigned *counter = a.counters + (size_t)t * gridDim.y + y;
-    if (tid == 0) is_last = atomicAdd(counter, 1u) == (unsigned)a.splits - 1;
+    if (tid == 0) is_last = atomicAdd(counter, 1u) == (unsigned)nsplit - 1;
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    for (int i = tid; i < gc * hd; i += THREADS) {
-        const int g = i / hd, d = i % hd;
+    /* Combine: warp g first turns head g's (max, sum) pairs into one weight per split
+     * (lanes over splits, no serial chain of loads), then every thread sums its outputs over
+     * the splits with independent loads. */
+    float *wsp = red; /* [GT][nsplit] weights; red is free now */
+    for (int g = warp; g < gc; g += WARPS) {
         const size_t row = (size_t)t * a.n_heads + h0 + g;
         const float *ml = a.part_ml + row * a.splits * 2;
         float M = -INFINITY;
-        for (int s = 0; s < a.splits; s++) M = fmaxf(M, __ldcg(ml + 2 * s));
-        float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < a.splits; s++) {
+        for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, __ldcg(ml + 2 * s));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        float den = 0.0f;
+        for (int s = lane; s < nsplit; s += 32) {
             const float w = expf(__ldcg(ml + 2 * s) - M);
+            wsp[g * 64 + s] = w;
             den += w * __ldcg(ml + 2 * s + 1);
-            num += w * __ldcg(a.part + (row * a.splits + s) * hd + d);
         }
-        a.out[row * hd + d] = num / den;
+#pragma unroll
+        for (int o = 16; o; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+        __syncwarp();
+        for (int s = lane; s < nsplit; s += 32) wsp[g * 64 + s] *= 1.0f / den;
+    }
+    __syncthreads();
+    for (int i = tid; i < gc * hd; i += THREADS) {
+        const int g = i / hd, d = i % hd;
+        const size_t row = (size_t)t * a.n_heads + h0 + g;
+        const float *pp = a.part + row * a.splits * hd + d;
+        float num = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < nsplit; s++) num += wsp[g * 64 + s] * __ldcg(pp + (size_t)s * hd);
+        a.out[row * hd + d] = num;
     }
     if (tid == 0) *counter = 0;
 }
 
 template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    size_t smem = sizeof(float) * ((size_t)GT * a.hd + GT * TILE + (size_t)WARPS * GT * a.hd + 3 * GT);
+    size_t smem = sizeof(float) * ((size_t)GT * a.hd + GT * TILE + (size_t)red_floats(GT, a.hd) + 3 * GT);
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attention_kernel<F32, VEC, GT><<<grid, THREADS, smem, stream>>>(a);
     return cudaGetLastError();

@@ -146,6 +146,16 @@ __global__ void set_step_kernel(int *slot, int id, int pos) {
     slot[1] = pos;
 }
 
+__global__ void copy16_kernel(uint4 *dst, const uint4 *src, size_t n16) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n16; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __ldcg(src + i);
+}
+
+__global__ void copy1_kernel(unsigned char *dst, const unsigned char *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
 unsigned grid_for(size_t count, int threads) {
     size_t b = (count + threads - 1) / threads;
     if (b > 4096) b = 4096;
@@ -203,6 +213,18 @@ cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int 
 
 cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream) {
     add_bias_kernel<<<grid_for((size_t)n * rows, 256), 256, 0, stream>>>(out, bias, n, rows);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t stream) {
+    if (!bytes) return cudaSuccess;
+    size_t n16 = ((uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0) ? bytes / 16 : 0;
+    if (n16) copy16_kernel<<<grid_for(n16, 256) < 264 ? grid_for(n16, 256) : 264, 256, 0, stream>>>(
+        (uint4 *)dst, (const uint4 *)src, n16);
+    size_t rest = bytes - n16 * 16;
+    if (rest)
+        copy1_kernel<<<grid_for(rest, 256), 256, 0, stream>>>((unsigned char *)dst + n16 * 16,
+                                                             (const unsigned char *)src + n16 * 16, rest);
     return cudaGetLastError();
 }
 
