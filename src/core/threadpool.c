@@ -17,7 +17,9 @@
 #endif
 
 /* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX, ~50 µs). */
+#ifndef SPIN_ITERATIONS
 #define SPIN_ITERATIONS 1000
+#endif
 
 #define MAX_THREADS 256
 

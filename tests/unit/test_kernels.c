@@ -219,6 +219,35 @@ TEST(kernels_vector_ops_match_reference) {
     }
 }
 
+TEST(kernels_attention_blocks_match_reference) {
+    load_sets();
+    static const int hds[] = {8, 16, 24, 64, 80, 128, 256};
+    static const int ns[] = {1, 3, 128};
+    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            int hd = hds[hi], n = ns[ni];
+            float *q = malloc(sizeof(float) * hd), *rows = malloc(sizeof(float) * n * hd), *p = malloc(sizeof(float) * n);
+            uint16_t *rb = malloc(2 * (size_t)n * hd);
+            float s0[128], s1[128], *a0 = malloc(sizeof(float) * hd), *a1 = malloc(sizeof(float) * hd);
+            fill(q, hd, 1.0f), fill(rows, (size_t)n * hd, 1.0f), fill(p, n, 1.0f);
+            for (int i = 0; i < n * hd; i++) rb[i] = dw_f32_to_bf16(rows[i]);
+            for (int s = 1; s < n_sets; s++) {
+                const dw__cpu_kernels *R = sets[0], *S = sets[s];
+                R->attn_dot_f32(s0, q, rows, n, hd, 0.125f), S->attn_dot_f32(s1, q, rows, n, hd, 0.125f);
+                CHECK_MSG(rel_err(s1, s0, n) < 1e-5, "%s attn_dot_f32 hd=%d n=%d", S->isa, hd, n);
+                R->attn_dot_bf16(s0, q, rb, n, hd, 0.125f), S->attn_dot_bf16(s1, q, rb, n, hd, 0.125f);
+                CHECK_MSG(rel_err(s1, s0, n) < 1e-5, "%s attn_dot_bf16 hd=%d n=%d", S->isa, hd, n);
+                fill(a0, hd, 1.0f), memcpy(a1, a0, sizeof(float) * hd);
+                R->attn_acc_f32(a0, p, rows, n, hd), S->attn_acc_f32(a1, p, rows, n, hd);
+                CHECK_MSG(rel_err(a1, a0, hd) < 1e-5, "%s attn_acc_f32 hd=%d n=%d", S->isa, hd, n);
+                fill(a0, hd, 1.0f), memcpy(a1, a0, sizeof(float) * hd);
+                R->attn_acc_bf16(a0, p, rb, n, hd), S->attn_acc_bf16(a1, p, rb, n, hd);
+                CHECK_MSG(rel_err(a1, a0, hd) < 1e-5, "%s attn_acc_bf16 hd=%d n=%d", S->isa, hd, n);
+            }
+            free(q), free(rows), free(p), free(rb), free(a0), free(a1);
+        }
+}
+
 TEST(kernels_exp_and_silu_are_accurate_over_the_range) {
     load_sets();
     float x[64], y[64], up[64];

@@ -374,14 +374,12 @@ static void attn_task(void *arg, int task, int thread) {
         for (int g = 0; g < group; g++) {
             int h = kvh * group + g;
             const float *q = j->q + ((size_t)t * p->n_heads + h) * hd;
+            const char *kblock = kbase + (size_t)b0 * hd * esize;
+            if (bf16) K->attn_dot_bf16(scores, q, (const uint16_t *)kblock, nb, hd, p->scale);
+            else K->attn_dot_f32(scores, q, (const float *)kblock, nb, hd, p->scale);
             float bmax = -INFINITY;
-            for (int i = 0; i < nb; i++) {
-                const char *krow = kbase + (size_t)(b0 + i) * hd * esize;
-                float s = (bf16 ? K->dot_bf16(q, (const uint16_t *)krow, hd) : K->dot_f32(q, (const float *)krow, hd)) *
-                          p->scale;
-                scores[i] = s;
-                if (s > bmax) bmax = s;
-            }
+            for (int i = 0; i < nb; i++)
+                if (scores[i] > bmax) bmax = scores[i];
             float new_max = bmax > mx[g] ? bmax : mx[g];
             if (new_max > mx[g] && mx[g] != -INFINITY) {
                 float r = expf(mx[g] - new_max);
@@ -390,11 +388,9 @@ static void attn_task(void *arg, int task, int thread) {
             }
             mx[g] = new_max;
             sum[g] += K->exp_sum(scores, new_max, nb);
-            for (int i = 0; i < nb; i++) {
-                const char *vrow = vbase + (size_t)(b0 + i) * hd * esize;
-                if (bf16) K->axpy_bf16(acc[g], scores[i], (const uint16_t *)vrow, hd);
-                else K->axpy_f32(acc[g], scores[i], (const float *)vrow, hd);
-            }
+            const char *vblock = vbase + (size_t)b0 * hd * esize;
+            if (bf16) K->attn_acc_bf16(acc[g], scores, (const uint16_t *)vblock, nb, hd);
+            else K->attn_acc_f32(acc[g], scores, (const float *)vblock, nb, hd);
         }
     }
     for (int g = 0; g < group; g++) {

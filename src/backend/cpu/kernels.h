@@ -38,6 +38,13 @@ typedef struct dw__cpu_kernels {
     void (*axpy_f32)(float *y, float a, const float *x, int n);
     void (*axpy_bf16)(float *y, float a, const uint16_t *x, int n);
 
+    /* Attention over a block of n cached rows of hd elements (K or V, f32 or bf16):
+     * scores[i] = dot(q, rows[i]) * scale;  acc[:] += Σ_i p[i] * rows[i]. */
+    void (*attn_dot_f32)(float *scores, const float *q, const float *rows, int n, int hd, float scale);
+    void (*attn_dot_bf16)(float *scores, const float *q, const uint16_t *rows, int n, int hd, float scale);
+    void (*attn_acc_f32)(float *acc, const float *p, const float *rows, int n, int hd);
+    void (*attn_acc_bf16)(float *acc, const float *p, const uint16_t *rows, int n, int hd);
+
     /* Conversions of n elements (f32 -> bf16 rounds to nearest even). */
     void (*bf16_to_f32)(float *dst, const uint16_t *src, int n);
     void (*f16_to_f32)(float *dst, const uint16_t *src, int n);
@@ -60,7 +67,7 @@ typedef struct dw__cpu_kernels {
 /* The scalar reference kernels (any CPU). */
 extern const dw__cpu_kernels dw__cpu_kernels_ref;
 
-/* The best kernels this CPU supports (chosen once). DW_CPU_ISA=ref|avx2|avx512 in the
+/* The best kernels this CPU supports (chosen once). DW_CPU_ISA=ref|avx2|avx512|avx512bf16 in the
  * environment caps the choice (for testing and comparison). */
 const dw__cpu_kernels *dw__cpu_kernels_best(void);
 
@@ -70,6 +77,7 @@ int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max);
 #if defined(__x86_64__)
 extern const dw__cpu_kernels dw__cpu_kernels_avx2;
 extern const dw__cpu_kernels dw__cpu_kernels_avx512;
+extern const dw__cpu_kernels dw__cpu_kernels_avx512bf16;
 #endif
 
 #endif

@@ -1,5 +1,5 @@
 /* Run-time choice of the CPU kernel set (kernels.h): the best one this CPU supports,
- * capped by DW_CPU_ISA=ref|avx2|avx512 for tests and comparisons. */
+ * capped by DW_CPU_ISA=ref|avx2|avx512|avx512bf16 for tests and comparisons. */
 #include "backend/cpu/kernels.h"
 
 #include <pthread.h>
@@ -16,6 +16,7 @@ int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max) {
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
     if (avx2 && n < max) out[n++] = &dw__cpu_kernels_avx2;
     if (avx512 && n < max) out[n++] = &dw__cpu_kernels_avx512;
+    if (avx512 && __builtin_cpu_supports("avx512bf16") && n < max) out[n++] = &dw__cpu_kernels_avx512bf16;
 #endif
     return n;
 }

@@ -84,6 +84,22 @@ static void axpy_bf16_ref(float *y, float a, const uint16_t *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * dw_bf16_to_f32(x[i]);
 }
 
+static void attn_dot_f32_ref(float *scores, const float *q, const float *rows, int n, int hd, float scale) {
+    for (int i = 0; i < n; i++) scores[i] = dot_f32_ref(q, rows + (size_t)i * hd, hd) * scale;
+}
+
+static void attn_dot_bf16_ref(float *scores, const float *q, const uint16_t *rows, int n, int hd, float scale) {
+    for (int i = 0; i < n; i++) scores[i] = dot_bf16_ref(q, rows + (size_t)i * hd, hd) * scale;
+}
+
+static void attn_acc_f32_ref(float *acc, const float *p, const float *rows, int n, int hd) {
+    for (int i = 0; i < n; i++) axpy_f32_ref(acc, p[i], rows + (size_t)i * hd, hd);
+}
+
+static void attn_acc_bf16_ref(float *acc, const float *p, const uint16_t *rows, int n, int hd) {
+    for (int i = 0; i < n; i++) axpy_bf16_ref(acc, p[i], rows + (size_t)i * hd, hd);
+}
+
 static void bf16_to_f32_ref(float *dst, const uint16_t *src, int n) {
     for (int i = 0; i < n; i++) dst[i] = dw_bf16_to_f32(src[i]);
 }
@@ -145,6 +161,10 @@ const dw__cpu_kernels dw__cpu_kernels_ref = {
     /* .dot_bf16     = */ dot_bf16_ref,
     /* .axpy_f32     = */ axpy_f32_ref,
     /* .axpy_bf16    = */ axpy_bf16_ref,
+    /* .attn_dot_f32 = */ attn_dot_f32_ref,
+    /* .attn_dot_bf16 = */ attn_dot_bf16_ref,
+    /* .attn_acc_f32 = */ attn_acc_f32_ref,
+    /* .attn_acc_bf16 = */ attn_acc_bf16_ref,
     /* .bf16_to_f32  = */ bf16_to_f32_ref,
     /* .f16_to_f32   = */ f16_to_f32_ref,
     /* .f32_to_bf16  = */ f32_to_bf16_ref,

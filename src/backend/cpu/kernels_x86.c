@@ -226,6 +226,21 @@ static AVX2 void axpy_bf16_avx2(float *y, float a, const uint16_t *x, int n) {
     for (; i < n; i++) y[i] += a * dw_bf16_to_f32(x[i]);
 }
 
+
+/* Attention blocks: the row loop inlined around the dot/axpy bodies. */
+static AVX2 void attn_dot_f32_avx2(float *scores, const float *q, const float *rows, int n, int hd, float scale) {
+    for (int i = 0; i < n; i++) scores[i] = dot_f32_avx2(q, rows + (size_t)i * hd, hd) * scale;
+}
+static AVX2 void attn_dot_bf16_avx2(float *scores, const float *q, const uint16_t *rows, int n, int hd, float scale) {
+    for (int i = 0; i < n; i++) scores[i] = dot_bf16_avx2(q, rows + (size_t)i * hd, hd) * scale;
+}
+static AVX2 void attn_acc_f32_avx2(float *acc, const float *p, const float *rows, int n, int hd) {
+    for (int i = 0; i < n; i++) axpy_f32_avx2(acc, p[i], rows + (size_t)i * hd, hd);
+}
+static AVX2 void attn_acc_bf16_avx2(float *acc, const float *p, const uint16_t *rows, int n, int hd) {
+    for (int i = 0; i < n; i++) axpy_bf16_avx2(acc, p[i], rows + (size_t)i * hd, hd);
+}
+
 static AVX2 void bf16_to_f32_avx2(float *dst, const uint16_t *src, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8_bf16(src + i));
@@ -350,6 +365,10 @@ const dw__cpu_kernels dw__cpu_kernels_avx2 = {
     /* .dot_bf16     = */ dot_bf16_avx2,
     /* .axpy_f32     = */ axpy_f32_avx2,
     /* .axpy_bf16    = */ axpy_bf16_avx2,
+    /* .attn_dot_f32 = */ attn_dot_f32_avx2,
+    /* .attn_dot_bf16 = */ attn_dot_bf16_avx2,
+    /* .attn_acc_f32 = */ attn_acc_f32_avx2,
+    /* .attn_acc_bf16 = */ attn_acc_bf16_avx2,
     /* .bf16_to_f32  = */ bf16_to_f32_avx2,
     /* .f16_to_f32   = */ f16_to_f32_avx2,
     /* .f32_to_bf16  = */ f32_to_bf16_avx2,
@@ -600,6 +619,55 @@ static AVX512 void axpy_bf16_avx512(float *y, float a, const uint16_t *x, int n)
     }
 }
 
+
+/* Attention blocks. For head_dim a multiple of 16 up to 256 the query (or the accumulator)
+ * stays in registers across the rows; other sizes go through the generic dot/axpy. */
+#define ATTN_MAXV 16
+#define DEFINE_ATTN_AVX512(SUFFIX, WT)                                                                  \
+    static AVX512 void attn_dot_##SUFFIX##_avx512(float *scores, const float *q, const WT *rows, int n,  \
+                                                  int hd, float scale) {                               \
+        if (hd % 16 || hd > 16 * ATTN_MAXV) {                                                           \
+            for (int i = 0; i < n; i++) scores[i] = attn_generic_dot_##SUFFIX(q, rows + (size_t)i * hd, hd) * scale; \
+            return;                                                                                     \
+        }                                                                                               \
+        int nv = hd / 16;                                                                               \
+        __m512 qv[ATTN_MAXV];                                                                           \
+        for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_ps(q + 16 * v);                               \
+        for (int i = 0; i < n; i++) {                                                                   \
+            const WT *r = rows + (size_t)i * hd;                                                        \
+            __m512 a0 = _mm512_mul_ps(qv[0], load16_##SUFFIX(r)), a1 = _mm512_setzero_ps();             \
+            for (int v = 1; v + 1 < nv; v += 2) {                                                       \
+                a1 = _mm512_fmadd_ps(qv[v], load16_##SUFFIX(r + 16 * v), a1);                           \
+                a0 = _mm512_fmadd_ps(qv[v + 1], load16_##SUFFIX(r + 16 * v + 16), a0);                  \
+            }                                                                                           \
+            if (nv % 2 == 0) a1 = _mm512_fmadd_ps(qv[nv - 1], load16_##SUFFIX(r + 16 * (nv - 1)), a1);  \
+            scores[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) * scale;                            \
+        }                                                                                               \
+    }                                                                                                   \
+    static AVX512 void attn_acc_##SUFFIX##_avx512(float *acc, const float *p, const WT *rows, int n,     \
+                                                  int hd) {                                             \
+        if (hd % 16 || hd > 16 * ATTN_MAXV) {                                                           \
+            for (int i = 0; i < n; i++) attn_generic_axpy_##SUFFIX(acc, p[i], rows + (size_t)i * hd, hd); \
+            return;                                                                                     \
+        }                                                                                               \
+        int nv = hd / 16;                                                                               \
+        __m512 av[ATTN_MAXV];                                                                           \
+        for (int v = 0; v < nv; v++) av[v] = _mm512_loadu_ps(acc + 16 * v);                            \
+        for (int i = 0; i < n; i++) {                                                                   \
+            __m512 pv = _mm512_set1_ps(p[i]);                                                           \
+            const WT *r = rows + (size_t)i * hd;                                                        \
+            for (int v = 0; v < nv; v++) av[v] = _mm512_fmadd_ps(pv, load16_##SUFFIX(r + 16 * v), av[v]); \
+        }                                                                                               \
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(acc + 16 * v, av[v]);                             \
+    }
+
+#define attn_generic_dot_f32 dot_f32_avx512
+#define attn_generic_dot_bf16 dot_bf16_avx512
+#define attn_generic_axpy_f32 axpy_f32_avx512
+#define attn_generic_axpy_bf16 axpy_bf16_avx512
+DEFINE_ATTN_AVX512(f32, float)
+DEFINE_ATTN_AVX512(bf16, uint16_t)
+
 static AVX512 void bf16_to_f32_avx512(float *dst, const uint16_t *src, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_bf16(src + i));
@@ -733,6 +801,10 @@ const dw__cpu_kernels dw__cpu_kernels_avx512 = {
     /* .dot_bf16     = */ dot_bf16_avx512,
     /* .axpy_f32     = */ axpy_f32_avx512,
     /* .axpy_bf16    = */ axpy_bf16_avx512,
+    /* .attn_dot_f32 = */ attn_dot_f32_avx512,
+    /* .attn_dot_bf16 = */ attn_dot_bf16_avx512,
+    /* .attn_acc_f32 = */ attn_acc_f32_avx512,
+    /* .attn_acc_bf16 = */ attn_acc_bf16_avx512,
     /* .bf16_to_f32  = */ bf16_to_f32_avx512,
     /* .f16_to_f32   = */ f16_to_f32_avx512,
     /* .f32_to_bf16  = */ f32_to_bf16_avx512,
@@ -743,5 +815,92 @@ const dw__cpu_kernels dw__cpu_kernels_avx512 = {
     /* .exp_sum      = */ exp_sum_avx512,
     /* .read_bytes   = */ read_bytes_avx512,
 };
+
+/* ======================================================================================
+ * AVX-512 BF16 (vdpbf16ps): the decode matrix-vector product on bf16 weights with x split
+ * into bf16 hi + lo parts (x ≈ hi + lo to ~2^-16 relative), so the products keep f32 accuracy
+ * while each 32 weights need one load and two dot-product instructions instead of
+ * conversions and FMAs. Everything else is the AVX-512 set.
+ * ==================================================================================== */
+
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+#define DP_MAX_K 16384
+
+static AVX512BF16 float rowdot_bf16_dp(const __m512bh *xh, const __m512bh *xl, const uint16_t *w, int k) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int nv = (k + 31) / 32, v = 0;
+    for (; v + 2 <= nv && 32 * (v + 2) <= k; v += 2) {
+        const uint16_t *p = w + 32 * v;
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + PREFETCH_AHEAD + 64, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + 1024 + 64, _MM_HINT_T0);
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(p), w1 = (__m512bh)_mm512_loadu_si512(p + 32);
+        a0 = _mm512_dpbf16_ps(a0, w0, xh[v]);
+        a1 = _mm512_dpbf16_ps(a1, w0, xl[v]);
+        a2 = _mm512_dpbf16_ps(a2, w1, xh[v + 1]);
+        a3 = _mm512_dpbf16_ps(a3, w1, xl[v + 1]);
+    }
+    for (; v < nv; v++) { /* the last vector may be partial: zero the missing weights */
+        int rem = k - 32 * v;
+        __mmask32 m = rem >= 32 ? 0xffffffffu : (__mmask32)((1u << rem) - 1u);
+        __m512bh w0 = (__m512bh)_mm512_maskz_loadu_epi16(m, w + 32 * v);
+        a0 = _mm512_dpbf16_ps(a0, w0, xh[v]);
+        a1 = _mm512_dpbf16_ps(a1, w0, xl[v]);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+}
+
+static AVX512BF16 void matmul_bf16_avx512bf16(float *out, int ldo, const float *x, int ldx, int n, const void *wv,
+                                              int k, int r0, int r1) {
+    if (n != 1 || k > DP_MAX_K) {
+        matmul_bf16_avx512(out, ldo, x, ldx, n, wv, k, r0, r1);
+        return;
+    }
+    const uint16_t *w = wv;
+    __m512bh xh[DP_MAX_K / 32], xl[DP_MAX_K / 32];
+    int nv = (k + 31) / 32;
+    for (int v = 0; v < nv; v++) { /* hi = bf16(x), lo = bf16(x - hi); zero past k */
+        int rem = k - 32 * v;
+        __mmask16 m0 = rem >= 16 ? 0xffff : tail_mask(rem > 0 ? rem : 0);
+        __mmask16 m1 = rem >= 32 ? 0xffff : tail_mask(rem > 16 ? rem - 16 : 0);
+        __m512 x0 = _mm512_maskz_loadu_ps(m0, x + 32 * v), x1 = _mm512_maskz_loadu_ps(m1, x + 32 * v + 16);
+        __m512bh h = _mm512_cvtne2ps_pbh(x1, x0);
+        __m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256((__m512i)h)), 16));
+        __m512 h1 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64((__m512i)h, 1)), 16));
+        xh[v] = h;
+        xl[v] = _mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+    }
+    for (int r = r0; r < r1; r++) out[r] = rowdot_bf16_dp(xh, xl, w + (size_t)r * k, k);
+}
+
+const dw__cpu_kernels dw__cpu_kernels_avx512bf16 = {
+    /* .isa          = */ "avx512bf16",
+    /* .matmul_bf16  = */ matmul_bf16_avx512bf16,
+    /* .matmul_f16   = */ matmul_f16_avx512,
+    /* .matmul_f32   = */ matmul_f32_avx512,
+    /* .gemm_bf16    = */ gemm_bf16_avx512,
+    /* .gemm_f16     = */ gemm_f16_avx512,
+    /* .gemm_f32     = */ gemm_f32_avx512,
+    /* .dot_f32      = */ dot_f32_avx512,
+    /* .dot_bf16     = */ dot_bf16_avx512,
+    /* .axpy_f32     = */ axpy_f32_avx512,
+    /* .axpy_bf16    = */ axpy_bf16_avx512,
+    /* .attn_dot_f32 = */ attn_dot_f32_avx512,
+    /* .attn_dot_bf16 = */ attn_dot_bf16_avx512,
+    /* .attn_acc_f32 = */ attn_acc_f32_avx512,
+    /* .attn_acc_bf16 = */ attn_acc_bf16_avx512,
+    /* .bf16_to_f32  = */ bf16_to_f32_avx512,
+    /* .f16_to_f32   = */ f16_to_f32_avx512,
+    /* .f32_to_bf16  = */ f32_to_bf16_avx512,
+    /* .sum_squares  = */ sum_squares_avx512,
+    /* .scale_mul    = */ scale_mul_avx512,
+    /* .swiglu       = */ swiglu_avx512,
+    /* .add          = */ add_avx512,
+    /* .exp_sum      = */ exp_sum_avx512,
+    /* .read_bytes   = */ read_bytes_avx512,
+};
+
 
 #endif /* __x86_64__ */
