@@ -69,9 +69,9 @@ TEST(engine_refuses_unsupported_config_keys_and_values_by_name) {
     char dir[512];
     tmodel_spec spec = tmodel_default();
     fresh_model(dir, sizeof dir, &spec, 1);
-    edit_file(dir, "config.json", "\"use_cache\": true", "\"use_cache\": true, \"quantization_config\": {}");
+    edit_file(dir, "config.json", "\"use_cache\": true", "\"use_cache\": true, \"attn_logit_softcapping\": 50.0");
     CHECK(try_load(dir, &err) == DW_ERR_UNSUPPORTED);
-    CHECK_MSG(strstr(err.message, "'quantization_config'") && strstr(err.message, "config.json"), "%s", err.message);
+    CHECK_MSG(strstr(err.message, "'attn_logit_softcapping'") && strstr(err.message, "config.json"), "%s", err.message);
 
     fresh_model(dir, sizeof dir, &spec, 1);
     edit_file(dir, "config.json", "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"");
