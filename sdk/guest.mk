@@ -5,6 +5,6 @@
 DW_SDK_INCLUDE   ?= include
 DW_GUEST_CC      ?= clang
 DW_WASI_SYSROOT  ?= /usr
-DW_GUEST_CFLAGS  ?= --target=wasm32-wasi -mmutable-globals --sysroot=$(DW_WASI_SYSROOT) -O2 -Wall -I$(DW_SDK_INCLUDE)
+DW_GUEST_CFLAGS  ?= --target=wasm32-wasi -mmutable-globals -msimd128 --sysroot=$(DW_WASI_SYSROOT) -O2 -Wall -I$(DW_SDK_INCLUDE)
 # Snapshots need the mutable globals exported: the stack pointer is the one C guests have.
 DW_GUEST_LDFLAGS ?= -Wl,--export=__stack_pointer -lm

@@ -52,12 +52,7 @@ EXPORT(llm_prefill) int32_t llm_prefill(int32_t n, int32_t seed) {
     return rc < 0 ? rc : dw_prefill(llm_session, llm_ids, n, llm_logits, llm_vocab);
 }
 
-static int32_t argmax(const float *x, int32_t n) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
+static int32_t argmax(const float *x, int32_t n) { return dw_argmax_f32(x, n); }
 
 /* Generates n tokens greedily (argmax in the guest, dw.decode on the host); returns the last. */
 EXPORT(llm_decode) int32_t llm_decode(int32_t n) {

@@ -138,10 +138,7 @@ static int append_message(const char *role, const char *content, int close) {
 
 /* --- sampling ----------------------------------------------------------------------------------- */
 static int32_t sample(const float *logits, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (chat.temperature <= 0) return best;
+    if (chat.temperature <= 0) return dw_argmax_f32(logits, n);
     /* the TOP_CANDIDATES largest logits, by insertion into a small sorted array */
     int32_t idx[TOP_CANDIDATES];
     float val[TOP_CANDIDATES];

@@ -60,6 +60,43 @@ enum { DW_TOK_SPECIAL = 1, DW_TOK_BOS = 2 }; /* dw_tokenize flags: parse special
 enum { DW_DETOK_SKIP_SPECIAL = 1 };          /* dw_detokenize flags */
 
 /* ------------------------------------------------------------------------------------------
+ * Helpers for guests (static inline: they cost no import). */
+
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#endif
+
+/* The index of the largest of x[0..n) (the first one on ties): greedy decoding over logits.
+ * With SIMD (sdk/guest.mk compiles with -msimd128) four lanes at a time. */
+static inline int32_t dw_argmax_f32(const float *x, int32_t n) {
+    int32_t best = 0, i = 0;
+    float best_v = n > 0 ? x[0] : 0.0f;
+#if defined(__wasm_simd128__)
+    if (n >= 8) {
+        v128_t vmax = wasm_v128_load(x), vidx = wasm_i32x4_make(0, 1, 2, 3), cur = vidx;
+        const v128_t four = wasm_i32x4_splat(4);
+        for (i = 4; i + 4 <= n; i += 4) {
+            cur = wasm_i32x4_add(cur, four);
+            v128_t v = wasm_v128_load(x + i);
+            v128_t gt = wasm_f32x4_gt(v, vmax); /* strictly greater: keeps the first index per lane */
+            vmax = wasm_v128_bitselect(v, vmax, gt);
+            vidx = wasm_v128_bitselect(cur, vidx, gt);
+        }
+        float lane_v[4];
+        int32_t lane_i[4];
+        wasm_v128_store(lane_v, vmax);
+        wasm_v128_store(lane_i, vidx);
+        best_v = lane_v[0], best = lane_i[0];
+        for (int k = 1; k < 4; k++)
+            if (lane_v[k] > best_v || (lane_v[k] == best_v && lane_i[k] < best)) best_v = lane_v[k], best = lane_i[k];
+    }
+#endif
+    for (; i < n; i++)
+        if (x[i] > best_v) best_v = x[i], best = i;
+    return best;
+}
+
+/* ------------------------------------------------------------------------------------------
  * The imports (guests only: the host includes this header for the types and codes above). */
 #if defined(__wasm__)
 #define DW_IMPORT(name) __attribute__((import_module("dw"), import_name(#name)))
