@@ -63,9 +63,9 @@ dw_status dw__quant_find(const dw__weight_files *wf, const dw__quant_config *qc,
     if (!quantized)
         return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' is present but %s does not quantize '%s'", spath, sname,
                             qc->path, module);
-    if (!tw) return dw_error_set(err, DW_ERR_NOT_FOUND, "%s: tensor '%s' is missing (its scales exist)", spath, wname);
+    if (!tw) return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' is missing (its scales exist)", spath, wname);
     const dw_tensor_info *tb = raw_find(wf, bname, &bpath);
-    if (!tb) return dw_error_set(err, DW_ERR_NOT_FOUND, "%s: tensor '%s' is missing (its scales exist)", spath, bname);
+    if (!tb) return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' is missing (its scales exist)", spath, bname);
     if (dw__quant_check_shape(bits, gs, cols, msg, sizeof msg))
         return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s': %s", wpath, wname, msg);
     if (tw->dtype != DW_DTYPE_U32)

@@ -203,7 +203,7 @@ NAME = "model.layers.0.mlp.down_proj"
     ("bits", lambda t: None, lambda c: c["quantization"].__setitem__("bits", 3), "'bits' must be 4 or 8"),
     ("group size", lambda t: None, lambda c: c["quantization"].__setitem__("group_size", 48), "'group_size'"),
     ("wrong bits for the shapes", lambda t: None, lambda c: c["quantization"].__setitem__("bits", 8),
-     "self_attn.q_proj.weight"),
+     "'model.embed_tokens.weight' has shape"),
     ("missing biases", lambda t: t.pop(NAME + ".biases"), None, NAME + ".biases"),
 ])
 def test_malformed_quantized_models_are_refused(quantized_tiny, tmp_path, case, fn, cfg_fn, expect):

@@ -1,0 +1,149 @@
+/* x86-64 SIMD versions of the quantized kernels (kernels_quant.h): AVX2+FMA and AVX-512.
+ * A 4-bit word holds 8 codes, input i at bits [4(i mod 8), ...): broadcast, shift each lane by
+ * its own count, mask, convert, multiply-add with x. 8-bit codes are bytes in input order. The
+ * sum over a group is scaled once per group; the bias term uses the group sums of x. */
+#include "backend/cpu/kernels_quant.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include "engine/quant.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+/* Prefetch distance ahead of the packed codes (bytes). */
+#define QPREFETCH 2048
+
+static inline float sb(const void *p, dw_dtype t, size_t i) { return dw__quant_sb(p, t, i); }
+
+static AVX2 inline float hsum8(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+/* ---- AVX2 ------------------------------------------------------------------------------ */
+
+static AVX2 void qmatvec_avx2(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
+    const int bits = w->qbits, gs = w->qgroup;
+    const int64_t groups = w->cols / gs, words = w->cols * bits / 32;
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), m4 = _mm256_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint32_t *q = (const uint32_t *)w->data + (size_t)r * words;
+        const size_t sbase = (size_t)r * groups;
+        __m256 total = _mm256_setzero_ps();
+        float bias_acc = 0.0f;
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xg = x + g * gs;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            if (bits == 4) {
+                const uint32_t *qg = q + g * (gs / 8);
+                _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
+                for (int j = 0; j < gs / 8; j += 2) {
+                    __m256i v0 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)qg[j]), shifts), m4);
+                    __m256i v1 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)qg[j + 1]), shifts), m4);
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(xg + 8 * j), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(xg + 8 * j + 8), a1);
+                }
+            } else {
+                const uint8_t *qg = (const uint8_t *)(q + g * (gs / 4));
+                _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)qg + QPREFETCH + 64, _MM_HINT_T0);
+                for (int j = 0; j < gs; j += 16) {
+                    __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + j)));
+                    __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qg + j + 8)));
+                    a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(xg + j), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(xg + j + 8), a1);
+                }
+            }
+            total = _mm256_fmadd_ps(_mm256_set1_ps(sb(w->qscales, w->qsdtype, sbase + g)), _mm256_add_ps(a0, a1), total);
+            bias_acc += sb(w->qbiases, w->qsdtype, sbase + g) * xsum[g];
+        }
+        out[r] = hsum8(total) + bias_acc;
+    }
+}
+
+/* Same arithmetic as the reference (multiply, then add: no fused rounding). */
+static AVX2 void qdequant_avx2(float *dst, const dw_cweight *w, int r0, int r1) {
+    const int bits = w->qbits, gs = w->qgroup;
+    const int64_t groups = w->cols / gs, words = w->cols * bits / 32;
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), m4 = _mm256_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint32_t *q = (const uint32_t *)w->data + (size_t)r * words;
+        float *d = dst + (size_t)(r - r0) * w->cols;
+        for (int64_t g = 0; g < groups; g++) {
+            __m256 s = _mm256_set1_ps(sb(w->qscales, w->qsdtype, (size_t)r * groups + g));
+            __m256 b = _mm256_set1_ps(sb(w->qbiases, w->qsdtype, (size_t)r * groups + g));
+            for (int j = 0; j < gs; j += 8) {
+                int64_t c = g * gs + j;
+                __m256i v;
+                if (bits == 4) v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)q[c / 8]), shifts), m4);
+                else v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)q + c)));
+                _mm256_storeu_ps(d + c, _mm256_add_ps(_mm256_mul_ps(s, _mm256_cvtepi32_ps(v)), b));
+            }
+        }
+    }
+}
+
+const dw__cpu_qkernels dw__cpu_qkernels_avx2 = {
+    /* .isa     = */ "avx2",
+    /* .matvec  = */ qmatvec_avx2,
+    /* .dequant = */ qdequant_avx2,
+};
+
+/* ---- AVX-512 ----------------------------------------------------------------------------- */
+
+static AVX512 void qmatvec_avx512(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
+    const int bits = w->qbits, gs = w->qgroup;
+    const int64_t groups = w->cols / gs, words = w->cols * bits / 32;
+    const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i m4 = _mm512_set1_epi32(15);
+    for (int r = r0; r < r1; r++) {
+        const uint32_t *q = (const uint32_t *)w->data + (size_t)r * words;
+        const size_t sbase = (size_t)r * groups;
+        __m512 total = _mm512_setzero_ps();
+        float bias_acc = 0.0f;
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xg = x + g * gs;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            if (bits == 4) {
+                const uint32_t *qg = q + g * (gs / 8);
+                _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
+                for (int j = 0; j < gs / 8; j += 4) {
+                    __m512i p0 = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(qg + j)));
+                    __m512i p1 = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(qg + j + 2)));
+                    __m512i v0 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(idx, p0), shifts), m4);
+                    __m512i v1 = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(idx, p1), shifts), m4);
+                    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), _mm512_loadu_ps(xg + 8 * j), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), _mm512_loadu_ps(xg + 8 * j + 16), a1);
+                }
+            } else {
+                const uint8_t *qg = (const uint8_t *)(q + g * (gs / 4));
+                _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)qg + QPREFETCH + 64, _MM_HINT_T0);
+                for (int j = 0; j < gs; j += 32) {
+                    __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + j)));
+                    __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qg + j + 16)));
+                    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), _mm512_loadu_ps(xg + j), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), _mm512_loadu_ps(xg + j + 16), a1);
+                }
+            }
+            total = _mm512_fmadd_ps(_mm512_set1_ps(sb(w->qscales, w->qsdtype, sbase + g)), _mm512_add_ps(a0, a1), total);
+            bias_acc += sb(w->qbiases, w->qsdtype, sbase + g) * xsum[g];
+        }
+        out[r] = _mm512_reduce_add_ps(total) + bias_acc;
+    }
+}
+
+const dw__cpu_qkernels dw__cpu_qkernels_avx512 = {
+    /* .isa     = */ "avx512",
+    /* .matvec  = */ qmatvec_avx512,
+    /* .dequant = */ qdequant_avx2,
+};
+
+#endif
