@@ -32,6 +32,13 @@ typedef struct dw_cweight {
     dw_dtype dtype;    /* F32, F16 or BF16 */
     int64_t rows, cols;
     void *priv;        /* backend-owned (e.g. a converted copy to free); NULL on the CPU mmap path */
+    /* Quantized matrices (MLX affine, src/engine/quant.h) only; qbits == 0 otherwise. Then dtype
+     * is U32, data is [rows, cols·qbits/32] packed codes, rows × cols the unquantized shape, and
+     * w[r][i] = scales[r][i/qgroup]·code + biases[r][i/qgroup]. Only backends whose compute was
+     * opened for quantized models (src/backend/cpu/kernels_quant.h) are handed such weights. */
+    int qbits, qgroup;
+    const void *qscales, *qbiases; /* [rows, cols/qgroup] in qsdtype (BF16, F16 or F32) */
+    dw_dtype qsdtype;
 } dw_cweight;
 
 /* One layer's KV cache on the device, in the Hugging Face past_key_values layout per layer:

@@ -34,6 +34,7 @@ static const char *const known_keys[] = {
     "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "rms_norm_eps",
     "rope_theta", "rope_scaling", "rope_parameters", "tie_word_embeddings", "attention_bias", "mlp_bias",
     "sliding_window", "use_sliding_window", "layer_types",
+    "quantization", "quantization_config", /* MLX affine quantized weights (src/engine/quant.h) */
 };
 
 static int in_list(const char *key, const char *const *list, size_t n) {

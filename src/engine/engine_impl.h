@@ -10,6 +10,7 @@
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
 #include "driftwood/safetensors.h"
+#include "engine/quant.h"
 
 /* A weight whose data is NULL is absent (optional biases). */
 typedef struct dw_layer_weights {
@@ -44,6 +45,7 @@ struct dw_model {
     dw_layer_weights *layers;
     float *inv_freq;       /* device [head_dim/2]: RoPE frequencies, llama3 scaling applied */
     uint64_t weight_bytes;
+    dw__quant_config quant; /* config.json's "quantization" block (enabled = 0 when absent) */
 };
 
 struct dw_session {

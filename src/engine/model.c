@@ -7,12 +7,42 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "backend/cpu/kernels_quant.h"
 #include "engine/engine_impl.h"
 
 #define MAX_CONFIG_BYTES (4u << 20)
 
+/* A quantized matrix (src/engine/quant.h): DW_ERR_NOT_FOUND (err untouched) when name's module
+ * has no scales. Points into the mapping; only a compute wrapped for quantized models gets it. */
+static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64_t d1, dw_cweight *out, dw_error *err) {
+    char module[256];
+    size_t len = strlen(name);
+    if (len < 7 || strcmp(name + len - 7, ".weight") || len - 7 >= sizeof module) return DW_ERR_NOT_FOUND;
+    memcpy(module, name, len - 7);
+    module[len - 7] = 0;
+    dw__qtensor t;
+    dw_status st = dw__quant_find(&m->wf, &m->quant, module, d0, d1, &t, err);
+    if (st) return st;
+    memset(out, 0, sizeof *out);
+    out->data = t.q;
+    out->dtype = DW_DTYPE_U32;
+    out->rows = d0;
+    out->cols = d1;
+    out->qbits = t.bits;
+    out->qgroup = t.group_size;
+    out->qscales = t.scales;
+    out->qbiases = t.biases;
+    out->qsdtype = t.sdtype;
+    m->weight_bytes += t.nbytes;
+    return DW_OK;
+}
+
 static dw_status load_weight(dw_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int required,
                              dw_cweight *out, dw_error *err) {
+    if (ndim == 2) {
+        dw_status qs = load_quantized(m, name, d0, d1, out, err);
+        if (qs != DW_ERR_NOT_FOUND) return qs;
+    }
     int64_t shape[2] = {d0, d1};
     const dw_tensor_info *ti;
     dw_status st = dw__weights_find(&m->wf, name, ndim, shape, required, &ti, err);
@@ -89,12 +119,20 @@ static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) 
     dw_status st = dw__file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
     if (st) return st;
     st = dw_model_config_parse(path, text, &m->cfg, err);
+    if (!st) {
+        json_t *root = json_loads(text, 0, NULL); /* parsed once already: valid */
+        st = root ? dw__quant_config_parse(path, root, &m->quant, err) : DW_OK;
+        json_decref(root);
+    }
     free(text);
     if (st) return st;
     if ((st = read_generation_config(m, err))) return st;
     dw__config_hash(&m->cfg, m->config_hash);
 
     if ((st = dw__compute_open(m->backend, opts ? opts->n_threads : 0, &m->compute, err))) return st;
+    if (m->quant.enabled &&
+        (st = dw__quant_compute_wrap(&m->compute, m->backend ? dw_backend_name(m->backend) : "cpu", err)))
+        return st;
     if ((st = dw__weights_open(m->dir, &m->wf, err))) return st;
 
     const dw_model_config *c = &m->cfg;
@@ -108,7 +146,10 @@ static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) 
     if ((st = load_weight(m, "model.norm.weight", 1, c->hidden_size, 0, 1, &m->final_norm, err))) return st;
     if (c->tie_word_embeddings) {
         m->lm_head = m->embed;
-        m->weight_bytes += (uint64_t)c->vocab_size * c->hidden_size * dw_dtype_size(m->embed.dtype);
+        if (m->embed.qbits) /* packed codes + scales + biases */
+            m->weight_bytes += (uint64_t)c->vocab_size * c->hidden_size * m->embed.qbits / 8 +
+                               2ull * c->vocab_size * (c->hidden_size / m->embed.qgroup) * dw_dtype_size(m->embed.qsdtype);
+        else m->weight_bytes += (uint64_t)c->vocab_size * c->hidden_size * dw_dtype_size(m->embed.dtype);
     } else if ((st = load_weight(m, "lm_head.weight", 2, c->vocab_size, c->hidden_size, 1, &m->lm_head, err))) {
         return st;
     }
@@ -161,6 +202,7 @@ void dw_model_free(dw_model *m) {
         dw__compute_close(&m->compute);
     }
     free(m->layers);
+    dw__quant_config_free(&m->quant);
     dw__weights_close(&m->wf);
     free(m->dir);
     free(m);
