@@ -181,6 +181,10 @@ static void op_bench(dw_model *m, float *region_logits) {
         snprintf(label, sizeof label, "attention, %d in context", lens[i]);
         TIME_OP(label, 2.0 * 2 * c->n_kv_heads * lens[i] * c->head_dim, ops->attention(ctx, s->att, s->q, &s->kv[0], &ap));
     }
+    {
+        dw_attn_params ap = {c->n_heads, c->n_kv_heads, c->head_dim, 271, 1, 0, 0.125f};
+        TIME_OP("rope + kv_write + attention, 272", 0, (ops->rope(ctx, s->q, s->k, 1, c->n_heads, c->n_kv_heads, c->head_dim, 271, m->inv_freq), ops->kv_write(ctx, &s->kv[0], s->k, s->v, 271, 1), ops->attention(ctx, s->att, s->q, &s->kv[0], &ap)));
+    }
     TIME_OP("rmsnorm alone", 0, (ops->rmsnorm(ctx, s->xn, s->x, &L->attn_norm, 1, H, 1e-5f), ops->add(ctx, s->o, s->xn, H)));
     /* what a decode step does besides the graph: logits to the host, and the caller's argmax */
     size_t lbytes = sizeof(float) * (size_t)c->vocab_size;

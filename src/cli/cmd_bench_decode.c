@@ -107,9 +107,16 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
 #endif
     for (long g = 0; g < n_gen; g++) {
         double a0 = now_s();
+        /* greedy: the largest logit (8 independent chains), then its first index */
+        float mx[8];
+        for (int j = 0; j < 8; j++) mx[j] = logits[0];
+        int i = 0;
+        for (; i + 8 <= cfg->vocab_size; i += 8)
+            for (int j = 0; j < 8; j++) mx[j] = logits[i + j] > mx[j] ? logits[i + j] : mx[j];
+        for (; i < cfg->vocab_size; i++) mx[0] = logits[i] > mx[0] ? logits[i] : mx[0];
+        for (int j = 1; j < 8; j++) mx[0] = mx[j] > mx[0] ? mx[j] : mx[0];
         int32_t next = 0;
-        for (int i = 1; i < cfg->vocab_size; i++)
-            if (logits[i] > logits[next]) next = i;
+        while (next < cfg->vocab_size - 1 && logits[next] != mx[0]) next++;
         double a = now_s();
         sample_total += a - a0;
         if (dw_session_decode(s, next, logits, &err)) goto fail;

@@ -321,7 +321,8 @@ TEST(cuda_fused_decode_pairs_match_cpu) {
 #undef B
 #undef W
         }
-        CMP(xn, 1e-6);
+        /* xn is the second norm's output: it inherits x's error (o through the CPU's bf16 matvec) */
+        CMP(xn, 1e-5);
         CMP(q, 1e-5);
         CMP(k, 1e-5);
         CMP(v, 1e-5);

@@ -34,7 +34,7 @@ extern "C" {
 namespace {
 
 /* An op waiting to be fused with the next one (decode only; see "Fusion"). */
-enum pending_kind { P_NONE, P_NORM, P_MV, P_ROPE };
+enum pending_kind { P_NONE, P_NORM, P_MV, P_ROPE, P_ROPEKV };
 
 struct pending_op {
     pending_kind kind;
@@ -91,6 +91,7 @@ struct cctx {
     /* cuPointerGetAttribute (driver), for the registered-range check of direct downloads */
     CUresult (*pointer_attr)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
     int direct_download; /* DW_CUDA_DIRECT_DOWNLOAD=0 turns it off */
+    int fuse_attn;       /* DW_CUDA_FUSE_ATTN=0 turns it off */
 };
 
 double now_s() {
@@ -169,6 +170,8 @@ bool grow(cctx *c, void **buf, size_t *have, size_t bytes, const char *what) {
  *   matmul(o, ..) [1 matrix]  + add(x, o)                   -> the matvec adds its rows into x
  *   matmul_multi(gate, up)    + swiglu(gate, gate, up)      -> the matvec computes both rows per warp
  *   rope(q, k)                + kv_write(.., k, v)          -> one kernel rotates and stores
+ *   that (decode)             + attention(.., q, kv)        -> the attention kernel rotates q as
+ *                                it reads it and stores the new k, v row itself (DW_CUDA_FUSE_ATTN=0: off)
  * Every other op (and synchronize, download, free, recording) first flushes what is held, so the
  * order of effects on the stream is the order of the calls. */
 
@@ -183,6 +186,7 @@ void flush(cctx *c) {
     case P_NORM: launch_norm(c, p.norm_out, p.norm_x, p.norm_w, 1, p.norm_dim, p.norm_eps); break;
     case P_MV: check(c, dwk::launch_matvec(p.mv, c->n_sm, c->stream), "matvec kernel"); break;
     case P_ROPE: check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope kernel"); break;
+    case P_ROPEKV: check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope/kv_write kernel"); break;
     }
     p.kind = P_NONE;
 }
@@ -560,13 +564,25 @@ void cu_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const float *v
     a.kc = kv->k, a.vc = kv->v;
     a.kv_f32 = kv->dtype == DW_DTYPE_F32;
     a.capacity = kv->capacity;
+    if (n == 1 && c->fuse_attn) { /* may fuse with the attention that follows */
+        p.kind = P_ROPEKV;
+        p.rope = a;
+        return;
+    }
     check(c, dwk::launch_rope_kv(a, c->stream), "rope/kv_write kernel");
 }
 
 void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
     cctx *c = (cctx *)ctx;
     locked l(c);
-    flush(c);
+    /* the pending RoPE + KV store of this very token and cache, with q as rope's: fused */
+    dwk::ropekv_args fr;
+    const dwk::ropekv_args &pr = c->pend.rope;
+    bool fused = c->pend.kind == P_ROPEKV && p->n_tokens == 1 && pr.n == 1 && pr.pos0 == p->pos0 &&
+                 pr.kc == kv->k && pr.vc == kv->v && pr.hd == p->head_dim && pr.n_kv == p->n_kv_heads &&
+                 pr.capacity == kv->capacity && pr.kv_f32 == (kv->dtype == DW_DTYPE_F32) && pr.dslot == c->cap_slot &&
+                 (!pr.rope || (pr.q == q && pr.n_heads == p->n_heads)) && p->head_dim % 2 == 0;
+    if (!fused) flush(c); /* else it stays pending until the launch below (an early return leaves it to a flush) */
     if (!dwk::attention_supported(p->head_dim) || p->n_heads % p->n_kv_heads) {
         record(c, DW_ERR_UNSUPPORTED, "backend 'cuda': %s: head_dim %s", "attention",
                "must be even and at most 256, and n_heads a multiple of n_kv_heads");
@@ -602,6 +618,12 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
     a.n_heads = p->n_heads, a.n_kv = p->n_kv_heads, a.hd = p->head_dim, a.capacity = kv->capacity;
     a.pos0 = p->pos0, a.n_tokens = p->n_tokens, a.window = p->window, a.splits = splits, a.scale = p->scale;
     a.dslot = c->cap_slot;
+    if (fused) {
+        fr = pr;
+        c->pend.kind = P_NONE;
+        a.inv_freq = fr.rope ? fr.inv_freq : NULL;
+        a.k_new = fr.k, a.v_new = fr.v;
+    }
     check(c, dwk::launch_attention(a, c->stream), "attention kernel");
 }
 
@@ -816,6 +838,8 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->prefill_passes = pb && *pb == '1' ? 1 : 2;
     const char *dd = getenv("DW_CUDA_DIRECT_DOWNLOAD");
     c->direct_download = !(dd && *dd == '0');
+    const char *fa = getenv("DW_CUDA_FUSE_ATTN");
+    c->fuse_attn = !(fa && *fa == '0');
     dw_status st = init(c, err);
     if (st) {
         cu_destroy(c);

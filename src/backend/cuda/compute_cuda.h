@@ -20,7 +20,8 @@ extern "C" {
  * DW_CUDA_PDL=1 launches the matvec with programmatic dependent launch (no gain measured),
  * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default 2); DW_CUDA_DIRECT_DOWNLOAD=0 makes
  * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
- * instead of one kernel that writes the region after the queued work. */
+ * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps
+ * RoPE + KV store a kernel of their own instead of folding them into decode attention. */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for

@@ -57,6 +57,12 @@ struct attn_args {
     int n_heads, n_kv, hd, capacity, pos0, n_tokens, window, splits;
     float scale;
     const int *dslot;
+    /* Fused RoPE + KV store (decode, n_tokens == 1; NULL when not fused): with inv_freq set, q
+     * is rotated as it is read (rope_kv's rotation); with k_new set, the block whose keys hold
+     * the token's position first stores k_new (rotated when inv_freq is set) and v_new, f32
+     * [n_kv × hd], at that position of the cache, as rope_kv would, then reads it back. */
+    const float *inv_freq;
+    const float *k_new, *v_new;
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);

@@ -5,6 +5,7 @@
  * accumulates p·v for a slice of head_dim over a subset of the tile's keys. */
 #include "backend/cuda/compute_cuda_kernels.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -16,30 +17,35 @@ constexpr int WARPS = THREADS / 32;
 constexpr int TILE = 64;
 constexpr int MAX_HD = 256;
 
+__device__ __forceinline__ unsigned short bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+
+/* Read-only path, or (cg: rows this block wrote itself) an L2 load that sees the block's stores. */
+template <typename T> __device__ __forceinline__ T ld(const T *p, bool cg) { return cg ? __ldcg(p) : __ldg(p); }
+
 /* VEC consecutive cache elements (bf16 bits or f32) as floats; p is VEC-aligned. */
-template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void *p, float *f) {
+template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void *p, float *f, bool cg) {
     if constexpr (F32) {
         if constexpr (VEC == 8) {
-            float4 a = __ldg((const float4 *)p), b = __ldg((const float4 *)p + 1);
+            float4 a = ld((const float4 *)p, cg), b = ld((const float4 *)p + 1, cg);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
         } else if constexpr (VEC == 4) {
-            float4 a = __ldg((const float4 *)p);
+            float4 a = ld((const float4 *)p, cg);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
         } else {
-            float2 a = __ldg((const float2 *)p);
+            float2 a = ld((const float2 *)p, cg);
             f[0] = a.x, f[1] = a.y;
         }
     } else {
         constexpr int W = VEC / 2;
         uint32_t w[W];
         if constexpr (W == 4) {
-            uint4 u = __ldg((const uint4 *)p);
+            uint4 u = ld((const uint4 *)p, cg);
             w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
         } else if constexpr (W == 2) {
-            uint2 u = __ldg((const uint2 *)p);
+            uint2 u = ld((const uint2 *)p, cg);
             w[0] = u.x, w[1] = u.y;
         } else {
-            w[0] = __ldg((const unsigned int *)p);
+            w[0] = ld((const unsigned int *)p, cg);
         }
 #pragma unroll
         for (int i = 0; i < W; i++) {
@@ -82,9 +88,50 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     float *l_s = m_s + GT;               /* [GT] running sum */
     float *al_s = l_s + GT;              /* [GT] rescale of this tile */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int half = hd / 2;
     for (int i = tid; i < GT * hd; i += THREADS) {
-        int g = i / hd;
-        qs[i] = g < gc ? a.q[((size_t)t * a.n_heads + h0 + g) * hd + i % hd] : 0.0f;
+        const int g = i / hd, d = i % hd;
+        float v = 0.0f;
+        if (g < gc) {
+            const float *qr = a.q + ((size_t)t * a.n_heads + h0 + g) * hd;
+            if (a.inv_freq) { /* RoPE as rope_kv does it */
+                const int dd = d < half ? d : d - half;
+                float sn, cs;
+                sincosf((float)pos * a.inv_freq[dd], &sn, &cs);
+                const float lo = qr[dd], hi = qr[dd + half];
+                v = d < half ? lo * cs - hi * sn : hi * cs + lo * sn;
+            } else {
+                v = qr[d];
+            }
+        }
+        qs[i] = v;
+    }
+    /* the fused KV store: the block whose keys hold pos writes that cache row first */
+    const bool fresh = a.k_new && pos >= k0 && pos < k1;
+    if (fresh) {
+        const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
+        const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
+        for (int i = tid; i < half; i += THREADS) {
+            float lo = kr[i], hi = kr[i + half];
+            if (a.inv_freq) {
+                float sn, cs;
+                sincosf((float)pos * a.inv_freq[i], &sn, &cs);
+                const float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
+                lo = r0, hi = r1;
+            }
+            if (a.kv_f32) {
+                ((float *)a.k)[dst + i] = lo;
+                ((float *)a.k)[dst + i + half] = hi;
+            } else {
+                ((unsigned short *)a.k)[dst + i] = bf16_bits(lo);
+                ((unsigned short *)a.k)[dst + i + half] = bf16_bits(hi);
+            }
+        }
+        for (int d = tid; d < hd; d += THREADS) {
+            if (a.kv_f32) ((float *)a.v)[dst + d] = vr[d];
+            else ((unsigned short *)a.v)[dst + d] = bf16_bits(vr[d]);
+        }
+        __threadfence_block();
     }
     if (tid < GT) {
         m_s[tid] = -INFINITY;
@@ -114,7 +161,7 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
             for (int g = 0; g < GT; g++) dot[g] = 0.0f;
             if (j < nt && li < NG) {
                 float kf[VEC];
-                load_kv<F32, VEC>(kb + ((size_t)(t0 + j) * hd + li * VEC) * esz, kf);
+                load_kv<F32, VEC>(kb + ((size_t)(t0 + j) * hd + li * VEC) * esz, kf, fresh);
 #pragma unroll
                 for (int g = 0; g < GT; g++)
 #pragma unroll
@@ -162,7 +209,7 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
 #pragma unroll 4
             for (int j = kl; j < nt; j += KL) {
                 float vf[VEC];
-                load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf);
+                load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf, fresh);
 #pragma unroll
                 for (int g = 0; g < GT; g++) {
                     const float p = g < gc ? ss[g * TILE + j] : 0.0f;
