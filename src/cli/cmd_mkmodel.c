@@ -255,6 +255,10 @@ static int write_shard(const char *path, tensor_plan *t, int n, int shard, dw_dt
     }
     free(chunk_start);
     if (!err_no && fsync(fd) != 0) err_no = errno;
+    /* Drop the written pages from the page cache (they are clean now): the first load then reads
+     * the file into huge-page folios (see the engine's weight loader), not the small ones the
+     * writes left behind. */
+    if (!err_no) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     if (close(fd) != 0 && !err_no) err_no = errno;
     if (!err_no && rename(tmp, path) != 0) err_no = errno;
     if (err_no) {

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/file.h"
 #include "engine/engine_impl.h"
@@ -18,6 +20,29 @@ static int file_exists(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* Asks for transparent huge pages over the tensor data of a freshly mapped file, before any of
+ * it is touched: the kernel then reads the file into 2 MB page-cache folios and maps them with
+ * one TLB entry each. Decode streams every weight once per token, and with 4 KB pages the page
+ * walks cost 15-25% of the matrix-vector bandwidth on the 2-core machine. Pages the page cache
+ * already holds in small folios (a file just written) stay small until the cache drops them.
+ * Advice only: failure changes nothing. */
+static void advise_huge_pages(const dw_safetensors *st) {
+    size_t n = dw_safetensors_count(st);
+    if (n == 0) return;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        const dw_tensor_info *t = dw_safetensors_tensor(st, i);
+        if (!t->nbytes) continue;
+        uintptr_t a = (uintptr_t)t->data, b = a + t->nbytes;
+        if (a < lo) lo = a;
+        if (b > hi) hi = b;
+    }
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = (lo + page - 1) & ~(page - 1);
+    hi &= ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
+
 static dw_status open_one(dw__weight_files *wf, const char *name, dw_error *err) {
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/%s", wf->dir, name) >= (int)sizeof path)
@@ -25,6 +50,7 @@ static dw_status open_one(dw__weight_files *wf, const char *name, dw_error *err)
     dw_safetensors *st;
     dw_status s = dw_safetensors_open(path, &st, err);
     if (s) return s;
+    advise_huge_pages(st);
     wf->files[wf->n_files] = st;
     wf->file_names[wf->n_files] = strdup(name);
     wf->n_files++;
