@@ -20,6 +20,10 @@ typedef struct dw__cpu_qkernels {
     const char *isa; /* as kernels.h */
     dw__qmatvec_fn matvec;
     dw__qdequant_fn dequant;
+    /* (optional) 4-bit decode: the matvec reads x in its own layout, made once per vector by
+     * prep4(xp, x, k) (k a multiple of 32); NULL: the matvec reads x as it is. */
+    void (*prep4)(float *xp, const float *x, int k);
+    dw__qmatvec_fn matvec4p; /* with prep4: the 4-bit matvec on xp */
 } dw__cpu_qkernels;
 
 extern const dw__cpu_qkernels dw__cpu_qkernels_ref;

@@ -40,6 +40,7 @@ typedef struct qjob {
     int first_task[MAX_MULTI + 1];
     int block_rows;
     const float *x;  /* decode: [k] */
+    const float *xp; /* decode, 4-bit: x in the layout of qk->prep4 (NULL: none) */
     const float *xt; /* prefill: [k, ldt] */
     int ldt, n, k;
 } qjob;
@@ -54,7 +55,8 @@ static void qtask(void *arg, int task, int thread) {
     int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
     float *out = j->out[m];
     if (!j->xt) {
-        j->q->qk->matvec(out, j->x, j->xsum[m], w, r0, r1);
+        if (w->qbits == 4 && j->xp) j->q->qk->matvec4p(out, j->xp, j->xsum[m], w, r0, r1);
+        else j->q->qk->matvec(out, j->x, j->xsum[m], w, r0, r1);
     } else {
         float *panel = j->q->panels + (size_t)thread * j->q->panel_cap;
         j->q->qk->dequant(panel, w, r0, r1);
@@ -100,6 +102,11 @@ static void qmatmul(qctx *q, int count, float *const *out, const float *x, int n
         }
     }
     if (n == 1) {
+        float xp[q->qk->prep4 && j.k <= 65536 ? j.k : 1];
+        if (q->qk->prep4 && j.k <= 65536) {
+            q->qk->prep4(xp, x, j.k);
+            j.xp = xp;
+        }
         dw_threadpool_run(q->pool, j.first_task[count], qtask, &j);
         return;
     }

@@ -35,6 +35,8 @@ const dw__cpu_qkernels dw__cpu_qkernels_ref = {
     /* .isa     = */ "ref",
     /* .matvec  = */ qmatvec_ref,
     /* .dequant = */ qdequant_ref,
+    /* .prep4   = */ NULL,
+    /* .matvec4p= */ NULL,
 };
 
 const dw__cpu_qkernels *dw__cpu_qkernels_for(const char *isa) {

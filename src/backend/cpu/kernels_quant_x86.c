@@ -93,9 +93,57 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx2 = {
     /* .isa     = */ "avx2",
     /* .matvec  = */ qmatvec_avx2,
     /* .dequant = */ qdequant_avx2,
+    /* .prep4   = */ NULL,
+    /* .matvec4p= */ NULL,
 };
 
 /* ---- AVX-512 ----------------------------------------------------------------------------- */
+
+/* 4-bit decode layout: a u64 of codes (16 inputs) is broadcast to the 16 lanes, lane 2m and
+ * 2m+1 keep nibble m of the low and high word (mask 0xF << 4m, no shift), so the lane holds
+ * code·16^m; x is pre-permuted and pre-scaled by 16^-m to match (exact: powers of two), as MLX's
+ * Metal kernels do: xp[16j + 2m] = x[16j + m]·16^-m, xp[16j + 2m + 1] = x[16j + 8 + m]·16^-m. */
+static void prep4_avx512(float *xp, const float *x, int k) {
+    static const float inv[8] = {1.0f, 1.0f / 16, 1.0f / 256, 1.0f / 4096, 1.0f / 65536, 1.0f / 1048576,
+                                 1.0f / 16777216, 1.0f / 268435456};
+    for (int j = 0; j < k; j += 16)
+        for (int m = 0; m < 8; m++) {
+            xp[j + 2 * m] = x[j + m] * inv[m];
+            xp[j + 2 * m + 1] = x[j + 8 + m] * inv[m];
+        }
+}
+
+static AVX512 void qmatvec4_avx512(float *out, const float *xp, const float *xsum, const dw_cweight *w, int r0,
+                                   int r1) {
+    const int gs = w->qgroup;
+    const int64_t groups = w->cols / gs, words = w->cols / 8;
+    const __m512i mask = _mm512_setr_epi32(0xF, 0xF, 0xF0, 0xF0, 0xF00, 0xF00, 0xF000, 0xF000, 0xF0000, 0xF0000,
+                                           0xF00000, 0xF00000, 0xF000000, 0xF000000, (int)0xF0000000u,
+                                           (int)0xF0000000u);
+    for (int r = r0; r < r1; r++) {
+        const uint32_t *q = (const uint32_t *)w->data + (size_t)r * words;
+        const size_t sbase = (size_t)r * groups;
+        __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
+        float bias_acc = 0.0f;
+        for (int64_t g = 0; g < groups; g++) {
+            const float *xg = xp + g * gs;
+            const uint64_t *qg = (const uint64_t *)(q + g * (gs / 8));
+            _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            for (int j = 0; j < gs / 16; j += 2) {
+                __m512i v0 = _mm512_and_si512(_mm512_set1_epi64((long long)qg[j]), mask);
+                __m512i v1 = _mm512_and_si512(_mm512_set1_epi64((long long)qg[j + 1]), mask);
+                a0 = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v0), _mm512_loadu_ps(xg + 16 * j), a0);
+                a1 = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v1), _mm512_loadu_ps(xg + 16 * j + 16), a1);
+            }
+            __m512 s = _mm512_set1_ps(sb(w->qscales, w->qsdtype, sbase + g));
+            if (g & 1) t1 = _mm512_fmadd_ps(s, _mm512_add_ps(a0, a1), t1);
+            else t0 = _mm512_fmadd_ps(s, _mm512_add_ps(a0, a1), t0);
+            bias_acc += sb(w->qbiases, w->qsdtype, sbase + g) * xsum[g];
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(t0, t1)) + bias_acc;
+    }
+}
 
 static AVX512 void qmatvec_avx512(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
     const int bits = w->qbits, gs = w->qgroup;
@@ -144,6 +192,8 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx512 = {
     /* .isa     = */ "avx512",
     /* .matvec  = */ qmatvec_avx512,
     /* .dequant = */ qdequant_avx2,
+    /* .prep4   = */ prep4_avx512,
+    /* .matvec4p= */ qmatvec4_avx512,
 };
 
 #endif
