@@ -71,7 +71,7 @@ extern const dw__cpu_kernels dw__cpu_kernels_ref;
  * environment caps the choice (for testing and comparison). */
 const dw__cpu_kernels *dw__cpu_kernels_best(void);
 
-/* Every kernel set this CPU can run, best last, reference first; returns the count. */
+/* Every kernel set this CPU can run, reference first, the default (best) last; returns the count. */
 int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max);
 
 #if defined(__x86_64__)
