@@ -22,6 +22,18 @@ static dw_runtime *new_runtime(dw_error *err) {
     return dw_runtime_create(&o, &rt, err) == DW_OK ? rt : NULL;
 }
 
+/* A runtime with its own module cache and the probe module loaded. */
+static dw_status open_probe(dw_runtime **rt, dw_module **m, dw_error *err) {
+    *m = NULL;
+    if (!(*rt = new_runtime(err))) return err->status;
+    return dw_module_load_file(*rt, probe_path, m, err);
+}
+
+static void close_probe(dw_runtime *rt, dw_module *m) {
+    dw_module_free(m);
+    dw_runtime_free(rt);
+}
+
 static dw_status call_i32(dw_actor *a, const char *name, int nargs, const int32_t *args, int32_t *result,
                           dw_error *err) {
     dw_value in[8], out[2];
@@ -98,15 +110,14 @@ TEST(actor_traps_are_named_while_seven_others_compute) {
         CHECK_MSG(jobs[i].status == DW_OK, "worker %d: %s", i, jobs[i].err.message);
         CHECK_MSG(jobs[i].errors == 0, "worker %d: %d GEMM errors", i, jobs[i].errors);
     }
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_infinite_loop_is_stopped_by_timeout) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     dw_actor_options o = {.timeout_seconds = 0.05};
     dw_actor *a;
     CHECK_OK(dw_actor_create(rt, m, &o, &a, &err));
@@ -116,15 +127,14 @@ TEST(actor_infinite_loop_is_stopped_by_timeout) {
     CHECK_OK(call_i32(a, "add", 2, two, &sum, &err));
     CHECK(sum == 3);
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_bad_guest_pointer_traps_with_host_function_name) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     dw_actor *a;
     CHECK_OK(dw_actor_create(rt, m, NULL, &a, &err));
     CHECK(call_i32(a, "gemm_bad_pointer", 0, NULL, NULL, &err) == DW_ERR_TRAP);
@@ -135,8 +145,7 @@ TEST(actor_bad_guest_pointer_traps_with_host_function_name) {
     CHECK_OK(call_i32(a, "gemm_bad_dims", 0, NULL, &rc, &err));
     CHECK(rc == -1); /* DW_E_INVALID: a bad dimension is an error code, not a trap */
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_malformed_modules_are_refused_with_a_reason) {
@@ -158,9 +167,9 @@ TEST(actor_malformed_modules_are_refused_with_a_reason) {
 
 TEST(actor_eight_actors_on_four_threads_verify_gemms) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     gemm_job jobs[8];
     pthread_t threads[4];
     for (int i = 0; i < 8; i++) jobs[i] = (gemm_job){.rt = rt, .module = m, .n = 64, .rounds = 3, .seed = 100 + i};
@@ -172,15 +181,14 @@ TEST(actor_eight_actors_on_four_threads_verify_gemms) {
         CHECK_MSG(jobs[i].status == DW_OK, "actor %d: %s", i, jobs[i].err.message);
         CHECK_MSG(jobs[i].errors == 0, "actor %d: %d errors", i, jobs[i].errors);
     }
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_memory_grow_keeps_base_and_backend_uses_new_pages) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     dw_actor *a;
     CHECK_OK(dw_actor_create(rt, m, NULL, &a, &err));
     size_t size0, size1;
@@ -196,15 +204,14 @@ TEST(actor_memory_grow_keeps_base_and_backend_uses_new_pages) {
     CHECK_OK(call_i32(a, "gemm_at", 3, args, &errors, &err));
     CHECK(errors == 0);
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_memory_limit_makes_grow_fail) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     dw_actor *a;
     dw_actor_options o = {.memory_limit = 4 << 20};
     CHECK_OK(dw_actor_create(rt, m, &o, &a, &err));
@@ -215,8 +222,7 @@ TEST(actor_memory_limit_makes_grow_fail) {
     CHECK_OK(call_i32(a, "grow", 1, &pages, &r, &err));
     CHECK(r > 0);
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(module_cache_is_reused_and_invalidated_by_a_change) {
@@ -285,15 +291,14 @@ TEST(cuda_actor_memory_grow_new_pages_are_usable_by_gpu) {
     CHECK_OK(call_i32(a, "gemm_rounds", 3, (int32_t[]){64, 2, 5}, &errors, &err));
     CHECK(errors == 0);
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_wasi_sees_only_the_environment_and_folders_it_is_given) {
     dw_error err;
-    dw_runtime *rt = new_runtime(&err);
+    dw_runtime *rt;
     dw_module *m;
-    CHECK_OK(dw_module_load_file(rt, probe_path, &m, &err));
+    CHECK_OK(open_probe(&rt, &m, &err));
     char dir[600], file[700], spec[1400];
     snprintf(dir, sizeof dir, "%s/wasi-dir", dw_test_tmp_dir());
     snprintf(file, sizeof file, "%s/hello.txt", dir);
@@ -317,8 +322,7 @@ TEST(actor_wasi_sees_only_the_environment_and_folders_it_is_given) {
     CHECK(r == 11);
     dw_actor_free(bare);
     dw_actor_free(given);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
 
 TEST(actor_imported_memory_is_created_by_driftwood) {
@@ -348,6 +352,5 @@ TEST(actor_imported_memory_is_created_by_driftwood) {
     CHECK_OK(call_i32(a, "grow", 1, &pages, &old, &err));
     CHECK(old == 2 && dw_actor_memory(a, &size) == base && size == 5 * 65536);
     dw_actor_free(a);
-    dw_module_free(m);
-    dw_runtime_free(rt);
+    close_probe(rt, m);
 }
