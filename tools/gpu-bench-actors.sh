@@ -37,5 +37,7 @@ rm -f /tmp/x.snap /tmp/y.snap
 "$dw" chat --backend cuda --model models/driftwood-tiny --temp 0.8 --seed 3 -n 16 --prompt "What is a cat?" --prompt "/save /tmp/x.snap" 2>/dev/null >/dev/null &&
 "$dw" chat --backend cpu --model models/driftwood-tiny --temp 0.8 --seed 3 -n 16 --resume /tmp/x.snap --prompt "And a dog?" --prompt "/save /tmp/y.snap" &&
 "$dw" chat --backend cuda --model models/driftwood-tiny --temp 0.8 --seed 3 -n 16 --resume /tmp/y.snap --prompt "And a bird?" || failed="$failed cross-backend-chat"
+echo "== snapshots across processes on cuda: 40 random continuations and a chat actor (tests/cli/test_snapshot_cli.sh)"
+DW_BUILD=$B DW_BIN=$dw DW_TEST_BACKEND=cuda bash tests/cli/test_snapshot_cli.sh || failed="$failed snapshot-cli-cuda"
 echo "== gpu-bench-actors: ${failed:+FAILED:}${failed:-all passed}"
 [ -z "$failed" ]

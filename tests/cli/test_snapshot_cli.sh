@@ -6,6 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 dw=$DW_BIN
 model=${DW_TEST_MODEL:-models/driftwood-tiny}
+backend=${DW_TEST_BACKEND:-cpu}   # tools/gpu-bench-actors.sh runs this file with cuda too
 words=(the sea light house a storm old ship night morning sailor wind rope harbor lamp cold water stone bird song)
 RANDOM=12345
 
@@ -15,12 +16,13 @@ continuation_cases() { # MODE (greedy|sampled)
         local prompt="" k n=24
         for _ in $(seq 1 $((1 + RANDOM % 8))); do prompt="$prompt ${words[$((RANDOM % ${#words[@]}))]}"; done
         k=$((RANDOM % (n + 1)))
-        local opts=(--model "$model" --ids --ignore-eos)
+        local opts=(--model "$model" --backend "$backend" --ids --ignore-eos)
         [ "$mode" = sampled ] && opts+=(--temp 0.9 --top-p 0.95 --seed "$c")
         local full first second
         full=$("$dw" generate "${opts[@]}" --prompt "$prompt" -n $n 2>/dev/null) || return 1
         first=$("$dw" generate "${opts[@]}" --prompt "$prompt" -n $k --save-kv "$DW_TMP/c.kv" 2>/dev/null) || return 1
-        second=$("$dw" generate --model "$model" --ids --ignore-eos --resume-kv "$DW_TMP/c.kv" -n $((n - k)) 2>/dev/null) || return 1
+        second=$("$dw" generate --model "$model" --backend "$backend" --ids --ignore-eos --resume-kv "$DW_TMP/c.kv" \
+            -n $((n - k)) 2>/dev/null) || return 1
         if [ "$(echo $first $second)" != "$(echo $full)" ]; then
             echo "case $c ($mode, k=$k, prompt '$prompt'): '$full' vs '$first | $second'"
             bad=1
@@ -28,11 +30,11 @@ continuation_cases() { # MODE (greedy|sampled)
     done
     return $bad
 }
-check "kv_continuation_across_processes_greedy_20_cases" continuation_cases greedy
-check "kv_continuation_across_processes_sampled_20_cases" continuation_cases sampled
+check "kv_continuation_across_processes_greedy_20_cases_$backend" continuation_cases greedy
+check "kv_continuation_across_processes_sampled_20_cases_$backend" continuation_cases sampled
 
 chat_across_processes() {
-    local chat=("$dw" chat --model "$model" --temp 0.8 --seed 5 -n 24 --system "You are a sailor.")
+    local chat=("$dw" chat --model "$model" --backend "$backend" --temp 0.8 --seed 5 -n 24 --system "You are a sailor.")
     local whole resumed
     whole=$("${chat[@]}" --prompt "Hello." --prompt "Where is the ship?" --prompt "And the storm?" 2>/dev/null) || return 1
     "${chat[@]}" --prompt "Hello." --prompt "/save $DW_TMP/chat.snap" >/dev/null 2>&1 || return 1
@@ -41,7 +43,7 @@ chat_across_processes() {
     tail_whole=$(echo "$whole" | tail -n +2)
     [ "$tail_whole" = "$resumed" ] || { echo "whole: $tail_whole"; echo "resumed: $resumed"; return 1; }
 }
-check "chat_actor_resumed_in_new_process_continues_identically" chat_across_processes
+check "chat_actor_resumed_in_new_process_continues_identically_$backend" chat_across_processes
 
 "$dw" generate --model "$model" --prompt "the sea" -n 4 --save-kv "$DW_TMP/good.kv" >/dev/null 2>&1
 head -c 300 "$DW_TMP/good.kv" > "$DW_TMP/truncated.kv"

@@ -57,3 +57,27 @@ EXPORT(greedy_hash) int32_t greedy_hash(int32_t n, int32_t first_token) {
     dw_session_free(s);
     return (int32_t)(h & 0x7FFFFFFF);
 }
+
+/* The host-side sampler: greedy equals the guest's own argmax; seeded sampling from a zeroed
+ * state in guest memory is reproducible and advances that state. Returns 1 when all hold. */
+EXPORT(host_sampler_behaves) int32_t host_sampler_behaves(int32_t s) {
+    dw_model_info info;
+    if (dw_model_info_get(open_model(), &info) < 0) return -1;
+    for (int i = 0; i < 6; i++) ids[i] = 40 + 7 * i;
+    if (dw_prefill(s, ids, 6, logits, info.vocab_size) < 0) return -2;
+    static dw_sample_params p;
+    static uint8_t state[DW_SAMPLER_STATE_BYTES], zero[DW_SAMPLER_STATE_BYTES];
+    p.temperature = 0, p.top_p = 1, p.repetition_penalty = 1;
+    if (dw_sample(logits, info.vocab_size, &p, state, ids, 6) != dw_argmax_f32(logits, info.vocab_size)) return -3;
+    p.temperature = 1.5f, p.top_p = 0.98f, p.seed = 1234;
+    int32_t first[8], again[8];
+    memset(state, 0, sizeof state);
+    for (int i = 0; i < 8; i++) first[i] = dw_sample(logits, info.vocab_size, &p, state, ids, 6);
+    if (!memcmp(state, zero, sizeof state)) return -4; /* the generator lives in guest memory */
+    memset(state, 0, sizeof state);
+    for (int i = 0; i < 8; i++) again[i] = dw_sample(logits, info.vocab_size, &p, state, ids, 6);
+    if (memcmp(first, again, sizeof first)) return -5;
+    int distinct = 0;
+    for (int i = 1; i < 8; i++) distinct |= first[i] != first[0];
+    return distinct ? 1 : -6; /* at temperature 1.5 eight draws are not all the same token */
+}

@@ -224,3 +224,17 @@ TEST(chat_second_turn_prefills_only_its_new_tokens) {
     dw_module_free(chat);
     teardown(&f);
 }
+
+TEST(llm_host_sampler_is_greedy_at_zero_and_reproducible_from_guest_state) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    int32_t s, r;
+    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(call(a, "host_sampler_behaves", 1, s, 0, &r, &err));
+    CHECK_MSG(r == 1, "host_sampler_behaves returned %d", r);
+    dw_actor_free(a);
+    teardown(&f);
+}
