@@ -54,11 +54,14 @@ EXPORT(llm_prefill) int32_t llm_prefill(int32_t n, int32_t seed) {
 
 static int32_t argmax(const float *x, int32_t n) { return dw_argmax_f32(x, n); }
 
-/* Generates n tokens greedily (argmax in the guest, dw.decode on the host); returns the last. */
-EXPORT(llm_decode) int32_t llm_decode(int32_t n) {
+/* Generates n tokens greedily and returns the last: host_sampler 0 picks each token in the
+ * guest (argmax over the logits in its memory), 1 with the host-side sampler (dw.sample). */
+EXPORT(llm_decode) int32_t llm_decode(int32_t n, int32_t host_sampler) {
+    static dw_sample_params greedy = {0.0f, 1.0f, 0.0f, 1.0f, 0, 0, 0};
+    static uint8_t state[DW_SAMPLER_STATE_BYTES];
     int32_t next = 0;
     for (int32_t i = 0; i < n; i++) {
-        next = argmax(llm_logits, llm_vocab);
+        next = host_sampler ? dw_sample(llm_logits, llm_vocab, &greedy, state, llm_ids, 0) : argmax(llm_logits, llm_vocab);
         int32_t rc = dw_decode(llm_session, next, llm_logits, llm_vocab);
         if (rc < 0) return rc;
     }

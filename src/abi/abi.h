@@ -55,6 +55,9 @@ typedef struct dw__abi_context {
     dw__abi_session sessions[DW_ABI_MAX_SESSIONS];
     struct dw_sampler *sampler; /* scratch for dw.sample, made on first use */
     int sampler_vocab;
+    uint8_t sampler_fresh[72];  /* the state a zeroed guest state stands for (a seeded generator), */
+    uint8_t sampler_fresh_key[40]; /* computed once per (params, vocabulary) */
+    int sampler_fresh_valid;
 
     const uint8_t *message; /* the message being delivered (dw.message_read) */
     size_t message_len;

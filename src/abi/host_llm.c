@@ -305,23 +305,27 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
     dw_sampler_params p = {gp->temperature, gp->top_k, gp->top_p, gp->min_p, gp->repetition_penalty,
                            gp->repetition_last_n, gp->seed};
     dw_error err;
-    if (!ctx->sampler || ctx->sampler_vocab != vocab) {
+    /* one sampler (its scratch is vocabulary-sized) serves every call; the state comes from guest memory */
+    uint8_t key[40];
+    memcpy(key, gp, sizeof *gp);
+    memcpy(key + sizeof *gp, &vocab, sizeof vocab);
+    memset(key + sizeof *gp + sizeof vocab, 0, sizeof key - sizeof *gp - sizeof vocab);
+    if (!ctx->sampler || ctx->sampler_vocab != vocab || !ctx->sampler_fresh_valid || memcmp(key, ctx->sampler_fresh_key, sizeof key)) {
         dw_sampler_free(ctx->sampler);
         ctx->sampler = NULL;
+        ctx->sampler_fresh_valid = 0;
         if (dw_sampler_create(&p, vocab, &ctx->sampler, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: %s", err.message);
         ctx->sampler_vocab = vocab;
+        dw_sampler_save(ctx->sampler, ctx->sampler_fresh); /* a generator fresh from the seed */
+        memcpy(ctx->sampler_fresh_key, key, sizeof key);
+        ctx->sampler_fresh_valid = 1;
     }
-    /* the generator lives in guest memory: all-zero state means "start from the seed" */
+    /* The record is this call's settings with the generator from guest memory (bytes 40..72 of
+     * the layout in sampler.h); an all-zero guest state means "start from the seed". */
     static const uint8_t zero[DW_SAMPLER_STATE_BYTES];
     uint8_t record[DW_SAMPLER_STATE_SIZE];
-    if (!memcmp(state, zero, sizeof zero)) {
-        dw_sampler *fresh;
-        if (dw_sampler_create(&p, vocab, &fresh, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: %s", err.message);
-        dw_sampler_save(fresh, record);
-        dw_sampler_free(fresh);
-    } else {
-        memcpy(record, state, sizeof record);
-    }
+    memcpy(record, ctx->sampler_fresh, sizeof record);
+    if (memcmp(state, zero, sizeof zero)) memcpy(record + 40, state + 40, DW_SAMPLER_STATE_SIZE - 40);
     if (dw_sampler_load(ctx->sampler, record, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: state: %s", err.message);
     int32_t token = dw_sampler_sample(ctx->sampler, logits, hist, n_hist);
     dw_sampler_save(ctx->sampler, record);
@@ -331,6 +335,7 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
 }
 
 _Static_assert(DW_SAMPLER_STATE_BYTES == DW_SAMPLER_STATE_SIZE, "guest sampler state size");
+_Static_assert(sizeof(dw_sample_params) + sizeof(int32_t) <= 40, "dw.sample's cache key");
 _Static_assert(sizeof(dw_model_info) == 18 * 4, "dw_model_info layout is shared with guests");
 _Static_assert(sizeof(dw_sample_params) == 32, "dw_sample_params layout is shared with guests");
 
