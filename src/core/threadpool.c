@@ -1,9 +1,17 @@
 /* The thread pool behind the CPU kernels (interface and contract in threadpool.h).
- * Workers spin briefly, then sleep on a condition variable, waiting for the next loop. */
+ * Workers spin briefly, then sleep on a condition variable, waiting for the next loop.
+ *
+ * A loop only waits for the workers that joined it. On a shared machine a worker may not be
+ * scheduled for milliseconds; if the caller had to wait for every worker to acknowledge every
+ * loop, each of the ~80 loops of a decoded token could stall that long. So a worker joins a loop
+ * (atomically, while it is open) before touching it, the caller closes the loop once all its
+ * tasks are handed out, and then waits only for the joined workers to finish theirs. A worker
+ * that wakes up after the close skips that loop. */
 #include "core/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -23,6 +31,12 @@
 
 #define MAX_THREADS 256
 
+/* The loop state word: generation in the high 32 bits, bit 31 = closed, bits 0..30 = number of
+ * workers that joined and have not finished. */
+#define STATE_CLOSED (1ull << 31)
+#define STATE_ACTIVE_MASK (STATE_CLOSED - 1)
+#define STATE_GEN(s) ((uint32_t)((s) >> 32))
+
 struct dw_threadpool {
     int n_threads;
     pthread_t *workers; /* n_threads - 1 */
@@ -30,9 +44,8 @@ struct dw_threadpool {
     pthread_mutex_t lock;     /* guards the sleeping/waking below */
     pthread_cond_t start_cv;
     pthread_cond_t done_cv;
-    atomic_uint generation;  /* bumped once per loop; workers wait for it to change */
+    _Atomic uint64_t state;
     atomic_int next_task;
-    atomic_int pending;      /* workers that have not finished the current loop */
     atomic_int stop;
     dw_task_fn fn;
     void *arg;
@@ -52,26 +65,36 @@ static void run_tasks(dw_threadpool *pool, int thread) {
     }
 }
 
+/* Joins loop `gen` if it is still open; returns whether it did. */
+static int try_join(dw_threadpool *pool, uint32_t gen) {
+    uint64_t s = atomic_load(&pool->state);
+    while (STATE_GEN(s) == gen && !(s & STATE_CLOSED))
+        if (atomic_compare_exchange_weak(&pool->state, &s, s + 1)) return 1;
+    return 0;
+}
+
 static void *worker_main(void *p) {
     worker_start start = *(worker_start *)p;
     free(p);
     dw_threadpool *pool = start.pool;
-    unsigned seen = 0;
+    uint32_t seen = STATE_GEN(atomic_load(&pool->state));
     for (;;) {
-        for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&pool->generation) == seen &&
+        for (int i = 0; i < SPIN_ITERATIONS && STATE_GEN(atomic_load(&pool->state)) == seen &&
                         !atomic_load(&pool->stop);
              i++)
             CPU_RELAX();
-        if (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop)) {
+        if (STATE_GEN(atomic_load(&pool->state)) == seen && !atomic_load(&pool->stop)) {
             pthread_mutex_lock(&pool->lock);
-            while (atomic_load(&pool->generation) == seen && !atomic_load(&pool->stop))
+            while (STATE_GEN(atomic_load(&pool->state)) == seen && !atomic_load(&pool->stop))
                 pthread_cond_wait(&pool->start_cv, &pool->lock);
             pthread_mutex_unlock(&pool->lock);
         }
         if (atomic_load(&pool->stop)) break;
-        seen = atomic_load(&pool->generation);
+        seen = STATE_GEN(atomic_load(&pool->state));
+        if (!try_join(pool, seen)) continue; /* closed already: its tasks are done */
         run_tasks(pool, start.index);
-        if (atomic_fetch_sub(&pool->pending, 1) == 1) {
+        uint64_t after = atomic_fetch_sub(&pool->state, 1) - 1;
+        if ((after & STATE_CLOSED) && (after & STATE_ACTIVE_MASK) == 0) {
             pthread_mutex_lock(&pool->lock);
             pthread_cond_signal(&pool->done_cv);
             pthread_mutex_unlock(&pool->lock);
@@ -98,6 +121,7 @@ dw_status dw_threadpool_create(int n_threads, dw_threadpool **out, dw_error *err
     dw_threadpool *pool = calloc(1, sizeof *pool);
     if (!pool) return dw_error_set(err, DW_ERR_NO_MEMORY, "thread pool: out of memory");
     pool->n_threads = n_threads;
+    atomic_store(&pool->state, STATE_CLOSED); /* generation 0, closed: nothing to join */
     pthread_mutex_init(&pool->run_lock, NULL);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->start_cv, NULL);
@@ -151,22 +175,28 @@ void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *ar
         pthread_mutex_unlock(&pool->run_lock);
         return;
     }
+    /* The previous loop is closed with no worker in it, so nobody reads these now. */
     pool->fn = fn;
     pool->arg = arg;
     pool->n_tasks = n_tasks;
     atomic_store(&pool->next_task, 0);
-    atomic_store(&pool->pending, pool->n_threads - 1);
+    uint32_t gen = STATE_GEN(atomic_load(&pool->state)) + 1;
     pthread_mutex_lock(&pool->lock);
-    atomic_fetch_add(&pool->generation, 1);
+    atomic_store(&pool->state, (uint64_t)gen << 32); /* open, nobody joined */
     pthread_cond_broadcast(&pool->start_cv);
     pthread_mutex_unlock(&pool->lock);
 
     run_tasks(pool, 0);
 
-    for (int i = 0; i < SPIN_ITERATIONS && atomic_load(&pool->pending) != 0; i++) CPU_RELAX();
-    if (atomic_load(&pool->pending) != 0) {
+    /* every task is handed out: close the loop, then wait for the workers inside it */
+    uint64_t s = atomic_fetch_or(&pool->state, STATE_CLOSED) | STATE_CLOSED;
+    for (int i = 0; i < SPIN_ITERATIONS && (s & STATE_ACTIVE_MASK); i++) {
+        CPU_RELAX();
+        s = atomic_load(&pool->state);
+    }
+    if (s & STATE_ACTIVE_MASK) {
         pthread_mutex_lock(&pool->lock);
-        while (atomic_load(&pool->pending) != 0) pthread_cond_wait(&pool->done_cv, &pool->lock);
+        while (atomic_load(&pool->state) & STATE_ACTIVE_MASK) pthread_cond_wait(&pool->done_cv, &pool->lock);
         pthread_mutex_unlock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->run_lock);
