@@ -119,6 +119,25 @@ TEST(engine_mistral_sliding_window_matches_reference) {
     CHECK_MSG(e < 2e-5, "rel error %g", e);
 }
 
+TEST(engine_long_prefill_matches_reference_across_tiles_blocks_and_batches) {
+    /* 300 tokens: batches of 128 after a cache, several 64-key blocks per query tile, a window
+     * that starts inside a block */
+    dw_error err = {0};
+    tmodel_spec spec = tmodel_default();
+    spec.max_pos = 512;
+    spec.layers = 1;
+    spec.seed = 21;
+    int ok;
+    double e = engine_vs_reference(&spec, 300, 1, 0, 1, &err, &ok);
+    CHECK_MSG(ok, "%s", err.message);
+    CHECK_MSG(e < 2e-5, "full attention: rel error %g", e);
+    spec.arch = "MistralForCausalLM";
+    spec.sliding_window = 100;
+    e = engine_vs_reference(&spec, 300, 1, 0, 1, &err, &ok);
+    CHECK_MSG(ok, "%s", err.message);
+    CHECK_MSG(e < 2e-5, "sliding window: rel error %g", e);
+}
+
 TEST(engine_f16_and_f32_weights_and_sharded_files_match_reference) {
     dw_error err = {0};
     tmodel_spec spec = tmodel_default();

@@ -209,6 +209,7 @@ TEST(kernels_vector_ops_match_reference) {
             memcpy(y0, a, sizeof(float) * n), memcpy(y1, a, sizeof(float) * n);
             R->add(y0, b, n), S->add(y1, b, n);
             CHECK_MSG(!memcmp(y0, y1, sizeof(float) * n), "%s add n=%d", S->isa, n);
+            CHECK_MSG(S->max_f32(a, n) == R->max_f32(a, n), "%s max_f32 n=%d", S->isa, n);
 
             memcpy(y0, a, sizeof(float) * n), memcpy(y1, a, sizeof(float) * n);
             float s0 = R->exp_sum(y0, 2.5f, n), s1 = S->exp_sum(y1, 2.5f, n);
@@ -217,6 +218,17 @@ TEST(kernels_vector_ops_match_reference) {
         }
         free(a), free(b), free(y0), free(y1), free(h), free(h0), free(h1);
     }
+}
+
+/* max |a - b| over n, for dot products of hd terms each at most 1 in size: the scale of the
+ * rounding is the terms', not the (possibly cancelled) result's */
+static double max_abs_diff(const float *a, const float *b, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > m || d != d) m = d != d ? INFINITY : d;
+    }
+    return m;
 }
 
 TEST(kernels_attention_blocks_match_reference) {
@@ -231,12 +243,43 @@ TEST(kernels_attention_blocks_match_reference) {
             float s0[128], s1[128], *a0 = malloc(sizeof(float) * hd), *a1 = malloc(sizeof(float) * hd);
             fill(q, hd, 1.0f), fill(rows, (size_t)n * hd, 1.0f), fill(p, n, 1.0f);
             for (int i = 0; i < n * hd; i++) rb[i] = dw_f32_to_bf16(rows[i]);
+            /* the transposed form, against the row form of the reference */
+            int ldk = (n + 15) & ~15;
+            float *kt = malloc(sizeof(float) * (size_t)hd * ldk);
+            for (int d = 0; d < hd; d++)
+                for (int jj = 0; jj < ldk; jj++) kt[(size_t)d * ldk + jj] = jj < n ? rows[(size_t)jj * hd + d] : NAN;
+            sets[0]->attn_dot_f32(s0, q, rows, n, hd, 0.125f);
+            for (int s = 0; s < n_sets; s++) {
+                for (int jj = 0; jj < 128; jj++) s1[jj] = 99.0f;
+                sets[s]->attn_dot_t(s1, q, kt, ldk, n, hd, 0.125f);
+                CHECK_MSG(max_abs_diff(s1, s0, n) < 2e-7 * hd, "%s attn_dot_t hd=%d n=%d", sets[s]->isa, hd, n);
+                CHECK_MSG(n == 128 || s1[n] == 99.0f, "%s attn_dot_t wrote past n", sets[s]->isa);
+            }
+            free(kt);
+            /* several queries at once against one query at a time in the reference */
+            for (int nq = 1; nq <= 4; nq++) {
+                float *pm = malloc(sizeof(float) * 4 * (n + 3)), *m0 = malloc(sizeof(float) * 4 * (hd + 5)),
+                      *m1 = malloc(sizeof(float) * 4 * (hd + 5));
+                fill(pm, (size_t)4 * (n + 3), 1.0f), fill(m0, (size_t)4 * (hd + 5), 1.0f);
+                for (int s = 0; s < n_sets; s++) {
+                    memcpy(m1, m0, sizeof(float) * 4 * (hd + 5));
+                    float *ref = malloc(sizeof(float) * 4 * (hd + 5));
+                    memcpy(ref, m0, sizeof(float) * 4 * (hd + 5));
+                    for (int qq = 0; qq < nq; qq++)
+                        sets[0]->attn_acc_f32(ref + (size_t)qq * (hd + 5), pm + (size_t)qq * (n + 3), rows, n, hd);
+                    sets[s]->attn_acc_multi(m1, hd + 5, pm, n + 3, nq, rows, n, hd);
+                    CHECK_MSG(max_abs_diff(m1, ref, 4 * (hd + 5)) < 2e-7 * n + 1e-6, "%s attn_acc_multi hd=%d n=%d nq=%d",
+                              sets[s]->isa, hd, n, nq);
+                    free(ref);
+                }
+                free(pm), free(m0), free(m1);
+            }
             for (int s = 1; s < n_sets; s++) {
                 const dw__cpu_kernels *R = sets[0], *S = sets[s];
                 R->attn_dot_f32(s0, q, rows, n, hd, 0.125f), S->attn_dot_f32(s1, q, rows, n, hd, 0.125f);
-                CHECK_MSG(rel_err(s1, s0, n) < 1e-5, "%s attn_dot_f32 hd=%d n=%d", S->isa, hd, n);
+                CHECK_MSG(max_abs_diff(s1, s0, n) < 2e-7 * hd, "%s attn_dot_f32 hd=%d n=%d", S->isa, hd, n);
                 R->attn_dot_bf16(s0, q, rb, n, hd, 0.125f), S->attn_dot_bf16(s1, q, rb, n, hd, 0.125f);
-                CHECK_MSG(rel_err(s1, s0, n) < 1e-5, "%s attn_dot_bf16 hd=%d n=%d", S->isa, hd, n);
+                CHECK_MSG(max_abs_diff(s1, s0, n) < 2e-7 * hd, "%s attn_dot_bf16 hd=%d n=%d", S->isa, hd, n);
                 fill(a0, hd, 1.0f), memcpy(a1, a0, sizeof(float) * hd);
                 R->attn_acc_f32(a0, p, rows, n, hd), S->attn_acc_f32(a1, p, rows, n, hd);
                 CHECK_MSG(rel_err(a1, a0, hd) < 1e-5, "%s attn_acc_f32 hd=%d n=%d", S->isa, hd, n);

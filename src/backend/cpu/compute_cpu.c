@@ -377,9 +377,7 @@ static void attn_task(void *arg, int task, int thread) {
             const char *kblock = kbase + (size_t)b0 * hd * esize;
             if (bf16) K->attn_dot_bf16(scores, q, (const uint16_t *)kblock, nb, hd, p->scale);
             else K->attn_dot_f32(scores, q, (const float *)kblock, nb, hd, p->scale);
-            float bmax = -INFINITY;
-            for (int i = 0; i < nb; i++)
-                if (scores[i] > bmax) bmax = scores[i];
+            float bmax = K->max_f32(scores, nb);
             float new_max = bmax > mx[g] ? bmax : mx[g];
             if (new_max > mx[g] && mx[g] != -INFINITY) {
                 float r = expf(mx[g] - new_max);
@@ -401,12 +399,99 @@ static void attn_task(void *arg, int task, int thread) {
     }
 }
 
+
+/* Prefill attention, tiled: one task is one KV head and a tile of query tokens (all query heads
+ * of the group). Each block of keys is converted once into f32 (K transposed, V as rows) and
+ * serves every query of the tile; scores are vectorized across keys (no horizontal sums). */
+#define TILE_KEYS 64
+#define TILE_QUERIES 64
+#define TILE_MAX_HEAD_DIM 128
+
+static void attn_tile_task(void *arg, int task, int thread) {
+    attn_job *j = arg;
+    const dw__cpu_kernels *K = j->c->k;
+    const dw_attn_params *p = &j->p;
+    int group = p->n_heads / p->n_kv_heads, hd = p->head_dim;
+    int tile_tokens = TILE_QUERIES / group > 0 ? TILE_QUERIES / group : 1;
+    int kvh = task % p->n_kv_heads, tile = task / p->n_kv_heads;
+    int t0 = tile * tile_tokens, t1 = t0 + tile_tokens < p->n_tokens ? t0 + tile_tokens : p->n_tokens;
+    int nq = (t1 - t0) * group;
+    int bf16 = j->kv->dtype == DW_DTYPE_BF16;
+    size_t esize = bf16 ? 2 : 4;
+    const char *kbase = (const char *)j->kv->k + (size_t)kvh * j->kv->capacity * hd * esize;
+    const char *vbase = (const char *)j->kv->v + (size_t)kvh * j->kv->capacity * hd * esize;
+
+    float kt[TILE_MAX_HEAD_DIM * TILE_KEYS], vf[TILE_KEYS * TILE_MAX_HEAD_DIM], probs[TILE_QUERIES * TILE_KEYS];
+    float acc[TILE_QUERIES * TILE_MAX_HEAD_DIM], mx[TILE_QUERIES], sum[TILE_QUERIES];
+    for (int i = 0; i < nq; i++) mx[i] = -INFINITY, sum[i] = 0.0f;
+    memset(acc, 0, sizeof(float) * (size_t)nq * hd);
+
+    int first_pos = p->pos0 + t0, last_pos = p->pos0 + t1 - 1;
+    int kstart = p->window > 0 && first_pos - p->window + 1 > 0 ? first_pos - p->window + 1 : 0;
+    for (int b0 = kstart; b0 <= last_pos; b0 += TILE_KEYS) {
+        int nb = last_pos + 1 - b0 < TILE_KEYS ? last_pos + 1 - b0 : TILE_KEYS;
+        /* this block's keys (transposed) and values, in f32 */
+        for (int r = 0; r < nb; r++) {
+            const char *krow = kbase + (size_t)(b0 + r) * hd * esize, *vrow = vbase + (size_t)(b0 + r) * hd * esize;
+            float tmp[TILE_MAX_HEAD_DIM];
+            if (bf16) {
+                K->bf16_to_f32(tmp, (const uint16_t *)krow, hd);
+                K->bf16_to_f32(vf + (size_t)r * hd, (const uint16_t *)vrow, hd);
+            } else {
+                memcpy(tmp, krow, sizeof(float) * hd);
+                memcpy(vf + (size_t)r * hd, vrow, sizeof(float) * hd);
+            }
+            for (int d = 0; d < hd; d++) kt[d * TILE_KEYS + r] = tmp[d];
+        }
+        /* probabilities of this block for every query (zero outside its causal/window range) */
+        for (int i = 0; i < nq; i++) {
+            int ti = t0 + i / group, h = kvh * group + i % group;
+            int pos = p->pos0 + ti;
+            int lo = p->window > 0 && pos - p->window + 1 > 0 ? pos - p->window + 1 : 0;
+            int j0 = lo > b0 ? lo - b0 : 0, j1 = pos + 1 - b0 < nb ? pos + 1 - b0 : nb; /* keys [j0, j1) */
+            float *prob = probs + (size_t)i * TILE_KEYS;
+            memset(prob, 0, sizeof(float) * TILE_KEYS);
+            if (j1 <= j0) continue;
+            const float *q = j->q + ((size_t)ti * p->n_heads + h) * hd;
+            K->attn_dot_t(prob, q, kt, TILE_KEYS, j1, hd, p->scale);
+            if (j0) memset(prob, 0, sizeof(float) * (size_t)j0);
+            float bmax = K->max_f32(prob + j0, j1 - j0);
+            if (bmax > mx[i]) {
+                if (mx[i] != -INFINITY) {
+                    float r = expf(mx[i] - bmax);
+                    sum[i] *= r;
+                    float *a = acc + (size_t)i * hd;
+                    for (int d = 0; d < hd; d++) a[d] *= r;
+                }
+                mx[i] = bmax;
+            }
+            sum[i] += K->exp_sum(prob + j0, mx[i], j1 - j0);
+        }
+        for (int i = 0; i < nq; i += 4) {
+            int m = nq - i < 4 ? nq - i : 4;
+            K->attn_acc_multi(acc + (size_t)i * hd, hd, probs + (size_t)i * TILE_KEYS, TILE_KEYS, m, vf, nb, hd);
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        int ti = t0 + i / group, h = kvh * group + i % group;
+        float *o = j->out + ((size_t)ti * p->n_heads + h) * hd, inv = 1.0f / sum[i];
+        for (int d = 0; d < hd; d++) o[d] = acc[(size_t)i * hd + d] * inv;
+    }
+}
+
 static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
     cpu_ctx *c = vctx;
     DW_ASSERT(p->head_dim <= ATTN_MAX_HEAD_DIM && p->n_heads % p->n_kv_heads == 0 &&
               p->n_heads / p->n_kv_heads <= ATTN_MAX_GROUP);
     DW_ASSERT(p->pos0 + p->n_tokens <= kv->capacity);
     attn_job j = {c, out, q, kv, *p};
+    if (p->n_tokens > 1 && p->head_dim <= TILE_MAX_HEAD_DIM) {
+        int group = p->n_heads / p->n_kv_heads;
+        int tile_tokens = TILE_QUERIES / group > 0 ? TILE_QUERIES / group : 1;
+        int tiles = (p->n_tokens + tile_tokens - 1) / tile_tokens;
+        dw_threadpool_run(c->pool, p->n_kv_heads * tiles, attn_tile_task, &j);
+        return;
+    }
     dw_threadpool_run(c->pool, p->n_kv_heads * p->n_tokens, attn_task, &j);
 }
 

@@ -44,6 +44,12 @@ typedef struct dw__cpu_kernels {
     void (*attn_dot_bf16)(float *scores, const float *q, const uint16_t *rows, int n, int hd, float scale);
     void (*attn_acc_f32)(float *acc, const float *p, const float *rows, int n, int hd);
     void (*attn_acc_bf16)(float *acc, const float *p, const uint16_t *rows, int n, int hd);
+    /* Several queries at once (prefill tiles): acc[q*ldacc + d] += Σ_j p[q*ldp + j] * rows[j*hd + d]
+     * for q < nq (nq <= 4), j < n, d < hd. Each row is loaded once for all the queries. */
+    void (*attn_acc_multi)(float *acc, int ldacc, const float *p, int ldp, int nq, const float *rows, int n, int hd);
+    /* The same scores against a transposed f32 block (prefill tiles): scores[j] =
+     * scale * Σ_d q[d] * kt[d*ldk + j] for j < n, with n <= ldk and ldk a multiple of 16. */
+    void (*attn_dot_t)(float *scores, const float *q, const float *kt, int ldk, int n, int hd, float scale);
 
     /* Conversions of n elements (f32 -> bf16 rounds to nearest even). */
     void (*bf16_to_f32)(float *dst, const uint16_t *src, int n);
@@ -58,6 +64,8 @@ typedef struct dw__cpu_kernels {
     void (*swiglu)(float *out, const float *gate, const float *up, int n);
     /* x[i] += y[i] */
     void (*add)(float *x, const float *y, int n);
+    /* The largest of x[0..n), n >= 1. */
+    float (*max_f32)(const float *x, int n);
     /* x[i] = exp(x[i] - max), returns the sum (the softmax numerator pass). */
     float (*exp_sum)(float *x, float max, int n);
     /* Streams n bytes and returns a value that depends on all of them (bandwidth probe). */

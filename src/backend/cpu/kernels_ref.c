@@ -100,6 +100,19 @@ static void attn_acc_bf16_ref(float *acc, const float *p, const uint16_t *rows, 
     for (int i = 0; i < n; i++) axpy_bf16_ref(acc, p[i], rows + (size_t)i * hd, hd);
 }
 
+static void attn_dot_t_ref(float *scores, const float *q, const float *kt, int ldk, int n, int hd, float scale) {
+    for (int j = 0; j < n; j++) {
+        float acc = 0.0f;
+        for (int d = 0; d < hd; d++) acc += q[d] * kt[(size_t)d * ldk + j];
+        scores[j] = acc * scale;
+    }
+}
+
+static void attn_acc_multi_ref(float *acc, int ldacc, const float *p, int ldp, int nq, const float *rows, int n,
+                               int hd) {
+    for (int q = 0; q < nq; q++) attn_acc_f32_ref(acc + (size_t)q * ldacc, p + (size_t)q * ldp, rows, n, hd);
+}
+
 static void bf16_to_f32_ref(float *dst, const uint16_t *src, int n) {
     for (int i = 0; i < n; i++) dst[i] = dw_bf16_to_f32(src[i]);
 }
@@ -131,6 +144,13 @@ static void swiglu_ref(float *out, const float *gate, const float *up, int n) {
 
 static void add_ref(float *x, const float *y, int n) {
     for (int i = 0; i < n; i++) x[i] += y[i];
+}
+
+static float max_f32_ref(const float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > m) m = x[i];
+    return m;
 }
 
 static float exp_sum_ref(float *x, float max, int n) {
@@ -165,6 +185,8 @@ const dw__cpu_kernels dw__cpu_kernels_ref = {
     /* .attn_dot_bf16 = */ attn_dot_bf16_ref,
     /* .attn_acc_f32 = */ attn_acc_f32_ref,
     /* .attn_acc_bf16 = */ attn_acc_bf16_ref,
+    /* .attn_acc_multi = */ attn_acc_multi_ref,
+    /* .attn_dot_t   = */ attn_dot_t_ref,
     /* .bf16_to_f32  = */ bf16_to_f32_ref,
     /* .f16_to_f32   = */ f16_to_f32_ref,
     /* .f32_to_bf16  = */ f32_to_bf16_ref,
@@ -172,6 +194,7 @@ const dw__cpu_kernels dw__cpu_kernels_ref = {
     /* .scale_mul    = */ scale_mul_ref,
     /* .swiglu       = */ swiglu_ref,
     /* .add          = */ add_ref,
+    /* .max_f32      = */ max_f32_ref,
     /* .exp_sum      = */ exp_sum_ref,
     /* .read_bytes   = */ read_bytes_ref,
 };

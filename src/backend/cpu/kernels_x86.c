@@ -241,6 +241,30 @@ static AVX2 void attn_acc_bf16_avx2(float *acc, const float *p, const uint16_t *
     for (int i = 0; i < n; i++) axpy_bf16_avx2(acc, p[i], rows + (size_t)i * hd, hd);
 }
 
+static AVX2 void attn_acc_multi_avx2(float *acc, int ldacc, const float *p, int ldp, int nq, const float *rows, int n,
+                                     int hd) {
+    for (int q = 0; q < nq; q++) attn_acc_f32_avx2(acc + (size_t)q * ldacc, p + (size_t)q * ldp, rows, n, hd);
+}
+
+static AVX2 void attn_dot_t_avx2(float *scores, const float *q, const float *kt, int ldk, int n, int hd, float scale) {
+    for (int j0 = 0; j0 < n; j0 += 32) { /* 4 vectors of 8 keys at a time */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < hd; d++) {
+            __m256 b = _mm256_broadcast_ss(q + d);
+            const float *row = kt + (size_t)d * ldk + j0;
+            a0 = _mm256_fmadd_ps(b, _mm256_loadu_ps(row), a0);
+            if (j0 + 8 < n) a1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 8), a1);
+            if (j0 + 16 < n) a2 = _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 16), a2);
+            if (j0 + 24 < n) a3 = _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 24), a3);
+        }
+        float tmp[32];
+        __m256 sc = _mm256_set1_ps(scale);
+        _mm256_storeu_ps(tmp, _mm256_mul_ps(a0, sc)), _mm256_storeu_ps(tmp + 8, _mm256_mul_ps(a1, sc));
+        _mm256_storeu_ps(tmp + 16, _mm256_mul_ps(a2, sc)), _mm256_storeu_ps(tmp + 24, _mm256_mul_ps(a3, sc));
+        for (int j = j0; j < n && j < j0 + 32; j++) scores[j] = tmp[j - j0];
+    }
+}
+
 static AVX2 void bf16_to_f32_avx2(float *dst, const uint16_t *src, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8_bf16(src + i));
@@ -318,6 +342,22 @@ static AVX2 void add_avx2(float *x, const float *y, int n) {
     for (; i < n; i++) x[i] += y[i];
 }
 
+static AVX2 float max_f32_avx2(const float *x, int n) {
+    int i = 0;
+    float m = x[0];
+    if (n >= 8) {
+        __m256 v = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) v = _mm256_max_ps(v, _mm256_loadu_ps(x + i));
+        float t[8];
+        _mm256_storeu_ps(t, v);
+        for (int k = 0; k < 8; k++)
+            if (t[k] > m) m = t[k];
+    }
+    for (; i < n; i++)
+        if (x[i] > m) m = x[i];
+    return m;
+}
+
 static AVX2 float exp_sum_avx2(float *x, float max, int n) {
     __m256 m = _mm256_set1_ps(max), s = _mm256_setzero_ps();
     int i = 0;
@@ -369,6 +409,8 @@ const dw__cpu_kernels dw__cpu_kernels_avx2 = {
     /* .attn_dot_bf16 = */ attn_dot_bf16_avx2,
     /* .attn_acc_f32 = */ attn_acc_f32_avx2,
     /* .attn_acc_bf16 = */ attn_acc_bf16_avx2,
+    /* .attn_acc_multi = */ attn_acc_multi_avx2,
+    /* .attn_dot_t   = */ attn_dot_t_avx2,
     /* .bf16_to_f32  = */ bf16_to_f32_avx2,
     /* .f16_to_f32   = */ f16_to_f32_avx2,
     /* .f32_to_bf16  = */ f32_to_bf16_avx2,
@@ -376,6 +418,7 @@ const dw__cpu_kernels dw__cpu_kernels_avx2 = {
     /* .scale_mul    = */ scale_mul_avx2,
     /* .swiglu       = */ swiglu_avx2,
     /* .add          = */ add_avx2,
+    /* .max_f32      = */ max_f32_avx2,
     /* .exp_sum      = */ exp_sum_avx2,
     /* .read_bytes   = */ read_bytes_avx2,
 };
@@ -668,6 +711,63 @@ static AVX512 void axpy_bf16_avx512(float *y, float a, const uint16_t *x, int n)
 DEFINE_ATTN_AVX512(f32, float)
 DEFINE_ATTN_AVX512(bf16, uint16_t)
 
+/* Up to 4 queries × 64 dimensions of accumulators in registers; each value row is loaded once. */
+AVX512_INLINE void acc_multi_chunk(float *acc, int ldacc, const float *p, int ldp, const float *rows, int n, int hd,
+                                   int d0, const int NQ, const int NV) {
+    __m512 a[4][4];
+    _Pragma("GCC unroll 4") for (int q = 0; q < NQ; q++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) a[q][v] = _mm512_loadu_ps(acc + (size_t)q * ldacc + d0 + 16 * v);
+    for (int j = 0; j < n; j++) {
+        __m512 r[4];
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) r[v] = _mm512_loadu_ps(rows + (size_t)j * hd + d0 + 16 * v);
+        _Pragma("GCC unroll 4") for (int q = 0; q < NQ; q++) {
+            __m512 b = _mm512_set1_ps(p[(size_t)q * ldp + j]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) a[q][v] = _mm512_fmadd_ps(b, r[v], a[q][v]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int q = 0; q < NQ; q++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) _mm512_storeu_ps(acc + (size_t)q * ldacc + d0 + 16 * v, a[q][v]);
+}
+
+static AVX512 void attn_acc_multi_avx512(float *acc, int ldacc, const float *p, int ldp, int nq, const float *rows,
+                                         int n, int hd) {
+    if (hd % 16 || nq != 4) {
+        for (int q = 0; q < nq; q++) attn_acc_f32_avx512(acc + (size_t)q * ldacc, p + (size_t)q * ldp, rows, n, hd);
+        return;
+    }
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        switch ((hd - d0) / 16 < 4 ? (hd - d0) / 16 : 4) {
+        case 4: acc_multi_chunk(acc, ldacc, p, ldp, rows, n, hd, d0, 4, 4); break;
+        case 3: acc_multi_chunk(acc, ldacc, p, ldp, rows, n, hd, d0, 4, 3); break;
+        case 2: acc_multi_chunk(acc, ldacc, p, ldp, rows, n, hd, d0, 4, 2); break;
+        default: acc_multi_chunk(acc, ldacc, p, ldp, rows, n, hd, d0, 4, 1); break;
+        }
+    }
+}
+
+static AVX512 void attn_dot_t_avx512(float *scores, const float *q, const float *kt, int ldk, int n, int hd,
+                                     float scale) {
+    for (int j0 = 0; j0 < n; j0 += 64) { /* 4 vectors of 16 keys at a time */
+        int nv = (n - j0 + 15) / 16;
+        if (nv > 4) nv = 4;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int d = 0; d < hd; d++) {
+            __m512 b = _mm512_set1_ps(q[d]);
+            const float *row = kt + (size_t)d * ldk + j0;
+            a0 = _mm512_fmadd_ps(b, _mm512_loadu_ps(row), a0);
+            if (nv > 1) a1 = _mm512_fmadd_ps(b, _mm512_loadu_ps(row + 16), a1);
+            if (nv > 2) a2 = _mm512_fmadd_ps(b, _mm512_loadu_ps(row + 32), a2);
+            if (nv > 3) a3 = _mm512_fmadd_ps(b, _mm512_loadu_ps(row + 48), a3);
+        }
+        __m512 sc = _mm512_set1_ps(scale);
+        __m512 v[4] = {_mm512_mul_ps(a0, sc), _mm512_mul_ps(a1, sc), _mm512_mul_ps(a2, sc), _mm512_mul_ps(a3, sc)};
+        for (int i = 0; i < nv; i++) {
+            int rem = n - j0 - 16 * i;
+            _mm512_mask_storeu_ps(scores + j0 + 16 * i, rem >= 16 ? (__mmask16)0xffff : tail_mask(rem), v[i]);
+        }
+    }
+}
+
 static AVX512 void bf16_to_f32_avx512(float *dst, const uint16_t *src, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16_bf16(src + i));
@@ -756,6 +856,15 @@ static AVX512 void add_avx512(float *x, const float *y, int n) {
     }
 }
 
+static AVX512 float max_f32_avx512(const float *x, int n) {
+    __m512 v = _mm512_set1_ps(x[0]);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : tail_mask(n - i);
+        v = _mm512_mask_max_ps(v, m, v, _mm512_maskz_loadu_ps(m, x + i));
+    }
+    return _mm512_reduce_max_ps(v);
+}
+
 static AVX512 float exp_sum_avx512(float *x, float max, int n) {
     __m512 mx = _mm512_set1_ps(max), s = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {
@@ -805,6 +914,8 @@ const dw__cpu_kernels dw__cpu_kernels_avx512 = {
     /* .attn_dot_bf16 = */ attn_dot_bf16_avx512,
     /* .attn_acc_f32 = */ attn_acc_f32_avx512,
     /* .attn_acc_bf16 = */ attn_acc_bf16_avx512,
+    /* .attn_acc_multi = */ attn_acc_multi_avx512,
+    /* .attn_dot_t   = */ attn_dot_t_avx512,
     /* .bf16_to_f32  = */ bf16_to_f32_avx512,
     /* .f16_to_f32   = */ f16_to_f32_avx512,
     /* .f32_to_bf16  = */ f32_to_bf16_avx512,
@@ -812,6 +923,7 @@ const dw__cpu_kernels dw__cpu_kernels_avx512 = {
     /* .scale_mul    = */ scale_mul_avx512,
     /* .swiglu       = */ swiglu_avx512,
     /* .add          = */ add_avx512,
+    /* .max_f32      = */ max_f32_avx512,
     /* .exp_sum      = */ exp_sum_avx512,
     /* .read_bytes   = */ read_bytes_avx512,
 };
@@ -891,6 +1003,8 @@ const dw__cpu_kernels dw__cpu_kernels_avx512bf16 = {
     /* .attn_dot_bf16 = */ attn_dot_bf16_avx512,
     /* .attn_acc_f32 = */ attn_acc_f32_avx512,
     /* .attn_acc_bf16 = */ attn_acc_bf16_avx512,
+    /* .attn_acc_multi = */ attn_acc_multi_avx512,
+    /* .attn_dot_t   = */ attn_dot_t_avx512,
     /* .bf16_to_f32  = */ bf16_to_f32_avx512,
     /* .f16_to_f32   = */ f16_to_f32_avx512,
     /* .f32_to_bf16  = */ f32_to_bf16_avx512,
@@ -898,6 +1012,7 @@ const dw__cpu_kernels dw__cpu_kernels_avx512bf16 = {
     /* .scale_mul    = */ scale_mul_avx512,
     /* .swiglu       = */ swiglu_avx512,
     /* .add          = */ add_avx512,
+    /* .max_f32      = */ max_f32_avx512,
     /* .exp_sum      = */ exp_sum_avx512,
     /* .read_bytes   = */ read_bytes_avx512,
 };
