@@ -223,7 +223,7 @@ TEST(kv_save_killed_midway_leaves_previous_file_loadable) {
     snprintf(path, sizeof path, "%s/killed.kv", dw_test_tmp_dir());
     dw_session *s = saved_session(&f, path, &err); /* the previous snapshot: 10 tokens */
     CHECK_MSG(s, "%s", err.message);
-    for (int i = 0; i < 250; i++) strcat(prompt, "the old sailor and the sea ");
+    for (int i = 0; i < 150; i++) strcat(prompt, "the old sailor and the sea ");
     snprintf(script, sizeof script, "while :; do '%s/bin/driftwood' generate --model '%s' --prompt '%s' -n 0 --save-kv '%s' "
              ">/dev/null 2>&1; done", dw_test_build_dir(), dw_test_model_dir(), prompt, path);
     int saw_new = 0;
@@ -236,7 +236,8 @@ TEST(kv_save_killed_midway_leaves_previous_file_loadable) {
             _exit(127);
         }
         setpgid(pid, pid);
-        usleep(150000 + (useconds_t)rnd(250000) + (round == 7 ? 1500000 : 0));
+        /* the last round lasts long enough for saves to land even on a loaded machine */
+        usleep(150000 + (useconds_t)rnd(250000) + (round == 7 ? 4000000 : 0));
         kill(-pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
@@ -246,8 +247,8 @@ TEST(kv_save_killed_midway_leaves_previous_file_loadable) {
         CHECK_OK(dw_session_create(f.model, &so, &r, &err));
         CHECK_MSG(dw_kv_load(r, f.tok, path, NULL, NULL, &err) == DW_OK, "round %d: %s", round, err.message);
         int n = dw_session_n_tokens(r);
-        CHECK_MSG(n == 10 || n > 1000, "round %d: %d tokens", round, n);
-        saw_new |= n > 1000;
+        CHECK_MSG(n == 10 || n > 500, "round %d: %d tokens", round, n);
+        saw_new |= n > 500;
         dw_session_free(r);
     }
     CHECK_MSG(saw_new, "no save completed in 8 rounds: the test did not exercise anything");

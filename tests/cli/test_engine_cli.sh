@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Bad input to the inference commands: each gives a non-zero exit and one line
+# "driftwood: error: ..." naming the file or option and the problem, never a crash.
+source "$(dirname "$0")/lib.sh"
+dw=$DW_BIN
+model=${DW_TEST_MODEL:-models/driftwood-tiny}
+
+bad_model() { # NAME: a copy of the model to damage
+    local d="$DW_TMP/$1"
+    mkdir -p "$d" && cp "$model"/*.json "$model"/*.safetensors "$d"/
+    echo "$d"
+}
+
+expect_fail_one_line "generate_requires_a_prompt" "--prompt" "$dw" generate --model "$model"
+expect_fail_one_line "generate_rejects_bad_temperature" "--temp" "$dw" generate --model "$model" --prompt hi --temp warm
+expect_fail_one_line "generate_rejects_missing_model_dir" "nope" "$dw" generate --model "$DW_TMP/nope" --prompt hi
+long=$(printf 'the sea %.0s' $(seq 1 200))
+expect_fail_one_line "generate_rejects_prompt_longer_than_context" "context" "$dw" generate --model "$model" --ctx 32 --prompt "$long"
+expect_fail_one_line "mkmodel_rejects_unknown_shape" "shape" "$dw" mkmodel --shape huge --dtype bf16 --out "$DW_TMP/m"
+
+d=$(bad_model truncated); head -c 100000 "$model/model.safetensors" > "$d/model.safetensors"
+expect_fail_one_line "truncated_safetensors_is_named" "model.safetensors" "$dw" generate --model "$d" --prompt hi
+
+d=$(bad_model lying); python3 - "$d/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); name = next(k for k in h if k != "__metadata__")
+h[name]["data_offsets"][1] += 4  # the header claims 4 more bytes than the tensor has
+s = json.dumps(h).encode(); s += b" " * ((8 - len(s) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(s)) + s + b[8 + n:])
+PY
+expect_fail_one_line "header_that_lies_about_sizes_is_refused" "model.safetensors" "$dw" generate --model "$d" --prompt hi
+
+d=$(bad_model wrongdtype); python3 - "$d/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); name = next(k for k in h if k != "__metadata__" and k.endswith("q_proj.weight"))
+h[name]["dtype"] = "I16"  # same size as bf16, but not a weight dtype
+s = json.dumps(h).encode(); s += b" " * ((8 - len(s) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(s)) + s + b[8 + n:])
+PY
+expect_fail_one_line "wrong_weight_dtype_is_refused" "q_proj" "$dw" generate --model "$d" --prompt hi
+
+d=$(bad_model missing); python3 - "$d/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); name = next(k for k in h if k.endswith("layers.0.mlp.up_proj.weight"))
+h[name.replace("up_proj", "upp_proj")] = h.pop(name)  # the tensor is there under another name
+s = json.dumps(h).encode(); s += b" " * ((8 - len(s) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(s)) + s + b[8 + n:])
+PY
+expect_fail_one_line "missing_tensor_is_named" "up_proj" "$dw" generate --model "$d" --prompt hi
+
+d=$(bad_model arch); sed -i 's/LlamaForCausalLM/GPTNeoXForCausalLM/' "$d/config.json"
+expect_fail_one_line "unknown_architecture_is_refused" "GPTNeoXForCausalLM" "$dw" generate --model "$d" --prompt hi
+
+d=$(bad_model tok); python3 - "$d/tokenizer.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1])); t["model"]["type"] = "WordLevel"; json.dump(t, open(sys.argv[1], "w"))
+PY
+expect_fail_one_line "tokenizer_of_unknown_type_is_refused" "tokenizer.json" "$dw" generate --model "$d" --prompt hi
+
+printf 'caf\xe9 \xff\n' > "$DW_TMP/bad-utf8.txt"
+expect_fail_one_line "tokenize_rejects_invalid_utf8" "UTF-8" "$dw" tokenize --model "$model" < "$DW_TMP/bad-utf8.txt"
+finish
