@@ -4,6 +4,7 @@
  * logits written by the copy engine into a registered region. Without a GPU the tests pass
  * without running; DW_REQUIRE_CUDA=1 (tools/gpu-check.sh) makes a missing GPU a failure. */
 #include "test.h"
+#include "test_cuda.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -23,26 +24,6 @@
 #ifdef DW_HAVE_CUDA
 #include "backend/cuda/compute_cuda.h"
 #endif
-
-static int cuda_required(void) {
-    const char *r = getenv("DW_REQUIRE_CUDA");
-    return r && *r == '1';
-}
-
-static void note_skip(const char *why) {
-    static int said;
-    if (!said++) printf("    skipped: no CUDA device, CUDA compute tests pass without running (%s)\n", why);
-}
-
-#define OPEN_CUDA_OR_SKIP(b)                                                                                   \
-    do {                                                                                                       \
-        dw_status open_st_ = dw_backend_open("cuda", &(b), &err);                                              \
-        if (open_st_ == DW_ERR_UNSUPPORTED && !cuda_required()) {                                              \
-            note_skip(err.message);                                                                            \
-            return;                                                                                            \
-        }                                                                                                      \
-        CHECK_OK(open_st_);                                                                                    \
-    } while (0)
 
 /* ---- random data ----------------------------------------------------------------------- */
 
@@ -452,8 +433,8 @@ static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_faile
     tmodel_free(&tm);
     side cu, cpu;
     dw_status st = side_open(&cu, "cuda", dir, 160, kv_f32, &err);
-    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
-        note_skip(err.message);
+    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
+        dw_test_cuda_note_skip(err.message);
         side_close(&cu);
         return;
     }
@@ -553,8 +534,8 @@ TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
     tmodel_free(&tm);
     side cu;
     dw_status st = side_open(&cu, "cuda", dir, 128, 0, &err);
-    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
-        note_skip(err.message);
+    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
+        dw_test_cuda_note_skip(err.message);
         side_close(&cu);
         return;
     }
@@ -609,8 +590,8 @@ TEST(cuda_logits_land_in_a_registered_region_without_growth) {
     tmodel_free(&tm);
     side cu;
     dw_status st = side_open(&cu, "cuda", dir, 200, 0, &err);
-    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
-        note_skip(err.message);
+    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
+        dw_test_cuda_note_skip(err.message);
         side_close(&cu);
         return;
     }

@@ -3,6 +3,7 @@
  * reference, grown regions register piece by piece. Without a GPU the tests pass without running;
  * DW_REQUIRE_CUDA=1 (tools/gpu-check.sh) turns a missing GPU into a failure. */
 #include "test.h"
+#include "test_cuda.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -18,29 +19,6 @@
 #include "driftwood/error.h"
 
 #define MIB ((size_t)1 << 20)
-
-static int cuda_required(void) {
-    const char *r = getenv("DW_REQUIRE_CUDA");
-    return r && *r == '1';
-}
-
-/* Says once per run why the CUDA tests pass without running. */
-static void note_skip(const char *why) {
-    static int said;
-    if (!said++) printf("    skipped: no CUDA device, CUDA tests pass without running (%s)\n", why);
-}
-
-/* Opens "cuda" into b, or returns from the test (passing) when there is no usable GPU and
- * DW_REQUIRE_CUDA is not set. Any other failure fails the test. Needs a dw_error err. */
-#define OPEN_CUDA_OR_SKIP(b)                                                                      \
-    do {                                                                                          \
-        dw_status open_st_ = dw_backend_open("cuda", &(b), &err);                                 \
-        if (open_st_ == DW_ERR_UNSUPPORTED && !cuda_required()) {                                 \
-            note_skip(err.message);                                                               \
-            return;                                                                               \
-        }                                                                                         \
-        CHECK_OK(open_st_);                                                                       \
-    } while (0)
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -115,10 +93,10 @@ TEST(cuda_open_either_works_or_names_the_missing_gpu) {
     dw_error err = {0};
     dw_backend *b = NULL;
     dw_status st = dw_backend_open("cuda", &b, &err);
-    if (st == DW_ERR_UNSUPPORTED && !cuda_required()) {
+    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
         CHECK(b == NULL);
         CHECK_MSG(strstr(err.message, "cuda") != NULL, "message does not name the backend: %s", err.message);
-        note_skip(err.message);
+        dw_test_cuda_note_skip(err.message);
         return;
     }
     CHECK_OK(st);
