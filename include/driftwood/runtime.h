@@ -55,6 +55,9 @@ const dw_model_use_options *dw_runtime_model_options(dw_runtime *rt, const char 
 dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend, struct dw_model **model,
                            struct dw_tokenizer **tokenizer, double *load_ms, dw_error *err);
 
+/* The name of the i-th registered model (in registration order), or NULL. */
+const char *dw_runtime_model_name(dw_runtime *rt, int i);
+
 /* The directory registered under name, or NULL. */
 const char *dw_runtime_model_dir(dw_runtime *rt, const char *name);
 

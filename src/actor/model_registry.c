@@ -47,6 +47,13 @@ dw_status dw_runtime_register_model_with(dw_runtime *rt, const char *name, const
     return st;
 }
 
+const char *dw_runtime_model_name(dw_runtime *rt, int i) {
+    pthread_mutex_lock(&rt->lock);
+    const char *name = i >= 0 && i < rt->model_count ? rt->models[i].name : NULL;
+    pthread_mutex_unlock(&rt->lock);
+    return name;
+}
+
 const char *dw_runtime_model_dir(dw_runtime *rt, const char *name) {
     pthread_mutex_lock(&rt->lock);
     dw__registered_model *m = find(rt, name);

@@ -17,7 +17,9 @@
 #define MAX_PROMPTS 64
 
 typedef struct chat_options {
-    const char *model_dir, *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx, *resume;
+    const char *backend, *system, *temp, *top_p, *seed, *max_tokens, *ctx, *resume;
+    const char *models[8]; /* --model DIR or NAME=DIR; the first one is the one the actor talks to */
+    int n_models;
     const char *prompts[MAX_PROMPTS];
     int n_prompts;
     int kv_f32;
@@ -29,12 +31,15 @@ static int parse(int argc, char **argv, chat_options *o) {
     o->backend = "cpu";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        const char **slot = !strcmp(a, "--model") ? &o->model_dir : !strcmp(a, "--backend") ? &o->backend
+        const char **slot = !strcmp(a, "--backend") ? &o->backend
                           : !strcmp(a, "--system") ? &o->system : !strcmp(a, "--temp") ? &o->temp
                           : !strcmp(a, "--top-p") ? &o->top_p : !strcmp(a, "--seed") ? &o->seed
                           : !strcmp(a, "-n") ? &o->max_tokens : !strcmp(a, "--ctx") ? &o->ctx
                           : !strcmp(a, "--resume") ? &o->resume : NULL;
-        if (!strcmp(a, "--kv-f32")) {
+        if (!strcmp(a, "--model") && v) {
+            if (o->n_models == 8) return dw_cli_fail("chat: at most 8 --model");
+            o->models[o->n_models++] = v, i++;
+        } else if (!strcmp(a, "--kv-f32")) {
             o->kv_f32 = 1;
         } else if (!strcmp(a, "--echo")) {
             o->echo = 1;
@@ -52,7 +57,6 @@ static int parse(int argc, char **argv, chat_options *o) {
     if (o->seed && dw_cli_parse_long("--seed", o->seed, 0, 0x7FFFFFFFFFFFFFFFL, &l)) return 1;
     if (o->max_tokens && dw_cli_parse_long("-n", o->max_tokens, 1, 1 << 20, &l)) return 1;
     if (o->ctx && dw_cli_parse_long("--ctx", o->ctx, 16, 1 << 24, &l)) return 1;
-    if (!o->model_dir) o->model_dir = dw_cli_default_model_dir();
     return 0;
 }
 
@@ -114,7 +118,7 @@ static int turn(chat_state *c, const char *text, size_t len) {
 }
 
 DW_COMMAND(chat,
-           "chat [--model DIR] [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
+           "chat [--model DIR|NAME=DIR]... [--backend cpu|cuda] [--system TEXT] [--temp T] [--top-p P] [--seed S] [-n N] "
            "[--ctx N] [--kv-f32] [--echo] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
            "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
     chat_options o;
@@ -122,7 +126,8 @@ DW_COMMAND(chat,
     const char *args[32];
     int n = 0;
     args[n++] = "chat";
-    args[n++] = "--model", args[n++] = "default";
+    args[n++] = "--model", args[n++] = "default"; /* set below to the first registered name */
+    int model_arg = n - 1;
     if (o.system) args[n++] = "--system", args[n++] = o.system;
     if (o.temp) args[n++] = "--temp", args[n++] = o.temp;
     if (o.top_p) args[n++] = "--top-p", args[n++] = o.top_p;
@@ -141,13 +146,19 @@ DW_COMMAND(chat,
     struct dw_model *model;
     struct dw_tokenizer *tok;
     double load_ms;
-    if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model_with(rt, "default", o.model_dir, &(dw_model_use_options){.kv_f32 = o.kv_f32}, &err) ||
-        dw_runtime_model(rt, "default", o.backend, &model, &tok, &load_ms, &err) ||
+    const char *name = "default";
+    if (dw_runtime_create(NULL, &rt, &err)) {
+        dw_cli_fail("chat: %s", err.message);
+        goto done;
+    }
+    if (dw_cli_register_models(rt, o.models, o.n_models, &(dw_model_use_options){.kv_f32 = o.kv_f32}, &name)) goto done;
+    args[model_arg] = name;
+    if (dw_runtime_model(rt, name, o.backend, &model, &tok, &load_ms, &err) ||
         dw_module_load_bytes(rt, "chat.wasm", wasm, wasm_len, &module, &err)) {
         dw_cli_fail("chat: %s", err.message);
         goto done;
     }
-    fprintf(stderr, "[model %s loaded on %s in %.1f ms]\n", o.model_dir, o.backend, load_ms);
+    fprintf(stderr, "[model %s (%s) loaded on %s in %.1f ms]\n", name, dw_runtime_model_dir(rt, name), o.backend, load_ms);
     c.rt = rt, c.module = module;
     c.actor_options = (dw_actor_options){.backend = o.backend, .argc = n, .argv = args, .inherit_stdio = 1, .output = write_out};
     if (o.resume) {

@@ -17,13 +17,14 @@ static void print_value(const dw_value *v) {
 }
 
 DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [--timeout SECONDS] [--memory-limit BYTES] "
-                "[--env NAME=VALUE]... [--dir HOST[::GUEST]]... [-- WASI-ARGS...]",
+                "[--env NAME=VALUE]... [--dir HOST[::GUEST]]... [--model DIR|NAME=DIR]... [-- WASI-ARGS...]",
            "run an actor's _start, or call one of its exported functions") {
     const char *path = NULL, *invoke = NULL, *backend = "cpu";
     double timeout = 0;
-    int call_argc = 0, wasi_argc = 0, n_env = 0, n_dirs = 0;
+    int call_argc = 0, wasi_argc = 0, n_env = 0, n_dirs = 0, n_models = 0;
     long memory_limit = 0;
     const char **env = calloc((size_t)argc + 1, sizeof *env), **dirs = calloc((size_t)argc + 1, sizeof *dirs);
+    const char **models = calloc((size_t)argc + 1, sizeof *models);
     const char **call_argv = calloc((size_t)argc + 1, sizeof *call_argv);
     const char **wasi_argv = calloc((size_t)argc + 2, sizeof *wasi_argv);
     int rc = 1;
@@ -31,6 +32,7 @@ DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--env") && i + 1 < argc) env[n_env++] = argv[++i];
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dirs[n_dirs++] = argv[++i];
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) models[n_models++] = argv[++i];
         else if (!strcmp(argv[i], "--memory-limit") && i + 1 < argc) {
             if (dw_cli_parse_long("--memory-limit", argv[++i], 65536, 1L << 40, &memory_limit)) goto out;
         }
@@ -64,6 +66,8 @@ DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [
         dw_cli_fail("%s", err.message);
         goto done;
     }
+    /* models the guest may open by name (the shipped one as "default" when none is given) */
+    if (dw_cli_register_models(rt, models, n_models, NULL, NULL)) goto done;
     dw_actor_options opts = {.backend = backend, .timeout_seconds = timeout, .argc = 1 + wasi_argc,
                              .argv = wasi_argv, .inherit_stdio = 1, .memory_limit = (size_t)memory_limit,
                              .n_env = n_env, .env = env, .n_dirs = n_dirs, .dirs = dirs};
@@ -99,5 +103,6 @@ out:
     free(wasi_argv);
     free(env);
     free(dirs);
+    free(models);
     return rc;
 }

@@ -4,6 +4,8 @@
 #ifndef DW_CLI_COMMAND_H
 #define DW_CLI_COMMAND_H
 
+#include "driftwood/runtime.h"
+
 typedef int (*dw_command_fn)(int argc, char **argv);
 
 typedef struct dw_command {
@@ -24,6 +26,12 @@ int dw_cli_parse_double(const char *option, const char *text, double *out);
 
 /* The model directory used where --model is optional ($DW_MODEL, else the shipped model). */
 const char *dw_cli_default_model_dir(void);
+
+/* Registers the --model arguments (each "DIR" for the name "default", or "NAME=DIR"; none: the
+ * default model) with rt. *first_name (may be NULL) gets the first one's name. Returns 0, or 1
+ * after printing the error. */
+int dw_cli_register_models(dw_runtime *rt, const char *const *specs, int n, const dw_model_use_options *options,
+                           const char **first_name);
 
 #define DW_COMMAND_NAMED(ident, name_, usage_, description_)                              \
     static int dw_cmd_##ident(int argc, char **argv);                                     \

@@ -26,6 +26,12 @@ expect_fail_one_line "run_rejects_unknown_backend" "unknown backend" "$dw" run "
 expect_fail_one_line "run_rejects_bad_timeout" "--timeout expects a number" "$dw" run "$gemm" --timeout soon
 expect_fail_one_line "unknown_command_is_an_error" "unknown command" "$dw" frobnicate
 
+# Models by name: --model DIR is "default", --model NAME=DIR another name; guests open names only.
+llm=$DW_BUILD/guests/llm_probe.wasm
+expect_ok "run_registers_the_default_model_for_guests" "^8192$" "$dw" run "$llm" --model models/driftwood-tiny --invoke vocab
+expect_ok "run_guest_cannot_open_a_name_not_registered" "^-3$" "$dw" run "$llm" --model other=models/driftwood-tiny --invoke vocab
+expect_fail_one_line "run_rejects_empty_model_name" "the name before '='" "$dw" run "$llm" --model =models/driftwood-tiny --invoke vocab
+
 # The zero-copy table on the CPU: identity true, registering costs < 0.1 MiB, copying ~16 MiB.
 out=$("$dw" bench zerocopy --backend cpu --json --reps 100)
 check "bench_zerocopy_cpu_identity_and_rss" python3 - "$out" <<'PY'

@@ -4,7 +4,7 @@ dw_wasmtime_version=48.0.8
 dw_wasmtime_root="$DW_CACHE/wasmtime-$dw_wasmtime_version"
 if [ ! -f "$dw_wasmtime_root/dist/lib/libwasmtime.so" ]; then
     command -v cargo >/dev/null || { echo "setup: cargo is needed to build Wasmtime (https://rustup.rs)"; exit 1; }
-    echo "setup: building Wasmtime $dw_wasmtime_version's C API (first time only; about 15 minutes on 2 cores)..."
+    echo "setup: building Wasmtime $dw_wasmtime_version's C API (first time only; about 8 minutes on 2 cores)..."
     dw_t0=$(date +%s)
     CARGO_TARGET_DIR="$dw_wasmtime_root/target" cargo build --release --locked \
         --manifest-path tools/wasmtime-build/Cargo.toml
