@@ -24,13 +24,13 @@ typedef struct qmat {
     dw__qtensor t;
 } qmat;
 
-static void qmat_make(qmat *m, int rows, int cols, int bits, int gs) {
+static void qmat_make_sd(qmat *m, int rows, int cols, int bits, int gs, dw_dtype sdtype) {
     m->src = malloc(sizeof(uint16_t) * rows * cols);
     for (int i = 0; i < rows * cols; i++) m->src[i] = dw_f32_to_bf16(frand() * 0.1f);
     m->q = malloc(sizeof(uint32_t) * rows * cols * bits / 32);
-    m->scales = malloc(sizeof(uint16_t) * rows * cols / gs);
-    m->biases = malloc(sizeof(uint16_t) * rows * cols / gs);
-    dw__quantize(m->src, DW_DTYPE_BF16, rows, cols, bits, gs, m->q, m->scales, m->biases, DW_DTYPE_BF16);
+    m->scales = malloc(sizeof(float) * rows * cols / gs); /* room for any scale dtype */
+    m->biases = malloc(sizeof(float) * rows * cols / gs);
+    dw__quantize(m->src, DW_DTYPE_BF16, rows, cols, bits, gs, m->q, m->scales, m->biases, sdtype);
     memset(&m->w, 0, sizeof m->w);
     m->w.data = m->q;
     m->w.dtype = DW_DTYPE_U32;
@@ -40,9 +40,13 @@ static void qmat_make(qmat *m, int rows, int cols, int bits, int gs) {
     m->w.qgroup = gs;
     m->w.qscales = m->scales;
     m->w.qbiases = m->biases;
-    m->w.qsdtype = DW_DTYPE_BF16;
-    m->t = (dw__qtensor){.q = m->q, .scales = m->scales, .biases = m->biases, .sdtype = DW_DTYPE_BF16,
+    m->w.qsdtype = sdtype;
+    m->t = (dw__qtensor){.q = m->q, .scales = m->scales, .biases = m->biases, .sdtype = sdtype,
                          .bits = bits, .group_size = gs, .rows = rows, .cols = cols};
+}
+
+static void qmat_make(qmat *m, int rows, int cols, int bits, int gs) {
+    qmat_make_sd(m, rows, cols, bits, gs, DW_DTYPE_BF16);
 }
 
 static void qmat_free(qmat *m) {
@@ -94,48 +98,63 @@ TEST(quant_shape_checks_name_the_problem) {
     CHECK(dw__quant_check_shape(8, 128, 256, msg, sizeof msg) == 0);
 }
 
-/* Every kernel set: matvec against the reference and against dequantize + f32 dot; dequant
- * bit-identical to the reference. */
+/* Every kernel set: matvec (and the 4-bit matvec on prep4's layout, where a set has one) against
+ * the reference and against dequantize + f32 dot; dequant bit-identical to the reference. 37 rows
+ * from row 3: blocks of several rows and a remainder; 1280 columns: 40, 20 or 10 groups (SIMD
+ * blocks of 16 groups and a remainder); scales and biases in each stored dtype. */
 TEST(quant_kernels_match_reference_and_dequantized_matmul) {
     const dw__cpu_kernels *sets[8];
     int n_sets = dw__cpu_kernels_available(sets, 8);
-    const int rows = 37, cols = 512;
+    const int rows = 37, cols = 1280;
     int bits_list[2] = {4, 8}, gs_list[3] = {32, 64, 128};
-    float *x = malloc(sizeof(float) * cols), *deq = malloc(sizeof(float) * rows * cols);
-    float *deq2 = malloc(sizeof(float) * rows * cols);
-    float ref[37], got[37], xsum[16];
+    dw_dtype sd_list[3] = {DW_DTYPE_BF16, DW_DTYPE_F16, DW_DTYPE_F32};
+    float *x = malloc(sizeof(float) * cols), *xp = malloc(sizeof(float) * cols);
+    float *deq = malloc(sizeof(float) * rows * cols), *deq2 = malloc(sizeof(float) * rows * cols);
+    float ref[37], got[37], xsum[64];
     for (int i = 0; i < cols; i++) x[i] = frand();
     for (int bi = 0; bi < 2; bi++)
-        for (int gi = 0; gi < 3; gi++) {
-            int bits = bits_list[bi], gs = gs_list[gi];
-            qmat m;
-            qmat_make(&m, rows, cols, bits, gs);
-            for (int g = 0; g < cols / gs; g++) {
-                xsum[g] = 0;
-                for (int i = 0; i < gs; i++) xsum[g] += x[g * gs + i];
+        for (int gi = 0; gi < 3; gi++)
+            for (int si = 0; si < 3; si++) {
+                int bits = bits_list[bi], gs = gs_list[gi];
+                qmat m;
+                qmat_make_sd(&m, rows, cols, bits, gs, sd_list[si]);
+                for (int g = 0; g < cols / gs; g++) {
+                    xsum[g] = 0;
+                    for (int i = 0; i < gs; i++) xsum[g] += x[g * gs + i];
+                }
+                dw__cpu_qkernels_ref.dequant(deq, &m.w, 0, rows);
+                dw__cpu_qkernels_ref.matvec(ref, x, xsum, &m.w, 0, rows);
+                for (int r = 0; r < rows; r++) { /* the reference against dequantize + f32 dot (f64 sum) */
+                    double d = 0;
+                    for (int i = 0; i < cols; i++) d += (double)deq[r * cols + i] * x[i];
+                    CHECK_MSG(fabs(ref[r] - d) <= 1e-4 * (1 + fabs(d)), "ref bits %d gs %d sd %d row %d: %g vs %g", bits,
+                              gs, si, r, ref[r], d);
+                }
+                for (int s = 0; s < n_sets; s++) {
+                    const dw__cpu_qkernels *qk = dw__cpu_qkernels_for(sets[s]->isa);
+                    for (int path = 0; path < 2; path++) {
+                        if (path == 1 && !(bits == 4 && qk->prep4)) continue;
+                        for (int r = 0; r < rows; r++) got[r] = 12345.0f; /* rows before the slice stay */
+                        if (path == 0) {
+                            qk->matvec(got, x, xsum, &m.w, 3, rows); /* a slice not starting at 0 */
+                        } else {
+                            qk->prep4(xp, x, cols);
+                            qk->matvec4p(got, xp, xsum, &m.w, 3, rows);
+                        }
+                        for (int r = 0; r < 3; r++) CHECK(got[r] == 12345.0f);
+                        for (int r = 3; r < rows; r++)
+                            CHECK_MSG(fabsf(got[r] - ref[r]) <= 1e-5f * (1 + fabsf(ref[r])),
+                                      "%s%s bits %d gs %d sd %d row %d: %g vs %g", qk->isa, path ? " (prep4)" : "", bits,
+                                      gs, si, r, got[r], ref[r]);
+                    }
+                    qk->dequant(deq2, &m.w, 5, rows);
+                    CHECK_MSG(!memcmp(deq2, deq + 5 * cols, sizeof(float) * (rows - 5) * cols),
+                              "%s dequant bits %d gs %d sd %d", qk->isa, bits, gs, si);
+                }
+                qmat_free(&m);
             }
-            dw__cpu_qkernels_ref.dequant(deq, &m.w, 0, rows);
-            dw__cpu_qkernels_ref.matvec(ref, x, xsum, &m.w, 0, rows);
-            for (int r = 0; r < rows; r++) { /* the reference against dequantize + f32 dot (f64 sum) */
-                double d = 0;
-                for (int i = 0; i < cols; i++) d += (double)deq[r * cols + i] * x[i];
-                CHECK_MSG(fabs(ref[r] - d) <= 1e-4 * (1 + fabs(d)), "ref bits %d gs %d row %d: %g vs %g", bits, gs, r,
-                          ref[r], d);
-            }
-            for (int s = 0; s < n_sets; s++) {
-                const dw__cpu_qkernels *qk = dw__cpu_qkernels_for(sets[s]->isa);
-                memset(got, 0, sizeof got);
-                qk->matvec(got, x, xsum, &m.w, 3, rows); /* a slice not starting at 0 */
-                for (int r = 3; r < rows; r++)
-                    CHECK_MSG(fabsf(got[r] - ref[r]) <= 1e-5f * (1 + fabsf(ref[r])), "%s bits %d gs %d row %d: %g vs %g",
-                              qk->isa, bits, gs, r, got[r], ref[r]);
-                qk->dequant(deq2, &m.w, 5, rows);
-                CHECK_MSG(!memcmp(deq2, deq + 5 * cols, sizeof(float) * (rows - 5) * cols), "%s dequant bits %d gs %d",
-                          qk->isa, bits, gs);
-            }
-            qmat_free(&m);
-        }
     free(x);
+    free(xp);
     free(deq);
     free(deq2);
 }

@@ -113,6 +113,68 @@ static void prep4_avx512(float *xp, const float *x, int k) {
         }
 }
 
+/* 16 scales or biases from i on as f32. */
+static AVX512 inline __m512 sb16(const void *p, dw_dtype t, size_t i) {
+    if (t == DW_DTYPE_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i))), 16));
+    if (t == DW_DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_loadu_ps((const float *)p + i);
+}
+
+/* Row r's group scales as f32 into sf[0..groups), and returns its bias term Σ_g bias_g·xsum[g]. */
+static AVX512 float row_scales(float *sf, const dw_cweight *w, size_t base, int64_t groups, const float *xsum) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 16 <= groups; g += 16) {
+        _mm512_storeu_ps(sf + g, sb16(w->qscales, w->qsdtype, base + g));
+        acc = _mm512_fmadd_ps(sb16(w->qbiases, w->qsdtype, base + g), _mm512_loadu_ps(xsum + g), acc);
+    }
+    float tail = 0.0f;
+    for (; g < groups; g++) {
+        sf[g] = sb(w->qscales, w->qsdtype, base + g);
+        tail += sb(w->qbiases, w->qsdtype, base + g) * xsum[g];
+    }
+    return _mm512_reduce_add_ps(acc) + tail;
+}
+
+/* NR rows of the 4-bit matvec from r on, sharing each load of xp: per group and row, the masked
+ * codes (no shift) times xp, scaled once per group with the row's f32 scales from sf. */
+#define QMV4_ROWS(NR)                                                                                             \
+    do {                                                                                                          \
+        const uint64_t *q[NR];                                                                                    \
+        float *sf[NR], bias[NR];                                                                                  \
+        __m512 t[NR];                                                                                             \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                                            \
+            q[i] = (const uint64_t *)((const uint32_t *)w->data + (size_t)(r + i) * words);                       \
+            sf[i] = sfbuf + (size_t)i * groups;                                                                   \
+            bias[i] = row_scales(sf[i], w, (size_t)(r + i) * groups, groups, xsum);                               \
+            t[i] = _mm512_setzero_ps();                                                                           \
+        }                                                                                                         \
+        for (int64_t g = 0; g < groups; g++) {                                                                    \
+            const float *xg = xp + g * gs;                                                                        \
+            const int64_t qo = g * (gs / 16);                                                                     \
+            __m512 a0[NR], a1[NR];                                                                                \
+            _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                                        \
+                _mm_prefetch((const char *)(q[i] + qo) + QPREFETCH, _MM_HINT_T0);                                 \
+                a0[i] = _mm512_setzero_ps();                                                                      \
+                a1[i] = _mm512_setzero_ps();                                                                      \
+            }                                                                                                     \
+            for (int j = 0; j < gs / 16; j += 2) {                                                                \
+                __m512 x0 = _mm512_loadu_ps(xg + 16 * j), x1 = _mm512_loadu_ps(xg + 16 * j + 16);                 \
+                _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                                    \
+                    __m512i v0 = _mm512_and_si512(_mm512_set1_epi64((long long)q[i][qo + j]), mask);              \
+                    __m512i v1 = _mm512_and_si512(_mm512_set1_epi64((long long)q[i][qo + j + 1]), mask);          \
+                    a0[i] = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v0), x0, a0[i]);                                   \
+                    a1[i] = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v1), x1, a1[i]);                                   \
+                }                                                                                                 \
+            }                                                                                                     \
+            _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++)                                                                          \
+                t[i] = _mm512_fmadd_ps(_mm512_set1_ps(sf[i][g]), _mm512_add_ps(a0[i], a1[i]), t[i]);              \
+        }                                                                                                         \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) out[r + i] = _mm512_reduce_add_ps(t[i]) + bias[i];                           \
+    } while (0)
+
 static AVX512 void qmatvec4_avx512(float *out, const float *xp, const float *xsum, const dw_cweight *w, int r0,
                                    int r1) {
     const int gs = w->qgroup;
@@ -120,29 +182,10 @@ static AVX512 void qmatvec4_avx512(float *out, const float *xp, const float *xsu
     const __m512i mask = _mm512_setr_epi32(0xF, 0xF, 0xF0, 0xF0, 0xF00, 0xF00, 0xF000, 0xF000, 0xF0000, 0xF0000,
                                            0xF00000, 0xF00000, 0xF000000, 0xF000000, (int)0xF0000000u,
                                            (int)0xF0000000u);
-    for (int r = r0; r < r1; r++) {
-        const uint32_t *q = (const uint32_t *)w->data + (size_t)r * words;
-        const size_t sbase = (size_t)r * groups;
-        __m512 t0 = _mm512_setzero_ps(), t1 = _mm512_setzero_ps();
-        float bias_acc = 0.0f;
-        for (int64_t g = 0; g < groups; g++) {
-            const float *xg = xp + g * gs;
-            const uint64_t *qg = (const uint64_t *)(q + g * (gs / 8));
-            _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
-            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-            for (int j = 0; j < gs / 16; j += 2) {
-                __m512i v0 = _mm512_and_si512(_mm512_set1_epi64((long long)qg[j]), mask);
-                __m512i v1 = _mm512_and_si512(_mm512_set1_epi64((long long)qg[j + 1]), mask);
-                a0 = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v0), _mm512_loadu_ps(xg + 16 * j), a0);
-                a1 = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v1), _mm512_loadu_ps(xg + 16 * j + 16), a1);
-            }
-            __m512 s = _mm512_set1_ps(sb(w->qscales, w->qsdtype, sbase + g));
-            if (g & 1) t1 = _mm512_fmadd_ps(s, _mm512_add_ps(a0, a1), t1);
-            else t0 = _mm512_fmadd_ps(s, _mm512_add_ps(a0, a1), t0);
-            bias_acc += sb(w->qbiases, w->qsdtype, sbase + g) * xsum[g];
-        }
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(t0, t1)) + bias_acc;
-    }
+    float sfbuf[4 * groups];
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) QMV4_ROWS(4);
+    for (; r < r1; r++) QMV4_ROWS(1);
 }
 
 static AVX512 void qmatvec_avx512(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
