@@ -32,7 +32,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 DW_COMMAND_NAMED(bench_decode, "bench decode",
-                 "bench decode --model DIR [--backend cpu] [--prompt-tokens N] [--gen-tokens N] [--threads N] "
+                 "bench decode [--model DIR] [--backend cpu|cuda] [--prompt-tokens N] [--gen-tokens N] [--threads N] "
                  "[--bw-bytes N] [--json]",
                  "prefill and decode tok/s, and decode as a fraction of the memory-bandwidth bound") {
     const char *model_dir = NULL, *backend_name = "cpu";
@@ -51,7 +51,7 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
         else return dw_cli_fail("bench decode: unexpected argument '%s'", a);
         if (r) return 1;
     }
-    if (!model_dir) return dw_cli_fail("bench decode: --model DIR is required");
+    if (!model_dir) model_dir = dw_cli_default_model_dir();
 
     dw_error err = {0};
     dw_backend *be = NULL;

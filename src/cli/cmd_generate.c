@@ -27,8 +27,8 @@ static int is_eos(const dw_model_config *c, const dw_tokenizer *tok, int32_t id)
 }
 
 DW_COMMAND(generate,
-           "generate --model DIR --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
-           "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu] [--chat] [--ignore-eos] [--threads N] "
+           "generate [--model DIR] --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
+           "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu|cuda] [--chat] [--ignore-eos] [--threads N] "
            "[--kv-f32] [--save-kv FILE] [--resume-kv FILE] [--ids]",
            "generate text from a prompt; prints the text, then prefill and decode tok/s") {
     const char *model_dir = NULL, *prompt = NULL, *backend_name = "cpu", *save_kv = NULL, *resume_kv = NULL;

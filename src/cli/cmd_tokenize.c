@@ -62,7 +62,7 @@ static int decode_line(const dw_tokenizer *tok, char *line, int flags, int32_t *
     return 0;
 }
 
-DW_COMMAND(tokenize, "tokenize --model DIR [--decode] [--special] [--bos] [--skip-special]",
+DW_COMMAND(tokenize, "tokenize [--model DIR] [--decode] [--special] [--bos] [--skip-special]",
            "text on stdin to token ids, one line per line (--decode: ids to text)") {
     const char *model_dir = NULL;
     int decode = 0, enc_flags = 0, dec_flags = 0;
@@ -75,7 +75,7 @@ DW_COMMAND(tokenize, "tokenize --model DIR [--decode] [--special] [--bos] [--ski
         else if (!strcmp(a, "--skip-special")) dec_flags |= DW_DETOKENIZE_SKIP_SPECIAL;
         else return dw_cli_fail("tokenize: unexpected argument '%s'", a);
     }
-    if (!model_dir) return dw_cli_fail("tokenize: --model DIR is required");
+    if (!model_dir) model_dir = dw_cli_default_model_dir();
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
     dw_tokenizer *tok;
