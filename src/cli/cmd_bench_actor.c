@@ -63,7 +63,6 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
     size_t wasm_len;
     const unsigned char *wasm = dw__embedded_bench_actor(&wasm_len);
     side d = {0}, act = {0};
-    (void)0;
     if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model(rt, "default", model_dir, &err) ||
         dw_runtime_model(rt, "default", backend, &model, &tok, &load_ms, &err) ||
         dw_module_load_bytes(rt, "bench_actor.wasm", wasm, wasm_len, &m, &err))
@@ -130,8 +129,7 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
                 ag[r] = (dw_cli_now_ms() - t0) / gen;
             }
         }
-        double t0;
-        t0 = dw_cli_now_ms();
+        double t0 = dw_cli_now_ms();
         if (invoke(a, "llm_argmax", (int32_t)gen, 0, 1, NULL, &err)) goto fail_free;
         guest[r] = (dw_cli_now_ms() - t0) / gen;
     }
