@@ -17,8 +17,10 @@ extern "C" {
  * Environment: DW_CUDA_GRAPH=0 runs decode steps without CUDA graphs; DW_CUDA_PREFILL_BF16=1
  * rounds prefill activations to bf16 once (one GEMM pass) instead of the default hi+lo split
  * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). Tuning knobs, read once:
- * DW_CUDA_PDL=1 launches the matvec with programmatic dependent launch (no gain measured),
- * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default 2); DW_CUDA_DIRECT_DOWNLOAD=0 makes
+ * DW_CUDA_PDL=0 launches the matvec without programmatic dependent launch (on by default),
+ * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default: as many as fit at once);
+ * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
+ * DW_CUDA_DIRECT_DOWNLOAD=0 makes
  * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
  * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps
  * RoPE + KV store a kernel of their own instead of folding them into decode attention. */

@@ -63,6 +63,7 @@ struct attn_args {
      * [n_kv × hd], at that position of the cache, as rope_kv would, then reads it back. */
     const float *inv_freq;
     const float *k_new, *v_new;
+    int one_split_max; /* set by launch_attention: lengths up to this use one split (no combine) */
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);

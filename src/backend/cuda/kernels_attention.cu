@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace dwk {
 namespace {
@@ -55,6 +56,17 @@ template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void 
     }
 }
 
+/* Lengths up to this many keys use one split per block: no partials, counter or combine
+ * (DW_CUDA_ATTN_ONE=N; 0 = the 32-keys-per-split rule at every length). */
+int one_split_max() {
+    static int n = -1;
+    if (n < 0) {
+        const char *v = getenv("DW_CUDA_ATTN_ONE");
+        n = v && atoi(v) > 0 ? atoi(v) : 0;
+    }
+    return n;
+}
+
 __host__ __device__ constexpr int red_floats(int gt, int hd) { return WARPS * gt * hd > gt * 64 ? WARPS * gt * hd : gt * 64; }
 
 template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
@@ -76,7 +88,8 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     /* A recorded graph is launched with the most splits; the splits this length uses are
      * those the direct path would pick (at least 32 keys each), and the blocks past them
      * leave at once (before the counter, which counts only the splits in use). */
-    const int nsplit = a.dslot && a.n_tokens == 1 ? min(a.splits, (end - start + 31) / 32) : a.splits;
+    const int len = end - start;
+    const int nsplit = a.dslot && a.n_tokens == 1 ? (len <= a.one_split_max ? 1 : min(a.splits, (len + 31) / 32)) : a.splits;
     if (split >= nsplit) return;
     const int chunk = (end - start + nsplit - 1) / nsplit;
     const int k0 = start + split * chunk, k1 = k0 + chunk < end ? k0 + chunk : end;
@@ -295,7 +308,9 @@ template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cud
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
     size_t smem = sizeof(float) * ((size_t)GT * a.hd + GT * TILE + (size_t)red_floats(GT, a.hd) + 3 * GT);
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
-    attention_kernel<F32, VEC, GT><<<grid, THREADS, smem, stream>>>(a);
+    attn_args b = a;
+    b.one_split_max = one_split_max();
+    attention_kernel<F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
 }
 
@@ -341,6 +356,7 @@ int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens) {
     if (most < 1) most = 1;
     if (most > 64) most = 64;
     if (len <= 0) return most;
+    if (n_tokens == 1 && len <= one_split_max()) return 1;
     int s = (len + 31) / 32;
     return s < most ? s : most;
 }

@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
         row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
         issue(w0, w1, 0);
     }
-    /* Launched with programmatic stream serialization (DW_CUDA_PDL=1), this kernel starts while
+    /* Launched with programmatic stream serialization (the default; DW_CUDA_PDL=0 off), this kernel starts while
      * the previous one finishes: the weight loads above do not depend on it; everything below
      * does, so wait for it here (a no-op after an ordinary launch). */
     pdl_wait();
@@ -213,20 +213,32 @@ cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     }
     int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     int blocks = (total + WARPS - 1) / WARPS;
-    static int cap = 0; /* blocks per SM at most: DW_CUDA_MV_BPS (tuning), default 2 */
-    if (!cap) {
+    /* Blocks per SM at most: as many as are resident at once (registers, shared memory), so a
+     * narrow matrix (q/k/v, o: ~3k rows) runs as one wave of one row per warp instead of two
+     * rounds; DW_CUDA_MV_BPS=N caps it (tuning; v1-v5 used 2). */
+    static int cap = -1, occ_smem[4] = {-1, -1, -1, -1}, occ_n[4];
+    if (cap < 0) {
         const char *v = getenv("DW_CUDA_MV_BPS");
-        cap = v && atoi(v) > 0 ? atoi(v) : 2;
+        cap = v && atoi(v) > 0 ? atoi(v) : 0;
     }
-    int per_sm = (int)(200000 / (smem + 2048));
-    if (per_sm > cap) per_sm = cap;
+    int slot = 0; /* a few shared-memory sizes (K) per kernel, each queried once */
+    while (slot < 3 && occ_smem[slot] >= 0 && occ_smem[slot] != (int)smem) slot++;
+    if (occ_smem[slot] != (int)smem) {
+        int n = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, THREADS, smem) != cudaSuccess || n < 1) n = 1;
+        occ_n[slot] = n, occ_smem[slot] = (int)smem;
+    }
+    const int occ = occ_n[slot];
+    int per_sm = cap ? cap : occ;
+    if (per_sm > occ) per_sm = occ;
     if (per_sm < 1) per_sm = 1;
     if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
     if (blocks < 1) blocks = 1;
+    /* Programmatic dependent launch: on unless DW_CUDA_PDL=0 (see the kernel's pdl_wait). */
     static int pdl = -1;
     if (pdl < 0) {
         const char *v = getenv("DW_CUDA_PDL");
-        pdl = v && *v == '1';
+        pdl = !(v && *v == '0');
     }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(blocks);
