@@ -15,6 +15,9 @@
 
 /* Prefetch distance ahead of the packed codes (bytes). */
 #define QPREFETCH 2048
+#ifndef QPF_L2
+#define QPF_L2 12288
+#endif
 
 static inline float sb(const void *p, dw_dtype t, size_t i) { return dw__quant_sb(p, t, i); }
 
@@ -151,12 +154,16 @@ static AVX512 float row_scales(float *sf, const dw_cweight *w, size_t base, int6
             bias[i] = row_scales(sf[i], w, (size_t)(r + i) * groups, groups, xsum);                               \
             t[i] = _mm512_setzero_ps();                                                                           \
         }                                                                                                         \
+        /* prefetch: the next NR rows (contiguous), spread over this pass's groups */                          \
+        const char *pf_base = (const char *)((const uint32_t *)w->data + (size_t)(r + NR) * words);               \
+        const int64_t pf_step = (int64_t)NR * gs / 2;                                                             \
         for (int64_t g = 0; g < groups; g++) {                                                                    \
             const float *xg = xp + g * gs;                                                                        \
             const int64_t qo = g * (gs / 16);                                                                     \
             __m512 a0[NR], a1[NR];                                                                                \
+            for (int64_t o = g * pf_step; o < (g + 1) * pf_step; o += 64)                                         \
+                _mm_prefetch(pf_base + o, _MM_HINT_T0), _mm_prefetch(pf_base + o + QPF_L2, _MM_HINT_T1);           \
             _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                                        \
-                _mm_prefetch((const char *)(q[i] + qo) + QPREFETCH, _MM_HINT_T0);                                 \
                 a0[i] = _mm512_setzero_ps();                                                                      \
                 a1[i] = _mm512_setzero_ps();                                                                      \
             }                                                                                                     \
