@@ -141,9 +141,16 @@ static AVX512 float row_scales(float *sf, const dw_cweight *w, size_t base, int6
     return _mm512_reduce_add_ps(acc) + tail;
 }
 
-/* NR rows of the 4-bit matvec from r on, sharing each load of xp: per group and row, the masked
- * codes (no shift) times xp, scaled once per group with the row's f32 scales from sf. */
-#define QMV4_ROWS(NR)                                                                                             \
+/* Codes 16·v .. 16·v + 15 of a row as 32-bit integers: 4-bit, in prep4's layout (masked, no
+ * shift); 8-bit, in input order. */
+static AVX512 inline __m512i codes16(const uint64_t *q, int64_t v, int bits, __m512i mask) {
+    if (bits == 4) return _mm512_and_si512(_mm512_set1_epi64((long long)q[v]), mask);
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)((const uint8_t *)q + 16 * v)));
+}
+
+/* NR rows of the matvec from r on, sharing each load of x (4-bit: prep4's xp): per group and row,
+ * codes times x, scaled once per group with the row's f32 scales from sf. */
+#define QMV_ROWS(NR, BITS)                                                                                           \
     do {                                                                                                          \
         const uint64_t *q[NR];                                                                                    \
         float *sf[NR], bias[NR];                                                                                  \
@@ -156,9 +163,9 @@ static AVX512 float row_scales(float *sf, const dw_cweight *w, size_t base, int6
         }                                                                                                         \
         /* prefetch: the next NR rows (contiguous), spread over this pass's groups */                          \
         const char *pf_base = (const char *)((const uint32_t *)w->data + (size_t)(r + NR) * words);               \
-        const int64_t pf_step = (int64_t)NR * gs / 2;                                                             \
+        const int64_t pf_step = (int64_t)NR * gs * BITS / 8;                                                           \
         for (int64_t g = 0; g < groups; g++) {                                                                    \
-            const float *xg = xp + g * gs;                                                                        \
+            const float *xg = xv + g * gs;                                                                        \
             const int64_t qo = g * (gs / 16);                                                                     \
             __m512 a0[NR], a1[NR];                                                                                \
             for (int64_t o = g * pf_step; o < (g + 1) * pf_step; o += 64)                                         \
@@ -170,8 +177,8 @@ static AVX512 float row_scales(float *sf, const dw_cweight *w, size_t base, int6
             for (int j = 0; j < gs / 16; j += 2) {                                                                \
                 __m512 x0 = _mm512_loadu_ps(xg + 16 * j), x1 = _mm512_loadu_ps(xg + 16 * j + 16);                 \
                 _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                                    \
-                    __m512i v0 = _mm512_and_si512(_mm512_set1_epi64((long long)q[i][qo + j]), mask);              \
-                    __m512i v1 = _mm512_and_si512(_mm512_set1_epi64((long long)q[i][qo + j + 1]), mask);          \
+                    __m512i v0 = codes16(q[i], qo + j, BITS, mask);                                               \
+                    __m512i v1 = codes16(q[i], qo + j + 1, BITS, mask);                                           \
                     a0[i] = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v0), x0, a0[i]);                                   \
                     a1[i] = _mm512_fmadd_ps(_mm512_cvtepu32_ps(v1), x1, a1[i]);                                   \
                 }                                                                                                 \
@@ -189,13 +196,29 @@ static AVX512 void qmatvec4_avx512(float *out, const float *xp, const float *xsu
     const __m512i mask = _mm512_setr_epi32(0xF, 0xF, 0xF0, 0xF0, 0xF00, 0xF00, 0xF000, 0xF000, 0xF0000, 0xF0000,
                                            0xF00000, 0xF00000, 0xF000000, 0xF000000, (int)0xF0000000u,
                                            (int)0xF0000000u);
+    const float *xv = xp;
     float sfbuf[4 * groups];
     int r = r0;
-    for (; r + 4 <= r1; r += 4) QMV4_ROWS(4);
-    for (; r < r1; r++) QMV4_ROWS(1);
+    for (; r + 4 <= r1; r += 4) QMV_ROWS(4, 4);
+    for (; r < r1; r++) QMV_ROWS(1, 4);
+}
+
+static AVX512 void qmatvec8_avx512(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
+    const int gs = w->qgroup;
+    const int64_t groups = w->cols / gs, words = w->cols / 4;
+    const __m512i mask = _mm512_setzero_si512(); /* unused */
+    const float *xv = x;
+    float sfbuf[4 * groups];
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) QMV_ROWS(4, 8);
+    for (; r < r1; r++) QMV_ROWS(1, 8);
 }
 
 static AVX512 void qmatvec_avx512(float *out, const float *x, const float *xsum, const dw_cweight *w, int r0, int r1) {
+    if (w->qbits == 8) {
+        qmatvec8_avx512(out, x, xsum, w, r0, r1);
+        return;
+    }
     const int bits = w->qbits, gs = w->qgroup;
     const int64_t groups = w->cols / gs, words = w->cols * bits / 32;
     const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
