@@ -75,22 +75,33 @@ static dw_status prepend_scheme_of(const dw_tokenizer *tok, json_t *j, const cha
     return DW_OK;
 }
 
+/* ---- "Sequence" steps ----------------------------------------------------------------------- */
+
+typedef dw_status (*step_reader)(dw_tokenizer *tok, json_t *j, const char *where, int depth, dw_error *err);
+
+/* A {"type": "Sequence", key: [...]} step: reads each element with read, one level deep (a
+ * Sequence inside a Sequence is read as an ordinary, unsupported, step). */
+static dw_status read_sequence(dw_tokenizer *tok, json_t *j, const char *where, const char *key, int depth,
+                               step_reader read, dw_error *err) {
+    json_t *list = json_object_get(j, key);
+    if (!json_is_array(list)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.%s must be an array", where, key);
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        char w[64];
+        snprintf(w, sizeof w, "%s.%s[%zu]", where, key, i);
+        dw_status st = read(tok, json_array_get(list, i), w, depth + 1, err);
+        if (st) return st;
+    }
+    return DW_OK;
+}
+
 /* ---- normalizer ---------------------------------------------------------------------------- */
 
 static dw_status read_norm_step(dw_tokenizer *tok, json_t *j, const char *where, int depth, dw_error *err) {
     const char *type;
     dw_status st = type_of(tok, j, where, &type, err);
     if (st) return st;
-    if (strcmp(type, "Sequence") == 0 && depth == 0) {
-        json_t *list = json_object_get(j, "normalizers");
-        if (!json_is_array(list)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.normalizers must be an array", where);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            char w[64];
-            snprintf(w, sizeof w, "%s.normalizers[%zu]", where, i);
-            if ((st = read_norm_step(tok, json_array_get(list, i), w, depth + 1, err))) return st;
-        }
-        return DW_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth == 0)
+        return read_sequence(tok, j, where, "normalizers", depth, read_norm_step, err);
     if (tok->n_norm == DW__TOK_MAX_STEPS)
         return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s: more than %d normalizer steps", where, DW__TOK_MAX_STEPS);
     dw__norm_step *n = &tok->norm[tok->n_norm];
@@ -296,16 +307,8 @@ static dw_status read_pre_step(dw_tokenizer *tok, json_t *j, const char *where, 
     const char *type;
     dw_status st = type_of(tok, j, where, &type, err);
     if (st) return st;
-    if (strcmp(type, "Sequence") == 0 && depth == 0) {
-        json_t *list = json_object_get(j, "pretokenizers");
-        if (!json_is_array(list)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.pretokenizers must be an array", where);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            char w[64];
-            snprintf(w, sizeof w, "%s.pretokenizers[%zu]", where, i);
-            if ((st = read_pre_step(tok, json_array_get(list, i), w, depth + 1, err))) return st;
-        }
-        return DW_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth == 0)
+        return read_sequence(tok, j, where, "pretokenizers", depth, read_pre_step, err);
     if (tok->n_pre == DW__TOK_MAX_STEPS)
         return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s: more than %d pre-tokenizer steps", where, DW__TOK_MAX_STEPS);
     dw__pre_step *p = &tok->pre[tok->n_pre];
@@ -504,16 +507,8 @@ static dw_status read_post_step(dw_tokenizer *tok, json_t *j, const char *where,
     const char *type;
     dw_status st = type_of(tok, j, where, &type, err);
     if (st) return st;
-    if (strcmp(type, "Sequence") == 0 && depth == 0) {
-        json_t *list = json_object_get(j, "processors");
-        if (!json_is_array(list)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.processors must be an array", where);
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            char w[64];
-            snprintf(w, sizeof w, "%s.processors[%zu]", where, i);
-            if ((st = read_post_step(tok, json_array_get(list, i), w, depth + 1, err))) return st;
-        }
-        return DW_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth == 0)
+        return read_sequence(tok, j, where, "processors", depth, read_post_step, err);
     if (strcmp(type, "ByteLevel") == 0) return DW_OK; /* changes offsets only */
     if (strcmp(type, "TemplateProcessing") == 0) return read_template(tok, j, where, err);
     return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s.type \"%.40s\" is not supported", where, type);
