@@ -59,21 +59,30 @@ static dw_status copy_file(const char *src, const char *dst, dw_error *err) {
     return st;
 }
 
-static dw_status write_config(const char *in_dir, const char *tmp, int bits, int group_size, dw_error *err) {
-    char path[PATH_MAX + 64], out[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/config.json", in_dir);
-    snprintf(out, sizeof out, "%s/config.json", tmp);
+/* Reads in_dir/config.json (its path into path) as a JSON object into *root. */
+static dw_status read_config_json(const char *in_dir, char *path, size_t cap, json_t **root, dw_error *err) {
+    snprintf(path, cap, "%s/config.json", in_dir);
     char *text;
     size_t len;
     dw_status st = dw__file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
     if (st) return st;
     json_error_t jerr;
-    json_t *root = json_loads(text, 0, &jerr);
+    *root = json_loads(text, 0, &jerr);
     free(text);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        *root = NULL;
         return dw_error_set(err, DW_ERR_FORMAT, "%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
     }
+    return DW_OK;
+}
+
+static dw_status write_config(const char *in_dir, const char *tmp, int bits, int group_size, dw_error *err) {
+    char path[PATH_MAX + 64], out[PATH_MAX + 64];
+    snprintf(out, sizeof out, "%s/config.json", tmp);
+    json_t *root;
+    dw_status st = read_config_json(in_dir, path, sizeof path, &root, err);
+    if (st) return st;
     int quantized = json_object_get(root, "quantization") || json_object_get(root, "quantization_config");
     if (bits && quantized) {
         json_decref(root);
@@ -278,15 +287,9 @@ static void dequant_task(void *arg, int task, int thread) {
 
 static dw_status write_dequantized(const char *in_dir, const char *tmp, dw_error *err) {
     char cpath[PATH_MAX + 64];
-    snprintf(cpath, sizeof cpath, "%s/config.json", in_dir);
-    char *text;
-    size_t len;
-    dw_status st = dw__file_read_all(cpath, MAX_CONFIG_BYTES, &text, &len, err);
+    json_t *root;
+    dw_status st = read_config_json(in_dir, cpath, sizeof cpath, &root, err);
     if (st) return st;
-    json_error_t jerr;
-    json_t *root = json_loads(text, 0, &jerr);
-    free(text);
-    if (!root) return dw_error_set(err, DW_ERR_FORMAT, "%s: invalid JSON at line %d: %s", cpath, jerr.line, jerr.text);
     dw__quant_config qc;
     st = dw__quant_config_parse(cpath, root, &qc, err);
     json_decref(root);

@@ -16,20 +16,24 @@
 typedef struct fixture {
     dw_runtime *rt;
     dw_module *module;
+    dw_actor *actor; /* one actor of llm_probe with default options */
 } fixture;
 
 static dw_status setup(fixture *f, dw_error *err) {
     char path[512], cache[600];
+    memset(f, 0, sizeof *f);
     snprintf(path, sizeof path, "%s/guests/llm_probe.wasm", dw_test_build_dir());
     snprintf(cache, sizeof cache, "%s/modules", dw_test_tmp_dir());
     dw_runtime_options o = {.module_cache_dir = cache};
     dw_status st = dw_runtime_create(&o, &f->rt, err);
     if (st == DW_OK) st = dw_runtime_register_model(f->rt, "default", dw_test_model_dir(), err);
     if (st == DW_OK) st = dw_module_load_file(f->rt, path, &f->module, err);
+    if (st == DW_OK) st = dw_actor_create(f->rt, f->module, NULL, &f->actor, err);
     return st;
 }
 
 static void teardown(fixture *f) {
+    dw_actor_free(f->actor);
     dw_module_free(f->module);
     dw_runtime_free(f->rt);
 }
@@ -46,8 +50,7 @@ TEST(llm_bad_handles_get_error_codes_not_crashes) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
-    dw_actor *a;
-    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    dw_actor *a = f.actor;
     int32_t r;
     CHECK_OK(call(a, "open_missing", 0, 0, 0, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
@@ -62,7 +65,6 @@ TEST(llm_bad_handles_get_error_codes_not_crashes) {
     CHECK(r == DW_E_NOT_FOUND);
     CHECK_OK(call(a, "free_session", 1, s, 0, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
-    dw_actor_free(a);
     teardown(&f);
 }
 
@@ -89,8 +91,7 @@ TEST(llm_bad_pointers_trap_and_runtime_goes_on) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
-    dw_actor *a;
-    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    dw_actor *a = f.actor;
     int32_t s, r;
     CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
     CHECK(call(a, "decode_bad_pointer", 1, s, 0, &r, &err) == DW_ERR_TRAP);
@@ -99,7 +100,6 @@ TEST(llm_bad_pointers_trap_and_runtime_goes_on) {
     CHECK_MSG(strstr(err.message, "dw.tokenize"), "%s", err.message);
     CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* the actor still works */
     CHECK(r == DW_E_OK);
-    dw_actor_free(a);
     teardown(&f);
 }
 
@@ -107,8 +107,7 @@ TEST(llm_logits_buffer_too_small_is_refused) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
-    dw_actor *a;
-    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    dw_actor *a = f.actor;
     int32_t s, r, vocab;
     CHECK_OK(call(a, "vocab", 0, 0, 0, &vocab, &err));
     CHECK(vocab > 0);
@@ -117,7 +116,6 @@ TEST(llm_logits_buffer_too_small_is_refused) {
     CHECK(r == DW_E_LIMIT);
     CHECK_OK(call(a, "position", 1, s, 0, &r, &err));
     CHECK(r == 0); /* nothing was run */
-    dw_actor_free(a);
     teardown(&f);
 }
 
@@ -125,8 +123,7 @@ TEST(llm_context_overflow_is_an_error_code) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
-    dw_actor *a;
-    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    dw_actor *a = f.actor;
     int32_t s, r;
     CHECK_OK(call(a, "new_session", 1, 16, 0, &s, &err));
     CHECK_OK(call(a, "prefill_n", 2, s, 12, &r, &err));
@@ -137,7 +134,6 @@ TEST(llm_context_overflow_is_an_error_code) {
     CHECK(r == 12);
     CHECK_OK(call(a, "prefill_n", 2, s, 4, &r, &err)); /* exactly fills it */
     CHECK(r == DW_E_OK);
-    dw_actor_free(a);
     teardown(&f);
 }
 
@@ -229,12 +225,10 @@ TEST(llm_host_sampler_is_greedy_at_zero_and_reproducible_from_guest_state) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
-    dw_actor *a;
-    CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
+    dw_actor *a = f.actor;
     int32_t s, r;
     CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
     CHECK_OK(call(a, "host_sampler_behaves", 1, s, 0, &r, &err));
     CHECK_MSG(r == 1, "host_sampler_behaves returned %d", r);
-    dw_actor_free(a);
     teardown(&f);
 }
