@@ -6,7 +6,8 @@
 #
 # DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
 # (bench/cuda/bench_decode_cuda.c on a random Llama-3.2-1B-shaped model made here by mkmodel;
-# DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants).
+# DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants,
+# DW_GPU_BENCH_QUANT="4 8" for the shapes quantized to 4/8 bits).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -106,20 +107,38 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
             [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
                 --model "$dw_m" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
         done
+        # DW_GPU_BENCH_QUANT="4 8": the same shape quantized (MLX affine, g64) by `driftwood quantize`
+        for dw_bits in ${DW_GPU_BENCH_QUANT:-}; do
+            dw_q=$dw_m-q$dw_bits
+            [ -f "$dw_q/config.json" ] || timeout 300 "$B/bin/driftwood" quantize --model "$dw_m" --bits "$dw_bits" \
+                --out "$dw_q" >>"$OUT/bench-engine.txt" 2>&1 || fail "quantize-$shape-$dw_bits"
+            echo "== $shape $dw_bits-bit g64" >>"$OUT/bench-engine.txt"
+            [ -x "$B/bin/bench-decode-cuda" ] && { timeout 200 "$B/bin/bench-decode-cuda" --model "$dw_q" \
+                >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
+            { echo "== $shape $dw_bits-bit driftwood bench decode --backend cuda --json (16 + 256)" &&
+              timeout 120 "$B/bin/driftwood" bench decode --model "$dw_q" --backend cuda --prompt-tokens 16 \
+                  --gen-tokens 256 --json &&
+              echo "== $shape $dw_bits-bit: generate -n 1 (warm page cache), wall time" &&
+              /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" --backend cuda -n 1 \
+                  --prompt "Hello" && /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" \
+                  --backend cuda -n 1 --prompt "Hello"; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape-q$dw_bits"
+        done
         # the command-line benchmark (issue 4: host time per token beside GPU time in --json)
         [ -f "$dw_m/config.json" ] && { echo "== $shape driftwood bench decode --backend cuda --json (16 + 256)" &&
             timeout 120 "$B/bin/driftwood" bench decode --model "$dw_m" --backend cuda --prompt-tokens 16 \
                 --gen-tokens 256 --json; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape"
-        # DW_GPU_NSYS=1: per-kernel GPU time of 64 decode steps (Nsight Systems, when installed)
+        # DW_GPU_NSYS=1: per-kernel GPU time of 64 decode steps (Nsight Systems, when installed) on
+        # the model of this shape, or its quantized copy with DW_GPU_NSYS_QUANT=4|8
         dw_nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
         if [ "${DW_GPU_NSYS:-0}" = 1 ] && [ -n "$dw_nsys" ] && [ -x "$B/bin/bench-decode-cuda" ]; then
             timeout 120 "$dw_nsys" profile -t cuda --cuda-graph-trace=node -o /tmp/dw-prof --force-overwrite true \
-                "$B/bin/bench-decode-cuda" --model "$dw_m" --gen 64 --long 0 --prefill 0 >/tmp/dw-nsys.log 2>&1
+                "$B/bin/bench-decode-cuda" --model "$dw_m${DW_GPU_NSYS_QUANT:+-q$DW_GPU_NSYS_QUANT}" --gen 64 --long 0 \
+                --prefill 0 >/tmp/dw-nsys.log 2>&1
             timeout 60 "$dw_nsys" stats -r cuda_gpu_kern_sum -f csv /tmp/dw-prof.nsys-rep >"$OUT/nsys-kernels.csv" 2>&1
             echo "== nsys: GPU kernels over 64+16 decode steps (total ns, instances, avg ns, name)" >>"$OUT/bench-engine.txt"
             python3 -c 'import csv,sys
 rows=[r for r in csv.reader(open(sys.argv[1])) if r and r[0][:1].isdigit()]
-for r in rows[:16]: print(r[1], r[2], r[3], r[-1][:100])' "$OUT/nsys-kernels.csv" >>"$OUT/bench-engine.txt" 2>&1
+for r in rows[:16]: print(r[1], r[2], r[3], r[-1][:160])' "$OUT/nsys-kernels.csv" >>"$OUT/bench-engine.txt" 2>&1
         elif [ "${DW_GPU_NSYS:-0}" = 1 ]; then
             echo "== nsys not found" >>"$OUT/bench-engine.txt"
         fi

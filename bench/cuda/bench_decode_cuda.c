@@ -148,6 +148,12 @@ static double run_prefill(dw_model *m, int n, float *logits) {
         printf("  %-34s %8.1f us  %7.0f GB/s\n", label, us_, (double)(bytes) / (us_ * 1e-6) / 1e9); \
     } while (0)
 
+/* Bytes per weight of a matrix as stored (codes, scales and biases when quantized). */
+static double bytes_per_weight(const dw_cweight *w) {
+    if (w->qbits) return w->qbits / 8.0 + 2.0 * dw_dtype_size(w->qsdtype) / w->qgroup;
+    return (double)dw_dtype_size(w->dtype);
+}
+
 static void op_bench(dw_model *m, float *region_logits) {
     dw_error err = {0};
     const dw_model_config *c = dw_model_get_config(m);
@@ -161,9 +167,9 @@ static void op_bench(dw_model *m, float *region_logits) {
     if (dw_session_decode(s, 1, lg, &err)) fail(&err);
     const dw_layer_weights *L = &m->layers[0];
     const int H = c->hidden_size, I = c->intermediate_size;
-    const double w2 = 2.0; /* bf16 */
+    const double w2 = bytes_per_weight(&L->wq);
     printf("ops (layer 0, batch 1, median-free mean of %d calls):\n", OP_REPS);
-    TIME_OP("lm_head matvec (+norm)", w2 * c->vocab_size * H, (ops->rmsnorm(ctx, s->xn, s->x, &m->final_norm, 1, H, 1e-5f), ops->matmul(ctx, s->logits, s->xn, 1, &m->lm_head, NULL)));
+    TIME_OP("lm_head matvec (+norm)", bytes_per_weight(&m->lm_head) * c->vocab_size * H, (ops->rmsnorm(ctx, s->xn, s->x, &m->final_norm, 1, H, 1e-5f), ops->matmul(ctx, s->logits, s->xn, 1, &m->lm_head, NULL)));
     float *qkv[3] = {s->q, s->k, s->v};
     const dw_cweight *wqkv[3] = {&L->wq, &L->wk, &L->wv};
     double qkv_bytes = w2 * H * (L->wq.rows + L->wk.rows + L->wv.rows);

@@ -125,6 +125,12 @@ typedef struct dw_compute_ops {
     /* (optional) Forgets what decode_step recorded for key (called before a session's buffers
      * are freed). */
     void (*decode_forget)(void *ctx, const void *key);
+
+    /* (optional) Makes a weight from a quantized matrix in host memory (host: qbits set, data,
+     * qscales and qbiases host pointers that stay mapped, as src/engine/model.c finds them); the
+     * backend copies it into its own layout and runs matmul, matmul_multi and embed on it
+     * natively. NULL: quantized models need the CPU wrapper (src/backend/cpu/kernels_quant.h). */
+    dw_status (*weight_load_quant)(void *ctx, const dw_cweight *host, dw_cweight *out, dw_error *err);
 } dw_compute_ops;
 
 /* A compute context: the ops and their state. */

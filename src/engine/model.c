@@ -13,7 +13,8 @@
 #define MAX_CONFIG_BYTES (4u << 20)
 
 /* A quantized matrix (src/engine/quant.h): DW_ERR_NOT_FOUND (err untouched) when name's module
- * has no scales. Points into the mapping; only a compute wrapped for quantized models gets it. */
+ * has no scales. A backend with weight_load_quant gets its own copy; otherwise the weight points
+ * into the mapping and only a compute wrapped for quantized models gets it. */
 static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64_t d1, dw_cweight *out, dw_error *err) {
     char module[256];
     size_t len = strlen(name);
@@ -23,20 +24,25 @@ static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64
     dw__qtensor t;
     dw_status st = dw__quant_find(&m->wf, &m->quant, module, d0, d1, &t, err);
     if (st) return st;
-    memset(out, 0, sizeof *out);
-    out->data = t.q;
-    out->dtype = DW_DTYPE_U32;
-    out->rows = d0;
-    out->cols = d1;
-    out->qbits = t.bits;
-    out->qgroup = t.group_size;
-    out->qscales = t.scales;
-    out->qbiases = t.biases;
-    out->qsdtype = t.sdtype;
+    dw_cweight host;
+    memset(&host, 0, sizeof host);
+    host.data = t.q;
+    host.dtype = DW_DTYPE_U32;
+    host.rows = d0;
+    host.cols = d1;
+    host.qbits = t.bits;
+    host.qgroup = t.group_size;
+    host.qscales = t.scales;
+    host.qbiases = t.biases;
+    host.qsdtype = t.sdtype;
     m->weight_bytes += t.nbytes;
+    if (m->compute.ops->weight_load_quant) { /* the backend keeps its own copy */
+        st = m->compute.ops->weight_load_quant(m->compute.ctx, &host, out, err);
+        return st ? dw_error_prefix(err, "%s", name) : DW_OK;
+    }
+    *out = host;
     return DW_OK;
 }
-
 static dw_status load_weight(dw_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int required,
                              dw_cweight *out, dw_error *err) {
     if (ndim == 2) {

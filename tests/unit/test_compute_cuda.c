@@ -20,6 +20,7 @@
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
 #include "engine/engine_impl.h"
+#include "engine/quant.h"
 #include "test_engine_util.h"
 #ifdef DW_HAVE_CUDA
 #include "backend/cuda/compute_cuda.h"
@@ -422,15 +423,12 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
-/* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA: the same tokens,
- * logits within 1e-4 (f32 cache) or 1e-3 (bf16 cache) at every step. */
-static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_failed_) {
+/* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA of the model in dir:
+ * the same tokens, logits within the limits at every step. prefill_limit < 0: the prompt goes
+ * through decode one token at a time instead, its logits held to `limit` as well. */
+static void parity_run(const char *dir, const char *what, int V, int kv_f32, double prefill_limit, double limit,
+                       int *dw_test_failed_) {
     dw_error err = {0};
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
-    tmodel tm;
-    CHECK_OK(tmodel_write(spec, dir, 1, &tm, &err));
-    tmodel_free(&tm);
     side cu, cpu;
     dw_status st = side_open(&cu, "cuda", dir, 160, kv_f32, &err);
     if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
@@ -440,18 +438,24 @@ static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_faile
     }
     CHECK_OK(st);
     CHECK_OK(side_open(&cpu, "cpu", dir, 160, kv_f32, &err));
-    const int V = spec->vocab, P = 40, G = 64;
+    const int P = 40, G = 64;
     int32_t ids[P];
     for (int i = 0; i < P; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
     float *a = malloc(sizeof(float) * P * V), *b = malloc(sizeof(float) * P * V);
     for (int i = 0; i < P * V; i++) a[i] = NAN;
-    CHECK_OK(dw_session_prefill_all(cu.s, ids, P, a, &err));
-    CHECK_OK(dw_session_prefill_all(cpu.s, ids, P, b, &err));
-    /* prefill: a bf16 cache rounds keys/values that differ in the last f32 bits, and a flipped
-     * rounding moves later tokens' logits by ~1e-4; an f32 cache leaves f32 rounding alone */
+    if (prefill_limit >= 0) {
+        CHECK_OK(dw_session_prefill_all(cu.s, ids, P, a, &err));
+        CHECK_OK(dw_session_prefill_all(cpu.s, ids, P, b, &err));
+    } else {
+        for (int i = 0; i < P; i++) {
+            CHECK_OK(dw_session_decode(cu.s, ids[i], a + (size_t)i * V, &err));
+            CHECK_OK(dw_session_decode(cpu.s, ids[i], b + (size_t)i * V, &err));
+        }
+    }
     double e = has_nan(a, (size_t)P * V) ? INFINITY : rel_l2(a, b, (size_t)P * V);
-    double limit = kv_f32 ? 1e-4 : 1e-3;
-    CHECK_MSG(e <= limit, "%s: prefill logits relative error %.3g (limit %.0e)", spec->arch, e, limit);
+    const double prefill_error = e;
+    const double plimit = prefill_limit >= 0 ? prefill_limit : limit;
+    CHECK_MSG(e <= plimit, "%s: prompt logits relative error %.3g (limit %.0e)", what, e, plimit);
     int32_t tok = argmax(b + (size_t)(P - 1) * V, V);
     double worst = 0;
     for (int g = 0; g < G; g++) {
@@ -460,16 +464,31 @@ static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_faile
         CHECK_OK(dw_session_decode(cpu.s, tok, b, &err));
         e = has_nan(a, V) ? INFINITY : rel_l2(a, b, V);
         if (e > worst) worst = e;
-        CHECK_MSG(e <= limit, "%s: decode step %d logits relative error %.3g", spec->arch, g, e);
+        CHECK_MSG(e <= limit, "%s: decode step %d logits relative error %.3g", what, g, e);
         int ta = argmax(a, V), tb = argmax(b, V);
-        CHECK_MSG(ta == tb, "%s: greedy token %d differs: cuda %d, cpu %d", spec->arch, g, ta, tb);
+        CHECK_MSG(ta == tb, "%s: greedy token %d differs: cuda %d, cpu %d", what, g, ta, tb);
         tok = tb;
     }
-    printf("    cuda vs cpu %s (%s KV): prefill and %d greedy tokens agree, worst decode logits error %.2g\n",
-           spec->arch, kv_f32 ? "f32" : "bf16", G, worst);
+    printf("    cuda vs cpu %s (%s KV): prompt by %s (logits error %.2g) and %d greedy tokens agree, worst decode "
+           "logits error %.2g\n",
+           what, kv_f32 ? "f32" : "bf16", prefill_limit >= 0 ? "prefill" : "decode", prefill_error, G, worst);
     free(a), free(b);
     side_close(&cu);
     side_close(&cpu);
+}
+
+/* parity_run on a random model of spec: logits within 1e-4 (f32 cache) or 1e-3 (bf16 cache; it
+ * rounds keys/values that differ in the last f32 bits, and a flipped rounding moves later
+ * tokens' logits by ~1e-4). */
+static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_failed_) {
+    dw_error err = {0};
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    CHECK_OK(tmodel_write(spec, dir, 1, &tm, &err));
+    tmodel_free(&tm);
+    double limit = kv_f32 ? 1e-4 : 1e-3;
+    parity_run(dir, spec->arch, spec->vocab, kv_f32, limit, limit, dw_test_failed_);
 }
 
 TEST(cuda_model_llama_awkward_sizes_matches_cpu) {
@@ -492,6 +511,36 @@ TEST(cuda_model_qwen2_biases_and_mistral_window_match_cpu) {
     spec = tmodel_default();
     spec.arch = "MistralForCausalLM", spec.sliding_window = 24, spec.seed = 4;
     model_parity(&spec, 0, dw_test_failed_);
+}
+
+/* Quantized models (MLX affine: 4 and 8 bits, groups 32/64/128, bf16, f16 and f32 scales, tied
+ * and untied heads): CUDA runs its own kernels on them and matches the CPU's. Decode is f32
+ * arithmetic on both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at
+ * every step. The CUDA prefill rounds the dequantized weights to bf16 for the tensor cores
+ * (relative 2^-9 per weight): its logits get 1e-2, and the decode steps after it, whose cache
+ * it wrote, 3e-3; the greedy tokens must agree either way. */
+TEST(cuda_model_quantized_matches_cpu) {
+    dw_error err = {0};
+    struct {
+        int bits, group, tie;
+        dw_dtype dtype;
+    } cases[] = {{4, 64, 1, DW_DTYPE_BF16}, {8, 32, 0, DW_DTYPE_BF16}, {4, 128, 0, DW_DTYPE_F32}, {8, 64, 1, DW_DTYPE_F16}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tmodel_spec spec = tmodel_default();
+        spec.vocab = 3001, spec.hidden = 256, spec.inter = 640, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 32;
+        spec.layers = 2, spec.seed = 21 + i, spec.scale = 0.08f, spec.tie = cases[i].tie, spec.dtype = cases[i].dtype;
+        char dir[512], qdir[512], what[96];
+        snprintf(dir, sizeof dir, "%s/cuda-qmodel-%d", dw_test_tmp_dir(), model_counter);
+        snprintf(qdir, sizeof qdir, "%s/cuda-qmodel-%d-q", dw_test_tmp_dir(), model_counter++);
+        tmodel tm;
+        CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
+        tmodel_free(&tm);
+        CHECK_OK(dw__quantize_model(dir, qdir, cases[i].bits, cases[i].group, &err));
+        snprintf(what, sizeof what, "%d-bit g%d %s scales%s", cases[i].bits, cases[i].group,
+                 dw_dtype_name(cases[i].dtype), cases[i].tie ? " tied" : "");
+        parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
+        parity_run(qdir, what, spec.vocab, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
+    }
 }
 
 /* Graph replays and direct decode give the same tokens; the graph path really replays. Two

@@ -526,6 +526,7 @@ static const dw_compute_ops cpu_ops = {
     /* .destroy        = */ cpu_destroy,
     /* .decode_step    = */ NULL,
     /* .decode_forget  = */ NULL,
+    /* .weight_load_quant = */ NULL, /* quantized models: kernels_quant_ops.c wraps these ops */
 };
 
 dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err) {

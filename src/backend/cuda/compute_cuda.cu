@@ -30,6 +30,7 @@ extern "C" {
 
 #define WORKSPACE_BYTES (32u << 20)
 #define GEMM_SCRATCH_BYTES ((size_t)64 << 20) /* stacked hi+lo GEMM output per row chunk */
+#define DEQUANT_SCRATCH_BYTES ((size_t)64 << 20) /* bf16 rows of a quantized matrix per GEMM */
 
 namespace {
 
@@ -74,6 +75,8 @@ struct cctx {
     size_t act_bytes;
     float *gout;
     size_t gout_bytes;
+    void *deq; /* prefill on quantized weights: a block of rows dequantized to bf16 */
+    size_t deq_bytes;
     float *part; /* attention partials: acc then (max, sum) */
     size_t part_floats;
     unsigned *counters;
@@ -262,6 +265,71 @@ void cu_weight_release(void *ctx, dw_cweight *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* The device type of a quantized matrix's (scale, bias) pairs: bf16 stays bf16; f16 and f32
+ * become f32 (exact), so the kernels read two layouts. */
+int sb_wtype(dw_dtype sdt) { return sdt == DW_DTYPE_BF16 ? dwk::W_BF16 : dwk::W_F32; }
+
+/* A quantized matrix: its codes as they are, then its (scale, bias) pairs interleaved
+ * ([rows, groups, 2] in sb_wtype, the layout kernels_quant.cu reads), in one device buffer. */
+dw_status cu_weight_load_quant(void *ctx, const dw_cweight *host, dw_cweight *out, dw_error *err) {
+    cctx *c = (cctx *)ctx;
+    memset(out, 0, sizeof *out);
+    const dw_dtype sdt = host->qsdtype;
+    if ((host->qbits != 4 && host->qbits != 8) || host->qgroup < 32 || host->cols % host->qgroup ||
+        (sdt != DW_DTYPE_BF16 && sdt != DW_DTYPE_F16 && sdt != DW_DTYPE_F32))
+        return dw_error_set(err, DW_ERR_UNSUPPORTED,
+                            "backend 'cuda': quantized weights with %d bits, group size %d, scales in %s are not supported",
+                            host->qbits, host->qgroup, dw_dtype_name(sdt));
+    const size_t rows = (size_t)host->rows, groups = (size_t)(host->cols / host->qgroup);
+    const size_t code_bytes = rows * (size_t)host->cols * host->qbits / 8;
+    const size_t ssize = dw_dtype_size(sdt), psize = sdt == DW_DTYPE_BF16 ? 2 : 4;
+    const size_t pair_bytes = rows * groups * 2 * psize, sb_off = (code_bytes + 255) / 256 * 256;
+    unsigned char *pairs = (unsigned char *)malloc(pair_bytes ? pair_bytes : 1);
+    if (!pairs) return dw_error_set(err, DW_ERR_NO_MEMORY, "backend 'cuda': out of memory");
+    const unsigned char *sc = (const unsigned char *)host->qscales, *bi = (const unsigned char *)host->qbiases;
+    for (size_t i = 0; i < rows * groups; i++) {
+        if (psize == ssize) {
+            memcpy(pairs + 2 * i * psize, sc + i * ssize, ssize);
+            memcpy(pairs + (2 * i + 1) * psize, bi + i * ssize, ssize);
+        } else { /* f16 -> f32 */
+            dw_convert_to_f32(sdt, sc + i * ssize, (float *)(pairs + 2 * i * psize), 1);
+            dw_convert_to_f32(sdt, bi + i * ssize, (float *)(pairs + (2 * i + 1) * psize), 1);
+        }
+    }
+    void *dev = NULL;
+    dw_status st = cu_alloc(ctx, sb_off + pair_bytes, &dev, err);
+    if (!st) {
+        locked l(c);
+        cudaError_t e = cudaMemcpy(dev, host->data, code_bytes, cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy((char *)dev + sb_off, pairs, pair_bytes, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            cudaFree(dev);
+            st = dw_error_set(err, DW_ERR_BACKEND, "backend 'cuda': uploading a quantized weight of %zu bytes failed: %s",
+                              sb_off + pair_bytes, cudaGetErrorString(e));
+        }
+    }
+    free(pairs);
+    if (st) return st;
+    *out = *host;
+    out->data = dev;
+    out->qscales = (char *)dev + sb_off; /* the interleaved pairs */
+    out->qbiases = NULL;
+    out->priv = dev;
+    return DW_OK;
+}
+
+dwk::qmatrix qmatrix_of(const dw_cweight *w) {
+    dwk::qmatrix m;
+    m.codes = (const uint32_t *)w->data;
+    m.sb = w->qscales;
+    m.sbtype = sb_wtype(w->qsdtype);
+    m.bits = w->qbits;
+    m.group = w->qgroup;
+    m.K = (int)w->cols;
+    return m;
+}
+
 /* After a wait on the stream: adds the GPU time of the step the events hold. Caller holds the lock. */
 void count_step_time(cctx *c) {
     if (!c->step_timed) return;
@@ -388,6 +456,10 @@ void cu_embed(void *ctx, float *out, const dw_cweight *table, const int32_t *ids
     cctx *c = (cctx *)ctx;
     locked l(c);
     flush(c);
+    if (table->qbits) {
+        check(c, dwk::launch_embed_q(out, qmatrix_of(table), ids, n, c->cap_slot, c->stream), "embed kernel");
+        return;
+    }
     check(c, dwk::launch_embed(out, table->data, wtype_of(table->dtype), (int)table->cols, ids, n, c->cap_slot,
                                c->stream),
           "embed kernel");
@@ -408,46 +480,69 @@ void cu_rmsnorm(void *ctx, float *out, const float *x, const dw_cweight *w, int 
 
 /* Prefill: out [n × rows] = x [n × K] · wᵀ on the tensor cores. bf16/f16 weights take x split
  * into two halves hi + lo (each exactly representable) stacked as 2n rows, so the products keep
- * f32 accuracy; the two result halves are summed. f32 weights run an f32 GEMM. */
-void gemm(cctx *c, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
-    const int rows = (int)w->rows, K = (int)w->cols;
+ * f32 accuracy; the two result halves are summed. f32 weights run an f32 GEMM. Quantized weights
+ * are dequantized to bf16 a block of rows at a time (DEQUANT_SCRATCH_BYTES) and each block runs
+ * the bf16 GEMM: the weights are rounded to bf16 once (a relative 2^-9 per weight), x is not. */
+
+/* The rows [r0, r0 + cnt) of out (row stride ld) from wrows (those rows, bf16 or f16, K each),
+ * with x already split into c->act. */
+void gemm_half_rows(cctx *c, float *out, int ld, int r0, int n, const void *wrows, bool half, int cnt, int K,
+                    const float *b) {
     const float one = 1.0f, zero = 0.0f;
-    const float *b = bias ? (const float *)bias->data : NULL;
-    if (w->dtype == DW_DTYPE_F32) {
-        check_blas(c,
-                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &one, w->data, CUDA_R_32F, K, x,
-                                    CUDA_R_32F, K, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
-                                    CUBLAS_GEMM_DEFAULT),
-                   "cublasGemmEx (f32)");
-        if (b) check(c, dwk::launch_add_bias(out, b, n, rows, c->stream), "bias kernel");
-        return;
-    }
-    const int half = w->dtype == DW_DTYPE_F16;
     const cudaDataType_t t = half ? CUDA_R_16F : CUDA_R_16BF;
-    const int passes = c->prefill_passes;
-    if (!grow(c, &c->act, &c->act_bytes, (size_t)passes * n * K * 2, "cudaMalloc(GEMM activations)")) return;
-    check(c, dwk::launch_split_act(c->act, x, n, K, half, passes, c->stream), "activation split kernel");
-    if (passes == 1) {
+    if (c->prefill_passes == 1) {
         check_blas(c,
-                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &one, w->data, t, K, c->act, t, K,
-                                    &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, cnt, n, K, &one, wrows, t, K, c->act, t, K,
+                                    &zero, out + r0, CUDA_R_32F, ld, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                    "cublasGemmEx (bf16)");
-        if (b) check(c, dwk::launch_add_bias(out, b, n, rows, c->stream), "bias kernel");
+        if (b) check(c, dwk::launch_add_bias(out, b, n, ld, r0, cnt, c->stream), "bias kernel");
         return;
     }
     size_t rc = GEMM_SCRATCH_BYTES / ((size_t)2 * n * sizeof(float));
     rc = rc / 128 * 128;
     if (rc < 128) rc = 128;
-    if (rc > (size_t)rows) rc = rows;
+    if (rc > (size_t)cnt) rc = cnt;
     if (!grow(c, (void **)&c->gout, &c->gout_bytes, rc * 2 * n * sizeof(float), "cudaMalloc(GEMM output)")) return;
-    for (int r0 = 0; r0 < rows; r0 += (int)rc) {
-        const int cnt = rows - r0 < (int)rc ? rows - r0 : (int)rc;
-        const char *wr = (const char *)w->data + (size_t)r0 * K * 2;
+    for (int q0 = 0; q0 < cnt; q0 += (int)rc) {
+        const int m = cnt - q0 < (int)rc ? cnt - q0 : (int)rc;
+        const char *wr = (const char *)wrows + (size_t)q0 * K * 2;
         check_blas(c,
-                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, cnt, 2 * n, K, &one, wr, t, K, c->act, t, K,
-                                    &zero, c->gout, CUDA_R_32F, cnt, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, m, 2 * n, K, &one, wr, t, K, c->act, t, K,
+                                    &zero, c->gout, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                    "cublasGemmEx (bf16 hi+lo)");
-        check(c, dwk::launch_combine_hilo(out, c->gout, n, cnt, rows, r0, b, c->stream), "hi+lo combine kernel");
+        check(c, dwk::launch_combine_hilo(out, c->gout, n, m, ld, r0 + q0, b, c->stream), "hi+lo combine kernel");
+    }
+}
+
+void gemm(cctx *c, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
+    const int rows = (int)w->rows, K = (int)w->cols;
+    const float *b = bias ? (const float *)bias->data : NULL;
+    if (w->dtype == DW_DTYPE_F32) {
+        const float one = 1.0f, zero = 0.0f;
+        check_blas(c,
+                   c->blas->gemm_ex(c->handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &one, w->data, CUDA_R_32F, K, x,
+                                    CUDA_R_32F, K, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx (f32)");
+        if (b) check(c, dwk::launch_add_bias(out, b, n, rows, 0, rows, c->stream), "bias kernel");
+        return;
+    }
+    const bool half = !w->qbits && w->dtype == DW_DTYPE_F16;
+    const int passes = c->prefill_passes;
+    if (!grow(c, &c->act, &c->act_bytes, (size_t)passes * n * K * 2, "cudaMalloc(GEMM activations)")) return;
+    check(c, dwk::launch_split_act(c->act, x, n, K, half, passes, c->stream), "activation split kernel");
+    if (!w->qbits) {
+        gemm_half_rows(c, out, rows, 0, n, w->data, half, rows, K, b);
+        return;
+    }
+    int block = (int)(DEQUANT_SCRATCH_BYTES / ((size_t)K * 2));
+    if (block > rows) block = rows;
+    if (!grow(c, &c->deq, &c->deq_bytes, (size_t)block * K * 2, "cudaMalloc(dequantized rows)")) return;
+    const dwk::qmatrix m = qmatrix_of(w);
+    for (int r0 = 0; r0 < rows; r0 += block) {
+        const int cnt = rows - r0 < block ? rows - r0 : block;
+        check(c, dwk::launch_dequant_bf16(c->deq, m, r0, cnt, c->stream), "dequantize kernel");
+        gemm_half_rows(c, out, rows, r0, n, c->deq, false, cnt, K, b);
     }
 }
 
@@ -466,13 +561,18 @@ void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, in
     a.K = (int)w[0]->cols;
     a.wtype = wtype_of(w[0]->dtype);
     a.x = x;
+    a.qbits = w[0]->qbits;
+    a.qgroup = w[0]->qgroup;
+    a.sbtype = sb_wtype(w[0]->qsdtype);
     bool same_type = true;
     for (int j = 0; j < count; j++) {
         a.w[j] = w[j]->data;
+        a.sb[j] = w[j]->qscales;
         a.out[j] = out[j];
         a.bias[j] = bias && bias[j] ? (const float *)bias[j]->data : NULL;
         a.row_start[j + 1] = a.row_start[j] + (int)w[j]->rows;
-        same_type = same_type && w[j]->dtype == w[0]->dtype;
+        same_type = same_type && w[j]->dtype == w[0]->dtype && w[j]->qbits == w[0]->qbits &&
+                    (!w[0]->qbits || (w[j]->qgroup == w[0]->qgroup && w[j]->qsdtype == w[0]->qsdtype));
     }
     if (!same_type) { /* mixed dtypes: one launch per matrix */
         for (int j = 0; j < count; j++) {
@@ -747,6 +847,7 @@ void cu_destroy(void *ctx) {
     cudaFree(c->workspace);
     cudaFree(c->act);
     cudaFree(c->gout);
+    cudaFree(c->deq);
     cudaFree(c->part);
     cudaFree(c->counters);
     if (c->stream) cudaStreamDestroy(c->stream);
@@ -775,6 +876,7 @@ const dw_compute_ops cuda_compute_ops = {
     /* .destroy        = */ cu_destroy,
     /* .decode_step    = */ cu_decode_step,
     /* .decode_forget  = */ cu_decode_forget,
+    /* .weight_load_quant = */ cu_weight_load_quant,
 };
 
 dw_status cuda_fail(dw_error *err, cudaError_t e, const char *what) {

@@ -24,7 +24,10 @@ enum wtype { W_F32 = 0, W_F16 = 1, W_BF16 = 2 };
  * norm_out, when set, also receives x'). Epilogues: res set (count == 1): res[r] += out[r]
  * (the residual add); pair_swiglu (count == 2, equal rows): out[0][r] = silu(g)·u, out[1][r] = u.
  * Rows are split over warps; each lane keeps 8 16-byte weight loads in flight; x' sits in
- * shared memory as f32 and accumulation is f32. */
+ * shared memory as f32 and accumulation is f32.
+ * Quantized matrices (qbits 4 or 8; kernels_quant.cu): w[j] holds the packed MLX affine codes
+ * [rows, K·qbits/32] (src/engine/quant.h) and sb[j] the (scale, bias) pair of each group of qgroup
+ * inputs, interleaved: [rows, K/qgroup, 2] in sbtype (W_BF16 or W_F32); wtype is unused. */
 struct mv_args {
     const void *w[4];
     float *out[4];
@@ -37,8 +40,27 @@ struct mv_args {
     float *norm_out;
     float *res;
     int pair_swiglu;
+    int qbits, qgroup, sbtype;
+    const void *sb[4];
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
+/* The quantized case of launch_matvec (called by it when qbits != 0). */
+cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
+
+/* ---- quantized weights outside decode: kernels_quant.cu -------------------------------------
+ * A quantized matrix on the device, as above: codes [rows, K·bits/32] u32, sb [rows, K/group, 2]. */
+struct qmatrix {
+    const uint32_t *codes;
+    const void *sb;
+    int sbtype, bits, group, K;
+};
+/* dst [cnt × K] bf16 = rows r0 .. r0 + cnt of m, each w = scale·code + bias computed in f32 and
+ * rounded to nearest even (the prefill GEMM's operand). */
+cudaError_t launch_dequant_bf16(void *dst, const qmatrix &m, int r0, int cnt, cudaStream_t stream);
+/* out[i, :] = row ids[i] of m as f32 (the embedding of a quantized table; ids and dslot as
+ * launch_embed). */
+cudaError_t launch_embed_q(float *out, const qmatrix &m, const int32_t *ids_host, int n, const int *dslot,
+                           cudaStream_t stream);
 
 /* ---- attention: kernels_attention.cu -------------------------------------------------------
  * Causal attention of n_tokens queries at positions pos0.. over their cache (see compute.h),
@@ -103,8 +125,8 @@ cudaError_t launch_split_act(void *dst, const float *x, int n, int K, int half, 
  * row stride is rows. */
 cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int rows, int r0, const float *bias,
                                 cudaStream_t stream);
-/* out[t, r] += bias[r]. */
-cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream);
+/* out[t·ld + r0 + r] += bias[r0 + r] for r < cnt, t < n. */
+cudaError_t launch_add_bias(float *out, const float *bias, int n, int ld, int r0, int cnt, cudaStream_t stream);
 /* dst[0, bytes) = src[0, bytes); dst may be registered host memory (16-byte stores when both
  * are 16-byte aligned, so the writes cross PCIe in full lines). */
 cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t stream);

@@ -135,10 +135,12 @@ __global__ void combine_hilo_kernel(float *out, const float *cs, int n, int rc, 
     }
 }
 
-__global__ void add_bias_kernel(float *out, const float *bias, int n, int rows) {
-    const size_t total = (size_t)n * rows;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        out[i] += bias[i % rows];
+__global__ void add_bias_kernel(float *out, const float *bias, int n, int ld, int r0, int cnt) {
+    const size_t total = (size_t)n * cnt;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(i / cnt), r = r0 + (int)(i % cnt);
+        out[(size_t)t * ld + r] += bias[r];
+    }
 }
 
 __global__ void set_step_kernel(int *slot, int id, int pos) {
@@ -211,8 +213,8 @@ cudaError_t launch_combine_hilo(float *out, const float *cs, int n, int rc, int 
     return cudaGetLastError();
 }
 
-cudaError_t launch_add_bias(float *out, const float *bias, int n, int rows, cudaStream_t stream) {
-    add_bias_kernel<<<grid_for((size_t)n * rows, 256), 256, 0, stream>>>(out, bias, n, rows);
+cudaError_t launch_add_bias(float *out, const float *bias, int n, int ld, int r0, int cnt, cudaStream_t stream) {
+    add_bias_kernel<<<grid_for((size_t)n * cnt, 256), 256, 0, stream>>>(out, bias, n, ld, r0, cnt);
     return cudaGetLastError();
 }
 

@@ -1,6 +1,7 @@
 /* The decode matrix-vector kernel (compute_cuda_kernels.h: mv_args): bandwidth-bound
  * out = W·x for batch 1, with RMSNorm fused in front and residual-add / SwiGLU fused behind. */
 #include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels_device.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -16,27 +17,6 @@ constexpr int THREADS = 256;
 constexpr int WARPS = THREADS / 32;
 constexpr int UNROLL = 8; /* weight loads in flight per lane per matrix */
 
-/* 16 bytes of weights, read once: no L1 allocation, so x keeps the cache. */
-__device__ __forceinline__ uint4 ld_stream16(const void *p) {
-    uint4 r;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-        : "l"(p));
-    return r;
-}
-
-/* Programmatic dependent launch (sm_90): wait for the previous grid / let the next one start. */
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 __device__ __forceinline__ float f16_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
@@ -46,6 +26,11 @@ template <int WT> struct wt;
 template <> struct wt<W_BF16> { static constexpr int size = 2; };
 template <> struct wt<W_F16> { static constexpr int size = 2; };
 template <> struct wt<W_F32> { static constexpr int size = 4; };
+
+/* Floats of shared memory per chunk of E inputs of x': chunks of 8 (bf16/f16) are padded to 12,
+ * because lanes read neighbouring chunks and 8 floats apart those would share banks (2-way
+ * conflicts); 4 (f32) and 1 (scalar path) are conflict-free as they are. */
+__host__ __device__ constexpr int x_stride(int e) { return e == 8 ? 12 : e; }
 
 /* A chunk of E weights: E = 16 bytes' worth on the vector path, 1 on the scalar path. */
 template <int WT, bool VEC> struct chunk {
@@ -78,12 +63,6 @@ template <int WT, bool VEC> struct chunk {
     }
 };
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 /* Row r of the concatenated matrices: its matrix j, its row rr there, and its weights. */
 __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes, bool pair, int *j, int *rr,
                                        const char **w0, const char **w1) {
@@ -101,12 +80,14 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
  * so no warp waits on memory with nothing in flight. */
 template <int WT, bool VEC, bool NORM, bool PAIR>
 __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
-    extern __shared__ float xs[]; /* [K] */
+    extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded (see XP) */
     __shared__ float red[WARPS];
     using C = chunk<WT, VEC>;
     constexpr int E = C::E;
     const int K = a.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nchunks = K / E;
+    constexpr int XP = x_stride(E);
+    auto at = [](int i) { return i / E * XP + i % E; };
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const size_t row_bytes = (size_t)K * wt<WT>::size;
     const int stride = gridDim.x * WARPS;
@@ -138,7 +119,7 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
         float ss = 0.0f;
         for (int i = tid; i < K; i += THREADS) {
             float v = a.x[i];
-            xs[i] = v;
+            xs[at(i)] = v;
             ss += v * v;
         }
         ss = warp_sum(ss);
@@ -149,12 +130,12 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
         for (int w = 0; w < WARPS; w++) tot += red[w];
         const float scale = 1.0f / sqrtf(tot / (float)K + a.eps);
         for (int i = tid; i < K; i += THREADS) {
-            float v = (xs[i] * scale) * a.norm_w[i];
-            xs[i] = v;
+            float v = (xs[at(i)] * scale) * a.norm_w[i];
+            xs[at(i)] = v;
             if (blockIdx.x == 0 && a.norm_out) a.norm_out[i] = v;
         }
     } else {
-        for (int i = tid; i < K; i += THREADS) xs[i] = a.x[i];
+        for (int i = tid; i < K; i += THREADS) xs[at(i)] = a.x[i];
     }
     __syncthreads();
 
@@ -167,7 +148,7 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
                 int c = base + u * 32 + lane;
                 if (c < nchunks) {
                     float f[E];
-                    const float *xp = xs + c * E;
+                    const float *xp = xs + c * XP;
                     C::to_f32(v0[u], f);
 #pragma unroll
                     for (int e = 0; e < E; e++) acc0 = fmaf(f[e], xp[e], acc0);
@@ -203,56 +184,9 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
 
 template <int WT, bool VEC, bool NORM, bool PAIR>
 cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
-    auto kernel = matvec_kernel<WT, VEC, NORM, PAIR>;
-    size_t smem = (size_t)a.K * sizeof(float);
-    static int smem_set = 48 * 1024; /* the limit without opting in */
-    if ((int)smem > smem_set) {
-        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) return e;
-        smem_set = (int)smem;
-    }
-    int total = PAIR ? a.row_start[1] : a.row_start[a.count];
-    int blocks = (total + WARPS - 1) / WARPS;
-    /* Blocks per SM at most: as many as are resident at once (registers, shared memory), so a
-     * narrow matrix (q/k/v, o: ~3k rows) runs as one wave of one row per warp instead of two
-     * rounds; DW_CUDA_MV_BPS=N caps it (tuning; v1-v5 used 2). */
-    static int cap = -1, occ_smem[4] = {-1, -1, -1, -1}, occ_n[4];
-    if (cap < 0) {
-        const char *v = getenv("DW_CUDA_MV_BPS");
-        cap = v && atoi(v) > 0 ? atoi(v) : 0;
-    }
-    int slot = 0; /* a few shared-memory sizes (K) per kernel, each queried once */
-    while (slot < 3 && occ_smem[slot] >= 0 && occ_smem[slot] != (int)smem) slot++;
-    if (occ_smem[slot] != (int)smem) {
-        int n = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, THREADS, smem) != cudaSuccess || n < 1) n = 1;
-        occ_n[slot] = n, occ_smem[slot] = (int)smem;
-    }
-    const int occ = occ_n[slot];
-    int per_sm = cap ? cap : occ;
-    if (per_sm > occ) per_sm = occ;
-    if (per_sm < 1) per_sm = 1;
-    if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
-    if (blocks < 1) blocks = 1;
-    /* Programmatic dependent launch: on unless DW_CUDA_PDL=0 (see the kernel's pdl_wait). */
-    static int pdl = -1;
-    if (pdl < 0) {
-        const char *v = getenv("DW_CUDA_PDL");
-        pdl = !(v && *v == '0');
-    }
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, a);
-    if (e != cudaSuccess) return e;
-    return cudaGetLastError();
+    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
+    return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR>, a, (total + WARPS - 1) / WARPS, THREADS,
+                           (size_t)a.K / chunk<WT, VEC>::E * x_stride(chunk<WT, VEC>::E) * sizeof(float), n_sm, stream);
 }
 
 template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t stream) {
@@ -271,6 +205,7 @@ template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t
 } // namespace
 
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream) {
+    if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {
     case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);
     case W_F16: return launch_wt<W_F16>(a, n_sm, stream);

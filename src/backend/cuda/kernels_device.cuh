@@ -1,0 +1,107 @@
+/* Device helpers shared by the decode kernels (kernels_matvec.cu, kernels_quant.cu): streaming
+ * loads, programmatic dependent launch, warp reductions, and the host-side launch of a matvec-
+ * style kernel (grid sized to the blocks resident at once, PDL unless DW_CUDA_PDL=0). */
+#ifndef DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
+#define DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <mutex>
+
+namespace dwk {
+
+/* 16 bytes of weights, read once: no L1 allocation, so x keeps the cache. */
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+/* Programmatic dependent launch (sm_90): wait for the previous grid / let the next one start. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Blocks of `kernel` resident at once per SM with `threads` threads and smem bytes of dynamic
+ * shared memory (asked once per kernel and size; 1 when the query fails). A kernel seen for the
+ * first time is allowed the device's largest dynamic shared memory (opt-in above 48 KB). */
+inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
+    struct entry {
+        const void *kernel;
+        size_t smem;
+        int n;
+    };
+    static entry seen[64];
+    static int count;
+    static std::mutex lock;
+    std::lock_guard<std::mutex> g(lock);
+    for (int i = 0; i < count; i++)
+        if (seen[i].kernel == kernel && seen[i].smem == smem) return seen[i].n;
+    bool known = false;
+    for (int i = 0; i < count; i++) known = known || seen[i].kernel == kernel;
+    int n = 0, dev = 0, optin = 0;
+    if (!known && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess)
+        (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+    (void)cudaGetLastError();
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess || n < 1) {
+        (void)cudaGetLastError();
+        n = 1;
+    }
+    if (count < 64) seen[count++] = entry{kernel, smem, n};
+    return n;
+}
+
+/* Launches kernel(args) with `threads` per block and smem dynamic shared memory on at most
+ * `blocks` blocks, capped to what is resident at once on n_sm SMs (DW_CUDA_MV_BPS=N caps the
+ * blocks per SM further; v1-v5 used 2), with programmatic stream serialization unless
+ * DW_CUDA_PDL=0: the kernel must call pdl_wait() before reading what earlier kernels write. */
+template <typename Args>
+cudaError_t launch_resident(void (*kernel)(Args), const Args &args, int blocks, int threads, size_t smem, int n_sm,
+                            cudaStream_t stream) {
+    static int cap = -1, pdl = -1;
+    if (cap < 0) {
+        const char *v = getenv("DW_CUDA_MV_BPS");
+        cap = v && atoi(v) > 0 ? atoi(v) : 0;
+        const char *p = getenv("DW_CUDA_PDL");
+        pdl = !(p && *p == '0');
+    }
+    const int occ = resident_per_sm((const void *)kernel, threads, smem);
+    int per_sm = cap && cap < occ ? cap : occ;
+    if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
+    if (blocks < 1) blocks = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args);
+    if (e != cudaSuccess) return e;
+    return cudaGetLastError();
+}
+
+} // namespace dwk
+
+#endif
