@@ -69,26 +69,24 @@ inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
     return n;
 }
 
-/* Launches kernel(args) with `threads` per block and smem dynamic shared memory on at most
- * `blocks` blocks, capped to what is resident at once on n_sm SMs (DW_CUDA_MV_BPS=N caps the
- * blocks per SM further; v1-v5 used 2), with programmatic stream serialization unless
- * DW_CUDA_PDL=0: the kernel must call pdl_wait() before reading what earlier kernels write. */
-template <typename Args>
-cudaError_t launch_resident(void (*kernel)(Args), const Args &args, int blocks, int threads, size_t smem, int n_sm,
-                            cudaStream_t stream) {
-    static int cap = -1, pdl = -1;
-    if (cap < 0) {
-        const char *v = getenv("DW_CUDA_MV_BPS");
-        cap = v && atoi(v) > 0 ? atoi(v) : 0;
+/* DW_CUDA_PDL=0 turns programmatic dependent launch off (on by default). */
+inline bool pdl_enabled() {
+    static int pdl = -1;
+    if (pdl < 0) {
         const char *p = getenv("DW_CUDA_PDL");
         pdl = !(p && *p == '0');
     }
-    const int occ = resident_per_sm((const void *)kernel, threads, smem);
-    int per_sm = cap && cap < occ ? cap : occ;
-    if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
-    if (blocks < 1) blocks = 1;
+    return pdl != 0;
+}
+
+/* Launches kernel(args) on grid × threads with smem bytes of dynamic shared memory, with
+ * programmatic stream serialization when pdl_enabled(): the kernel may start before the one
+ * before it ends, so it must call pdl_wait() before reading what that one writes. */
+template <typename Args>
+cudaError_t launch_pdl(void (*kernel)(Args), const Args &args, dim3 grid, int threads, size_t smem,
+                       cudaStream_t stream) {
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
+    cfg.gridDim = grid;
     cfg.blockDim = dim3(threads);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
@@ -96,10 +94,29 @@ cudaError_t launch_resident(void (*kernel)(Args), const Args &args, int blocks, 
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args);
     if (e != cudaSuccess) return e;
     return cudaGetLastError();
+}
+
+/* Launches kernel(args) with `threads` per block and smem dynamic shared memory on at most
+ * `blocks` blocks, capped to what is resident at once on n_sm SMs (DW_CUDA_MV_BPS=N caps the
+ * blocks per SM further; v1-v5 used 2), with programmatic stream serialization unless
+ * DW_CUDA_PDL=0: the kernel must call pdl_wait() before reading what earlier kernels write. */
+template <typename Args>
+cudaError_t launch_resident(void (*kernel)(Args), const Args &args, int blocks, int threads, size_t smem, int n_sm,
+                            cudaStream_t stream) {
+    static int cap = -1;
+    if (cap < 0) {
+        const char *v = getenv("DW_CUDA_MV_BPS");
+        cap = v && atoi(v) > 0 ? atoi(v) : 0;
+    }
+    const int occ = resident_per_sm((const void *)kernel, threads, smem);
+    int per_sm = cap && cap < occ ? cap : occ;
+    if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
+    if (blocks < 1) blocks = 1;
+    return launch_pdl(kernel, args, dim3(blocks), threads, smem, stream);
 }
 
 } // namespace dwk
