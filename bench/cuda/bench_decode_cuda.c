@@ -113,6 +113,32 @@ static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, doub
     dw_session_free(s);
 }
 
+/* Prefills n_prompt tokens, then n_gen greedy tokens chosen on the device
+ * (dw_session_decode_greedy): tok/s over the call, and the GPU time per step. */
+static double run_greedy(dw_model *m, int n_prompt, int n_gen, float *logits, double *gpu_ms) {
+    dw_error err = {0};
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = n_prompt + n_gen + 8, .max_batch = 512};
+    if (dw_session_create(m, &so, &s, &err)) fail(&err);
+    int32_t *ids = malloc(sizeof(int32_t) * (n_prompt + n_gen + 2)); /* prompt, 2 warm-up steps, n_gen */
+    prompt_ids(ids, n_prompt, c->vocab_size, 12345);
+    if (dw_session_prefill(s, ids, n_prompt - 1, logits, &err)) fail(&err);
+    /* two steps first: the session's graph is recorded on its second step */
+    if (dw_session_decode_greedy(s, ids[n_prompt - 1], 2, ids + n_prompt, &err)) fail(&err);
+    dw__cuda_compute_stats st0, st1;
+    dw__cuda_compute_get_stats(&m->compute, &st0);
+    double t0 = now_s();
+    if (dw_session_decode_greedy(s, ids[n_prompt + 1], n_gen, ids + n_prompt + 2, &err)) fail(&err);
+    double total = now_s() - t0;
+    dw__cuda_compute_get_stats(&m->compute, &st1);
+    long timed = st1.timed_steps - st0.timed_steps;
+    *gpu_ms = timed > 0 ? (st1.gpu_step_ms - st0.gpu_step_ms) / timed : 0;
+    free(ids);
+    dw_session_free(s);
+    return n_gen / total;
+}
+
 static double run_prefill(dw_model *m, int n, float *logits) {
     dw_error err = {0};
     const dw_model_config *c = dw_model_get_config(m);
@@ -252,6 +278,7 @@ int main(int argc, char **argv) {
     double short_tps = 0, short_ms = 0, long_tps = 0, long_ms = 0, eager_tps = 0, eager_ms = 0;
     split_ms sp_short = {0}, sp_long = {0}, sp_eager = {0};
     run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms, &sp_short);
+    double greedy_gpu_ms = 0, greedy_tps = run_greedy(m, n_prompt, n_gen - 2, logits, &greedy_gpu_ms);
     dw__cuda_compute_stats st;
     dw__cuda_compute_get_stats(&m->compute, &st);
     if (n_long > 0) {
@@ -270,6 +297,8 @@ int main(int argc, char **argv) {
     printf("prefill %-5d      %.0f tok/s\n", n_prefill, prefill_tps);
     printf("decode %d+%d       %.1f tok/s (median %.3f ms/token), %.1f%% of the bound; graphs: %ld replays\n", n_prompt,
            n_gen, short_tps, short_ms, 100 * short_tps / bound, st.graph_replays);
+    printf("decode, greedy on the device %d+%d  %.1f tok/s (%.3f ms/token; GPU %.3f ms/step), %.1f%% of the bound\n",
+           n_prompt, n_gen, greedy_tps, 1e3 / greedy_tps, greedy_gpu_ms, 100 * greedy_tps / bound);
     printf("decode at %d     %.1f tok/s (median %.3f ms/token), %.1f%% of the bound\n", n_long, long_tps, long_ms,
            100 * long_tps / bound);
     printf("decode no graphs   %.1f tok/s (median %.3f ms/token)\n", eager_tps, eager_ms);
@@ -285,10 +314,11 @@ int main(int argc, char **argv) {
            "\"prompt_tokens\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.2f, \"decode_ms_median\": %.4f, "
            "\"fraction_of_bound\": %.4f, \"long_context\": %d, \"long_decode_tok_s\": %.2f, "
            "\"long_decode_ms_median\": %.4f, \"no_graph_decode_tok_s\": %.2f, \"gpu_ms_per_token\": %.4f, "
-           "\"host_ms_per_token\": %.4f, \"long_gpu_ms_per_token\": %.4f, \"long_host_ms_per_token\": %.4f}\n",
+           "\"host_ms_per_token\": %.4f, \"long_gpu_ms_per_token\": %.4f, \"long_host_ms_per_token\": %.4f, "
+           "\"greedy_device_tok_s\": %.2f, \"greedy_device_gpu_ms_per_token\": %.4f}\n",
            dir, load_s, bw, wbytes, bound, n_prefill, prefill_tps, n_prompt, n_gen, short_tps, short_ms,
            short_tps / bound, n_long, long_tps, long_ms, eager_tps, sp_short.gpu, sp_short.host, sp_long.gpu,
-           sp_long.host);
+           sp_long.host, greedy_tps, greedy_gpu_ms);
     for (size_t off = 0; off < len; off += piece) be->ops->region_unregister(be->ctx, region + off, piece, &err);
     munmap(region, len);
     dw_model_free(m);

@@ -48,6 +48,15 @@ dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float
 /* One token: prefill of n = 1, on the decode path (matrix-vector products). Allocates nothing. */
 dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *err);
 
+/* Greedy decoding of n tokens (n >= 1) from id: feeds id, then each chosen token but the
+ * last, each chosen as the first index of the largest logit (what a temperature-0 dw_sampler
+ * picks). out[0..n) gets the chosen tokens; the session then holds n more tokens (id and
+ * out[0..n-2]), and out[n-1] is the next one to feed. On CUDA the tokens are chosen on the device
+ * and each step starts from the previous one's choice there, so the host waits once per 64
+ * tokens rather than once per token. DW_ERR_LIMIT, changing nothing, when n tokens do not fit
+ * the context; DW_ERR_INVALID_ARGUMENT for an id outside the vocabulary. */
+dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err);
+
 /* Forgets everything (position 0). */
 void dw_session_reset(dw_session *s);
 /* Keeps the first n tokens (n <= dw_session_n_tokens); the next token goes at position n. */

@@ -59,6 +59,7 @@ struct dw_session {
     /* activations, device, [max_batch, width] */
     float *x, *xn, *q, *k, *v, *att, *o, *gate, *up;
     float *logits;         /* device [vocab] */
+    int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax) */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
 };
 
@@ -81,5 +82,11 @@ void dw__rope_inv_freq(const dw_model_config *cfg, float *out);
 /* forward.c: runs n tokens at the session's position. logits (host) gets the last row, or all
  * n rows when all_logits; NULL skips the LM head. Checks nothing (session.c validates). */
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err);
+
+/* forward.c: greedy decoding (engine.h: dw_session_decode_greedy), n checked to fit. The host
+ * waits for the device once per DW__GREEDY_CHUNK tokens when the backend chooses the tokens
+ * and chains the steps on the device (ops->argmax, ops->decode_step_from). */
+#define DW__GREEDY_CHUNK 64
+dw_status dw__forward_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err);
 
 #endif

@@ -124,3 +124,39 @@ dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, i
     }
     return ops->synchronize(ctx, err);
 }
+
+/* Chunks of up to DW__GREEDY_CHUNK steps: each step's token is the argmax the device wrote for
+ * the step before (decode_step_from), or, where the backend cannot chain (the first step of a
+ * chunk, a step not yet recorded, the CPU), one the host read back. The chosen tokens come
+ * back in one download per chunk. */
+dw_status dw__forward_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
+    const dw_model *m = s->model;
+    const dw_compute_ops *ops = m->compute.ops;
+    void *ctx = m->compute.ctx;
+    const int vocab = m->cfg.vocab_size;
+    dw_status st;
+    int32_t tok = id;
+    for (int done = 0; done < n;) {
+        const int cnt = n - done < DW__GREEDY_CHUNK ? n - done : DW__GREEDY_CHUNK;
+        const int pos0 = s->n_tokens;
+        const int32_t first = tok;
+        for (int j = 0; j < cnt; j++) {
+            decode_step_arg a = {.s = s, .id = tok, .pos = s->n_tokens};
+            int queued = j > 0 && ops->decode_step_from &&
+                         ops->decode_step_from(ctx, s, s->greedy + j - 1, a.pos, decode_step, &a);
+            if (!queued) {
+                if (j > 0 && (st = ops->download(ctx, &a.id, s->greedy + j - 1, sizeof a.id, err))) return st;
+                if (ops->decode_step) ops->decode_step(ctx, s, a.id, a.pos, decode_step, &a);
+                else decode_step(&a);
+            }
+            ops->argmax(ctx, s->logits, vocab, s->greedy + j);
+            s->n_tokens++;
+        }
+        if ((st = ops->download(ctx, out + done, s->greedy, sizeof(int32_t) * (size_t)cnt, err))) return st;
+        s->tokens[pos0] = first;
+        for (int j = 1; j < cnt; j++) s->tokens[pos0 + j] = out[done + j - 1];
+        tok = out[done + cnt - 1];
+        done += cnt;
+    }
+    return ops->synchronize(ctx, err);
+}

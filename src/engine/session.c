@@ -63,6 +63,8 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
         (st = alloc_f32(s, &s->o, B * c->hidden_size, err)) || (st = alloc_f32(s, &s->gate, B * c->intermediate_size, err)) ||
         (st = alloc_f32(s, &s->up, B * c->intermediate_size, err)) || (st = alloc_f32(s, &s->logits, c->vocab_size, err)))
         goto fail;
+    if (cp->ops->argmax && (st = cp->ops->alloc(cp->ctx, sizeof(int32_t) * DW__GREEDY_CHUNK, (void **)&s->greedy, err)))
+        goto fail;
     *out = s;
     return DW_OK;
 fail:
@@ -74,7 +76,7 @@ void dw_session_free(dw_session *s) {
     if (!s) return;
     const dw_compute *c = &s->model->compute;
     if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s);
-    void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all};
+    void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) c->ops->free(c->ctx, bufs[i]);
     free(s->tokens);
@@ -114,6 +116,17 @@ dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *
     dw_status st = check_tokens(s, &id, 1, err);
     if (st) return st;
     return dw__forward(s, &id, 1, logits, 0, err);
+}
+
+dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
+    if (n < 1 || !out) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "greedy decoding: no tokens asked for");
+    dw_status st = check_tokens(s, &id, 1, err);
+    if (!st && n > s->ctx - s->n_tokens)
+        st = dw_error_set(err, DW_ERR_LIMIT, "%d tokens do not fit the context: it holds %d tokens and %d are used (raise --ctx)",
+                          n, s->ctx, s->n_tokens);
+    if (!st && !s->greedy)
+        st = dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot choose tokens itself", s->model->compute.ops->name);
+    return st ? st : dw__forward_greedy(s, id, n, out, err);
 }
 
 void dw_session_reset(dw_session *s) { s->n_tokens = 0; }

@@ -543,6 +543,54 @@ TEST(cuda_model_quantized_matches_cpu) {
     }
 }
 
+/* Greedy decoding with the tokens chosen on the GPU (each step replayed from the previous one's
+ * argmax there, the host reading back once per 64 tokens) picks the CPU's tokens. */
+TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
+    dw_error err = {0};
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 3001, spec.hidden = 256, spec.inter = 688, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
+    spec.layers = 3, spec.seed = 9, spec.scale = 0.08f, spec.explicit_head_dim = 1;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
+    tmodel_free(&tm);
+    side cu, cpu;
+    dw_status st = side_open(&cu, "cuda", dir, 160, 1, &err);
+    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
+        dw_test_cuda_note_skip(err.message);
+        side_close(&cu);
+        return;
+    }
+    CHECK_OK(st);
+    CHECK_OK(side_open(&cpu, "cpu", dir, 160, 1, &err));
+    enum { P = 12, N = 100 };
+    int32_t ids[P], a[N], b[N];
+    for (int i = 0; i < P; i++) ids[i] = (int32_t)((i * 7919 + 5) % spec.vocab);
+    float *lg = malloc(sizeof(float) * spec.vocab);
+    CHECK_OK(dw_session_prefill(cu.s, ids, P - 1, lg, &err));
+    CHECK_OK(dw_session_prefill(cpu.s, ids, P - 1, lg, &err));
+#ifdef DW_HAVE_CUDA
+    dw__cuda_compute_stats s0, s1;
+    dw__cuda_compute_get_stats(&cu.m->compute, &s0);
+#endif
+    CHECK_OK(dw_session_decode_greedy(cu.s, ids[P - 1], N, a, &err));
+    CHECK_OK(dw_session_decode_greedy(cpu.s, ids[P - 1], N, b, &err));
+    int first_diff = -1;
+    for (int i = 0; i < N && first_diff < 0; i++)
+        if (a[i] != b[i]) first_diff = i;
+    CHECK_MSG(first_diff < 0, "greedy token %d differs: cuda %d, cpu %d", first_diff, a[first_diff], b[first_diff]);
+    CHECK(!memcmp(dw_session_tokens(cu.s), dw_session_tokens(cpu.s), sizeof(int32_t) * (P + N - 1)));
+#ifdef DW_HAVE_CUDA
+    dw__cuda_compute_get_stats(&cu.m->compute, &s1);
+    CHECK_MSG(s1.graph_replays - s0.graph_replays >= N - 4, "%ld of %d steps were graph replays",
+              s1.graph_replays - s0.graph_replays, N);
+#endif
+    free(lg);
+    side_close(&cu);
+    side_close(&cpu);
+}
+
 /* Graph replays and direct decode give the same tokens; the graph path really replays. Two
  * sessions decoding on two threads get what they get alone. */
 typedef struct job {

@@ -316,6 +316,57 @@ TEST(engine_truncate_and_reset_rewind_the_position) {
     fixture_close(&f);
 }
 
+/* The first index of the largest of v[0..n). */
+static int32_t first_argmax(const float *v, int n) {
+    int32_t b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* dw_session_decode_greedy = decode + argmax token by token: the same tokens over more than one
+ * chunk of 64, the same history and position, and a later decode sees the same cache; a request
+ * that does not fit the context changes nothing. */
+TEST(engine_greedy_decoding_matches_decode_and_argmax) {
+    dw_error err = {0};
+    fixture f;
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 97, spec.scale = 0.6f; /* a small vocabulary: varied tokens, ties unlikely */
+    CHECK_OK(fixture_open(&f, &spec, NULL, &err));
+    const int V = spec.vocab, N = 70;
+    int32_t ids[5], want[70], got[70];
+    sample_ids(ids, 5, V, 4);
+    float *lg = malloc(sizeof(float) * V), *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    dw_session *a, *b;
+    dw_session_options so = {.ctx = 128};
+    CHECK_OK(dw_session_create(f.m, &so, &a, &err));
+    CHECK_OK(dw_session_create(f.m, &so, &b, &err));
+    CHECK_OK(dw_session_prefill(a, ids, 4, lg, &err));
+    CHECK_OK(dw_session_prefill(b, ids, 4, lg, &err));
+    int32_t t = ids[4];
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(dw_session_decode(a, t, lg, &err));
+        t = want[i] = first_argmax(lg, V);
+    }
+    CHECK_OK(dw_session_decode_greedy(b, ids[4], N, got, &err));
+    CHECK(!memcmp(want, got, sizeof want));
+    int distinct = 0;
+    for (int i = 0; i < N; i++) distinct += i == 0 || got[i] != got[i - 1];
+    CHECK_MSG(distinct > 5, "only %d changes of token in %d: not a useful comparison", distinct, N);
+    CHECK(dw_session_n_tokens(b) == 4 + N && dw_session_n_tokens(a) == 4 + N);
+    CHECK(!memcmp(dw_session_tokens(a), dw_session_tokens(b), sizeof(int32_t) * (4 + N)));
+    CHECK_OK(dw_session_decode(a, got[N - 1], la, &err));
+    CHECK_OK(dw_session_decode(b, got[N - 1], lb, &err));
+    CHECK(!memcmp(la, lb, sizeof(float) * V));
+    CHECK(dw_session_decode_greedy(b, 1, 128 - (5 + N) + 1, got, &err) == DW_ERR_LIMIT);
+    CHECK(dw_session_n_tokens(b) == 5 + N);
+    CHECK(dw_session_decode_greedy(b, V, 1, got, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(dw_session_decode_greedy(b, 1, 0, got, &err) == DW_ERR_INVALID_ARGUMENT);
+    dw_session_free(a), dw_session_free(b);
+    free(lg), free(la), free(lb);
+    fixture_close(&f);
+}
+
 typedef struct concurrent_job {
     dw_model *m;
     const int32_t *ids;

@@ -497,6 +497,13 @@ static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_vi
 
 static dw_status cpu_synchronize(void *ctx, dw_error *err) { return DW_OK; }
 
+static void cpu_argmax(void *ctx, const float *x, int n, int32_t *out) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i])) best = i; /* NaN never wins */
+    *out = best;
+}
+
 static void cpu_destroy(void *vctx) {
     cpu_ctx *c = vctx;
     if (c->own_pool) dw_threadpool_destroy(c->pool);
@@ -526,6 +533,8 @@ static const dw_compute_ops cpu_ops = {
     /* .destroy        = */ cpu_destroy,
     /* .decode_step    = */ NULL,
     /* .decode_forget  = */ NULL,
+    /* .argmax         = */ cpu_argmax,
+    /* .decode_step_from = */ NULL,
     /* .weight_load_quant = */ NULL, /* quantized models: kernels_quant_ops.c wraps these ops */
 };
 

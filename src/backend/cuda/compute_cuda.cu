@@ -81,6 +81,10 @@ struct cctx {
     size_t part_floats;
     unsigned *counters;
     size_t counters_count;
+    /* argmax: per-block partial results and the last-block counter (made at init) */
+    float *amax_v;
+    int *amax_i;
+    unsigned *amax_counter;
     pending_op pend;
     /* decode graphs */
     int graphs_on;
@@ -781,7 +785,28 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
     c->stats.graph_records++;
 }
 
-/* Queues the step between the two timing events (unless a step queued earlier is still uncounted). */
+/* Queues a replay of g's recording for the step at pos with the token id (from id_dev when set). */
+void replay(cctx *c, graph_entry *g, int32_t id, const int32_t *id_dev, int pos) {
+    check(c, dwk::launch_set_step(g->slot, id, id_dev, pos, c->stream), "graph step kernel");
+    check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
+    c->stats.graph_replays++;
+}
+
+/* The timing events around a step: the start (unless a step queued earlier is still uncounted),
+ * and the end once the step is queued. */
+bool time_step_start(cctx *c) {
+    const bool timed = !c->step_timed && c->ev_step[0];
+    if (timed) check(c, cudaEventRecord(c->ev_step[0], c->stream), "cudaEventRecord");
+    return timed;
+}
+
+void time_step_end(cctx *c, bool timed) {
+    if (!timed) return;
+    check(c, cudaEventRecord(c->ev_step[1], c->stream), "cudaEventRecord");
+    c->step_timed = 1;
+}
+
+/* Queues the step between the two timing events. */
 void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step)(void *), void *arg) {
     cctx *c = (cctx *)ctx;
     double t0 = now_s();
@@ -789,12 +814,9 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
     flush(c);
     graph_entry *g = c->graphs_on ? find_graph(c, key, true) : NULL;
     if (g && g->state == 1) record_graph(c, g, id, pos, step, arg);
-    const bool timed = !c->step_timed && c->ev_step[0];
-    if (timed) check(c, cudaEventRecord(c->ev_step[0], c->stream), "cudaEventRecord");
+    const bool timed = time_step_start(c);
     if (g && g->state == 2) {
-        check(c, dwk::launch_set_step(g->slot, id, pos, c->stream), "graph step kernel");
-        check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
-        c->stats.graph_replays++;
+        replay(c, g, id, NULL, pos);
     } else {
         /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
         if (g && g->state == 0) g->state = 1;
@@ -802,11 +824,30 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
         flush(c);
         c->stats.eager_steps++;
     }
-    if (timed) {
-        check(c, cudaEventRecord(c->ev_step[1], c->stream), "cudaEventRecord");
-        c->step_timed = 1;
-    }
+    time_step_end(c, timed);
     c->stats.enqueue_s += now_s() - t0;
+}
+
+/* A replay with the id read on the device; 0 without a recording for key. */
+int cu_decode_step_from(void *ctx, const void *key, const int32_t *id_dev, int pos, void (*step)(void *), void *arg) {
+    cctx *c = (cctx *)ctx;
+    double t0 = now_s();
+    locked l(c);
+    graph_entry *g = c->graphs_on ? find_graph(c, key, false) : NULL;
+    if (!g || g->state != 2) return 0;
+    flush(c);
+    const bool timed = time_step_start(c);
+    replay(c, g, 0, id_dev, pos);
+    time_step_end(c, timed);
+    c->stats.enqueue_s += now_s() - t0;
+    return 1;
+}
+
+void cu_argmax(void *ctx, const float *x, int n, int32_t *out) {
+    cctx *c = (cctx *)ctx;
+    locked l(c);
+    flush(c);
+    check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, out, c->stream), "argmax kernel");
 }
 
 void cu_decode_forget(void *ctx, const void *key) {
@@ -850,6 +891,9 @@ void cu_destroy(void *ctx) {
     cudaFree(c->deq);
     cudaFree(c->part);
     cudaFree(c->counters);
+    cudaFree(c->amax_v);
+    cudaFree(c->amax_i);
+    cudaFree(c->amax_counter);
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -876,6 +920,8 @@ const dw_compute_ops cuda_compute_ops = {
     /* .destroy        = */ cu_destroy,
     /* .decode_step    = */ cu_decode_step,
     /* .decode_forget  = */ cu_decode_forget,
+    /* .argmax         = */ cu_argmax,
+    /* .decode_step_from = */ cu_decode_step_from,
     /* .weight_load_quant = */ cu_weight_load_quant,
 };
 
@@ -896,6 +942,11 @@ dw_status init(cctx *c, dw_error *err) {
     if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         return cuda_fail(err, e, "cudaStreamCreateWithFlags");
     if ((e = cudaMalloc(&c->workspace, WORKSPACE_BYTES)) != cudaSuccess) return cuda_fail(err, e, "cudaMalloc(workspace)");
+    if ((e = cudaMalloc((void **)&c->amax_v, DWK_ARGMAX_BLOCKS * sizeof(float))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->amax_i, DWK_ARGMAX_BLOCKS * sizeof(int))) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->amax_counter, sizeof(unsigned))) != cudaSuccess ||
+        (e = cudaMemset(c->amax_counter, 0, sizeof(unsigned))) != cudaSuccess)
+        return cuda_fail(err, e, "cudaMalloc(argmax scratch)");
     cublasStatus_t s = c->blas->create(&c->handle);
     if (s != CUBLAS_STATUS_SUCCESS) {
         c->handle = NULL;

@@ -130,8 +130,15 @@ cudaError_t launch_add_bias(float *out, const float *bias, int n, int ld, int r0
 /* dst[0, bytes) = src[0, bytes); dst may be registered host memory (16-byte stores when both
  * are 16-byte aligned, so the writes cross PCIe in full lines). */
 cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t stream);
-/* slot[0] = id, slot[1] = pos (before a graph replay). */
-cudaError_t launch_set_step(int *slot, int id, int pos, cudaStream_t stream);
+/* slot[0] = id, slot[1] = pos (before a graph replay); with id_dev set, slot[0] = *id_dev. */
+cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, cudaStream_t stream);
+
+/* ---- greedy choice: kernels_argmax.cu -------------------------------------------------------
+ * *out = the first index of the largest of x[0, n) (NaN never wins; all NaN: 0). part_v/part_i
+ * hold DWK_ARGMAX_BLOCKS partial results and counter (zero between launches) one unsigned. */
+#define DWK_ARGMAX_BLOCKS 128
+cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
+                          cudaStream_t stream);
 
 } // namespace dwk
 

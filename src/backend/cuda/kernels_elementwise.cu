@@ -143,8 +143,8 @@ __global__ void add_bias_kernel(float *out, const float *bias, int n, int ld, in
     }
 }
 
-__global__ void set_step_kernel(int *slot, int id, int pos) {
-    slot[0] = id;
+__global__ void set_step_kernel(int *slot, int id, const int32_t *id_dev, int pos) {
+    slot[0] = id_dev ? *id_dev : id;
     slot[1] = pos;
 }
 
@@ -230,8 +230,8 @@ cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t s
     return cudaGetLastError();
 }
 
-cudaError_t launch_set_step(int *slot, int id, int pos, cudaStream_t stream) {
-    set_step_kernel<<<1, 1, 0, stream>>>(slot, id, pos);
+cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, cudaStream_t stream) {
+    set_step_kernel<<<1, 1, 0, stream>>>(slot, id, id_dev, pos);
     return cudaGetLastError();
 }
 
