@@ -136,12 +136,6 @@ typedef struct dw_compute_ops {
     int (*decode_step_from)(void *ctx, const void *key, const int32_t *id_dev, int pos, void (*step)(void *arg),
                             void *arg);
 
-    /* (optional) A hint, changing no result: the weights w will be read soon, in row order (the
-     * engine names a decode layer's feed-forward matrices before its attention). The CUDA
-     * backend has the attention kernel that follows bring their first rows into L2 while it
-     * runs, a phase that otherwise leaves memory bandwidth idle. NULL: no hints. */
-    void (*prefetch)(void *ctx, const dw_cweight *const *w, int count);
-
     /* (optional) Makes a weight from a quantized matrix in host memory (host: qbits set, data,
      * qscales and qbiases host pointers that stay mapped, as src/engine/model.c finds them); the
      * backend copies it into its own layout and runs matmul, matmul_multi and embed on it

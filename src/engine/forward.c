@@ -40,10 +40,6 @@ static void block(dw_session *s, int l, int pos0, int nb) {
         .window = c->sliding_window,
         .scale = 1.0f / sqrtf((float)c->head_dim),
     };
-    if (ops->prefetch && nb == 1) { /* decode: attention leaves bandwidth idle; start on the MLP */
-        const dw_cweight *mlp[3] = {&L->w_gate, &L->w_up, &L->w_down};
-        ops->prefetch(ctx, mlp, 3);
-    }
     ops->attention(ctx, s->att, s->q, &s->kv[l], &ap);
     ops->matmul(ctx, s->o, s->att, nb, &L->wo, L->bo.data ? &L->bo : NULL);
     ops->add(ctx, s->x, s->o, (size_t)nb * hidden);

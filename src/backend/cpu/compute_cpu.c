@@ -535,7 +535,6 @@ static const dw_compute_ops cpu_ops = {
     /* .decode_forget  = */ NULL,
     /* .argmax         = */ cpu_argmax,
     /* .decode_step_from = */ NULL,
-    /* .prefetch       = */ NULL,
     /* .weight_load_quant = */ NULL, /* quantized models: kernels_quant_ops.c wraps these ops */
 };
 

@@ -99,11 +99,6 @@ struct cctx {
     CUresult (*pointer_attr)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
     int direct_download; /* DW_CUDA_DIRECT_DOWNLOAD=0 turns it off */
     int fuse_attn;       /* DW_CUDA_FUSE_ATTN=0 turns it off */
-    /* weight ranges to bring into L2 during the next decode attention (ops->prefetch) */
-    size_t pf_budget;    /* bytes; DW_CUDA_PREFETCH_MB (default 32, 0 = off) */
-    const char *pf[DWK_PREFETCH_RANGES];
-    size_t pf_bytes[DWK_PREFETCH_RANGES];
-    int pf_count;
 };
 
 double now_s() {
@@ -733,41 +728,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
         a.inv_freq = fr.rope ? fr.inv_freq : NULL;
         a.k_new = fr.k, a.v_new = fr.v;
     }
-    if (p->n_tokens == 1) {
-        for (int i = 0; i < c->pf_count; i++) a.pf[i] = c->pf[i], a.pf_bytes[i] = c->pf_bytes[i];
-        a.pf_count = c->pf_count;
-    }
-    c->pf_count = 0;
     check(c, dwk::launch_attention(a, c->stream), "attention kernel");
-}
-
-/* Prefetch hints: the weights in reading order, where consecutive ones of the same shape are read
- * together (gate and up) and so share the budget evenly; each gets its first rows (codes, and
- * for quantized ones the same rows' scales and biases) while budget remains. Nothing is queued:
- * the ranges ride on the next decode attention (cu_attention). */
-void cu_prefetch(void *ctx, const dw_cweight *const *w, int count) {
-    cctx *c = (cctx *)ctx;
-    locked l(c);
-    c->pf_count = 0;
-    size_t left = c->pf_budget;
-    for (int i = 0; i < count && left;) {
-        int g = 1;
-        while (i + g < count && w[i + g]->rows == w[i]->rows && w[i + g]->cols == w[i]->cols &&
-               w[i + g]->dtype == w[i]->dtype && w[i + g]->qbits == w[i]->qbits)
-            g++;
-        for (int k = i; k < i + g; k++) {
-            const dw_cweight *x = w[k];
-            const size_t code_row = x->qbits ? (size_t)x->cols * x->qbits / 8 : (size_t)x->cols * dw_dtype_size(x->dtype);
-            const size_t sb_row = x->qbits ? (size_t)(x->cols / x->qgroup) * 2 * (x->qsdtype == DW_DTYPE_BF16 ? 2 : 4) : 0;
-            size_t rows = left / (size_t)(i + g - k) / (code_row + sb_row);
-            if (rows > (size_t)x->rows) rows = (size_t)x->rows;
-            if (!rows || c->pf_count + (sb_row ? 2 : 1) > DWK_PREFETCH_RANGES) continue;
-            c->pf[c->pf_count] = (const char *)x->data, c->pf_bytes[c->pf_count++] = rows * code_row;
-            if (sb_row) c->pf[c->pf_count] = (const char *)x->qscales, c->pf_bytes[c->pf_count++] = rows * sb_row;
-            left -= rows * (code_row + sb_row);
-        }
-        i += g;
-    }
 }
 
 /* ---- decode graphs ----------------------------------------------------------------------------- */
@@ -961,7 +922,6 @@ const dw_compute_ops cuda_compute_ops = {
     /* .decode_forget  = */ cu_decode_forget,
     /* .argmax         = */ cu_argmax,
     /* .decode_step_from = */ cu_decode_step_from,
-    /* .prefetch       = */ cu_prefetch,
     /* .weight_load_quant = */ cu_weight_load_quant,
 };
 
@@ -1033,8 +993,6 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->direct_download = !(dd && *dd == '0');
     const char *fa = getenv("DW_CUDA_FUSE_ATTN");
     c->fuse_attn = !(fa && *fa == '0');
-    const char *pf = getenv("DW_CUDA_PREFETCH_MB");
-    c->pf_budget = (size_t)(pf && *pf ? atoi(pf) : 32) << 20;
     dw_status st = init(c, err);
     if (st) {
         cu_destroy(c);

@@ -23,9 +23,7 @@ extern "C" {
  * DW_CUDA_DIRECT_DOWNLOAD=0 makes
  * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
  * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps
- * RoPE + KV store a kernel of their own instead of folding them into decode attention;
- * DW_CUDA_PREFETCH_MB=N caps the weights that decode attention brings into L2 for the layer's
- * feed-forward (ops->prefetch; default 32, 0 = off). */
+ * RoPE + KV store a kernel of their own instead of folding them into decode attention. */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for

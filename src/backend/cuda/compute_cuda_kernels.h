@@ -68,7 +68,6 @@ cudaError_t launch_embed_q(float *out, const qmatrix &m, const int32_t *ids_host
  * of one KV head's keys/values once for all the query heads of the tile, keeps an online
  * softmax, and (splits > 1) writes a partial result; the last block of each (token, head tile)
  * to finish combines the partials (a counter per tile, reset by that block). */
-#define DWK_PREFETCH_RANGES 6
 struct attn_args {
     float *out;
     const float *q;
@@ -87,11 +86,6 @@ struct attn_args {
     const float *inv_freq;
     const float *k_new, *v_new;
     int one_split_max; /* set by launch_attention: lengths up to this use one split (no combine) */
-    /* L2 prefetch while attention runs (ranges of weights read next; count 0: none): the blocks
-     * share the ranges and bring them into L2 with bulk prefetches. */
-    const char *pf[DWK_PREFETCH_RANGES];
-    size_t pf_bytes[DWK_PREFETCH_RANGES];
-    int pf_count;
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);

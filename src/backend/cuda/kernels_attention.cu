@@ -68,21 +68,6 @@ int one_split_max() {
     return n;
 }
 
-/* This block's share of prefetch range r (the blocks split it evenly, in 16-byte units), brought
- * into L2 by bulk prefetches (sm_90; a no-op before). */
-__device__ void prefetch_share(const attn_args &a, int r) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const size_t blocks = (size_t)gridDim.x * gridDim.y * gridDim.z;
-    const size_t b = blockIdx.x + (size_t)gridDim.x * (blockIdx.y + (size_t)gridDim.y * blockIdx.z);
-    const size_t units = a.pf_bytes[r] / 16, per = (units + blocks - 1) / blocks;
-    size_t u0 = b * per, u1 = u0 + per < units ? u0 + per : units;
-    for (; u0 < u1; u0 += 4096) { /* 64 KB per instruction */
-        const unsigned n = (unsigned)((u1 - u0 < 4096 ? u1 - u0 : 4096) * 16);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf[r] + u0 * 16), "r"(n) : "memory");
-    }
-#endif
-}
-
 __host__ __device__ constexpr int red_floats(int gt, int hd) { return WARPS * gt * hd > gt * 64 ? WARPS * gt * hd : gt * 64; }
 
 template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
@@ -92,7 +77,6 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
      * was tried: attention alone 9.7 -> 8.8 us, but decode at 4096 in context 3-6% slower, the
      * early blocks crowding the q/k/v matvec; decode at 272 unchanged.) */
     pdl_launch_dependents();
-    if ((int)threadIdx.x < a.pf_count) prefetch_share(a, threadIdx.x);
     const int hd = a.hd, NG = hd / VEC;
     int L = 1;
     while (L < NG) L <<= 1; /* lanes per key row (power of two, <= 32) */
