@@ -112,9 +112,11 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
             dw_q=$dw_m-q$dw_bits
             [ -f "$dw_q/config.json" ] || timeout 300 "$B/bin/driftwood" quantize --model "$dw_m" --bits "$dw_bits" \
                 --out "$dw_q" >>"$OUT/bench-engine.txt" 2>&1 || fail "quantize-$shape-$dw_bits"
-            echo "== $shape $dw_bits-bit g64" >>"$OUT/bench-engine.txt"
-            [ -x "$B/bin/bench-decode-cuda" ] && { timeout 200 "$B/bin/bench-decode-cuda" --model "$dw_q" \
-                >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
+            for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
+                echo "== $shape $dw_bits-bit g64 ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
+                [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
+                    --model "$dw_q" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
+            done
             { echo "== $shape $dw_bits-bit driftwood bench decode --backend cuda --json (16 + 256)" &&
               timeout 120 "$B/bin/driftwood" bench decode --model "$dw_q" --backend cuda --prompt-tokens 16 \
                   --gen-tokens 256 --json &&
