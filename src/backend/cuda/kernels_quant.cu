@@ -19,6 +19,8 @@
 namespace dwk {
 namespace {
 
+constexpr int THREADS = 256;
+constexpr int WARPS = THREADS / 32;
 constexpr int IN_FLIGHT = 8; /* 16-byte loads in flight per lane: streams × chunks per stream */
 
 /* A group's (scale, bias) pair as stored on the device: two bf16 in one word, or two f32 (f16
@@ -73,9 +75,8 @@ template <int BITS> __device__ __forceinline__ float2 chunk_coeffs(float2 sb) {
 /* One warp task: S weight rows read at once (SwiGLU: S/2 rows each of gate and up), each lane
  * IN_FLIGHT / S chunks of each per round, so a row of up to 32·IN_FLIGHT/S chunks is in flight
  * whole. */
-template <int BITS, int ST, bool PAIR, int S, int WARPS>
-__global__ void __launch_bounds__(32 * WARPS, 16 / WARPS) qmatvec_kernel(const mv_args a) {
-    constexpr int THREADS = 32 * WARPS; /* this kernel's block (at most 128 registers a thread) */
+template <int BITS, int ST, bool PAIR, int S>
+__global__ void __launch_bounds__(THREADS, 2) qmatvec_kernel(const mv_args a) {
     extern __shared__ float smem[];
     __shared__ float red[WARPS];
     using SB = sb_pair<ST>;
@@ -229,9 +230,7 @@ __global__ void __launch_bounds__(32 * WARPS, 16 / WARPS) qmatvec_kernel(const m
 }
 
 /* Streams per warp: the fewest chunks per lane that hold a whole row in flight at once (rows of
- * up to 32·IN_FLIGHT chunks), so narrow matrices still spread over many warps. Blocks of 8 warps,
- * or of 2 when that leaves SMs without a block (o at K = 2048, 4 bits: 512 warp tasks would be 64
- * blocks of 8 on 132 SMs). */
+ * up to 32·IN_FLIGHT chunks), so narrow matrices still spread over many warps. */
 template <int BITS, int ST>
 cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
@@ -241,14 +240,11 @@ cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int rpt = pair ? S / 2 : S;
     const int tasks = (total + rpt - 1) / rpt;
-    const int W = tasks >= 8 * n_sm ? 8 : 2;
-    const int blocks = (tasks + W - 1) / W;
+    const int blocks = (tasks + WARPS - 1) / WARPS;
     const size_t smem = ((size_t)nc * (128 / BITS + 4) + nc) * sizeof(float); /* padded x' and sums */
-#define DWK_QMV(P, SS, WW)                                                                                    \
-    if (pair == P && S == SS && W == WW)                                                                     \
-        return launch_resident(qmatvec_kernel<BITS, ST, P, SS, WW>, a, blocks, 32 * WW, smem, n_sm, stream);
-    DWK_QMV(false, 1, 8) DWK_QMV(false, 2, 8) DWK_QMV(false, 4, 8) DWK_QMV(true, 2, 8) DWK_QMV(true, 4, 8)
-    DWK_QMV(false, 1, 2) DWK_QMV(false, 2, 2) DWK_QMV(false, 4, 2) DWK_QMV(true, 2, 2) DWK_QMV(true, 4, 2)
+#define DWK_QMV(P, SS) \
+    if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, THREADS, smem, n_sm, stream);
+    DWK_QMV(false, 1) DWK_QMV(false, 2) DWK_QMV(false, 4) DWK_QMV(true, 2) DWK_QMV(true, 4)
 #undef DWK_QMV
     return cudaErrorInvalidValue;
 }
