@@ -40,32 +40,33 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 /* Blocks of `kernel` resident at once per SM with `threads` threads and smem bytes of dynamic
- * shared memory (asked once per kernel and size; 1 when the query fails). A kernel seen for the
- * first time is allowed the device's largest dynamic shared memory (opt-in above 48 KB). */
+ * shared memory (asked once per kernel and size; 1 when the query fails). Above 48 KB a kernel
+ * must be allowed its dynamic shared memory first: each kernel's allowance is raised to the
+ * largest size asked for so far. */
 inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
     struct entry {
         const void *kernel;
         size_t smem;
         int n;
     };
-    static entry seen[64];
+    static entry seen[128];
     static int count;
     static std::mutex lock;
     std::lock_guard<std::mutex> g(lock);
-    for (int i = 0; i < count; i++)
-        if (seen[i].kernel == kernel && seen[i].smem == smem) return seen[i].n;
-    bool known = false;
-    for (int i = 0; i < count; i++) known = known || seen[i].kernel == kernel;
-    int n = 0, dev = 0, optin = 0;
-    if (!known && cudaGetDevice(&dev) == cudaSuccess &&
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess)
-        (void)cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-    (void)cudaGetLastError();
+    size_t allowed = 48 * 1024;
+    for (int i = 0; i < count; i++) {
+        if (seen[i].kernel != kernel) continue;
+        if (seen[i].smem == smem) return seen[i].n;
+        if (seen[i].smem > allowed) allowed = seen[i].smem;
+    }
+    if (smem > allowed && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
+        (void)cudaGetLastError(); /* the launch reports it */
+    int n = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess || n < 1) {
         (void)cudaGetLastError();
         n = 1;
     }
-    if (count < 64) seen[count++] = entry{kernel, smem, n};
+    if (count < 128) seen[count++] = entry{kernel, smem, n};
     return n;
 }
 
