@@ -264,26 +264,32 @@ __device__ __forceinline__ float2 group_sb(const qmatrix &m, size_t r, int g) {
     return sb_pair<W_BF16>::get(reinterpret_cast<const uint32_t *>(m.sb)[i]);
 }
 
-/* The values of code word wi of row r (32/bits of them) as f32, into f. */
-__device__ __forceinline__ int word_values(const qmatrix &m, size_t r, int wi, float *f) {
-    const int per = 32 / m.bits, words = m.K / per;
-    const uint32_t w = m.codes[r * words + wi];
-    const float2 p = group_sb(m, r, wi * per / m.group);
-    const uint32_t mask = (1u << m.bits) - 1u;
-    for (int t = 0; t < per; t++) f[t] = fmaf(p.x, (float)((w >> (t * m.bits)) & mask), p.y);
-    return per;
+/* The values of code word wi of row r (32/BITS of them) as f32, into f. */
+template <int BITS> __device__ __forceinline__ void word_values(const qmatrix &m, size_t r, int wi, float *f) {
+    constexpr int PER = 32 / BITS;
+    const uint32_t w = m.codes[r * (m.K / PER) + wi];
+    const float2 p = group_sb(m, r, wi * PER / m.group);
+#pragma unroll
+    for (int t = 0; t < PER; t++) f[t] = fmaf(p.x, (float)((w >> (t * BITS)) & ((1u << BITS) - 1u)), p.y);
 }
 
-__global__ void dequant_bf16_kernel(unsigned short *dst, const qmatrix m, int r0, int cnt) {
-    const int words = m.K * m.bits / 32;
+template <int BITS> __global__ void dequant_bf16_kernel(unsigned short *dst, const qmatrix m, int r0, int cnt) {
+    constexpr int PER = 32 / BITS;
+    const int words = m.K / PER;
     const size_t total = (size_t)cnt * words;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / words;
         const int wi = (int)(i % words);
-        float f[8];
-        const int per = word_values(m, r0 + r, wi, f);
-        unsigned short *o = dst + r * m.K + (size_t)wi * per;
-        for (int t = 0; t < per; t++) o[t] = __bfloat16_as_ushort(__float2bfloat16_rn(f[t]));
+        float f[PER];
+        word_values<BITS>(m, r0 + r, wi, f);
+        uint32_t h[PER / 2]; /* the word's values as bf16 pairs, stored at once (16 or 8 bytes) */
+#pragma unroll
+        for (int t = 0; t < PER; t += 2)
+            h[t / 2] = __bfloat16_as_ushort(__float2bfloat16_rn(f[t])) |
+                       (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f[t + 1])) << 16;
+        unsigned short *o = dst + r * m.K + (size_t)wi * PER;
+        if constexpr (PER == 8) *reinterpret_cast<uint4 *>(o) = make_uint4(h[0], h[1], h[2], h[3]);
+        else *reinterpret_cast<uint2 *>(o) = make_uint2(h[0], h[1]);
     }
 }
 
@@ -291,14 +297,16 @@ struct ids_chunk {
     int32_t v[DWK_EMBED_IDS];
 };
 
-__global__ void embed_q_kernel(float *out, const qmatrix m, ids_chunk ids, const int *dslot) {
+template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, ids_chunk ids, const int *dslot) {
+    constexpr int PER = 32 / BITS;
     pdl_launch_dependents();
-    const int i = blockIdx.x, words = m.K * m.bits / 32;
+    const int i = blockIdx.x, words = m.K / PER;
     const size_t id = (size_t)(dslot ? dslot[0] : ids.v[i]);
     for (int wi = threadIdx.x; wi < words; wi += blockDim.x) {
-        float f[8];
-        const int per = word_values(m, id, wi, f);
-        for (int t = 0; t < per; t++) out[(size_t)i * m.K + (size_t)wi * per + t] = f[t];
+        float f[PER];
+        word_values<BITS>(m, id, wi, f);
+#pragma unroll
+        for (int t = 0; t < PER; t++) out[(size_t)i * m.K + (size_t)wi * PER + t] = f[t];
     }
 }
 
@@ -317,7 +325,8 @@ cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream) {
 
 cudaError_t launch_dequant_bf16(void *dst, const qmatrix &m, int r0, int cnt, cudaStream_t stream) {
     const size_t words = (size_t)cnt * (m.K * m.bits / 32);
-    dequant_bf16_kernel<<<grid_for(words, 256), 256, 0, stream>>>((unsigned short *)dst, m, r0, cnt);
+    if (m.bits == 4) dequant_bf16_kernel<4><<<grid_for(words, 256), 256, 0, stream>>>((unsigned short *)dst, m, r0, cnt);
+    else dequant_bf16_kernel<8><<<grid_for(words, 256), 256, 0, stream>>>((unsigned short *)dst, m, r0, cnt);
     return cudaGetLastError();
 }
 
@@ -327,7 +336,8 @@ cudaError_t launch_embed_q(float *out, const qmatrix &m, const int32_t *ids_host
         const int cnt = n - done < DWK_EMBED_IDS ? n - done : DWK_EMBED_IDS;
         ids_chunk ids;
         for (int i = 0; i < cnt; i++) ids.v[i] = dslot ? 0 : ids_host[done + i];
-        embed_q_kernel<<<cnt, 128, 0, stream>>>(out + (size_t)done * m.K, m, ids, dslot);
+        if (m.bits == 4) embed_q_kernel<4><<<cnt, 128, 0, stream>>>(out + (size_t)done * m.K, m, ids, dslot);
+        else embed_q_kernel<8><<<cnt, 128, 0, stream>>>(out + (size_t)done * m.K, m, ids, dslot);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
