@@ -37,8 +37,9 @@ const dw__cpu_qkernels *dw__cpu_qkernels_for(const char *isa);
 
 /* Wraps a freshly opened compute (c) for a quantized model: on the CPU the wrapper runs matmul,
  * matmul_multi and embed on quantized weights with these kernels and passes everything else
- * through; other backends are refused with DW_ERR_UNSUPPORTED (their quantized kernels are to
- * come). On failure c is left as it was. */
+ * through. A backend whose ops have weight_load_quant (CUDA: kernels_quant.cu) runs quantized
+ * weights itself and is left as it is; any other is refused with DW_ERR_UNSUPPORTED. On failure
+ * c is left as it was. */
 dw_status dw__quant_compute_wrap(dw_compute *c, const char *backend_name, dw_error *err);
 
 /* The kernels a wrapped compute uses (tests switch them, as with dw__cpu_compute_set_kernels). */
