@@ -86,6 +86,7 @@ struct attn_args {
     const float *inv_freq;
     const float *k_new, *v_new;
     int one_split_max; /* set by launch_attention: lengths up to this use one split (no combine) */
+    int min_keys;      /* set by launch_attention: keys per split at least */
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);

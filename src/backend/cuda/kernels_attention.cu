@@ -59,6 +59,23 @@ template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void 
 
 /* Lengths up to this many keys use one split per block: no partials, counter or combine
  * (DW_CUDA_ATTN_ONE=N; 0 = the 32-keys-per-split rule at every length). */
+/* Tuning knobs, read once: DW_CUDA_ATTN_MIN_KEYS=N keys per split at least (default 32),
+ * DW_CUDA_ATTN_BPS=N blocks per SM to aim for in decode (default 2). */
+int env_int(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : dflt;
+}
+int min_keys() {
+    static int n = -1;
+    if (n < 0) n = env_int("DW_CUDA_ATTN_MIN_KEYS", 32);
+    return n;
+}
+int blocks_per_sm() {
+    static int n = -1;
+    if (n < 0) n = env_int("DW_CUDA_ATTN_BPS", 2);
+    return n;
+}
+
 int one_split_max() {
     static int n = -1;
     if (n < 0) {
@@ -88,10 +105,12 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
     const int pos = (a.dslot ? a.dslot[1] : a.pos0) + t, end = pos + 1;
     const int start = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
     /* A recorded graph is launched with the most splits; the splits this length uses are
-     * those the direct path would pick (at least 32 keys each), and the blocks past them
+     * those the direct path would pick (at least min_keys keys each), and the blocks past them
      * leave at once (before the counter, which counts only the splits in use). */
     const int len = end - start;
-    const int nsplit = a.dslot && a.n_tokens == 1 ? (len <= a.one_split_max ? 1 : min(a.splits, (len + 31) / 32)) : a.splits;
+    const int nsplit = a.dslot && a.n_tokens == 1
+                           ? (len <= a.one_split_max ? 1 : min(a.splits, (len + a.min_keys - 1) / a.min_keys))
+                           : a.splits;
     if (split >= nsplit) return;
     const int chunk = (end - start + nsplit - 1) / nsplit;
     const int k0 = start + split * chunk, k1 = k0 + chunk < end ? k0 + chunk : end;
@@ -312,6 +331,7 @@ template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cud
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attn_args b = a;
     b.one_split_max = one_split_max();
+    b.min_keys = min_keys();
     attention_kernel<F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
 }
@@ -353,13 +373,13 @@ void attention_tiles(int group, int *gt, int *tiles) {
 }
 
 int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens) {
-    /* enough blocks to cover the GPU twice, but at least 32 keys per split */
-    int most = (2 * n_sm) / (n_kv * tiles * (n_tokens > 0 ? n_tokens : 1));
+    /* enough blocks to cover the GPU twice (DW_CUDA_ATTN_BPS), but at least min_keys keys per split */
+    int most = (blocks_per_sm() * n_sm) / (n_kv * tiles * (n_tokens > 0 ? n_tokens : 1));
     if (most < 1) most = 1;
     if (most > 64) most = 64;
     if (len <= 0) return most;
     if (n_tokens == 1 && len <= one_split_max()) return 1;
-    int s = (len + 31) / 32;
+    int s = (len + min_keys() - 1) / min_keys();
     return s < most ? s : most;
 }
 
