@@ -42,7 +42,6 @@ struct mv_args {
     int pair_swiglu;
     int qbits, qgroup, sbtype;
     const void *sb[4];
-    int pdl_early; /* set by launch_matvec: let the next kernel launch before this one's wait */
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* The quantized case of launch_matvec (called by it when qbits != 0). */

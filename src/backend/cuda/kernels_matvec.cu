@@ -111,10 +111,6 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     /* Launched with programmatic stream serialization (the default; DW_CUDA_PDL=0 off), this kernel starts while
      * the previous one finishes: the weight loads above do not depend on it; everything below
      * does, so wait for it here (a no-op after an ordinary launch). */
-    /* The next kernel may launch now (DW_CUDA_PDL_EARLY=0: only after this one's wait) and issue
-     * its own weight loads while this one waits and runs: it waits for this grid to complete
-     * before it reads anything this one writes. */
-    if (a.pdl_early) pdl_launch_dependents();
     pdl_wait();
     pdl_launch_dependents();
 
@@ -208,14 +204,7 @@ template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t
 
 } // namespace
 
-cudaError_t launch_matvec(const mv_args &args, int n_sm, cudaStream_t stream) {
-    static int early = -1;
-    if (early < 0) {
-        const char *v = getenv("DW_CUDA_PDL_EARLY");
-        early = !(v && *v == '0');
-    }
-    mv_args a = args;
-    a.pdl_early = early;
+cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream) {
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {
     case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);

@@ -141,7 +141,6 @@ __global__ void __launch_bounds__(THREADS, 2) qmatvec_kernel(const mv_args a) {
         locate(task);
         issue(0);
     }
-    if (a.pdl_early) pdl_launch_dependents(); /* as in kernels_matvec.cu */
     pdl_wait(); /* everything below reads what earlier kernels wrote */
     pdl_launch_dependents();
 
