@@ -122,8 +122,8 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
                   --gen-tokens 256 --json &&
               echo "== $shape $dw_bits-bit: generate -n 1 (warm page cache), wall time" &&
               /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" --backend cuda -n 1 \
-                  --prompt "Hello" && /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" \
-                  --backend cuda -n 1 --prompt "Hello"; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape-q$dw_bits"
+                  --prompt "Hello" --timings && /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" \
+                  --backend cuda -n 1 --prompt "Hello" --timings; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape-q$dw_bits"
         done
         # the command-line benchmark (issue 4: host time per token beside GPU time in --json)
         [ -f "$dw_m/config.json" ] && { echo "== $shape driftwood bench decode --backend cuda --json (16 + 256)" &&

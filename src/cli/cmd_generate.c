@@ -29,12 +29,12 @@ static int is_eos(const dw_model_config *c, const dw_tokenizer *tok, int32_t id)
 DW_COMMAND(generate,
            "generate [--model DIR] --prompt TEXT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
            "[--repeat-penalty R] [--seed S] [--ctx N] [--backend cpu|cuda] [--chat] [--ignore-eos] [--threads N] "
-           "[--kv-f32] [--save-kv FILE] [--resume-kv FILE] [--ids]",
+           "[--kv-f32] [--save-kv FILE] [--resume-kv FILE] [--ids] [--timings]",
            "generate text from a prompt; prints the text, then prefill and decode tok/s") {
     const char *model_dir = NULL, *prompt = NULL, *backend_name = "cpu", *save_kv = NULL, *resume_kv = NULL;
     long n_gen = 128, ctx = 0, seed = 0, top_k = 0, threads = 0;
     double temp = 0.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
-    int chat = 0, ignore_eos = 0, print_ids = 0, kv_f32 = 0;
+    int chat = 0, ignore_eos = 0, print_ids = 0, kv_f32 = 0, timings = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -56,6 +56,7 @@ DW_COMMAND(generate,
         else if (!strcmp(a, "--resume-kv") && v) resume_kv = v, i++;
         else if (!strcmp(a, "--kv-f32")) kv_f32 = 1; /* F32 cache: exact parity with an f32 reference */
         else if (!strcmp(a, "--ids")) print_ids = 1; /* token ids instead of text (for exact comparisons) */
+        else if (!strcmp(a, "--timings")) timings = 1; /* where the time to the first token goes */
         else return dw_cli_fail("generate: unexpected argument '%s'", a);
         if (r) return 1;
     }
@@ -67,6 +68,7 @@ DW_COMMAND(generate,
     sp.temperature = (float)temp, sp.top_k = (int)top_k, sp.top_p = (float)top_p, sp.min_p = (float)min_p;
     sp.repetition_penalty = (float)rep, sp.seed = (uint64_t)seed;
 
+    double t_start = now_s(), t_backend = 0, t_tokenizer = 0, t_model = 0, t_first = 0;
     dw_backend *be = NULL;
     dw_model *model = NULL;
     dw_session *s = NULL;
@@ -78,9 +80,13 @@ DW_COMMAND(generate,
     int rc = 1;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    if (dw_backend_open(backend_name, &be, &err) || dw_tokenizer_load(path, &tok, &err)) goto fail;
+    if (dw_backend_open(backend_name, &be, &err)) goto fail;
+    t_backend = now_s();
+    if (dw_tokenizer_load(path, &tok, &err)) goto fail;
+    t_tokenizer = now_s();
     dw_model_options mo = {.n_threads = (int)threads};
     if (dw_model_load(model_dir, be, &mo, &model, &err)) goto fail;
+    t_model = now_s();
     const dw_model_config *cfg = dw_model_get_config(model);
     if ((size_t)cfg->vocab_size < dw_tokenizer_vocab_size(tok)) {
         dw_error_set(&err, DW_ERR_FORMAT, "%s: the tokenizer has %zu tokens but the model only %d", path,
@@ -143,6 +149,7 @@ DW_COMMAND(generate,
     long decoded = 0; /* forward passes after the prefill */
     for (; produced < n_gen; produced++) {
         int32_t next = dw_sampler_sample(sampler, logits, dw_session_tokens(s), dw_session_n_tokens(s));
+        if (!produced) t_first = now_s();
         if (!ignore_eos && is_eos(cfg, tok, next)) break;
         const char *text;
         size_t len;
@@ -184,6 +191,12 @@ DW_COMMAND(generate,
     fprintf(stderr, "driftwood: prefill %zu tokens in %.3f s (%.1f tok/s); decode %ld tokens in %.3f s (%.2f tok/s)%s\n",
             n_prompt, t1 - t0, n_prompt / (t1 - t0), decoded, t_decode, decoded ? decoded / t_decode : 0.0,
             stopped_by_ctx ? " (stopped: context full)" : "");
+    if (timings && t_first > 0)
+        fprintf(stderr,
+                "driftwood: first token %.1f ms after the command started: backend %.1f, tokenizer %.1f, model load "
+                "%.1f, session and prompt %.1f, prefill and sampling %.1f ms\n",
+                (t_first - t_start) * 1e3, (t_backend - t_start) * 1e3, (t_tokenizer - t_backend) * 1e3,
+                (t_model - t_tokenizer) * 1e3, (t0 - t_model) * 1e3, (t_first - t0) * 1e3);
     rc = 0;
     goto done;
 fail:
