@@ -60,6 +60,16 @@ t = json.load(open(sys.argv[1])); t["model"]["type"] = "WordLevel"; json.dump(t,
 PY
 expect_fail_one_line "tokenizer_of_unknown_type_is_refused" "tokenizer.json" "$dw" generate --model "$d" --prompt hi
 
+# --timings: one stderr line splitting the time to the first token (its parts add up to it;
+# not a bad-input case, but this file holds the generate command's checks)
+"$dw" generate --model "$model" --prompt hi -n 1 --timings >/dev/null 2>"$DW_TMP/timings.txt"
+if python3 - "$DW_TMP/timings.txt" <<'PY'; then pass generate_timings_split_the_first_token; else fail generate_timings_split_the_first_token "$(tail -1 "$DW_TMP/timings.txt")"; fi
+import re, sys
+m = re.search(r"first token ([\d.]+) ms after the command started: backend ([\d.]+), tokenizer ([\d.]+), "
+              r"model load ([\d.]+), session and prompt ([\d.]+), prefill and sampling ([\d.]+) ms", open(sys.argv[1]).read())
+sys.exit(0 if m and abs(sum(map(float, m.groups()[1:])) - float(m.group(1))) < 0.6 else 1)
+PY
+
 printf 'caf\xe9 \xff\n' > "$DW_TMP/bad-utf8.txt"
 expect_fail_one_line "tokenize_rejects_invalid_utf8" "UTF-8" "$dw" tokenize --model "$model" < "$DW_TMP/bad-utf8.txt"
 finish
