@@ -107,7 +107,7 @@ static void qmatmul(qctx *q, int count, float *const *out, const float *x, int n
             q->qk->prep4(xp, x, j.k);
             j.xp = xp;
         }
-        dw_threadpool_run(q->pool, j.first_task[count], qtask, &j);
+        dw_threadpool_run_ranges(q->pool, j.first_task[count], qtask, &j);
         return;
     }
     j.ldt = (n + 15) & ~15;
