@@ -41,6 +41,7 @@ typedef struct qjob {
     int block_rows;
     const float *x;  /* decode: [k] */
     const float *xp; /* decode, 4-bit: x in the layout of qk->prep4 (NULL: none) */
+    int xp_group;    /* the group size xp was made for */
     const float *xt; /* prefill: [k, ldt] */
     int ldt, n, k;
 } qjob;
@@ -55,7 +56,7 @@ static void qtask(void *arg, int task, int thread) {
     int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
     float *out = j->out[m];
     if (!j->xt) {
-        if (w->qbits == 4 && j->xp) j->q->qk->matvec4p(out, j->xp, j->xsum[m], w, r0, r1);
+        if (w->qbits == 4 && j->xp && w->qgroup == j->xp_group) j->q->qk->matvec4p(out, j->xp, j->xsum[m], w, r0, r1);
         else j->q->qk->matvec(out, j->x, j->xsum[m], w, r0, r1);
     } else {
         float *panel = j->q->panels + (size_t)thread * j->q->panel_cap;
@@ -102,10 +103,12 @@ static void qmatmul(qctx *q, int count, float *const *out, const float *x, int n
         }
     }
     if (n == 1) {
-        float xp[q->qk->prep4 && j.k <= 65536 ? j.k : 1];
-        if (q->qk->prep4 && j.k <= 65536) {
-            q->qk->prep4(xp, x, j.k);
+        int gs = w[0]->qgroup, prep = q->qk->prep4 && j.k <= 65536 && gs > 0 && 128 % gs == 0;
+        float xp[prep ? DW_QPREP4_FLOATS(j.k) : 1];
+        if (prep) {
+            q->qk->prep4(xp, x, j.k, gs);
             j.xp = xp;
+            j.xp_group = gs;
         }
         dw_threadpool_run_ranges(q->pool, j.first_task[count], qtask, &j);
         return;
