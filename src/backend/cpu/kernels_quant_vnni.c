@@ -26,20 +26,42 @@
 static inline int16_t *xq_of(float *xp) { return (int16_t *)xp; }
 static inline int n_chunks(int k) { return (k + 127) / 128; }
 
-void dw__qprep4_vnni(float *xp, const float *x, int k, int gs) {
+/* Per group: d_g and the rounded x in the chunk layout. Groups of 32, 64 or 128 inputs: every
+ * 32 inputs (two vectors) are rounded together and scattered to their words (input 128c + o goes
+ * to vector o % 4, word o / 4 of chunk c) with one permute of the two vectors' 16-bit values. */
+VNNI void dw__qprep4_vnni(float *xp, const float *x, int k, int gs) {
     int16_t *xq = xq_of(xp);
     int nc = n_chunks(k), groups = k / gs;
     float *d = (float *)(xq + (size_t)nc * 128);
+    /* word j of the permuted vector takes value (j % 8) * 4 + j / 8 of the 32 rounded inputs: the
+     * inputs o ≡ s (mod 4) of a 32-input run go to words 8s .. 8s+7 */
+    uint16_t perm[32];
+    for (int j = 0; j < 32; j++) perm[j] = (uint16_t)((j % 8) * 4 + j / 8);
+    const __m512i pidx = _mm512_loadu_si512(perm);
     for (int g = 0; g < groups; g++) {
-        float amax = 0.0f;
-        for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(x[g * gs + i]));
-        d[g] = amax / 32767.0f;
-        float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        for (int i = g * gs; i < (g + 1) * gs; i++) {
-            float v = rintf(x[i] * inv);
-            v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-            int c = i / 128, o = i % 128;
-            xq[c * 128 + (o % 4) * 32 + o / 4] = (int16_t)v;
+        const float *xg = x + (size_t)g * gs;
+        __m512 amax = _mm512_setzero_ps();
+        for (int i = 0; i < gs; i += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
+        float a = _mm512_reduce_max_ps(amax);
+        d[g] = a / 32767.0f;
+        const __m512 inv = _mm512_set1_ps(a > 0.0f ? 32767.0f / a : 0.0f);
+        const __m512 hi = _mm512_set1_ps(32767.0f), lo = _mm512_set1_ps(-32767.0f);
+        for (int i = 0; i < gs; i += 32) {
+            /* round half to even, clamp, pack the 32 values to 16 bits (in order), then permute */
+            __m512 v0 = _mm512_mul_ps(_mm512_loadu_ps(xg + i), inv), v1 = _mm512_mul_ps(_mm512_loadu_ps(xg + i + 16), inv);
+            v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
+            v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
+            __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_cvtps_epi32(v0))),
+                                           _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(v1)), 1);
+            w = _mm512_permutexvar_epi16(pidx, w);
+            /* these 32 inputs sit in chunk c at offsets base .. base + 31 (base 0, 32, 64 or 96):
+             * words 8s .. 8s+7 of w (128-bit lane s) go to vector s from word base / 4 on */
+            int at = g * gs + i, c = at / 128, base = at % 128;
+            int16_t *dst = xq + (size_t)c * 128 + base / 4;
+            _mm_storeu_si128((__m128i *)dst, _mm512_extracti32x4_epi32(w, 0));
+            _mm_storeu_si128((__m128i *)(dst + 32), _mm512_extracti32x4_epi32(w, 1));
+            _mm_storeu_si128((__m128i *)(dst + 64), _mm512_extracti32x4_epi32(w, 2));
+            _mm_storeu_si128((__m128i *)(dst + 96), _mm512_extracti32x4_epi32(w, 3));
         }
     }
     for (int i = k; i < nc * 128; i++) {
