@@ -10,6 +10,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/membw.h"
+#include "cli/bench_util.h"
 #include "cli/command.h"
 #include "core/threadpool.h"
 #include "driftwood/backend.h"
@@ -150,6 +151,7 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
         if (g > gbs_after) gbs_after = g;
     }
     gbs = gbs_before > gbs_after ? gbs_before : gbs_after;
+    double huge = is_cpu ? dw_cli_huge_mapped_fraction(model_dir) : -1;
     uint64_t wbytes = dw_model_weight_bytes(model);
     /* interleaved: Σ per-token bound times ÷ Σ token times; il_gbs is the bandwidth that would
      * give that Σ over the run; the lowest and highest single passes show how much it moved */
@@ -188,6 +190,7 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
             printf(", \"gpu_ms_per_token\": %.4f, \"host_ms_per_token\": %.4f, \"launch_ms_per_token\": %.4f, "
                    "\"sync_download_ms_per_token\": %.4f",
                    gpu_ms, (decode_total + sample_total) * 1e3 / n_gen - gpu_ms, enqueue_ms, download_ms);
+        if (huge >= 0) printf(", \"weights_huge_mapped_fraction\": %.3f", huge);
         if (interleave)
             printf(", \"interleaved_bandwidth_gbs\": %.2f, \"interleaved_bandwidth_min_gbs\": %.2f, "
                    "\"interleaved_bandwidth_max_gbs\": %.2f, \"interleaved_bound_tok_s\": %.3f, "
@@ -210,6 +213,7 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
             printf("memory bandwidth %.2f GB/s (read; %.2f before the prefill, %.2f after the decode)\n", gbs, gbs_before,
                    gbs_after);
             printf("bound            %.3f tok/s (%.3f GB of weights per token)\n", bound_tps, wbytes / 1e9);
+            if (huge >= 0) printf("huge pages       %.0f%% of the resident weights mapped with huge pages\n", 100 * huge);
             printf("decode / bound   %.1f%%\n", 100.0 * decode_tps / bound_tps);
             if (interleave)
                 printf("interleaved      %.1f%% of the bound measured between tokens (%.2f GB/s over the decode; "

@@ -17,7 +17,9 @@
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 /* Prefetch distances ahead of the next rows' codes (bytes): L1, and L2 further on. */
+#ifndef QPF_L2
 #define QPF_L2 12288
+#endif
 
 /* The layout prep4 writes (k inputs, chunks of 128 inputs = 64 bytes of codes): for chunk c,
  * four vectors of 32 int16, vector s holding qx[128c + 4j + s] at word j — the order in which
