@@ -8,8 +8,8 @@ double dw_cli_median(double *values, size_t n); /* sorts values in place */
 long dw_cli_rss_bytes(void);                 /* resident set size of this process */
 /* Of this process's resident pages of files named *.safetensors under dir (a model's weights),
  * the fraction mapped with huge pages (FilePmdMapped / Rss in /proc/self/smaps); -1 if unknown.
- * Decode reads weights at a higher rate through huge pages (docs/PERFORMANCE.md), and which
- * pages the page cache holds as huge folios depends on how the file was last read or written. */
+ * Which pages the page cache holds as huge folios depends on how the file was last read or
+ * written, and TLB misses can slow decode (docs/PERFORMANCE.md), so the benchmark reports it. */
 double dw_cli_huge_mapped_fraction(const char *dir);
 
 #endif
