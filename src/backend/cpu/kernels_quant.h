@@ -1,8 +1,9 @@
 /* CPU kernels for quantized (MLX affine) matrices, src/engine/quant.h: the decode
  * matrix-vector product on packed 4- and 8-bit codes, and row dequantization for the prefill
  * GEMM (which then runs the f32 GEMM of kernels.h on a dequantized block of rows). Scalar
- * references (kernels_quant_ref.c) and AVX2 / AVX-512 versions (kernels_quant_x86.c), chosen
- * at run time with the same ISA names as kernels.h. kernels_quant_ops.c wraps the CPU compute
+ * references (kernels_quant_ref.c) and AVX2 / AVX-512 versions (kernels_quant_x86.c; the 4-bit
+ * decode with AVX512_VNNI in kernels_quant_vnni.c), chosen at run time with the same ISA names
+ * as kernels.h. kernels_quant_ops.c wraps the CPU compute
  * ops with them for quantized models. */
 #ifndef DW_BACKEND_CPU_KERNELS_QUANT_H
 #define DW_BACKEND_CPU_KERNELS_QUANT_H

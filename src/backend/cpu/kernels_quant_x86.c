@@ -1,4 +1,5 @@
-/* x86-64 SIMD versions of the quantized kernels (kernels_quant.h): AVX2+FMA and AVX-512.
+/* x86-64 SIMD versions of the quantized kernels (kernels_quant.h): AVX2+FMA and AVX-512, and the
+ * AVX-512 set whose 4-bit decode path is the VNNI kernel of kernels_quant_vnni.c.
  * A 4-bit word holds 8 codes, input i at bits [4(i mod 8), ...): broadcast, shift each lane by
  * its own count, mask, convert, multiply-add with x. 8-bit codes are bytes in input order. The
  * sum over a group is scaled once per group; the bias term uses the group sums of x. */
