@@ -1,7 +1,8 @@
-/* Clocks, medians and RSS for the benchmark commands. */
+/* Clocks, medians, RSS and huge-page mappings for the benchmark commands. */
 #include "cli/bench_util.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,4 +41,27 @@ long dw_cli_rss_bytes(void) {
     long kb;
     if (!p || sscanf(p + 5, "%ld", &kb) != 1) return -1;
     return kb * 1024;
+}
+
+double dw_cli_huge_mapped_fraction(const char *dir) {
+    char real[PATH_MAX];
+    if (!realpath(dir, real)) return -1;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[PATH_MAX + 256];
+    int in_weights = 0;
+    long rss = 0, pmd = 0, kb;
+    unsigned long a, b;
+    size_t dl = strlen(real);
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx", &a, &b) == 2) { /* a mapping's first line: addresses ... path */
+            const char *path = strchr(line, '/');
+            size_t n = path ? strcspn(path, "\n") : 0;
+            const char *dir = real;
+            in_weights = path && !strncmp(path, dir, dl) && n > 12 && !strncmp(path + n - 12, ".safetensors", 12);
+        } else if (in_weights && sscanf(line, "Rss: %ld", &kb) == 1) rss += kb;
+        else if (in_weights && sscanf(line, "FilePmdMapped: %ld", &kb) == 1) pmd += kb;
+    }
+    fclose(f);
+    return rss > 0 ? (double)pmd / rss : -1;
 }

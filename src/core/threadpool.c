@@ -6,7 +6,11 @@
  * loop, each of the ~80 loops of a decoded token could stall that long. So a worker joins a loop
  * (atomically, while it is open) before touching it, the caller closes the loop once all its
  * tasks are handed out, and then waits only for the joined workers to finish theirs. A worker
- * that wakes up after the close skips that loop. */
+ * that wakes up after the close skips that loop.
+ *
+ * In a loop run by ranges, each thread's next task and end are one atomic word (next in the low
+ * 32 bits, end in the high 32): the owner takes from the front, others from the back, both by
+ * compare-and-swap, so every task runs exactly once whoever takes it. */
 #include "core/threadpool.h"
 
 #include <pthread.h>
@@ -37,6 +41,12 @@
 #define STATE_ACTIVE_MASK (STATE_CLOSED - 1)
 #define STATE_GEN(s) ((uint32_t)((s) >> 32))
 
+/* One thread's range of tasks in a loop run by ranges, on a cache line of its own. */
+typedef struct {
+    _Atomic uint64_t next_end;
+    char pad[64 - sizeof(uint64_t)];
+} task_range;
+
 struct dw_threadpool {
     int n_threads;
     pthread_t *workers; /* n_threads - 1 */
@@ -50,6 +60,8 @@ struct dw_threadpool {
     dw_task_fn fn;
     void *arg;
     int n_tasks;
+    int ranged; /* this loop is run by ranges (dw_threadpool_run_ranges) */
+    task_range ranges[MAX_THREADS];
 };
 
 typedef struct {
@@ -57,7 +69,43 @@ typedef struct {
     int index;
 } worker_start;
 
+/* The front task of range r (its owner), or -1 when it is empty. */
+static int take_front(task_range *r) {
+    uint64_t s = atomic_load_explicit(&r->next_end, memory_order_relaxed);
+    while ((uint32_t)s < (uint32_t)(s >> 32))
+        if (atomic_compare_exchange_weak(&r->next_end, &s, s + 1)) return (int)(uint32_t)s;
+    return -1;
+}
+
+/* The back task of range r (another thread), or -1 when it is empty. */
+static int take_back(task_range *r) {
+    uint64_t s = atomic_load_explicit(&r->next_end, memory_order_relaxed);
+    while ((uint32_t)s < (uint32_t)(s >> 32))
+        if (atomic_compare_exchange_weak(&r->next_end, &s, s - (1ull << 32))) return (int)(s >> 32) - 1;
+    return -1;
+}
+
+static void run_ranges(dw_threadpool *pool, int thread) {
+    for (int t; (t = take_front(&pool->ranges[thread])) >= 0;) pool->fn(pool->arg, t, thread);
+    for (;;) { /* help: the range with the most tasks left */
+        int best = -1;
+        uint32_t most = 0;
+        for (int i = 0; i < pool->n_threads; i++) {
+            uint64_t s = atomic_load_explicit(&pool->ranges[i].next_end, memory_order_relaxed);
+            uint32_t left = (uint32_t)(s >> 32) > (uint32_t)s ? (uint32_t)(s >> 32) - (uint32_t)s : 0;
+            if (left > most) most = left, best = i;
+        }
+        if (best < 0) return;
+        int t = take_back(&pool->ranges[best]);
+        if (t >= 0) pool->fn(pool->arg, t, thread);
+    }
+}
+
 static void run_tasks(dw_threadpool *pool, int thread) {
+    if (pool->ranged) {
+        run_ranges(pool, thread);
+        return;
+    }
     for (;;) {
         int t = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
         if (t >= pool->n_tasks) break;
@@ -167,7 +215,7 @@ void dw_threadpool_destroy(dw_threadpool *pool) {
 
 int dw_threadpool_size(const dw_threadpool *pool) { return pool->n_threads; }
 
-void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg) {
+static void run_loop(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg, int ranged) {
     if (n_tasks <= 0) return;
     pthread_mutex_lock(&pool->run_lock);
     if (pool->n_threads == 1 || n_tasks == 1) {
@@ -179,7 +227,13 @@ void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *ar
     pool->fn = fn;
     pool->arg = arg;
     pool->n_tasks = n_tasks;
+    pool->ranged = ranged;
     atomic_store(&pool->next_task, 0);
+    if (ranged) /* thread i gets tasks [n_tasks * i / n, n_tasks * (i + 1) / n) */
+        for (int i = 0; i < pool->n_threads; i++) {
+            uint64_t lo = (uint64_t)n_tasks * i / pool->n_threads, hi = (uint64_t)n_tasks * (i + 1) / pool->n_threads;
+            atomic_store_explicit(&pool->ranges[i].next_end, lo | hi << 32, memory_order_relaxed);
+        }
     uint32_t gen = STATE_GEN(atomic_load(&pool->state)) + 1;
     pthread_mutex_lock(&pool->lock);
     atomic_store(&pool->state, (uint64_t)gen << 32); /* open, nobody joined */
@@ -200,6 +254,14 @@ void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *ar
         pthread_mutex_unlock(&pool->lock);
     }
     pthread_mutex_unlock(&pool->run_lock);
+}
+
+void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg) {
+    run_loop(pool, n_tasks, fn, arg, 0);
+}
+
+void dw_threadpool_run_ranges(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg) {
+    run_loop(pool, n_tasks, fn, arg, 1);
 }
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;

@@ -26,6 +26,13 @@ int dw_threadpool_size(const dw_threadpool *pool);
  * are serialized (one loop runs at a time). fn must not call dw_threadpool_run on the same pool. */
 void dw_threadpool_run(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg);
 
+/* The same, but the tasks are cut into one contiguous range per thread and each thread runs its
+ * own range in increasing order, so that each reads one linear stream over memory laid out in task
+ * order (the decode matrix-vector products: hardware and software prefetch run ahead undisturbed).
+ * A thread that has finished its range takes tasks one at a time from the end of the range with
+ * the most left — so a thread that is late to start (a shared machine) delays nothing. */
+void dw_threadpool_run_ranges(dw_threadpool *pool, int n_tasks, dw_task_fn fn, void *arg);
+
 /* The process-wide pool used by the CPU backend, created on first use (sized as for
  * n_threads <= 0 above). Never destroyed. Returns NULL only if thread creation failed. */
 dw_threadpool *dw_threadpool_global(void);

@@ -1,5 +1,6 @@
 /* The thread pool behind the CPU kernels: every task of a loop runs exactly once on a valid
- * thread index, loop after loop, with callers on several threads at once. */
+ * thread index, loop after loop, with callers on several threads at once, in both ways of
+ * handing out tasks (dynamically, and by per-thread ranges with taking from others' ends). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ static void count_task(void *arg, int task, int thread) {
     if (thread < 0 || thread >= j->n_threads) atomic_store(&j->bad_thread, 1);
 }
 
-TEST(threadpool_runs_every_task_exactly_once) {
+static void runs_every_task_exactly_once(int *dw_test_failed_, int ranged) {
     dw_error err = {0};
     static const int sizes[] = {1, 2, 3, 8};
     static const int tasks[] = {1, 2, 7, 64, 1000};
@@ -36,15 +37,21 @@ TEST(threadpool_runs_every_task_exactly_once) {
         for (size_t ti = 0; ti < sizeof tasks / sizeof tasks[0]; ti++) {
             int n = tasks[ti];
             count_job j = {.hits = calloc((size_t)n, sizeof(atomic_int)), .n_threads = sizes[si]};
-            dw_threadpool_run(pool, n, count_task, &j);
-            for (int t = 0; t < n; t++) CHECK_MSG(atomic_load(&j.hits[t]) == 1, "pool %d, %d tasks: task %d ran %d times",
-                                                  sizes[si], n, t, atomic_load(&j.hits[t]));
+            j.spin = ti % 2 ? 3000 : 0;
+            (ranged ? dw_threadpool_run_ranges : dw_threadpool_run)(pool, n, count_task, &j);
+            for (int t = 0; t < n; t++)
+                CHECK_MSG(atomic_load(&j.hits[t]) == 1, "pool %d, %d tasks%s: task %d ran %d times", sizes[si], n,
+                          ranged ? " (ranges)" : "", t, atomic_load(&j.hits[t]));
             CHECK(!atomic_load(&j.bad_thread));
             free(j.hits);
         }
         dw_threadpool_destroy(pool);
     }
 }
+
+TEST(threadpool_runs_every_task_exactly_once) { runs_every_task_exactly_once(dw_test_failed_, 0); }
+
+TEST(threadpool_run_ranges_runs_every_task_exactly_once) { runs_every_task_exactly_once(dw_test_failed_, 1); }
 
 TEST(threadpool_survives_many_short_loops) {
     /* loops of a few tiny tasks back to back: the join/close protocol under constant races */
@@ -58,7 +65,8 @@ TEST(threadpool_survives_many_short_loops) {
         int n = 2 + loop % 3;
         j.spin = loop % 2 ? 0 : 2000; /* every other loop long enough for the workers to join */
         for (int t = 0; t < 4; t++) atomic_store(&hits[t], 0);
-        dw_threadpool_run(pool, n, count_task, &j);
+        /* both ways of handing out tasks, alternating every two loops */
+        (loop % 4 < 2 ? dw_threadpool_run : dw_threadpool_run_ranges)(pool, n, count_task, &j);
         for (int t = 0; t < n; t++) CHECK_MSG(atomic_load(&hits[t]) == 1, "loop %d task %d", loop, t);
         expected += (long)n * (n - 1) / 2;
     }

@@ -101,21 +101,45 @@ TEST(quant_shape_checks_name_the_problem) {
 /* Every kernel set: matvec (and the 4-bit matvec on prep4's layout, where a set has one) against
  * the reference and against dequantize + f32 dot; dequant bit-identical to the reference. 37 rows
  * from row 3: blocks of several rows and a remainder; 1280 columns: 40, 20 or 10 groups (SIMD
- * blocks of 16 groups and a remainder); scales and biases in each stored dtype. */
+ * blocks of 16 groups and a remainder), and 1344 (not a multiple of 128: a half chunk at the end
+ * of each row for the VNNI path); scales and biases in each stored dtype. Every set the CPU can
+ * run, the plain AVX-512 one included where the VNNI set is the default. */
+/* x as the VNNI set's prep4 represents it: per group g, d_g·round(x / d_g), d_g = max|x| / 32767. */
+static void round_x_16bit(float *xr, const float *x, int cols, int gs) {
+    for (int g = 0; g < cols / gs; g++) {
+        float amax = 0.0f;
+        for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(x[g * gs + i]));
+        float d = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int i = g * gs; i < (g + 1) * gs; i++) xr[i] = rintf(x[i] * inv) * d;
+    }
+}
+
 TEST(quant_kernels_match_reference_and_dequantized_matmul) {
     const dw__cpu_kernels *sets[8];
     int n_sets = dw__cpu_kernels_available(sets, 8);
-    const int rows = 37, cols = 1280;
-    int bits_list[2] = {4, 8}, gs_list[3] = {32, 64, 128};
+    const dw__cpu_qkernels *qsets[10];
+    int n_q = 0;
+    for (int s = 0; s < n_sets; s++) {
+        const dw__cpu_qkernels *qk = dw__cpu_qkernels_for(sets[s]->isa);
+        int seen = 0;
+        for (int i = 0; i < n_q; i++) seen |= qsets[i] == qk;
+        if (!seen) qsets[n_q++] = qk;
+        if (!strcmp(qk->isa, "avx512vnni")) qsets[n_q++] = &dw__cpu_qkernels_avx512;
+    }
+    const int rows = 37, max_cols = 1344;
+    int bits_list[2] = {4, 8}, gs_list[3] = {32, 64, 128}, cols_list[2] = {1280, 1344};
     dw_dtype sd_list[3] = {DW_DTYPE_BF16, DW_DTYPE_F16, DW_DTYPE_F32};
-    float *x = malloc(sizeof(float) * cols), *xp = malloc(sizeof(float) * cols);
-    float *deq = malloc(sizeof(float) * rows * cols), *deq2 = malloc(sizeof(float) * rows * cols);
-    float ref[37], got[37], xsum[64];
-    for (int i = 0; i < cols; i++) x[i] = frand();
+    float *x = malloc(sizeof(float) * max_cols), *xp = malloc(sizeof(float) * DW_QPREP4_FLOATS(max_cols));
+    float *deq = malloc(sizeof(float) * rows * max_cols), *deq2 = malloc(sizeof(float) * rows * max_cols);
+    float *xr = malloc(sizeof(float) * max_cols);
+    float ref[37], refr[37], got[37], xsum[64];
+    for (int i = 0; i < max_cols; i++) x[i] = frand();
+    for (int ci = 0; ci < 2; ci++)
     for (int bi = 0; bi < 2; bi++)
         for (int gi = 0; gi < 3; gi++)
             for (int si = 0; si < 3; si++) {
-                int bits = bits_list[bi], gs = gs_list[gi];
+                int bits = bits_list[bi], gs = gs_list[gi], cols = cols_list[ci];
+                if (cols % gs) continue;
                 qmat m;
                 qmat_make_sd(&m, rows, cols, bits, gs, sd_list[si]);
                 for (int g = 0; g < cols / gs; g++) {
@@ -130,22 +154,35 @@ TEST(quant_kernels_match_reference_and_dequantized_matmul) {
                     CHECK_MSG(fabs(ref[r] - d) <= 1e-4 * (1 + fabs(d)), "ref bits %d gs %d sd %d row %d: %g vs %g", bits,
                               gs, si, r, ref[r], d);
                 }
-                for (int s = 0; s < n_sets; s++) {
-                    const dw__cpu_qkernels *qk = dw__cpu_qkernels_for(sets[s]->isa);
+                /* the reference on x rounded to 16 bits per group (exact group sums for the bias term) */
+                round_x_16bit(xr, x, cols, gs);
+                dw__cpu_qkernels_ref.matvec(refr, xr, xsum, &m.w, 0, rows);
+                for (int s = 0; s < n_q; s++) {
+                    const dw__cpu_qkernels *qk = qsets[s];
+                    int x16 = !strcmp(qk->isa, "avx512vnni"); /* its prep4 rounds x to 16 bits */
                     for (int path = 0; path < 2; path++) {
                         if (path == 1 && !(bits == 4 && qk->prep4)) continue;
                         for (int r = 0; r < rows; r++) got[r] = 12345.0f; /* rows before the slice stay */
                         if (path == 0) {
                             qk->matvec(got, x, xsum, &m.w, 3, rows); /* a slice not starting at 0 */
                         } else {
-                            qk->prep4(xp, x, cols);
+                            qk->prep4(xp, x, cols, gs);
                             qk->matvec4p(got, xp, xsum, &m.w, 3, rows);
                         }
                         for (int r = 0; r < 3; r++) CHECK(got[r] == 12345.0f);
+                        const float *want = path == 1 && x16 ? refr : ref;
                         for (int r = 3; r < rows; r++)
-                            CHECK_MSG(fabsf(got[r] - ref[r]) <= 1e-5f * (1 + fabsf(ref[r])),
+                            CHECK_MSG(fabsf(got[r] - want[r]) <= 1e-5f * (1 + fabsf(want[r])),
                                       "%s%s bits %d gs %d sd %d row %d: %g vs %g", qk->isa, path ? " (prep4)" : "", bits,
-                                      gs, si, r, got[r], ref[r]);
+                                      gs, si, r, got[r], want[r]);
+                        for (int r = 3; r < rows && path == 1 && x16; r++) {
+                            /* and the rounding of x moves the result by at most Σ|w_i|·d_g/2 */
+                            double bound = 0;
+                            for (int i = 0; i < cols; i++) bound += fabs(deq[r * cols + i]) * fabs(x[i] - xr[i]);
+                            CHECK_MSG(fabs(got[r] - ref[r]) <= 1.01 * bound + 1e-5 * (1 + fabs(ref[r])),
+                                      "%s (prep4) bits %d gs %d sd %d row %d: %g vs exact %g, bound %g", qk->isa, bits, gs,
+                                      si, r, got[r], ref[r], bound);
+                        }
                     }
                     qk->dequant(deq2, &m.w, 5, rows);
                     CHECK_MSG(!memcmp(deq2, deq + 5 * cols, sizeof(float) * (rows - 5) * cols),
@@ -155,6 +192,7 @@ TEST(quant_kernels_match_reference_and_dequantized_matmul) {
             }
     free(x);
     free(xp);
+    free(xr);
     free(deq);
     free(deq2);
 }

@@ -243,8 +243,8 @@ static void cpu_matmul_multi(void *vctx, int count, float *const *out, const flo
         DW_ASSERT(w[m]->cols == w[0]->cols);
         j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
     }
-    if (n == 1) {
-        dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
+    if (n == 1) { /* decode: one linear stream of weight rows per thread */
+        dw_threadpool_run_ranges(c->pool, j.first_task[count], matmul_task, &j);
         return;
     }
     /* prefill: transpose the batch once, then every task runs the GEMM on its rows */

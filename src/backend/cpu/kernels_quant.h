@@ -1,8 +1,9 @@
 /* CPU kernels for quantized (MLX affine) matrices, src/engine/quant.h: the decode
  * matrix-vector product on packed 4- and 8-bit codes, and row dequantization for the prefill
  * GEMM (which then runs the f32 GEMM of kernels.h on a dequantized block of rows). Scalar
- * references (kernels_quant_ref.c) and AVX2 / AVX-512 versions (kernels_quant_x86.c), chosen
- * at run time with the same ISA names as kernels.h. kernels_quant_ops.c wraps the CPU compute
+ * references (kernels_quant_ref.c) and AVX2 / AVX-512 versions (kernels_quant_x86.c; the 4-bit
+ * decode with AVX512_VNNI in kernels_quant_vnni.c), chosen at run time with the same ISA names
+ * as kernels.h. kernels_quant_ops.c wraps the CPU compute
  * ops with them for quantized models. */
 #ifndef DW_BACKEND_CPU_KERNELS_QUANT_H
 #define DW_BACKEND_CPU_KERNELS_QUANT_H
@@ -21,18 +22,29 @@ typedef struct dw__cpu_qkernels {
     dw__qmatvec_fn matvec;
     dw__qdequant_fn dequant;
     /* (optional) 4-bit decode: the matvec reads x in its own layout, made once per vector by
-     * prep4(xp, x, k) (k a multiple of 32); NULL: the matvec reads x as it is. */
-    void (*prep4)(float *xp, const float *x, int k);
+     * prep4(xp, x, k, gs) into DW_QPREP4_FLOATS(k) floats (k a multiple of 32 and of the group
+     * size gs, gs dividing 128; matvec4p is used only on matrices of that group size); NULL: the
+     * matvec reads x as it is. */
+    void (*prep4)(float *xp, const float *x, int k, int gs);
     dw__qmatvec_fn matvec4p; /* with prep4: the 4-bit matvec on xp */
 } dw__cpu_qkernels;
+
+/* Room for prep4's layout of k inputs. */
+#define DW_QPREP4_FLOATS(k) ((size_t)(k) + 128)
 
 extern const dw__cpu_qkernels dw__cpu_qkernels_ref;
 #if defined(__x86_64__)
 extern const dw__cpu_qkernels dw__cpu_qkernels_avx2;
 extern const dw__cpu_qkernels dw__cpu_qkernels_avx512;
+/* AVX-512 with the VNNI 4-bit decode path (kernels_quant_vnni.c); the rest as the AVX-512 set. */
+extern const dw__cpu_qkernels dw__cpu_qkernels_avx512vnni;
+void dw__qprep4_vnni(float *xp, const float *x, int k, int gs);
+void dw__qmatvec4_vnni(float *out, const float *xp, const float *xsum, const dw_cweight *w, int r0, int r1);
 #endif
 
-/* The set for a kernels.h ISA name ("ref", "avx2", "avx512", ...): the matching one, else ref. */
+/* The set for a kernels.h ISA name ("ref", "avx2", "avx512", ...): the matching one, else ref;
+ * for the AVX-512 names, the VNNI set where the CPU has AVX512_VNNI (DW_CPU_QISA=avx512 in the
+ * environment keeps the plain AVX-512 set, for comparisons). */
 const dw__cpu_qkernels *dw__cpu_qkernels_for(const char *isa);
 
 /* Wraps a freshly opened compute (c) for a quantized model: on the CPU the wrapper runs matmul,

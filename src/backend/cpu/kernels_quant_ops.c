@@ -41,6 +41,7 @@ typedef struct qjob {
     int block_rows;
     const float *x;  /* decode: [k] */
     const float *xp; /* decode, 4-bit: x in the layout of qk->prep4 (NULL: none) */
+    int xp_group;    /* the group size xp was made for */
     const float *xt; /* prefill: [k, ldt] */
     int ldt, n, k;
 } qjob;
@@ -55,7 +56,7 @@ static void qtask(void *arg, int task, int thread) {
     int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
     float *out = j->out[m];
     if (!j->xt) {
-        if (w->qbits == 4 && j->xp) j->q->qk->matvec4p(out, j->xp, j->xsum[m], w, r0, r1);
+        if (w->qbits == 4 && j->xp && w->qgroup == j->xp_group) j->q->qk->matvec4p(out, j->xp, j->xsum[m], w, r0, r1);
         else j->q->qk->matvec(out, j->x, j->xsum[m], w, r0, r1);
     } else {
         float *panel = j->q->panels + (size_t)thread * j->q->panel_cap;
@@ -79,6 +80,18 @@ static void transpose_task(void *arg, int task, int thread) {
     }
 }
 
+/* xsum[g] = Σ of inputs g·gs .. g·gs + gs - 1 (the bias term's factor), in eight interleaved
+ * partial sums (gs is a multiple of 8: MLX's 32, 64, 128), which the compiler vectorizes. */
+static void group_sums(float *xsum, const float *x, int k, int gs) {
+    for (int g = 0; g < k / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        float p[8] = {0};
+        for (int i = 0; i < gs; i += 8)
+            for (int l = 0; l < 8; l++) p[l] += xg[i + l];
+        xsum[g] = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+    }
+}
+
 /* Runs the quantized weights w[0..count) (same cols) on x [n, k]. */
 static void qmatmul(qctx *q, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
                     const dw_cweight *const *bias) {
@@ -91,23 +104,23 @@ static void qmatmul(qctx *q, int count, float *const *out, const float *x, int n
         j.bias[m] = bias ? bias[m] : NULL;
         j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
         if (n == 1) {
-            int gs = w[m]->qgroup, groups = j.k / gs;
-            DW_ASSERT(groups <= MAX_GROUPS);
-            for (int g = 0; g < groups; g++) {
-                float s = 0.0f;
-                for (int i = 0; i < gs; i++) s += x[g * gs + i];
-                xsum[m][g] = s;
-            }
-            j.xsum[m] = xsum[m];
+            int gs = w[m]->qgroup;
+            DW_ASSERT(j.k / gs <= MAX_GROUPS);
+            int same = 0; /* matrices with the same group size share the sums */
+            while (same < m && w[same]->qgroup != gs) same++;
+            if (same == m) group_sums(xsum[m], x, j.k, gs);
+            j.xsum[m] = xsum[same];
         }
     }
     if (n == 1) {
-        float xp[q->qk->prep4 && j.k <= 65536 ? j.k : 1];
-        if (q->qk->prep4 && j.k <= 65536) {
-            q->qk->prep4(xp, x, j.k);
+        int gs = w[0]->qgroup, prep = q->qk->prep4 && j.k <= 65536 && gs > 0 && 128 % gs == 0;
+        float xp[prep ? DW_QPREP4_FLOATS(j.k) : 1];
+        if (prep) {
+            q->qk->prep4(xp, x, j.k, gs);
             j.xp = xp;
+            j.xp_group = gs;
         }
-        dw_threadpool_run(q->pool, j.first_task[count], qtask, &j);
+        dw_threadpool_run_ranges(q->pool, j.first_task[count], qtask, &j);
         return;
     }
     j.ldt = (n + 15) & ~15;

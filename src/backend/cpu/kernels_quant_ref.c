@@ -1,4 +1,5 @@
 /* Scalar references of the quantized kernels (kernels_quant.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/kernels_quant.h"
@@ -42,7 +43,12 @@ const dw__cpu_qkernels dw__cpu_qkernels_ref = {
 const dw__cpu_qkernels *dw__cpu_qkernels_for(const char *isa) {
 #if defined(__x86_64__)
     if (!strcmp(isa, "avx2")) return &dw__cpu_qkernels_avx2;
-    if (!strncmp(isa, "avx512", 6)) return &dw__cpu_qkernels_avx512;
+    if (!strncmp(isa, "avx512", 6)) {
+        const char *cap = getenv("DW_CPU_QISA");
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512vnni") && !(cap && !strcmp(cap, "avx512"))) return &dw__cpu_qkernels_avx512vnni;
+        return &dw__cpu_qkernels_avx512;
+    }
 #endif
     return &dw__cpu_qkernels_ref;
 }

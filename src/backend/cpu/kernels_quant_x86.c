@@ -1,4 +1,5 @@
-/* x86-64 SIMD versions of the quantized kernels (kernels_quant.h): AVX2+FMA and AVX-512.
+/* x86-64 SIMD versions of the quantized kernels (kernels_quant.h): AVX2+FMA and AVX-512, and the
+ * AVX-512 set whose 4-bit decode path is the VNNI kernel of kernels_quant_vnni.c.
  * A 4-bit word holds 8 codes, input i at bits [4(i mod 8), ...): broadcast, shift each lane by
  * its own count, mask, convert, multiply-add with x. 8-bit codes are bytes in input order. The
  * sum over a group is scaled once per group; the bias term uses the group sums of x. */
@@ -106,7 +107,7 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx2 = {
  * 2m+1 keep nibble m of the low and high word (mask 0xF << 4m, no shift), so the lane holds
  * code·16^m; x is pre-permuted and pre-scaled by 16^-m to match (exact: powers of two), as MLX's
  * Metal kernels do: xp[16j + 2m] = x[16j + m]·16^-m, xp[16j + 2m + 1] = x[16j + 8 + m]·16^-m. */
-static void prep4_avx512(float *xp, const float *x, int k) {
+static void prep4_avx512(float *xp, const float *x, int k, int gs) {
     static const float inv[8] = {1.0f, 1.0f / 16, 1.0f / 256, 1.0f / 4096, 1.0f / 65536, 1.0f / 1048576,
                                  1.0f / 16777216, 1.0f / 268435456};
     for (int j = 0; j < k; j += 16)
@@ -267,6 +268,14 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx512 = {
     /* .dequant = */ qdequant_avx2,
     /* .prep4   = */ prep4_avx512,
     /* .matvec4p= */ qmatvec4_avx512,
+};
+
+const dw__cpu_qkernels dw__cpu_qkernels_avx512vnni = {
+    /* .isa     = */ "avx512vnni",
+    /* .matvec  = */ qmatvec_avx512,
+    /* .dequant = */ qdequant_avx2,
+    /* .prep4   = */ dw__qprep4_vnni,
+    /* .matvec4p= */ dw__qmatvec4_vnni,
 };
 
 #endif

@@ -11,18 +11,18 @@
 
 #define CHUNK (4u << 20)
 
-typedef struct {
-    const char *buf;
+struct dw__membw {
+    char *buf;
     size_t bytes;
     const dw__cpu_kernels *k;
     uint64_t sink[256];
-} bw_job;
+};
 
 static void bw_task(void *arg, int task, int thread) {
-    bw_job *j = arg;
+    dw__membw *m = arg;
     size_t off = (size_t)task * CHUNK;
-    size_t n = j->bytes - off < CHUNK ? j->bytes - off : CHUNK;
-    j->sink[thread & 255] ^= j->k->read_bytes(j->buf + off, n);
+    size_t n = m->bytes - off < CHUNK ? m->bytes - off : CHUNK;
+    m->sink[thread & 255] ^= m->k->read_bytes(m->buf + off, n);
 }
 
 static double now_s(void) {
@@ -31,27 +31,48 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-dw_status dw__cpu_read_bandwidth(dw_threadpool *pool, size_t bytes, int reps, double *gbs, dw_error *err) {
-    *gbs = 0;
-    bytes = (bytes + CHUNK - 1) / CHUNK * CHUNK;
-    char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED) return dw_error_set(err, DW_ERR_NO_MEMORY, "bandwidth probe: cannot map %zu bytes", bytes);
+dw_status dw__membw_create(dw_threadpool *pool, size_t bytes, dw__membw **out, dw_error *err) {
+    *out = NULL;
+    dw__membw *m = calloc(1, sizeof *m);
+    if (!m) return dw_error_set(err, DW_ERR_NO_MEMORY, "bandwidth probe: out of memory");
+    m->bytes = (bytes + CHUNK - 1) / CHUNK * CHUNK;
+    m->k = dw__cpu_kernels_best();
+    m->buf = mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m->buf == MAP_FAILED) {
+        free(m);
+        return dw_error_set(err, DW_ERR_NO_MEMORY, "bandwidth probe: cannot map %zu bytes", bytes);
+    }
     /* huge pages where the kernel allows them: the probe should not be slowed by TLB misses
      * that the (page-cache, often large-folio) weight mappings do not have */
-    madvise(buf, bytes, MADV_HUGEPAGE);
+    madvise(m->buf, m->bytes, MADV_HUGEPAGE);
     /* real pages with non-zero contents (the zero page would be served from cache) */
-    for (size_t i = 0; i < bytes; i += 4096) memset(buf + i, (int)(i >> 12) | 1, 4096);
-    bw_job j = {.buf = buf, .bytes = bytes, .k = dw__cpu_kernels_best()};
-    int n_tasks = (int)(bytes / CHUNK);
-    dw_threadpool_run(pool, n_tasks, bw_task, &j); /* warm-up */
-    double best = 1e30;
+    for (size_t i = 0; i < m->bytes; i += 4096) memset(m->buf + i, (int)(i >> 12) | 1, 4096);
+    dw__membw_pass(m, pool); /* warm-up */
+    *out = m;
+    return DW_OK;
+}
+
+double dw__membw_pass(dw__membw *m, dw_threadpool *pool) {
+    double t0 = now_s();
+    dw_threadpool_run(pool, (int)(m->bytes / CHUNK), bw_task, m);
+    return m->bytes / (now_s() - t0) / 1e9;
+}
+
+void dw__membw_free(dw__membw *m) {
+    if (!m) return;
+    munmap(m->buf, m->bytes);
+    free(m);
+}
+
+dw_status dw__cpu_read_bandwidth(dw_threadpool *pool, size_t bytes, int reps, double *gbs, dw_error *err) {
+    *gbs = 0;
+    dw__membw *m;
+    dw_status st = dw__membw_create(pool, bytes, &m, err);
+    if (st) return st;
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        dw_threadpool_run(pool, n_tasks, bw_task, &j);
-        double dt = now_s() - t0;
-        if (dt < best) best = dt;
+        double g = dw__membw_pass(m, pool);
+        if (g > *gbs) *gbs = g;
     }
-    munmap(buf, bytes);
-    *gbs = bytes / best / 1e9;
+    dw__membw_free(m);
     return DW_OK;
 }
