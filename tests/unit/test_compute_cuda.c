@@ -514,13 +514,17 @@ TEST(cuda_model_qwen2_biases_and_mistral_window_match_cpu) {
 }
 
 /* Quantized models (MLX affine: 4 and 8 bits, groups 32/64/128, bf16, f16 and f32 scales, tied
- * and untied heads): CUDA runs its own kernels on them and matches the CPU's. Decode is f32
- * arithmetic on both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at
- * every step. The CUDA prefill rounds the dequantized weights to bf16 for the tensor cores
+ * and untied heads): CUDA runs its own kernels on them and matches the CPU's exact kernels (not
+ * the VNNI 4-bit path, which rounds x to int16: DW_CPU_QISA=avx512). Decode is f32 arithmetic on
+ * both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at every step. The CUDA prefill rounds the dequantized weights to bf16 for the tensor cores
  * (relative 2^-9 per weight): its logits get 1e-2, and the decode steps after it, whose cache
  * it wrote, 3e-3; the greedy tokens must agree either way. */
 TEST(cuda_model_quantized_matches_cpu) {
     dw_error err = {0};
+    const char *qisa = getenv("DW_CPU_QISA");
+    char saved_qisa[32] = "";
+    if (qisa) snprintf(saved_qisa, sizeof saved_qisa, "%s", qisa);
+    setenv("DW_CPU_QISA", "avx512", 1);
     /* inter 11264: the down projection's x' needs over 48 KB of shared memory (opt-in) */
     struct {
         int bits, group, tie, inter;
@@ -546,6 +550,8 @@ TEST(cuda_model_quantized_matches_cpu) {
         parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
         parity_run(qdir, what, spec.vocab, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
     }
+    if (qisa) setenv("DW_CPU_QISA", saved_qisa, 1);
+    else unsetenv("DW_CPU_QISA");
 }
 
 /* Greedy decoding with the tokens chosen on the GPU (each step replayed from the previous one's
