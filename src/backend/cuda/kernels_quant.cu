@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace dwk {
 namespace {
@@ -236,6 +237,12 @@ cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
     const int nc = a.K / (128 / BITS);
     int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
+    static int max_s = -1; /* DW_CUDA_QMV_MAXS=1|2: fewer rows per warp (tuning) */
+    if (max_s < 0) {
+        const char *v = getenv("DW_CUDA_QMV_MAXS");
+        max_s = v && atoi(v) > 0 ? atoi(v) : 4;
+    }
+    if (S > max_s) S = max_s;
     if (pair && S < 2) S = 2;
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int rpt = pair ? S / 2 : S;
