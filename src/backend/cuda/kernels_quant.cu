@@ -236,13 +236,17 @@ template <int BITS, int ST>
 cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
     const int nc = a.K / (128 / BITS);
+    /* Single matrices take at most 2 rows per warp (4-bit q/k/v and o at K = 2048 spread over
+     * twice the warps: H100, 1B 4-bit decode +3 %); gate/up pairs keep 2 rows of each (one was
+     * slower). DW_CUDA_QMV_MAXS=1|2|4 caps it otherwise (tuning). */
     int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
-    static int max_s = -1; /* DW_CUDA_QMV_MAXS=1|2: fewer rows per warp (tuning) */
+    static int max_s = -1;
     if (max_s < 0) {
         const char *v = getenv("DW_CUDA_QMV_MAXS");
-        max_s = v && atoi(v) > 0 ? atoi(v) : 4;
+        max_s = v && atoi(v) > 0 ? atoi(v) : 0;
     }
-    if (S > max_s) S = max_s;
+    if (!pair && S > 2 && !max_s) S = 2;
+    if (max_s && S > max_s) S = max_s;
     if (pair && S < 2) S = 2;
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int rpt = pair ? S / 2 : S;
