@@ -18,7 +18,6 @@ constexpr int THREADS = 128;
 constexpr int WARPS = THREADS / 32;
 constexpr int TILE = 64;
 constexpr int MAX_HD = 256;
-constexpr int PV = 2; /* value rows per thread and tile loaded before the scores */
 
 __device__ __forceinline__ unsigned short bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
@@ -187,13 +186,6 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
 
     for (int t0 = k0; t0 < k1; t0 += TILE) {
         const int nt = k1 - t0 < TILE ? k1 - t0 : TILE;
-        /* this thread's first PV value rows of the tile, loaded now so that they arrive while
-         * the scores and the softmax are computed (not after them) */
-        float vpre[PV][VEC];
-        if (li < NG)
-#pragma unroll
-            for (int u = 0; u < PV; u++)
-                if (kl + u * KL < nt) load_kv<F32, VEC>(vb + ((size_t)(t0 + kl + u * KL) * hd + li * VEC) * esz, vpre[u], fresh);
         /* scores: key j of the tile by the L lanes of slot ks */
 #pragma unroll 4
         for (int base = warp * KPW; base < nt; base += WARPS * KPW) {
@@ -248,19 +240,8 @@ template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(THREADS) 
 #pragma unroll
                 for (int e = 0; e < VEC; e++) acc[g][e] *= al;
             }
-#pragma unroll
-            for (int u = 0; u < PV; u++) {
-                const int j = kl + u * KL;
-                if (j >= nt) break;
-#pragma unroll
-                for (int g = 0; g < GT; g++) {
-                    const float p = g < gc ? ss[g * TILE + j] : 0.0f;
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) acc[g][e] = fmaf(p, vpre[u][e], acc[g][e]);
-                }
-            }
 #pragma unroll 4
-            for (int j = kl + PV * KL; j < nt; j += KL) {
+            for (int j = kl; j < nt; j += KL) {
                 float vf[VEC];
                 load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf, fresh);
 #pragma unroll
