@@ -3,10 +3,11 @@
  * the same fusions as kernels_matvec.cu (RMSNorm in front, residual add or SwiGLU behind); the
  * dequantization of row blocks to bf16 for the prefill GEMM; the embedding of a quantized table.
  *
- * Decode. A warp reads 1, 2 or 4 weight rows at once, so that with eight 16-byte loads in
- * flight per lane (as in the bf16 kernel) a whole row is in flight (K = 2048 at 4 bits: four
- * rows, two chunks each per lane; K = 8192: one row, eight chunks per lane); x' sits in shared
- * memory with, per chunk, the sum of its inputs. A chunk (32 4-bit or 16 8-bit codes) lies
+ * Decode. A warp reads 1, 2 or 4 weight rows at once, so that with up to eight 16-byte loads in
+ * flight per lane (as in the bf16 kernel) a whole row is in flight (K = 2048 at 4 bits: gate/up
+ * two rows of each, two chunks per lane and row; single matrices two rows, so that narrow ones
+ * spread over more warps; K = 8192: one row, eight chunks per lane); x' sits in shared memory
+ * (padded against bank conflicts) with, per chunk, the sum of its inputs. A chunk (32 4-bit or 16 8-bit codes) lies
  * inside one group, so its contribution is scale·Σ code·x + bias·Σ x. Codes become f32 by byte
  * permutes (chunk_dot), not by int-to-float conversions, which run at quarter rate. */
 #include "backend/cuda/compute_cuda_kernels.h"
