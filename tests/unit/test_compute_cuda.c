@@ -423,6 +423,25 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
+/* Writes a random model of spec into a new directory under the test folder (its path: dir). */
+static dw_status model_write(const tmodel_spec *spec, char *dir, size_t size, dw_error *err) {
+    snprintf(dir, size, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
+    tmodel tm;
+    dw_status st = tmodel_write(spec, dir, 1, &tm, err);
+    if (!st) tmodel_free(&tm);
+    return st;
+}
+
+/* Opens the model in dir on CUDA into cu (*st: how it went). 1 when the test should end here
+ * quietly: no GPU, and none required (noted as a skip). */
+static int cuda_missing(side *cu, const char *dir, int ctx, int kv_f32, dw_status *st, dw_error *err) {
+    *st = side_open(cu, "cuda", dir, ctx, kv_f32, err);
+    if (*st != DW_ERR_UNSUPPORTED || dw_test_cuda_required()) return 0;
+    dw_test_cuda_note_skip(err->message);
+    side_close(cu);
+    return 1;
+}
+
 /* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA of the model in dir:
  * the same tokens, logits within the limits at every step. prefill_limit < 0: the prompt goes
  * through decode one token at a time instead, its logits held to `limit` as well. */
@@ -430,12 +449,8 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
                        int *dw_test_failed_) {
     dw_error err = {0};
     side cu, cpu;
-    dw_status st = side_open(&cu, "cuda", dir, 160, kv_f32, &err);
-    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
-        dw_test_cuda_note_skip(err.message);
-        side_close(&cu);
-        return;
-    }
+    dw_status st;
+    if (cuda_missing(&cu, dir, 160, kv_f32, &st, &err)) return;
     CHECK_OK(st);
     CHECK_OK(side_open(&cpu, "cpu", dir, 160, kv_f32, &err));
     const int P = 40, G = 64;
@@ -483,10 +498,7 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
 static void model_parity(const tmodel_spec *spec, int kv_f32, int *dw_test_failed_) {
     dw_error err = {0};
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
-    tmodel tm;
-    CHECK_OK(tmodel_write(spec, dir, 1, &tm, &err));
-    tmodel_free(&tm);
+    CHECK_OK(model_write(spec, dir, sizeof dir, &err));
     double limit = kv_f32 ? 1e-4 : 1e-3;
     parity_run(dir, spec->arch, spec->vocab, kv_f32, limit, limit, dw_test_failed_);
 }
@@ -538,12 +550,9 @@ TEST(cuda_model_quantized_matches_cpu) {
         spec.vocab = 3001, spec.hidden = 256, spec.inter = cases[i].inter, spec.heads = 8, spec.kv_heads = 2;
         spec.head_dim = 32;
         spec.layers = 2, spec.seed = 21 + i, spec.scale = 0.08f, spec.tie = cases[i].tie, spec.dtype = cases[i].dtype;
-        char dir[512], qdir[512], what[96];
-        snprintf(dir, sizeof dir, "%s/cuda-qmodel-%d", dw_test_tmp_dir(), model_counter);
-        snprintf(qdir, sizeof qdir, "%s/cuda-qmodel-%d-q", dw_test_tmp_dir(), model_counter++);
-        tmodel tm;
-        CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
-        tmodel_free(&tm);
+        char dir[512], qdir[520], what[96];
+        CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
+        snprintf(qdir, sizeof qdir, "%s-q", dir);
         CHECK_OK(dw__quantize_model(dir, qdir, cases[i].bits, cases[i].group, &err));
         snprintf(what, sizeof what, "%d-bit g%d %s scales%s, K up to %d", cases[i].bits, cases[i].group,
                  dw_dtype_name(cases[i].dtype), cases[i].tie ? " tied" : "", cases[i].inter);
@@ -562,17 +571,10 @@ TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
     spec.vocab = 3001, spec.hidden = 256, spec.inter = 688, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
     spec.layers = 3, spec.seed = 9, spec.scale = 0.08f, spec.explicit_head_dim = 1;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
-    tmodel tm;
-    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
-    tmodel_free(&tm);
+    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     side cu, cpu;
-    dw_status st = side_open(&cu, "cuda", dir, 160, 1, &err);
-    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
-        dw_test_cuda_note_skip(err.message);
-        side_close(&cu);
-        return;
-    }
+    dw_status st;
+    if (cuda_missing(&cu, dir, 160, 1, &st, &err)) return;
     CHECK_OK(st);
     CHECK_OK(side_open(&cpu, "cpu", dir, 160, 1, &err));
     enum { P = 12, N = 100 };
@@ -636,17 +638,10 @@ TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
     spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 4, spec.kv_heads = 1, spec.head_dim = 32;
     spec.seed = 11, spec.scale = 0.1f;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
-    tmodel tm;
-    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
-    tmodel_free(&tm);
+    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     side cu;
-    dw_status st = side_open(&cu, "cuda", dir, 128, 0, &err);
-    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
-        dw_test_cuda_note_skip(err.message);
-        side_close(&cu);
-        return;
-    }
+    dw_status st;
+    if (cuda_missing(&cu, dir, 128, 0, &st, &err)) return;
     CHECK_OK(st);
 #ifdef DW_HAVE_CUDA
     job graph = {.m = cu.m, .first = 5, .n = 48}, direct = graph;
@@ -692,17 +687,10 @@ TEST(cuda_logits_land_in_a_registered_region_without_growth) {
     tmodel_spec spec = tmodel_default();
     spec.vocab = 50000, spec.seed = 21;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/cuda-model-%d", dw_test_tmp_dir(), model_counter++);
-    tmodel tm;
-    CHECK_OK(tmodel_write(&spec, dir, 1, &tm, &err));
-    tmodel_free(&tm);
+    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     side cu;
-    dw_status st = side_open(&cu, "cuda", dir, 200, 0, &err);
-    if (st == DW_ERR_UNSUPPORTED && !dw_test_cuda_required()) {
-        dw_test_cuda_note_skip(err.message);
-        side_close(&cu);
-        return;
-    }
+    dw_status st;
+    if (cuda_missing(&cu, dir, 200, 0, &st, &err)) return;
     CHECK_OK(st);
     /* 64 KiB pieces, as a growing Wasm memory registers them: the logits straddle pieces */
     size_t piece = 64 << 10, len = 4 * piece;

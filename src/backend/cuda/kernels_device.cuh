@@ -39,6 +39,40 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* The matvec kernels' prologue: x' into shared memory xs, each chunk of E inputs padded to XP
+ * floats (bank conflicts), where x' = x, or with norm_w set x / sqrt(mean(x²) + eps) · norm_w
+ * (RMSNorm fused in front; block 0 also writes it to norm_out when set). red: THREADS/32 floats of
+ * shared scratch. Ends with a barrier: xs is complete for the whole block. */
+template <int THREADS, int E, int XP>
+__device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, int K, const float *norm_w, float eps,
+                                        float *norm_out) {
+    auto at = [](int i) { return i / E * XP + i % E; };
+    const int tid = threadIdx.x;
+    if (norm_w) {
+        float ss = 0.0f;
+        for (int i = tid; i < K; i += THREADS) {
+            const float v = x[i];
+            xs[at(i)] = v;
+            ss += v * v;
+        }
+        ss = warp_sum(ss);
+        if ((tid & 31) == 0) red[tid >> 5] = ss;
+        __syncthreads();
+        float tot = 0.0f;
+#pragma unroll
+        for (int w = 0; w < THREADS / 32; w++) tot += red[w];
+        const float scale = 1.0f / sqrtf(tot / (float)K + eps);
+        for (int i = tid; i < K; i += THREADS) {
+            const float v = (xs[at(i)] * scale) * norm_w[i];
+            xs[at(i)] = v;
+            if (blockIdx.x == 0 && norm_out) norm_out[i] = v;
+        }
+    } else {
+        for (int i = tid; i < K; i += THREADS) xs[at(i)] = x[i];
+    }
+    __syncthreads();
+}
+
 /* Blocks of `kernel` resident at once per SM with `threads` threads and smem bytes of dynamic
  * shared memory (asked once per kernel and size; 1 when the query fails). Above 48 KB a kernel
  * must be allowed its dynamic shared memory first: each kernel's allowance is raised to the

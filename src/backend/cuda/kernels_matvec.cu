@@ -87,7 +87,6 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     const int K = a.K, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nchunks = K / E;
     constexpr int XP = x_stride(E);
-    auto at = [](int i) { return i / E * XP + i % E; };
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const size_t row_bytes = (size_t)K * wt<WT>::size;
     const int stride = gridDim.x * WARPS;
@@ -114,30 +113,7 @@ __global__ void __launch_bounds__(THREADS) matvec_kernel(const mv_args a) {
     pdl_wait();
     pdl_launch_dependents();
 
-    /* x' into shared memory while the first loads fly */
-    if constexpr (NORM) {
-        float ss = 0.0f;
-        for (int i = tid; i < K; i += THREADS) {
-            float v = a.x[i];
-            xs[at(i)] = v;
-            ss += v * v;
-        }
-        ss = warp_sum(ss);
-        if (lane == 0) red[warp] = ss;
-        __syncthreads();
-        float tot = 0.0f;
-#pragma unroll
-        for (int w = 0; w < WARPS; w++) tot += red[w];
-        const float scale = 1.0f / sqrtf(tot / (float)K + a.eps);
-        for (int i = tid; i < K; i += THREADS) {
-            float v = (xs[at(i)] * scale) * a.norm_w[i];
-            xs[at(i)] = v;
-            if (blockIdx.x == 0 && a.norm_out) a.norm_out[i] = v;
-        }
-    } else {
-        for (int i = tid; i < K; i += THREADS) xs[at(i)] = a.x[i];
-    }
-    __syncthreads();
+    stage_x<THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out); /* loads in flight */
 
     for (; r < total; r += stride) {
         float acc0 = 0.0f, acc1 = 0.0f;

@@ -92,7 +92,6 @@ __global__ void __launch_bounds__(THREADS, 2) qmatvec_kernel(const mv_args a) {
      * unpadded those lie 64 or 128 bytes apart, in the same banks (8-way conflicts at 4 bits) */
     constexpr int XP = CP + 4;
     float *xs = smem, *xsum = smem + (size_t)NC * XP;
-    auto at = [](int i) { return i / CP * XP + i % CP; };
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const int tasks = (total + RPT - 1) / RPT;
@@ -146,29 +145,7 @@ __global__ void __launch_bounds__(THREADS, 2) qmatvec_kernel(const mv_args a) {
     pdl_wait(); /* everything below reads what earlier kernels wrote */
     pdl_launch_dependents();
 
-    if (a.norm_w) {
-        float ss = 0.0f;
-        for (int i = tid; i < K; i += THREADS) {
-            float x = a.x[i];
-            xs[at(i)] = x;
-            ss += x * x;
-        }
-        ss = warp_sum(ss);
-        if (lane == 0) red[warp] = ss;
-        __syncthreads();
-        float tot = 0.0f;
-#pragma unroll
-        for (int w = 0; w < WARPS; w++) tot += red[w];
-        const float scale = 1.0f / sqrtf(tot / (float)K + a.eps);
-        for (int i = tid; i < K; i += THREADS) {
-            float x = (xs[at(i)] * scale) * a.norm_w[i];
-            xs[at(i)] = x;
-            if (blockIdx.x == 0 && a.norm_out) a.norm_out[i] = x;
-        }
-    } else {
-        for (int i = tid; i < K; i += THREADS) xs[at(i)] = a.x[i];
-    }
-    __syncthreads();
+    stage_x<THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out);
     for (int c = tid; c < NC; c += THREADS) {
         float sum = 0.0f;
 #pragma unroll
