@@ -10,6 +10,8 @@
 
 #include <mutex>
 
+#include "backend/cuda/compute_cuda_kernels.h"
+
 namespace dwk {
 
 /* 16 bytes of weights, read once: no L1 allocation, so x keeps the cache. */
@@ -71,6 +73,32 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
         for (int i = tid; i < K; i += THREADS) xs[at(i)] = x[i];
     }
     __syncthreads();
+}
+
+/* Blocks for a grid-stride loop over count items (at most 4096, at least 1). */
+inline unsigned grid_for(size_t count, int threads) {
+    size_t b = (count + threads - 1) / threads;
+    return b > 4096 ? 4096u : b ? (unsigned)b : 1u;
+}
+
+/* Token ids passed by value to an embedding kernel (block i embeds v[i]). */
+struct ids_chunk {
+    int32_t v[DWK_EMBED_IDS];
+};
+
+/* Calls launch(done, count, ids) for the n host ids in chunks of DWK_EMBED_IDS (ids zero when a
+ * graph's device slot dslot supplies the id), then returns the first launch error. */
+template <typename Launch>
+cudaError_t for_id_chunks(const int32_t *ids_host, int n, const int *dslot, Launch launch) {
+    for (int done = 0; done < n; done += DWK_EMBED_IDS) {
+        const int cnt = n - done < DWK_EMBED_IDS ? n - done : DWK_EMBED_IDS;
+        ids_chunk ids;
+        for (int i = 0; i < cnt; i++) ids.v[i] = dslot ? 0 : ids_host[done + i];
+        launch(done, cnt, ids);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
 }
 
 /* Blocks of `kernel` resident at once per SM with `threads` threads and smem bytes of dynamic

@@ -2,6 +2,7 @@
  * KV-cache store, residual add, SwiGLU, and the GEMM helpers (activation split, hi+lo combine,
  * bias), plus the graph step slot. */
 #include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels_device.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -9,14 +10,6 @@
 
 namespace dwk {
 namespace {
-
-/* Lets a matvec launched after this kernel with programmatic serialization start loading its
- * weights now (it waits for this grid's completion before reading anything we write). */
-__device__ __forceinline__ void release_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 __device__ __forceinline__ float load_w(const void *p, int wtype, size_t i) {
     if (wtype == W_BF16) return __uint_as_float((uint32_t)((const unsigned short *)p)[i] << 16);
@@ -28,12 +21,8 @@ __device__ __forceinline__ unsigned short to_bf16_bits(float v) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
-struct ids_chunk {
-    int32_t v[DWK_EMBED_IDS];
-};
-
 __global__ void embed_kernel(float *out, const void *table, int wtype, int cols, ids_chunk ids, const int *dslot) {
-    release_dependents();
+    pdl_launch_dependents(); /* a following matvec may start loading its weights */
     const int i = blockIdx.x;
     const int id = dslot ? dslot[0] : ids.v[i];
     const size_t base = (size_t)id * cols;
@@ -41,7 +30,7 @@ __global__ void embed_kernel(float *out, const void *table, int wtype, int cols,
 }
 
 __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int dim, float eps) {
-    release_dependents();
+    pdl_launch_dependents(); /* a following matvec may start loading its weights */
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *orow = out + (size_t)blockIdx.x * dim;
@@ -58,7 +47,7 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *w, int d
 
 /* grid (n_heads + n_kv, n): block x < n_heads is query head x, else KV head x - n_heads. */
 __global__ void rope_kv_kernel(const ropekv_args a) {
-    release_dependents();
+    pdl_launch_dependents(); /* a following matvec may start loading its weights */
     const int hh = blockIdx.x, t = blockIdx.y, hd = a.hd, half = hd / 2;
     const bool is_k = hh >= a.n_heads;
     const int kh = hh - a.n_heads;
@@ -97,13 +86,13 @@ __global__ void rope_kv_kernel(const ropekv_args a) {
 }
 
 __global__ void add_kernel(float *x, const float *y, size_t count) {
-    release_dependents();
+    pdl_launch_dependents(); /* a following matvec may start loading its weights */
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
         x[i] += y[i];
 }
 
 __global__ void swiglu_kernel(float *out, const float *gate, const float *up, size_t count) {
-    release_dependents();
+    pdl_launch_dependents(); /* a following matvec may start loading its weights */
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -158,25 +147,13 @@ __global__ void copy1_kernel(unsigned char *dst, const unsigned char *src, size_
         dst[i] = src[i];
 }
 
-unsigned grid_for(size_t count, int threads) {
-    size_t b = (count + threads - 1) / threads;
-    if (b > 4096) b = 4096;
-    return b ? (unsigned)b : 1u;
-}
-
 } // namespace
 
 cudaError_t launch_embed(float *out, const void *table, int wtype, int cols, const int32_t *ids_host, int n,
                          const int *dslot, cudaStream_t stream) {
-    for (int done = 0; done < n; done += DWK_EMBED_IDS) {
-        int m = n - done < DWK_EMBED_IDS ? n - done : DWK_EMBED_IDS;
-        ids_chunk ids;
-        for (int i = 0; i < m; i++) ids.v[i] = dslot ? 0 : ids_host[done + i];
-        embed_kernel<<<m, 256, 0, stream>>>(out + (size_t)done * cols, table, wtype, cols, ids, dslot);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return e;
-    }
-    return cudaSuccess;
+    return for_id_chunks(ids_host, n, dslot, [&](int done, int cnt, const ids_chunk &ids) {
+        embed_kernel<<<cnt, 256, 0, stream>>>(out + (size_t)done * cols, table, wtype, cols, ids, dslot);
+    });
 }
 
 cudaError_t launch_rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps, cudaStream_t stream) {

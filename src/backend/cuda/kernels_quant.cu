@@ -282,10 +282,6 @@ template <int BITS> __global__ void dequant_bf16_kernel(unsigned short *dst, con
     }
 }
 
-struct ids_chunk {
-    int32_t v[DWK_EMBED_IDS];
-};
-
 template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, ids_chunk ids, const int *dslot) {
     constexpr int PER = 32 / BITS;
     pdl_launch_dependents();
@@ -297,11 +293,6 @@ template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, 
 #pragma unroll
         for (int t = 0; t < PER; t++) out[(size_t)i * m.K + (size_t)wi * PER + t] = f[t];
     }
-}
-
-unsigned grid_for(size_t count, int threads) {
-    size_t b = (count + threads - 1) / threads;
-    return b > 4096 ? 4096u : b ? (unsigned)b : 1u;
 }
 
 } // namespace
@@ -321,16 +312,10 @@ cudaError_t launch_dequant_bf16(void *dst, const qmatrix &m, int r0, int cnt, cu
 
 cudaError_t launch_embed_q(float *out, const qmatrix &m, const int32_t *ids_host, int n, const int *dslot,
                            cudaStream_t stream) {
-    for (int done = 0; done < n; done += DWK_EMBED_IDS) {
-        const int cnt = n - done < DWK_EMBED_IDS ? n - done : DWK_EMBED_IDS;
-        ids_chunk ids;
-        for (int i = 0; i < cnt; i++) ids.v[i] = dslot ? 0 : ids_host[done + i];
+    return for_id_chunks(ids_host, n, dslot, [&](int done, int cnt, const ids_chunk &ids) {
         if (m.bits == 4) embed_q_kernel<4><<<cnt, 128, 0, stream>>>(out + (size_t)done * m.K, m, ids, dslot);
         else embed_q_kernel<8><<<cnt, 128, 0, stream>>>(out + (size_t)done * m.K, m, ids, dslot);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return e;
-    }
-    return cudaSuccess;
+    });
 }
 
 } // namespace dwk
