@@ -308,7 +308,19 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++)
         printf("  %-14s %7.3f %7.3f %7.3f  (%6.3f %8.3f %14.3f)\n", spn[i], sps[i]->wall, sps[i]->gpu, sps[i]->host,
                sps[i]->enqueue, sps[i]->download, sps[i]->argmax);
-    printf("downloads straight into the region: %ld\n", st_end.direct_downloads);
+    printf("downloads straight into the region: %ld; persistent decode kernel launches: %ld\n",
+           st_end.direct_downloads, st_end.persistent_launches);
+    double tr[2 * 256];
+    const int ntr = dw__cuda_persist_trace(&m->compute, tr, 2 * 256);
+    if (ntr) { /* DW_CUDA_PERSIST_TRACE=1: phase i runs [start, end] µs, then the barrier */
+        printf("persistent phases (last launch of %.0f blocks, us): i start end dur gap-before\n", tr[0]);
+        tr[0] = -1;
+        for (int i = 0; i < ntr; i++)
+            if (i < 12 || i >= ntr - 2)
+                printf("  %3d %8.2f %8.2f %6.2f %6.2f\n", i, tr[2 * i], tr[2 * i + 1], tr[2 * i + 1] - tr[2 * i],
+                       i ? tr[2 * i] - tr[2 * i - 1] : 0.0);
+        printf("  total %.2f us for %d phases\n", tr[2 * ntr - 1], ntr);
+    }
     printf("{\"model\": \"%s\", \"backend\": \"cuda\", \"load_s\": %.3f, \"copy_bandwidth_gbs\": %.1f, "
            "\"weight_bytes_per_token\": %.0f, \"bound_tok_s\": %.1f, \"prefill_tokens\": %d, \"prefill_tok_s\": %.0f, "
            "\"prompt_tokens\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.2f, \"decode_ms_median\": %.4f, "

@@ -442,6 +442,8 @@ static int cuda_missing(side *cu, const char *dir, int ctx, int kv_f32, dw_statu
     return 1;
 }
 
+static long last_persistent_launches; /* of parity_run's CUDA context */
+
 /* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA of the model in dir:
  * the same tokens, logits within the limits at every step. prefill_limit < 0: the prompt goes
  * through decode one token at a time instead, its logits held to `limit` as well. */
@@ -488,6 +490,9 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
            "logits error %.2g\n",
            what, kv_f32 ? "f32" : "bf16", prefill_limit >= 0 ? "prefill" : "decode", prefill_error, G, worst);
     free(a), free(b);
+    dw__cuda_compute_stats stats;
+    dw__cuda_compute_get_stats(&cu.m->compute, &stats);
+    last_persistent_launches = stats.persistent_launches;
     side_close(&cu);
     side_close(&cpu);
 }
@@ -559,6 +564,35 @@ TEST(cuda_model_quantized_matches_cpu) {
         parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
         parity_run(qdir, what, spec.vocab, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
     }
+    if (qisa) setenv("DW_CPU_QISA", saved_qisa, 1);
+    else unsetenv("DW_CPU_QISA");
+}
+
+/* The persistent decode kernel (DW_CUDA_PERSIST=1: a step's matvecs and attentions as the phases
+ * of one resident grid) gives the CPU's tokens and logits like the separate kernels, on bf16
+ * weights with a bf16 cache (head_dim 64, GQA) and on 4-bit weights with an f32 cache, through
+ * direct steps and recorded graphs; and it did run. */
+TEST(cuda_persistent_decode_kernel_matches_cpu) {
+    dw_error err = {0};
+    const char *qisa = getenv("DW_CPU_QISA");
+    char saved_qisa[32] = "";
+    if (qisa) snprintf(saved_qisa, sizeof saved_qisa, "%s", qisa);
+    setenv("DW_CPU_QISA", "avx512", 1);
+    setenv("DW_CUDA_PERSIST", "1", 1);
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 3001, spec.hidden = 256, spec.inter = 640, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
+    spec.layers = 3, spec.seed = 17, spec.scale = 0.08f, spec.explicit_head_dim = 1;
+    char dir[512], qdir[520];
+    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
+    last_persistent_launches = -1;
+    parity_run(dir, "bf16, persistent kernel", spec.vocab, 0, 1e-3, 1e-3, dw_test_failed_);
+    CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "bf16: the persistent kernel never ran");
+    snprintf(qdir, sizeof qdir, "%s-q", dir);
+    CHECK_OK(dw__quantize_model(dir, qdir, 4, 64, &err));
+    last_persistent_launches = -1;
+    parity_run(qdir, "4-bit g64, persistent kernel", spec.vocab, 1, -1, 1e-4, dw_test_failed_);
+    CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "4-bit: the persistent kernel never ran");
+    unsetenv("DW_CUDA_PERSIST");
     if (qisa) setenv("DW_CPU_QISA", saved_qisa, 1);
     else unsetenv("DW_CPU_QISA");
 }

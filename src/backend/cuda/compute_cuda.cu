@@ -99,7 +99,19 @@ struct cctx {
     CUresult (*pointer_attr)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
     int direct_download; /* DW_CUDA_DIRECT_DOWNLOAD=0 turns it off */
     int fuse_attn;       /* DW_CUDA_FUSE_ATTN=0 turns it off */
+    /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
+    int persist_on;
+    int collecting;           /* inside a decode step: matvecs and attentions become phases */
+    dwk::fused_table *phases; /* collected, not yet launched */
+    int phase_family;         /* their family (dwk::FF_NONE while empty) */
+    size_t phase_smem;        /* the most dynamic shared memory one of them needs */
+    unsigned *phase_sync;     /* PERSIST_LAUNCHES pairs of barrier counters */
+    int step_launches;        /* persistent launches so far in this step */
+    unsigned long long *phase_trace; /* DW_CUDA_PERSIST_TRACE=1: the last launch's phase times */
+    int phase_trace_n;
 };
+
+#define PERSIST_LAUNCHES 64 /* barrier counter pairs: persistent launches per step, at most */
 
 double now_s() {
     struct timespec ts;
@@ -149,6 +161,8 @@ dw_status take_error(cctx *c, dw_error *err) {
 
 int wtype_of(dw_dtype d) { return d == DW_DTYPE_BF16 ? dwk::W_BF16 : d == DW_DTYPE_F16 ? dwk::W_F16 : dwk::W_F32; }
 
+void emit(cctx *c);
+
 /* Grows a scratch buffer to `bytes` (waits for queued work that may use the old one). */
 bool grow(cctx *c, void **buf, size_t *have, size_t bytes, const char *what) {
     if (*have >= bytes) return true;
@@ -156,6 +170,7 @@ bool grow(cctx *c, void **buf, size_t *have, size_t bytes, const char *what) {
         c->recording_failed = 1;
         return false;
     }
+    emit(c); /* collected phases may use the old buffer */
     check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before growing scratch");
     if (*buf) cudaFree(*buf);
     *buf = NULL;
@@ -186,16 +201,97 @@ void launch_norm(cctx *c, float *out, const float *x, const float *w, int n, int
     check(c, dwk::launch_rmsnorm(out, x, w, n, dim, eps, c->stream), "rmsnorm kernel");
 }
 
-void flush(cctx *c) {
-    pending_op &p = c->pend;
-    switch (p.kind) {
-    case P_NONE: break;
-    case P_NORM: launch_norm(c, p.norm_out, p.norm_x, p.norm_w, 1, p.norm_dim, p.norm_eps); break;
-    case P_MV: check(c, dwk::launch_matvec(p.mv, c->n_sm, c->stream), "matvec kernel"); break;
-    case P_ROPE: check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope kernel"); break;
-    case P_ROPEKV: check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope/kv_write kernel"); break;
+/* ---- Persistent steps ------------------------------------------------------------------------
+ * Inside a decode step the matvecs and attentions (after the fusions above) are not launched one
+ * by one: they are collected as the phases of the persistent decode kernel (kernels_fused.cu)
+ * and launched together, one kernel for the step's layers and LM head, when anything else must
+ * run (another kernel, a copy, a wait) or the table is full. Phases that kernel cannot run
+ * (f16/f32 weights, an f32 cache) are launched as before, after what was collected. */
+
+/* Launches the collected phases (nothing when none). */
+void emit(cctx *c) {
+    dwk::fused_table &t = *c->phases;
+    if (!t.n) return;
+    if (c->step_launches >= PERSIST_LAUNCHES) { /* more launches than barrier pairs: one at a time */
+        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+        c->step_launches = 0;
     }
+    unsigned *sync = c->phase_sync + 2 * c->step_launches++;
+    const int family = c->phase_family == dwk::FF_NONE ? dwk::FF_BF16 : c->phase_family;
+    if (c->phase_trace) {
+        check(c, cudaMemsetAsync(c->phase_trace, 0, 2 * t.n * sizeof *c->phase_trace, c->stream), "cudaMemsetAsync");
+        c->phase_trace_n = t.n;
+    }
+    check(c, dwk::launch_fused(family, t, c->phase_smem, sync, c->phase_trace, c->n_sm, c->stream),
+          "persistent decode kernel");
+    c->stats.persistent_launches++;
+    t.n = 0;
+    c->phase_family = dwk::FF_NONE;
+    c->phase_smem = 0;
+}
+
+/* Takes p as a phase; false when it must run as its own kernel (after emit). */
+bool collect(cctx *c, dwk::fused_phase &p) {
+    if (!c->collecting || !c->persist_on) return false;
+    const int family = dwk::fused_prepare(p);
+    if (family == dwk::FF_NONE) return false;
+    dwk::fused_table &t = *c->phases;
+    if ((family != dwk::FF_ANY && c->phase_family != dwk::FF_NONE && family != c->phase_family) ||
+        t.n == DWK_FUSED_MAX_PHASES)
+        emit(c);
+    t.ph[t.n++] = p;
+    if (family != dwk::FF_ANY) c->phase_family = family;
+    c->phase_smem = std::max(c->phase_smem, dwk::fused_smem(p));
+    return true;
+}
+
+void run_matvec(cctx *c, const dwk::mv_args &a) {
+    dwk::fused_phase p;
+    memset(&p, 0, sizeof p);
+    p.kind = dwk::FK_MV;
+    p.mv = a;
+    if (collect(c, p)) return;
+    emit(c);
+    check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
+}
+
+void run_attention(cctx *c, const dwk::attn_args &a) {
+    dwk::fused_phase p;
+    memset(&p, 0, sizeof p);
+    p.kind = dwk::FK_ATTN;
+    p.at = a;
+    if (a.n_tokens == 1 && collect(c, p)) return;
+    emit(c);
+    check(c, dwk::launch_attention(a, c->stream), "attention kernel");
+}
+
+/* Launches the op held back for fusion, if any (a matvec may become a phase). */
+void flush_pending(cctx *c) {
+    pending_op &p = c->pend;
+    const pending_kind kind = p.kind;
     p.kind = P_NONE;
+    switch (kind) {
+    case P_NONE: break;
+    case P_NORM:
+        emit(c);
+        launch_norm(c, p.norm_out, p.norm_x, p.norm_w, 1, p.norm_dim, p.norm_eps);
+        break;
+    case P_MV: run_matvec(c, p.mv); break;
+    case P_ROPE:
+        emit(c);
+        check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope kernel");
+        break;
+    case P_ROPEKV:
+        emit(c);
+        check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope/kv_write kernel");
+        break;
+    }
+}
+
+/* Everything held back is queued: the stream's order is the order of the calls. */
+void flush(cctx *c) {
+    flush_pending(c);
+    emit(c);
 }
 
 /* ---- memory -------------------------------------------------------------------------------- */
@@ -472,13 +568,14 @@ void cu_embed(void *ctx, float *out, const dw_cweight *table, const int32_t *ids
 void cu_rmsnorm(void *ctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps) {
     cctx *c = (cctx *)ctx;
     locked l(c);
-    flush(c);
+    flush_pending(c);
     if (n == 1 && out != x) {
         pending_op &p = c->pend;
         p.kind = P_NORM;
         p.norm_out = out, p.norm_x = x, p.norm_w = (const float *)w->data, p.norm_dim = dim, p.norm_eps = eps;
         return;
     }
+    emit(c);
     launch_norm(c, out, x, (const float *)w->data, n, dim, eps);
 }
 
@@ -594,14 +691,14 @@ void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, in
         a.norm_out = p.norm_out;
         p.kind = P_NONE;
     } else {
-        flush(c);
+        flush_pending(c);
     }
     if (count <= 2) { /* may fuse with a following add or swiglu */
         p.kind = P_MV;
         p.mv = a;
         return;
     }
-    check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
+    run_matvec(c, a);
 }
 
 void cu_matmul(void *ctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
@@ -615,7 +712,7 @@ void cu_add(void *ctx, float *x, const float *y, size_t count) {
     if (p.kind == P_MV && p.mv.count == 1 && p.mv.out[0] == y && (size_t)p.mv.row_start[1] == count &&
         x != p.mv.x && x != p.mv.norm_out && x != y) {
         p.mv.res = x;
-        flush(c);
+        flush_pending(c);
         return;
     }
     flush(c);
@@ -629,7 +726,7 @@ void cu_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t
     if (p.kind == P_MV && p.mv.count == 2 && out == gate && p.mv.out[0] == gate && p.mv.out[1] == up &&
         p.mv.row_start[1] * 2 == p.mv.row_start[2] && (size_t)p.mv.row_start[1] == count) {
         p.mv.pair_swiglu = 1;
-        flush(c);
+        flush_pending(c);
         return;
     }
     flush(c);
@@ -640,7 +737,7 @@ void cu_rope(void *ctx, float *q, float *k, int n, int n_heads, int n_kv_heads, 
              const float *inv_freq) {
     cctx *c = (cctx *)ctx;
     locked l(c);
-    flush(c);
+    flush_pending(c);
     pending_op &p = c->pend;
     memset(&p.rope, 0, sizeof p.rope);
     p.rope.q = q, p.rope.k = k, p.rope.n = n, p.rope.n_heads = n_heads, p.rope.n_kv = n_kv_heads;
@@ -659,7 +756,7 @@ void cu_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const float *v
         a = p.rope;
         p.kind = P_NONE;
     } else {
-        flush(c);
+        flush_pending(c);
         memset(&a, 0, sizeof a);
         a.k = (float *)k, a.n = n, a.n_heads = 0, a.n_kv = kv->n_kv_heads, a.hd = kv->head_dim, a.pos0 = pos0;
         a.dslot = c->cap_slot;
@@ -673,6 +770,7 @@ void cu_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const float *v
         p.rope = a;
         return;
     }
+    emit(c);
     check(c, dwk::launch_rope_kv(a, c->stream), "rope/kv_write kernel");
 }
 
@@ -686,7 +784,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
                  pr.kc == kv->k && pr.vc == kv->v && pr.hd == p->head_dim && pr.n_kv == p->n_kv_heads &&
                  pr.capacity == kv->capacity && pr.kv_f32 == (kv->dtype == DW_DTYPE_F32) && pr.dslot == c->cap_slot &&
                  (!pr.rope || (pr.q == q && pr.n_heads == p->n_heads)) && p->head_dim % 2 == 0;
-    if (!fused) flush(c); /* else it stays pending until the launch below (an early return leaves it to a flush) */
+    if (!fused) flush_pending(c); /* else it stays pending until the launch below (an early return leaves it to a flush) */
     if (!dwk::attention_supported(p->head_dim) || p->n_heads % p->n_kv_heads) {
         record(c, DW_ERR_UNSUPPORTED, "backend 'cuda': %s: head_dim %s", "attention",
                "must be even and at most 256, and n_heads a multiple of n_kv_heads");
@@ -710,6 +808,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
             if (!grow(c, (void **)&c->counters, &cbytes, counters * sizeof(unsigned), "cudaMalloc(attention counters)"))
                 return;
             c->counters_count = counters;
+            emit(c);
             check(c, cudaMemsetAsync(c->counters, 0, counters * sizeof(unsigned), c->stream), "cudaMemsetAsync");
         }
     }
@@ -728,7 +827,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
         a.inv_freq = fr.rope ? fr.inv_freq : NULL;
         a.k_new = fr.k, a.v_new = fr.v;
     }
-    check(c, dwk::launch_attention(a, c->stream), "attention kernel");
+    run_attention(c, a);
 }
 
 /* ---- decode graphs ----------------------------------------------------------------------------- */
@@ -742,6 +841,15 @@ graph_entry *find_graph(cctx *c, const void *key, bool add) {
     g.key = key;
     c->graphs->push_back(g);
     return &c->graphs->back();
+}
+
+/* Issues a decode step's ops, its matvecs and attentions as persistent phases, and queues it all. */
+void run_step(cctx *c, void (*step)(void *), void *arg) {
+    c->collecting = 1;
+    c->step_launches = 0;
+    step(arg);
+    flush(c);
+    c->collecting = 0;
 }
 
 /* Records step into g (state 2) or marks it failed (state -1); the step has not run then. */
@@ -766,8 +874,7 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
     }
     c->cap_slot = g->slot;
     c->recording_failed = 0;
-    step(arg);
-    flush(c);
+    run_step(c, step, arg);
     c->cap_slot = NULL;
     e = cudaStreamEndCapture(c->stream, &graph);
     cudaGraphExec_t exec = NULL;
@@ -820,8 +927,7 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
     } else {
         /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
         if (g && g->state == 0) g->state = 1;
-        step(arg);
-        flush(c);
+        run_step(c, step, arg);
         c->stats.eager_steps++;
     }
     time_step_end(c, timed);
@@ -894,6 +1000,9 @@ void cu_destroy(void *ctx) {
     cudaFree(c->amax_v);
     cudaFree(c->amax_i);
     cudaFree(c->amax_counter);
+    cudaFree(c->phase_sync);
+    cudaFree(c->phase_trace);
+    delete c->phases;
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -947,6 +1056,13 @@ dw_status init(cctx *c, dw_error *err) {
         (e = cudaMalloc((void **)&c->amax_counter, sizeof(unsigned))) != cudaSuccess ||
         (e = cudaMemset(c->amax_counter, 0, sizeof(unsigned))) != cudaSuccess)
         return cuda_fail(err, e, "cudaMalloc(argmax scratch)");
+    if ((e = cudaMalloc((void **)&c->phase_sync, 2 * PERSIST_LAUNCHES * sizeof(unsigned))) != cudaSuccess ||
+        (e = cudaMemset(c->phase_sync, 0, 2 * PERSIST_LAUNCHES * sizeof(unsigned))) != cudaSuccess)
+        return cuda_fail(err, e, "cudaMalloc(persistent kernel counters)");
+    const char *tr = getenv("DW_CUDA_PERSIST_TRACE");
+    if (tr && *tr == '1' &&
+        (e = cudaMalloc((void **)&c->phase_trace, 2 * DWK_FUSED_MAX_PHASES * sizeof(unsigned long long))) != cudaSuccess)
+        return cuda_fail(err, e, "cudaMalloc(persistent kernel trace)");
     cublasStatus_t s = c->blas->create(&c->handle);
     if (s != CUBLAS_STATUS_SUCCESS) {
         c->handle = NULL;
@@ -993,6 +1109,11 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->direct_download = !(dd && *dd == '0');
     const char *fa = getenv("DW_CUDA_FUSE_ATTN");
     c->fuse_attn = !(fa && *fa == '0');
+    const char *pk = getenv("DW_CUDA_PERSIST");
+    c->persist_on = pk && *pk == '1'; /* off by default: slower than separate kernels so far */
+    c->phases = new dwk::fused_table();
+    c->phases->n = 0;
+    c->phase_family = dwk::FF_NONE;
     dw_status st = init(c, err);
     if (st) {
         cu_destroy(c);
@@ -1044,4 +1165,19 @@ extern "C" dw_status dw__cuda_copy_bandwidth(dw_compute *comp, size_t bytes, int
     std::sort(ms.begin(), ms.end());
     *gbs = ms.empty() ? 0.0 : 2.0 * (double)bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
     return DW_OK;
+}
+
+extern "C" int dw__cuda_persist_trace(dw_compute *comp, double *us, int max) {
+    cctx *c = (cctx *)comp->ctx;
+    locked l(c);
+    flush(c);
+    if (!c->phase_trace || cudaStreamSynchronize(c->stream) != cudaSuccess) return 0;
+    const int n = std::min(c->phase_trace_n, max / 2);
+    std::vector<unsigned long long> t(2 * (size_t)n);
+    if (n <= 0 || cudaMemcpy(t.data(), c->phase_trace, t.size() * sizeof t[0], cudaMemcpyDeviceToHost) != cudaSuccess)
+        return 0;
+    const unsigned long long t0 = t[1] ? t[1] : 0; /* phase 0 has no barrier in front: its end is the origin */
+    for (int i = 1; i < 2 * n; i++) us[i] = t[i] ? ((double)t[i] - (double)t0) / 1e3 : -1.0;
+    us[0] = (double)t[0]; /* the grid's blocks */
+    return n;
 }

@@ -44,12 +44,18 @@ dw_status dw__cuda_copy_bandwidth(dw_compute *c, size_t bytes, int reps, double 
  * into a registered region by a kernel. */
 typedef struct dw__cuda_compute_stats {
     long graph_replays, graph_records, eager_steps;
+    long persistent_launches; /* launches of the persistent decode kernel */
     long timed_steps;
     double gpu_step_ms;
     double enqueue_s, download_s;
     long direct_downloads;
 } dw__cuda_compute_stats;
 void dw__cuda_compute_get_stats(dw_compute *c, dw__cuda_compute_stats *out);
+
+/* With DW_CUDA_PERSIST_TRACE=1 (a profile): the last persistent launch's phases, us[2i] when the
+ * grid passed phase i's barrier and us[2i + 1] when its last block finished it, in µs from the
+ * end of phase 0 (-1: not recorded); returns the phases (at most max / 2), 0 without a trace. */
+int dw__cuda_persist_trace(dw_compute *c, double *us, int max);
 
 #ifdef __cplusplus
 }

@@ -96,6 +96,46 @@ void attention_tiles(int group, int *gt, int *tiles);
 int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens);
 cudaError_t launch_attention(const attn_args &a, cudaStream_t stream);
 
+/* With the knobs of launch_attention filled in: the query heads per block (GT) the persistent
+ * decode kernel runs a for, or 0 where it cannot (an f32 cache, or a head_dim its 16-byte path
+ * does not fit). */
+int attention_fused_gt(attn_args &a);
+
+/* ---- the persistent decode kernel: kernels_fused.cu -------------------------------------------
+ * A decode step's matrix-vector products and attentions as one kernel: the grid stays resident
+ * (cooperative launch, blocks = what fits at once) and runs the phases in order with a grid-wide
+ * barrier between them. A block issues its first weight loads of the next phase before it waits
+ * at the barrier, so the DRAM stream does not drain between phases, and no phase pays a launch.
+ * Phases come in families (the weight format); one launch runs phases of one family. */
+enum fused_kind { FK_MV = 1, FK_ATTN = 2 };
+enum fused_family { FF_ANY = -2, FF_NONE = -1, FF_BF16 = 0, FF_Q4B, FF_Q4F, FF_Q8B, FF_Q8F, FF_COUNT };
+struct fused_phase {
+    int kind;
+    int sub; /* FK_MV quantized: rows per warp task; FK_ATTN: query heads per block */
+    union {
+        mv_args mv;
+        attn_args at;
+    };
+};
+/* A launch's phases travel as its kernel parameter (at most 32 KB; constant memory, so the
+ * phases' pointers need no registers): a longer step takes several launches. */
+#define DWK_FUSED_MAX_PHASES 120
+struct fused_table {
+    int n;
+    fused_phase ph[DWK_FUSED_MAX_PHASES];
+};
+/* Checks that the kernel runs p (kind and mv or at set) and fills sub; returns p's family
+ * (FF_ANY for attention), or FF_NONE where p must run as its own kernel. */
+int fused_prepare(fused_phase &p);
+/* Bytes of dynamic shared memory p needs. */
+size_t fused_smem(const fused_phase &p);
+/* Runs t's phases (of family `family`) with smem bytes of dynamic shared memory; sync: two
+ * unsigned in device memory, zero before, left zero after. trace (NULL: none): 2 × t.n zeroed
+ * u64 that receive, in ns of the GPU's global timer, when the grid passed each phase's barrier
+ * and when its last block finished it (a profile: the extra waits cost time). */
+cudaError_t launch_fused(int family, const fused_table &t, size_t smem, unsigned *sync, unsigned long long *trace,
+                         int n_sm, cudaStream_t stream);
+
 /* ---- the rest: kernels_elementwise.cu -------------------------------------------------------- */
 
 #define DWK_EMBED_IDS 256 /* ids passed by value per embed launch */

@@ -53,7 +53,7 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
     if (norm_w) {
         float ss = 0.0f;
         for (int i = tid; i < K; i += THREADS) {
-            const float v = x[i];
+            const float v = __ldcg(x + i); /* L2: written by other blocks, maybe in this kernel */
             xs[at(i)] = v;
             ss += v * v;
         }
@@ -70,7 +70,7 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
             if (blockIdx.x == 0 && norm_out) norm_out[i] = v;
         }
     } else {
-        for (int i = tid; i < K; i += THREADS) xs[at(i)] = x[i];
+        for (int i = tid; i < K; i += THREADS) xs[at(i)] = __ldcg(x + i);
     }
     __syncthreads();
 }
@@ -102,8 +102,8 @@ cudaError_t for_id_chunks(const int32_t *ids_host, int n, const int *dslot, Laun
 }
 
 /* Blocks of `kernel` resident at once per SM with `threads` threads and smem bytes of dynamic
- * shared memory (asked once per kernel and size; 1 when the query fails). Above 48 KB a kernel
- * must be allowed its dynamic shared memory first: each kernel's allowance is raised to the
+ * shared memory (asked once per kernel and size; 1 when the query fails). Near 48 KB (static
+ * shared memory comes on top) a kernel must be allowed its dynamic shared memory first: each kernel's allowance is raised to the
  * largest size asked for so far. */
 inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
     struct entry {
@@ -121,7 +121,7 @@ inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
         if (seen[i].smem == smem) return seen[i].n;
         if (seen[i].smem > allowed) allowed = seen[i].smem;
     }
-    if (smem > allowed && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
+    if (smem + 1024 > allowed && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         (void)cudaGetLastError(); /* the launch reports it */
     int n = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess || n < 1) {

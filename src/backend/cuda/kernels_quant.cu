@@ -3,15 +3,9 @@
  * the same fusions as kernels_matvec.cu (RMSNorm in front, residual add or SwiGLU behind); the
  * dequantization of row blocks to bf16 for the prefill GEMM; the embedding of a quantized table.
  *
- * Decode. A warp reads 1, 2 or 4 weight rows at once, so that with up to eight 16-byte loads in
- * flight per lane (as in the bf16 kernel) a whole row is in flight (K = 2048 at 4 bits: gate/up
- * two rows of each, two chunks per lane and row; single matrices two rows, so that narrow ones
- * spread over more warps; K = 8192: one row, eight chunks per lane); x' sits in shared memory
- * (padded against bank conflicts) with, per chunk, the sum of its inputs. A chunk (32 4-bit or 16 8-bit codes) lies
- * inside one group, so its contribution is scale·Σ code·x + bias·Σ x. Codes become f32 by byte
- * permutes (chunk_dot), not by int-to-float conversions, which run at quarter rate. */
+ * The decode matrix-vector code itself is in kernels_qmatvec.cuh. */
 #include "backend/cuda/compute_cuda_kernels.h"
-#include "backend/cuda/kernels_device.cuh"
+#include "backend/cuda/kernels_qmatvec.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,218 +15,32 @@
 namespace dwk {
 namespace {
 
-constexpr int THREADS = 256;
-constexpr int WARPS = THREADS / 32;
-constexpr int IN_FLIGHT = 8; /* 16-byte loads in flight per lane: streams × chunks per stream */
-
-/* A group's (scale, bias) pair as stored on the device: two bf16 in one word, or two f32 (f16
- * pairs are widened to f32 at upload, exactly). */
-template <int ST> struct sb_pair {
-    using raw = uint32_t;
-    static __device__ __forceinline__ float2 get(raw v) {
-        return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
-    }
-};
-template <> struct sb_pair<W_F32> {
-    using raw = float2;
-    static __device__ __forceinline__ float2 get(raw v) { return v; }
-};
-
-/* Σ f·x over one 16-byte chunk of codes (x: the chunk's 128/BITS inputs), where f is the code
- * made an f32 by one byte permute: 8 bits: f = 2^23 + q, less 2^23 (exact); 4 bits: the code
- * goes into the top mantissa byte of 0.5, f = 0.5 + q/256 exactly, and the caller undoes the
- * offset and scale with the group's own coefficients (chunk_coeffs), saving a subtraction per
- * code. */
-template <int BITS> __device__ __forceinline__ float chunk_dot(const uint4 &q, const float *x) {
-    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
-    float d0 = 0.0f, d1 = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        if constexpr (BITS == 4) { /* word k: inputs 8k..8k+7, input 8k+t in bits [4t, 4t+4) */
-            const uint32_t even = w[k] & 0x0F0F0F0Fu, odd = (w[k] >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                d0 = fmaf(__uint_as_float(__byte_perm(even, 0x3F000000u, 0x7054 | (b << 8))), x[8 * k + 2 * b], d0);
-                d1 = fmaf(__uint_as_float(__byte_perm(odd, 0x3F000000u, 0x7054 | (b << 8))), x[8 * k + 2 * b + 1], d1);
-            }
-        } else { /* word k: inputs 4k..4k+3, one per byte */
-#pragma unroll
-            for (int b = 0; b < 4; b += 2) {
-                d0 = fmaf(__uint_as_float(__byte_perm(w[k], 0x4B000000u, 0x7650 | b)) - 8388608.0f, x[4 * k + b], d0);
-                d1 = fmaf(__uint_as_float(__byte_perm(w[k], 0x4B000000u, 0x7650 | (b + 1))) - 8388608.0f,
-                          x[4 * k + b + 1], d1);
-            }
-        }
-    }
-    return d0 + d1;
-}
-
-/* The chunk's contribution is m·chunk_dot + c·Σx for the group's (scale s, bias b): 8 bits
- * m = s, c = b; 4 bits (f = 0.5 + q/256, so q = 256 f − 128) m = 256 s, c = b − 128 s. */
-template <int BITS> __device__ __forceinline__ float2 chunk_coeffs(float2 sb) {
-    if constexpr (BITS == 4) return make_float2(256.0f * sb.x, fmaf(-128.0f, sb.x, sb.y));
-    else return sb;
-}
-
-/* One warp task: S weight rows read at once (SwiGLU: S/2 rows each of gate and up), each lane
- * IN_FLIGHT / S chunks of each per round, so a row of up to 32·IN_FLIGHT/S chunks is in flight
- * whole. */
 template <int BITS, int ST, bool PAIR, int S>
-__global__ void __launch_bounds__(THREADS, 2) qmatvec_kernel(const mv_args a) {
+__global__ void __launch_bounds__(QMV_THREADS, 2) qmatvec_kernel(const mv_args a) {
     extern __shared__ float smem[];
-    __shared__ float red[WARPS];
-    using SB = sb_pair<ST>;
-    using sb_raw = typename SB::raw;
-    constexpr int CP = 128 / BITS;          /* codes per chunk */
-    constexpr int U = IN_FLIGHT / S;        /* chunks per row and lane per round */
-    constexpr int RPT = PAIR ? S / 2 : S;   /* output rows per warp task */
-    const int K = a.K, NC = K / CP, groups = K / a.qgroup;
-    const int gshift = __ffs(a.qgroup / CP) - 1; /* chunk -> group */
-    /* x' by chunk, each chunk's CP inputs padded to XP floats: lanes read neighbouring chunks, and
-     * unpadded those lie 64 or 128 bytes apart, in the same banks (8-way conflicts at 4 bits) */
-    constexpr int XP = CP + 4;
-    float *xs = smem, *xsum = smem + (size_t)NC * XP;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
-    const int tasks = (total + RPT - 1) / RPT;
-    const size_t row_bytes = (size_t)K * BITS / 8;
-    const int stride = gridDim.x * WARPS;
-
-    const char *wp[S];
-    const sb_raw *sp[S];
-    bool ok[S];
-    int oj[RPT], orr[RPT]; /* output rows of the task: matrix, row there (-1: past the end) */
-    uint4 v[S][U];
-    sb_raw sv[S][U];
-    auto locate = [&](int task) {
-#pragma unroll
-        for (int i = 0; i < RPT; i++) {
-            const int r = task * RPT + i;
-            const bool valid = r < total;
-            int j = 0;
-            if (!PAIR && valid)
-                while (r >= a.row_start[j + 1]) j++;
-            const int rr = valid ? r - a.row_start[j] : 0;
-            oj[i] = j;
-            orr[i] = valid ? rr : -1;
-#pragma unroll
-            for (int m = 0; m < (PAIR ? 2 : 1); m++) {
-                const int s = PAIR ? 2 * i + m : i, jj = PAIR ? m : j;
-                ok[s] = valid;
-                wp[s] = (const char *)a.w[jj] + (size_t)rr * row_bytes;
-                sp[s] = (const sb_raw *)a.sb[jj] + (size_t)rr * groups;
-            }
-        }
-    };
-    auto issue = [&](int base) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = base + u * 32 + lane;
-#pragma unroll
-            for (int s = 0; s < S; s++)
-                if (ok[s] && c < NC) {
-                    v[s][u] = ld_stream16(wp[s] + (size_t)c * 16);
-                    sv[s][u] = __ldg(sp[s] + (c >> gshift));
-                }
-        }
-    };
-
-    int task = blockIdx.x * WARPS + warp;
-    if (task < tasks) {
-        locate(task);
-        issue(0);
-    }
-    pdl_wait(); /* everything below reads what earlier kernels wrote */
-    pdl_launch_dependents();
-
-    stage_x<THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out);
-    for (int c = tid; c < NC; c += THREADS) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int e = 0; e < CP; e++) sum += xs[c * XP + e];
-        xsum[c] = sum;
-    }
-    __syncthreads();
-
-    for (; task < tasks; task += stride) {
-        float acc[S];
-#pragma unroll
-        for (int s = 0; s < S; s++) acc[s] = 0.0f;
-        for (int base = 0; base < NC; base += 32 * U) {
-            if (base) issue(base);
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int c = base + u * 32 + lane;
-                if (c >= NC) continue;
-                float xr[CP];
-#pragma unroll
-                for (int e = 0; e < CP; e += 4) {
-                    const float4 x4 = *reinterpret_cast<const float4 *>(xs + c * XP + e);
-                    xr[e] = x4.x, xr[e + 1] = x4.y, xr[e + 2] = x4.z, xr[e + 3] = x4.w;
-                }
-                const float xc = xsum[c];
-#pragma unroll
-                for (int s = 0; s < S; s++) {
-                    const float d = chunk_dot<BITS>(v[s][u], xr);
-                    const float2 m = chunk_coeffs<BITS>(SB::get(sv[s][u]));
-                    acc[s] = fmaf(m.x, d, fmaf(m.y, xc, acc[s]));
-                }
-            }
-        }
-        int cj[RPT], cr[RPT];
-#pragma unroll
-        for (int i = 0; i < RPT; i++) cj[i] = oj[i], cr[i] = orr[i];
-        if (task + stride < tasks) { /* the next task's first loads, before this one's reduction */
-            locate(task + stride);
-            issue(0);
-        }
-#pragma unroll
-        for (int s = 0; s < S; s++) acc[s] = warp_sum(acc[s]);
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < RPT; i++) {
-                const int rr = cr[i], j = cj[i];
-                if (rr < 0) continue;
-                if constexpr (PAIR) {
-                    const float g = acc[2 * i] + (a.bias[0] ? a.bias[0][rr] : 0.0f);
-                    const float u = acc[2 * i + 1] + (a.bias[1] ? a.bias[1][rr] : 0.0f);
-                    a.out[1][rr] = u;
-                    a.out[0][rr] = g / (1.0f + expf(-g)) * u;
-                } else {
-                    const float y = acc[i] + (a.bias[j] ? a.bias[j][rr] : 0.0f);
-                    a.out[j][rr] = y;
-                    if (a.res) a.res[rr] += y;
-                }
-            }
-        }
-    }
+    __shared__ float red[QMV_WARPS];
+    qmatvec_tasks<BITS, ST, PAIR, S>(a, smem, red, blockIdx.x * QMV_WARPS + (threadIdx.x >> 5), gridDim.x * QMV_WARPS, [] {
+        pdl_wait();
+        pdl_launch_dependents();
+    });
 }
 
-/* Streams per warp: the fewest chunks per lane that hold a whole row in flight at once (rows of
- * up to 32·IN_FLIGHT chunks), so narrow matrices still spread over many warps. */
 template <int BITS, int ST>
 cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
-    const int nc = a.K / (128 / BITS);
-    /* Single matrices take at most 2 rows per warp (4-bit q/k/v and o at K = 2048 spread over
-     * twice the warps: H100, 1B 4-bit decode +3 %); gate/up pairs keep 2 rows of each (one was
-     * slower). DW_CUDA_QMV_MAXS=1|2|4 caps it otherwise (tuning). */
-    int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
     static int max_s = -1;
     if (max_s < 0) {
         const char *v = getenv("DW_CUDA_QMV_MAXS");
         max_s = v && atoi(v) > 0 ? atoi(v) : 0;
     }
-    if (!pair && S > 2 && !max_s) S = 2;
-    if (max_s && S > max_s) S = max_s;
-    if (pair && S < 2) S = 2;
+    const int S = qmv_rows_per_task(BITS, a.K, pair, max_s);
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int rpt = pair ? S / 2 : S;
     const int tasks = (total + rpt - 1) / rpt;
-    const int blocks = (tasks + WARPS - 1) / WARPS;
-    const size_t smem = ((size_t)nc * (128 / BITS + 4) + nc) * sizeof(float); /* padded x' and sums */
+    const int blocks = (tasks + QMV_WARPS - 1) / QMV_WARPS;
+    const size_t smem = qmv_smem_floats(BITS, a.K) * sizeof(float);
 #define DWK_QMV(P, SS) \
-    if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, THREADS, smem, n_sm, stream);
+    if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, QMV_THREADS, smem, n_sm, stream);
     DWK_QMV(false, 1) DWK_QMV(false, 2) DWK_QMV(false, 4) DWK_QMV(true, 2) DWK_QMV(true, 4)
 #undef DWK_QMV
     return cudaErrorInvalidValue;

@@ -1,0 +1,167 @@
+/* The bf16/f16/f32 decode matrix-vector product's device code (compute_cuda_kernels.h: mv_args),
+ * shared by the standalone kernel (kernels_matvec.cu) and the persistent decode kernel
+ * (kernels_fused.cu): out = W·x for batch 1, RMSNorm fused in front, residual add / SwiGLU behind. */
+#ifndef DW_BACKEND_CUDA_KERNELS_MATVEC_CUH
+#define DW_BACKEND_CUDA_KERNELS_MATVEC_CUH
+
+#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels_device.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+namespace dwk {
+namespace {
+
+constexpr int MV_THREADS = 256;
+constexpr int MV_WARPS = MV_THREADS / 32;
+constexpr int MV_UNROLL = 8; /* weight loads in flight per lane per matrix (the standalone kernel) */
+
+__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ float f16_lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w & 0xffffu))); }
+__device__ __forceinline__ float f16_hi(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)(w >> 16))); }
+
+template <int WT> struct wt;
+template <> struct wt<W_BF16> { static constexpr int size = 2; };
+template <> struct wt<W_F16> { static constexpr int size = 2; };
+template <> struct wt<W_F32> { static constexpr int size = 4; };
+
+/* Floats of shared memory per chunk of E inputs of x': chunks of 8 (bf16/f16) are padded to 12,
+ * because lanes read neighbouring chunks and 8 floats apart those would share banks (2-way
+ * conflicts); 4 (f32) and 1 (scalar path) are conflict-free as they are. */
+__host__ __device__ constexpr int x_stride(int e) { return e == 8 ? 12 : e; }
+
+/* A chunk of E weights: E = 16 bytes' worth on the vector path, 1 on the scalar path. */
+template <int WT, bool VEC> struct chunk {
+    static constexpr int E = VEC ? 16 / wt<WT>::size : 1;
+    using raw = typename std::conditional<VEC, uint4, typename std::conditional<WT == W_F32, float, unsigned short>::type>::type;
+    static __device__ __forceinline__ raw load(const char *row, int c) {
+        if constexpr (VEC) return ld_stream16(row + (size_t)c * 16);
+        else return reinterpret_cast<const raw *>(row)[c];
+    }
+    static __device__ __forceinline__ void to_f32(const raw &v, float *f) {
+        if constexpr (VEC) {
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+            if constexpr (WT == W_F32) {
+#pragma unroll
+                for (int i = 0; i < 4; i++) f[i] = __uint_as_float(w[i]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    f[2 * i] = WT == W_BF16 ? bf16_lo(w[i]) : f16_lo(w[i]);
+                    f[2 * i + 1] = WT == W_BF16 ? bf16_hi(w[i]) : f16_hi(w[i]);
+                }
+            }
+        } else if constexpr (WT == W_F32) {
+            f[0] = v;
+        } else if constexpr (WT == W_BF16) {
+            f[0] = __uint_as_float((uint32_t)v << 16);
+        } else {
+            f[0] = __half2float(__ushort_as_half(v));
+        }
+    }
+};
+
+/* Row r of the concatenated matrices: its matrix j, its row rr there, and its weights. */
+__device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes, bool pair, int *j, int *rr,
+                                       const char **w0, const char **w1) {
+    int jj = 0;
+    if (!pair)
+        while (r >= a.row_start[jj + 1]) jj++;
+    *j = jj;
+    *rr = r - a.row_start[jj];
+    *w0 = (const char *)a.w[jj] + (size_t)*rr * row_bytes;
+    *w1 = pair ? (const char *)a.w[1] + (size_t)*rr * row_bytes : nullptr;
+}
+
+/* One warp per row (rows strided over the grid). The loads of a warp's next row are issued
+ * before the current row's reduction, and the first row's before x is staged in shared memory,
+ * so no warp waits on memory with nothing in flight. */
+/* The rows of a (one warp per row) from row `first`, every `stride` rows, for a block of
+ * MV_THREADS threads: xs is K / E × XP floats of shared memory (x' by chunk, padded), red
+ * MV_WARPS floats. wait() runs once the first row's loads are in flight and before anything
+ * earlier work writes is read (x, res): the standalone kernel waits for the kernel before it
+ * (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's previous phase. The
+ * loads of a warp's next row are issued before the current row's reduction, so no warp waits
+ * on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and matrix. */
+template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, typename Wait>
+__device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *red, int first, int stride, Wait wait) {
+    using C = chunk<WT, VEC>;
+    constexpr int E = C::E;
+    const int K = a.K, tid = threadIdx.x, lane = tid & 31;
+    const int nchunks = K / E;
+    constexpr int XP = x_stride(E);
+    const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
+    const size_t row_bytes = (size_t)K * wt<WT>::size;
+    typename C::raw v0[UNROLL], v1[UNROLL];
+    auto issue = [&](const char *w0, const char *w1, int base) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int c = base + u * 32 + lane;
+            if (c < nchunks) {
+                v0[u] = C::load(w0, c);
+                if constexpr (PAIR) v1[u] = C::load(w1, c);
+            }
+        }
+    };
+    int r = first, j, rr;
+    const char *w0 = nullptr, *w1 = nullptr;
+    if (r < total) {
+        row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
+        issue(w0, w1, 0);
+    }
+    wait();
+    stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out); /* loads in flight */
+
+    for (; r < total; r += stride) {
+        float acc0 = 0.0f, acc1 = 0.0f;
+        for (int base = 0; base < nchunks; base += 32 * UNROLL) {
+            if (base) issue(w0, w1, base);
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                int c = base + u * 32 + lane;
+                if (c < nchunks) {
+                    float f[E];
+                    const float *xp = xs + c * XP;
+                    C::to_f32(v0[u], f);
+#pragma unroll
+                    for (int e = 0; e < E; e++) acc0 = fmaf(f[e], xp[e], acc0);
+                    if constexpr (PAIR) {
+                        C::to_f32(v1[u], f);
+#pragma unroll
+                        for (int e = 0; e < E; e++) acc1 = fmaf(f[e], xp[e], acc1);
+                    }
+                }
+            }
+        }
+        const int jc = j, rc = rr;
+        if (r + stride < total) { /* the next row's first loads, before this row's reduction */
+            row_of(a, r + stride, row_bytes, PAIR, &j, &rr, &w0, &w1);
+            issue(w0, w1, 0);
+        }
+        acc0 = warp_sum(acc0);
+        if constexpr (PAIR) acc1 = warp_sum(acc1);
+        if (lane == 0) {
+            if constexpr (PAIR) {
+                float g = acc0 + (a.bias[0] ? a.bias[0][rc] : 0.0f);
+                float u = acc1 + (a.bias[1] ? a.bias[1][rc] : 0.0f);
+                a.out[1][rc] = u;
+                a.out[0][rc] = g / (1.0f + expf(-g)) * u;
+            } else {
+                float v = acc0 + (a.bias[jc] ? a.bias[jc][rc] : 0.0f);
+                a.out[jc][rc] = v;
+                if (a.res) a.res[rc] = __ldcg(a.res + rc) + v; /* L2: other blocks wrote it */
+            }
+        }
+    }
+}
+
+
+} // namespace
+} // namespace dwk
+
+#endif
