@@ -66,8 +66,9 @@ struct phase_wait {
     }
 };
 
-/* (16 loads per lane in flight for single matrices, with MINB 1's half the warps, was slower:
- * H100 1B bf16 q/k/v 6.4 -> 8.4 us, lm_head 180 -> 218 us.) */
+/* Tried for single matrices, with MINB 1's half the warps, and slower (H100, 1B bf16): 16 loads
+ * per lane in flight (q/k/v 6.4 -> 8.4 us, lm_head 180 -> 218 us) and two neighbouring rows per
+ * warp (step 1.36 -> 1.71 ms). */
 template <int WT, bool VEC, bool NORM, bool PAIR>
 __device__ __forceinline__ void mv_rows(const mv_args &a, float *smem, float *red, int first, int stride, phase_wait wait) {
     matvec_rows<WT, VEC, NORM, PAIR>(a, smem, red, first, stride, wait);

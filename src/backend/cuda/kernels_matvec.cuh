@@ -78,9 +78,6 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
     *w1 = pair ? (const char *)a.w[1] + (size_t)*rr * row_bytes : nullptr;
 }
 
-/* One warp per row (rows strided over the grid). The loads of a warp's next row are issued
- * before the current row's reduction, and the first row's before x is staged in shared memory,
- * so no warp waits on memory with nothing in flight. */
 /* The rows of a (one warp per row) from row `first`, every `stride` rows, for a block of
  * MV_THREADS threads: xs is K / E × XP floats of shared memory (x' by chunk, padded), red
  * MV_WARPS floats. wait() runs once the first row's loads are in flight and before anything
