@@ -21,7 +21,8 @@ extern "C" {
  * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default: as many as fit at once);
  * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
  * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 32) and DW_CUDA_ATTN_BPS=N
- * aims its grid at N blocks per SM (default 2; at most 64 splits);
+ * aims its grid at N blocks per SM (default 2; at most 64 splits), DW_CUDA_ATTN_THREADS=128 runs
+ * decode attention in blocks of 128 threads instead of 256;
  * DW_CUDA_DIRECT_DOWNLOAD=0 makes
  * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
  * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps

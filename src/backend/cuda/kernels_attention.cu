@@ -39,25 +39,37 @@ int one_split_max() {
     return n;
 }
 
-template <bool F32, int VEC, int GT> __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(const attn_args a) {
+template <int THREADS, bool F32, int VEC, int GT>
+__global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
     extern __shared__ float sm[];
     __shared__ int is_last;
     /* A following matvec may start loading its weights. (Launching this kernel itself with PDL
      * was tried: attention alone 9.7 -> 8.8 us, but decode at 4096 in context 3-6% slower, the
      * early blocks crowding the q/k/v matvec; decode at 272 unchanged.) */
     pdl_launch_dependents();
-    attention_item<ATTN_THREADS, F32, VEC, GT>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last);
+    attention_item<THREADS, F32, VEC, GT>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last);
 }
 
-template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cudaStream_t stream) {
+template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    const size_t smem = sizeof(float) * attn_smem_floats(ATTN_THREADS, GT, a.hd);
+    const size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd);
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attn_args b = a;
     b.one_split_max = one_split_max();
     b.min_keys = min_keys();
-    attention_kernel<F32, VEC, GT><<<grid, ATTN_THREADS, smem, stream>>>(b);
+    attention_kernel<THREADS, F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
+}
+
+/* Decode (one query token) runs blocks of 256 threads, prefill of ATTN_THREADS (128): with 256 a
+ * split's scores and values take half the rounds (H100, 1B, one run A/B/A/B: bf16 decode 808 ->
+ * 829-830 tok/s, at 4096 in context 647 -> 693; 4-bit 1373 -> 1444-1462), while prefill was 6 %
+ * slower. DW_CUDA_ATTN_THREADS=128 keeps decode at 128 (tuning). */
+template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cudaStream_t stream) {
+    static int threads = -1;
+    if (threads < 0) threads = env_int("DW_CUDA_ATTN_THREADS", 256);
+    if (a.n_tokens == 1 && threads == 256) return launch4<256, F32, VEC, GT>(a, stream);
+    return launch4<ATTN_THREADS, F32, VEC, GT>(a, stream);
 }
 
 template <bool F32, int VEC> cudaError_t launch2(const attn_args &a, cudaStream_t stream) {
