@@ -490,9 +490,11 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
            "logits error %.2g\n",
            what, kv_f32 ? "f32" : "bf16", prefill_limit >= 0 ? "prefill" : "decode", prefill_error, G, worst);
     free(a), free(b);
+#ifdef DW_HAVE_CUDA
     dw__cuda_compute_stats stats;
     dw__cuda_compute_get_stats(&cu.m->compute, &stats);
     last_persistent_launches = stats.persistent_launches;
+#endif
     side_close(&cu);
     side_close(&cpu);
 }

@@ -4,7 +4,10 @@
  * kernels_qmatvec.cuh, kernels_attention.cuh); what changes is the wait in front of each: not the
  * end of the previous kernel but a counter in global memory, and a block issues its first weight
  * loads of the next phase before it waits there. Why our own: a layer as five kernels paid, five
- * times, a launch, a prologue and a DRAM round trip with nothing in flight (bench/cuda/README.md). */
+ * times, a launch, a prologue and a DRAM round trip with nothing in flight (bench/cuda/README.md).
+ * Status: opt-in (DW_CUDA_PERSIST=1) because on the H100 it is slower than the separate kernels so
+ * far: a barrier costs about what a kernel boundary did, and one block per SM streams single
+ * matrices at ~2 TB/s (the phase profile and what would make it pay: bench/cuda/README.md v11). */
 #include "backend/cuda/compute_cuda_kernels.h"
 #include "backend/cuda/kernels_attention.cuh"
 #include "backend/cuda/kernels_matvec.cuh"
