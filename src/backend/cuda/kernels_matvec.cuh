@@ -84,13 +84,19 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
  * earlier work writes is read (x, res): the standalone kernel waits for the kernel before it
  * (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's previous phase. The
  * loads of a warp's next row are issued before the current row's reduction, so no warp waits
- * on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and matrix. */
-template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, typename Wait>
+ * on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and matrix. KS = 2
+ * (single matrices): a row's inputs split between two warps of the block (warps 2p and 2p + 1 take
+ * row first + p's halves, `first` and `stride` counting rows in fours), their sums added through
+ * shared memory (red) behind a barrier of the two warps. */
+template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, int KS = 1, typename Wait>
 __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *red, int first, int stride, Wait wait) {
     using C = chunk<WT, VEC>;
     constexpr int E = C::E;
+    static_assert(KS == 1 || (KS == 2 && !PAIR), "split rows: single matrices");
     const int K = a.K, tid = threadIdx.x, lane = tid & 31;
     const int nchunks = K / E;
+    const int half = KS == 2 ? (tid >> 5) & 1 : 0, pair_id = (tid >> 5) >> 1; /* KS == 2 */
+    const int c_begin = KS == 2 && half ? nchunks / 2 : 0, c_end = KS == 2 && !half ? nchunks / 2 : nchunks;
     constexpr int XP = x_stride(E);
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const size_t row_bytes = (size_t)K * wt<WT>::size;
@@ -99,7 +105,7 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int c = base + u * 32 + lane;
-            if (c < nchunks) {
+            if (c < c_end) {
                 v0[u] = C::load(w0, c);
                 if constexpr (PAIR) v1[u] = C::load(w1, c);
             }
@@ -109,19 +115,19 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
     const char *w0 = nullptr, *w1 = nullptr;
     if (r < total) {
         row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
-        issue(w0, w1, 0);
+        issue(w0, w1, c_begin);
     }
     wait();
     stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out); /* loads in flight */
 
     for (; r < total; r += stride) {
         float acc0 = 0.0f, acc1 = 0.0f;
-        for (int base = 0; base < nchunks; base += 32 * UNROLL) {
-            if (base) issue(w0, w1, base);
+        for (int base = c_begin; base < c_end; base += 32 * UNROLL) {
+            if (base != c_begin) issue(w0, w1, base);
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
                 int c = base + u * 32 + lane;
-                if (c < nchunks) {
+                if (c < c_end) {
                     float f[E];
                     const float *xp = xs + c * XP;
                     C::to_f32(v0[u], f);
@@ -138,10 +144,17 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
         const int jc = j, rc = rr;
         if (r + stride < total) { /* the next row's first loads, before this row's reduction */
             row_of(a, r + stride, row_bytes, PAIR, &j, &rr, &w0, &w1);
-            issue(w0, w1, 0);
+            issue(w0, w1, c_begin);
         }
         acc0 = warp_sum(acc0);
         if constexpr (PAIR) acc1 = warp_sum(acc1);
+        if constexpr (KS == 2) { /* the second half's sum joins the first's */
+            if (half && lane == 0) red[pair_id] = acc0;
+            asm volatile("bar.sync %0, 64;" ::"r"(1 + pair_id) : "memory");
+            if (!half) acc0 += red[pair_id];
+            asm volatile("bar.sync %0, 64;" ::"r"(1 + pair_id) : "memory"); /* red[pair_id] free again */
+            if (half) continue;
+        }
         if (lane == 0) {
             if constexpr (PAIR) {
                 float g = acc0 + (a.bias[0] ? a.bias[0][rc] : 0.0f);
