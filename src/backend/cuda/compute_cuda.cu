@@ -213,6 +213,13 @@ void emit(cctx *c) {
     dwk::fused_table &t = *c->phases;
     if (!t.n) return;
     if (c->step_launches >= PERSIST_LAUNCHES) { /* more launches than barrier pairs: one at a time */
+        if (c->cap_slot) { /* no wait inside a recording: it is dropped, the step runs directly */
+            c->recording_failed = 1;
+            t.n = 0;
+            c->phase_family = dwk::FF_NONE;
+            c->phase_smem = 0;
+            return;
+        }
         check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
         c->step_launches = 0;
     }
