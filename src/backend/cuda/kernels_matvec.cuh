@@ -85,9 +85,9 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
  * (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's previous phase. The
  * loads of a warp's next row are issued before the current row's reduction, so no warp waits
  * on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and matrix. KS = 2
- * (single matrices): a row's inputs split between two warps of the block (warps 2p and 2p + 1 take
- * row first + p's halves, `first` and `stride` counting rows in fours), their sums added through
- * shared memory (red) behind a barrier of the two warps. */
+ * (single matrices): each row is read by a pair of warps of the block (warps 2p and 2p + 1, given
+ * the same `first`), each summing half the inputs; the halves are added through shared memory
+ * (red[p]) behind a barrier of the two warps. */
 template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, int KS = 1, typename Wait>
 __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *red, int first, int stride, Wait wait) {
     using C = chunk<WT, VEC>;
