@@ -70,6 +70,19 @@ m = re.search(r"first token ([\d.]+) ms after the command started: backend ([\d.
 sys.exit(0 if m and abs(sum(map(float, m.groups()[1:])) - float(m.group(1))) < 0.6 else 1)
 PY
 
+# bench compare: both models required, a missing one named; on the model and its 4-bit copy it
+# reports both speeds and a ratio that agrees with them
+expect_fail_one_line "bench_compare_requires_two_models" "--model-b" "$dw" bench compare --model "$model"
+expect_fail_one_line "bench_compare_names_a_missing_model" "nope" "$dw" bench compare --model "$model" --model-b "$DW_TMP/nope"
+"$dw" quantize --model "$model" --bits 4 --out "$DW_TMP/q4" >/dev/null 2>&1
+"$dw" bench compare --model "$model" --model-b "$DW_TMP/q4" --prompt-tokens 8 --gen-tokens 8 --json >"$DW_TMP/compare.json" 2>&1
+if python3 - "$DW_TMP/compare.json" <<'PY'; then pass bench_compare_reports_both_speeds_and_their_ratio; else fail bench_compare_reports_both_speeds_and_their_ratio "$(tail -1 "$DW_TMP/compare.json")"; fi
+import json, sys
+r = json.load(open(sys.argv[1]))
+ok = r["decode_tok_s"] > 0 and r["decode_tok_s_b"] > 0 and r["pair_ratio_median"] > 0
+sys.exit(0 if ok and abs(r["speed_ratio_b_over_a"] - r["decode_tok_s_b"] / r["decode_tok_s"]) < 1e-3 * r["speed_ratio_b_over_a"] + 1e-4 else 1)
+PY
+
 printf 'caf\xe9 \xff\n' > "$DW_TMP/bad-utf8.txt"
 expect_fail_one_line "tokenize_rejects_invalid_utf8" "UTF-8" "$dw" tokenize --model "$model" < "$DW_TMP/bad-utf8.txt"
 finish
