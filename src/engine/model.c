@@ -43,6 +43,7 @@ static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64
     *out = host;
     return DW_OK;
 }
+
 static dw_status load_weight(dw_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int required,
                              dw_cweight *out, dw_error *err) {
     if (ndim == 2) {

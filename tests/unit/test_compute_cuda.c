@@ -499,6 +499,25 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
     side_close(&cpu);
 }
 
+/* The CPU's exact quantized kernels for the comparison (DW_CPU_QISA=avx512, not the VNNI 4-bit
+ * path, which rounds x to int16), and back to what the environment said. */
+typedef struct cpu_qisa {
+    int was_set;
+    char value[32];
+} cpu_qisa;
+
+static void cpu_exact_4bit(cpu_qisa *saved) {
+    const char *v = getenv("DW_CPU_QISA");
+    saved->was_set = v != NULL;
+    snprintf(saved->value, sizeof saved->value, "%s", v ? v : "");
+    setenv("DW_CPU_QISA", "avx512", 1);
+}
+
+static void cpu_qisa_restore(const cpu_qisa *saved) {
+    if (saved->was_set) setenv("DW_CPU_QISA", saved->value, 1);
+    else unsetenv("DW_CPU_QISA");
+}
+
 /* parity_run on a random model of spec: logits within 1e-4 (f32 cache) or 1e-3 (bf16 cache; it
  * rounds keys/values that differ in the last f32 bits, and a flipped rounding moves later
  * tokens' logits by ~1e-4). */
@@ -549,10 +568,8 @@ TEST(cuda_model_qwen2_biases_and_mistral_window_match_cpu) {
  * it wrote, 3e-3; the greedy tokens must agree either way. */
 TEST(cuda_model_quantized_matches_cpu) {
     dw_error err = {0};
-    const char *qisa = getenv("DW_CPU_QISA");
-    char saved_qisa[32] = "";
-    if (qisa) snprintf(saved_qisa, sizeof saved_qisa, "%s", qisa);
-    setenv("DW_CPU_QISA", "avx512", 1);
+    cpu_qisa saved;
+    cpu_exact_4bit(&saved);
     /* inter 11264: the down projection's x' needs over 48 KB of shared memory (opt-in) */
     struct {
         int bits, group, tie, inter;
@@ -575,8 +592,7 @@ TEST(cuda_model_quantized_matches_cpu) {
         parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
         parity_run(qdir, what, spec.vocab, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
     }
-    if (qisa) setenv("DW_CPU_QISA", saved_qisa, 1);
-    else unsetenv("DW_CPU_QISA");
+    cpu_qisa_restore(&saved);
 }
 
 /* The persistent decode kernel (DW_CUDA_PERSIST=1: a step's matvecs and attentions as the phases
@@ -585,10 +601,8 @@ TEST(cuda_model_quantized_matches_cpu) {
  * direct steps and recorded graphs; and it did run. */
 TEST(cuda_persistent_decode_kernel_matches_cpu) {
     dw_error err = {0};
-    const char *qisa = getenv("DW_CPU_QISA");
-    char saved_qisa[32] = "";
-    if (qisa) snprintf(saved_qisa, sizeof saved_qisa, "%s", qisa);
-    setenv("DW_CPU_QISA", "avx512", 1);
+    cpu_qisa saved;
+    cpu_exact_4bit(&saved);
     setenv("DW_CUDA_PERSIST", "1", 1);
     tmodel_spec spec = tmodel_default();
     spec.vocab = 3001, spec.hidden = 256, spec.inter = 640, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
@@ -604,8 +618,7 @@ TEST(cuda_persistent_decode_kernel_matches_cpu) {
     parity_run(qdir, "4-bit g64, persistent kernel", spec.vocab, 1, -1, 1e-4, dw_test_failed_);
     CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "4-bit: the persistent kernel never ran");
     unsetenv("DW_CUDA_PERSIST");
-    if (qisa) setenv("DW_CPU_QISA", saved_qisa, 1);
-    else unsetenv("DW_CPU_QISA");
+    cpu_qisa_restore(&saved);
 }
 
 /* Greedy decoding with the tokens chosen on the GPU (each step replayed from the previous one's

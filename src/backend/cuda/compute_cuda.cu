@@ -208,38 +208,41 @@ void launch_norm(cctx *c, float *out, const float *x, const float *w, int n, int
  * run (another kernel, a copy, a wait) or the table is full. Phases that kernel cannot run
  * (f16/f32 weights, an f32 cache) are launched as before, after what was collected. */
 
-/* Launches the collected phases (nothing when none). */
+/* Launches the collected phases, if any, and empties the table. */
 void emit(cctx *c) {
     dwk::fused_table &t = *c->phases;
     if (!t.n) return;
+    bool launch = true;
     if (c->step_launches >= PERSIST_LAUNCHES) { /* more launches than barrier pairs: one at a time */
         if (c->cap_slot) { /* no wait inside a recording: it is dropped, the step runs directly */
             c->recording_failed = 1;
-            t.n = 0;
-            c->phase_family = dwk::FF_NONE;
-            c->phase_smem = 0;
-            return;
+            launch = false;
+        } else {
+            check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+            c->step_launches = 0;
         }
-        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
-        c->step_launches = 0;
     }
-    unsigned *sync = c->phase_sync + 2 * c->step_launches++;
-    const int family = c->phase_family == dwk::FF_NONE ? dwk::FF_BF16 : c->phase_family;
-    if (c->phase_trace) {
-        check(c, cudaMemsetAsync(c->phase_trace, 0, 2 * t.n * sizeof *c->phase_trace, c->stream), "cudaMemsetAsync");
-        c->phase_trace_n = t.n;
+    if (launch) {
+        unsigned *sync = c->phase_sync + 2 * c->step_launches++;
+        const int family = c->phase_family == dwk::FF_NONE ? dwk::FF_BF16 : c->phase_family;
+        if (c->phase_trace) {
+            check(c, cudaMemsetAsync(c->phase_trace, 0, 2 * t.n * sizeof *c->phase_trace, c->stream), "cudaMemsetAsync");
+            c->phase_trace_n = t.n;
+        }
+        check(c, dwk::launch_fused(family, t, c->phase_smem, sync, c->phase_trace, c->n_sm, c->stream),
+              "persistent decode kernel");
+        c->stats.persistent_launches++;
     }
-    check(c, dwk::launch_fused(family, t, c->phase_smem, sync, c->phase_trace, c->n_sm, c->stream),
-          "persistent decode kernel");
-    c->stats.persistent_launches++;
     t.n = 0;
     c->phase_family = dwk::FF_NONE;
     c->phase_smem = 0;
 }
 
-/* Takes p as a phase; false when it must run as its own kernel (after emit). */
+/* Whether matvecs and attentions now become phases (inside a step, the kernel on). */
+bool persisting(const cctx *c) { return c->collecting && c->persist_on; }
+
+/* Takes p as a phase (persisting(c)); false when it must run as its own kernel (after emit). */
 bool collect(cctx *c, dwk::fused_phase &p) {
-    if (!c->collecting || !c->persist_on) return false;
     const int family = dwk::fused_prepare(p);
     if (family == dwk::FF_NONE) return false;
     dwk::fused_table &t = *c->phases;
@@ -253,21 +256,25 @@ bool collect(cctx *c, dwk::fused_phase &p) {
 }
 
 void run_matvec(cctx *c, const dwk::mv_args &a) {
-    dwk::fused_phase p;
-    memset(&p, 0, sizeof p);
-    p.kind = dwk::FK_MV;
-    p.mv = a;
-    if (collect(c, p)) return;
+    if (persisting(c)) {
+        dwk::fused_phase p;
+        memset(&p, 0, sizeof p);
+        p.kind = dwk::FK_MV;
+        p.mv = a;
+        if (collect(c, p)) return;
+    }
     emit(c);
     check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
 }
 
 void run_attention(cctx *c, const dwk::attn_args &a) {
-    dwk::fused_phase p;
-    memset(&p, 0, sizeof p);
-    p.kind = dwk::FK_ATTN;
-    p.at = a;
-    if (a.n_tokens == 1 && collect(c, p)) return;
+    if (persisting(c) && a.n_tokens == 1) {
+        dwk::fused_phase p;
+        memset(&p, 0, sizeof p);
+        p.kind = dwk::FK_ATTN;
+        p.at = a;
+        if (collect(c, p)) return;
+    }
     emit(c);
     check(c, dwk::launch_attention(a, c->stream), "attention kernel");
 }
@@ -285,12 +292,9 @@ void flush_pending(cctx *c) {
         break;
     case P_MV: run_matvec(c, p.mv); break;
     case P_ROPE:
-        emit(c);
-        check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope kernel");
-        break;
     case P_ROPEKV:
         emit(c);
-        check(c, dwk::launch_rope_kv(p.rope, c->stream), "rope/kv_write kernel");
+        check(c, dwk::launch_rope_kv(p.rope, c->stream), kind == P_ROPE ? "rope kernel" : "rope/kv_write kernel");
         break;
     }
 }

@@ -29,9 +29,8 @@ extern "C" {
  * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps
  * RoPE + KV store a kernel of their own instead of folding them into decode attention;
  * DW_CUDA_PERSIST=1 runs each decode step's matvecs and attentions as the phases of one
- * persistent kernel (kernels_fused.cu; off by default: slower so far, bench/cuda/README.md v11),
- * DW_CUDA_PERSIST_MINB=2 budgets its registers for two blocks per SM (default one) and
- * DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace). */
+ * persistent kernel (kernels_fused.cu; off by default: slower so far, bench/cuda/README.md v11)
+ * and DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace). */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for

@@ -14,6 +14,11 @@
 
 namespace dwk {
 
+/* The block shape of every decode matrix-vector kernel (bf16 and quantized, standalone and in the
+ * persistent decode kernel). */
+constexpr int MV_THREADS = 256;
+constexpr int MV_WARPS = MV_THREADS / 32;
+
 /* 16 bytes of weights, read once: no L1 allocation, so x keeps the cache. */
 __device__ __forceinline__ uint4 ld_stream16(const void *p) {
     uint4 r;
@@ -142,22 +147,37 @@ inline bool pdl_enabled() {
     return pdl != 0;
 }
 
-/* Launches kernel(args) on grid × threads with smem bytes of dynamic shared memory, with
- * programmatic stream serialization when pdl_enabled(): the kernel may start before the one
- * before it ends, so it must call pdl_wait() before reading what that one writes. */
-template <typename Args>
-cudaError_t launch_pdl(void (*kernel)(Args), const Args &args, dim3 grid, int threads, size_t smem,
-                       cudaStream_t stream) {
+/* A launch of grid × threads with smem bytes of dynamic shared memory on stream: programmatic
+ * stream serialization when pdl_enabled() (the kernel may start before the one before it ends,
+ * so it must call pdl_wait() before reading what that one writes), and with cooperative set a
+ * cooperative launch (every block resident at once). attr: room for two attributes, which the
+ * configuration points at. */
+inline cudaLaunchConfig_t launch_config(dim3 grid, int threads, size_t smem, cudaStream_t stream, bool cooperative,
+                                        cudaLaunchAttribute *attr) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = dim3(threads);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    cfg.numAttrs = 0;
+    if (cooperative) {
+        attr[cfg.numAttrs].id = cudaLaunchAttributeCooperative;
+        attr[cfg.numAttrs++].val.cooperative = 1;
+    }
+    if (pdl_enabled()) {
+        attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    return cfg;
+}
+
+/* Launches kernel(args) as launch_config says (not cooperative). */
+template <typename Args>
+cudaError_t launch_pdl(void (*kernel)(Args), const Args &args, dim3 grid, int threads, size_t smem,
+                       cudaStream_t stream) {
+    cudaLaunchAttribute attr[2];
+    const cudaLaunchConfig_t cfg = launch_config(grid, threads, smem, stream, false, attr);
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args);
     if (e != cudaSuccess) return e;
     return cudaGetLastError();

@@ -19,9 +19,6 @@
 namespace dwk {
 namespace {
 
-constexpr int F_THREADS = 256;
-static_assert(F_THREADS == MV_THREADS && F_THREADS == QMV_THREADS, "one block shape for every phase");
-
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -69,18 +66,9 @@ struct phase_wait {
     }
 };
 
-/* Tried for single matrices, with MINB 1's half the warps, and slower (H100, 1B bf16): 16 loads
- * per lane in flight (q/k/v 6.4 -> 8.4 us, lm_head 180 -> 218 us) and two neighbouring rows per
- * warp (step 1.36 -> 1.71 ms). */
-template <int WT, bool VEC, bool NORM, bool PAIR>
-__device__ __forceinline__ void mv_rows(const mv_args &a, float *smem, float *red, int first, int stride, phase_wait wait) {
-    matvec_rows<WT, VEC, NORM, PAIR>(a, smem, red, first, stride, wait);
-}
-template <int B, int ST, bool PAIR, int S>
-__device__ __forceinline__ void qmv_tasks(const mv_args &a, float *smem, float *red, int first, int stride, phase_wait wait) {
-    qmatvec_tasks<B, ST, PAIR, S>(a, smem, red, first, stride, wait);
-}
-
+/* (Tried for single matrices, with one block per SM's half the warps, and slower on the H100, 1B
+ * bf16: 16 loads per lane in flight, q/k/v 6.4 -> 8.4 us, lm_head 180 -> 218 us; two neighbouring
+ * rows per warp, step 1.36 -> 1.71 ms.) */
 template <int FAM>
 __device__ __forceinline__ void mv_phase(const fused_phase &p, float *smem, float *red, phase_wait wait) {
     const mv_args &a = p.mv;
@@ -88,21 +76,21 @@ __device__ __forceinline__ void mv_phase(const fused_phase &p, float *smem, floa
     if constexpr (family<FAM>::bits == 0) {
         const bool norm = a.norm_w != nullptr, pair = a.pair_swiglu != 0;
         if (pair) {
-            if (norm) mv_rows<W_BF16, true, true, true>(a, smem, red, first, stride, wait);
-            else mv_rows<W_BF16, true, false, true>(a, smem, red, first, stride, wait);
+            if (norm) matvec_rows<W_BF16, true, true, true>(a, smem, red, first, stride, wait);
+            else matvec_rows<W_BF16, true, false, true>(a, smem, red, first, stride, wait);
         } else {
-            if (norm) mv_rows<W_BF16, true, true, false>(a, smem, red, first, stride, wait);
-            else mv_rows<W_BF16, true, false, false>(a, smem, red, first, stride, wait);
+            if (norm) matvec_rows<W_BF16, true, true, false>(a, smem, red, first, stride, wait);
+            else matvec_rows<W_BF16, true, false, false>(a, smem, red, first, stride, wait);
         }
     } else {
         constexpr int B = family<FAM>::bits, ST = family<FAM>::st;
         if (a.pair_swiglu) {
-            if (p.sub == 4) qmv_tasks<B, ST, true, 4>(a, smem, red, first, stride, wait);
-            else qmv_tasks<B, ST, true, 2>(a, smem, red, first, stride, wait);
+            if (p.sub == 4) qmatvec_tasks<B, ST, true, 4>(a, smem, red, first, stride, wait);
+            else qmatvec_tasks<B, ST, true, 2>(a, smem, red, first, stride, wait);
         } else {
-            if (p.sub == 1) qmv_tasks<B, ST, false, 1>(a, smem, red, first, stride, wait);
-            else if (p.sub == 2) qmv_tasks<B, ST, false, 2>(a, smem, red, first, stride, wait);
-            else qmv_tasks<B, ST, false, 4>(a, smem, red, first, stride, wait);
+            if (p.sub == 1) qmatvec_tasks<B, ST, false, 1>(a, smem, red, first, stride, wait);
+            else if (p.sub == 2) qmatvec_tasks<B, ST, false, 2>(a, smem, red, first, stride, wait);
+            else qmatvec_tasks<B, ST, false, 4>(a, smem, red, first, stride, wait);
         }
     }
 }
@@ -114,14 +102,15 @@ template <int GT> __device__ __forceinline__ void attn_items(const attn_args &a,
     const int ny = a.n_kv * tiles, items = a.splits * ny * a.n_tokens;
     for (int i = blockIdx.x; i < items; i += gridDim.x) {
         const int split = i % a.splits, y = (i / a.splits) % ny, t = i / (a.splits * ny);
-        attention_item<F_THREADS, false, 8, GT>(a, split, y, t, ny, smem, is_last);
+        attention_item<MV_THREADS, false, 8, GT>(a, split, y, t, ny, smem, is_last);
         __syncthreads(); /* the next item reuses the shared memory */
     }
 }
 
-/* MINB: blocks per SM the registers are budgeted for (2: at most 128 per thread). */
-template <int FAM, int MINB>
-__global__ void __launch_bounds__(F_THREADS, MINB) fused_kernel(const __grid_constant__ fused_table table, unsigned *sync,
+/* One block per SM, registers unbounded: budgeted for two (128 per thread) the phases spilled
+ * 2-3.5 KB per thread and the step was slower (H100 1B bf16 1.77 vs 1.36 ms; 4-bit 1.47 vs 1.12). */
+template <int FAM>
+__global__ void __launch_bounds__(MV_THREADS, 1) fused_kernel(const __grid_constant__ fused_table table, unsigned *sync,
                                                              unsigned long long *trace) {
     extern __shared__ float smem[];
     __shared__ float red[MV_WARPS];
@@ -166,10 +155,10 @@ __global__ void __launch_bounds__(F_THREADS, MINB) fused_kernel(const __grid_con
     }
 }
 
-template <int FAM, int MINB>
+template <int FAM>
 cudaError_t launch_family(const fused_table &table, size_t smem, unsigned *sync, unsigned long long *trace, int n_sm,
                           cudaStream_t stream) {
-    auto kernel = fused_kernel<FAM, MINB>;
+    auto kernel = fused_kernel<FAM>;
     /* all the shared memory the SM has may go to blocks (the occupancy query assumes it) */
     static bool carveout = false;
     if (!carveout) {
@@ -177,20 +166,10 @@ cudaError_t launch_family(const fused_table &table, size_t smem, unsigned *sync,
         if (cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100) != cudaSuccess)
             (void)cudaGetLastError();
     }
-    int per_sm = resident_per_sm((const void *)kernel, F_THREADS, smem);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(n_sm * per_sm);
-    cfg.blockDim = dim3(F_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
+    int per_sm = resident_per_sm((const void *)kernel, MV_THREADS, smem);
     /* every block must be resident at once (the barriers): a cooperative launch checks it */
     cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeCooperative;
-    attr[0].val.cooperative = 1;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 2 : 1;
+    cudaLaunchConfig_t cfg = launch_config(dim3(n_sm * per_sm), MV_THREADS, smem, stream, true, attr);
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, table, sync, trace);
     while (e == cudaErrorCooperativeLaunchTooLarge && per_sm > 1) { /* the query was optimistic */
         (void)cudaGetLastError();
@@ -199,23 +178,6 @@ cudaError_t launch_family(const fused_table &table, size_t smem, unsigned *sync,
     }
     if (e != cudaSuccess) return e;
     return cudaGetLastError();
-}
-
-/* DW_CUDA_PERSIST_MINB=1|2 (tuning): the register budget, as fused_kernel's MINB (default 1). */
-int persist_minb() {
-    static int n = -1;
-    if (n < 0) {
-        const char *v = getenv("DW_CUDA_PERSIST_MINB");
-        n = v && *v == '2' ? 2 : 1;
-    }
-    return n;
-}
-
-template <int FAM>
-cudaError_t launch_family(const fused_table &table, size_t smem, unsigned *sync, unsigned long long *trace, int n_sm,
-                          cudaStream_t stream) {
-    if (persist_minb() == 2) return launch_family<FAM, 2>(table, smem, sync, trace, n_sm, stream);
-    return launch_family<FAM, 1>(table, smem, sync, trace, n_sm, stream);
 }
 
 static_assert(sizeof(fused_table) + 2 * sizeof(void *) <= 32764, "kernel parameters are at most 32 KB");
@@ -229,30 +191,18 @@ int fused_prepare(fused_phase &p) {
     }
     if (p.kind != FK_MV) return FF_NONE;
     const mv_args &a = p.mv;
-    if (!a.qbits) {
-        if (a.wtype != W_BF16 || a.K % 8) return FF_NONE;
-        for (int j = 0; j < a.count; j++)
-            if ((uintptr_t)a.w[j] % 16) return FF_NONE;
-        return FF_BF16;
-    }
-    const int cp = a.qbits == 4 ? 32 : 16;
-    if ((a.qbits != 4 && a.qbits != 8) || a.qgroup < cp || a.qgroup % cp || a.K % a.qgroup) return FF_NONE;
-    if (a.sbtype != W_BF16 && a.sbtype != W_F32) return FF_NONE;
-    static int max_s = -1;
-    if (max_s < 0) {
-        const char *v = getenv("DW_CUDA_QMV_MAXS");
-        max_s = v && atoi(v) > 0 ? atoi(v) : 0;
-    }
-    p.sub = qmv_rows_per_task(a.qbits, a.K, a.pair_swiglu != 0, max_s);
+    if (!a.qbits) return a.wtype == W_BF16 && mv_vector_path<W_BF16>(a) ? FF_BF16 : FF_NONE;
+    if (!qmv_supported(a) || (a.sbtype != W_BF16 && a.sbtype != W_F32)) return FF_NONE;
+    p.sub = qmv_rows_per_task(a.qbits, a.K, a.pair_swiglu != 0);
     if (a.qbits == 4) return a.sbtype == W_BF16 ? FF_Q4B : FF_Q4F;
     return a.sbtype == W_BF16 ? FF_Q8B : FF_Q8F;
 }
 
 size_t fused_smem(const fused_phase &p) {
-    if (p.kind == FK_ATTN) return attn_smem_floats(F_THREADS, p.sub, p.at.hd) * sizeof(float);
+    if (p.kind == FK_ATTN) return attn_smem_floats(MV_THREADS, p.sub, p.at.hd) * sizeof(float);
     const mv_args &a = p.mv;
     if (a.qbits) return qmv_smem_floats(a.qbits, a.K) * sizeof(float);
-    return (size_t)a.K / 8 * x_stride(8) * sizeof(float);
+    return mv_smem_bytes<W_BF16, true>(a.K);
 }
 
 cudaError_t launch_fused(int family, const fused_table &table, size_t smem, unsigned *sync, unsigned long long *trace,

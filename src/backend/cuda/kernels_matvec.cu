@@ -27,7 +27,7 @@ template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1>
 cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count], rows = MV_WARPS / KS;
     return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS>, a, (total + rows - 1) / rows, MV_THREADS,
-                           (size_t)a.K / chunk<WT, VEC>::E * x_stride(chunk<WT, VEC>::E) * sizeof(float), n_sm, stream);
+                           mv_smem_bytes<WT, VEC>(a.K), n_sm, stream);
 }
 
 /* Whether a single matrix's rows are better split between two warps (KS = 2): a warp's time is
@@ -43,17 +43,17 @@ template <int WT, bool NORM> bool split_rows(const mv_args &a, int n_sm) {
     }
     if (!on) return false;
     constexpr int E = chunk<WT, true>::E;
-    const size_t smem = (size_t)a.K / E * x_stride(E) * sizeof(float);
-    const long warps = (long)n_sm * resident_per_sm((const void *)matvec_kernel<WT, true, NORM, false, 1>, MV_THREADS, smem) * MV_WARPS;
+    const long warps = (long)n_sm *
+                       resident_per_sm((const void *)matvec_kernel<WT, true, NORM, false, 1>, MV_THREADS,
+                                       mv_smem_bytes<WT, true>(a.K)) *
+                       MV_WARPS;
     const long rows = a.row_start[a.count], rounds = (a.K / E + 32 * MV_UNROLL - 1) / (32 * MV_UNROLL);
     const long whole = (rows + warps - 1) / warps * rounds, split = (2 * rows + warps - 1) / warps * ((rounds + 1) / 2);
     return split < whole;
 }
 
 template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t stream) {
-    constexpr int E = 16 / wt<WT>::size;
-    bool vec = a.K % E == 0;
-    for (int j = 0; j < a.count; j++) vec = vec && ((uintptr_t)a.w[j] % 16 == 0);
+    const bool vec = mv_vector_path<WT>(a);
     bool norm = a.norm_w != nullptr, pair = a.pair_swiglu != 0;
     if (vec && !pair && (norm ? split_rows<WT, true>(a, n_sm) : split_rows<WT, false>(a, n_sm))) {
         if (norm) return launch_one<WT, true, true, false, 2>(a, n_sm, stream);

@@ -16,8 +16,6 @@
 namespace dwk {
 namespace {
 
-constexpr int MV_THREADS = 256;
-constexpr int MV_WARPS = MV_THREADS / 32;
 constexpr int MV_UNROLL = 8; /* weight loads in flight per lane per matrix (the standalone kernel) */
 
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
@@ -65,6 +63,19 @@ template <int WT, bool VEC> struct chunk {
         }
     }
 };
+
+/* Bytes of dynamic shared memory matvec_rows needs for K inputs (x' by chunk, padded). */
+template <int WT, bool VEC> constexpr size_t mv_smem_bytes(int K) {
+    return (size_t)K / chunk<WT, VEC>::E * x_stride(chunk<WT, VEC>::E) * sizeof(float);
+}
+
+/* Whether a's matrices take the 16-byte vector path: K a whole number of 16-byte chunks, every
+ * matrix 16-byte aligned. */
+template <int WT> bool mv_vector_path(const mv_args &a) {
+    bool vec = a.K % chunk<WT, true>::E == 0;
+    for (int j = 0; j < a.count; j++) vec = vec && (uintptr_t)a.w[j] % 16 == 0;
+    return vec;
+}
 
 /* Row r of the concatenated matrices: its matrix j, its row rr there, and its weights. */
 __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes, bool pair, int *j, int *rr,

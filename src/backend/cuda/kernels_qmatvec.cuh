@@ -15,12 +15,11 @@
 #include "backend/cuda/kernels_device.cuh"
 
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace dwk {
 namespace {
 
-constexpr int QMV_THREADS = 256;
-constexpr int QMV_WARPS = QMV_THREADS / 32;
 constexpr int IN_FLIGHT = 8; /* 16-byte loads in flight per lane: streams × chunks per stream */
 
 /* A group's (scale, bias) pair as stored on the device: two bf16 in one word, or two f32 (f16
@@ -73,8 +72,8 @@ template <int BITS> __device__ __forceinline__ float2 chunk_coeffs(float2 sb) {
 }
 
 /* The warp tasks of a (compute_cuda_kernels.h: mv_args, quantized) from task `first`, every
- * `stride`, for a block of QMV_THREADS threads: smem holds x' by chunk (padded) and the chunks'
- * sums (qmv_smem_floats), red QMV_WARPS floats; wait() as matvec_rows' (kernels_matvec.cuh). One
+ * `stride`, for a block of MV_THREADS threads: smem holds x' by chunk (padded) and the chunks'
+ * sums (qmv_smem_floats), red MV_WARPS floats; wait() as matvec_rows' (kernels_matvec.cuh). One
  * warp task: S weight rows read at once (SwiGLU: S/2 rows each of gate and up), each lane
  * IN_FLIGHT / S chunks of each per round, so a row of up to 32·IN_FLIGHT/S chunks is in flight
  * whole. */
@@ -143,8 +142,8 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     }
     wait(); /* everything below reads what earlier work wrote */
 
-    stage_x<QMV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out);
-    for (int c = tid; c < NC; c += QMV_THREADS) {
+    stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out);
+    for (int c = tid; c < NC; c += MV_THREADS) {
         float sum = 0.0f;
 #pragma unroll
         for (int e = 0; e < CP; e++) sum += xs[c * XP + e];
@@ -214,12 +213,23 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     }
 }
 
+/* Whether the decode kernel runs a's format: 4 or 8 bits, groups of whole chunks dividing K. */
+inline bool qmv_supported(const mv_args &a) {
+    const int cp = a.qbits == 4 ? 32 : 16;
+    return (a.qbits == 4 || a.qbits == 8) && a.qgroup >= cp && a.qgroup % cp == 0 && a.K % a.qgroup == 0;
+}
+
 /* Rows per warp task for a K-input matrix at `bits` (pair: gate/up SwiGLU pairs): the fewest
  * chunks per lane that hold a whole row in flight. Single matrices take at most 2 rows per warp
  * (4-bit q/k/v and o at K = 2048 spread over twice the warps: H100, 1B 4-bit decode +3 %);
- * gate/up pairs keep 2 rows of each (one was slower). max_s (DW_CUDA_QMV_MAXS, tuning; 0: none)
- * caps it otherwise. */
-inline int qmv_rows_per_task(int bits, int K, bool pair, int max_s) {
+ * gate/up pairs keep 2 rows of each (one was slower). DW_CUDA_QMV_MAXS=1|2|4 (tuning) caps it
+ * otherwise. */
+inline int qmv_rows_per_task(int bits, int K, bool pair) {
+    static int max_s = -1;
+    if (max_s < 0) {
+        const char *v = getenv("DW_CUDA_QMV_MAXS");
+        max_s = v && atoi(v) > 0 ? atoi(v) : 0;
+    }
     const int nc = K / (128 / bits);
     int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
     if (!pair && S > 2 && !max_s) S = 2;

@@ -16,10 +16,10 @@ namespace dwk {
 namespace {
 
 template <int BITS, int ST, bool PAIR, int S>
-__global__ void __launch_bounds__(QMV_THREADS, 2) qmatvec_kernel(const mv_args a) {
+__global__ void __launch_bounds__(MV_THREADS, 2) qmatvec_kernel(const mv_args a) {
     extern __shared__ float smem[];
-    __shared__ float red[QMV_WARPS];
-    qmatvec_tasks<BITS, ST, PAIR, S>(a, smem, red, blockIdx.x * QMV_WARPS + (threadIdx.x >> 5), gridDim.x * QMV_WARPS, [] {
+    __shared__ float red[MV_WARPS];
+    qmatvec_tasks<BITS, ST, PAIR, S>(a, smem, red, blockIdx.x * MV_WARPS + (threadIdx.x >> 5), gridDim.x * MV_WARPS, [] {
         pdl_wait();
         pdl_launch_dependents();
     });
@@ -28,19 +28,14 @@ __global__ void __launch_bounds__(QMV_THREADS, 2) qmatvec_kernel(const mv_args a
 template <int BITS, int ST>
 cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
-    static int max_s = -1;
-    if (max_s < 0) {
-        const char *v = getenv("DW_CUDA_QMV_MAXS");
-        max_s = v && atoi(v) > 0 ? atoi(v) : 0;
-    }
-    const int S = qmv_rows_per_task(BITS, a.K, pair, max_s);
+    const int S = qmv_rows_per_task(BITS, a.K, pair);
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int rpt = pair ? S / 2 : S;
     const int tasks = (total + rpt - 1) / rpt;
-    const int blocks = (tasks + QMV_WARPS - 1) / QMV_WARPS;
+    const int blocks = (tasks + MV_WARPS - 1) / MV_WARPS;
     const size_t smem = qmv_smem_floats(BITS, a.K) * sizeof(float);
 #define DWK_QMV(P, SS) \
-    if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, QMV_THREADS, smem, n_sm, stream);
+    if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, MV_THREADS, smem, n_sm, stream);
     DWK_QMV(false, 1) DWK_QMV(false, 2) DWK_QMV(false, 4) DWK_QMV(true, 2) DWK_QMV(true, 4)
 #undef DWK_QMV
     return cudaErrorInvalidValue;
@@ -106,8 +101,7 @@ template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, 
 } // namespace
 
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream) {
-    const int cp = a.qbits == 4 ? 32 : 16;
-    if ((a.qbits != 4 && a.qbits != 8) || a.qgroup < cp || a.qgroup % cp || a.K % a.qgroup) return cudaErrorInvalidValue;
+    if (!qmv_supported(a)) return cudaErrorInvalidValue;
     return a.qbits == 4 ? launch_bits<4>(a, n_sm, stream) : launch_bits<8>(a, n_sm, stream);
 }
 
