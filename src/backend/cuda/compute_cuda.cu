@@ -99,6 +99,7 @@ struct cctx {
     CUresult (*pointer_attr)(void *data, CUpointer_attribute attr, CUdeviceptr ptr);
     int direct_download; /* DW_CUDA_DIRECT_DOWNLOAD=0 turns it off */
     int fuse_attn;       /* DW_CUDA_FUSE_ATTN=0 turns it off */
+    int late_qkv_trigger; /* mv_args.trigger_late for q/k/v (DW_CUDA_LATE_QKV=0 turns it off) */
     /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
     int persist_on;
     int collecting;           /* inside a decode step: matvecs and attentions become phases */
@@ -255,7 +256,29 @@ bool collect(cctx *c, dwk::fused_phase &p) {
     return true;
 }
 
+/* Ablation for profiling, never for use: DW_CUDA_SKIP=attn,qkv,o,gateup,down,lmhead (any of
+ * them) leaves those decode launches out, so the step's time without them shows what each costs
+ * inside the pipelined graph (the results are wrong). */
+bool skipped(const char *what) {
+    static const char *list = getenv("DW_CUDA_SKIP");
+    if (!list || !*list) return false;
+    const size_t n = strlen(what);
+    for (const char *p = list; (p = strstr(p, what)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == 0)) return true;
+    return false;
+}
+
+/* The decode matrix a launch works on, by shape (for DW_CUDA_SKIP). */
+const char *matvec_role(const dwk::mv_args &a) {
+    const int rows = a.row_start[a.count];
+    if (a.pair_swiglu) return "gateup";
+    if (a.count > 1) return "qkv";
+    if (rows > 8 * a.K) return "lmhead";
+    return a.K > rows ? "down" : "o";
+}
+
 void run_matvec(cctx *c, const dwk::mv_args &a) {
+    if (skipped(matvec_role(a))) return;
     if (persisting(c)) {
         dwk::fused_phase p;
         memset(&p, 0, sizeof p);
@@ -268,6 +291,7 @@ void run_matvec(cctx *c, const dwk::mv_args &a) {
 }
 
 void run_attention(cctx *c, const dwk::attn_args &a) {
+    if (a.n_tokens == 1 && skipped("attn")) return;
     if (persisting(c) && a.n_tokens == 1) {
         dwk::fused_phase p;
         memset(&p, 0, sizeof p);
@@ -709,6 +733,7 @@ void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, in
         p.mv = a;
         return;
     }
+    a.trigger_late = count == 3 && c->late_qkv_trigger; /* q, k, v: attention comes next */
     run_matvec(c, a);
 }
 
@@ -1120,6 +1145,8 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->direct_download = !(dd && *dd == '0');
     const char *fa = getenv("DW_CUDA_FUSE_ATTN");
     c->fuse_attn = !(fa && *fa == '0');
+    const char *lq = getenv("DW_CUDA_LATE_QKV");
+    c->late_qkv_trigger = !(lq && *lq == '0');
     const char *pk = getenv("DW_CUDA_PERSIST");
     c->persist_on = pk && *pk == '1'; /* off by default: slower than separate kernels so far */
     c->phases = new dwk::fused_table();

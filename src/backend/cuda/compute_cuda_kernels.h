@@ -42,6 +42,10 @@ struct mv_args {
     int pair_swiglu;
     int qbits, qgroup, sbtype;
     const void *sb[4];
+    /* Launched with PDL, let the next kernel start only once each warp is on its last row, not at
+     * once (that kernel's blocks would take SM room from this one's not yet started: the
+     * attention after q/k/v, whose blocks all stay for long contexts). */
+    int trigger_late;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* The quantized case of launch_matvec (called by it when qbits != 0). */

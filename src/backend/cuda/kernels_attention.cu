@@ -39,26 +39,73 @@ int one_split_max() {
     return n;
 }
 
-template <int THREADS, bool F32, int VEC, int GT>
-__global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
-    extern __shared__ float sm[];
-    __shared__ int is_last;
-    /* A following matvec may start loading its weights. (Launching this kernel itself with PDL
-     * was tried: attention alone 9.7 -> 8.8 us, but decode at 4096 in context 3-6% slower, the
-     * early blocks crowding the q/k/v matvec; decode at 272 unchanged.) */
-    pdl_launch_dependents();
-    attention_item<THREADS, F32, VEC, GT>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last);
+/* DW_CUDA_ATTN_STAGE=0: decode reads K and V straight from global memory (no cp.async tiles). */
+bool stage_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DW_CUDA_ATTN_STAGE");
+        on = !(v && *v == '0');
+    }
+    return on != 0;
 }
 
-template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn_args &a, cudaStream_t stream) {
+/* Staged tiles up to this many bytes per block (two blocks per SM still fit). */
+constexpr size_t STAGE_MAX_BYTES = 64 * 1024;
+
+/* Dynamic shared memory that keeps a block of `smem` bytes to at most blocks_per_sm() blocks on an
+ * SM. Launched with PDL, the blocks start while the kernel before drains; the SMs it frees first
+ * would otherwise take three blocks each and others none, and at long contexts, where every block
+ * has keys to read, those SMs finish last. DW_CUDA_ATTN_CAP=0 leaves the size as it is. */
+size_t capped_smem(size_t smem) {
+    static int per_sm = -1, on = -1;
+    if (per_sm < 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess)
+            per_sm = 0, (void)cudaGetLastError();
+        const char *v = getenv("DW_CUDA_ATTN_CAP");
+        on = !(v && *v == '0');
+    }
+    const size_t reserved = 1024; /* per block, by the driver */
+    const size_t need = (size_t)per_sm / (blocks_per_sm() + 1) + 1 - reserved;
+    return on && per_sm > 0 && smem < need ? need : smem;
+}
+
+template <int THREADS, bool F32, int VEC, int GT, bool STAGE>
+__global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
+    extern __shared__ __align__(16) float sm[];
+    __shared__ int is_last;
+    /* A following matvec may start loading its weights. Staged (decode), this kernel is itself
+     * launched with PDL: its blocks ask for their first K and V tiles while the q/k/v matvec
+     * before it finishes, and wait for it only then. */
+    pdl_launch_dependents();
+    attention_item<THREADS, F32, VEC, GT, STAGE>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last,
+                                                 [] { pdl_wait(); });
+}
+
+template <int THREADS, bool F32, int VEC, int GT, bool STAGE>
+cudaError_t launch5(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    const size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd);
+    const size_t stage = STAGE ? attn_stage_bytes(a.hd, F32 ? 4 : 2) : 0;
+    size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd, stage);
+    if (STAGE) smem = capped_smem(smem);
+    void (*kernel)(attn_args) = attention_kernel<THREADS, F32, VEC, GT, STAGE>;
+    if (smem > 48 * 1024) (void)resident_per_sm((const void *)kernel, THREADS, smem); /* allows the size */
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attn_args b = a;
     b.one_split_max = one_split_max();
     b.min_keys = min_keys();
-    attention_kernel<THREADS, F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
+    if (STAGE) return launch_pdl(kernel, b, grid, THREADS, smem, stream);
+    kernel<<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
+}
+
+/* Decode stages its K and V tiles in shared memory (16-byte rows, at most STAGE_MAX_BYTES). */
+template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn_args &a, cudaStream_t stream) {
+    if constexpr (VEC == 8)
+        if (a.n_tokens == 1 && stage_enabled() && attn_stage_bytes(a.hd, F32 ? 4 : 2) <= STAGE_MAX_BYTES)
+            return launch5<THREADS, F32, VEC, GT, true>(a, stream);
+    return launch5<THREADS, F32, VEC, GT, false>(a, stream);
 }
 
 /* Decode (one query token) runs blocks of 256 threads, prefill of ATTN_THREADS (128): with 256 a

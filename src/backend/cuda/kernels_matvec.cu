@@ -17,9 +17,9 @@ __global__ void __launch_bounds__(MV_THREADS) matvec_kernel(const mv_args a) {
      * kernel starts while the previous one finishes: the first weight loads do not depend on it;
      * what the wait guards does. */
     constexpr int ROWS = MV_WARPS / KS; /* rows a block works on at once */
-    matvec_rows<WT, VEC, NORM, PAIR, MV_UNROLL, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS, gridDim.x * ROWS, [] {
+    matvec_rows<WT, VEC, NORM, PAIR, MV_UNROLL, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS, gridDim.x * ROWS, [&a] {
         pdl_wait();
-        pdl_launch_dependents();
+        if (!a.trigger_late) pdl_launch_dependents();
     });
 }
 

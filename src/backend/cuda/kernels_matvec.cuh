@@ -132,6 +132,7 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
     stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out); /* loads in flight */
 
     for (; r < total; r += stride) {
+        if (a.trigger_late && r + stride >= total) pdl_launch_dependents(); /* the warp's last row */
         float acc0 = 0.0f, acc1 = 0.0f;
         for (int base = c_begin; base < c_end; base += 32 * UNROLL) {
             if (base != c_begin) issue(w0, w1, base);

@@ -152,6 +152,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     __syncthreads();
 
     for (; task < tasks; task += stride) {
+        if (a.trigger_late && task + stride >= tasks) pdl_launch_dependents(); /* the warp's last task */
         float acc[S];
 #pragma unroll
         for (int s = 0; s < S; s++) acc[s] = 0.0f;

@@ -19,9 +19,9 @@ template <int BITS, int ST, bool PAIR, int S>
 __global__ void __launch_bounds__(MV_THREADS, 2) qmatvec_kernel(const mv_args a) {
     extern __shared__ float smem[];
     __shared__ float red[MV_WARPS];
-    qmatvec_tasks<BITS, ST, PAIR, S>(a, smem, red, blockIdx.x * MV_WARPS + (threadIdx.x >> 5), gridDim.x * MV_WARPS, [] {
+    qmatvec_tasks<BITS, ST, PAIR, S>(a, smem, red, blockIdx.x * MV_WARPS + (threadIdx.x >> 5), gridDim.x * MV_WARPS, [&a] {
         pdl_wait();
-        pdl_launch_dependents();
+        if (!a.trigger_late) pdl_launch_dependents();
     });
 }
 
