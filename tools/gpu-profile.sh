@@ -5,7 +5,9 @@
 # is lost, each kernel's own duration, memory throughput and warp stalls are what it shows).
 # DW_PROFILE_MODEL: the model directory (default the 1B bench model); DW_PROFILE_CONTEXTS: prompt
 # lengths to decode after (default "16 4096"); DW_PROFILE_KERNELS: ncu kernel regex on demangled
-# names (default decode attention and the matvecs). Reports go to $OUT/ncu-<context>.txt.
+# names (default decode attention and the matvecs); DW_PROFILE_COUNT: kernels profiled per context
+# (default 10); DW_PROFILE_STALLS=1 adds the warp stall reasons and the hot source lines.
+# Reports go to $OUT/ncu-<context>.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -20,9 +22,12 @@ kernels="${DW_PROFILE_KERNELS:-regex:attention_kernel<\\(int\\)256|matvec_kernel
 # gate/up, down)
 n_layers=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_hidden_layers"])' "$model/config.json")
 for ctx in ${DW_PROFILE_CONTEXTS:-16 4096}; do
+    extra=()
+    [ "${DW_PROFILE_STALLS:-0}" = 1 ] && extra=(--section SourceCounters --metrics \
+        'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum,smsp__cycles_active.avg')
     timeout 300 "$ncu" --kernel-name-base demangled --kernel-name "$kernels" --clock-control none --launch-skip $((10 * n_layers)) \
-        --launch-count 10 --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
-        --section MemoryWorkloadAnalysis "$B/bin/bench-decode-cuda" --model "$model" --prompt "$ctx" --gen 8 --long 0 \
+        --launch-count "${DW_PROFILE_COUNT:-10}" --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section WarpStateStats --section MemoryWorkloadAnalysis "${extra[@]}" "$B/bin/bench-decode-cuda" --model "$model" --prompt "$ctx" --gen 8 --long 0 \
         --prefill 0 >"$OUT/ncu-$ctx.txt" 2>&1 || echo "gpu-profile: ncu at $ctx failed (see $OUT/ncu-$ctx.txt)"
     # a line per kernel: name, duration, DRAM throughput
     python3 - "$OUT/ncu-$ctx.txt" <<'PY'

@@ -1,7 +1,7 @@
 /* The attention kernel (compute_cuda_kernels.h: attn_args; the device code is in
  * kernels_attention.cuh), its launch (splits, head tiles) and its tuning knobs. */
 #include "backend/cuda/compute_cuda_kernels.h"
-#include "backend/cuda/kernels_attention.cuh"
+#include "backend/cuda/kernels_attention_decode.cuh"
 
 #include <cuda_bf16.h>
 #include <math.h>
@@ -39,23 +39,11 @@ int one_split_max() {
     return n;
 }
 
-/* DW_CUDA_ATTN_STAGE=0: decode reads K and V straight from global memory (no cp.async tiles). */
-bool stage_enabled() {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("DW_CUDA_ATTN_STAGE");
-        on = !(v && *v == '0');
-    }
-    return on != 0;
-}
-
-/* Staged tiles up to this many bytes per block (two blocks per SM still fit). */
-constexpr size_t STAGE_MAX_BYTES = 64 * 1024;
-
 /* Dynamic shared memory that keeps a block of `smem` bytes to at most blocks_per_sm() blocks on an
  * SM. Launched with PDL, the blocks start while the kernel before drains; the SMs it frees first
  * would otherwise take three blocks each and others none, and at long contexts, where every block
- * has keys to read, those SMs finish last. DW_CUDA_ATTN_CAP=0 leaves the size as it is. */
+ * has keys to read, those SMs finish last (H100, 1B bf16 at 4096 in context: 743 tok/s uncapped,
+ * 766 capped). DW_CUDA_ATTN_CAP=0 leaves the size as it is. */
 size_t capped_smem(size_t smem) {
     static int per_sm = -1, on = -1;
     if (per_sm < 0) {
@@ -71,41 +59,60 @@ size_t capped_smem(size_t smem) {
     return on && per_sm > 0 && smem < need ? need : smem;
 }
 
-template <int THREADS, bool F32, int VEC, int GT, bool STAGE>
+template <int THREADS, bool F32, int VEC, int GT>
 __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
-    extern __shared__ __align__(16) float sm[];
+    extern __shared__ float sm[];
     __shared__ int is_last;
-    /* A following matvec may start loading its weights. Staged (decode), this kernel is itself
-     * launched with PDL: its blocks ask for their first K and V tiles while the q/k/v matvec
-     * before it finishes, and wait for it only then. */
+    /* A following matvec may start loading its weights. */
     pdl_launch_dependents();
-    attention_item<THREADS, F32, VEC, GT, STAGE>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last,
-                                                 [] { pdl_wait(); });
+    attention_item<THREADS, F32, VEC, GT>(a, blockIdx.x, blockIdx.y, blockIdx.z, gridDim.y, sm, is_last);
 }
 
-template <int THREADS, bool F32, int VEC, int GT, bool STAGE>
-cudaError_t launch5(const attn_args &a, cudaStream_t stream) {
+/* Decode on a bf16 cache (kernels_attention_decode.cuh), launched with PDL: its blocks load their
+ * first keys while the q/k/v matvec before it finishes, and wait for it only then. H100, 1B bf16,
+ * greedy on the device, A/B/A/B against attention_kernel: 860 vs 852 tok/s at 16 + 256, 810 vs
+ * 759 at 4096 in context; 4-bit 1498 vs 1462, 1366 vs 1272. */
+template <int GT, int B> __global__ void __launch_bounds__(DEC_THREADS, 2) attention_decode_kernel(const attn_args a) {
+    extern __shared__ float sm[];
+    __shared__ int is_last;
+    pdl_launch_dependents();
+    attention_decode_item<GT, B>(a, blockIdx.x, blockIdx.y, gridDim.y, sm, is_last, [] { pdl_wait(); });
+}
+
+/* DW_CUDA_ATTN_DECODE=0: decode runs attention_kernel too (tuning, comparison). */
+bool decode_kernel_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DW_CUDA_ATTN_DECODE");
+        on = !(v && *v == '0');
+    }
+    return on != 0;
+}
+
+template <int GT> cudaError_t launch_decode(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    const size_t stage = STAGE ? attn_stage_bytes(a.hd, F32 ? 4 : 2) : 0;
-    size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd, stage);
-    if (STAGE) smem = capped_smem(smem);
-    void (*kernel)(attn_args) = attention_kernel<THREADS, F32, VEC, GT, STAGE>;
-    if (smem > 48 * 1024) (void)resident_per_sm((const void *)kernel, THREADS, smem); /* allows the size */
+    const size_t smem = capped_smem(sizeof(float) * attn_decode_smem_floats(GT, a.hd));
+    /* keys per lane group and round: 2 (H100, 1B bf16 A/B/A/B: 860 vs 851 tok/s at 16 + 256, 810
+     * vs 808 at 4096; 4-bit 1498 vs 1468); DW_CUDA_ATTN_DEC_B=4 (tuning) */
+    static int keys = -1;
+    if (keys < 0) keys = env_int("DW_CUDA_ATTN_DEC_B", 2);
+    void (*kernel)(attn_args) = keys == 4 ? attention_decode_kernel<GT, 4> : attention_decode_kernel<GT, 2>;
+    (void)resident_per_sm((const void *)kernel, DEC_THREADS, smem); /* allows the size */
+    attn_args b = a;
+    b.one_split_max = one_split_max();
+    b.min_keys = min_keys();
+    return launch_pdl(kernel, b, dim3(a.splits, a.n_kv * tiles, 1), DEC_THREADS, smem, stream);
+}
+
+template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn_args &a, cudaStream_t stream) {
+    const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
+    const size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd);
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attn_args b = a;
     b.one_split_max = one_split_max();
     b.min_keys = min_keys();
-    if (STAGE) return launch_pdl(kernel, b, grid, THREADS, smem, stream);
-    kernel<<<grid, THREADS, smem, stream>>>(b);
+    attention_kernel<THREADS, F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
-}
-
-/* Decode stages its K and V tiles in shared memory (16-byte rows, at most STAGE_MAX_BYTES). */
-template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn_args &a, cudaStream_t stream) {
-    if constexpr (VEC == 8)
-        if (a.n_tokens == 1 && stage_enabled() && attn_stage_bytes(a.hd, F32 ? 4 : 2) <= STAGE_MAX_BYTES)
-            return launch5<THREADS, F32, VEC, GT, true>(a, stream);
-    return launch5<THREADS, F32, VEC, GT, false>(a, stream);
 }
 
 /* Decode (one query token) runs blocks of 256 threads, prefill of ATTN_THREADS (128): with 256 a
@@ -113,6 +120,8 @@ template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn
  * 829-830 tok/s, at 4096 in context 647 -> 693; 4-bit 1373 -> 1444-1462), while prefill was 6 %
  * slower. DW_CUDA_ATTN_THREADS=128 keeps decode at 128 (tuning). */
 template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cudaStream_t stream) {
+    if constexpr (!F32 && VEC == 8 && GT <= 4)
+        if (a.n_tokens == 1 && decode_kernel_enabled()) return launch_decode<GT>(a, stream);
     static int threads = -1;
     if (threads < 0) threads = env_int("DW_CUDA_ATTN_THREADS", 256);
     if (a.n_tokens == 1 && threads == 256) return launch4<256, F32, VEC, GT>(a, stream);

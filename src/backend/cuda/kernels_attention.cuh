@@ -4,10 +4,7 @@
  * token); it walks its keys in tiles of TILE with an online softmax, each key and value row read
  * once for every query head of the tile. Warps first compute scores (a key per `L` lanes, 16-byte
  * loads), then every thread accumulates p·v for a slice of head_dim over a subset of the tile's
- * keys; the last item of a (token, head tile) to finish combines the splits' partials. With STAGE
- * (decode) the K and V rows of a tile are copied into shared memory with cp.async, the next tile's
- * while this one is computed; the first two tiles are asked for before wait() (the cache rows
- * before this step's are written by earlier steps), so that latency overlaps the kernel before. */
+ * keys; the last item of a (token, head tile) to finish combines the splits' partials. */
 #ifndef DW_BACKEND_CUDA_KERNELS_ATTENTION_CUH
 #define DW_BACKEND_CUDA_KERNELS_ATTENTION_CUH
 
@@ -27,38 +24,33 @@ constexpr int MAX_HD = 256;
 
 __device__ __forceinline__ unsigned short bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
-/* Shared memory (SH), the read-only path, or (cg: rows this block wrote itself) an L2 load that
- * sees the block's stores. */
-template <bool SH, typename T> __device__ __forceinline__ T ld(const T *p, bool cg) {
-    if constexpr (SH) return *p;
-    else return cg ? __ldcg(p) : __ldg(p);
-}
+/* Read-only path, or (cg: rows this block wrote itself) an L2 load that sees the block's stores. */
+template <typename T> __device__ __forceinline__ T ld(const T *p, bool cg) { return cg ? __ldcg(p) : __ldg(p); }
 
-/* VEC consecutive cache elements (bf16 bits or f32) as floats; p is VEC-aligned, in shared
- * memory when SH. */
-template <bool F32, int VEC, bool SH> __device__ __forceinline__ void load_kv(const void *p, float *f, bool cg) {
+/* VEC consecutive cache elements (bf16 bits or f32) as floats; p is VEC-aligned. */
+template <bool F32, int VEC> __device__ __forceinline__ void load_kv(const void *p, float *f, bool cg) {
     if constexpr (F32) {
         if constexpr (VEC == 8) {
-            float4 a = ld<SH>((const float4 *)p, cg), b = ld<SH>((const float4 *)p + 1, cg);
+            float4 a = ld((const float4 *)p, cg), b = ld((const float4 *)p + 1, cg);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
         } else if constexpr (VEC == 4) {
-            float4 a = ld<SH>((const float4 *)p, cg);
+            float4 a = ld((const float4 *)p, cg);
             f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w;
         } else {
-            float2 a = ld<SH>((const float2 *)p, cg);
+            float2 a = ld((const float2 *)p, cg);
             f[0] = a.x, f[1] = a.y;
         }
     } else {
         constexpr int W = VEC / 2;
         uint32_t w[W];
         if constexpr (W == 4) {
-            uint4 u = ld<SH>((const uint4 *)p, cg);
+            uint4 u = ld((const uint4 *)p, cg);
             w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
         } else if constexpr (W == 2) {
-            uint2 u = ld<SH>((const uint2 *)p, cg);
+            uint2 u = ld((const uint2 *)p, cg);
             w[0] = u.x, w[1] = u.y;
         } else {
-            w[0] = ld<SH>((const unsigned int *)p, cg);
+            w[0] = ld((const unsigned int *)p, cg);
         }
 #pragma unroll
         for (int i = 0; i < W; i++) {
@@ -73,53 +65,135 @@ __host__ __device__ constexpr int red_floats(int threads, int gt, int hd) {
     return threads / 32 * gt * hd > gt * 64 ? threads / 32 * gt * hd : gt * 64;
 }
 
-/* Bytes of the staged K and V tiles (two buffers of each) for rows of hd elements of esz bytes. */
-__host__ __device__ constexpr size_t attn_stage_bytes(int hd, int esz) { return (size_t)4 * TILE * hd * esz; }
-
-/* Floats of shared memory attention_item needs (stage_bytes: attn_stage_bytes with STAGE, else 0). */
-__host__ __device__ constexpr size_t attn_smem_floats(int threads, int gt, int hd, size_t stage_bytes = 0) {
-    return stage_bytes / sizeof(float) + (size_t)gt * hd + (size_t)gt * TILE + (size_t)red_floats(threads, gt, hd) +
-           3 * gt;
+/* Floats of shared memory attention_item needs. */
+__host__ __device__ constexpr size_t attn_smem_floats(int threads, int gt, int hd) {
+    return (size_t)gt * hd + (size_t)gt * TILE + (size_t)red_floats(threads, gt, hd) + 3 * gt;
 }
 
-struct no_wait {
-    __device__ void operator()() const {}
+/* What one item (split, y = KV head × head tile, t = query token) covers: the query heads h0 ..
+ * h0 + gc of KV head kvh, the token at pos, keys k0 .. k1 of the nsplit splits in use. A recorded
+ * graph is launched with the most splits; the splits this length uses are those the direct path
+ * would pick (at least min_keys keys each), and the items past them have nothing to do (split >=
+ * nsplit; they leave before the counter, which counts only the splits in use). Reads only the
+ * arguments and the graph's step slot, never what the kernel before writes. */
+struct attn_span {
+    int kvh, h0, gc, pos, k0, k1, nsplit;
 };
+template <int GT> __device__ __forceinline__ attn_span attn_span_of(const attn_args &a, int split, int y, int t) {
+    attn_span s;
+    const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
+    const int tile = y % tiles;
+    s.kvh = y / tiles;
+    s.h0 = s.kvh * group + tile * GT;
+    s.gc = group - tile * GT < GT ? group - tile * GT : GT;
+    s.pos = (a.dslot ? a.dslot[1] : a.pos0) + t;
+    const int end = s.pos + 1;
+    const int start = a.window > 0 && s.pos - a.window + 1 > 0 ? s.pos - a.window + 1 : 0;
+    const int len = end - start;
+    s.nsplit = a.dslot && a.n_tokens == 1
+                   ? (len <= a.one_split_max ? 1 : min(a.splits, (len + a.min_keys - 1) / a.min_keys))
+                   : a.splits;
+    const int chunk = (len + s.nsplit - 1) / s.nsplit;
+    s.k0 = start + split * chunk;
+    s.k1 = s.k0 + chunk < end ? s.k0 + chunk : end;
+    return s;
+}
+
+/* The fused KV store (a.k_new set): the item whose keys hold pos stores this token's key
+ * (rotated when a.inv_freq is set, as rope_kv does) and value rows in the cache, with the block's
+ * THREADS threads. */
+template <int THREADS>
+__device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int pos) {
+    const int hd = a.hd, half = hd / 2, tid = threadIdx.x;
+    const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
+    const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
+    for (int i = tid; i < half; i += THREADS) {
+        float lo = __ldcg(kr + i), hi = __ldcg(kr + i + half);
+        if (a.inv_freq) {
+            float sn, cs;
+            sincosf((float)pos * a.inv_freq[i], &sn, &cs);
+            const float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
+            lo = r0, hi = r1;
+        }
+        if (a.kv_f32) {
+            ((float *)a.k)[dst + i] = lo;
+            ((float *)a.k)[dst + i + half] = hi;
+        } else {
+            ((unsigned short *)a.k)[dst + i] = bf16_bits(lo);
+            ((unsigned short *)a.k)[dst + i + half] = bf16_bits(hi);
+        }
+    }
+    for (int d = tid; d < hd; d += THREADS) {
+        const float vd = __ldcg(vr + d);
+        if (a.kv_f32) ((float *)a.v)[dst + d] = vd;
+        else ((unsigned short *)a.v)[dst + d] = bf16_bits(vd);
+    }
+}
+
+/* After an item of a split step wrote its partial sums and (max, sum) pairs: the last item of
+ * its (token, KV head, head tile) to finish combines the splits into a.out. wsp: GT × 64 floats
+ * of shared scratch, is_last one shared int. */
+template <int THREADS, int GT>
+__device__ __forceinline__ void combine_splits(const attn_args &a, int t, int y, int ny, int h0, int gc, int nsplit,
+                                               float *wsp, int &is_last) {
+    constexpr int WARPS = THREADS / 32;
+    const int hd = a.hd, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    __threadfence();
+    __syncthreads();
+    unsigned *counter = a.counters + (size_t)t * ny + y;
+    if (tid == 0) is_last = atomicAdd(counter, 1u) == (unsigned)nsplit - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    /* Warp g first turns head g's (max, sum) pairs into one weight per split (lanes over
+     * splits, no serial chain of loads), then every thread sums its outputs over the splits
+     * with independent loads. */
+    for (int g = warp; g < gc; g += WARPS) {
+        const size_t row = (size_t)t * a.n_heads + h0 + g;
+        const float *ml = a.part_ml + row * a.splits * 2;
+        float M = -INFINITY;
+        for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, __ldcg(ml + 2 * s));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        float den = 0.0f;
+        for (int s = lane; s < nsplit; s += 32) {
+            const float w = expf(__ldcg(ml + 2 * s) - M);
+            wsp[g * 64 + s] = w;
+            den += w * __ldcg(ml + 2 * s + 1);
+        }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+        __syncwarp();
+        for (int s = lane; s < nsplit; s += 32) wsp[g * 64 + s] *= 1.0f / den;
+    }
+    __syncthreads();
+    for (int i = tid; i < gc * hd; i += THREADS) {
+        const int g = i / hd, d = i % hd;
+        const size_t row = (size_t)t * a.n_heads + h0 + g;
+        const float *pp = a.part + row * a.splits * hd + d;
+        float num = 0.0f;
+#pragma unroll 8
+        for (int s = 0; s < nsplit; s++) num += wsp[g * 64 + s] * __ldcg(pp + (size_t)s * hd);
+        a.out[row * hd + d] = num;
+    }
+    if (tid == 0) *counter = 0;
+}
 
 /* One block of THREADS threads computes the item (split, y = KV head × head tile, t = query
- * token) of a grid of ny items along y; sm: attn_smem_floats of shared memory (16-byte
- * aligned), is_last one shared int. STAGE needs VEC == 8. wait() runs before anything the kernel
- * before writes is read (q, k_new, v_new): only the split's bounds and the cache rows before this
- * step's are read ahead of it. q, k_new and v_new are read through L2
- * (the persistent decode kernel writes them in the same launch). */
-template <int THREADS, bool F32, int VEC, int GT, bool STAGE = false, typename Wait = no_wait>
+ * token) of a grid of ny items along y; sm: attn_smem_floats of shared memory, is_last one
+ * shared int. q, k_new and v_new are read through L2 (the persistent decode kernel writes them
+ * in the same launch). */
+template <int THREADS, bool F32, int VEC, int GT>
 __device__ __forceinline__ void attention_item(const attn_args &a, int split, int y, int t, int ny, float *sm,
-                                               int &is_last, Wait wait = Wait()) {
+                                               int &is_last) {
     constexpr int WARPS = THREADS / 32;
     const int hd = a.hd, NG = hd / VEC;
     int L = 1;
     while (L < NG) L <<= 1; /* lanes per key row (power of two, <= 32) */
-    const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    const int kvh = y / tiles, tile = y % tiles;
-    const int h0 = kvh * group + tile * GT;
-    const int gc = group - tile * GT < GT ? group - tile * GT : GT; /* heads in this tile */
-    const int pos = (a.dslot ? a.dslot[1] : a.pos0) + t, end = pos + 1;
-    const int start = a.window > 0 && pos - a.window + 1 > 0 ? pos - a.window + 1 : 0;
-    /* A recorded graph is launched with the most splits; the splits this length uses are
-     * those the direct path would pick (at least min_keys keys each), and the blocks past them
-     * leave at once (before the counter, which counts only the splits in use). */
-    const int len = end - start;
-    const int nsplit = a.dslot && a.n_tokens == 1
-                           ? (len <= a.one_split_max ? 1 : min(a.splits, (len + a.min_keys - 1) / a.min_keys))
-                           : a.splits;
-    if (split >= nsplit) return;
-    const int chunk = (end - start + nsplit - 1) / nsplit;
-    const int k0 = start + split * chunk, k1 = k0 + chunk < end ? k0 + chunk : end;
+    const attn_span sp = attn_span_of<GT>(a, split, y, t);
+    if (split >= sp.nsplit) return;
+    const int kvh = sp.kvh, h0 = sp.h0, gc = sp.gc, pos = sp.pos, k0 = sp.k0, k1 = sp.k1, nsplit = sp.nsplit;
 
-    constexpr int esz = F32 ? 4 : 2;
-    const size_t tile_bytes = (size_t)TILE * hd * esz;
-    char *stage = (char *)sm; /* STAGE: [2 buffers][K, V][TILE][hd] cache elements */
-    if constexpr (STAGE) sm += attn_stage_bytes(hd, esz) / sizeof(float);
     float *qs = sm;                      /* [GT][hd] */
     float *ss = qs + GT * hd;            /* [GT][TILE] scores, then probabilities */
     float *red = ss + GT * TILE;         /* [WARPS][GT][hd], later [GT][64] combine weights */
@@ -128,28 +202,6 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
     float *al_s = l_s + GT;              /* [GT] rescale of this tile */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int half = hd / 2;
-    const char *kb = (const char *)a.k + (size_t)kvh * a.capacity * hd * esz;
-    const char *vb = (const char *)a.v + (size_t)kvh * a.capacity * hd * esz;
-    /* STAGE: the K and V rows of the tile at key t into buffer buf, one cp.async group; row `skip`
-     * is left out (this step's row, not written yet when the first tiles are asked for) */
-    auto stage_tile = [&](int t, int buf, int skip) {
-        const int per_row = hd * esz / 16;
-        const int n16 = (k1 - t < TILE ? k1 - t : TILE) * per_row;
-        char *kd = stage + 2 * buf * tile_bytes, *vd = kd + tile_bytes;
-        const char *ksrc = kb + (size_t)t * hd * esz, *vsrc = vb + (size_t)t * hd * esz;
-        for (int c = tid; c < n16; c += THREADS) {
-            if (t + c / per_row == skip) continue;
-            cp_async16(kd + 16 * c, ksrc + 16 * c);
-            cp_async16(vd + 16 * c, vsrc + 16 * c);
-        }
-        cp_async_commit();
-    };
-    if constexpr (STAGE) {
-        const int skip = a.k_new ? pos : -1; /* without k_new the row is in the cache already */
-        if (k0 < k1) stage_tile(k0, 0, skip);
-        if (k0 + TILE < k1) stage_tile(k0 + TILE, 1, skip);
-    }
-    wait();
     for (int i = tid; i < GT * hd; i += THREADS) {
         const int g = i / hd, d = i % hd;
         float v = 0.0f;
@@ -167,35 +219,10 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
         }
         qs[i] = v;
     }
-    /* the fused KV store: the block whose keys hold pos writes that cache row first (STAGE: into
-     * the staged tile too when the row is in one of the first two, which left it out) */
+    /* the fused KV store: the block whose keys hold pos writes that cache row first */
     const bool fresh = a.k_new && pos >= k0 && pos < k1;
     if (fresh) {
-        const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
-        const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
-        const int ft = (pos - k0) / TILE;
-        char *patch = STAGE && ft < 2 ? stage + 2 * ft * tile_bytes + (size_t)(pos - k0 - ft * TILE) * hd * esz : nullptr;
-        auto put = [&](const void *cache, size_t patch_off, int i, float v) {
-            if constexpr (F32) {
-                ((float *)cache)[dst + i] = v;
-                if (patch) ((float *)(patch + patch_off))[i] = v;
-            } else {
-                ((unsigned short *)cache)[dst + i] = bf16_bits(v);
-                if (patch) ((unsigned short *)(patch + patch_off))[i] = bf16_bits(v);
-            }
-        };
-        for (int i = tid; i < half; i += THREADS) {
-            float lo = __ldcg(kr + i), hi = __ldcg(kr + i + half);
-            if (a.inv_freq) {
-                float sn, cs;
-                sincosf((float)pos * a.inv_freq[i], &sn, &cs);
-                const float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
-                lo = r0, hi = r1;
-            }
-            put(a.k, 0, i, lo);
-            put(a.k, 0, i + half, hi);
-        }
-        for (int d = tid; d < hd; d += THREADS) put(a.v, tile_bytes, d, __ldcg(vr + d));
+        store_fresh_row<THREADS>(a, kvh, pos);
         __threadfence_block();
     }
     if (tid < GT) {
@@ -203,6 +230,9 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
         l_s[tid] = 0.0f;
         al_s[tid] = 1.0f;
     }
+    const size_t esz = F32 ? 4 : 2;
+    const char *kb = (const char *)a.k + (size_t)kvh * a.capacity * hd * esz;
+    const char *vb = (const char *)a.v + (size_t)kvh * a.capacity * hd * esz;
     const int li = lane & (L - 1), ks = lane / L, KPW = 32 / L; /* score phase */
     const int kl = tid / L, KL = THREADS / L;                   /* value phase */
     float acc[GT][VEC];
@@ -212,22 +242,8 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
         for (int e = 0; e < VEC; e++) acc[g][e] = 0.0f;
     __syncthreads();
 
-
-    for (int t0 = k0, it = 0; t0 < k1; t0 += TILE, it++) {
+    for (int t0 = k0; t0 < k1; t0 += TILE) {
         const int nt = k1 - t0 < TILE ? k1 - t0 : TILE;
-        /* key / value j of the tile at kt / vt + j * hd elements */
-        const char *kt = kb + (size_t)t0 * hd * esz, *vt = vb + (size_t)t0 * hd * esz;
-        if constexpr (STAGE) {
-            if (t0 + TILE < k1) { /* the next tile (the first two were asked for up front) */
-                if (it >= 1) stage_tile(t0 + TILE, (it + 1) & 1, -1);
-                cp_async_wait<1>();
-            } else {
-                cp_async_wait<0>();
-            }
-            __syncthreads();
-            kt = stage + 2 * (it & 1) * tile_bytes;
-            vt = kt + tile_bytes;
-        }
         /* scores: key j of the tile by the L lanes of slot ks */
 #pragma unroll 4
         for (int base = warp * KPW; base < nt; base += WARPS * KPW) {
@@ -237,7 +253,7 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
             for (int g = 0; g < GT; g++) dot[g] = 0.0f;
             if (j < nt && li < NG) {
                 float kf[VEC];
-                load_kv<F32, VEC, STAGE>(kt + ((size_t)j * hd + li * VEC) * esz, kf, fresh);
+                load_kv<F32, VEC>(kb + ((size_t)(t0 + j) * hd + li * VEC) * esz, kf, fresh);
 #pragma unroll
                 for (int g = 0; g < GT; g++)
 #pragma unroll
@@ -285,7 +301,7 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
 #pragma unroll 4
             for (int j = kl; j < nt; j += KL) {
                 float vf[VEC];
-                load_kv<F32, VEC, STAGE>(vt + ((size_t)j * hd + li * VEC) * esz, vf, fresh);
+                load_kv<F32, VEC>(vb + ((size_t)(t0 + j) * hd + li * VEC) * esz, vf, fresh);
 #pragma unroll
                 for (int g = 0; g < GT; g++) {
                     const float p = g < gc ? ss[g * TILE + j] : 0.0f;
@@ -324,47 +340,7 @@ __device__ __forceinline__ void attention_item(const attn_args &a, int split, in
         a.part_ml[(row * a.splits + split) * 2] = m_s[tid];
         a.part_ml[(row * a.splits + split) * 2 + 1] = l_s[tid];
     }
-    /* the last block of this (token, KV head, tile) to finish combines the splits */
-    __threadfence();
-    __syncthreads();
-    unsigned *counter = a.counters + (size_t)t * ny + y;
-    if (tid == 0) is_last = atomicAdd(counter, 1u) == (unsigned)nsplit - 1;
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    /* Combine: warp g first turns head g's (max, sum) pairs into one weight per split
-     * (lanes over splits, no serial chain of loads), then every thread sums its outputs over
-     * the splits with independent loads. */
-    float *wsp = red; /* [GT][nsplit] weights; red is free now */
-    for (int g = warp; g < gc; g += WARPS) {
-        const size_t row = (size_t)t * a.n_heads + h0 + g;
-        const float *ml = a.part_ml + row * a.splits * 2;
-        float M = -INFINITY;
-        for (int s = lane; s < nsplit; s += 32) M = fmaxf(M, __ldcg(ml + 2 * s));
-#pragma unroll
-        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-        float den = 0.0f;
-        for (int s = lane; s < nsplit; s += 32) {
-            const float w = expf(__ldcg(ml + 2 * s) - M);
-            wsp[g * 64 + s] = w;
-            den += w * __ldcg(ml + 2 * s + 1);
-        }
-#pragma unroll
-        for (int o = 16; o; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-        __syncwarp();
-        for (int s = lane; s < nsplit; s += 32) wsp[g * 64 + s] *= 1.0f / den;
-    }
-    __syncthreads();
-    for (int i = tid; i < gc * hd; i += THREADS) {
-        const int g = i / hd, d = i % hd;
-        const size_t row = (size_t)t * a.n_heads + h0 + g;
-        const float *pp = a.part + row * a.splits * hd + d;
-        float num = 0.0f;
-#pragma unroll 8
-        for (int s = 0; s < nsplit; s++) num += wsp[g * 64 + s] * __ldcg(pp + (size_t)s * hd);
-        a.out[row * hd + d] = num;
-    }
-    if (tid == 0) *counter = 0;
+    combine_splits<THREADS, GT>(a, t, y, ny, h0, gc, nsplit, red, is_last); /* red is free now */
 }
 
 } // namespace

@@ -40,28 +40,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-/* 16 bytes from global to shared memory without passing through registers (cp.async, sm_80+;
- * L2 only), committed as one group per cp_async_commit; cp_async_wait<N> waits until at most N
- * groups are still in flight (the block must then sync before reading another thread's bytes). */
-__device__ __forceinline__ void cp_async16(void *dst_shared, const void *src_global) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst_shared);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src_global) : "memory");
-#else
-    *(uint4 *)dst_shared = *(const uint4 *)src_global;
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-#endif
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
