@@ -13,15 +13,17 @@ namespace {
 
 /* Lengths up to this many keys use one split per block: no partials, counter or combine
  * (DW_CUDA_ATTN_ONE=N; 0 = the 32-keys-per-split rule at every length). */
-/* Tuning knobs, read once: DW_CUDA_ATTN_MIN_KEYS=N keys per split at least (default 32),
- * DW_CUDA_ATTN_BPS=N blocks per SM to aim for in decode (default 2). */
+/* Tuning knobs, read once: DW_CUDA_ATTN_MIN_KEYS=N keys per split at least (default 64: with the
+ * decode kernel fewer, longer splits pay at short contexts; H100 1B bf16 A/B/A/B 864 vs 858 tok/s
+ * at 16 + 256, 4-bit 1515 vs 1498, 128 no better; prefill steps use one split anyway),
+ * DW_CUDA_ATTN_BPS=N blocks per SM to aim for in decode (default 2; 1 and 3 slower at 4096). */
 int env_int(const char *name, int dflt) {
     const char *v = getenv(name);
     return v && atoi(v) > 0 ? atoi(v) : dflt;
 }
 int min_keys() {
     static int n = -1;
-    if (n < 0) n = env_int("DW_CUDA_ATTN_MIN_KEYS", 32);
+    if (n < 0) n = env_int("DW_CUDA_ATTN_MIN_KEYS", 64);
     return n;
 }
 int blocks_per_sm() {
@@ -43,7 +45,9 @@ int one_split_max() {
  * SM. Launched with PDL, the blocks start while the kernel before drains; the SMs it frees first
  * would otherwise take three blocks each and others none, and at long contexts, where every block
  * has keys to read, those SMs finish last (H100, 1B bf16 at 4096 in context: 743 tok/s uncapped,
- * 766 capped). DW_CUDA_ATTN_CAP=0 leaves the size as it is. */
+ * 766 capped, with the kernel before this one). The decode kernel's 128 registers per thread
+ * allow only two blocks anyway; the cap keeps it so if that changes. DW_CUDA_ATTN_CAP=0 leaves
+ * the size as it is. */
 size_t capped_smem(size_t smem) {
     static int per_sm = -1, on = -1;
     if (per_sm < 0) {
