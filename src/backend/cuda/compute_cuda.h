@@ -21,9 +21,15 @@ extern "C" {
  * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default: as many as fit at once),
  * DW_CUDA_MV_KSPLIT=0 never splits a row between two warps (kernels_matvec.cu split_rows);
  * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
- * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 32) and DW_CUDA_ATTN_BPS=N
- * aims its grid at N blocks per SM (default 2; at most 64 splits), DW_CUDA_ATTN_THREADS=128 runs
- * decode attention in blocks of 128 threads instead of 256;
+ * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 64) and DW_CUDA_ATTN_BPS=N
+ * aims its grid at N blocks per SM (default 2; at most 64 splits); DW_CUDA_ATTN_DECODE=0 runs
+ * decode on a bf16 cache with the general attention kernel instead of its own
+ * (kernels_attention_decode.cuh), DW_CUDA_ATTN_DEC_B=4 gives that one 4 keys per lane group and
+ * round (default 2), DW_CUDA_ATTN_CAP=0 lets more than DW_CUDA_ATTN_BPS of its blocks share an SM,
+ * DW_CUDA_LATE_QKV=0 lets the q/k/v matvec start the kernel after it at once rather than from each
+ * warp's last row; DW_CUDA_ATTN_THREADS=128 runs the general kernel's decode in blocks of 128
+ * threads instead of 256; DW_CUDA_SKIP=... leaves decode launches out (profiling only,
+ * compute_cuda.cu);
  * DW_CUDA_DIRECT_DOWNLOAD=0 makes
  * downloads into registered regions use the copy engine (wait, then cudaMemcpy per piece)
  * instead of one kernel that writes the region after the queued work; DW_CUDA_FUSE_ATTN=0 keeps
