@@ -11,8 +11,6 @@
 namespace dwk {
 namespace {
 
-/* Lengths up to this many keys use one split per block: no partials, counter or combine
- * (DW_CUDA_ATTN_ONE=N; 0 = the 32-keys-per-split rule at every length). */
 /* Tuning knobs, read once: DW_CUDA_ATTN_MIN_KEYS=N keys per split at least (default 64: with the
  * decode kernel fewer, longer splits pay at short contexts; H100 1B bf16 A/B/A/B 864 vs 858 tok/s
  * at 16 + 256, 4-bit 1515 vs 1498, 128 no better; prefill steps use one split anyway),
@@ -32,6 +30,8 @@ int blocks_per_sm() {
     return n;
 }
 
+/* Lengths up to this many keys use one split per block: no partials, counter or combine
+ * (DW_CUDA_ATTN_ONE=N; 0 = the min_keys rule at every length). */
 int one_split_max() {
     static int n = -1;
     if (n < 0) {
@@ -73,9 +73,9 @@ __global__ void __launch_bounds__(THREADS) attention_kernel(const attn_args a) {
 }
 
 /* Decode on a bf16 cache (kernels_attention_decode.cuh), launched with PDL: its blocks load their
- * first keys while the q/k/v matvec before it finishes, and wait for it only then. H100, 1B bf16,
- * greedy on the device, A/B/A/B against attention_kernel: 860 vs 852 tok/s at 16 + 256, 810 vs
- * 759 at 4096 in context; 4-bit 1498 vs 1462, 1366 vs 1272. */
+ * first keys while the q/k/v matvec before it finishes, and wait for it only then. H100, greedy on
+ * the device, one call against attention_kernel: 1B bf16 858 vs 853 tok/s at 16 + 256, 810 vs 759
+ * at 4096 in context; 4-bit 1499 vs 1463, 1364 vs 1272; 8B 164.9 vs 163.1. */
 template <int GT, int B> __global__ void __launch_bounds__(DEC_THREADS, 2) attention_decode_kernel(const attn_args a) {
     extern __shared__ float sm[];
     __shared__ int is_last;
