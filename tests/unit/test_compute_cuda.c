@@ -391,6 +391,78 @@ TEST(cuda_attention_matches_cpu) {
     duo_close(&d);
 }
 
+/* RoPE, the KV store and attention of one decode token, which CUDA runs as one kernel (q rotated
+ * as read, the new row stored by the block whose keys hold it): the same output and cache row as
+ * the CPU's three ops, over a random cache whose rows before the token are the same bytes on both
+ * sides. At 4095 the token's key falls in the second round of its split's block (33 splits of
+ * 125 keys, 64 a round), at 271 and 37 in the first. */
+TEST(cuda_fused_rope_kv_attention_matches_cpu) {
+    dw_error err = {0};
+    duo d;
+    OPEN_DUO_OR_SKIP(d);
+    const int nh = 32, nkv = 8, hd = 64, positions[] = {37, 271, 4095};
+    float invf[32];
+    for (int i = 0; i < 32; i++) invf[i] = powf(10000.0f, -(float)i / 32.0f);
+    bpair inv = {0};
+    inv.n = 32;
+    inv.cu = dbuf(&d.cu, invf, sizeof invf, &err);
+    inv.cpu = dbuf(&d.cpu, invf, sizeof invf, &err);
+    CHECK(inv.cu && inv.cpu);
+    for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++)
+        for (int f32 = 0; f32 < 2; f32++) {
+            const int pos = positions[pi], cap = pos + 4;
+            dw_dtype dt = f32 ? DW_DTYPE_F32 : DW_DTYPE_BF16;
+            const size_t es = dw_dtype_size(dt), per = (size_t)nkv * cap * hd * es;
+            void *hk = rand_dtype(dt, per / es, 1.0f), *hv = rand_dtype(dt, per / es, 1.0f);
+            dw_kv_view kcu = {dbuf(&d.cu, hk, per, &err), dbuf(&d.cu, hv, per, &err), dt, nkv, cap, hd};
+            dw_kv_view kcpu = {dbuf(&d.cpu, hk, per, &err), dbuf(&d.cpu, hv, per, &err), dt, nkv, cap, hd};
+            CHECK(kcu.k && kcu.v && kcpu.k && kcpu.v);
+            bpair q = {0}, k = {0}, v = {0}, out = {0};
+            CHECK_OK(bpair_make(&d, &q, (size_t)nh * hd, 1, &err));
+            CHECK_OK(bpair_make(&d, &k, (size_t)nkv * hd, 1, &err));
+            CHECK_OK(bpair_make(&d, &v, (size_t)nkv * hd, 1, &err));
+            CHECK_OK(bpair_make(&d, &out, (size_t)nh * hd, 0, &err));
+            dw_attn_params p = {nh, nkv, hd, pos, 1, 0, 1.0f / sqrtf((float)hd) * 3.0f};
+            dw_compute *cs[2] = {&d.cu, &d.cpu};
+            for (int side = 0; side < 2; side++) {
+                const dw_compute_ops *ops = cs[side]->ops;
+                void *c = cs[side]->ctx;
+                const dw_kv_view *kv = side ? &kcpu : &kcu;
+                ops->rope(c, side ? q.cpu : q.cu, side ? k.cpu : k.cu, 1, nh, nkv, hd, pos, side ? inv.cpu : inv.cu);
+                ops->kv_write(c, kv, side ? k.cpu : k.cu, side ? v.cpu : v.cu, pos, 1);
+                ops->attention(c, side ? out.cpu : out.cu, side ? q.cpu : q.cu, kv, &p);
+            }
+            CHECK_OK(d.cu.ops->synchronize(d.cu.ctx, &err));
+            double e = compare(&d, out.cu, out.cpu, out.n, &err);
+            CHECK_MSG(e <= 1e-5, "fused attention at %d, %s cache: relative error %.3g %s", pos, f32 ? "f32" : "bf16", e,
+                      err.message);
+            /* the stored rows (every KV head's), as floats: the rotation's sin/cos may differ in
+             * the last bit between the two sides, so within the cache's own rounding */
+            unsigned char *a = malloc(per), *b = malloc(per);
+            float *ra = malloc(sizeof(float) * nkv * hd), *rb = malloc(sizeof(float) * nkv * hd);
+            for (int kvi = 0; kvi < 2; kvi++) {
+                CHECK_OK(d.cu.ops->download(d.cu.ctx, a, kvi ? kcu.v : kcu.k, per, &err));
+                CHECK_OK(d.cpu.ops->download(d.cpu.ctx, b, kvi ? kcpu.v : kcpu.k, per, &err));
+                for (int h = 0; h < nkv; h++) {
+                    const size_t off = ((size_t)h * cap + pos) * hd * es;
+                    dw_convert_to_f32(dt, a + off, ra + (size_t)h * hd, hd);
+                    dw_convert_to_f32(dt, b + off, rb + (size_t)h * hd, hd);
+                }
+                const double re = rel_l2(ra, rb, (size_t)nkv * hd);
+                CHECK_MSG(re <= (f32 ? 1e-6 : 4e-3), "%s rows at %d, %s cache: relative error %.3g", kvi ? "value" : "key",
+                          pos, f32 ? "f32" : "bf16", re);
+            }
+            free(a), free(b), free(ra), free(rb);
+            bpair *bs[] = {&q, &k, &v, &out};
+            for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++) bpair_free(&d, bs[i]);
+            d.cu.ops->free(d.cu.ctx, kcu.k), d.cu.ops->free(d.cu.ctx, kcu.v);
+            d.cpu.ops->free(d.cpu.ctx, kcpu.k), d.cpu.ops->free(d.cpu.ctx, kcpu.v);
+            free(hk), free(hv);
+        }
+    bpair_free(&d, &inv);
+    duo_close(&d);
+}
+
 /* ---- whole models ------------------------------------------------------------------------------- */
 
 static int model_counter;
