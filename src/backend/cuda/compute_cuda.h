@@ -24,8 +24,8 @@ extern "C" {
  * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 64) and DW_CUDA_ATTN_BPS=N
  * aims its grid at N blocks per SM (default 2; at most 64 splits); DW_CUDA_ATTN_DECODE=0 runs
  * decode on a bf16 cache with the general attention kernel instead of its own
- * (kernels_attention_decode.cuh), DW_CUDA_ATTN_DEC_B=4 gives that one 4 keys per lane group and
- * round (default 2), DW_CUDA_ATTN_CAP=0 lets more than DW_CUDA_ATTN_BPS of its blocks share an SM,
+ * (kernels_attention_decode.cuh), DW_CUDA_ATTN_DEC_B=2|4 gives that one 2 or 4 keys per lane
+ * group and round (default 2 for head_dim up to 64, else 4), DW_CUDA_ATTN_CAP=0 lets more than DW_CUDA_ATTN_BPS of its blocks share an SM,
  * DW_CUDA_LATE_QKV=0 lets the q/k/v matvec start the kernel after it at once rather than from each
  * warp's last row; DW_CUDA_ATTN_THREADS=128 runs the general kernel's decode in blocks of 128
  * threads instead of 256; DW_CUDA_SKIP=... leaves decode launches out (profiling only,

@@ -92,6 +92,14 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
     };
 
     load(sp.k0);
+    /* the rotation of this thread's elements of q, also before wait(): when hd divides the block
+     * they all sit at d = tid % hd */
+    const bool one_d = DEC_THREADS % hd == 0;
+    float cs0 = 1.0f, sn0 = 0.0f;
+    if (a.inv_freq && one_d) {
+        const int d = tid % hd;
+        sincosf((float)sp.pos * a.inv_freq[d < half ? d : d - half], &sn0, &cs0);
+    }
     wait();
     if (fresh >= sp.k0 && fresh < sp.k1) { /* the same for the whole block */
         store_fresh_row<DEC_THREADS>(a, sp.kvh, sp.pos);
@@ -110,8 +118,8 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         if (g < sp.gc) {
             const float *qr = a.q + (size_t)(sp.h0 + g) * hd;
             if (a.inv_freq) {
-                float sn, cs;
-                sincosf((float)sp.pos * a.inv_freq[dd], &sn, &cs);
+                float sn = sn0, cs = cs0;
+                if (!one_d) sincosf((float)sp.pos * a.inv_freq[dd], &sn, &cs);
                 const float lo = __ldcg(qr + dd), hi = __ldcg(qr + dd + half);
                 v = d < half ? lo * cs - hi * sn : hi * cs + lo * sn;
             } else {
