@@ -74,10 +74,14 @@ $(TEST_BIN): $(TEST_OBJ) $(LIBDW) $(BUILD)/lib/libwasmtime.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIBDW) $(LDLIBS) $(CUDA_LDLIBS)
 
-demo: setup all
+# After setup, the build runs in a make of its own: setup may have just installed the CUDA toolkit
+# (.deps/cuda), which mk/cuda.mk looks for when the Makefile is read.
+demo: setup
+	@$(MAKE) --no-print-directory all
 	@tools/demo.sh
 
-test: setup all
+test: setup
+	@$(MAKE) --no-print-directory all
 	@tools/run-tests.sh
 
 test-unit: $(TEST_BIN) guests
