@@ -6,9 +6,9 @@
  * and of the tile's query heads, in registers): scores, one block-wide max per head (shuffles,
  * then one barrier), probabilities against that max, p·v. The block shares its running max, so
  * nothing is rescaled when the sums of the lane groups and warps are added at the end (in
- * log2 units: exp2f is one instruction). The item's first keys are loaded before wait(), i.e. while the
- * q/k/v matvec before it finishes (the rows before this step's are written by earlier steps);
- * this step's own row is read only once this block has stored it. */
+ * log2 units: exp2f is one instruction). The item's first keys and q's rotation are loaded before
+ * wait(), i.e. while the q/k/v matvec before it finishes (the rows before this step's are written
+ * by earlier steps); this step's own row is read only once this block has stored it. */
 #ifndef DW_BACKEND_CUDA_KERNELS_ATTENTION_DECODE_CUH
 #define DW_BACKEND_CUDA_KERNELS_ATTENTION_DECODE_CUH
 
@@ -47,8 +47,8 @@ __device__ __forceinline__ uint4 ld_row16(const void *p) {
 
 /* One block of DEC_THREADS threads computes the item (split, y = KV head × head tile) of a grid
  * of ny items along y, DEC_B keys per lane group and round; sm: attn_decode_smem_floats, is_last
- * one shared int. wait() runs before
- * anything the kernel before writes (q, k_new, v_new) is read. */
+ * one shared int. wait() runs before anything the kernel before writes (q, k_new, v_new) is
+ * read. */
 template <int GT, int DEC_B, typename Wait>
 __device__ __forceinline__ void attention_decode_item(const attn_args &a, int split, int y, int ny, float *sm,
                                                       int &is_last, Wait wait) {
@@ -64,7 +64,7 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
     const size_t row = (size_t)hd * 2;
     const char *kb = (const char *)a.k + (size_t)sp.kvh * a.capacity * row + li * 16;
     const char *vb = (const char *)a.v + (size_t)sp.kvh * a.capacity * row + li * 16;
-    const int fresh = a.k_new ? sp.pos : -1; /* this step's key: from k_new, not the cache */
+    const int fresh = a.k_new ? sp.pos : -1; /* this step's key: not in the cache before wait() */
 
     uint4 kc[DEC_B], vc[DEC_B];
     auto load = [&](int base) {
