@@ -101,9 +101,9 @@ template <int GT> __device__ __forceinline__ attn_span attn_span_of(const attn_a
 
 /* The fused KV store (a.k_new set): the item whose keys hold pos stores this token's key
  * (rotated when a.inv_freq is set, as rope_kv does) and value rows in the cache, with the block's
- * THREADS threads. */
+ * THREADS threads; a bf16 cache's rows also into copy[0, hd) and copy[hd, 2 hd) when set. */
 template <int THREADS>
-__device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int pos) {
+__device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int pos, unsigned short *copy = nullptr) {
     const int hd = a.hd, half = hd / 2, tid = threadIdx.x;
     const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
     const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
@@ -121,12 +121,14 @@ __device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int
         } else {
             ((unsigned short *)a.k)[dst + i] = bf16_bits(lo);
             ((unsigned short *)a.k)[dst + i + half] = bf16_bits(hi);
+            if (copy) copy[i] = bf16_bits(lo), copy[i + half] = bf16_bits(hi);
         }
     }
     for (int d = tid; d < hd; d += THREADS) {
         const float vd = __ldcg(vr + d);
         if (a.kv_f32) ((float *)a.v)[dst + d] = vd;
         else ((unsigned short *)a.v)[dst + d] = bf16_bits(vd);
+        if (copy && !a.kv_f32) copy[hd + d] = bf16_bits(vd);
     }
 }
 

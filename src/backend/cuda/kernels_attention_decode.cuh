@@ -21,10 +21,10 @@ constexpr int DEC_THREADS = 256;
 constexpr int DEC_WARPS = DEC_THREADS / 32;
 
 /* Floats of shared memory attention_decode_item needs: [warps][GT][hd] sums, [warps][GT] sums
- * of p, [2][warps][GT] round maxima, [GT][hd] query heads; GT × 64 split weights fit in the
- * first. */
+ * of p, [2][warps][GT] round maxima, [GT][hd] query heads, this step's K and V rows (bf16, hd
+ * floats); GT × 64 split weights fit in the first. */
 __host__ __device__ constexpr size_t attn_decode_smem_floats(int gt, int hd) {
-    return (size_t)DEC_WARPS * gt * hd + 3 * DEC_WARPS * gt + (size_t)gt * hd;
+    return (size_t)DEC_WARPS * gt * hd + 3 * DEC_WARPS * gt + (size_t)gt * hd + hd;
 }
 
 /* 8 bf16 of a cache row as floats. */
@@ -79,14 +79,19 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
             }
         }
     };
-    /* this step's key and value rows, which this block stored in the cache after wait() */
+    float *red = sm;                                 /* [warps][GT][hd] */
+    float *lsum = red + (size_t)DEC_WARPS * GT * hd; /* [warps][GT] */
+    float *rmax = lsum + DEC_WARPS * GT;             /* [2][warps][GT] */
+    float *qs = rmax + 2 * DEC_WARPS * GT;           /* [GT][hd] */
+    unsigned short *fresh_row = (unsigned short *)(qs + GT * hd); /* [K, V][hd] bf16, 16-byte aligned */
+    /* this step's key and value rows, as this block stored them after wait() (only the block
+     * whose keys hold it: a slot past k1 of another block may reach the same index) */
     auto load_fresh = [&](int base) {
 #pragma unroll
         for (int b = 0; b < DEC_B; b++) {
-            const int j = base + b * NS + slot;
-            if (has && j == fresh) {
-                kc[b] = __ldcg((const uint4 *)(kb + (size_t)j * row));
-                vc[b] = __ldcg((const uint4 *)(vb + (size_t)j * row));
+            if (has && base + b * NS + slot == fresh && fresh < sp.k1) {
+                kc[b] = *(const uint4 *)(fresh_row + li * 8);
+                vc[b] = *(const uint4 *)(fresh_row + hd + li * 8);
             }
         }
     };
@@ -101,16 +106,9 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         sincosf((float)sp.pos * a.inv_freq[d < half ? d : d - half], &sn0, &cs0);
     }
     wait();
-    if (fresh >= sp.k0 && fresh < sp.k1) { /* the same for the whole block */
-        store_fresh_row<DEC_THREADS>(a, sp.kvh, sp.pos);
-        __threadfence_block();
-        __syncthreads(); /* the row is whole before load_fresh reads it (through L2) */
-    }
-
-    float *red = sm;                                 /* [warps][GT][hd] */
-    float *lsum = red + (size_t)DEC_WARPS * GT * hd; /* [warps][GT] */
-    float *rmax = lsum + DEC_WARPS * GT;             /* [2][warps][GT] */
-    float *qs = rmax + 2 * DEC_WARPS * GT;           /* [GT][hd] */
+    if (fresh >= sp.k0 && fresh < sp.k1) /* the same for the whole block; the barrier after q's
+                                          * staging below makes fresh_row whole for load_fresh */
+        store_fresh_row<DEC_THREADS>(a, sp.kvh, sp.pos, fresh_row);
     /* the tile's query heads, rotated as rope_kv would, scaled so that scores come out in log2 units */
     for (int i = tid; i < GT * hd; i += DEC_THREADS) {
         const int g = i / hd, d = i % hd, dd = d < half ? d : d - half;
