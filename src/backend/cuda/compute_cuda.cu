@@ -242,8 +242,19 @@ void emit(cctx *c) {
 /* Whether matvecs and attentions now become phases (inside a step, the kernel on). */
 bool persisting(const cctx *c) { return c->collecting && c->persist_on; }
 
+/* The matvec mv, else the attention at, as a phase of the persistent kernel (all bytes set: they
+ * become the kernel's parameter). */
+dwk::fused_phase phase_of(const dwk::mv_args *mv, const dwk::attn_args *at) {
+    dwk::fused_phase p;
+    memset(&p, 0, sizeof p);
+    p.kind = mv ? dwk::FK_MV : dwk::FK_ATTN;
+    if (mv) p.mv = *mv;
+    else p.at = *at;
+    return p;
+}
+
 /* Takes p as a phase (persisting(c)); false when it must run as its own kernel (after emit). */
-bool collect(cctx *c, dwk::fused_phase &p) {
+bool collect(cctx *c, dwk::fused_phase p) {
     const int family = dwk::fused_prepare(p);
     if (family == dwk::FF_NONE) return false;
     dwk::fused_table &t = *c->phases;
@@ -279,26 +290,14 @@ const char *matvec_role(const dwk::mv_args &a) {
 
 void run_matvec(cctx *c, const dwk::mv_args &a) {
     if (skipped(matvec_role(a))) return;
-    if (persisting(c)) {
-        dwk::fused_phase p;
-        memset(&p, 0, sizeof p);
-        p.kind = dwk::FK_MV;
-        p.mv = a;
-        if (collect(c, p)) return;
-    }
+    if (persisting(c) && collect(c, phase_of(&a, nullptr))) return;
     emit(c);
     check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
 }
 
 void run_attention(cctx *c, const dwk::attn_args &a) {
     if (a.n_tokens == 1 && skipped("attn")) return;
-    if (persisting(c) && a.n_tokens == 1) {
-        dwk::fused_phase p;
-        memset(&p, 0, sizeof p);
-        p.kind = dwk::FK_ATTN;
-        p.at = a;
-        if (collect(c, p)) return;
-    }
+    if (persisting(c) && a.n_tokens == 1 && collect(c, phase_of(nullptr, &a))) return;
     emit(c);
     check(c, dwk::launch_attention(a, c->stream), "attention kernel");
 }

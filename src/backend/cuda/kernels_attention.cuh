@@ -22,7 +22,6 @@ constexpr int ATTN_THREADS = 128;
 constexpr int TILE = 64;
 constexpr int MAX_HD = 256;
 
-__device__ __forceinline__ unsigned short bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 
 /* Read-only path, or (cg: rows this block wrote itself) an L2 load that sees the block's stores. */
 template <typename T> __device__ __forceinline__ T ld(const T *p, bool cg) { return cg ? __ldcg(p) : __ldg(p); }
@@ -107,28 +106,18 @@ __device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int
     const int hd = a.hd, half = hd / 2, tid = threadIdx.x;
     const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
     const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
+    if (a.kv_f32) copy = nullptr;
     for (int i = tid; i < half; i += THREADS) {
         float lo = __ldcg(kr + i), hi = __ldcg(kr + i + half);
-        if (a.inv_freq) {
-            float sn, cs;
-            sincosf((float)pos * a.inv_freq[i], &sn, &cs);
-            const float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
-            lo = r0, hi = r1;
-        }
-        if (a.kv_f32) {
-            ((float *)a.k)[dst + i] = lo;
-            ((float *)a.k)[dst + i + half] = hi;
-        } else {
-            ((unsigned short *)a.k)[dst + i] = bf16_bits(lo);
-            ((unsigned short *)a.k)[dst + i + half] = bf16_bits(hi);
-            if (copy) copy[i] = bf16_bits(lo), copy[i + half] = bf16_bits(hi);
-        }
+        if (a.inv_freq) rope_pair(lo, hi, pos, a.inv_freq[i]);
+        store_kv(a.k, a.kv_f32, dst + i, lo);
+        store_kv(a.k, a.kv_f32, dst + i + half, hi);
+        if (copy) copy[i] = bf16_bits(lo), copy[i + half] = bf16_bits(hi);
     }
     for (int d = tid; d < hd; d += THREADS) {
         const float vd = __ldcg(vr + d);
-        if (a.kv_f32) ((float *)a.v)[dst + d] = vd;
-        else ((unsigned short *)a.v)[dst + d] = bf16_bits(vd);
-        if (copy && !a.kv_f32) copy[hd + d] = bf16_bits(vd);
+        store_kv(a.v, a.kv_f32, dst + d, vd);
+        if (copy) copy[hd + d] = bf16_bits(vd);
     }
 }
 

@@ -4,6 +4,7 @@
 #ifndef DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
 #define DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -38,6 +39,22 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+/* A KV cache's element: bf16 bits rounded to nearest even, or f32 (f32 set), stored at cache[i]. */
+__device__ __forceinline__ unsigned short bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+__device__ __forceinline__ void store_kv(const void *cache, bool f32, size_t i, float v) {
+    if (f32) ((float *)cache)[i] = v;
+    else ((unsigned short *)cache)[i] = bf16_bits(v);
+}
+
+/* RoPE (rotate-half): elements d and d + head_dim/2 of a head, (lo, hi), turned by pos · inv_freq
+ * (inv_freq[d]); the one rotation of the rope_kv kernel, the fused KV store and the CPU. */
+__device__ __forceinline__ void rope_pair(float &lo, float &hi, int pos, float inv_freq) {
+    float sn, cs;
+    sincosf((float)pos * inv_freq, &sn, &cs);
+    const float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
+    lo = r0, hi = r1;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

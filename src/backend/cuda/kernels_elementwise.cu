@@ -17,10 +17,6 @@ __device__ __forceinline__ float load_w(const void *p, int wtype, size_t i) {
     return ((const float *)p)[i];
 }
 
-__device__ __forceinline__ unsigned short to_bf16_bits(float v) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-
 __global__ void embed_kernel(float *out, const void *table, int wtype, int cols, ids_chunk ids, const int *dslot) {
     pdl_launch_dependents(); /* a following matvec may start loading its weights */
     const int i = blockIdx.x;
@@ -59,29 +55,18 @@ __global__ void rope_kv_kernel(const ropekv_args a) {
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float lo = x[i], hi = x[i + half];
         if (a.rope) {
-            float sn, cs;
-            sincosf((float)pos * a.inv_freq[i], &sn, &cs);
-            float r0 = lo * cs - hi * sn, r1 = hi * cs + lo * sn;
-            lo = r0, hi = r1;
+            rope_pair(lo, hi, pos, a.inv_freq[i]);
             x[i] = lo;
             x[i + half] = hi;
         }
         if (store) {
-            if (a.kv_f32) {
-                ((float *)a.kc)[dst + i] = lo;
-                ((float *)a.kc)[dst + i + half] = hi;
-            } else {
-                ((unsigned short *)a.kc)[dst + i] = to_bf16_bits(lo);
-                ((unsigned short *)a.kc)[dst + i + half] = to_bf16_bits(hi);
-            }
+            store_kv(a.kc, a.kv_f32, dst + i, lo);
+            store_kv(a.kc, a.kv_f32, dst + i + half, hi);
         }
     }
     if (store) {
         const float *v = a.v + ((size_t)t * a.n_kv + kh) * hd;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            if (a.kv_f32) ((float *)a.vc)[dst + d] = v[d];
-            else ((unsigned short *)a.vc)[dst + d] = to_bf16_bits(v[d]);
-        }
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) store_kv(a.vc, a.kv_f32, dst + d, v[d]);
     }
 }
 
