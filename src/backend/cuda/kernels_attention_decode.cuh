@@ -106,23 +106,33 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         sincosf((float)sp.pos * a.inv_freq[d < half ? d : d - half], &sn0, &cs0);
     }
     wait();
+    /* q's elements of this thread, asked for before this step's K/V row is stored (the stores
+     * would otherwise keep the compiler from issuing them first: one L2 round trip, not two) */
+    constexpr int QPT = (GT * MAX_HD + DEC_THREADS - 1) / DEC_THREADS; /* q elements per thread at most */
+    float qlo[QPT], qhi[QPT];
+#pragma unroll
+    for (int k = 0; k < QPT; k++) {
+        const int i = tid + k * DEC_THREADS, g = i / hd, d = i % hd, dd = d < half ? d : d - half;
+        qlo[k] = qhi[k] = 0.0f;
+        if (i < GT * hd && g < sp.gc) {
+            const float *qr = a.q + (size_t)(sp.h0 + g) * hd;
+            if (a.inv_freq) qlo[k] = __ldcg(qr + dd), qhi[k] = __ldcg(qr + dd + half);
+            else qlo[k] = __ldcg(qr + d);
+        }
+    }
     if (fresh >= sp.k0 && fresh < sp.k1) /* the same for the whole block; the barrier after q's
                                           * staging below makes fresh_row whole for load_fresh */
         store_fresh_row<DEC_THREADS>(a, sp.kvh, sp.pos, fresh_row);
     /* the tile's query heads, rotated as rope_kv would, scaled so that scores come out in log2 units */
-    for (int i = tid; i < GT * hd; i += DEC_THREADS) {
-        const int g = i / hd, d = i % hd, dd = d < half ? d : d - half;
-        float v = 0.0f;
-        if (g < sp.gc) {
-            const float *qr = a.q + (size_t)(sp.h0 + g) * hd;
-            if (a.inv_freq) {
-                float sn = sn0, cs = cs0;
-                if (!one_d) sincosf((float)sp.pos * a.inv_freq[dd], &sn, &cs);
-                const float lo = __ldcg(qr + dd), hi = __ldcg(qr + dd + half);
-                v = d < half ? lo * cs - hi * sn : hi * cs + lo * sn;
-            } else {
-                v = __ldcg(qr + d);
-            }
+#pragma unroll
+    for (int k = 0; k < QPT; k++) {
+        const int i = tid + k * DEC_THREADS, g = i / hd, d = i % hd, dd = d < half ? d : d - half;
+        if (i >= GT * hd) break;
+        float v = qlo[k];
+        if (a.inv_freq && g < sp.gc) {
+            float sn = sn0, cs = cs0;
+            if (!one_d) sincosf((float)sp.pos * a.inv_freq[dd], &sn, &cs);
+            v = d < half ? qlo[k] * cs - qhi[k] * sn : qhi[k] * cs + qlo[k] * sn;
         }
         qs[i] = v * (a.scale * 1.44269504088896341f);
     }

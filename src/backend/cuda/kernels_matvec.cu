@@ -10,17 +10,18 @@ namespace dwk {
 namespace {
 
 template <int WT, bool VEC, bool NORM, bool PAIR, int KS>
-__global__ void __launch_bounds__(MV_THREADS) matvec_kernel(const mv_args a) {
+__global__ void __launch_bounds__(MV_THREADS, PAIR ? 2 : 4) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded */
-    __shared__ float red[MV_WARPS];
+    __shared__ float red[2 * MV_WARPS];
     /* Launched with programmatic stream serialization (the default; DW_CUDA_PDL=0 off), this
      * kernel starts while the previous one finishes: the first weight loads do not depend on it;
      * what the wait guards does. */
     constexpr int ROWS = MV_WARPS / KS; /* rows a block works on at once */
-    matvec_rows<WT, VEC, NORM, PAIR, MV_UNROLL, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS, gridDim.x * ROWS, [&a] {
-        pdl_wait();
-        if (!a.trigger_late) pdl_launch_dependents();
-    });
+    matvec_rows<WT, VEC, NORM, PAIR, MV_UNROLL, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
+                                                    gridDim.x * ROWS, [&a] {
+                                                        pdl_wait();
+                                                        if (!a.trigger_late) pdl_launch_dependents();
+                                                    });
 }
 
 template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1>
@@ -30,39 +31,45 @@ cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
                            mv_smem_bytes<WT, VEC>(a.K), n_sm, stream);
 }
 
-/* Whether a single matrix's rows are better split between two warps (KS = 2): a warp's time is
- * its rows times the rounds of loads per row (UNROLL chunks per lane each); split, the rows
- * double and the rounds halve. It pays where the rows leave warps idle (1B down: 2048 rows of 4
- * rounds on ~4200 warps) or the last wave of rows is a part one (8B q/k/v: 6144 rows of 2).
- * DW_CUDA_MV_KSPLIT=0 turns it off (tuning). */
-template <int WT, bool NORM> bool split_rows(const mv_args &a, int n_sm) {
-    static int on = -1;
-    if (on < 0) {
+/* Warps per row (KS). A single matrix runs 4 blocks of 8 warps per SM (64 registers) and keeps
+ * one warp per row. The gate/up pair, at 2 blocks per SM (two rows' loads in flight per warp:
+ * ~115 registers), splits its rows so that a warp's slice is about half a round of loads (128
+ * chunks of 16 bytes), up to 4 warps per row: the rows' rounds then run side by side instead of
+ * one after the other. H100, the engine's matvecs chained as in a decode step (no attention,
+ * src/backend/cuda/probes/chain_probe.cu), µs per layer with only that kind replaced by the matvec:
+ * 8B gate/up (K = 4096) 152.0 with 1 warp per row, 153.4 with 2, 147.6 with 4; single matrices
+ * best or level with 1 (8B q/k/v 146.6 vs 152.4 / 162.9 with 2 / 4; 1B down 47.0 vs 49.1 / 51.1).
+ * DW_CUDA_MV_KSPLIT=N (1, 2 or 4) sets N for every matrix (tuning). */
+template <int WT> int warps_per_row(const mv_args &a, bool pair) {
+    static int force = -1;
+    if (force < 0) {
         const char *v = getenv("DW_CUDA_MV_KSPLIT");
-        on = !(v && *v == '0');
+        force = v && (atoi(v) == 1 || atoi(v) == 2 || atoi(v) == 4) ? atoi(v) : 0;
     }
-    if (!on) return false;
-    constexpr int E = chunk<WT, true>::E;
-    const long warps = (long)n_sm *
-                       resident_per_sm((const void *)matvec_kernel<WT, true, NORM, false, 1>, MV_THREADS,
-                                       mv_smem_bytes<WT, true>(a.K)) *
-                       MV_WARPS;
-    const long rows = a.row_start[a.count], rounds = (a.K / E + 32 * MV_UNROLL - 1) / (32 * MV_UNROLL);
-    const long whole = (rows + warps - 1) / warps * rounds, split = (2 * rows + warps - 1) / warps * ((rounds + 1) / 2);
-    return split < whole;
+    if (force) return force;
+    if (!pair) return 1;
+    const int slices = a.K / chunk<WT, true>::E / 128;
+    return slices >= 4 ? 4 : slices >= 2 ? 2 : 1;
+}
+
+template <int WT, bool NORM, bool PAIR> cudaError_t launch_split(const mv_args &a, int n_sm, cudaStream_t stream) {
+    switch (warps_per_row<WT>(a, PAIR)) {
+    case 2: return launch_one<WT, true, NORM, PAIR, 2>(a, n_sm, stream);
+    case 4: return launch_one<WT, true, NORM, PAIR, 4>(a, n_sm, stream);
+    }
+    return launch_one<WT, true, NORM, PAIR, 1>(a, n_sm, stream);
 }
 
 template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool vec = mv_vector_path<WT>(a);
     bool norm = a.norm_w != nullptr, pair = a.pair_swiglu != 0;
-    if (vec && !pair && (norm ? split_rows<WT, true>(a, n_sm) : split_rows<WT, false>(a, n_sm))) {
-        if (norm) return launch_one<WT, true, true, false, 2>(a, n_sm, stream);
-        return launch_one<WT, true, false, false, 2>(a, n_sm, stream);
+    if (vec) {
+        if (norm) return pair ? launch_split<WT, true, true>(a, n_sm, stream) : launch_split<WT, true, false>(a, n_sm, stream);
+        return pair ? launch_split<WT, false, true>(a, n_sm, stream) : launch_split<WT, false, false>(a, n_sm, stream);
     }
-#define DWK_MV(V, N, P) \
-    if (vec == V && norm == N && pair == P) return launch_one<WT, V, N, P>(a, n_sm, stream);
-    DWK_MV(true, false, false) DWK_MV(true, true, false) DWK_MV(true, false, true) DWK_MV(true, true, true)
-    DWK_MV(false, false, false) DWK_MV(false, true, false) DWK_MV(false, false, true) DWK_MV(false, true, true)
+#define DWK_MV(N, P) \
+    if (norm == N && pair == P) return launch_one<WT, false, N, P>(a, n_sm, stream);
+    DWK_MV(false, false) DWK_MV(true, false) DWK_MV(false, true) DWK_MV(true, true)
 #undef DWK_MV
     return cudaErrorInvalidValue;
 }

@@ -91,23 +91,24 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
 
 /* The rows of a (one warp per row) from row `first`, every `stride` rows, for a block of
  * MV_THREADS threads: xs is K / E × XP floats of shared memory (x' by chunk, padded), red
- * MV_WARPS floats. wait() runs once the first row's loads are in flight and before anything
- * earlier work writes is read (x, res): the standalone kernel waits for the kernel before it
- * (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's previous phase. The
- * loads of a warp's next row are issued before the current row's reduction, so no warp waits
- * on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and matrix. KS = 2
- * (single matrices): each row is read by a pair of warps of the block (warps 2p and 2p + 1, given
- * the same `first`), each summing half the inputs; the halves are added through shared memory
- * (red[p]) behind a barrier of the two warps. */
+ * MV_WARPS floats (2 × MV_WARPS with KS > 1). wait() runs once the first row's loads are in
+ * flight and before anything earlier work writes is read (x, res): the standalone kernel waits
+ * for the kernel before it (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's
+ * previous phase. The loads of a warp's next row are issued before the current row's reduction,
+ * so no warp waits on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and
+ * matrix. KS > 1 (2 or 4): each row is read by a group of KS neighbouring warps of the block
+ * (given the same `first`), warp p of the group summing the p-th of KS contiguous slices of the
+ * inputs, so the group reads the row front to back at once; the slices' sums are added in order
+ * through shared memory (red) behind a barrier of the group's warps. */
 template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, int KS = 1, typename Wait>
 __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *red, int first, int stride, Wait wait) {
     using C = chunk<WT, VEC>;
     constexpr int E = C::E;
-    static_assert(KS == 1 || (KS == 2 && !PAIR), "split rows: single matrices");
+    static_assert(KS == 1 || KS == 2 || KS == 4, "rows split 1, 2 or 4 ways");
     const int K = a.K, tid = threadIdx.x, lane = tid & 31;
     const int nchunks = K / E;
-    const int half = KS == 2 ? (tid >> 5) & 1 : 0, pair_id = (tid >> 5) >> 1; /* KS == 2 */
-    const int c_begin = KS == 2 && half ? nchunks / 2 : 0, c_end = KS == 2 && !half ? nchunks / 2 : nchunks;
+    const int part = (tid >> 5) % KS, group = (tid >> 5) / KS; /* this warp's slice, its group */
+    const int c_begin = part * nchunks / KS, c_end = (part + 1) * nchunks / KS;
     constexpr int XP = x_stride(E);
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const size_t row_bytes = (size_t)K * wt<WT>::size;
@@ -160,12 +161,21 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
         }
         acc0 = warp_sum(acc0);
         if constexpr (PAIR) acc1 = warp_sum(acc1);
-        if constexpr (KS == 2) { /* the second half's sum joins the first's */
-            if (half && lane == 0) red[pair_id] = acc0;
-            asm volatile("bar.sync %0, 64;" ::"r"(1 + pair_id) : "memory");
-            if (!half) acc0 += red[pair_id];
-            asm volatile("bar.sync %0, 64;" ::"r"(1 + pair_id) : "memory"); /* red[pair_id] free again */
-            if (half) continue;
+        if constexpr (KS > 1) { /* the other slices' sums join the first's, in order */
+            float *rg = red + 2 * group * KS;
+            if (part && lane == 0) {
+                rg[2 * part] = acc0;
+                if constexpr (PAIR) rg[2 * part + 1] = acc1;
+            }
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(32 * KS) : "memory");
+            if (!part)
+#pragma unroll
+                for (int p = 1; p < KS; p++) {
+                    acc0 += rg[2 * p];
+                    if constexpr (PAIR) acc1 += rg[2 * p + 1];
+                }
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(32 * KS) : "memory"); /* rg free again */
+            if (part) continue;
         }
         if (lane == 0) {
             if constexpr (PAIR) {
