@@ -19,7 +19,8 @@ extern "C" {
  * (two bf16 halves: f32-accurate activations, the GEMM's N doubled). Tuning knobs, read once:
  * DW_CUDA_PDL=0 launches the matvec without programmatic dependent launch (on by default),
  * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default: as many as fit at once),
- * DW_CUDA_MV_KSPLIT=0 never splits a row between two warps (kernels_matvec.cu split_rows);
+ * DW_CUDA_MV_KSPLIT=N (1, 2, 4) reads every row with N warps (kernels_matvec.cu warps_per_row;
+ * default: gate/up pairs up to 4, single matrices 1);
  * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
  * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 64) and DW_CUDA_ATTN_BPS=N
  * aims its grid at N blocks per SM (default 2; at most 64 splits); DW_CUDA_ATTN_DECODE=0 runs
