@@ -156,6 +156,11 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         float acc[S];
 #pragma unroll
         for (int s = 0; s < S; s++) acc[s] = 0.0f;
+        /* the residuals these rows add to, asked for now rather than after the sums (as
+         * matvec_rows does; L2: other blocks wrote them before this kernel) */
+        float res0[RPT];
+#pragma unroll
+        for (int i = 0; i < RPT; i++) res0[i] = !PAIR && a.res && lane == 0 && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
         for (int base = 0; base < NC; base += 32 * U) {
             if (base) issue(base);
 #pragma unroll
@@ -207,7 +212,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
                 } else {
                     const float y = acc[i] + (a.bias[j] ? a.bias[j][rr] : 0.0f);
                     a.out[j][rr] = y;
-                    if (a.res) a.res[rr] = __ldcg(a.res + rr) + y; /* L2: other blocks wrote it */
+                    if (a.res) a.res[rr] = res0[i] + y;
                 }
             }
         }
