@@ -22,6 +22,7 @@ extern "C" {
  * DW_CUDA_MV_KSPLIT=N (1, 2, 4) reads every row with N warps (kernels_matvec.cu warps_per_row;
  * default: gate/up pairs up to 4, single matrices 1);
  * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
+ * DW_CUDA_ATTN_GT=N puts at most N query heads in an attention block (default 2);
  * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 64) and DW_CUDA_ATTN_BPS=N
  * aims its grid at N blocks per SM (default 2; at most 64 splits); DW_CUDA_ATTN_DECODE=0 runs
  * decode on a bf16 cache with the general attention kernel instead of its own
