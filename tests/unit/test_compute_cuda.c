@@ -614,12 +614,21 @@ TEST(cuda_model_llama_gqa_hd64_matches_cpu_bf16_and_f32_kv) {
     model_parity(&spec, 1, dw_test_failed_);
 }
 
-/* Long rows on few of them (down: 256 rows of 6144 inputs): the matvec splits each row between two
- * warps (kernels_matvec.cu, split_rows) and still matches the CPU. */
+/* Long rows on few of them (down: 256 rows of 6144 inputs, three rounds of loads per warp and
+ * row) match the CPU. */
 TEST(cuda_model_rows_split_between_warps_match_cpu) {
     tmodel_spec spec = tmodel_default();
     spec.vocab = 3001, spec.hidden = 256, spec.inter = 6144, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 32;
     spec.layers = 2, spec.seed = 29, spec.scale = 0.05f;
+    model_parity(&spec, 1, dw_test_failed_);
+}
+
+/* A 4096-wide model: its gate/up pairs are read by 4 warps per row, each summing a quarter of the
+ * inputs (kernels_matvec.cu, warps_per_row), the q/k/v rows (two rounds of loads) by one. */
+TEST(cuda_model_gate_up_rows_over_four_warps_match_cpu) {
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 3001, spec.hidden = 4096, spec.inter = 512, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
+    spec.layers = 2, spec.seed = 31, spec.scale = 0.02f, spec.explicit_head_dim = 1;
     model_parity(&spec, 1, dw_test_failed_);
 }
 
