@@ -9,6 +9,8 @@
 namespace dwk {
 namespace {
 
+/* At least 4 blocks per SM for a single matrix (64 registers: the prologue's batched x loads
+ * must not cost a block), 2 for a gate/up pair. */
 template <int WT, bool VEC, bool NORM, bool PAIR, int KS>
 __global__ void __launch_bounds__(MV_THREADS, PAIR ? 2 : 4) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded */
@@ -64,7 +66,8 @@ template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t
     const bool vec = mv_vector_path<WT>(a);
     bool norm = a.norm_w != nullptr, pair = a.pair_swiglu != 0;
     if (vec) {
-        if (norm) return pair ? launch_split<WT, true, true>(a, n_sm, stream) : launch_split<WT, true, false>(a, n_sm, stream);
+        if (norm) return pair ? launch_split<WT, true, true>(a, n_sm, stream)
+                              : launch_split<WT, true, false>(a, n_sm, stream);
         return pair ? launch_split<WT, false, true>(a, n_sm, stream) : launch_split<WT, false, false>(a, n_sm, stream);
     }
 #define DWK_MV(N, P) \
