@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
+#include "driftwood/guest.h" /* dw_argmax_f32 */
 #include "driftwood/model.h"
 
 /* One side of the comparison: its model, a session holding the prompt, and its token times. */
@@ -24,13 +25,6 @@ typedef struct side {
     double *ms; /* per decoded token */
     double total_ms;
 } side;
-
-static int32_t greedy(const float *logits, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best]) best = i;
-    return best;
-}
 
 static dw_status side_open(side *x, dw_backend *be, long n_prompt, long n_gen, dw_error *err) {
     dw_status st = dw_model_load(x->dir, be, NULL, &x->model, err);
@@ -50,7 +44,7 @@ static dw_status side_open(side *x, dw_backend *be, long n_prompt, long n_gen, d
     }
     st = dw_session_prefill(x->session, ids, (int)n_prompt, x->logits, err);
     free(ids);
-    x->next = greedy(x->logits, x->vocab);
+    x->next = dw_argmax_f32(x->logits, x->vocab);
     return st;
 }
 
@@ -59,7 +53,7 @@ static dw_status side_step(side *x, long g, dw_error *err) {
     dw_status st = dw_session_decode(x->session, x->next, x->logits, err);
     x->ms[g] = dw_cli_now_ms() - t0;
     x->total_ms += x->ms[g];
-    x->next = greedy(x->logits, x->vocab);
+    x->next = dw_argmax_f32(x->logits, x->vocab);
     return st;
 }
 

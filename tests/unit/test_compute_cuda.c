@@ -616,7 +616,7 @@ TEST(cuda_model_llama_gqa_hd64_matches_cpu_bf16_and_f32_kv) {
 
 /* Long rows on few of them (down: 256 rows of 6144 inputs, three rounds of loads per warp and
  * row) match the CPU. */
-TEST(cuda_model_rows_split_between_warps_match_cpu) {
+TEST(cuda_model_long_rows_match_cpu) {
     tmodel_spec spec = tmodel_default();
     spec.vocab = 3001, spec.hidden = 256, spec.inter = 6144, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 32;
     spec.layers = 2, spec.seed = 29, spec.scale = 0.05f;

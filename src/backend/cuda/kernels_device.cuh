@@ -63,18 +63,38 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* This thread's float4 indices i4 < n4 of a block of THREADS (tid, tid + THREADS, ...), SX at a
+ * time: load(i4) for the whole batch first, then use(value, i4), so a batch's loads are in flight
+ * together. */
+template <int THREADS, int SX, typename Load, typename Use>
+__device__ __forceinline__ void in_batches4(int n4, Load load, Use use) {
+    for (int base = 0; base < n4; base += THREADS * SX) {
+        float4 v[SX];
+#pragma unroll
+        for (int u = 0; u < SX; u++) {
+            const int i4 = base + u * THREADS + (int)threadIdx.x;
+            if (i4 < n4) v[u] = load(i4);
+        }
+#pragma unroll
+        for (int u = 0; u < SX; u++) {
+            const int i4 = base + u * THREADS + (int)threadIdx.x;
+            if (i4 < n4) use(v[u], i4);
+        }
+    }
+}
+
 /* The matvec kernels' prologue: x' into shared memory xs, each chunk of E inputs padded to XP
  * floats (bank conflicts), where x' = x, or with norm_w set x / sqrt(mean(x²) + eps) · norm_w
  * (RMSNorm fused in front; block 0 also writes it to norm_out when set). red: THREADS/32 floats of
  * shared scratch. Ends with a barrier: xs is complete for the whole block.
  *
- * x is read in batches of SX float4 per thread, all of a batch's loads issued before the first
- * is used: x comes from L2 while the kernel's first weight loads fill the memory queues, and a
- * loop that waited for each load in turn (as this did before) paid that latency K / THREADS
- * times (H100, the engine's matvecs chained as in a decode step, no attention: 8B 166.8 -> 157.6
- * µs per layer, 1B 54.6 -> 50.7; src/backend/cuda/probes/chain_probe.cu). SX = 2 keeps the single-matrix
- * kernels at 64 registers. Copying x by cp.async instead (no registers, one wait) was slower:
- * 8B 173.4, 1B 67.3 µs per layer; the engine 745 vs 903 tok/s (1B bf16). */
+ * x (and norm_w) are read 2 float4 per thread at a time, a batch's loads in flight together: x
+ * comes from L2 while the kernel's first weight loads fill the memory queues, and a loop that
+ * waited for each load in turn (as this did before) paid that latency K / THREADS times (H100,
+ * the engine's matvecs chained as in a decode step, no attention: 8B 166.8 -> 157.6 µs per
+ * layer, 1B 54.6 -> 50.7; src/backend/cuda/probes/chain_probe.cu). 2, not more, keeps the
+ * single-matrix kernels at 64 registers. Copying x by cp.async instead (no registers, one wait)
+ * was slower: 8B 173.4, 1B 67.3 µs per layer; the engine 745 vs 903 tok/s (1B bf16). */
 template <int THREADS, int E, int XP>
 __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, int K, const float *norm_w, float eps,
                                         float *norm_out) {
@@ -85,23 +105,12 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
     constexpr int SX = 2;
     float ss = 0.0f;
     if (vec) {
-        const int n4 = K / 4;
-        for (int base = 0; base < n4; base += THREADS * SX) {
-            float4 v[SX];
-#pragma unroll
-            for (int u = 0; u < SX; u++) {
-                const int i4 = base + u * THREADS + tid;
-                if (i4 < n4) v[u] = __ldcg(reinterpret_cast<const float4 *>(x) + i4); /* L2: other blocks wrote it */
-            }
-#pragma unroll
-            for (int u = 0; u < SX; u++) {
-                const int i4 = base + u * THREADS + tid;
-                if (i4 < n4) {
-                    *reinterpret_cast<float4 *>(xs + at(4 * i4)) = v[u];
-                    ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
-                }
-            }
-        }
+        in_batches4<THREADS, SX>(
+            K / 4, [&](int i4) { return __ldcg(reinterpret_cast<const float4 *>(x) + i4); }, /* L2: other blocks wrote it */
+            [&](const float4 &v, int i4) {
+                *reinterpret_cast<float4 *>(xs + at(4 * i4)) = v;
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            });
     } else {
         for (int i = tid; i < K; i += THREADS) {
             const float v = __ldcg(x + i);
@@ -118,26 +127,16 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
         for (int w = 0; w < THREADS / 32; w++) tot += red[w];
         const float scale = 1.0f / sqrtf(tot / (float)K + eps);
         if (vec) {
-            const int n4 = K / 4;
-            for (int base = 0; base < n4; base += THREADS * SX) {
-                float4 g[SX];
-#pragma unroll
-                for (int u = 0; u < SX; u++) {
-                    const int i4 = base + u * THREADS + tid;
-                    if (i4 < n4) g[u] = __ldg(reinterpret_cast<const float4 *>(norm_w) + i4);
-                }
-#pragma unroll
-                for (int u = 0; u < SX; u++) {
-                    const int i4 = base + u * THREADS + tid;
-                    if (i4 >= n4) continue;
+            in_batches4<THREADS, SX>(
+                K / 4, [&](int i4) { return __ldg(reinterpret_cast<const float4 *>(norm_w) + i4); },
+                [&](const float4 &g, int i4) {
                     float4 *p = reinterpret_cast<float4 *>(xs + at(4 * i4));
                     float4 v = *p;
-                    v.x = (v.x * scale) * g[u].x, v.y = (v.y * scale) * g[u].y;
-                    v.z = (v.z * scale) * g[u].z, v.w = (v.w * scale) * g[u].w;
+                    v.x = (v.x * scale) * g.x, v.y = (v.y * scale) * g.y;
+                    v.z = (v.z * scale) * g.z, v.w = (v.w * scale) * g.w;
                     *p = v;
                     if (blockIdx.x == 0 && norm_out) reinterpret_cast<float4 *>(norm_out)[i4] = v;
-                }
-            }
+                });
         } else {
             for (int i = tid; i < K; i += THREADS) {
                 const float v = (xs[at(i)] * scale) * norm_w[i];
