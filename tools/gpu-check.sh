@@ -7,7 +7,8 @@
 # DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
 # (bench/cuda/bench_decode_cuda.c on a random Llama-3.2-1B-shaped model made here by mkmodel;
 # DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants,
-# DW_GPU_BENCH_QUANT="4 8" for the shapes quantized to 4/8 bits).
+# DW_GPU_BENCH_QUANT="4 8" for the shapes quantized to 4/8 bits, DW_GPU_BENCH_ARGS for more
+# arguments of bench_decode_cuda, e.g. "--prefill 0").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -105,7 +106,7 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
         for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
             echo "== $shape ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
             [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
-                --model "$dw_m" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
+                --model "$dw_m" ${DW_GPU_BENCH_ARGS:-} >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
         done
         # DW_GPU_BENCH_QUANT="4 8": the same shape quantized (MLX affine, g64) by `driftwood quantize`
         for dw_bits in ${DW_GPU_BENCH_QUANT:-}; do
@@ -115,7 +116,7 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
             for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
                 echo "== $shape $dw_bits-bit g64 ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
                 [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
-                    --model "$dw_q" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
+                    --model "$dw_q" ${DW_GPU_BENCH_ARGS:-} >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
             done
             { echo "== $shape $dw_bits-bit driftwood bench decode --backend cuda --json (16 + 256)" &&
               timeout 120 "$B/bin/driftwood" bench decode --model "$dw_q" --backend cuda --prompt-tokens 16 \

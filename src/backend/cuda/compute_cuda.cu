@@ -721,6 +721,7 @@ void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, in
     if (p.kind == P_NORM && p.norm_out == x && p.norm_dim == a.K) {
         a.x = p.norm_x;
         a.norm_w = p.norm_w;
+        a.norm_staged = dwk::norm_staging_enabled();
         a.eps = p.norm_eps;
         a.norm_out = p.norm_out;
         p.kind = P_NONE;

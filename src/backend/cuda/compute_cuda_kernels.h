@@ -46,8 +46,13 @@ struct mv_args {
      * once (that kernel's blocks would take SM room from this one's not yet started: the
      * attention after q/k/v, whose blocks all stay for long contexts). */
     int trigger_late;
+    /* With norm_w: the norm weights are copied into shared memory before the wait for the
+     * kernel before (kernels_device.cuh: stage_norm_w), behind x' (norm_smem_floats). */
+    int norm_staged;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
+/* What mv_args.norm_staged should be: 1 unless DW_CUDA_NORM_STAGE=0 (tuning). */
+int norm_staging_enabled();
 /* The quantized case of launch_matvec (called by it when qbits != 0). */
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
 

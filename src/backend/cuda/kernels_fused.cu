@@ -190,6 +190,9 @@ int fused_prepare(fused_phase &p) {
         return p.sub ? FF_ANY : FF_NONE;
     }
     if (p.kind != FK_MV) return FF_NONE;
+    /* no norm weights staged before a phase's wait: the block's other warps may still be on the
+     * phase before, reading its x' where they would go */
+    p.mv.norm_staged = 0;
     const mv_args &a = p.mv;
     if (!a.qbits) return a.wtype == W_BF16 && mv_vector_path<W_BF16>(a) ? FF_BF16 : FF_NONE;
     if (!qmv_supported(a) || (a.sbtype != W_BF16 && a.sbtype != W_F32)) return FF_NONE;
@@ -201,8 +204,8 @@ int fused_prepare(fused_phase &p) {
 size_t fused_smem(const fused_phase &p) {
     if (p.kind == FK_ATTN) return attn_smem_floats(MV_THREADS, p.sub, p.at.hd) * sizeof(float);
     const mv_args &a = p.mv;
-    if (a.qbits) return qmv_smem_floats(a.qbits, a.K) * sizeof(float);
-    return mv_smem_bytes<W_BF16, true>(a.K);
+    if (a.qbits) return qmv_smem_floats(a) * sizeof(float);
+    return mv_smem_bytes<W_BF16, true>(a);
 }
 
 cudaError_t launch_fused(int family, const fused_table &table, size_t smem, unsigned *sync, unsigned long long *trace,

@@ -30,7 +30,7 @@ template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1>
 cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count], rows = MV_WARPS / KS;
     return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS>, a, (total + rows - 1) / rows, MV_THREADS,
-                           mv_smem_bytes<WT, VEC>(a.K), n_sm, stream);
+                           mv_smem_bytes<WT, VEC>(a), n_sm, stream);
 }
 
 /* Warps per row (KS). A single matrix runs 4 blocks of 8 warps per SM (64 registers) and keeps
@@ -78,6 +78,15 @@ template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t
 }
 
 } // namespace
+
+int norm_staging_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DW_CUDA_NORM_STAGE");
+        on = !(v && *v == '0');
+    }
+    return on;
+}
 
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream) {
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);

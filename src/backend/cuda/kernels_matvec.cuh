@@ -64,9 +64,15 @@ template <int WT, bool VEC> struct chunk {
     }
 };
 
-/* Bytes of dynamic shared memory matvec_rows needs for K inputs (x' by chunk, padded). */
-template <int WT, bool VEC> constexpr size_t mv_smem_bytes(int K) {
-    return (size_t)K / chunk<WT, VEC>::E * x_stride(chunk<WT, VEC>::E) * sizeof(float);
+/* Floats of x' by chunk (padded) for K inputs. */
+template <int WT, bool VEC> __host__ __device__ constexpr size_t mv_x_floats(int K) {
+    return (size_t)K / chunk<WT, VEC>::E * x_stride(chunk<WT, VEC>::E);
+}
+
+/* Bytes of dynamic shared memory matvec_rows needs for a: x' and the staged norm weights. */
+template <int WT, bool VEC> size_t mv_smem_bytes(const mv_args &a) {
+    const size_t xf = mv_x_floats<WT, VEC>(a.K);
+    return (xf + norm_smem_floats(xf, a.K, a.norm_w && a.norm_staged)) * sizeof(float);
 }
 
 /* Whether a's matrices take the 16-byte vector path: K a whole number of 16-byte chunks, every
@@ -90,7 +96,8 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
 }
 
 /* The rows of a (one warp per row) from row `first`, every `stride` rows, for a block of
- * MV_THREADS threads: xs is K / E × XP floats of shared memory (x' by chunk, padded), red
+ * MV_THREADS threads: xs is mv_smem_bytes of shared memory (x' by chunk, padded, then the
+ * staged norm weights), red
  * MV_WARPS floats (2 × MV_WARPS with KS > 1). wait() runs once the first row's loads are in
  * flight and before anything earlier work writes is read (x, res): the standalone kernel waits
  * for the kernel before it (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's
@@ -129,8 +136,10 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
         row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
         issue(w0, w1, c_begin);
     }
+    float *gs = NORM && a.norm_staged ? xs + norm_smem_offset(mv_x_floats<WT, VEC>(K)) : nullptr;
+    if (gs) stage_norm_w<MV_THREADS>(gs, a.norm_w, K);
     wait();
-    stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out); /* loads in flight */
+    stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out, gs); /* loads in flight */
 
     for (; r < total; r += stride) {
         if (a.trigger_late && r + stride >= total) pdl_launch_dependents(); /* the warp's last row */

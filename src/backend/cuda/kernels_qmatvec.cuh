@@ -71,6 +71,11 @@ template <int BITS> __device__ __forceinline__ float2 chunk_coeffs(float2 sb) {
     else return sb;
 }
 
+/* Floats of qmatvec_tasks' padded x' and its chunks' sums (the staged norm weights go behind). */
+__host__ __device__ constexpr size_t qmv_x_floats(int bits, int K) {
+    return (size_t)K / (128 / bits) * (128 / bits + 4) + (size_t)K / (128 / bits);
+}
+
 /* The warp tasks of a (compute_cuda_kernels.h: mv_args, quantized) from task `first`, every
  * `stride`, for a block of MV_THREADS threads: smem holds x' by chunk (padded) and the chunks'
  * sums (qmv_smem_floats), red MV_WARPS floats; wait() as matvec_rows' (kernels_matvec.cuh). One
@@ -140,9 +145,11 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         locate(task);
         issue(0);
     }
+    float *gs = a.norm_w && a.norm_staged ? smem + norm_smem_offset(qmv_x_floats(BITS, K)) : nullptr;
+    if (gs) stage_norm_w<MV_THREADS>(gs, a.norm_w, K);
     wait(); /* everything below reads what earlier work wrote */
 
-    stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out);
+    stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     for (int c = tid; c < NC; c += MV_THREADS) {
         float sum = 0.0f;
 #pragma unroll
@@ -244,10 +251,11 @@ inline int qmv_rows_per_task(int bits, int K, bool pair) {
     return S;
 }
 
-/* Floats of shared memory qmatvec_tasks needs: padded x' and the chunks' sums. */
-inline size_t qmv_smem_floats(int bits, int K) {
-    const size_t nc = (size_t)K / (128 / bits);
-    return nc * (128 / bits + 4) + nc;
+/* Floats of shared memory qmatvec_tasks needs for a: padded x', the chunks' sums, then the
+ * staged norm weights. */
+inline size_t qmv_smem_floats(const mv_args &a) {
+    const size_t xf = qmv_x_floats(a.qbits, a.K);
+    return xf + norm_smem_floats(xf, a.K, a.norm_w && a.norm_staged);
 }
 
 } // namespace

@@ -33,7 +33,7 @@ cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int rpt = pair ? S / 2 : S;
     const int tasks = (total + rpt - 1) / rpt;
     const int blocks = (tasks + MV_WARPS - 1) / MV_WARPS;
-    const size_t smem = qmv_smem_floats(BITS, a.K) * sizeof(float);
+    const size_t smem = qmv_smem_floats(a) * sizeof(float);
 #define DWK_QMV(P, SS) \
     if (pair == P && S == SS) return launch_resident(qmatvec_kernel<BITS, ST, P, SS>, a, blocks, MV_THREADS, smem, n_sm, stream);
     DWK_QMV(false, 1) DWK_QMV(false, 2) DWK_QMV(false, 4) DWK_QMV(true, 2) DWK_QMV(true, 4)
