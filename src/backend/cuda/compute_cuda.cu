@@ -830,8 +830,8 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
     dwk::attention_tiles(p->n_heads / p->n_kv_heads, &gt, &tiles);
     /* recorded steps use the most splits (the length changes between replays) */
     int len = p->pos0 + p->n_tokens;
-    int splits = dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, c->cap_slot ? 0 : len, p->n_tokens, p->head_dim);
-    int splits_graph = p->n_tokens == 1 ? dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, 0, 1, p->head_dim) : splits;
+    int splits = dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, c->cap_slot ? 0 : len, p->n_tokens);
+    int splits_graph = p->n_tokens == 1 ? dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, 0, 1) : splits;
     size_t rows = (size_t)p->n_tokens * p->n_heads;
     size_t need = rows * (size_t)std::max(splits, splits_graph) * (p->head_dim + 2);
     size_t counters = (size_t)p->n_tokens * p->n_kv_heads * tiles;

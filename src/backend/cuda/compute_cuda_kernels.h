@@ -96,15 +96,13 @@ struct attn_args {
     const float *k_new, *v_new;
     int one_split_max; /* set by launch_attention: lengths up to this use one split (no combine) */
     int min_keys;      /* set by launch_attention: keys per split at least */
-    int stage_keys;    /* set by launch_attention (decode kernel): a block's keys, up to this many, are
-                        * copied into shared memory before it waits for q/k/v */
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);
 /* Query heads per block and head tiles per KV head for this GQA group size. */
 void attention_tiles(int group, int *gt, int *tiles);
 /* Splits for a decode step with `len` keys (len <= 0: the most ever used, for graphs). */
-int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens, int head_dim);
+int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens);
 cudaError_t launch_attention(const attn_args &a, cudaStream_t stream);
 
 /* With the knobs of launch_attention filled in: the query heads per block (GT) the persistent

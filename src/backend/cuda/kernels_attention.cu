@@ -30,39 +30,15 @@ int blocks_per_sm() {
     return n;
 }
 
-/* DW_CUDA_ATTN_DECODE=0: decode runs attention_kernel too (tuning, comparison). */
-bool decode_kernel_enabled() {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("DW_CUDA_ATTN_DECODE");
-        on = !(v && *v == '0');
-    }
-    return on != 0;
-}
-
-/* Keys per block the decode kernel stages in shared memory before its wait, for rows of hd
- * elements: DW_CUDA_ATTN_STAGE_KB=N KB of K and V rows (default 80; 0 = none, every round loads
- * its keys from memory after the wait; tuning). */
-int stage_keys(int hd) {
-    static int kb = -1;
-    if (kb < 0) {
-        const char *v = getenv("DW_CUDA_ATTN_STAGE_KB");
-        kb = v ? (atoi(v) > 0 ? atoi(v) : 0) : 80;
-    }
-    return decode_kernel_enabled() ? kb * 1024 / (hd * 4) : 0;
-}
-
-/* Lengths up to this many keys use one split per block: no partials, counter or combine. By
- * default as many as the decode kernel stages (then the block's rounds never wait for memory;
- * none for attention_kernel, `staging` false), DW_CUDA_ATTN_ONE=N sets N (0: the min_keys rule at
- * every length). */
-int one_split_max(int hd, bool staging = true) {
-    static int n = -2;
-    if (n == -2) {
+/* Lengths up to this many keys use one split per block: no partials, counter or combine
+ * (DW_CUDA_ATTN_ONE=N; 0 = the min_keys rule at every length). */
+int one_split_max() {
+    static int n = -1;
+    if (n < 0) {
         const char *v = getenv("DW_CUDA_ATTN_ONE");
-        n = v ? (atoi(v) > 0 ? atoi(v) : 0) : -1;
+        n = v && atoi(v) > 0 ? atoi(v) : 0;
     }
-    return n >= 0 ? n : staging ? stage_keys(hd) : 0;
+    return n;
 }
 
 /* Dynamic shared memory that keeps a block of `smem` bytes to at most blocks_per_sm() blocks on an
@@ -107,10 +83,19 @@ template <int GT, int B> __global__ void __launch_bounds__(DEC_THREADS, 2) atten
     attention_decode_item<GT, B>(a, blockIdx.x, blockIdx.y, gridDim.y, sm, is_last, [] { pdl_wait(); });
 }
 
+/* DW_CUDA_ATTN_DECODE=0: decode runs attention_kernel too (tuning, comparison). */
+bool decode_kernel_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DW_CUDA_ATTN_DECODE");
+        on = !(v && *v == '0');
+    }
+    return on != 0;
+}
+
 template <int GT> cudaError_t launch_decode(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
-    const int staged = stage_keys(a.hd);
-    const size_t smem = capped_smem(sizeof(float) * attn_decode_smem_floats(GT, a.hd, staged));
+    const size_t smem = capped_smem(sizeof(float) * attn_decode_smem_floats(GT, a.hd));
     /* keys per lane group and round: 2 for rows of up to 64 elements (H100, 1B bf16 A/B/A/B: 867 /
      * 869 vs 859 / 860 tok/s at 16 + 256), 4 for longer ones, whose blocks have half the key slots
      * (8B: 165.2 / 165.3 vs 164.6 / 164.7, at 4096 159.5 vs 158.7); DW_CUDA_ATTN_DEC_B=2|4 (tuning) */
@@ -120,9 +105,8 @@ template <int GT> cudaError_t launch_decode(const attn_args &a, cudaStream_t str
     void (*kernel)(attn_args) = b_keys == 4 ? attention_decode_kernel<GT, 4> : attention_decode_kernel<GT, 2>;
     (void)resident_per_sm((const void *)kernel, DEC_THREADS, smem); /* allows the size */
     attn_args b = a;
-    b.one_split_max = one_split_max(a.hd);
+    b.one_split_max = one_split_max();
     b.min_keys = min_keys();
-    b.stage_keys = staged;
     return launch_pdl(kernel, b, dim3(a.splits, a.n_kv * tiles, 1), DEC_THREADS, smem, stream);
 }
 
@@ -131,9 +115,8 @@ template <int THREADS, bool F32, int VEC, int GT> cudaError_t launch4(const attn
     const size_t smem = sizeof(float) * attn_smem_floats(THREADS, GT, a.hd);
     dim3 grid(a.splits, a.n_kv * tiles, a.n_tokens);
     attn_args b = a;
-    b.one_split_max = one_split_max(a.hd, false);
+    b.one_split_max = one_split_max();
     b.min_keys = min_keys();
-    b.stage_keys = 0;
     attention_kernel<THREADS, F32, VEC, GT><<<grid, THREADS, smem, stream>>>(b);
     return cudaGetLastError();
 }
@@ -195,21 +178,20 @@ void attention_tiles(int group, int *gt, int *tiles) {
     *tiles = (group + *gt - 1) / *gt;
 }
 
-int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens, int hd) {
+int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens) {
     /* enough blocks to cover the GPU twice (DW_CUDA_ATTN_BPS), but at least min_keys keys per split */
     int most = (blocks_per_sm() * n_sm) / (n_kv * tiles * (n_tokens > 0 ? n_tokens : 1));
     if (most < 1) most = 1;
     if (most > 64) most = 64;
     if (len <= 0) return most;
-    if (n_tokens == 1 && len <= one_split_max(hd)) return 1;
+    if (n_tokens == 1 && len <= one_split_max()) return 1;
     int s = (len + min_keys() - 1) / min_keys();
     return s < most ? s : most;
 }
 
 int attention_fused_gt(attn_args &a) {
-    a.one_split_max = one_split_max(a.hd, false);
+    a.one_split_max = one_split_max();
     a.min_keys = min_keys();
-    a.stage_keys = 0;
     if (a.kv_f32 || !attention_supported(a.hd) || vec_for(a.hd) != 8 || a.n_heads % a.n_kv) return 0;
     int gt, tiles;
     attention_tiles(a.n_heads / a.n_kv, &gt, &tiles);

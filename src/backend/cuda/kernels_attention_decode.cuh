@@ -22,21 +22,10 @@ constexpr int DEC_WARPS = DEC_THREADS / 32;
 
 /* Floats of shared memory attention_decode_item needs: [warps][GT][hd] sums, [warps][GT] sums
  * of p, [2][warps][GT] round maxima, [GT][hd] query heads, this step's K and V rows (bf16, hd
- * floats), then (stage_keys > 0) the staged K and V rows, [2][stage_keys][hd] bf16; GT × 64 split
- * weights fit in the first. */
-__host__ __device__ constexpr size_t attn_decode_base_floats(int gt, int hd) {
-    return ((size_t)DEC_WARPS * gt * hd + 3 * DEC_WARPS * gt + (size_t)gt * hd + hd + 3) / 4 * 4;
+ * floats); GT × 64 split weights fit in the first. */
+__host__ __device__ constexpr size_t attn_decode_smem_floats(int gt, int hd) {
+    return (size_t)DEC_WARPS * gt * hd + 3 * DEC_WARPS * gt + (size_t)gt * hd + hd;
 }
-__host__ __device__ constexpr size_t attn_decode_smem_floats(int gt, int hd, int stage_keys) {
-    return attn_decode_base_floats(gt, hd) + (size_t)stage_keys * hd;
-}
-
-/* 16 bytes global -> shared without registers (sm_80+), and the wait for this thread's copies. */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 /* 8 bf16 of a cache row as floats. */
 __device__ __forceinline__ void bf16x8(const uint4 &u, float *f) {
@@ -73,19 +62,9 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
     const int slot = warp * (32 / L) + lane / L;
     const bool has = li < NG; /* the lane holds 8 elements of the row */
     const size_t row = (size_t)hd * 2;
-    const char *kc0 = (const char *)a.k + (size_t)sp.kvh * a.capacity * row; /* the KV head's rows */
-    const char *vc0 = (const char *)a.v + (size_t)sp.kvh * a.capacity * row;
-    const char *kb = kc0 + li * 16, *vb = vc0 + li * 16; /* this lane's 16 bytes of them */
+    const char *kb = (const char *)a.k + (size_t)sp.kvh * a.capacity * row + li * 16;
+    const char *vb = (const char *)a.v + (size_t)sp.kvh * a.capacity * row + li * 16;
     const int fresh = a.k_new ? sp.pos : -1; /* this step's key: not in the cache before wait() */
-    float *red = sm;                                 /* [warps][GT][hd] */
-    float *lsum = red + (size_t)DEC_WARPS * GT * hd; /* [warps][GT] */
-    float *rmax = lsum + DEC_WARPS * GT;             /* [2][warps][GT] */
-    float *qs = rmax + 2 * DEC_WARPS * GT;           /* [GT][hd] */
-    unsigned short *fresh_row = (unsigned short *)(qs + GT * hd); /* [K, V][hd] bf16, 16-byte aligned */
-    /* staged: the block's keys [k0, k1) sit in shared memory (K rows, then V rows), copied there
-     * before wait(), so that no round waits for DRAM (the same for the whole block) */
-    const bool staged = sp.k1 - sp.k0 <= a.stage_keys;
-    char *kst = (char *)(sm + attn_decode_base_floats(GT, hd)), *vst = kst + (size_t)a.stage_keys * row;
 
     uint4 kc[DEC_B], vc[DEC_B];
     auto load = [&](int base) {
@@ -93,18 +72,18 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         for (int b = 0; b < DEC_B; b++) {
             const int j = base + b * NS + slot;
             if (has && j < sp.k1 && j != fresh) {
-                if (staged) {
-                    kc[b] = *(const uint4 *)(kst + (size_t)(j - sp.k0) * row + li * 16);
-                    vc[b] = *(const uint4 *)(vst + (size_t)(j - sp.k0) * row + li * 16);
-                } else {
-                    kc[b] = ld_row16(kb + (size_t)j * row);
-                    vc[b] = ld_row16(vb + (size_t)j * row);
-                }
+                kc[b] = ld_row16(kb + (size_t)j * row);
+                vc[b] = ld_row16(vb + (size_t)j * row);
             } else { /* no key (or this step's, filled in by load_fresh): zeros, never NaN */
                 kc[b] = vc[b] = make_uint4(0u, 0u, 0u, 0u);
             }
         }
     };
+    float *red = sm;                                 /* [warps][GT][hd] */
+    float *lsum = red + (size_t)DEC_WARPS * GT * hd; /* [warps][GT] */
+    float *rmax = lsum + DEC_WARPS * GT;             /* [2][warps][GT] */
+    float *qs = rmax + 2 * DEC_WARPS * GT;           /* [GT][hd] */
+    unsigned short *fresh_row = (unsigned short *)(qs + GT * hd); /* [K, V][hd] bf16, 16-byte aligned */
     /* this step's key and value rows, as this block stored them after wait() (only the block
      * whose keys hold it: a slot past k1 of another block may reach the same index) */
     auto load_fresh = [&](int base) {
@@ -117,18 +96,7 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         }
     };
 
-    if (staged) {
-        const int pieces = hd / 8; /* 16-byte pieces per row */
-        for (int i = tid; i < (sp.k1 - sp.k0) * pieces; i += DEC_THREADS) {
-            const int j = sp.k0 + i / pieces;
-            const size_t off = (size_t)(j - sp.k0) * row + (i % pieces) * 16;
-            if (j == fresh) continue;
-            cp_async16(kst + off, kc0 + (size_t)j * row + (i % pieces) * 16);
-            cp_async16(vst + off, vc0 + (size_t)j * row + (i % pieces) * 16);
-        }
-    } else {
-        load(sp.k0);
-    }
+    load(sp.k0);
     /* the rotation of this thread's elements of q, also before wait(): when hd divides the block
      * they all sit at d = tid % hd */
     const bool one_d = DEC_THREADS % hd == 0;
@@ -168,7 +136,6 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
         }
         qs[i] = v * (a.scale * 1.44269504088896341f);
     }
-    if (staged) cp_async_wait_all(); /* this thread's copies; the barrier makes them everyone's */
     __syncthreads();
 
     /* the block's running max per head (the same in every thread), this lane group's sum of p
@@ -182,7 +149,7 @@ __device__ __forceinline__ void attention_decode_item(const attn_args &a, int sp
     }
     int parity = 0;
     for (int base = sp.k0; base < sp.k1; base += DEC_B * NS, parity ^= 1) {
-        if (staged || base != sp.k0) load(base);
+        if (base != sp.k0) load(base);
         load_fresh(base);
         float s[DEC_B][GT];
 #pragma unroll
