@@ -347,7 +347,8 @@ TEST(cuda_fused_decode_pairs_match_cpu) {
 
 /* Attention over a random cache (the same bytes on both sides), decode and prefill, for head
  * sizes on the vector and the narrow paths, GQA groups that fill one head tile or need two, a
- * sliding window, bf16 and f32 caches. */
+ * sliding window, bf16 and f32 caches, short and long (4095) contexts for both decode key paths
+ * (hd 64: 2 keys per lane group and round, hd 128: 4). */
 TEST(cuda_attention_matches_cpu) {
     dw_error err = {0};
     duo d;
@@ -357,7 +358,7 @@ TEST(cuda_attention_matches_cpu) {
     } cases[] = {
         {32, 8, 64, 271, 1, 0},  {32, 8, 64, 4095, 1, 0}, {4, 2, 10, 40, 1, 0},  {12, 2, 128, 700, 1, 0},
         {9, 1, 16, 3, 1, 0},     {32, 8, 64, 0, 37, 0},   {32, 8, 64, 100, 128, 0}, {8, 8, 96, 20, 9, 0},
-        {4, 2, 10, 5, 30, 0},    {16, 4, 64, 300, 1, 50}, {16, 4, 64, 10, 70, 16},
+        {4, 2, 10, 5, 30, 0},    {16, 4, 64, 300, 1, 50}, {16, 4, 64, 10, 70, 16}, {32, 8, 128, 4095, 1, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (int f32 = 0; f32 < 2; f32++) {

@@ -10,26 +10,26 @@ namespace dwk {
 namespace {
 
 /* At least 4 blocks per SM for a single matrix (64 registers: the prologue's batched x loads
- * must not cost a block), 2 for a gate/up pair. */
-template <int WT, bool VEC, bool NORM, bool PAIR, int KS>
-__global__ void __launch_bounds__(MV_THREADS, PAIR ? 2 : 4) matvec_kernel(const mv_args a) {
+ * must not cost a block), 2 for a gate/up pair or U above MV_UNROLL. */
+template <int WT, bool VEC, bool NORM, bool PAIR, int KS, int U = MV_UNROLL>
+__global__ void __launch_bounds__(MV_THREADS, PAIR || U > MV_UNROLL ? 2 : 4) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded */
     __shared__ float red[2 * MV_WARPS];
     /* Launched with programmatic stream serialization (the default; DW_CUDA_PDL=0 off), this
      * kernel starts while the previous one finishes: the first weight loads do not depend on it;
      * what the wait guards does. */
     constexpr int ROWS = MV_WARPS / KS; /* rows a block works on at once */
-    matvec_rows<WT, VEC, NORM, PAIR, MV_UNROLL, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
+    matvec_rows<WT, VEC, NORM, PAIR, U, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
                                                     gridDim.x * ROWS, [&a] {
                                                         pdl_wait();
                                                         if (!a.trigger_late) pdl_launch_dependents();
                                                     });
 }
 
-template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1>
+template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1, int U = MV_UNROLL>
 cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count], rows = MV_WARPS / KS;
-    return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS>, a, (total + rows - 1) / rows, MV_THREADS,
+    return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS, U>, a, (total + rows - 1) / rows, MV_THREADS,
                            mv_smem_bytes<WT, VEC>(a), n_sm, stream);
 }
 
@@ -54,7 +54,21 @@ template <int WT> int warps_per_row(const mv_args &a, bool pair) {
     return slices >= 4 ? 4 : slices >= 2 ? 2 : 1;
 }
 
+/* Whether a single matrix's rows are long enough (3 rounds of MV_UNROLL loads or more: the 1B's
+ * down, K = 8192) to be read with twice the loads in flight per lane, at 2 blocks per SM: as many
+ * warps as such a matrix has rows anyway, half the rounds (DW_CUDA_MV_DEEP=0 off; tuning). */
+template <int WT> bool deep_rows(const mv_args &a) {
+    static int on = -1;
+    if (on < 0) {
+        const char *v = getenv("DW_CUDA_MV_DEEP");
+        on = !(v && *v == '0');
+    }
+    return on && a.K / chunk<WT, true>::E >= 3 * 32 * MV_UNROLL;
+}
+
 template <int WT, bool NORM, bool PAIR> cudaError_t launch_split(const mv_args &a, int n_sm, cudaStream_t stream) {
+    if constexpr (!PAIR)
+        if (deep_rows<WT>(a)) return launch_one<WT, true, NORM, PAIR, 1, 2 * MV_UNROLL>(a, n_sm, stream);
     switch (warps_per_row<WT>(a, PAIR)) {
     case 2: return launch_one<WT, true, NORM, PAIR, 2>(a, n_sm, stream);
     case 4: return launch_one<WT, true, NORM, PAIR, 4>(a, n_sm, stream);
