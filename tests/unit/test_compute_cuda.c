@@ -810,6 +810,45 @@ TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
     side_close(&cu);
 }
 
+/* Decode steps up to attention_short_keys (320) keys run attention with other shapes (one split,
+ * one query head per block) than longer ones, so a session's decode graph is recorded again when
+ * its length crosses 320: greedy tokens from 300 to 348 with graphs are those without. */
+TEST(cuda_decode_graphs_rerecorded_past_the_short_lengths) {
+    dw_error err = {0};
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 32;
+    spec.seed = 12, spec.scale = 0.1f;
+    char dir[512];
+    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
+    side cu;
+    dw_status st;
+    if (cuda_missing(&cu, dir, 400, 0, &st, &err)) return;
+    CHECK_OK(st);
+#ifdef DW_HAVE_CUDA
+    int32_t prompt[300], toks[2][48];
+    for (int i = 0; i < 300; i++) prompt[i] = (int32_t)((i * 7919 + 13) % 2000);
+    dw__cuda_compute_stats before, after;
+    for (int graphs = 1; graphs >= 0; graphs--) {
+        dw__cuda_compute_set_graphs(&cu.m->compute, graphs);
+        dw__cuda_compute_get_stats(&cu.m->compute, &before);
+        dw_session *s = NULL;
+        dw_session_options so = {.ctx = 400};
+        CHECK_OK(dw_session_create(cu.m, &so, &s, &err));
+        CHECK_OK(dw_session_prefill(s, prompt, 300, NULL, &err));
+        CHECK_OK(dw_session_decode_greedy(s, prompt[299], 48, toks[graphs], &err));
+        dw_session_free(s);
+        dw__cuda_compute_get_stats(&cu.m->compute, &after);
+        if (graphs)
+            CHECK_MSG(after.graph_records - before.graph_records >= 2 && after.graph_replays - before.graph_replays >= 40,
+                      "%ld recordings, %ld replays", after.graph_records - before.graph_records,
+                      after.graph_replays - before.graph_replays);
+    }
+    dw__cuda_compute_set_graphs(&cu.m->compute, 1);
+    CHECK(!memcmp(toks[0], toks[1], sizeof toks[0]));
+#endif
+    side_close(&cu);
+}
+
 /* Logits land in a registered region (a guest memory stand-in): the copy engine writes the
  * pages, every value arrives, and RSS does not grow per token. */
 static size_t rss_bytes(void) {

@@ -56,7 +56,11 @@ struct graph_entry {
     int state; /* 0: not seen, 1: ran once directly, 2: recorded, -1: recording failed */
     cudaGraphExec_t exec;
     int *slot; /* device {id, pos} */
+    int short_len; /* recorded at a short length (dwk::attention_short_keys): replays only there */
 };
+
+/* Whether the step at pos attends over a short length (its attention's shape differs). */
+int short_at(int pos) { return pos + 1 <= dwk::attention_short_keys(); }
 
 struct cctx {
     dw_backend *backend;
@@ -827,9 +831,9 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
         return;
     }
     int gt, tiles;
-    dwk::attention_tiles(p->n_heads / p->n_kv_heads, &gt, &tiles);
-    /* recorded steps use the most splits (the length changes between replays) */
     int len = p->pos0 + p->n_tokens;
+    dwk::attention_tiles(p->n_heads / p->n_kv_heads, len, p->n_tokens, &gt, &tiles);
+    /* recorded steps use the most splits (the length changes between replays) */
     int splits = dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, c->cap_slot ? 0 : len, p->n_tokens);
     int splits_graph = p->n_tokens == 1 ? dwk::attention_splits(p->n_kv_heads, tiles, c->n_sm, 0, 1) : splits;
     size_t rows = (size_t)p->n_tokens * p->n_heads;
@@ -925,6 +929,7 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
     }
     g->exec = exec;
     g->state = 2;
+    g->short_len = short_at(pos);
     c->stats.graph_records++;
 }
 
@@ -956,6 +961,12 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
     locked l(c);
     flush(c);
     graph_entry *g = c->graphs_on ? find_graph(c, key, true) : NULL;
+    if (g && g->state == 2 && g->short_len != short_at(pos)) { /* the length left the recording's class */
+        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
+        cudaGraphExecDestroy(g->exec);
+        g->exec = NULL;
+        g->state = 0; /* one step directly (it sizes the scratch of the new shapes), then a recording */
+    }
     if (g && g->state == 1) record_graph(c, g, id, pos, step, arg);
     const bool timed = time_step_start(c);
     if (g && g->state == 2) {
@@ -976,7 +987,7 @@ int cu_decode_step_from(void *ctx, const void *key, const int32_t *id_dev, int p
     double t0 = now_s();
     locked l(c);
     graph_entry *g = c->graphs_on ? find_graph(c, key, false) : NULL;
-    if (!g || g->state != 2) return 0;
+    if (!g || g->state != 2 || g->short_len != short_at(pos)) return 0;
     flush(c);
     const bool timed = time_step_start(c);
     replay(c, g, 0, id_dev, pos);

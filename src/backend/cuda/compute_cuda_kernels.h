@@ -100,8 +100,12 @@ struct attn_args {
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);
-/* Query heads per block and head tiles per KV head for this GQA group size. */
-void attention_tiles(int group, int *gt, int *tiles);
+/* Query heads per block and head tiles per KV head for this GQA group size, for n_tokens queries
+ * at the end of len keys (a decode graph recorded at a short length replays only at short ones:
+ * attention_short_keys). */
+void attention_tiles(int group, int len, int n_tokens, int *gt, int *tiles);
+/* Decode lengths up to this many keys are short: one split, one query head per block. */
+int attention_short_keys();
 /* Splits for a decode step with `len` keys (len <= 0: the most ever used, for graphs). */
 int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens);
 cudaError_t launch_attention(const attn_args &a, cudaStream_t stream);

@@ -30,13 +30,15 @@ int blocks_per_sm() {
     return n;
 }
 
-/* Lengths up to this many keys use one split per block: no partials, counter or combine
- * (DW_CUDA_ATTN_ONE=N; 0 = the min_keys rule at every length). */
+/* Decode lengths up to this many keys use one split per block: no partials, counter or combine
+ * (DW_CUDA_ATTN_ONE=N; 0 = the min_keys rule at every length). By default the short lengths
+ * (attention_short_keys). H100, 1B, greedy on the device, one call: bf16 958 -> 967 tok/s with
+ * one split up to 300 keys, 4-bit 1810 -> 1837; at 4096 no change. */
 int one_split_max() {
-    static int n = -1;
-    if (n < 0) {
+    static int n = -2;
+    if (n == -2) {
         const char *v = getenv("DW_CUDA_ATTN_ONE");
-        n = v && atoi(v) > 0 ? atoi(v) : 0;
+        n = v ? (atoi(v) > 0 ? atoi(v) : 0) : attention_short_keys();
     }
     return n;
 }
@@ -140,7 +142,7 @@ template <bool F32, int VEC, int GT> cudaError_t launch3(const attn_args &a, cud
 
 template <bool F32, int VEC> cudaError_t launch2(const attn_args &a, cudaStream_t stream) {
     int gt, tiles;
-    attention_tiles(a.n_heads / a.n_kv, &gt, &tiles);
+    attention_tiles(a.n_heads / a.n_kv, a.pos0 + a.n_tokens, a.n_tokens, &gt, &tiles);
     switch (gt) {
     case 1: return launch3<F32, VEC, 1>(a, stream);
     case 2: return launch3<F32, VEC, 2>(a, stream);
@@ -169,14 +171,23 @@ template <bool F32> cudaError_t launch1(const attn_args &a, cudaStream_t stream)
 
 int attention_supported(int head_dim) { return head_dim > 0 && head_dim <= MAX_HD && vec_for(head_dim) != 0; }
 
-void attention_tiles(int group, int *gt, int *tiles) {
-    /* At most 2 query heads per block (DW_CUDA_ATTN_GT=N sets N; tuning): a GQA group of 4 in two
-     * tiles halves each block's chain (dot products, shuffles, p·v) for twice the blocks, each
-     * tile reading its KV head's keys again (from L2 mostly). H100, greedy on the device, one call
-     * A/B/A/B: 1B bf16 931.8 / 929.6 -> 938.8 tok/s with 2, 943.0 with 1 (at 4096: 874.6 -> 875.7,
-     * 851.2 with 1); 8B 179.6 / 179.4 -> 181.5, 182.6 with 1 (at 4096 171.9 -> 173.3, 171.7). */
-    static int most = -1;
-    if (most < 0) most = env_int("DW_CUDA_ATTN_GT", 2);
+int attention_short_keys() {
+    static int n = -1;
+    if (n < 0) n = env_int("DW_CUDA_ATTN_SHORT", 320);
+    return n;
+}
+
+void attention_tiles(int group, int len, int n_tokens, int *gt, int *tiles) {
+    /* At most 2 query heads per block, 1 for decode at short lengths (DW_CUDA_ATTN_GT=N sets N
+     * everywhere; tuning): a GQA group of 4 in two tiles halves each block's chain (dot products,
+     * shuffles, p·v) for twice the blocks, each tile reading its KV head's keys again (from L2
+     * mostly). H100, greedy on the device, one call A/B/A/B: 1B bf16 931.8 / 929.6 -> 938.8 tok/s
+     * with 2, 943.0 with 1 (at 4096: 874.6 -> 875.7, 851.2 with 1); 8B 179.6 / 179.4 -> 181.5,
+     * 182.6 with 1 (at 4096 171.9 -> 173.3, 171.7). With one split at short lengths (one_split_max),
+     * 1 there: 1B bf16 967 -> 977, 4-bit 1837 -> 1879 (at 4096, 1 costs 3 %: 891 -> 864). */
+    static int forced = -1;
+    if (forced < 0) forced = env_int("DW_CUDA_ATTN_GT", 0);
+    const int most = forced ? forced : n_tokens == 1 && len <= attention_short_keys() ? 1 : 2;
     *gt = group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8;
     while (*gt > most && *gt > 1) *gt /= 2;
     *tiles = (group + *gt - 1) / *gt;
@@ -198,7 +209,7 @@ int attention_fused_gt(attn_args &a) {
     a.min_keys = min_keys();
     if (a.kv_f32 || !attention_supported(a.hd) || vec_for(a.hd) != 8 || a.n_heads % a.n_kv) return 0;
     int gt, tiles;
-    attention_tiles(a.n_heads / a.n_kv, &gt, &tiles);
+    attention_tiles(a.n_heads / a.n_kv, a.pos0 + a.n_tokens, a.n_tokens, &gt, &tiles);
     return gt;
 }
 

@@ -196,7 +196,7 @@ int fused_prepare(fused_phase &p) {
     const mv_args &a = p.mv;
     if (!a.qbits) return a.wtype == W_BF16 && mv_vector_path<W_BF16>(a) ? FF_BF16 : FF_NONE;
     if (!qmv_supported(a) || (a.sbtype != W_BF16 && a.sbtype != W_F32)) return FF_NONE;
-    p.sub = qmv_rows_per_task(a.qbits, a.K, a.pair_swiglu != 0, a.pair_swiglu ? a.row_start[1] : a.row_start[a.count]);
+    p.sub = qmv_rows_per_task(a.qbits, a.K, a.pair_swiglu != 0);
     if (a.qbits == 4) return a.sbtype == W_BF16 ? FF_Q4B : FF_Q4F;
     return a.sbtype == W_BF16 ? FF_Q8B : FF_Q8F;
 }

@@ -235,20 +235,17 @@ inline bool qmv_supported(const mv_args &a) {
 /* Rows per warp task for a K-input matrix at `bits` (pair: gate/up SwiGLU pairs): the fewest
  * chunks per lane that hold a whole row in flight. Single matrices take at most 2 rows per warp
  * (4-bit q/k/v and o at K = 2048 spread over twice the warps: H100, 1B 4-bit decode +3 %);
- * gate/up pairs keep 2 rows of each (one was slower). A single matrix of `rows` >= 16384 rows (an
- * LM head: many tasks per warp) keeps 4, twice the bytes in flight per warp while it computes
- * (DW_CUDA_QMV_BIG=0: 2 there too). DW_CUDA_QMV_MAXS=1|2|4 (tuning) caps it otherwise. */
-inline int qmv_rows_per_task(int bits, int K, bool pair, int rows) {
-    static int max_s = -1, big = -1;
+ * gate/up pairs keep 2 rows of each (one was slower; 4 rows for the LM head too: no change).
+ * DW_CUDA_QMV_MAXS=1|2|4 (tuning) caps it otherwise. */
+inline int qmv_rows_per_task(int bits, int K, bool pair) {
+    static int max_s = -1;
     if (max_s < 0) {
         const char *v = getenv("DW_CUDA_QMV_MAXS");
         max_s = v && atoi(v) > 0 ? atoi(v) : 0;
-        const char *b = getenv("DW_CUDA_QMV_BIG");
-        big = !(b && *b == '0');
     }
     const int nc = K / (128 / bits);
     int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
-    if (!pair && S > 2 && !max_s && !(big && rows >= 16384)) S = 2;
+    if (!pair && S > 2 && !max_s) S = 2;
     if (max_s && S > max_s) S = max_s;
     if (pair && S < 2) S = 2;
     return S;

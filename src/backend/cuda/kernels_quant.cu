@@ -28,8 +28,8 @@ __global__ void __launch_bounds__(MV_THREADS, 2) qmatvec_kernel(const mv_args a)
 template <int BITS, int ST>
 cudaError_t launch_bits_st(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
+    const int S = qmv_rows_per_task(BITS, a.K, pair);
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
-    const int S = qmv_rows_per_task(BITS, a.K, pair, total);
     const int rpt = pair ? S / 2 : S;
     const int tasks = (total + rpt - 1) / rpt;
     const int blocks = (tasks + MV_WARPS - 1) / MV_WARPS;
