@@ -96,7 +96,6 @@ struct attn_args {
     const float *k_new, *v_new;
     int one_split_max; /* set by launch_attention: lengths up to this use one split (no combine) */
     int min_keys;      /* set by launch_attention: keys per split at least */
-    int trigger_late;  /* set by launch_attention: the next kernel may start once this one ends, not at once */
 };
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);
