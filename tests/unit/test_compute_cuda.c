@@ -817,7 +817,7 @@ TEST(cuda_decode_graphs_rerecorded_past_the_short_lengths) {
     dw_error err = {0};
     tmodel_spec spec = tmodel_default();
     spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 4, spec.kv_heads = 1, spec.head_dim = 32;
-    spec.seed = 12, spec.scale = 0.1f;
+    spec.seed = 12, spec.scale = 0.1f, spec.max_pos = 512;
     char dir[512];
     CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     side cu;
