@@ -98,13 +98,14 @@ bool decode_kernel_enabled() {
 template <int GT> cudaError_t launch_decode(const attn_args &a, cudaStream_t stream) {
     const int group = a.n_heads / a.n_kv, tiles = (group + GT - 1) / GT;
     const size_t smem = capped_smem(sizeof(float) * attn_decode_smem_floats(GT, a.hd));
-    /* keys per lane group and round: 2 for rows of up to 64 elements (H100, 1B bf16 A/B/A/B: 867 /
-     * 869 vs 859 / 860 tok/s at 16 + 256), 4 for longer ones, whose blocks have half the key slots
-     * (8B: 165.2 / 165.3 vs 164.6 / 164.7, at 4096 159.5 vs 158.7); DW_CUDA_ATTN_DEC_B=2|4 (tuning) */
+    /* keys per lane group and round: 4 (rounds of 128 keys for 64-element rows, of 64 for 128), or
+     * 2 with DW_CUDA_ATTN_DEC_B=2 (tuning). H100, 1B, one call: with one split at short lengths 4
+     * against 2, bf16 977 -> 986 tok/s, 4-bit 1860 -> 1890, at 4096 890 -> 897 (when splits held
+     * at least 64 keys at every length, 2 was better for 64-element rows: 867 vs 859); 8: no
+     * better at short lengths, 3 % slower at 4096. */
     static int keys = -1;
-    if (keys < 0) keys = env_int("DW_CUDA_ATTN_DEC_B", 0);
-    const int b_keys = keys ? keys : a.hd > 64 ? 4 : 2;
-    void (*kernel)(attn_args) = b_keys == 4 ? attention_decode_kernel<GT, 4> : attention_decode_kernel<GT, 2>;
+    if (keys < 0) keys = env_int("DW_CUDA_ATTN_DEC_B", 4);
+    void (*kernel)(attn_args) = keys == 2 ? attention_decode_kernel<GT, 2> : attention_decode_kernel<GT, 4>;
     (void)resident_per_sm((const void *)kernel, DEC_THREADS, smem); /* allows the size */
     attn_args b = a;
     b.one_split_max = one_split_max();
