@@ -20,14 +20,20 @@ extern "C" {
  * DW_CUDA_PDL=0 launches the matvec without programmatic dependent launch (on by default),
  * DW_CUDA_MV_BPS=N caps the matvec at N blocks per SM (default: as many as fit at once),
  * DW_CUDA_MV_KSPLIT=N (1, 2, 4) reads every row with N warps (kernels_matvec.cu warps_per_row;
- * default: gate/up pairs up to 4, single matrices 1);
- * DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys (default 0);
- * DW_CUDA_ATTN_GT=N puts at most N query heads in an attention block (default 2);
+ * default: gate/up pairs up to 4, single matrices 1); DW_CUDA_MV_DEEP=0 reads long rows (3 rounds
+ * or more) with 8 loads in flight per lane like the others instead of 16 at 2 blocks per SM;
+ * DW_CUDA_NORM_STAGE=0 has the matvecs read the RMSNorm weights after the PDL wait, from L2,
+ * instead of copying them into shared memory before it;
+ * DW_CUDA_ATTN_SHORT=N makes decode lengths up to N keys short (default 320: one split, one
+ * query head per block; a decode graph is recorded again when a session's length leaves that
+ * class); DW_CUDA_ATTN_ONE=N gives decode attention one split (no combine) up to N keys
+ * (default: the short lengths); DW_CUDA_ATTN_GT=N puts at most N query heads in an attention
+ * block at every length (default 1 for short lengths, else 2);
  * DW_CUDA_ATTN_MIN_KEYS=N makes its splits at least N keys (default 64) and DW_CUDA_ATTN_BPS=N
  * aims its grid at N blocks per SM (default 2; at most 64 splits); DW_CUDA_ATTN_DECODE=0 runs
  * decode on a bf16 cache with the general attention kernel instead of its own
- * (kernels_attention_decode.cuh), DW_CUDA_ATTN_DEC_B=2|4 gives that one 2 or 4 keys per lane
- * group and round (default 2 for head_dim up to 64, else 4), DW_CUDA_ATTN_CAP=0 lets more than DW_CUDA_ATTN_BPS of its blocks share an SM,
+ * (kernels_attention_decode.cuh), DW_CUDA_ATTN_DEC_B=2 gives that one 2 keys per lane group and
+ * round instead of 4, DW_CUDA_ATTN_CAP=0 lets more than DW_CUDA_ATTN_BPS of its blocks share an SM,
  * DW_CUDA_LATE_QKV=0 lets the q/k/v matvec start the kernel after it at once rather than from each
  * warp's last row; DW_CUDA_ATTN_THREADS=128 runs the general kernel's decode in blocks of 128
  * threads instead of 256; DW_CUDA_SKIP=... leaves decode launches out (profiling only,
