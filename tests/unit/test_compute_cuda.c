@@ -615,8 +615,8 @@ TEST(cuda_model_llama_gqa_hd64_matches_cpu_bf16_and_f32_kv) {
     model_parity(&spec, 1, dw_test_failed_);
 }
 
-/* Long rows on few of them (down: 256 rows of 6144 inputs, three rounds of loads per warp and
- * row) match the CPU. */
+/* Long rows on few of them (down: 256 rows of 6144 inputs, three rounds of 8 loads per lane, so
+ * read with 16 loads in flight: kernels_matvec.cu deep_rows) match the CPU. */
 TEST(cuda_model_long_rows_match_cpu) {
     tmodel_spec spec = tmodel_default();
     spec.vocab = 3001, spec.hidden = 256, spec.inter = 6144, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 32;
