@@ -49,12 +49,18 @@ struct mv_args {
     /* With norm_w: the norm weights are copied into shared memory before the wait for the
      * kernel before (kernels_device.cuh: stage_norm_w), behind x' (norm_smem_floats). */
     int norm_staged;
+    /* Quantized: run on tensor cores where launch_qmma can (kernels_qmma.cu; opt-in). */
+    int qmma;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* What mv_args.norm_staged should be: 1 unless DW_CUDA_NORM_STAGE=0 (tuning). */
 int norm_staging_enabled();
 /* The quantized case of launch_matvec (called by it when qbits != 0). */
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
+/* The 4-bit matvec on tensor cores (kernels_qmma.cu): 4 bits, groups of 64 or 128 (K a multiple),
+ * bf16 or f32 (scale, bias) pairs; launch_qmatvec takes it when a.qmma is set and this holds. */
+bool qmma_supported(const mv_args &a);
+cudaError_t launch_qmma(const mv_args &a, int n_sm, cudaStream_t stream);
 
 /* ---- quantized weights outside decode: kernels_quant.cu -------------------------------------
  * A quantized matrix on the device, as above: codes [rows, K·bits/32] u32, sb [rows, K/group, 2]. */
