@@ -20,7 +20,8 @@
  * Accuracy: x goes in as a hi + lo pair of f16 (two mmas), scaled per group by a power of two
  * that puts its largest element near 2^14 (no overflow, no f16 subnormals); with A = 1024 + 64 q
  * the offset does not swamp the f32 sum: Σ q·x = (D − 1024 X) / 64, X = Σ x. numpy emulation
- * (tools/qmma_precision.py): worst error 5e-6 of the mean |y| (1.2e-6 for the f32 path). */
+ * (tools/qmma_precision.py): worst error 5e-6 of the mean |y| (1.2e-6 for the f32 path). The lane
+ * and fragment index arithmetic below is emulated lane by lane in tools/qmma_emulate.py (1e-6). */
 #include "backend/cuda/compute_cuda_kernels.h"
 #include "backend/cuda/kernels_qmatvec.cuh"
 
