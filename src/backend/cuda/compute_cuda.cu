@@ -106,7 +106,7 @@ struct cctx {
     int late_qkv_trigger; /* mv_args.trigger_late for q/k/v (DW_CUDA_LATE_QKV=0 turns it off) */
     /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
     int persist_on;
-    int qmma_on; /* DW_CUDA_QMMA=1: 4-bit matvecs on tensor cores (kernels_qmma.cu; opt-in, not yet measured) */
+    int qmma_on; /* DW_CUDA_QMMA=1|2|3: 4-bit matvecs on tensor cores (mv_args.qmma; opt-in, not yet measured) */
     int collecting;           /* inside a decode step: matvecs and attentions become phases */
     dwk::fused_table *phases; /* collected, not yet launched */
     int phase_family;         /* their family (dwk::FF_NONE while empty) */
@@ -297,7 +297,7 @@ void run_matvec(cctx *c, const dwk::mv_args &a) {
     if (skipped(matvec_role(a))) return;
     if (persisting(c) && collect(c, phase_of(&a, nullptr))) return;
     emit(c);
-    if (a.qbits && a.qmma && dwk::qmma_supported(a)) c->stats.qmma_launches++;
+    if (a.qbits && dwk::qmma_chosen(a)) c->stats.qmma_launches++;
     check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
 }
 
@@ -1162,7 +1162,7 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     const char *lq = getenv("DW_CUDA_LATE_QKV");
     c->late_qkv_trigger = !(lq && *lq == '0');
     const char *qm = getenv("DW_CUDA_QMMA");
-    c->qmma_on = qm && *qm == '1';
+    c->qmma_on = qm && atoi(qm) >= 1 && atoi(qm) <= 3 ? atoi(qm) : 0;
     const char *pk = getenv("DW_CUDA_PERSIST");
     c->persist_on = pk && *pk == '1'; /* off by default: slower than separate kernels so far */
     c->phases = new dwk::fused_table();

@@ -45,7 +45,8 @@ extern "C" {
  * DW_CUDA_PERSIST=1 runs each decode step's matvecs and attentions as the phases of one
  * persistent kernel (kernels_fused.cu; off by default: slower so far, bench/cuda/README.md v11)
  * and DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace); DW_CUDA_QMMA=1
- * runs 4-bit matvecs on tensor cores (kernels_qmma.cu; opt-in until measured). */
+ * runs 4-bit matvecs on tensor cores (kernels_qmma.cu; opt-in until measured; 2: only matrices of
+ * 4096 rows or more, 3: of 16384 or more). */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for

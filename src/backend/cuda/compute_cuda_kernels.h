@@ -49,7 +49,9 @@ struct mv_args {
     /* With norm_w: the norm weights are copied into shared memory before the wait for the
      * kernel before (kernels_device.cuh: stage_norm_w), behind x' (norm_smem_floats). */
     int norm_staged;
-    /* Quantized: run on tensor cores where launch_qmma can (kernels_qmma.cu; opt-in). */
+    /* Quantized: run on tensor cores where launch_qmma can (kernels_qmma.cu; opt-in): 1 every
+     * such matrix, 2 those of 4096 rows or more (gate/up, down of wide models, LM heads), 3 those
+     * of 16384 or more (LM heads). */
     int qmma;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
@@ -58,8 +60,8 @@ int norm_staging_enabled();
 /* The quantized case of launch_matvec (called by it when qbits != 0). */
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* The 4-bit matvec on tensor cores (kernels_qmma.cu): 4 bits, groups of 64 or 128 (K a multiple),
- * bf16 or f32 (scale, bias) pairs; launch_qmatvec takes it when a.qmma is set and this holds. */
-bool qmma_supported(const mv_args &a);
+ * bf16 or f32 (scale, bias) pairs; launch_qmatvec takes it where this says (a.qmma's rule). */
+bool qmma_chosen(const mv_args &a);
 cudaError_t launch_qmma(const mv_args &a, int n_sm, cudaStream_t stream);
 
 /* ---- quantized weights outside decode: kernels_quant.cu -------------------------------------

@@ -1,5 +1,6 @@
 /* The 4-bit decode matrix-vector product on tensor cores (compute_cuda_kernels.h: mv_args,
- * launch_qmma): opt-in (DW_CUDA_QMMA=1, compute_cuda.cu) until measured on the H100.
+ * launch_qmma): opt-in (DW_CUDA_QMMA=1|2|3, compute_cuda.cu; mv_args.qmma) until measured on the
+ * H100.
  *
  * Why: on the H100 every 4-bit matvec of a 1B-class model is one round of loads per warp, so after
  * each kernel boundary the SM spends the dequantizing arithmetic (~95 instructions per 32 codes
@@ -256,14 +257,17 @@ template <int ST, bool PAIR> __global__ void __launch_bounds__(MV_THREADS, 2) qm
 
 } // namespace
 
-bool qmma_supported(const mv_args &a) {
+bool qmma_chosen(const mv_args &a) {
     const int per = a.qgroup / QG; /* 64-input groups per scale group: a power of two */
-    return a.qbits == 4 && a.qgroup % QG == 0 && (per & (per - 1)) == 0 && a.K % a.qgroup == 0 &&
-           (a.sbtype == W_BF16 || a.sbtype == W_F32) && (!a.pair_swiglu || a.count == 2);
+    const bool supported = a.qbits == 4 && a.qgroup % QG == 0 && (per & (per - 1)) == 0 && a.K % a.qgroup == 0 &&
+                           (a.sbtype == W_BF16 || a.sbtype == W_F32) && (!a.pair_swiglu || a.count == 2);
+    const int rows = a.pair_swiglu ? a.row_start[1] : a.row_start[a.count];
+    const int least = a.qmma == 1 ? 0 : a.qmma == 2 ? 4096 : 16384;
+    return a.qmma > 0 && supported && rows >= least;
 }
 
 cudaError_t launch_qmma(const mv_args &a, int n_sm, cudaStream_t stream) {
-    if (!qmma_supported(a)) return cudaErrorInvalidValue;
+    if (!qmma_chosen(a)) return cudaErrorInvalidValue;
     const bool pair = a.pair_swiglu != 0;
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int tasks = (total + 15) / 16;
