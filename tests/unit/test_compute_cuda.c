@@ -643,37 +643,51 @@ TEST(cuda_model_qwen2_biases_and_mistral_window_match_cpu) {
     model_parity(&spec, 0, dw_test_failed_);
 }
 
+/* A quantized test model: 2 layers, 256 wide, 3001-token vocabulary, its matrices in `dtype`
+ * before quantizing, the MLP `inter` wide. */
+typedef struct qmodel_case {
+    int bits, group, tie, inter;
+    dw_dtype dtype;
+} qmodel_case;
+#define QMODEL_VOCAB 3001
+
+/* Writes c's model (seed) and its quantized copy, whose directory goes to qdir; what names it. */
+static dw_status qmodel_write(const qmodel_case *c, uint64_t seed, char *qdir, size_t qdir_size, char *what,
+                              size_t what_size, dw_error *err) {
+    tmodel_spec spec = tmodel_default();
+    spec.vocab = QMODEL_VOCAB, spec.hidden = 256, spec.inter = c->inter, spec.heads = 8, spec.kv_heads = 2;
+    spec.head_dim = 32;
+    spec.layers = 2, spec.seed = seed, spec.scale = 0.08f, spec.tie = c->tie, spec.dtype = c->dtype;
+    char dir[512];
+    dw_status st = model_write(&spec, dir, sizeof dir, err);
+    if (st) return st;
+    snprintf(qdir, qdir_size, "%s-q", dir);
+    snprintf(what, what_size, "%d-bit g%d %s scales%s, K up to %d", c->bits, c->group, dw_dtype_name(c->dtype),
+             c->tie ? " tied" : "", c->inter);
+    return dw__quantize_model(dir, qdir, c->bits, c->group, err);
+}
+
 /* Quantized models (MLX affine: 4 and 8 bits, groups 32/64/128, bf16, f16 and f32 scales, tied
  * and untied heads): CUDA runs its own kernels on them and matches the CPU's exact kernels (not
  * the VNNI 4-bit path, which rounds x to int16: DW_CPU_QISA=avx512). Decode is f32 arithmetic on
- * both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at every step. The CUDA prefill rounds the dequantized weights to bf16 for the tensor cores
- * (relative 2^-9 per weight): its logits get 1e-2, and the decode steps after it, whose cache
- * it wrote, 3e-3; the greedy tokens must agree either way. */
+ * both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at every step. The
+ * CUDA prefill rounds the dequantized weights to bf16 for the tensor cores (relative 2^-9 per
+ * weight): its logits get 1e-2, and the decode steps after it, whose cache it wrote, 3e-3; the
+ * greedy tokens must agree either way. */
 TEST(cuda_model_quantized_matches_cpu) {
     dw_error err = {0};
     cpu_qisa saved;
     cpu_exact_4bit(&saved);
     /* inter 11264: the down projection's x' needs over 48 KB of shared memory (opt-in) */
-    struct {
-        int bits, group, tie, inter;
-        dw_dtype dtype;
-    } cases[] = {{4, 64, 1, 640, DW_DTYPE_BF16},
-                 {8, 32, 0, 11264, DW_DTYPE_BF16},
-                 {4, 128, 0, 11264, DW_DTYPE_F32},
-                 {8, 64, 1, 640, DW_DTYPE_F16}};
+    const qmodel_case cases[] = {{4, 64, 1, 640, DW_DTYPE_BF16},
+                                 {8, 32, 0, 11264, DW_DTYPE_BF16},
+                                 {4, 128, 0, 11264, DW_DTYPE_F32},
+                                 {8, 64, 1, 640, DW_DTYPE_F16}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tmodel_spec spec = tmodel_default();
-        spec.vocab = 3001, spec.hidden = 256, spec.inter = cases[i].inter, spec.heads = 8, spec.kv_heads = 2;
-        spec.head_dim = 32;
-        spec.layers = 2, spec.seed = 21 + i, spec.scale = 0.08f, spec.tie = cases[i].tie, spec.dtype = cases[i].dtype;
-        char dir[512], qdir[520], what[96];
-        CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
-        snprintf(qdir, sizeof qdir, "%s-q", dir);
-        CHECK_OK(dw__quantize_model(dir, qdir, cases[i].bits, cases[i].group, &err));
-        snprintf(what, sizeof what, "%d-bit g%d %s scales%s, K up to %d", cases[i].bits, cases[i].group,
-                 dw_dtype_name(cases[i].dtype), cases[i].tie ? " tied" : "", cases[i].inter);
-        parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
-        parity_run(qdir, what, spec.vocab, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
+        char qdir[520], what[96];
+        CHECK_OK(qmodel_write(&cases[i], 21 + i, qdir, sizeof qdir, what, sizeof what, &err));
+        parity_run(qdir, what, QMODEL_VOCAB, 1, -1, 1e-4, dw_test_failed_);
+        parity_run(qdir, what, QMODEL_VOCAB, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
     }
     cpu_qisa_restore(&saved);
 }
@@ -687,25 +701,15 @@ TEST(cuda_quantized_matvec_on_tensor_cores_matches_cpu) {
     cpu_qisa saved;
     cpu_exact_4bit(&saved);
     setenv("DW_CUDA_QMMA", "1", 1);
-    struct {
-        int group, tie, inter;
-        dw_dtype dtype;
-    } cases[] = {{64, 1, 640, DW_DTYPE_BF16}, {128, 0, 11264, DW_DTYPE_F32}, {64, 0, 1024, DW_DTYPE_BF16}};
+    const qmodel_case cases[] = {
+        {4, 64, 1, 640, DW_DTYPE_BF16}, {4, 128, 0, 11264, DW_DTYPE_F32}, {4, 64, 0, 1024, DW_DTYPE_BF16}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tmodel_spec spec = tmodel_default();
-        spec.vocab = 3001, spec.hidden = 256, spec.inter = cases[i].inter, spec.heads = 8, spec.kv_heads = 2;
-        spec.head_dim = 32;
-        spec.layers = 2, spec.seed = 41 + i, spec.scale = 0.08f, spec.tie = cases[i].tie, spec.dtype = cases[i].dtype;
-        char dir[512], qdir[520], what[96];
-        CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
-        snprintf(qdir, sizeof qdir, "%s-q", dir);
-        CHECK_OK(dw__quantize_model(dir, qdir, 4, cases[i].group, &err));
-        snprintf(what, sizeof what, "4-bit g%d %s scales%s on tensor cores, K up to %d", cases[i].group,
-                 dw_dtype_name(cases[i].dtype), cases[i].tie ? " tied" : "", cases[i].inter);
+        char qdir[520], what[96];
+        CHECK_OK(qmodel_write(&cases[i], 41 + i, qdir, sizeof qdir, what, sizeof what, &err));
         last_qmma_launches = -1;
-        parity_run(qdir, what, spec.vocab, 1, -1, 1e-4, dw_test_failed_);
-        CHECK_MSG(last_qmma_launches > 0 || last_qmma_launches == -1, "%s: the tensor-core kernel never ran", what);
-        parity_run(qdir, what, spec.vocab, 0, 1e-2, 3e-3, dw_test_failed_);
+        parity_run(qdir, what, QMODEL_VOCAB, 1, -1, 1e-4, dw_test_failed_);
+        CHECK_MSG(last_qmma_launches > 0 || last_qmma_launches == -1, "%s on tensor cores: the kernel never ran", what);
+        parity_run(qdir, what, QMODEL_VOCAB, 0, 1e-2, 3e-3, dw_test_failed_);
     }
     unsetenv("DW_CUDA_QMMA");
     cpu_qisa_restore(&saved);

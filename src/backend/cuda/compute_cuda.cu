@@ -297,7 +297,7 @@ void run_matvec(cctx *c, const dwk::mv_args &a) {
     if (skipped(matvec_role(a))) return;
     if (persisting(c) && collect(c, phase_of(&a, nullptr))) return;
     emit(c);
-    if (a.qbits && dwk::qmma_chosen(a)) c->stats.qmma_launches++;
+    if (dwk::qmma_chosen(a)) c->stats.qmma_launches++;
     check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
 }
 
@@ -875,6 +875,13 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
 
 /* ---- decode graphs ----------------------------------------------------------------------------- */
 
+/* Waits for the queued work (a replay may still use it), then drops g's recording. */
+void drop_recording(cctx *c, graph_entry *g) {
+    check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
+    if (g->exec) cudaGraphExecDestroy(g->exec);
+    g->exec = NULL;
+}
+
 graph_entry *find_graph(cctx *c, const void *key, bool add) {
     for (auto &g : *c->graphs)
         if (g.key == key) return &g;
@@ -965,9 +972,7 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
     flush(c);
     graph_entry *g = c->graphs_on ? find_graph(c, key, true) : NULL;
     if (g && g->state == 2 && g->short_len != short_at(pos)) { /* the length left the recording's class */
-        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
-        cudaGraphExecDestroy(g->exec);
-        g->exec = NULL;
+        drop_recording(c, g);
         g->state = 0; /* one step directly (it sizes the scratch of the new shapes), then a recording */
     }
     if (g && g->state == 1) record_graph(c, g, id, pos, step, arg);
@@ -1013,8 +1018,7 @@ void cu_decode_forget(void *ctx, const void *key) {
         graph_entry &g = (*c->graphs)[i];
         if (g.key != key) continue;
         flush(c);
-        check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
-        if (g.exec) cudaGraphExecDestroy(g.exec);
+        drop_recording(c, &g);
         if (g.slot) cudaFree(g.slot);
         c->graphs->erase(c->graphs->begin() + i);
         return;

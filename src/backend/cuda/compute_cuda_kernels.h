@@ -47,7 +47,7 @@ struct mv_args {
      * attention after q/k/v, whose blocks all stay for long contexts). */
     int trigger_late;
     /* With norm_w: the norm weights are copied into shared memory before the wait for the
-     * kernel before (kernels_device.cuh: stage_norm_w), behind x' (norm_smem_floats). */
+     * kernel before (kernels_device.cuh: stage_norm_w), behind x' (with_norm_floats). */
     int norm_staged;
     /* Quantized: run on tensor cores where launch_qmma can (kernels_qmma.cu; opt-in): 1 every
      * such matrix, 2 those of 4096 rows or more (gate/up, down of wide models, LM heads), 3 those

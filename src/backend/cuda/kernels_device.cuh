@@ -83,10 +83,14 @@ __device__ __forceinline__ void in_batches4(int n4, Load load, Use use) {
     }
 }
 
-/* Floats of shared memory behind `before` floats (rounded up to float4s) that a matvec whose
- * norm weights are staged (mv_args.norm_staged) needs for them: K, else none. */
-__host__ __device__ constexpr size_t norm_smem_offset(size_t before) { return (before + 3) / 4 * 4; }
-inline size_t norm_smem_floats(size_t before, int K, bool staged) { return staged ? norm_smem_offset(before) - before + K : 0; }
+/* Where a matvec's staged norm weights (mv_args.norm_staged) sit in its shared memory: behind its
+ * xf floats of x' (and whatever else the kernel keeps there), rounded up to a float4. */
+__host__ __device__ constexpr size_t norm_smem_offset(size_t xf) { return (xf + 3) / 4 * 4; }
+__host__ __device__ inline bool norm_staged(const mv_args &a) { return a.norm_w && a.norm_staged; }
+
+/* Floats of shared memory for a kernel with xf floats of its own: those, then the staged norm
+ * weights when a has them. */
+inline size_t with_norm_floats(size_t xf, const mv_args &a) { return norm_staged(a) ? norm_smem_offset(xf) + a.K : xf; }
 
 /* Before the wait for the kernel before: the RMSNorm weights (K floats, constant) into shared
  * memory gs, so that stage_x, after the wait, finds them there instead of asking L2 for them
@@ -101,6 +105,15 @@ template <int THREADS> __device__ __forceinline__ void stage_norm_w(float *gs, c
     } else {
         for (int i = threadIdx.x; i < K; i += THREADS) gs[i] = __ldg(norm_w + i);
     }
+}
+
+/* Before the wait: a's norm weights copied behind xf floats of smem when a stages them; their copy
+ * for stage_x, or NULL (stage_x then reads norm_w after the wait). */
+template <int THREADS> __device__ __forceinline__ float *stage_norm_ahead(float *smem, size_t xf, const mv_args &a) {
+    if (!norm_staged(a)) return nullptr;
+    float *gs = smem + norm_smem_offset(xf);
+    stage_norm_w<THREADS>(gs, a.norm_w, a.K);
+    return gs;
 }
 
 /* The matvec kernels' prologue: x' into shared memory xs, each chunk of E inputs padded to XP

@@ -71,8 +71,7 @@ template <int WT, bool VEC> __host__ __device__ constexpr size_t mv_x_floats(int
 
 /* Bytes of dynamic shared memory matvec_rows needs for a: x' and the staged norm weights. */
 template <int WT, bool VEC> size_t mv_smem_bytes(const mv_args &a) {
-    const size_t xf = mv_x_floats<WT, VEC>(a.K);
-    return (xf + norm_smem_floats(xf, a.K, a.norm_w && a.norm_staged)) * sizeof(float);
+    return with_norm_floats(mv_x_floats<WT, VEC>(a.K), a) * sizeof(float);
 }
 
 /* Whether a's matrices take the 16-byte vector path: K a whole number of 16-byte chunks, every
@@ -136,8 +135,7 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
         row_of(a, r, row_bytes, PAIR, &j, &rr, &w0, &w1);
         issue(w0, w1, c_begin);
     }
-    float *gs = NORM && a.norm_staged ? xs + norm_smem_offset(mv_x_floats<WT, VEC>(K)) : nullptr;
-    if (gs) stage_norm_w<MV_THREADS>(gs, a.norm_w, K);
+    float *gs = NORM ? stage_norm_ahead<MV_THREADS>(xs, mv_x_floats<WT, VEC>(K), a) : nullptr;
     wait();
     stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out, gs); /* loads in flight */
 

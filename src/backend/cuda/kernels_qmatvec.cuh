@@ -145,8 +145,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         locate(task);
         issue(0);
     }
-    float *gs = a.norm_w && a.norm_staged ? smem + norm_smem_offset(qmv_x_floats(BITS, K)) : nullptr;
-    if (gs) stage_norm_w<MV_THREADS>(gs, a.norm_w, K);
+    float *gs = stage_norm_ahead<MV_THREADS>(smem, qmv_x_floats(BITS, K), a);
     wait(); /* everything below reads what earlier work wrote */
 
     stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
@@ -254,8 +253,7 @@ inline int qmv_rows_per_task(int bits, int K, bool pair) {
 /* Floats of shared memory qmatvec_tasks needs for a: padded x', the chunks' sums, then the
  * staged norm weights. */
 inline size_t qmv_smem_floats(const mv_args &a) {
-    const size_t xf = qmv_x_floats(a.qbits, a.K);
-    return xf + norm_smem_floats(xf, a.K, a.norm_w && a.norm_staged);
+    return with_norm_floats(qmv_x_floats(a.qbits, a.K), a);
 }
 
 } // namespace

@@ -55,16 +55,16 @@ __device__ __forceinline__ uint32_t half_pair(float lo, float hi) {
     return (uint32_t)__half_as_ushort(__float2half_rn(lo)) | (uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16;
 }
 
-/* Shared memory, in floats: x' [K], the staged norm weights [K] when set, x's hi and lo f16 pairs
- * [K/2] each (in the lanes' pair order), per group its scale 2^e and Σx' [2 × K/64]. */
+/* Shared memory, in floats: x' [K], x's hi and lo f16 pairs [K/2] each (in the lanes' pair
+ * order), per group its scale 2^e and Σx' [2 × K/64]; then the staged norm weights
+ * (with_norm_floats). */
 struct qmma_smem {
-    float *xs, *gs, *scale, *sum;
+    float *xs, *scale, *sum;
     uint32_t *xh, *xl;
-    __host__ __device__ static size_t floats(int K, bool norm) { return (size_t)K * (norm ? 3 : 2) + (size_t)K / QG * 2; }
-    __device__ qmma_smem(float *base, int K, bool norm) {
+    __host__ __device__ static constexpr size_t own_floats(int K) { return (size_t)K * 2 + (size_t)K / QG * 2; }
+    __device__ qmma_smem(float *base, int K) {
         xs = base;
-        gs = norm ? base + K : nullptr;
-        xh = (uint32_t *)(base + (size_t)K * (norm ? 2 : 1));
+        xh = (uint32_t *)(base + K);
         xl = xh + K / 2;
         scale = (float *)(xl + K / 2);
         sum = scale + K / QG;
@@ -120,7 +120,7 @@ __device__ __forceinline__ void qmma_tasks(const mv_args &a, float *smem, float 
     const int gw0 = warp * ngroups / MV_WARPS, gw1 = (warp + 1) * ngroups / MV_WARPS; /* this warp's groups */
     const int rounds = ((ngroups + MV_WARPS - 1) / MV_WARPS + R - 1) / R; /* the same for every warp */
     const size_t row_bytes = (size_t)K / 2;
-    qmma_smem s(smem, K, a.norm_w != nullptr);
+    qmma_smem s(smem, K);
 
     struct step {
         uint2 code[R][NR];
@@ -161,9 +161,9 @@ __device__ __forceinline__ void qmma_tasks(const mv_args &a, float *smem, float 
     step cur, nxt;
     int task = blockIdx.x;
     if (task < ntasks) load(cur, task, 0);
-    if (s.gs) stage_norm_w<MV_THREADS>(s.gs, a.norm_w, K);
+    float *gs = stage_norm_ahead<MV_THREADS>(smem, qmma_smem::own_floats(K), a);
     wait(); /* everything below reads what earlier work wrote */
-    stage_x<MV_THREADS, 4, 4>(s.xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, s.gs);
+    stage_x<MV_THREADS, 4, 4>(s.xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     qmma_stage_pairs(s, K);
     __syncthreads();
 
@@ -271,7 +271,7 @@ cudaError_t launch_qmma(const mv_args &a, int n_sm, cudaStream_t stream) {
     const bool pair = a.pair_swiglu != 0;
     const int total = pair ? a.row_start[1] : a.row_start[a.count];
     const int tasks = (total + 15) / 16;
-    const size_t smem = qmma_smem::floats(a.K, a.norm_w != nullptr) * sizeof(float);
+    const size_t smem = with_norm_floats(qmma_smem::own_floats(a.K), a) * sizeof(float);
     if (a.sbtype == W_BF16)
         return pair ? launch_resident(qmma_kernel<W_BF16, true>, a, tasks, MV_THREADS, smem, n_sm, stream)
                     : launch_resident(qmma_kernel<W_BF16, false>, a, tasks, MV_THREADS, smem, n_sm, stream);
