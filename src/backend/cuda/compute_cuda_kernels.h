@@ -53,6 +53,9 @@ struct mv_args {
      * such matrix, 2 those of 4096 rows or more (gate/up, down of wide models, LM heads), 3 those
      * of 16384 or more (LM heads). */
     int qmma;
+    /* Set by launch_matvec (not by callers): long rows (K ≥ 4096: the 1B's down) stage x 8
+     * float4 per thread per L2 round trip instead of 2 (DW_CUDA_X_WIDE=0 off; tuning). */
+    int wide_x;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* What mv_args.norm_staged should be: 1 unless DW_CUDA_NORM_STAGE=0 (tuning). */

@@ -100,24 +100,33 @@ template <int GT> __device__ __forceinline__ attn_span attn_span_of(const attn_a
 
 /* The fused KV store (a.k_new set): the item whose keys hold pos stores this token's key
  * (rotated when a.inv_freq is set, as rope_kv does) and value rows in the cache, with the block's
- * THREADS threads; a bf16 cache's rows also into copy[0, hd) and copy[hd, 2 hd) when set. */
+ * THREADS threads; a bf16 cache's rows also into copy[0, hd) and copy[hd, 2 hd) when set. Every
+ * load comes before the first store (the compiler cannot move a load above a store that may
+ * alias it): one L2 round trip on the attention's critical path, not two. */
 template <int THREADS>
 __device__ __forceinline__ void store_fresh_row(const attn_args &a, int kvh, int pos, unsigned short *copy = nullptr) {
+    static_assert(THREADS >= MAX_HD / 2, "a thread rotates at most one pair of the key");
+    constexpr int VPT = (MAX_HD + THREADS - 1) / THREADS; /* value elements per thread, at most */
     const int hd = a.hd, half = hd / 2, tid = threadIdx.x;
     const size_t dst = ((size_t)kvh * a.capacity + pos) * hd;
     const float *kr = a.k_new + (size_t)kvh * hd, *vr = a.v_new + (size_t)kvh * hd;
     if (a.kv_f32) copy = nullptr;
-    for (int i = tid; i < half; i += THREADS) {
-        float lo = __ldcg(kr + i), hi = __ldcg(kr + i + half);
-        if (a.inv_freq) rope_pair(lo, hi, pos, a.inv_freq[i]);
-        store_kv(a.k, a.kv_f32, dst + i, lo);
-        store_kv(a.k, a.kv_f32, dst + i + half, hi);
-        if (copy) copy[i] = bf16_bits(lo), copy[i + half] = bf16_bits(hi);
+    float lo = 0.0f, hi = 0.0f, v[VPT];
+    if (tid < half) lo = __ldcg(kr + tid), hi = __ldcg(kr + tid + half);
+#pragma unroll
+    for (int u = 0; u < VPT; u++) v[u] = tid + u * THREADS < hd ? __ldcg(vr + tid + u * THREADS) : 0.0f;
+    if (tid < half) {
+        if (a.inv_freq) rope_pair(lo, hi, pos, a.inv_freq[tid]);
+        store_kv(a.k, a.kv_f32, dst + tid, lo);
+        store_kv(a.k, a.kv_f32, dst + tid + half, hi);
+        if (copy) copy[tid] = bf16_bits(lo), copy[tid + half] = bf16_bits(hi);
     }
-    for (int d = tid; d < hd; d += THREADS) {
-        const float vd = __ldcg(vr + d);
-        store_kv(a.v, a.kv_f32, dst + d, vd);
-        if (copy) copy[hd + d] = bf16_bits(vd);
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        const int d = tid + u * THREADS;
+        if (d >= hd) break;
+        store_kv(a.v, a.kv_f32, dst + d, v[u]);
+        if (copy) copy[hd + d] = bf16_bits(v[u]);
     }
 }
 

@@ -129,14 +129,13 @@ template <int THREADS> __device__ __forceinline__ float *stage_norm_ahead(float 
  * layer, 1B 54.6 -> 50.7; src/backend/cuda/probes/chain_probe.cu). 2, not more, keeps the
  * single-matrix kernels at 64 registers. Copying x by cp.async instead (no registers, one wait)
  * was slower: 8B 173.4, 1B 67.3 µs per layer; the engine 745 vs 903 tok/s (1B bf16). */
-template <int THREADS, int E, int XP>
+template <int THREADS, int E, int XP, int SX = 2>
 __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, int K, const float *norm_w, float eps,
                                         float *norm_out, const float *gs) {
     auto at = [](int i) { return i / E * XP + i % E; };
     const int tid = threadIdx.x;
     constexpr bool VEC = E % 4 == 0 && XP % 4 == 0; /* a float4 of x stays in one padded chunk */
     const bool vec = VEC && K % 4 == 0 && ((uintptr_t)x | (uintptr_t)norm_w | (uintptr_t)norm_out | (uintptr_t)gs) % 16 == 0;
-    constexpr int SX = 2;
     float ss = 0.0f;
     if (vec) {
         in_batches4<THREADS, SX>(

@@ -102,7 +102,14 @@ int norm_staging_enabled() {
     return on;
 }
 
-cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream) {
+cudaError_t launch_matvec(const mv_args &args, int n_sm, cudaStream_t stream) {
+    static int wide = -1;
+    if (wide < 0) {
+        const char *v = getenv("DW_CUDA_X_WIDE");
+        wide = !(v && *v == '0');
+    }
+    mv_args a = args;
+    a.wide_x = wide && a.K >= 4096;
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {
     case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);

@@ -148,7 +148,10 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     float *gs = stage_norm_ahead<MV_THREADS>(smem, qmv_x_floats(BITS, K), a);
     wait(); /* everything below reads what earlier work wrote */
 
-    stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
+    if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
+        stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
+    else
+        stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     for (int c = tid; c < NC; c += MV_THREADS) {
         float sum = 0.0f;
 #pragma unroll
