@@ -137,6 +137,10 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
     }
     float *gs = NORM ? stage_norm_ahead<MV_THREADS>(xs, mv_x_floats<WT, VEC>(K), a) : nullptr;
     wait();
+    /* the residual the first row adds to, asked for with x rather than after it (most warps
+     * have one row: its round trip then overlaps x's instead of following it) */
+    constexpr bool EARLY_RES = !PAIR && !NORM;
+    float res_next = EARLY_RES && a.res && lane == 0 && part == 0 && r < total ? __ldcg(a.res + rr) : 0.0f;
     if (UNROLL > MV_UNROLL && a.wide_x) /* long rows (deep_rows): their x in 4 times fewer round trips */
         stage_x<MV_THREADS, E, XP, 8>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out, gs);
     else
@@ -151,8 +155,8 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
          * no residual there, and the register would spill). (Asking L2 for the first row's later
          * rounds before the wait, cp.async.bulk.prefetch.L2, made the chain slower: 8B 162.6,
          * 1B 52.3.) */
-        constexpr bool EARLY_RES = !PAIR && !NORM;
-        const float res0 = EARLY_RES && a.res && lane == 0 && part == 0 ? __ldcg(a.res + rr) : 0.0f;
+        const float res0 = r == first ? res_next
+                         : EARLY_RES && a.res && lane == 0 && part == 0 ? __ldcg(a.res + rr) : 0.0f;
         for (int base = c_begin; base < c_end; base += 32 * UNROLL) {
             if (base != c_begin) issue(w0, w1, base);
 #pragma unroll

@@ -147,15 +147,29 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     }
     float *gs = stage_norm_ahead<MV_THREADS>(smem, qmv_x_floats(BITS, K), a);
     wait(); /* everything below reads what earlier work wrote */
+    /* the residuals of the first task's rows, asked for with x rather than after it (most warps
+     * have one task: that round trip then overlaps x's) */
+    float res_next[RPT];
+#pragma unroll
+    for (int i = 0; i < RPT; i++)
+        res_next[i] = !PAIR && a.res && lane == 0 && task < tasks && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
 
     if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
         stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     else
         stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
-    for (int c = tid; c < NC; c += MV_THREADS) {
+    for (int c = tid; c < NC; c += MV_THREADS) { /* four float4 sums side by side: a short chain */
+        float4 s4[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) s4[e] = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
+#pragma unroll
+        for (int e = 4; e < CP / 4; e++) {
+            const float4 v = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
+            s4[e % 4].x += v.x, s4[e % 4].y += v.y, s4[e % 4].z += v.z, s4[e % 4].w += v.w;
+        }
         float sum = 0.0f;
 #pragma unroll
-        for (int e = 0; e < CP; e++) sum += xs[c * XP + e];
+        for (int e = 0; e < 4; e++) sum += (s4[e].x + s4[e].y) + (s4[e].z + s4[e].w);
         xsum[c] = sum;
     }
     __syncthreads();
@@ -169,7 +183,9 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
          * matvec_rows does; L2: other blocks wrote them before this kernel) */
         float res0[RPT];
 #pragma unroll
-        for (int i = 0; i < RPT; i++) res0[i] = !PAIR && a.res && lane == 0 && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
+        for (int i = 0; i < RPT; i++)
+            res0[i] = task == first ? res_next[i]
+                    : !PAIR && a.res && lane == 0 && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
         for (int base = 0; base < NC; base += 32 * U) {
             if (base) issue(base);
 #pragma unroll
