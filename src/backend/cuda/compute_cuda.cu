@@ -106,7 +106,6 @@ struct cctx {
     int late_qkv_trigger; /* mv_args.trigger_late for q/k/v (DW_CUDA_LATE_QKV=0 turns it off) */
     /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
     int persist_on;
-    int qmma_on; /* DW_CUDA_QMMA=1|2|3: 4-bit matvecs on tensor cores (mv_args.qmma; opt-in, not yet measured) */
     int collecting;           /* inside a decode step: matvecs and attentions become phases */
     dwk::fused_table *phases; /* collected, not yet launched */
     int phase_family;         /* their family (dwk::FF_NONE while empty) */
@@ -297,7 +296,6 @@ void run_matvec(cctx *c, const dwk::mv_args &a) {
     if (skipped(matvec_role(a))) return;
     if (persisting(c) && collect(c, phase_of(&a, nullptr))) return;
     emit(c);
-    if (dwk::qmma_chosen(a)) c->stats.qmma_launches++;
     check(c, dwk::launch_matvec(a, c->n_sm, c->stream), "matvec kernel");
 }
 
@@ -705,7 +703,6 @@ void cu_matmul_multi(void *ctx, int count, float *const *out, const float *x, in
     a.qbits = w[0]->qbits;
     a.qgroup = w[0]->qgroup;
     a.sbtype = sb_wtype(w[0]->qsdtype);
-    a.qmma = c->qmma_on;
     bool same_type = true;
     for (int j = 0; j < count; j++) {
         a.w[j] = w[j]->data;
@@ -1165,8 +1162,6 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->fuse_attn = !(fa && *fa == '0');
     const char *lq = getenv("DW_CUDA_LATE_QKV");
     c->late_qkv_trigger = !(lq && *lq == '0');
-    const char *qm = getenv("DW_CUDA_QMMA");
-    c->qmma_on = qm && atoi(qm) >= 1 && atoi(qm) <= 3 ? atoi(qm) : 0;
     const char *pk = getenv("DW_CUDA_PERSIST");
     c->persist_on = pk && *pk == '1'; /* off by default: slower than separate kernels so far */
     c->phases = new dwk::fused_table();

@@ -44,9 +44,9 @@ extern "C" {
  * RoPE + KV store a kernel of their own instead of folding them into decode attention;
  * DW_CUDA_PERSIST=1 runs each decode step's matvecs and attentions as the phases of one
  * persistent kernel (kernels_fused.cu; off by default: slower so far, bench/cuda/README.md v11)
- * and DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace); DW_CUDA_QMMA=1
- * runs 4-bit matvecs on tensor cores (kernels_qmma.cu; opt-in until measured; 2: only matrices of
- * 4096 rows or more, 3: of 16384 or more). */
+ * and DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace); DW_CUDA_X_WIDE=0
+ * stages x of long rows (K >= 4096) 2 float4 per thread and L2 round trip, like the others,
+ * instead of 8. */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for
@@ -66,7 +66,6 @@ dw_status dw__cuda_copy_bandwidth(dw_compute *c, size_t bytes, int reps, double 
 typedef struct dw__cuda_compute_stats {
     long graph_replays, graph_records, eager_steps;
     long persistent_launches; /* launches of the persistent decode kernel */
-    long qmma_launches;       /* 4-bit matvecs launched on tensor cores (DW_CUDA_QMMA=1) */
     long timed_steps;
     double gpu_step_ms;
     double enqueue_s, download_s;

@@ -49,10 +49,6 @@ struct mv_args {
     /* With norm_w: the norm weights are copied into shared memory before the wait for the
      * kernel before (kernels_device.cuh: stage_norm_w), behind x' (with_norm_floats). */
     int norm_staged;
-    /* Quantized: run on tensor cores where launch_qmma can (kernels_qmma.cu; opt-in): 1 every
-     * such matrix, 2 those of 4096 rows or more (gate/up, down of wide models, LM heads), 3 those
-     * of 16384 or more (LM heads). */
-    int qmma;
     /* Set by launch_matvec (not by callers): long rows (K ≥ 4096: the 1B's down) stage x 8
      * float4 per thread per L2 round trip instead of 2 (DW_CUDA_X_WIDE=0 off; tuning). */
     int wide_x;
@@ -62,10 +58,6 @@ cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 int norm_staging_enabled();
 /* The quantized case of launch_matvec (called by it when qbits != 0). */
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
-/* The 4-bit matvec on tensor cores (kernels_qmma.cu): 4 bits, groups of 64 or 128 (K a multiple),
- * bf16 or f32 (scale, bias) pairs; launch_qmatvec takes it where this says (a.qmma's rule). */
-bool qmma_chosen(const mv_args &a);
-cudaError_t launch_qmma(const mv_args &a, int n_sm, cudaStream_t stream);
 
 /* ---- quantized weights outside decode: kernels_quant.cu -------------------------------------
  * A quantized matrix on the device, as above: codes [rows, K·bits/32] u32, sb [rows, K/group, 2]. */

@@ -101,7 +101,6 @@ template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, 
 } // namespace
 
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream) {
-    if (qmma_chosen(a)) return launch_qmma(a, n_sm, stream);
     if (!qmv_supported(a)) return cudaErrorInvalidValue;
     return a.qbits == 4 ? launch_bits<4>(a, n_sm, stream) : launch_bits<8>(a, n_sm, stream);
 }
