@@ -106,6 +106,17 @@ struct cctx {
     int late_qkv_trigger; /* mv_args.trigger_late for q/k/v (DW_CUDA_LATE_QKV=0 turns it off) */
     /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
     int persist_on;
+    /* Greedy chains (cu_argmax): the session replayed last and its step's position; the next
+     * step an argmax already wrote into that session's graph slot (key NULL: none), so that its
+     * replay needs no set_step kernel. DW_CUDA_STEP_PRIME=0 turns that off. */
+    const void *last_key;
+    int last_pos;
+    struct {
+        const void *key;
+        int pos;
+        const int32_t *id_dev;
+    } primed;
+    int prime_on;
     int collecting;           /* inside a decode step: matvecs and attentions become phases */
     dwk::fused_table *phases; /* collected, not yet launched */
     int phase_family;         /* their family (dwk::FF_NONE while empty) */
@@ -875,6 +886,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
 /* Waits for the queued work (a replay may still use it), then drops g's recording. */
 void drop_recording(cctx *c, graph_entry *g) {
     check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
+    c->primed.key = NULL;
     if (g->exec) cudaGraphExecDestroy(g->exec);
     g->exec = NULL;
 }
@@ -942,7 +954,12 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
 
 /* Queues a replay of g's recording for the step at pos with the token id (from id_dev when set). */
 void replay(cctx *c, graph_entry *g, int32_t id, const int32_t *id_dev, int pos) {
-    check(c, dwk::launch_set_step(g->slot, id, id_dev, pos, c->stream), "graph step kernel");
+    const bool primed = id_dev && c->primed.key == g->key && c->primed.pos == pos && c->primed.id_dev == id_dev;
+    if (!primed) check(c, dwk::launch_set_step(g->slot, id, id_dev, pos, c->stream), "graph step kernel");
+    else c->stats.primed_replays++;
+    c->primed.key = NULL;
+    c->last_key = g->key;
+    c->last_pos = pos;
     check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
     c->stats.graph_replays++;
 }
@@ -1005,7 +1022,16 @@ void cu_argmax(void *ctx, const float *x, int n, int32_t *out) {
     cctx *c = (cctx *)ctx;
     locked l(c);
     flush(c);
-    check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, out, c->stream), "argmax kernel");
+    /* After a replay, the session's next greedy step is likely this token at the next position:
+     * the argmax also writes them into that graph's slot (replay then skips set_step when the
+     * step asked for is exactly that one; any other replay rewrites the slot first). */
+    graph_entry *g = c->prime_on && c->last_key ? find_graph(c, c->last_key, false) : NULL;
+    int *slot = g && g->state == 2 && g->slot ? g->slot : NULL;
+    check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, out, slot, c->last_pos + 1, c->stream),
+          "argmax kernel");
+    c->primed.key = slot ? c->last_key : NULL;
+    c->primed.pos = c->last_pos + 1;
+    c->primed.id_dev = out;
 }
 
 void cu_decode_forget(void *ctx, const void *key) {
@@ -1017,6 +1043,7 @@ void cu_decode_forget(void *ctx, const void *key) {
         flush(c);
         drop_recording(c, &g);
         if (g.slot) cudaFree(g.slot);
+        if (c->last_key == key) c->last_key = NULL;
         c->graphs->erase(c->graphs->begin() + i);
         return;
     }
@@ -1162,6 +1189,8 @@ extern "C" dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *ou
     c->fuse_attn = !(fa && *fa == '0');
     const char *lq = getenv("DW_CUDA_LATE_QKV");
     c->late_qkv_trigger = !(lq && *lq == '0');
+    const char *sp = getenv("DW_CUDA_STEP_PRIME");
+    c->prime_on = !(sp && *sp == '0');
     const char *pk = getenv("DW_CUDA_PERSIST");
     c->persist_on = pk && *pk == '1'; /* off by default: slower than separate kernels so far */
     c->phases = new dwk::fused_table();

@@ -46,7 +46,9 @@ extern "C" {
  * persistent kernel (kernels_fused.cu; off by default: slower so far, bench/cuda/README.md v11)
  * and DW_CUDA_PERSIST_TRACE=1 records its phase times (dw__cuda_persist_trace); DW_CUDA_X_WIDE=0
  * stages x of long rows (K >= 4096) 2 float4 per thread and L2 round trip, like the others,
- * instead of 8. */
+ * instead of 8; DW_CUDA_NORM_LATE=0 has the matvecs with a fused RMSNorm scale x before their
+ * products rather than each row's sum after; DW_CUDA_STEP_PRIME=0 keeps the argmax from writing
+ * the next greedy step into its graph's slot (every replay then starts with the set_step kernel). */
 dw_status dw__cuda_compute_create(dw_backend *backend, dw_compute *out, dw_error *err);
 
 /* Switches CUDA-graph decode on or off for a context made by dw__cuda_compute_create (for
@@ -65,6 +67,7 @@ dw_status dw__cuda_copy_bandwidth(dw_compute *c, size_t bytes, int reps, double 
  * into a registered region by a kernel. */
 typedef struct dw__cuda_compute_stats {
     long graph_replays, graph_records, eager_steps;
+    long primed_replays; /* replays whose step the argmax before had written (no set_step kernel) */
     long persistent_launches; /* launches of the persistent decode kernel */
     long timed_steps;
     double gpu_step_ms;

@@ -52,6 +52,10 @@ struct mv_args {
     /* Set by launch_matvec (not by callers): long rows (K ≥ 4096: the 1B's down) stage x 8
      * float4 per thread per L2 round trip instead of 2 (DW_CUDA_X_WIDE=0 off; tuning). */
     int wide_x;
+    /* Set by launch_matvec: with norm_w (and its staged copy), x ⊙ norm_w is staged and the
+     * norm's scale applied to each row's sum (kernels_device.cuh: stage_x_late;
+     * DW_CUDA_NORM_LATE=0 off; tuning). */
+    int norm_late;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
 /* What mv_args.norm_staged should be: 1 unless DW_CUDA_NORM_STAGE=0 (tuning). */
@@ -192,10 +196,12 @@ cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, c
 
 /* ---- greedy choice: kernels_argmax.cu -------------------------------------------------------
  * *out = the first index of the largest of x[0, n) (NaN never wins; all NaN: 0). part_v/part_i
- * hold DWK_ARGMAX_BLOCKS partial results and counter (zero between launches) one unsigned. */
+ * hold DWK_ARGMAX_BLOCKS partial results and counter (zero between launches) one unsigned. With
+ * slot set, also slot[0] = that index and slot[1] = next_pos (a decode graph's step, as
+ * launch_set_step would write it). */
 #define DWK_ARGMAX_BLOCKS 128
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
-                          cudaStream_t stream);
+                          int *slot, int next_pos, cudaStream_t stream);
 
 } // namespace dwk
 

@@ -29,7 +29,7 @@ __device__ __forceinline__ void block_best(float &v, int &i, float *sv, int *si)
 }
 
 __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, float *part_v, int *part_i,
-                                                         unsigned *counter, int32_t *out) {
+                                                         unsigned *counter, int32_t *out, int *slot, int next_pos) {
     __shared__ float sv[THREADS / 32];
     __shared__ int si[THREADS / 32];
     __shared__ bool last;
@@ -50,7 +50,9 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, 
     __syncthreads(); /* sv/si reused */
     block_best(v, i, sv, si);
     if (threadIdx.x == 0) {
-        *out = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
+        const int id = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
+        *out = id;
+        if (slot) slot[0] = id, slot[1] = next_pos;
         *counter = 0;
     }
 }
@@ -58,11 +60,11 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, 
 } // namespace
 
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
-                          cudaStream_t stream) {
+                          int *slot, int next_pos, cudaStream_t stream) {
     int blocks = (n + THREADS * 4 - 1) / (THREADS * 4);
     if (blocks > DWK_ARGMAX_BLOCKS) blocks = DWK_ARGMAX_BLOCKS;
     if (blocks < 1) blocks = 1;
-    argmax_kernel<<<blocks, THREADS, 0, stream>>>(x, n, part_v, part_i, counter, out);
+    argmax_kernel<<<blocks, THREADS, 0, stream>>>(x, n, part_v, part_i, counter, out, slot, next_pos);
     return cudaGetLastError();
 }
 

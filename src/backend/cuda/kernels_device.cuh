@@ -184,6 +184,49 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
     __syncthreads();
 }
 
+/* stage_x's RMSNorm with the scale left for later: xs = x ⊙ norm_w by chunk (padded), and the
+ * return value s = 1 / sqrt(mean(x²) + eps), which the caller multiplies into each row's sum
+ * (W·(x ⊙ w)·s = W·x'); norm_out (block 0), when set, gets x' itself. One barrier and one pass
+ * over xs fewer between x's arrival and the first multiply-add than stage_x. Needs the float4
+ * path (stage_x_late_ok) and gs, the norm weights staged before the wait by stage_norm_w with
+ * the same thread-to-float4 mapping, so that each thread reads only what it wrote itself. Ends
+ * with a barrier. */
+template <int E, int XP>
+__device__ __forceinline__ bool stage_x_late_ok(const float *x, int K, const float *norm_w, const float *norm_out,
+                                                const float *gs) {
+    return E % 4 == 0 && XP % 4 == 0 && gs && K % 4 == 0 &&
+           ((uintptr_t)x | (uintptr_t)norm_w | (uintptr_t)norm_out | (uintptr_t)gs) % 16 == 0;
+}
+template <int THREADS, int E, int XP, int SX = 2>
+__device__ __forceinline__ float stage_x_late(float *xs, const float *x, int K, float eps, float *norm_out,
+                                              const float *gs) {
+    __shared__ float wss[THREADS / 32];
+    auto at4 = [](int i4) { return (4 * i4) / E * XP + (4 * i4) % E; };
+    const int tid = threadIdx.x, n4 = K / 4;
+    const float4 *g4 = reinterpret_cast<const float4 *>(gs);
+    float ss = 0.0f;
+    in_batches4<THREADS, SX>(
+        n4, [&](int i4) { return __ldcg(reinterpret_cast<const float4 *>(x) + i4); }, /* L2: other blocks wrote it */
+        [&](const float4 &v, int i4) {
+            const float4 g = g4[i4]; /* from shared memory once x is here: no registers held for it */
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            *reinterpret_cast<float4 *>(xs + at4(i4)) = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+        });
+    ss = warp_sum(ss);
+    if ((tid & 31) == 0) wss[tid >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; w++) tot += wss[w];
+    const float scale = 1.0f / sqrtf(tot / (float)K + eps);
+    if (blockIdx.x == 0 && norm_out)
+        for (int i4 = tid; i4 < n4; i4 += THREADS) { /* this thread's own float4s of xs */
+            const float4 v = *reinterpret_cast<const float4 *>(xs + at4(i4));
+            reinterpret_cast<float4 *>(norm_out)[i4] = make_float4(v.x * scale, v.y * scale, v.z * scale, v.w * scale);
+        }
+    return scale;
+}
+
 /* Blocks for a grid-stride loop over count items (at most 4096, at least 1). */
 inline unsigned grid_for(size_t count, int threads) {
     size_t b = (count + threads - 1) / threads;

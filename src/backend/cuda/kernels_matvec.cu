@@ -11,7 +11,7 @@ namespace {
 
 /* At least 4 blocks per SM for a single matrix (64 registers: the prologue's batched x loads
  * must not cost a block), 2 for a gate/up pair or U above MV_UNROLL. */
-template <int WT, bool VEC, bool NORM, bool PAIR, int KS, int U = MV_UNROLL>
+template <int WT, bool VEC, bool NORM, bool PAIR, int KS, int U = MV_UNROLL, bool LATE = false>
 __global__ void __launch_bounds__(MV_THREADS, PAIR || U > MV_UNROLL ? 2 : 4) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded */
     __shared__ float red[2 * MV_WARPS];
@@ -19,17 +19,17 @@ __global__ void __launch_bounds__(MV_THREADS, PAIR || U > MV_UNROLL ? 2 : 4) mat
      * kernel starts while the previous one finishes: the first weight loads do not depend on it;
      * what the wait guards does. */
     constexpr int ROWS = MV_WARPS / KS; /* rows a block works on at once */
-    matvec_rows<WT, VEC, NORM, PAIR, U, KS>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
+    matvec_rows<WT, VEC, NORM, PAIR, U, KS, LATE>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
                                                     gridDim.x * ROWS, [&a] {
                                                         pdl_wait();
                                                         if (!a.trigger_late) pdl_launch_dependents();
                                                     });
 }
 
-template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1, int U = MV_UNROLL>
+template <int WT, bool VEC, bool NORM, bool PAIR, int KS = 1, int U = MV_UNROLL, bool LATE = false>
 cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count], rows = MV_WARPS / KS;
-    return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS, U>, a, (total + rows - 1) / rows, MV_THREADS,
+    return launch_resident(matvec_kernel<WT, VEC, NORM, PAIR, KS, U, LATE>, a, (total + rows - 1) / rows, MV_THREADS,
                            mv_smem_bytes<WT, VEC>(a), n_sm, stream);
 }
 
@@ -66,14 +66,17 @@ template <int WT> bool deep_rows(const mv_args &a) {
     return on && a.K / chunk<WT, true>::E >= 3 * 32 * MV_UNROLL;
 }
 
-template <int WT, bool NORM, bool PAIR> cudaError_t launch_split(const mv_args &a, int n_sm, cudaStream_t stream) {
+template <int WT, bool NORM, bool PAIR, bool LATE = false>
+cudaError_t launch_split(const mv_args &a, int n_sm, cudaStream_t stream) {
+    if constexpr (NORM && !LATE)
+        if (a.norm_late) return launch_split<WT, NORM, PAIR, true>(a, n_sm, stream);
     if constexpr (!PAIR)
-        if (deep_rows<WT>(a)) return launch_one<WT, true, NORM, PAIR, 1, 2 * MV_UNROLL>(a, n_sm, stream);
+        if (deep_rows<WT>(a)) return launch_one<WT, true, NORM, PAIR, 1, 2 * MV_UNROLL, LATE>(a, n_sm, stream);
     switch (warps_per_row<WT>(a, PAIR)) {
-    case 2: return launch_one<WT, true, NORM, PAIR, 2>(a, n_sm, stream);
-    case 4: return launch_one<WT, true, NORM, PAIR, 4>(a, n_sm, stream);
+    case 2: return launch_one<WT, true, NORM, PAIR, 2, MV_UNROLL, LATE>(a, n_sm, stream);
+    case 4: return launch_one<WT, true, NORM, PAIR, 4, MV_UNROLL, LATE>(a, n_sm, stream);
     }
-    return launch_one<WT, true, NORM, PAIR, 1>(a, n_sm, stream);
+    return launch_one<WT, true, NORM, PAIR, 1, MV_UNROLL, LATE>(a, n_sm, stream);
 }
 
 template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t stream) {
@@ -103,13 +106,17 @@ int norm_staging_enabled() {
 }
 
 cudaError_t launch_matvec(const mv_args &args, int n_sm, cudaStream_t stream) {
-    static int wide = -1;
+    static int wide = -1, late = -1;
     if (wide < 0) {
-        const char *v = getenv("DW_CUDA_X_WIDE");
+        const char *v = getenv("DW_CUDA_X_WIDE"), *l = getenv("DW_CUDA_NORM_LATE");
         wide = !(v && *v == '0');
+        late = !(l && *l == '0');
     }
     mv_args a = args;
     a.wide_x = wide && a.K >= 4096;
+    /* stage_x_late's needs: the staged norm weights, float4s of x, w and x' aligned */
+    a.norm_late = late && norm_staged(a) && a.K % 4 == 0 &&
+                  ((uintptr_t)a.x | (uintptr_t)a.norm_w | (uintptr_t)a.norm_out) % 16 == 0;
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {
     case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);

@@ -105,8 +105,10 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
  * matrix. KS > 1 (2 or 4): each row is read by a group of KS neighbouring warps of the block
  * (given the same `first`), warp p of the group summing the p-th of KS contiguous slices of the
  * inputs, so the group reads the row front to back at once; the slices' sums are added in order
- * through shared memory (red) behind a barrier of the group's warps. */
-template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, int KS = 1, typename Wait>
+ * through shared memory (red) behind a barrier of the group's warps. LATE (with NORM, where
+ * a.norm_late): the prologue is stage_x_late, the norm's scale applied to each row's sum. */
+template <int WT, bool VEC, bool NORM, bool PAIR, int UNROLL = MV_UNROLL, int KS = 1, bool LATE = false,
+          typename Wait>
 __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *red, int first, int stride, Wait wait) {
     using C = chunk<WT, VEC>;
     constexpr int E = C::E;
@@ -141,7 +143,10 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
      * have one row: its round trip then overlaps x's instead of following it) */
     constexpr bool EARLY_RES = !PAIR && !NORM;
     float res_next = EARLY_RES && a.res && lane == 0 && part == 0 && r < total ? __ldcg(a.res + rr) : 0.0f;
-    if (UNROLL > MV_UNROLL && a.wide_x) /* long rows (deep_rows): their x in 4 times fewer round trips */
+    float scale = 1.0f; /* the RMSNorm's, where stage_x_late leaves it to the rows' sums */
+    if constexpr (NORM && LATE) /* a.norm_late: launch_matvec checked what stage_x_late needs */
+        scale = stage_x_late<MV_THREADS, E, XP>(xs, a.x, K, a.eps, a.norm_out, gs);
+    else if (UNROLL > MV_UNROLL && a.wide_x) /* long rows (deep_rows): their x in 4 times fewer round trips */
         stage_x<MV_THREADS, E, XP, 8>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out, gs);
     else
         stage_x<MV_THREADS, E, XP>(xs, red, a.x, K, NORM ? a.norm_w : nullptr, a.eps, a.norm_out, gs); /* loads in flight */
@@ -181,8 +186,8 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
             row_of(a, r + stride, row_bytes, PAIR, &j, &rr, &w0, &w1);
             issue(w0, w1, c_begin);
         }
-        acc0 = warp_sum(acc0);
-        if constexpr (PAIR) acc1 = warp_sum(acc1);
+        acc0 = warp_sum(acc0) * scale;
+        if constexpr (PAIR) acc1 = warp_sum(acc1) * scale;
         if constexpr (KS > 1) { /* the other slices' sums join the first's, in order */
             float *rg = red + 2 * group * KS;
             if (part && lane == 0) {

@@ -154,7 +154,10 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     for (int i = 0; i < RPT; i++)
         res_next[i] = !PAIR && a.res && lane == 0 && task < tasks && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
 
-    if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
+    float scale = 1.0f; /* the RMSNorm's, where stage_x_late leaves it to the rows' sums */
+    if (a.norm_w && a.norm_late && stage_x_late_ok<CP, XP>(a.x, K, a.norm_w, a.norm_out, gs))
+        scale = stage_x_late<MV_THREADS, CP, XP>(xs, a.x, K, a.eps, a.norm_out, gs);
+    else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
         stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     else
         stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
@@ -223,7 +226,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
             issue(0);
         }
 #pragma unroll
-        for (int s = 0; s < S; s++) acc[s] = warp_sum(acc[s]);
+        for (int s = 0; s < S; s++) acc[s] = warp_sum(acc[s]) * scale;
         if (lane == 0) {
 #pragma unroll
             for (int i = 0; i < RPT; i++) {
