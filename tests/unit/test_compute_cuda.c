@@ -789,16 +789,24 @@ __attribute__((unused)) static void *job_main(void *arg) {
     return NULL;
 }
 
-TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
-    dw_error err = {0};
+/* The decode-graph tests' model (2000 tokens, 128 wide, 4 heads of 32 on one KV head, seed,
+ * max_pos positions) written and opened on CUDA with a ctx-token bf16 cache into cu; as
+ * cuda_missing (1: no GPU, skip). */
+static int graph_model_open(side *cu, uint64_t seed, int max_pos, int ctx, dw_status *st, dw_error *err) {
     tmodel_spec spec = tmodel_default();
     spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 4, spec.kv_heads = 1, spec.head_dim = 32;
-    spec.seed = 11, spec.scale = 0.1f;
+    spec.seed = seed, spec.scale = 0.1f;
+    if (max_pos) spec.max_pos = max_pos;
     char dir[512];
-    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
+    if ((*st = model_write(&spec, dir, sizeof dir, err))) return 0;
+    return cuda_missing(cu, dir, ctx, 0, st, err);
+}
+
+TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
+    dw_error err = {0};
     side cu;
     dw_status st;
-    if (cuda_missing(&cu, dir, 128, 0, &st, &err)) return;
+    if (graph_model_open(&cu, 11, 0, 128, &st, &err)) return;
     CHECK_OK(st);
 #ifdef DW_HAVE_CUDA
     job graph = {.m = cu.m, .first = 5, .n = 48}, direct = graph;
@@ -832,14 +840,9 @@ TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
  * its length crosses 320: greedy tokens from 300 to 348 with graphs are those without. */
 TEST(cuda_decode_graphs_rerecorded_past_the_short_lengths) {
     dw_error err = {0};
-    tmodel_spec spec = tmodel_default();
-    spec.vocab = 2000, spec.hidden = 128, spec.inter = 256, spec.heads = 4, spec.kv_heads = 1, spec.head_dim = 32;
-    spec.seed = 12, spec.scale = 0.1f, spec.max_pos = 512;
-    char dir[512];
-    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     side cu;
     dw_status st;
-    if (cuda_missing(&cu, dir, 400, 0, &st, &err)) return;
+    if (graph_model_open(&cu, 12, 512, 400, &st, &err)) return;
     CHECK_OK(st);
 #ifdef DW_HAVE_CUDA
     int32_t prompt[300], toks[2][48];

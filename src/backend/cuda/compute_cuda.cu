@@ -1029,9 +1029,8 @@ void cu_argmax(void *ctx, const float *x, int n, int32_t *out) {
     int *slot = g && g->state == 2 && g->slot ? g->slot : NULL;
     check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, out, slot, c->last_pos + 1, c->stream),
           "argmax kernel");
-    c->primed.key = slot ? c->last_key : NULL;
-    c->primed.pos = c->last_pos + 1;
-    c->primed.id_dev = out;
+    c->primed.key = NULL;
+    if (slot) c->primed = {c->last_key, c->last_pos + 1, out};
 }
 
 void cu_decode_forget(void *ctx, const void *key) {

@@ -52,9 +52,9 @@ struct mv_args {
     /* Set by launch_matvec (not by callers): long rows (K ≥ 4096: the 1B's down) stage x 8
      * float4 per thread per L2 round trip instead of 2 (DW_CUDA_X_WIDE=0 off; tuning). */
     int wide_x;
-    /* Set by launch_matvec: with norm_w (and its staged copy), x ⊙ norm_w is staged and the
-     * norm's scale applied to each row's sum (kernels_device.cuh: stage_x_late;
-     * DW_CUDA_NORM_LATE=0 off; tuning). */
+    /* Set by launch_matvec, the one place that checks what stage_x_late needs (the staged norm
+     * weights, float4s of x, norm_w and norm_out aligned): x ⊙ norm_w is staged and the norm's
+     * scale applied to each row's sum (kernels_device.cuh; DW_CUDA_NORM_LATE=0 off; tuning). */
     int norm_late;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);

@@ -116,6 +116,18 @@ template <int THREADS> __device__ __forceinline__ float *stage_norm_ahead(float 
     return gs;
 }
 
+/* 1 / sqrt(mean(x²) + eps) over K inputs, from each thread's share ss of Σx²: added over the
+ * block through scratch (THREADS/32 floats; one barrier), the same in every thread. */
+template <int THREADS> __device__ __forceinline__ float rms_scale(float ss, float *scratch, int K, float eps) {
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float tot = 0.0f;
+#pragma unroll
+    for (int w = 0; w < THREADS / 32; w++) tot += scratch[w];
+    return 1.0f / sqrtf(tot / (float)K + eps);
+}
+
 /* The matvec kernels' prologue: x' into shared memory xs, each chunk of E inputs padded to XP
  * floats (bank conflicts), where x' = x, or with norm_w set x / sqrt(mean(x²) + eps) · norm_w
  * (RMSNorm fused in front; block 0 also writes it to norm_out when set); gs (or NULL): norm_w's
@@ -152,13 +164,7 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
         }
     }
     if (norm_w) {
-        ss = warp_sum(ss);
-        if ((tid & 31) == 0) red[tid >> 5] = ss;
-        __syncthreads();
-        float tot = 0.0f;
-#pragma unroll
-        for (int w = 0; w < THREADS / 32; w++) tot += red[w];
-        const float scale = 1.0f / sqrtf(tot / (float)K + eps);
+        const float scale = rms_scale<THREADS>(ss, red, K, eps);
         if (vec) {
             in_batches4<THREADS, SX>(
                 K / 4,
@@ -187,19 +193,15 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
 /* stage_x's RMSNorm with the scale left for later: xs = x ⊙ norm_w by chunk (padded), and the
  * return value s = 1 / sqrt(mean(x²) + eps), which the caller multiplies into each row's sum
  * (W·(x ⊙ w)·s = W·x'); norm_out (block 0), when set, gets x' itself. One barrier and one pass
- * over xs fewer between x's arrival and the first multiply-add than stage_x. Needs the float4
- * path (stage_x_late_ok) and gs, the norm weights staged before the wait by stage_norm_w with
+ * over xs fewer between x's arrival and the first multiply-add than stage_x. Only where
+ * mv_args.norm_late (launch_matvec checks the float4 path: K % 4 == 0, x, norm_w and norm_out
+ * 16-byte aligned; gs is) and gs, the norm weights staged before the wait by stage_norm_w with
  * the same thread-to-float4 mapping, so that each thread reads only what it wrote itself. Ends
  * with a barrier. */
-template <int E, int XP>
-__device__ __forceinline__ bool stage_x_late_ok(const float *x, int K, const float *norm_w, const float *norm_out,
-                                                const float *gs) {
-    return E % 4 == 0 && XP % 4 == 0 && gs && K % 4 == 0 &&
-           ((uintptr_t)x | (uintptr_t)norm_w | (uintptr_t)norm_out | (uintptr_t)gs) % 16 == 0;
-}
 template <int THREADS, int E, int XP, int SX = 2>
 __device__ __forceinline__ float stage_x_late(float *xs, const float *x, int K, float eps, float *norm_out,
                                               const float *gs) {
+    static_assert(E % 4 == 0 && XP % 4 == 0, "a float4 of x stays in one padded chunk");
     __shared__ float wss[THREADS / 32];
     auto at4 = [](int i4) { return (4 * i4) / E * XP + (4 * i4) % E; };
     const int tid = threadIdx.x, n4 = K / 4;
@@ -212,13 +214,7 @@ __device__ __forceinline__ float stage_x_late(float *xs, const float *x, int K, 
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             *reinterpret_cast<float4 *>(xs + at4(i4)) = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
         });
-    ss = warp_sum(ss);
-    if ((tid & 31) == 0) wss[tid >> 5] = ss;
-    __syncthreads();
-    float tot = 0.0f;
-#pragma unroll
-    for (int w = 0; w < THREADS / 32; w++) tot += wss[w];
-    const float scale = 1.0f / sqrtf(tot / (float)K + eps);
+    const float scale = rms_scale<THREADS>(ss, wss, K, eps); /* (its own scratch: no barrier after) */
     if (blockIdx.x == 0 && norm_out)
         for (int i4 = tid; i4 < n4; i4 += THREADS) { /* this thread's own float4s of xs */
             const float4 v = *reinterpret_cast<const float4 *>(xs + at4(i4));

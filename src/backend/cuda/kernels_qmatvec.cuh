@@ -155,7 +155,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         res_next[i] = !PAIR && a.res && lane == 0 && task < tasks && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
 
     float scale = 1.0f; /* the RMSNorm's, where stage_x_late leaves it to the rows' sums */
-    if (a.norm_w && a.norm_late && stage_x_late_ok<CP, XP>(a.x, K, a.norm_w, a.norm_out, gs))
+    if (a.norm_late) /* launch_matvec checked what stage_x_late needs */
         scale = stage_x_late<MV_THREADS, CP, XP>(xs, a.x, K, a.eps, a.norm_out, gs);
     else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
         stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
