@@ -196,12 +196,15 @@ __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, i
  * over xs fewer between x's arrival and the first multiply-add than stage_x. Only where
  * mv_args.norm_late (launch_matvec checks the float4 path: K % 4 == 0, x, norm_w and norm_out
  * 16-byte aligned; gs is) and gs, the norm weights staged before the wait by stage_norm_w with
- * the same thread-to-float4 mapping, so that each thread reads only what it wrote itself. Ends
- * with a barrier. */
+ * the same thread-to-float4 mapping, so that each thread reads only what it wrote itself. With
+ * xsum set (every thread then has the same number of float4s: K / 4 a multiple of THREADS), also
+ * xsum[c] = the sum of chunk c's E inputs of xs (the quantized matvec's per-chunk sums), added
+ * across the E / 4 neighbouring lanes that hold the chunk. Ends with a barrier. */
 template <int THREADS, int E, int XP, int SX = 2>
 __device__ __forceinline__ float stage_x_late(float *xs, const float *x, int K, float eps, float *norm_out,
-                                              const float *gs) {
+                                              const float *gs, float *xsum = nullptr) {
     static_assert(E % 4 == 0 && XP % 4 == 0, "a float4 of x stays in one padded chunk");
+    static_assert(E / 4 <= 32 && ((E / 4) & (E / 4 - 1)) == 0, "a chunk is a power of two of float4s");
     __shared__ float wss[THREADS / 32];
     auto at4 = [](int i4) { return (4 * i4) / E * XP + (4 * i4) % E; };
     const int tid = threadIdx.x, n4 = K / 4;
@@ -212,7 +215,14 @@ __device__ __forceinline__ float stage_x_late(float *xs, const float *x, int K, 
         [&](const float4 &v, int i4) {
             const float4 g = g4[i4]; /* from shared memory once x is here: no registers held for it */
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-            *reinterpret_cast<float4 *>(xs + at4(i4)) = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+            const float4 y = make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+            *reinterpret_cast<float4 *>(xs + at4(i4)) = y;
+            if (xsum) { /* the same in the whole block; every lane is here */
+                float cs = (y.x + y.y) + (y.z + y.w);
+#pragma unroll
+                for (int o = 1; o < E / 4; o <<= 1) cs += __shfl_xor_sync(0xffffffffu, cs, o);
+                if (i4 % (E / 4) == 0) xsum[4 * i4 / E] = cs;
+            }
         });
     const float scale = rms_scale<THREADS>(ss, wss, K, eps); /* (its own scratch: no barrier after) */
     if (blockIdx.x == 0 && norm_out)

@@ -155,12 +155,15 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         res_next[i] = !PAIR && a.res && lane == 0 && task < tasks && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
 
     float scale = 1.0f; /* the RMSNorm's, where stage_x_late leaves it to the rows' sums */
-    if (a.norm_late) /* launch_matvec checked what stage_x_late needs */
-        scale = stage_x_late<MV_THREADS, CP, XP>(xs, a.x, K, a.eps, a.norm_out, gs);
-    else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
+    bool sums_done = false; /* the chunks' sums too, by stage_x_late (DW_CUDA_NORM_LATE=2: not) */
+    if (a.norm_late) { /* launch_matvec checked what stage_x_late needs */
+        sums_done = (K / 4) % MV_THREADS == 0 && a.norm_late == 1;
+        scale = stage_x_late<MV_THREADS, CP, XP>(xs, a.x, K, a.eps, a.norm_out, gs, sums_done ? xsum : nullptr);
+    } else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
         stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     else
         stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
+    if (!sums_done) {
     for (int c = tid; c < NC; c += MV_THREADS) { /* four float4 sums side by side: a short chain */
         float4 s4[4];
 #pragma unroll
@@ -176,6 +179,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         xsum[c] = sum;
     }
     __syncthreads();
+    }
 
     for (; task < tasks; task += stride) {
         if (a.trigger_late && task + stride >= tasks) pdl_launch_dependents(); /* the warp's last task */
