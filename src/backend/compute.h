@@ -126,13 +126,15 @@ typedef struct dw_compute_ops {
      * are freed). */
     void (*decode_forget)(void *ctx, const void *key);
 
-    /* (optional) Greedy decoding without the host in the loop. argmax: out (a device int32) =
-     * the first index of the largest of x[0, n) (NaN never wins). decode_step_from: as
-     * decode_step, but the token id is read from the device int32 at id_dev when the step runs,
-     * so a step can follow an argmax without the host waiting for it; returns 0, queuing
-     * nothing, when it cannot (nothing recorded for key yet, graphs off): the caller then waits
-     * for the id and calls decode_step. */
-    void (*argmax)(void *ctx, const float *x, int n, int32_t *out);
+    /* (optional) Greedy decoding without the host in the loop. argmax: ring[pos % ring_n] (device
+     * int32s) = the first index of the largest of x[0, n) (NaN never wins), pos being the step's
+     * position: an argmax issued by a decode step's step() is part of its recording, and each
+     * replay writes its own position's entry (and may prepare the next step of the chain, the
+     * token at that entry and pos + 1). decode_step_from: as decode_step, but the token id is
+     * read from the device int32 at id_dev when the step runs, so a step can follow an argmax
+     * without the host waiting for it; returns 0, queuing nothing, when it cannot (nothing
+     * recorded for key yet, graphs off): the caller then waits for the id and calls decode_step. */
+    void (*argmax)(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos);
     int (*decode_step_from)(void *ctx, const void *key, const int32_t *id_dev, int pos, void (*step)(void *arg),
                             void *arg);
 

@@ -59,7 +59,8 @@ struct dw_session {
     /* activations, device, [max_batch, width] */
     float *x, *xn, *q, *k, *v, *att, *o, *gate, *up;
     float *logits;         /* device [vocab] */
-    int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax) */
+    int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax), the
+                            * step at pos in [pos % DW__GREEDY_CHUNK]; &greedy keys greedy steps' recording */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
 };
 

@@ -82,6 +82,15 @@ static void decode_step(void *arg) {
     ops->matmul(ctx, s->logits, s->xn, 1, &m->lm_head, NULL);
 }
 
+/* A greedy step: decode_step, then its token chosen on the device into s->greedy[pos % chunk]
+ * (recorded with the step, under the key &s->greedy, apart from the session's sampled steps). */
+static void decode_step_greedy(void *arg) {
+    decode_step(arg);
+    const decode_step_arg *a = arg;
+    const dw_model *m = a->s->model;
+    m->compute.ops->argmax(m->compute.ctx, a->s->logits, m->cfg.vocab_size, a->s->greedy, DW__GREEDY_CHUNK, a->pos);
+}
+
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err) {
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
@@ -125,34 +134,35 @@ dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, i
     return ops->synchronize(ctx, err);
 }
 
-/* Chunks of up to DW__GREEDY_CHUNK steps: each step's token is the argmax the device wrote for
- * the step before (decode_step_from), or, where the backend cannot chain (the first step of a
- * chunk, a step not yet recorded, the CPU), one the host read back. The chosen tokens come
- * back in one download per chunk. */
+/* Chunks of steps up to a position that is a multiple of DW__GREEDY_CHUNK (so that their tokens
+ * lie in order in s->greedy, at pos % DW__GREEDY_CHUNK): each step's token is the argmax the
+ * device wrote for the step before (decode_step_from), or, where the backend cannot chain (the
+ * first step of a chunk, a step not yet recorded, the CPU), one the host read back. The chosen
+ * tokens come back in one download per chunk. */
 dw_status dw__forward_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
     const dw_model *m = s->model;
     const dw_compute_ops *ops = m->compute.ops;
     void *ctx = m->compute.ctx;
-    const int vocab = m->cfg.vocab_size;
+    const void *key = &s->greedy;
     dw_status st;
     int32_t tok = id;
     for (int done = 0; done < n;) {
-        const int cnt = n - done < DW__GREEDY_CHUNK ? n - done : DW__GREEDY_CHUNK;
-        const int pos0 = s->n_tokens;
+        const int pos0 = s->n_tokens, at0 = pos0 % DW__GREEDY_CHUNK;
+        const int cnt = n - done < DW__GREEDY_CHUNK - at0 ? n - done : DW__GREEDY_CHUNK - at0;
         const int32_t first = tok;
         for (int j = 0; j < cnt; j++) {
             decode_step_arg a = {.s = s, .id = tok, .pos = s->n_tokens};
+            const int32_t *before = s->greedy + at0 + j - 1; /* the token of the step before */
             int queued = j > 0 && ops->decode_step_from &&
-                         ops->decode_step_from(ctx, s, s->greedy + j - 1, a.pos, decode_step, &a);
+                         ops->decode_step_from(ctx, key, before, a.pos, decode_step_greedy, &a);
             if (!queued) {
-                if (j > 0 && (st = ops->download(ctx, &a.id, s->greedy + j - 1, sizeof a.id, err))) return st;
-                if (ops->decode_step) ops->decode_step(ctx, s, a.id, a.pos, decode_step, &a);
-                else decode_step(&a);
+                if (j > 0 && (st = ops->download(ctx, &a.id, before, sizeof a.id, err))) return st;
+                if (ops->decode_step) ops->decode_step(ctx, key, a.id, a.pos, decode_step_greedy, &a);
+                else decode_step_greedy(&a);
             }
-            ops->argmax(ctx, s->logits, vocab, s->greedy + j);
             s->n_tokens++;
         }
-        if ((st = ops->download(ctx, out + done, s->greedy, sizeof(int32_t) * (size_t)cnt, err))) return st;
+        if ((st = ops->download(ctx, out + done, s->greedy + at0, sizeof(int32_t) * (size_t)cnt, err))) return st;
         s->tokens[pos0] = first;
         for (int j = 1; j < cnt; j++) s->tokens[pos0 + j] = out[done + j - 1];
         tok = out[done + cnt - 1];

@@ -75,7 +75,7 @@ fail:
 void dw_session_free(dw_session *s) {
     if (!s) return;
     const dw_compute *c = &s->model->compute;
-    if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s);
+    if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s), c->ops->decode_forget(c->ctx, &s->greedy);
     void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) c->ops->free(c->ctx, bufs[i]);

@@ -718,7 +718,9 @@ TEST(cuda_persistent_decode_kernel_matches_cpu) {
 }
 
 /* Greedy decoding with the tokens chosen on the GPU (each step replayed from the previous one's
- * argmax there, the host reading back once per 64 tokens) picks the CPU's tokens. */
+ * argmax there, the host reading back once per 64 tokens) picks the CPU's tokens; so it does
+ * again after a sampled step in between (a recording of its own) and after going back to an
+ * earlier position (the steps the last replays prepared are stale there). */
 TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
     dw_error err = {0};
     tmodel_spec spec = tmodel_default();
@@ -756,6 +758,23 @@ TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
     CHECK_MSG(s1.primed_replays - s0.primed_replays >= N - 8, "%ld of %d steps replayed without set_step",
               s1.primed_replays - s0.primed_replays, N);
 #endif
+    float *lg2 = malloc(sizeof(float) * spec.vocab);
+    CHECK_OK(dw_session_decode(cu.s, a[N - 1], lg, &err));
+    CHECK_OK(dw_session_decode(cpu.s, b[N - 1], lg2, &err));
+    const int32_t t = argmax(lg2, spec.vocab);
+    CHECK_MSG(argmax(lg, spec.vocab) == t, "sampled step after greedy: cuda %d, cpu %d", argmax(lg, spec.vocab), t);
+    for (int round = 0; round < 2; round++) {
+        if (round) { /* back to an earlier position, then on from the token there */
+            CHECK_OK(dw_session_truncate(cu.s, P + 40, &err));
+            CHECK_OK(dw_session_truncate(cpu.s, P + 40, &err));
+        }
+        const int32_t from = round ? dw_session_tokens(cpu.s)[P + 39] : t;
+        CHECK_OK(dw_session_decode_greedy(cu.s, from, 30, a, &err));
+        CHECK_OK(dw_session_decode_greedy(cpu.s, from, 30, b, &err));
+        CHECK_MSG(!memcmp(a, b, sizeof(int32_t) * 30), "round %d: greedy tokens differ after %s", round,
+                  round ? "going back" : "a sampled step");
+    }
+    free(lg2);
     free(lg);
     side_close(&cu);
     side_close(&cpu);

@@ -497,11 +497,11 @@ static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_vi
 
 static dw_status cpu_synchronize(void *ctx, dw_error *err) { return DW_OK; }
 
-static void cpu_argmax(void *ctx, const float *x, int n, int32_t *out) {
+static void cpu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos) {
     int best = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i])) best = i; /* NaN never wins */
-    *out = best;
+    ring[pos % ring_n] = best;
 }
 
 static void cpu_destroy(void *vctx) {

@@ -57,6 +57,13 @@ struct graph_entry {
     cudaGraphExec_t exec;
     int *slot; /* device {id, pos} */
     int short_len; /* recorded at a short length (dwk::attention_short_keys): replays only there */
+    /* A step with its argmax (greedy): the recording writes its token into ring[pos % ring_n]
+     * and, with priming on, the next step {token, pos + 1} into slot itself; next_pos and
+     * next_id_dev then say which replay needs no set_step kernel (next_pos -1: none). */
+    int32_t *ring;
+    int ring_n;
+    int next_pos;
+    const int32_t *next_id_dev;
 };
 
 /* Whether the step at pos attends over a short length (its attention's shape differs). */
@@ -92,7 +99,7 @@ struct cctx {
     pending_op pend;
     /* decode graphs */
     int graphs_on;
-    const int *cap_slot; /* non-NULL while recording: kernels read id/pos there */
+    int *cap_slot; /* non-NULL while recording: kernels read id/pos there (the argmax writes it) */
     int recording_failed;
     std::vector<graph_entry> *graphs;
     dw__cuda_compute_stats stats;
@@ -106,16 +113,11 @@ struct cctx {
     int late_qkv_trigger; /* mv_args.trigger_late for q/k/v (DW_CUDA_LATE_QKV=0 turns it off) */
     /* the persistent decode kernel (see "Persistent steps"; DW_CUDA_PERSIST=1 turns it on) */
     int persist_on;
-    /* Greedy chains (cu_argmax): the session replayed last and its step's position; the next
-     * step an argmax already wrote into that session's graph slot (key NULL: none), so that its
-     * replay needs no set_step kernel. DW_CUDA_STEP_PRIME=0 turns that off. */
-    const void *last_key;
-    int last_pos;
-    struct {
-        const void *key;
-        int pos;
-        const int32_t *id_dev;
-    } primed;
+    /* Greedy chains: the ring of the argmax recorded in the step being recorded (cu_argmax;
+     * NULL: none), and whether such an argmax primes its graph's next step
+     * (graph_entry.next_pos; DW_CUDA_STEP_PRIME=0 turns that off). */
+    int32_t *cap_ring;
+    int cap_ring_n;
     int prime_on;
     int collecting;           /* inside a decode step: matvecs and attentions become phases */
     dwk::fused_table *phases; /* collected, not yet launched */
@@ -886,7 +888,7 @@ void cu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, c
 /* Waits for the queued work (a replay may still use it), then drops g's recording. */
 void drop_recording(cctx *c, graph_entry *g) {
     check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize before dropping a graph");
-    c->primed.key = NULL;
+    g->next_pos = -1;
     if (g->exec) cudaGraphExecDestroy(g->exec);
     g->exec = NULL;
 }
@@ -932,9 +934,12 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
         return;
     }
     c->cap_slot = g->slot;
+    c->cap_ring = NULL;
     c->recording_failed = 0;
     run_step(c, step, arg);
     c->cap_slot = NULL;
+    g->ring = c->cap_ring, g->ring_n = c->cap_ring_n;
+    g->next_pos = -1;
     e = cudaStreamEndCapture(c->stream, &graph);
     cudaGraphExec_t exec = NULL;
     if (e == cudaSuccess && !c->recording_failed) e = cudaGraphInstantiate(&exec, graph, 0);
@@ -952,16 +957,18 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
     c->stats.graph_records++;
 }
 
-/* Queues a replay of g's recording for the step at pos with the token id (from id_dev when set). */
+/* Queues a replay of g's recording for the step at pos with the token id (from id_dev when set):
+ * without the set_step kernel where the argmax of g's last replay wrote exactly that step into
+ * the slot (its token at id_dev, the next position). */
 void replay(cctx *c, graph_entry *g, int32_t id, const int32_t *id_dev, int pos) {
-    const bool primed = id_dev && c->primed.key == g->key && c->primed.pos == pos && c->primed.id_dev == id_dev;
+    const bool primed = id_dev && g->next_pos == pos && g->next_id_dev == id_dev;
     if (!primed) check(c, dwk::launch_set_step(g->slot, id, id_dev, pos, c->stream), "graph step kernel");
     else c->stats.primed_replays++;
-    c->primed.key = NULL;
-    c->last_key = g->key;
-    c->last_pos = pos;
     check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
     c->stats.graph_replays++;
+    const bool primes = g->ring && c->prime_on;
+    g->next_pos = primes ? pos + 1 : -1;
+    g->next_id_dev = primes ? g->ring + pos % g->ring_n : NULL;
 }
 
 /* The timing events around a step: the start (unless a step queued earlier is still uncounted),
@@ -996,6 +1003,7 @@ void cu_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step
     } else {
         /* directly: the first step of a session (it sizes the scratch a recording needs), or no graphs */
         if (g && g->state == 0) g->state = 1;
+        if (g) g->next_pos = -1; /* its argmax, if any, wrote the ring, not the slot */
         run_step(c, step, arg);
         c->stats.eager_steps++;
     }
@@ -1018,19 +1026,17 @@ int cu_decode_step_from(void *ctx, const void *key, const int32_t *id_dev, int p
     return 1;
 }
 
-void cu_argmax(void *ctx, const float *x, int n, int32_t *out) {
+/* Inside a step being recorded, the argmax reads the position from the graph's slot when it
+ * runs (and primes the next step there: replay); it follows the LM head within the graph, its
+ * launch overlapping the end of that kernel. */
+void cu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos) {
     cctx *c = (cctx *)ctx;
     locked l(c);
     flush(c);
-    /* After a replay, the session's next greedy step is likely this token at the next position:
-     * the argmax also writes them into that graph's slot (replay then skips set_step when the
-     * step asked for is exactly that one; any other replay rewrites the slot first). */
-    graph_entry *g = c->prime_on && c->last_key ? find_graph(c, c->last_key, false) : NULL;
-    int *slot = g && g->state == 2 && g->slot ? g->slot : NULL;
-    check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, out, slot, c->last_pos + 1, c->stream),
+    int *slot = c->cap_slot;
+    check(c, dwk::launch_argmax(x, n, c->amax_v, c->amax_i, c->amax_counter, ring, ring_n, pos, slot, c->prime_on, c->stream),
           "argmax kernel");
-    c->primed.key = NULL;
-    if (slot) c->primed = {c->last_key, c->last_pos + 1, out};
+    if (slot) c->cap_ring = ring, c->cap_ring_n = ring_n;
 }
 
 void cu_decode_forget(void *ctx, const void *key) {
@@ -1042,7 +1048,6 @@ void cu_decode_forget(void *ctx, const void *key) {
         flush(c);
         drop_recording(c, &g);
         if (g.slot) cudaFree(g.slot);
-        if (c->last_key == key) c->last_key = NULL;
         c->graphs->erase(c->graphs->begin() + i);
         return;
     }

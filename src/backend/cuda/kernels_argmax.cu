@@ -3,6 +3,7 @@
  * reading the logits. Each block reduces a slice to (value, index) and the last block to finish
  * reduces the blocks' pairs (a counter it resets, as the attention kernel's combine does). */
 #include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels_device.cuh"
 
 #include <math.h>
 
@@ -28,11 +29,28 @@ __device__ __forceinline__ void block_best(float &v, int &i, float *sv, int *si)
     }
 }
 
-__global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, float *part_v, int *part_i,
-                                                         unsigned *counter, int32_t *out, int *slot, int next_pos) {
+struct argmax_args {
+    const float *x;
+    int n;
+    float *part_v;
+    int *part_i;
+    unsigned *counter;
+    int32_t *out;
+    int ring, pos;
+    int *slot;
+    bool prime;
+};
+
+__global__ void __launch_bounds__(THREADS) argmax_kernel(const argmax_args a) {
     __shared__ float sv[THREADS / 32];
     __shared__ int si[THREADS / 32];
     __shared__ bool last;
+    const float *x = a.x;
+    const int n = a.n;
+    float *part_v = a.part_v;
+    int *part_i = a.part_i;
+    unsigned *counter = a.counter;
+    pdl_wait(); /* the logits, and in a decode graph every kernel of the step before it (each waits in turn) */
     float v = -INFINITY;
     int i = 0x7fffffff;
     for (int k = blockIdx.x * THREADS + threadIdx.x; k < n; k += gridDim.x * THREADS) better(v, i, __ldcg(x + k), k);
@@ -51,8 +69,9 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, 
     block_best(v, i, sv, si);
     if (threadIdx.x == 0) {
         const int id = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
-        *out = id;
-        if (slot) slot[0] = id, slot[1] = next_pos;
+        const int pos = a.slot ? a.slot[1] : a.pos; /* every kernel that reads the slot is done */
+        a.out[pos % a.ring] = id;
+        if (a.slot && a.prime) a.slot[0] = id, a.slot[1] = pos + 1;
         *counter = 0;
     }
 }
@@ -60,12 +79,12 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const float *x, int n, 
 } // namespace
 
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
-                          int *slot, int next_pos, cudaStream_t stream) {
+                          int ring, int pos, int *slot, bool prime, cudaStream_t stream) {
     int blocks = (n + THREADS * 4 - 1) / (THREADS * 4);
     if (blocks > DWK_ARGMAX_BLOCKS) blocks = DWK_ARGMAX_BLOCKS;
     if (blocks < 1) blocks = 1;
-    argmax_kernel<<<blocks, THREADS, 0, stream>>>(x, n, part_v, part_i, counter, out, slot, next_pos);
-    return cudaGetLastError();
+    const argmax_args a = {x, n, part_v, part_i, counter, out, ring > 0 ? ring : 1, pos, slot, prime};
+    return launch_pdl(argmax_kernel, a, dim3(blocks), THREADS, 0, stream);
 }
 
 } // namespace dwk
