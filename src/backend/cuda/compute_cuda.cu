@@ -58,12 +58,12 @@ struct graph_entry {
     int *slot; /* device {id, pos} */
     int short_len; /* recorded at a short length (dwk::attention_short_keys): replays only there */
     /* A step with its argmax (greedy): the recording writes its token into ring[pos % ring_n]
-     * and, with priming on, the next step {token, pos + 1} into slot itself; next_pos and
-     * next_id_dev then say which replay needs no set_step kernel (next_pos -1: none). */
+     * and, with priming on, the next step {token, pos + 1} into slot itself; next_pos is then
+     * the step a replay can take from the slot as it is, its token at ring[(next_pos - 1) %
+     * ring_n] (-1: none). */
     int32_t *ring;
     int ring_n;
     int next_pos;
-    const int32_t *next_id_dev;
 };
 
 /* Whether the step at pos attends over a short length (its attention's shape differs). */
@@ -961,14 +961,12 @@ void record_graph(cctx *c, graph_entry *g, int32_t id, int pos, void (*step)(voi
  * without the set_step kernel where the argmax of g's last replay wrote exactly that step into
  * the slot (its token at id_dev, the next position). */
 void replay(cctx *c, graph_entry *g, int32_t id, const int32_t *id_dev, int pos) {
-    const bool primed = id_dev && g->next_pos == pos && g->next_id_dev == id_dev;
+    const bool primed = id_dev && g->next_pos == pos && id_dev == g->ring + (pos - 1) % g->ring_n;
     if (!primed) check(c, dwk::launch_set_step(g->slot, id, id_dev, pos, c->stream), "graph step kernel");
     else c->stats.primed_replays++;
     check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch");
     c->stats.graph_replays++;
-    const bool primes = g->ring && c->prime_on;
-    g->next_pos = primes ? pos + 1 : -1;
-    g->next_id_dev = primes ? g->ring + pos % g->ring_n : NULL;
+    g->next_pos = g->ring && c->prime_on ? pos + 1 : -1;
 }
 
 /* The timing events around a step: the start (unless a step queued earlier is still uncounted),

@@ -195,15 +195,15 @@ cudaError_t launch_copy(void *dst, const void *src, size_t bytes, cudaStream_t s
 cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, cudaStream_t stream);
 
 /* ---- greedy choice: kernels_argmax.cu -------------------------------------------------------
- * out[pos % ring] = the first index of the largest of x[0, n) (NaN never wins; all NaN: 0).
+ * ring[pos % ring_n] = the first index of the largest of x[0, n) (NaN never wins; all NaN: 0).
  * part_v/part_i hold DWK_ARGMAX_BLOCKS partial results and counter (zero between launches) one
  * unsigned. With slot set (a decode graph's {id, pos}, the argmax recorded in its step), pos is
  * read from slot[1] when it runs, and with prime set the kernel then writes the next step
  * there: slot[0] = the index, slot[1] = pos + 1 (as launch_set_step would). Launched with
  * programmatic stream serialization: it waits for the kernel before. */
 #define DWK_ARGMAX_BLOCKS 128
-cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
-                          int ring, int pos, int *slot, bool prime, cudaStream_t stream);
+cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *ring,
+                          int ring_n, int pos, int *slot, bool prime, cudaStream_t stream);
 
 } // namespace dwk
 

@@ -35,8 +35,8 @@ struct argmax_args {
     float *part_v;
     int *part_i;
     unsigned *counter;
-    int32_t *out;
-    int ring, pos;
+    int32_t *ring;
+    int ring_n, pos;
     int *slot;
     bool prime;
 };
@@ -45,45 +45,40 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const argmax_args a) {
     __shared__ float sv[THREADS / 32];
     __shared__ int si[THREADS / 32];
     __shared__ bool last;
-    const float *x = a.x;
-    const int n = a.n;
-    float *part_v = a.part_v;
-    int *part_i = a.part_i;
-    unsigned *counter = a.counter;
     pdl_wait(); /* the logits, and in a decode graph every kernel of the step before it (each waits in turn) */
     float v = -INFINITY;
     int i = 0x7fffffff;
-    for (int k = blockIdx.x * THREADS + threadIdx.x; k < n; k += gridDim.x * THREADS) better(v, i, __ldcg(x + k), k);
+    for (int k = blockIdx.x * THREADS + threadIdx.x; k < a.n; k += gridDim.x * THREADS) better(v, i, __ldcg(a.x + k), k);
     block_best(v, i, sv, si);
     if (threadIdx.x == 0) {
-        part_v[blockIdx.x] = v, part_i[blockIdx.x] = i;
+        a.part_v[blockIdx.x] = v, a.part_i[blockIdx.x] = i;
         __threadfence();
-        last = atomicAdd(counter, 1u) == gridDim.x - 1;
+        last = atomicAdd(a.counter, 1u) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last) return;
     __threadfence();
     v = -INFINITY, i = 0x7fffffff;
-    for (int b = threadIdx.x; b < (int)gridDim.x; b += THREADS) better(v, i, __ldcg(part_v + b), __ldcg(part_i + b));
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += THREADS) better(v, i, __ldcg(a.part_v + b), __ldcg(a.part_i + b));
     __syncthreads(); /* sv/si reused */
     block_best(v, i, sv, si);
     if (threadIdx.x == 0) {
         const int id = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
         const int pos = a.slot ? a.slot[1] : a.pos; /* every kernel that reads the slot is done */
-        a.out[pos % a.ring] = id;
+        a.ring[pos % a.ring_n] = id;
         if (a.slot && a.prime) a.slot[0] = id, a.slot[1] = pos + 1;
-        *counter = 0;
+        *a.counter = 0;
     }
 }
 
 } // namespace
 
-cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *out,
-                          int ring, int pos, int *slot, bool prime, cudaStream_t stream) {
+cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *ring,
+                          int ring_n, int pos, int *slot, bool prime, cudaStream_t stream) {
     int blocks = (n + THREADS * 4 - 1) / (THREADS * 4);
     if (blocks > DWK_ARGMAX_BLOCKS) blocks = DWK_ARGMAX_BLOCKS;
     if (blocks < 1) blocks = 1;
-    const argmax_args a = {x, n, part_v, part_i, counter, out, ring > 0 ? ring : 1, pos, slot, prime};
+    const argmax_args a = {x, n, part_v, part_i, counter, ring, ring_n, pos, slot, prime};
     return launch_pdl(argmax_kernel, a, dim3(blocks), THREADS, 0, stream);
 }
 

@@ -110,13 +110,13 @@ cudaError_t launch_matvec(const mv_args &args, int n_sm, cudaStream_t stream) {
     if (wide < 0) {
         const char *v = getenv("DW_CUDA_X_WIDE"), *l = getenv("DW_CUDA_NORM_LATE");
         wide = !(v && *v == '0');
-        late = !(l && *l == '0') ? (l && *l == '2' ? 2 : 1) : 0;
+        late = !(l && *l == '0');
     }
     mv_args a = args;
     a.wide_x = wide && a.K >= 4096;
     /* stage_x_late's needs: the staged norm weights, float4s of x, w and x' aligned */
     a.norm_late = late && norm_staged(a) && a.K % 4 == 0 &&
-                  ((uintptr_t)a.x | (uintptr_t)a.norm_w | (uintptr_t)a.norm_out) % 16 == 0 ? late : 0;
+                  ((uintptr_t)a.x | (uintptr_t)a.norm_w | (uintptr_t)a.norm_out) % 16 == 0;
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {
     case W_BF16: return launch_wt<W_BF16>(a, n_sm, stream);

@@ -155,30 +155,30 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
         res_next[i] = !PAIR && a.res && lane == 0 && task < tasks && orr[i] >= 0 ? __ldcg(a.res + orr[i]) : 0.0f;
 
     float scale = 1.0f; /* the RMSNorm's, where stage_x_late leaves it to the rows' sums */
-    bool sums_done = false; /* the chunks' sums too, by stage_x_late (DW_CUDA_NORM_LATE=2: not) */
-    if (a.norm_late) { /* launch_matvec checked what stage_x_late needs */
-        sums_done = (K / 4) % MV_THREADS == 0 && a.norm_late == 1;
+    /* the chunks' sums by stage_x_late, as x arrives, where every thread has as many float4s */
+    const bool sums_done = a.norm_late && (K / 4) % MV_THREADS == 0;
+    if (a.norm_late) /* launch_matvec checked what stage_x_late needs */
         scale = stage_x_late<MV_THREADS, CP, XP>(xs, a.x, K, a.eps, a.norm_out, gs, sums_done ? xsum : nullptr);
-    } else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
+    else if (S == 1 && a.wide_x) /* long rows: their x in 4 times fewer round trips */
         stage_x<MV_THREADS, CP, XP, 8>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     else
         stage_x<MV_THREADS, CP, XP>(xs, red, a.x, K, a.norm_w, a.eps, a.norm_out, gs);
     if (!sums_done) {
-    for (int c = tid; c < NC; c += MV_THREADS) { /* four float4 sums side by side: a short chain */
-        float4 s4[4];
+        for (int c = tid; c < NC; c += MV_THREADS) { /* four float4 sums side by side: a short chain */
+            float4 s4[4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) s4[e] = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
+            for (int e = 0; e < 4; e++) s4[e] = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
 #pragma unroll
-        for (int e = 4; e < CP / 4; e++) {
-            const float4 v = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
-            s4[e % 4].x += v.x, s4[e % 4].y += v.y, s4[e % 4].z += v.z, s4[e % 4].w += v.w;
+            for (int e = 4; e < CP / 4; e++) {
+                const float4 v = *reinterpret_cast<const float4 *>(xs + c * XP + 4 * e);
+                s4[e % 4].x += v.x, s4[e % 4].y += v.y, s4[e % 4].z += v.z, s4[e % 4].w += v.w;
+            }
+            float sum = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 4; e++) sum += (s4[e].x + s4[e].y) + (s4[e].z + s4[e].w);
+            xsum[c] = sum;
         }
-        float sum = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 4; e++) sum += (s4[e].x + s4[e].y) + (s4[e].z + s4[e].w);
-        xsum[c] = sum;
-    }
-    __syncthreads();
+        __syncthreads();
     }
 
     for (; task < tasks; task += stride) {
