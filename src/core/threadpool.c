@@ -11,7 +11,7 @@
  * In a loop run by ranges, each thread's next task and end are one atomic word (next in the low
  * 32 bits, end in the high 32): the owner takes from the front, others from the back, both by
  * compare-and-swap, so every task runs exactly once whoever takes it. */
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

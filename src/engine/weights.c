@@ -67,7 +67,7 @@ dw_status dw__weights_open(const char *dir, dw__weight_files *wf, dw_error *err)
     if (file_exists(wf->index_path)) {
         char *text;
         size_t len;
-        if ((st = dw__file_read_all(wf->index_path, MAX_INDEX_BYTES, &text, &len, err))) return st;
+        if ((st = dw_file_read_all(wf->index_path, MAX_INDEX_BYTES, &text, &len, err))) return st;
         json_error_t jerr;
         json_t *root = json_loads(text, 0, &jerr);
         free(text);
