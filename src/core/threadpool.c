@@ -28,7 +28,7 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX, ~50 µs). */
+/* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX). */
 #ifndef SPIN_ITERATIONS
 #define SPIN_ITERATIONS 1000
 #endif
