@@ -38,6 +38,7 @@ $(LIBDW_SO): $(LIB_OBJ) $(CUDA_OBJ) $(BUILD)/lib/libwasmtime.so
 
 # What a program linking libdriftwood statically needs besides it: LDLIBS and CUDA_LDLIBS,
 # less the build tree's Wasmtime folder and run paths (Wasmtime is installed beside the library).
+# A CUDA build names the toolkit's libcudart_static.a where the build found it (not installed).
 comma := ,
 DW_PC_LIBS_PRIVATE = $(filter-out -L$(WASMTIME_DIR)/lib -Wl$(comma)-rpath$(comma)%,$(LDLIBS) $(CUDA_LDLIBS))
 

@@ -1,9 +1,7 @@
 /* dw_cuda_version() in builds with CUDA (include/driftwood/version.h): which CUDA runtime is
  * linked in, which driver is installed and whether a device answers. CPU-only builds define it
  * in src/actor/version.c instead. */
-extern "C" {
 #include "driftwood/version.h"
-}
 
 #include <cuda_runtime_api.h>
 #include <pthread.h>
