@@ -32,6 +32,7 @@ TEST_BIN   := $(BUILD)/bin/dw-tests
 
 include mk/cuda.mk
 include mk/guests.mk
+include mk/install.mk
 
 .PHONY: all setup demo test test-unit test-py guests clean
 all: $(DRIFTWOOD) $(TEST_BIN) guests
