@@ -12,7 +12,4 @@ const char *dw_version(void) { return DW_VERSION_STRING; }
 
 const char *dw_wasmtime_version(void) { return WASMTIME_VERSION; }
 
-/* With CUDA, src/backend/cuda/cuda_version.cu defines dw_cuda_version(). */
-#ifndef DW_HAVE_CUDA
-const char *dw_cuda_version(void) { return "cuda: not built"; }
-#endif
+/* dw_cuda_version() is the backend registry's (src/backend/backend.c). */

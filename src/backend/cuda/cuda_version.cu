@@ -1,7 +1,7 @@
-/* dw_cuda_version() in builds with CUDA (include/driftwood/version.h): which CUDA runtime is
- * linked in, which driver is installed and whether a device answers. CPU-only builds define it
- * in src/actor/version.c instead. */
-#include "driftwood/version.h"
+/* What dw_cuda_version() (include/driftwood/version.h, answered by the registry in backend.c)
+ * says in builds with CUDA: which CUDA runtime is linked in, which driver is installed and
+ * whether a device answers. No backend is opened. */
+#include "backend/backend.h"
 
 #include <cuda_runtime_api.h>
 #include <pthread.h>
@@ -35,7 +35,7 @@ static void describe(void) {
     snprintf(description, sizeof description, "cuda runtime %s driver %s", runtime_text, driver_text);
 }
 
-extern "C" const char *dw_cuda_version(void) {
+extern "C" const char *dw__cuda_version(void) {
     pthread_once(&described_once, describe);
     return description;
 }
