@@ -1,7 +1,7 @@
 /* Tokenizer: loads a Hugging Face tokenizer.json (BPE: byte-level GPT-2 / Llama 3 style, or
  * SentencePiece-style Llama 2 with byte fallback), encodes text to ids and decodes ids to
  * text, also one id at a time, and renders the Llama 3 chat format. Results match the HF
- * `tokenizers` library (tests/py/test_tokenizer_parity.py). Internals: src/engine/tokenizer_impl.h. */
+ * `tokenizers` library (tests/py/test_tokenizer_parity.py). Internals: src/tokenizer/tokenizer_impl.h. */
 #ifndef DRIFTWOOD_TOKENIZER_H
 #define DRIFTWOOD_TOKENIZER_H
 

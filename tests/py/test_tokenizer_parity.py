@@ -42,8 +42,8 @@ def corpus():
 @pytest.fixture(scope="session")
 def tool(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tok") / "tokenize_tool")
-    srcs = sorted(os.path.join("src", "engine", f) for f in os.listdir(os.path.join(ROOT, "src", "engine"))
-                  if f.startswith("tokenizer") and f.endswith(".c"))
+    srcs = sorted(os.path.join("src", "tokenizer", f) for f in os.listdir(os.path.join(ROOT, "src", "tokenizer"))
+                  if f.endswith(".c"))
     cmd = ["gcc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-Iinclude", "-Isrc", "tests/tools/tokenize_tool.c", *srcs,
            "src/core/error.c", "src/core/sha256.c", "src/core/file.c", "-ljansson", "-lpcre2-8", "-pthread",
            "-o", out]

@@ -10,7 +10,7 @@
 
 #include "core/sha256.h"
 #include "driftwood/tokenizer.h"
-#include "engine/tokenizer_nfc.h"
+#include "tokenizer/tokenizer_nfc.h"
 #include "test.h"
 
 /* A byte-level BPE (GPT-2 pre-tokenizer): "Ġ" is the space, "Ã" and "©" are the bytes C3 and A9

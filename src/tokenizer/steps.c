@@ -2,8 +2,8 @@
  * (Split, ByteLevel, Metaspace, Sequence), decoder (ByteLevel, Replace, Metaspace, ByteFallback,
  * Fuse, Strip, Sequence) and post_processor (ByteLevel, TemplateProcessing, Sequence). Anything
  * else is refused with the key and value named. Also the normalizer itself. */
-#include "engine/tokenizer_steps.h"
-#include "engine/tokenizer_nfc.h"
+#include "tokenizer/steps.h"
+#include "tokenizer/tokenizer_nfc.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * merges, added tokens) and the encode pipeline's plan, which mirrors HF `tokenizers`:
  *   added tokens (raw) -> normalizer -> added tokens (normalized) -> pre-tokenizer steps -> BPE.
  * Public API: include/driftwood/tokenizer.h. */
-#ifndef DW_ENGINE_TOKENIZER_IMPL_H
-#define DW_ENGINE_TOKENIZER_IMPL_H
+#ifndef DW_TOKENIZER_IMPL_H
+#define DW_TOKENIZER_IMPL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

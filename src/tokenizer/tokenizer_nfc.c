@@ -1,12 +1,12 @@
 /* Unicode NFC (canonical decomposition, canonical ordering, canonical composition; Hangul by
  * arithmetic), as the HF tokenizers NFC normalizer does it. Text made only of characters that
  * neither decompose, combine nor compose is returned as is without the full pass. */
-#include "engine/tokenizer_nfc.h"
+#include "tokenizer/tokenizer_nfc.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 enum { S_BASE = 0xAC00, L_BASE = 0x1100, V_BASE = 0x1161, T_BASE = 0x11A7, L_COUNT = 19, V_COUNT = 21,
        T_COUNT = 28, N_COUNT = V_COUNT * T_COUNT, S_COUNT = L_COUNT * N_COUNT };

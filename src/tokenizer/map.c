@@ -1,6 +1,6 @@
 /* Lookup structures of the tokenizer: the string -> id hash map (vocabulary, added tokens), the
  * merge-pair map read by BPE, and the byte trie that finds added tokens in text. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,11 +3,11 @@
  * in normalized form, run the pre-tokenizer steps (regex Split, ByteLevel, Metaspace) piece by
  * piece, and BPE each final word (tokenizer_bpe.c). Pieces are passed down by recursion, one
  * scratch buffer per step, so nothing is collected in lists. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
 
-#include "engine/tokenizer_steps.h"
+#include "tokenizer/steps.h"
 
 typedef struct seg {
     size_t s, e;

@@ -1,12 +1,12 @@
 /* Reading the pipeline parts of tokenizer.json (normalizer, pre_tokenizer, decoder,
  * post_processor) into the plans of tokenizer_impl.h, plus the normalizer itself and the
  * loader's message and JSON helpers. Used by tokenizer_json.c and tokenizer_encode.c. */
-#ifndef DW_ENGINE_TOKENIZER_STEPS_H
-#define DW_ENGINE_TOKENIZER_STEPS_H
+#ifndef DW_TOKENIZER_STEPS_H
+#define DW_TOKENIZER_STEPS_H
 
 #include <jansson.h>
 
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 /* Sets err to "<file>: <message>" and returns st. */
 dw_status dw__tok_fail(const dw_tokenizer *tok, dw_error *err, dw_status st, const char *fmt, ...)

@@ -1,7 +1,7 @@
 /* Unicode NFC normalization for the tokenizer's "NFC" normalizer (Qwen2 tokenizer.json), with
  * tables generated from HF `tokenizers` itself (tokenizer_nfc_data.c). */
-#ifndef DW_ENGINE_TOKENIZER_NFC_H
-#define DW_ENGINE_TOKENIZER_NFC_H
+#ifndef DW_TOKENIZER_NFC_H
+#define DW_TOKENIZER_NFC_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* Loading tokenizer.json: the file and its hash, the BPE model (vocab, merges in "a b" or
  * ["a","b"] form, unk/byte_fallback/ignore_merges), added tokens, the special-token names, and
  * the tables built from them. The pipeline steps are read by tokenizer_steps.c. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 
 #include "core/file.h"
 #include "core/sha256.h"
-#include "engine/tokenizer_steps.h"
+#include "tokenizer/steps.h"
 
 dw_status dw__tok_fail(const dw_tokenizer *tok, dw_error *err, dw_status st, const char *fmt, ...) {
     char msg[DW_ERROR_MESSAGE_MAX];
