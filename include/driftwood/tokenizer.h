@@ -25,6 +25,10 @@ typedef struct dw_tokenizer dw_tokenizer;
  * On failure *out is NULL. */
 dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out /* OUT */, dw_error *err);
 
+/* As dw_tokenizer_load, from a model folder: loads model_dir/tokenizer.json (and, beside it,
+ * model_dir/tokenizer_config.json when there is one). */
+dw_status dw_tokenizer_load_dir(const char *model_dir, dw_tokenizer **out /* OUT */, dw_error *err);
+
 /* As dw_tokenizer_load, from len bytes of JSON in memory; name is used in messages only.
  * No tokenizer_config.json is read. The bytes are copied. */
 dw_status dw_tokenizer_load_json(const char *name, const void *json, size_t len,

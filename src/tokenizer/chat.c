@@ -5,8 +5,6 @@
 
 #include <string.h>
 
-#include "tokenizer/steps.h"
-
 /* Python's str.isspace(), which Jinja's trim uses. */
 static int py_is_space(uint32_t cp) { return dw__unicode_is_space(cp) || (cp >= 0x1C && cp <= 0x1F); }
 

@@ -6,8 +6,6 @@
 
 #include <string.h>
 
-#include "tokenizer/steps.h"
-
 static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 
 /* ---- piece tables --------------------------------------------------------------------------- */
