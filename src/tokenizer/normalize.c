@@ -2,7 +2,7 @@
  * NFC) in order, as HF `tokenizers` runs them. Unicode NFC is utf8proc's, held to the Unicode
  * version HF's own tables have (see hf_starters below). utf8proc replaced hand-written tables
  * here (issue 18): measured in one run on the same text, it gave the same bytes and was as fast
- * on ASCII and faster on accented Latin, Hangul, CJK and combining marks. */
+ * on ASCII and stacked combining marks, and faster on accented Latin, Hangul and CJK. */
 #include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
