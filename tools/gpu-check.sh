@@ -95,7 +95,7 @@ fi
 if [ -x "$B/bin/driftwood" ] && want engine-bench; then
     gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
         -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
-        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
+        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lutf8proc -lm -ldl \
         $(make -s BUILD=$B cuda-ldlibs) >>"$OUT/build.log" 2>&1 || fail bench-build
     dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
     for shape in ${DW_GPU_BENCH_SHAPES:-llama-3.2-1b}; do
