@@ -7,7 +7,7 @@
  * Prints µs per layer and the bandwidth; `chain_probe 8b` for the Llama-3.1-8B shape, else 1B.
  * What the matvec chain loses against the streaming one is what the kernels themselves cost
  * beyond moving their weights. */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 
 #include <algorithm>
 #include <cstdio>
