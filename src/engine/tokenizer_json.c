@@ -445,7 +445,7 @@ dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out, dw_error *err)
     *out = NULL;
     char *buf;
     size_t len;
-    dw_status st = dw__file_read_all(path, DW__TOK_FILE_MAX, &buf, &len, err);
+    dw_status st = dw_file_read_all(path, DW__TOK_FILE_MAX, &buf, &len, err);
     if (st) return st;
     dw_tokenizer *tok = tok_new(path);
     if (!tok) {

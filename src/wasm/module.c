@@ -15,12 +15,7 @@
 #include "wasm/engine.h"
 #include "wasm/module_inspect.h"
 #include "wasm/module.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "core/clock.h"
 
 static dw_status check_header(const char *name, const uint8_t *bytes, size_t len, dw_error *err) {
     static const uint8_t magic[4] = {0x00, 'a', 's', 'm'};
@@ -71,7 +66,7 @@ static void cache_store(const char *cache_dir, wasmtime_module_t *m, const char 
         return;
     }
     dw_error err;
-    if (mkdir_p(cache_dir) == 0 && dw__file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
+    if (mkdir_p(cache_dir) == 0 && dw_file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
         fprintf(stderr, "driftwood: warning: module cache: %s\n", err.message);
     wasm_byte_vec_delete(&bytes);
 }
@@ -89,7 +84,7 @@ dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t
         free(m);
         return dw_error_set(err, DW_ERR_NO_MEMORY, "%s: out of memory", name);
     }
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw__sha256(bytes, len, m->stats.sha256);
     m->mutable_globals = dw__wasm_count_mutable_globals(bytes, len);
     char path[4200] = "";
@@ -109,7 +104,7 @@ dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t
         }
         if (cache_dir) cache_store(cache_dir, m->module, path);
     }
-    m->stats.load_ms = now_ms() - t0;
+    m->stats.load_ms = dw__now_ms() - t0;
     *out = m;
     return DW_OK;
 }

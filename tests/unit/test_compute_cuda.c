@@ -665,7 +665,7 @@ static dw_status qmodel_write(const qmodel_case *c, uint64_t seed, char *qdir, s
     snprintf(qdir, qdir_size, "%s-q", dir);
     snprintf(what, what_size, "%d-bit g%d %s scales%s, K up to %d, vocab %d", c->bits, c->group,
              dw_dtype_name(c->dtype), c->tie ? " tied" : "", c->inter, spec.vocab);
-    return dw__quantize_model(dir, qdir, c->bits, c->group, err);
+    return dw_model_quantize(dir, qdir, c->bits, c->group, err);
 }
 
 /* Quantized models (MLX affine: 4 and 8 bits, groups 32/64/128, bf16, f16 and f32 scales, tied
@@ -714,7 +714,7 @@ TEST(cuda_persistent_decode_kernel_matches_cpu) {
     parity_run(dir, "bf16, persistent kernel", spec.vocab, 0, 1e-3, 1e-3, dw_test_failed_);
     CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "bf16: the persistent kernel never ran");
     snprintf(qdir, sizeof qdir, "%s-q", dir);
-    CHECK_OK(dw__quantize_model(dir, qdir, 4, 64, &err));
+    CHECK_OK(dw_model_quantize(dir, qdir, 4, 64, &err));
     last_persistent_launches = -1;
     parity_run(qdir, "4-bit g64, persistent kernel", spec.vocab, 1, -1, 1e-4, dw_test_failed_);
     CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "4-bit: the persistent kernel never ran");
@@ -808,7 +808,7 @@ TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
     CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     for (int q = 0; q < 2; q++) {
         snprintf(qdir[q], sizeof qdir[q], "%s-q%d", dir, q ? 8 : 4);
-        CHECK_OK(dw__quantize_model(dir, qdir[q], q ? 8 : 4, 64, &err));
+        CHECK_OK(dw_model_quantize(dir, qdir[q], q ? 8 : 4, 64, &err));
         greedy_parity(qdir[q], q ? "8-bit g64" : "4-bit g64", "cuda", spec.vocab, dw_test_failed_);
     }
 }

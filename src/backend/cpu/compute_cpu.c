@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/assert.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 typedef struct cpu_ctx {
     dw_threadpool *pool;

@@ -5,7 +5,7 @@
 
 #include "backend/compute.h"
 #include "backend/cpu/kernels.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 /* Replaces the kernel set of a CPU compute context (e.g. &dw__cpu_kernels_ref). */
 void dw__cpu_compute_set_kernels(dw_compute *c, const dw__cpu_kernels *kernels);

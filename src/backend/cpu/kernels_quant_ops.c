@@ -9,7 +9,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/kernels_quant.h"
 #include "core/assert.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 #define QMATVEC_BLOCK_ROWS 32 /* decode: rows per task */
 #define QGEMM_BLOCK_ROWS 32   /* prefill: rows dequantized per task, then one f32 GEMM over the batch */
