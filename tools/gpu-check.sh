@@ -102,7 +102,7 @@ if [ -x "$B/bin/driftwood" ] && want engine-bench; then
         dw_m=/tmp/dw-bench-$shape
         [ -f "$dw_m/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape "$shape" --out "$dw_m" \
             --tokenizer-dir "$dw_tok" >>"$OUT/bench-engine.txt" 2>&1 || fail "mkmodel-$shape"
-        # DW_GPU_BENCH_ENVS: variants, each VAR=VALUE[,VAR=VALUE] (tuning knobs of compute_cuda)
+        # DW_GPU_BENCH_ENVS: variants, each VAR=VALUE[,VAR=VALUE] (environment options, docs/CUDA.md "Tuning options")
         for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
             echo "== $shape ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
             [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \

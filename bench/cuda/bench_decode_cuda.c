@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
-#include "backend/cuda/compute_cuda.h"
+#include "backend/cuda/cuda_backend.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
@@ -81,8 +81,8 @@ static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, doub
     prompt_ids(ids, n_prompt, c->vocab_size, 12345);
     if (dw_session_prefill(s, ids, n_prompt, logits, &err)) fail(&err);
     double *dt = malloc(sizeof(double) * n_gen);
-    dw__cuda_compute_stats st0, st1;
-    dw__cuda_compute_get_stats(&m->compute, &st0);
+    dw_backend_stats st0, st1;
+    dw_backend_get_stats(m->backend, &st0);
     double t0 = now_s(), t_arg = 0;
     for (int g = 0; g < n_gen; g++) {
         double a = now_s();
@@ -92,7 +92,7 @@ static void run_decode(dw_model *m, int n_prompt, int n_gen, float *logits, doub
         dt[g] = now_s() - a;
     }
     double total = now_s() - t0;
-    dw__cuda_compute_get_stats(&m->compute, &st1);
+    dw_backend_get_stats(m->backend, &st1);
     if (sp) {
         long timed = st1.timed_steps - st0.timed_steps;
         sp->wall = total / n_gen * 1e3;
@@ -126,12 +126,12 @@ static double run_greedy(dw_model *m, int n_prompt, int n_gen, float *logits, do
     if (dw_session_prefill(s, ids, n_prompt - 1, logits, &err)) fail(&err);
     /* two steps first: the session's graph is recorded on its second step */
     if (dw_session_decode_greedy(s, ids[n_prompt - 1], 2, ids + n_prompt, &err)) fail(&err);
-    dw__cuda_compute_stats st0, st1;
-    dw__cuda_compute_get_stats(&m->compute, &st0);
+    dw_backend_stats st0, st1;
+    dw_backend_get_stats(m->backend, &st0);
     double t0 = now_s();
     if (dw_session_decode_greedy(s, ids[n_prompt + 1], n_gen, ids + n_prompt + 2, &err)) fail(&err);
     double total = now_s() - t0;
-    dw__cuda_compute_get_stats(&m->compute, &st1);
+    dw_backend_get_stats(m->backend, &st1);
     long timed = st1.timed_steps - st0.timed_steps;
     *gpu_ms = timed > 0 ? (st1.gpu_step_ms - st0.gpu_step_ms) / timed : 0;
     free(ids);
@@ -183,8 +183,8 @@ static double bytes_per_weight(const dw_cweight *w) {
 static void op_bench(dw_model *m, float *region_logits) {
     dw_error err = {0};
     const dw_model_config *c = dw_model_get_config(m);
-    const dw_compute_ops *ops = m->compute.ops;
-    void *ctx = m->compute.ctx;
+    const dw_backend_ops *ops = m->backend->ops;
+    void *ctx = m->backend->ctx;
     dw_session *s;
     dw_session_options so = {.ctx = 4104, .max_batch = 1};
     if (dw_session_create(m, &so, &s, &err)) fail(&err);
@@ -264,11 +264,11 @@ int main(int argc, char **argv) {
     char *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     memset(region, 0, len);
     for (size_t off = 0; off < len; off += piece)
-        if (be->ops->region_register(be->ctx, region + off, piece, &err)) fail(&err);
+        if (dw_backend_register_range(be, region + off, piece, &err)) fail(&err);
     float *logits = (float *)region;
 
     double bw;
-    if (dw__cuda_copy_bandwidth(&m->compute, (size_t)1 << 30, 10, &bw, &err)) fail(&err);
+    if (dw_backend_memory_bandwidth(m->backend, (size_t)1 << 30, 10, &bw, &err)) fail(&err);
     double wbytes = (double)dw_model_weight_bytes(m);
     double bound = bw * 1e9 / wbytes;
 
@@ -279,18 +279,18 @@ int main(int argc, char **argv) {
     split_ms sp_short = {0}, sp_long = {0}, sp_eager = {0};
     run_decode(m, n_prompt, n_gen, logits, &short_tps, &short_ms, &sp_short);
     double greedy_gpu_ms = 0, greedy_tps = run_greedy(m, n_prompt, n_gen - 2, logits, &greedy_gpu_ms);
-    dw__cuda_compute_stats st;
-    dw__cuda_compute_get_stats(&m->compute, &st);
+    dw_backend_stats st;
+    dw_backend_get_stats(m->backend, &st);
     double long_greedy_gpu_ms = 0, long_greedy_tps = 0;
     if (n_long > 0) {
         run_decode(m, n_long, 128, logits, &long_tps, &long_ms, &sp_long);
         long_greedy_tps = run_greedy(m, n_long, 126, logits, &long_greedy_gpu_ms);
-        dw__cuda_compute_set_graphs(&m->compute, 0);
+        dw__cuda_set_graphs(m->backend, 0);
         run_decode(m, n_prompt, 64, logits, &eager_tps, &eager_ms, &sp_eager);
-        dw__cuda_compute_set_graphs(&m->compute, 1);
+        dw__cuda_set_graphs(m->backend, 1);
     }
-    dw__cuda_compute_stats st_end;
-    dw__cuda_compute_get_stats(&m->compute, &st_end);
+    dw_backend_stats st_end;
+    dw_backend_get_stats(m->backend, &st_end);
 
     printf("model              %s (%d layers, hidden %d, vocab %d)\n", dir, c->n_layers, c->hidden_size, c->vocab_size);
     printf("load               %.2f s\n", load_s);
@@ -312,19 +312,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++)
         printf("  %-14s %7.3f %7.3f %7.3f  (%6.3f %8.3f %14.3f)\n", spn[i], sps[i]->wall, sps[i]->gpu, sps[i]->host,
                sps[i]->enqueue, sps[i]->download, sps[i]->argmax);
-    printf("downloads straight into the region: %ld; persistent decode kernel launches: %ld\n",
-           st_end.direct_downloads, st_end.persistent_launches);
-    double tr[2 * 256];
-    const int ntr = dw__cuda_persist_trace(&m->compute, tr, 2 * 256);
-    if (ntr) { /* DW_CUDA_PERSIST_TRACE=1: phase i runs [start, end] µs, then the barrier */
-        printf("persistent phases (last launch of %.0f blocks, us): i start end dur gap-before\n", tr[0]);
-        tr[0] = -1;
-        for (int i = 0; i < ntr; i++)
-            if (i < 12 || i >= ntr - 2)
-                printf("  %3d %8.2f %8.2f %6.2f %6.2f\n", i, tr[2 * i], tr[2 * i + 1], tr[2 * i + 1] - tr[2 * i],
-                       i ? tr[2 * i] - tr[2 * i - 1] : 0.0);
-        printf("  total %.2f us for %d phases\n", tr[2 * ntr - 1], ntr);
-    }
+    printf("downloads straight into the region: %ld\n", st_end.direct_downloads);
     printf("{\"model\": \"%s\", \"backend\": \"cuda\", \"load_s\": %.3f, \"copy_bandwidth_gbs\": %.1f, "
            "\"weight_bytes_per_token\": %.0f, \"bound_tok_s\": %.1f, \"prefill_tokens\": %d, \"prefill_tok_s\": %.0f, "
            "\"prompt_tokens\": %d, \"gen_tokens\": %d, \"decode_tok_s\": %.2f, \"decode_ms_median\": %.4f, "
@@ -336,7 +324,7 @@ int main(int argc, char **argv) {
            dir, load_s, bw, wbytes, bound, n_prefill, prefill_tps, n_prompt, n_gen, short_tps, short_ms,
            short_tps / bound, n_long, long_tps, long_ms, eager_tps, sp_short.gpu, sp_short.host, sp_long.gpu,
            sp_long.host, greedy_tps, greedy_gpu_ms, long_greedy_tps, long_greedy_gpu_ms);
-    for (size_t off = 0; off < len; off += piece) be->ops->region_unregister(be->ctx, region + off, piece, &err);
+    dw_backend_release_range(be, region, len);
     munmap(region, len);
     dw_model_free(m);
     dw_backend_close(be);
