@@ -19,12 +19,6 @@
  * device memory (bench zerocopy measures device-memory growth). */
 #define WORKSPACE_BYTES (32u << 20)
 
-double dw__cuda_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 dw_status dw__cuda_fail(dw_error *err, cudaError_t e, const char *what) {

@@ -13,6 +13,7 @@
 
 extern "C" {
 #include "backend/backend.h"
+#include "core/clock.h"
 #include "backend/cuda/host_ranges.h"
 }
 #include "backend/cuda/cublas_dl.h"
@@ -115,7 +116,6 @@ struct dw__cuda_locked {
 
 /* ---- cuda_backend.cu ----------------------------------------------------------------------- */
 
-double dw__cuda_now_s(void);
 /* A failed CUDA call as a DW_ERR_BACKEND (DW_ERR_UNSUPPORTED for no device or driver) message
  * naming the call; clears the (non-sticky) error so the next call starts clean. */
 dw_status dw__cuda_fail(dw_error *err, cudaError_t e, const char *what);

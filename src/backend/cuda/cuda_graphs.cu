@@ -124,7 +124,7 @@ void dw__cuda_count_step_time(dw__cuda_ctx *c) {
 /* Queues the step between the two timing events. */
 void dw__cuda_decode_step(void *ctx, const void *key, int32_t id, int pos, void (*step)(void *), void *arg) {
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
-    double t0 = dw__cuda_now_s();
+    double t0 = dw__now_s();
     dw__cuda_locked l(c);
     dw__cuda_flush(c);
     dw__cuda_graph *g = c->graphs_on ? find_graph(c, key, true) : NULL;
@@ -144,14 +144,14 @@ void dw__cuda_decode_step(void *ctx, const void *key, int32_t id, int pos, void 
         c->stats.eager_steps++;
     }
     time_step_end(c, timed);
-    c->stats.enqueue_s += dw__cuda_now_s() - t0;
+    c->stats.enqueue_s += dw__now_s() - t0;
 }
 
 /* A replay with the id read on the device; 0 without a recording for key. */
 int dw__cuda_decode_step_from(void *ctx, const void *key, const int32_t *id_dev, int pos, void (*step)(void *),
                               void *arg) {
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
-    double t0 = dw__cuda_now_s();
+    double t0 = dw__now_s();
     dw__cuda_locked l(c);
     dw__cuda_graph *g = c->graphs_on ? find_graph(c, key, false) : NULL;
     if (!g || g->state != 2 || g->short_len != short_at(c, pos)) return 0;
@@ -159,7 +159,7 @@ int dw__cuda_decode_step_from(void *ctx, const void *key, const int32_t *id_dev,
     const bool timed = time_step_start(c);
     replay(c, g, 0, id_dev, pos);
     time_step_end(c, timed);
-    c->stats.enqueue_s += dw__cuda_now_s() - t0;
+    c->stats.enqueue_s += dw__now_s() - t0;
     return 1;
 }
 

@@ -165,7 +165,7 @@ dw_status dw__cuda_upload(void *ctx, void *dst, const void *host_src, size_t byt
  * wait, then the copy (split at registrations). */
 dw_status dw__cuda_download(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err) {
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
-    double t0 = dw__cuda_now_s();
+    double t0 = dw__now_s();
     bool direct = false;
     if (bytes) {
         dw__cuda_locked l(c);
@@ -180,7 +180,7 @@ dw_status dw__cuda_download(void *ctx, void *host_dst, const void *src, size_t b
         st = copy(c, host_dst, src, bytes, cudaMemcpyDeviceToHost, "cudaMemcpy device to host", err);
     dw__cuda_locked l(c);
     if (direct) c->stats.direct_downloads++;
-    c->stats.download_s += dw__cuda_now_s() - t0;
+    c->stats.download_s += dw__now_s() - t0;
     return st;
 }
 
