@@ -119,7 +119,7 @@ static dw_status load_tokenizer(dw_model *m, dw_error *err) {
     if (snprintf(path, sizeof path, "%s/tokenizer.json", m->dir) >= (int)sizeof path)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: path too long", m->dir);
     if (access(path, F_OK) != 0) return DW_OK;
-    return dw_tokenizer_load(path, &m->tokenizer, err);
+    return dw_tokenizer_load_dir(m->dir, &m->tokenizer, err);
 }
 
 static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) {
