@@ -28,4 +28,10 @@ if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
     (cd .carry/debs && apt-get download $dw_debs >/dev/null)
 fi
 
+# BASE=COMMIT: that commit's source too, for tools/gpu-ab.sh's same-run A/B against it.
+if [ -n "${BASE:-}" ]; then
+    mkdir -p .carry/base
+    git archive "$BASE" Makefile mk src include sdk bench tools examples | tar -x -C .carry/base
+fi
+
 echo "gpu-prepare: .carry holds $(du -sh .carry | cut -f1): Wasmtime $dw_version, $(ls .carry/guests | wc -l) guests, $(ls .carry/debs | wc -l) packages"
