@@ -75,12 +75,7 @@ typedef struct dw__cpu_kernels {
 /* The scalar reference kernels (any CPU). */
 extern const dw__cpu_kernels dw__cpu_kernels_ref;
 
-/* The best kernels this CPU supports (chosen once). DW_CPU_ISA=ref|avx2|avx512|avx512bf16 in the
- * environment caps the choice (for testing and comparison). */
-const dw__cpu_kernels *dw__cpu_kernels_best(void);
-
-/* Every kernel set this CPU can run, reference first, the default (best) last; returns the count. */
-int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max);
+/* Choosing a set: kernels_dispatch.h. */
 
 #if defined(__x86_64__)
 extern const dw__cpu_kernels dw__cpu_kernels_avx2;

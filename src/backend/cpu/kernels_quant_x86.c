@@ -9,7 +9,6 @@
 
 #include <immintrin.h>
 
-#include "engine/quant.h"
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
