@@ -11,6 +11,7 @@
 #include "driftwood/backend.h"
 #include "driftwood/dtype.h"
 #include "driftwood/error.h"
+#include "driftwood/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,14 +56,17 @@ typedef struct dw_model_config {
     dw_dtype dtype;              /* torch_dtype / dtype (informational; weights carry their own) */
 } dw_model_config;
 
-/* Options for dw_model_load; a zeroed struct (or NULL) means the defaults. */
+/* Options for dw_model_load; a zeroed struct (or NULL) means the defaults. (The CPU's thread
+ * count is the backend's: dw_backend_options.) */
 typedef struct dw_model_options {
-    int n_threads; /* CPU: threads for this model's kernels; <= 0 = the process-wide pool */
+    int skip_tokenizer; /* 1: do not load tokenizer.json (benchmarks of the forward pass alone) */
 } dw_model_options;
 
-/* Loads the model in directory dir onto backend (which must outlive the model). Weights are
- * mmap'd (and, on a device backend, uploaded once). Errors name the file and the problem:
- * an unsupported architecture or config key, a missing tensor, a wrong shape or dtype. */
+/* Opens the model directory dir onto backend (which must outlive the model): config.json and
+ * generation_config.json, the weights (mmap'd, and on a device backend uploaded once) and
+ * tokenizer.json when the directory has one. Errors name the file and the problem: an
+ * unsupported architecture or config key, a missing tensor, a wrong shape or dtype, a bad
+ * tokenizer. */
 dw_status dw_model_load(const char *dir, dw_backend *backend, const dw_model_options *opts,
                         dw_model **out /* OUT */, dw_error *err);
 
@@ -72,6 +76,9 @@ void dw_model_free(dw_model *model);
 const dw_model_config *dw_model_get_config(const dw_model *model);
 const char *dw_model_dir(const dw_model *model);
 dw_backend *dw_model_backend(const dw_model *model);
+/* The model directory's tokenizer, owned by the model; NULL when the directory has no
+ * tokenizer.json or it was skipped. */
+dw_tokenizer *dw_model_tokenizer(const dw_model *model);
 
 /* Bytes of weights read per decoded token (every matrix once; the embedding table only when it
  * doubles as the LM head): the numerator of the memory-bandwidth bound. */

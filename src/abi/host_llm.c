@@ -14,12 +14,7 @@
 #include "driftwood/model.h"
 #include "driftwood/sampler.h"
 #include "driftwood/tokenizer.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "core/clock.h"
 
 static int32_t code_of(dw_status st) {
     switch (st) {
@@ -258,9 +253,9 @@ static wasm_trap_t *host_prefill(void *env, wasmtime_caller_t *caller, wasmtime_
     if (code != DW_E_OK) return args[0].i32 = code, NULL;
     if (count == 0) return FAIL(DW_E_INVALID, "dw.prefill: no tokens");
     dw_error err;
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw_status st = dw_session_prefill(s->session, ids, count, logits, &err);
-    ctx->stats.prefill_ms += now_ms() - t0;
+    ctx->stats.prefill_ms += dw__now_ms() - t0;
     if (st != DW_OK) return FAIL(code_of(st), "dw.prefill: %s", err.message);
     ctx->stats.prefill_calls++;
     ctx->stats.prefill_tokens += (uint64_t)count;
@@ -277,9 +272,9 @@ static wasm_trap_t *host_decode(void *env, wasmtime_caller_t *caller, wasmtime_v
     if (trap) return trap;
     if (code != DW_E_OK) return args[0].i32 = code, NULL;
     dw_error err;
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw_status st = dw_session_decode(s->session, args[1].i32, logits, &err);
-    ctx->stats.decode_ms += now_ms() - t0;
+    ctx->stats.decode_ms += dw__now_ms() - t0;
     if (st != DW_OK) return FAIL(code_of(st), "dw.decode: %s", err.message);
     ctx->stats.decode_tokens++;
     args[0].i32 = DW_E_OK;

@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "actor/runtime_impl.h"
+#include "core/clock.h"
 #include "driftwood/model.h"
 #include "driftwood/tokenizer.h"
 
@@ -61,12 +61,6 @@ const char *dw_runtime_model_dir(dw_runtime *rt, const char *name) {
     return m ? m->dir : NULL;
 }
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
 dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend_name, dw_model **model,
                            dw_tokenizer **tokenizer, double *load_ms, dw_error *err) {
     dw_backend *backend;
@@ -82,22 +76,22 @@ dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend
     for (int i = 0; i < m->loaded_count; i++)
         if (m->backends[i] == backend) {
             *model = m->loaded[i];
-            *tokenizer = m->tokenizer;
+            *tokenizer = dw_model_tokenizer(m->loaded[i]);
             goto out;
         }
-    double t0 = now_ms();
-    if (!m->tokenizer) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/tokenizer.json", m->dir);
-        if ((st = dw_tokenizer_load(path, &m->tokenizer, err)) != DW_OK) goto out;
-    }
+    double t0 = dw__now_ms();
     dw_model *loaded;
     if ((st = dw_model_load(m->dir, backend, NULL, &loaded, err)) != DW_OK) goto out;
+    if (!dw_model_tokenizer(loaded)) {
+        dw_model_free(loaded);
+        st = dw_error_set(err, DW_ERR_NOT_FOUND, "model '%s': %s has no tokenizer.json", name, m->dir);
+        goto out;
+    }
     m->backends[m->loaded_count] = backend;
     m->loaded[m->loaded_count++] = loaded;
     *model = loaded;
-    *tokenizer = m->tokenizer;
-    if (load_ms) *load_ms = now_ms() - t0;
+    *tokenizer = dw_model_tokenizer(loaded);
+    if (load_ms) *load_ms = dw__now_ms() - t0;
 out:
     pthread_mutex_unlock(&rt->lock);
     return st;
@@ -107,7 +101,6 @@ void dw__runtime_free_models(dw_runtime *rt) {
     for (int i = 0; i < rt->model_count; i++) {
         dw__registered_model *m = &rt->models[i];
         for (int j = 0; j < m->loaded_count; j++) dw_model_free(m->loaded[j]);
-        dw_tokenizer_free(m->tokenizer);
         free(m->name);
         free(m->dir);
     }

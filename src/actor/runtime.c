@@ -1,10 +1,9 @@
 /* The runtime: the object an embedding application holds. It owns the module cache folder,
- * the backends (opened once, shared by every actor) and the registered models. */
+ * the backends (runtime_backends.c) and the registered models (model_registry.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/backend.h"
 #include "actor/runtime_impl.h"
 #include "core/file.h"
 #include "wasm/engine.h"
@@ -40,29 +39,10 @@ dw_status dw_runtime_create(const dw_runtime_options *options, dw_runtime **out,
 void dw_runtime_free(dw_runtime *rt) {
     if (!rt) return;
     dw__runtime_free_models(rt);
-    for (int i = 0; i < rt->backend_count; i++) dw_backend_close(rt->backends[i]);
+    dw__runtime_close_backends(rt);
     pthread_mutex_destroy(&rt->lock);
     free(rt->module_cache_dir);
     free(rt);
-}
-
-dw_status dw_runtime_backend(dw_runtime *rt, const char *name, dw_backend **out, dw_error *err) {
-    if (!name) name = "cpu";
-    dw_status st = DW_OK;
-    pthread_mutex_lock(&rt->lock);
-    *out = NULL;
-    for (int i = 0; i < rt->backend_count; i++)
-        if (!strcmp(dw_backend_name(rt->backends[i]), name)) *out = rt->backends[i];
-    if (!*out) {
-        if (rt->backend_count == DW_MAX_BACKENDS) {
-            st = dw_error_set(err, DW_ERR_LIMIT, "runtime: too many backends");
-        } else {
-            st = dw_backend_open(name, out, err);
-            if (st == DW_OK) rt->backends[rt->backend_count++] = *out;
-        }
-    }
-    pthread_mutex_unlock(&rt->lock);
-    return st;
 }
 
 dw_status dw_module_load_bytes(dw_runtime *rt, const char *name, const uint8_t *bytes, size_t len,

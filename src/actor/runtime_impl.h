@@ -10,14 +10,12 @@
 #define DW_MAX_MODELS 16
 
 struct dw_model;
-struct dw_tokenizer;
 
 /* A model registered by name; loaded at most once per backend. */
 typedef struct dw__registered_model {
     char *name;
     char *dir;
     dw_model_use_options options;
-    struct dw_tokenizer *tokenizer;          /* loaded with the first model */
     dw_backend *backends[DW_MAX_BACKENDS];   /* loaded[i] is on backends[i] */
     struct dw_model *loaded[DW_MAX_BACKENDS];
     int loaded_count;
@@ -32,7 +30,10 @@ struct dw_runtime {
     int model_count;
 };
 
-/* Frees every loaded model and tokenizer (before the backends are closed). */
+/* Frees every loaded model (before the backends are closed). model_registry.c */
 void dw__runtime_free_models(dw_runtime *rt);
+
+/* Closes every backend the runtime opened. runtime_backends.c */
+void dw__runtime_close_backends(dw_runtime *rt);
 
 #endif

@@ -15,6 +15,8 @@ double dw_cli_now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
+double dw_cli_now_s(void) { return dw_cli_now_ms() * 1e-3; }
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;

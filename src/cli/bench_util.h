@@ -4,6 +4,7 @@
 #include <stddef.h>
 
 double dw_cli_now_ms(void);                  /* monotonic clock, milliseconds */
+double dw_cli_now_s(void);                   /* the same clock, seconds */
 double dw_cli_median(double *values, size_t n); /* sorts values in place */
 long dw_cli_rss_bytes(void);                 /* resident set size of this process */
 /* Of this process's resident pages of files named *.safetensors under dir (a model's weights),

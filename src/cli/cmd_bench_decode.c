@@ -1,30 +1,66 @@
-/* `driftwood bench decode`: prefill and decode speed of a model, and decode as a fraction of the
- * memory-bandwidth bound (weight bytes read per token ÷ the read bandwidth measured in the
- * same run). Greedy decoding of random prompt tokens; no tokenizer needed. */
-#include <limits.h>
+/* `driftwood bench decode`: how fast a model runs on a backend, against the bound set by the
+ * device's memory bandwidth measured in the same run: prefill tok/s; decode tok/s with the
+ * caller choosing each token from logits written into a registered buffer (as an actor's); decode
+ * with the tokens chosen on the device (dw_session_decode_greedy); both again at a long context.
+ * Random prompt tokens; no tokenizer needed. Public API only. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/mman.h>
 
-#include "backend/cpu/kernels.h"
-#include "backend/cpu/membw.h"
 #include "cli/bench_util.h"
 #include "cli/command.h"
-#include "core/threadpool.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
-#ifdef DW_HAVE_CUDA
-#include "backend/cuda/compute_cuda.h"
-#include "engine/engine_impl.h"
-#endif
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+typedef struct bench_args {
+    const char *model_dir, *backend;
+    long n_prompt, n_gen, n_prefill, n_long, threads, bw_mb;
+    int interleave, json;
+} bench_args;
+
+/* What a run of decode steps measured. gpu/enqueue/download: per token, from the backend's
+ * counters (0 where the backend keeps none). */
+typedef struct decode_result {
+    double tok_s, median_ms;
+    double gpu_ms, enqueue_ms, download_ms, argmax_ms;
+} decode_result;
+
+/* The bandwidth bound: passes of the backend's bandwidth probe, the highest one counting (other
+ * processes on a shared machine can only lower a measurement). */
+typedef struct bound_probe {
+    dw_backend *backend;
+    size_t bytes;
+    int reps;
+} bound_probe;
+
+static double probe_pass(const bound_probe *p, dw_error *err) {
+    double g = 0;
+    if (dw_backend_memory_bandwidth(p->backend, p->bytes, p->reps, &g, err) != DW_OK) return -1;
+    return g;
+}
+
+/* The caller's greedy pick: the largest logit (8 independent chains), then its first index. */
+static int32_t host_argmax(const float *v, int n) {
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = v[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+    for (; i < n; i++) m[0] = v[i] > m[0] ? v[i] : m[0];
+    for (int j = 1; j < 8; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    int32_t next = 0;
+    while (next < n - 1 && v[next] != m[0]) next++;
+    return next;
+}
+
+static void random_ids(int32_t *ids, long n, int vocab, uint32_t seed) {
+    for (long i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((seed >> 8) % (uint32_t)vocab);
+    }
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -32,209 +68,278 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-DW_COMMAND_NAMED(bench_decode, "bench decode",
-                 "bench decode [--model DIR] [--backend cpu|cuda] [--prompt-tokens N] [--gen-tokens N] [--threads N] "
-                 "[--bw-mb N] [--no-interleaved-bound] [--json]",
-                 "prefill and decode tok/s, and decode as a fraction of the memory-bandwidth bound") {
-    const char *model_dir = NULL, *backend_name = "cpu";
-    long n_prompt = 512, n_gen = 64, threads = 0, bw_mb = 1024;
-    int json = 0, interleave = 1;
+/* Prefill: n tokens into a fresh session, the best of 3 after a warm-up. */
+static dw_status run_prefill(dw_model *m, long n, float *logits, double *tok_s, dw_error *err) {
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = (int)n + 8, .max_batch = (int)n};
+    dw_status st = dw_session_create(m, &so, &s, err);
+    if (st) return st;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    random_ids(ids, n, c->vocab_size, 777);
+    double best = 1e30;
+    for (int r = 0; r < 4 && !st; r++) {
+        dw_session_reset(s);
+        double t0 = dw_cli_now_s();
+        st = dw_session_prefill(s, ids, (int)n, logits, err);
+        double t = dw_cli_now_s() - t0;
+        if (r && t < best) best = t;
+    }
+    *tok_s = n / best;
+    free(ids);
+    dw_session_free(s);
+    return st;
+}
+
+/* Decode with the caller choosing tokens: prefill n_prompt, then n_gen steps, each step's logits
+ * downloaded into `logits`. tok_bw (n_gen + 1 entries, or NULL): a bandwidth pass before the
+ * first token and after each one, outside the timed part. */
+static dw_status run_decode(dw_model *m, long n_prompt, long n_gen, float *logits, const bound_probe *probe,
+                            double *tok_bw, decode_result *r, dw_error *err) {
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_backend *b = dw_model_backend(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 8), .max_batch = n_prompt < 512 ? (int)n_prompt : 512};
+    dw_status st = dw_session_create(m, &so, &s, err);
+    if (st) return st;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
+    double *dt = malloc(sizeof(double) * (size_t)n_gen);
+    random_ids(ids, n_prompt, c->vocab_size, 12345);
+    if ((st = dw_session_prefill(s, ids, (int)n_prompt, logits, err))) goto out;
+    if (tok_bw && (tok_bw[0] = probe_pass(probe, err)) < 0) goto fail_probe;
+    dw_backend_stats st0, st1;
+    dw_backend_get_stats(b, &st0);
+    double total = 0, t_arg = 0;
+    for (long g = 0; g < n_gen; g++) {
+        double a = dw_cli_now_s();
+        int32_t next = host_argmax(logits, c->vocab_size);
+        double a1 = dw_cli_now_s();
+        t_arg += a1 - a;
+        if ((st = dw_session_decode(s, next, logits, err))) goto out;
+        dt[g] = dw_cli_now_s() - a;
+        total += dt[g];
+        if (tok_bw && (tok_bw[g + 1] = probe_pass(probe, err)) < 0) goto fail_probe;
+    }
+    dw_backend_get_stats(b, &st1);
+    long timed = st1.timed_steps - st0.timed_steps;
+    r->gpu_ms = timed > 0 ? (st1.gpu_step_ms - st0.gpu_step_ms) / timed : 0;
+    r->enqueue_ms = (st1.enqueue_s - st0.enqueue_s) * 1e3 / n_gen;
+    r->download_ms = (st1.download_s - st0.download_s) * 1e3 / n_gen;
+    r->argmax_ms = t_arg * 1e3 / n_gen;
+    r->tok_s = n_gen / total;
+    qsort(dt, (size_t)n_gen, sizeof *dt, cmp_double);
+    r->median_ms = dt[n_gen / 2] * 1e3;
+    goto out;
+fail_probe:
+    st = err->status;
+out:
+    free(dt), free(ids);
+    dw_session_free(s);
+    return st;
+}
+
+/* Decode with the tokens chosen on the device: prefill n_prompt - 1, two steps (a decode
+ * recording is made on a session's second step), then n_gen timed steps. */
+static dw_status run_greedy(dw_model *m, long n_prompt, long n_gen, float *logits, decode_result *r, dw_error *err) {
+    const dw_model_config *c = dw_model_get_config(m);
+    dw_backend *b = dw_model_backend(m);
+    dw_session *s;
+    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 8), .max_batch = n_prompt < 512 ? (int)n_prompt : 512};
+    dw_status st = dw_session_create(m, &so, &s, err);
+    if (st) return st;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_gen + 2));
+    random_ids(ids, n_prompt, c->vocab_size, 12345);
+    if (!(st = dw_session_prefill(s, ids, (int)n_prompt - 1, logits, err)) &&
+        !(st = dw_session_decode_greedy(s, ids[n_prompt - 1], 2, ids + n_prompt, err))) {
+        dw_backend_stats st0, st1;
+        dw_backend_get_stats(b, &st0);
+        double t0 = dw_cli_now_s();
+        st = dw_session_decode_greedy(s, ids[n_prompt + 1], (int)n_gen, ids + n_prompt + 2, err);
+        double total = dw_cli_now_s() - t0;
+        dw_backend_get_stats(b, &st1);
+        long timed = st1.timed_steps - st0.timed_steps;
+        r->tok_s = n_gen / total;
+        r->median_ms = 1e3 / r->tok_s;
+        r->gpu_ms = timed > 0 ? (st1.gpu_step_ms - st0.gpu_step_ms) / timed : 0;
+    }
+    free(ids);
+    dw_session_free(s);
+    return st;
+}
+
+/* The interleaved bound: each token set against the bandwidth just around it (the highest of
+ * the passes on either side, four at most); returns the ideal seconds for the n_gen tokens. */
+static double interleaved_ideal_s(const double *tok_bw, long n_gen, double wbytes, double *lo, double *hi) {
+    double ideal = 0;
+    *lo = 1e30, *hi = 0;
+    for (long g = 0; g < n_gen; g++) {
+        double b = 0;
+        for (long i = g - 1; i <= g + 2; i++)
+            if (i >= 0 && i <= n_gen && tok_bw[i] > b) b = tok_bw[i];
+        ideal += wbytes / (b * 1e9);
+    }
+    for (long g = 0; g <= n_gen; g++) {
+        if (tok_bw[g] < *lo) *lo = tok_bw[g];
+        if (tok_bw[g] > *hi) *hi = tok_bw[g];
+    }
+    return ideal;
+}
+
+static int parse_args(int argc, char **argv, bench_args *a) {
+    *a = (bench_args){.backend = "cpu", .n_prompt = 16, .n_gen = 128, .n_prefill = 512, .bw_mb = 1024, .interleave = 1};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
-        if (!strcmp(a, "--model") && v) model_dir = v, i++;
-        else if (!strcmp(a, "--backend") && v) backend_name = v, i++;
-        else if (!strcmp(a, "--prompt-tokens") && v) r = dw_cli_parse_long(a, v, 1, 1 << 20, &n_prompt), i++;
-        else if (!strcmp(a, "--gen-tokens") && v) r = dw_cli_parse_long(a, v, 1, 1 << 20, &n_gen), i++;
-        else if (!strcmp(a, "--threads") && v) r = dw_cli_parse_long(a, v, 1, 1024, &threads), i++;
-        else if (!strcmp(a, "--bw-mb") && v) r = dw_cli_parse_long(a, v, 64, 1 << 20, &bw_mb), i++;
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--no-interleaved-bound")) interleave = 0;
-        else return dw_cli_fail("bench decode: unexpected argument '%s'", a);
+        if (!strcmp(o, "--model") && v) a->model_dir = v, i++;
+        else if (!strcmp(o, "--backend") && v) a->backend = v, i++;
+        else if (!strcmp(o, "--prompt-tokens") && v) r = dw_cli_parse_long(o, v, 2, 1 << 20, &a->n_prompt), i++;
+        else if (!strcmp(o, "--gen-tokens") && v) r = dw_cli_parse_long(o, v, 1, 1 << 20, &a->n_gen), i++;
+        else if (!strcmp(o, "--prefill-tokens") && v) r = dw_cli_parse_long(o, v, 0, 1 << 20, &a->n_prefill), i++;
+        else if (!strcmp(o, "--long") && v) r = dw_cli_parse_long(o, v, 0, 1 << 20, &a->n_long), i++;
+        else if (!strcmp(o, "--threads") && v) r = dw_cli_parse_long(o, v, 1, 1024, &a->threads), i++;
+        else if (!strcmp(o, "--bw-mb") && v) r = dw_cli_parse_long(o, v, 64, 1 << 20, &a->bw_mb), i++;
+        else if (!strcmp(o, "--json")) a->json = 1;
+        else if (!strcmp(o, "--no-interleaved-bound")) a->interleave = 0;
+        else return dw_cli_fail("bench decode: unexpected argument '%s'", o);
         if (r) return 1;
     }
-    if (!model_dir) model_dir = dw_cli_default_model_dir();
+    if (!a->model_dir) a->model_dir = dw_cli_default_model_dir();
+    return 0;
+}
 
+DW_COMMAND_NAMED(bench_decode, "bench decode",
+                 "bench decode [--model DIR] [--backend cpu|cuda] [--prompt-tokens N] [--gen-tokens N] "
+                 "[--prefill-tokens N] [--long N] [--threads N] [--bw-mb N] [--no-interleaved-bound] [--json]",
+                 "prefill and decode tok/s (host and device token choice, long context) against the "
+                 "memory-bandwidth bound") {
+    bench_args a;
+    if (parse_args(argc, argv, &a)) return 1;
     dw_error err = {0};
     dw_backend *be = NULL;
     dw_model *model = NULL;
-    dw_session *s = NULL;
-    dw_threadpool *own_pool = NULL;
-    int32_t *ids = NULL;
     float *logits = NULL;
-    double *tok_s = NULL, *tok_bw = NULL;
-    dw__membw *probe = NULL;
+    double *tok_bw = NULL;
+    size_t logits_len = 0;
     int rc = 1;
-    if (dw_backend_open(backend_name, &be, &err)) goto fail;
-    int is_cpu = !strcmp(dw_backend_name(be), "cpu");
-    double t_load0 = now_s();
-    dw_model_options mo = {.n_threads = (int)threads};
-    if (dw_model_load(model_dir, be, &mo, &model, &err)) goto fail;
-    double load_s = now_s() - t_load0;
+    dw_backend_options bo = {.n_threads = (int)a.threads};
+    if (dw_backend_open_with(a.backend, &bo, &be, &err)) goto fail;
+    dw_backend_info info;
+    dw_backend_describe(be, &info);
+    int is_cpu = !strcmp(info.name, "cpu");
+    double t_load0 = dw_cli_now_s();
+    dw_model_options mo = {.skip_tokenizer = 1};
+    if (dw_model_load(a.model_dir, be, &mo, &model, &err)) goto fail;
+    double load_s = dw_cli_now_s() - t_load0;
     const dw_model_config *cfg = dw_model_get_config(model);
-    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 1)};
-    if (dw_session_create(model, &so, &s, &err)) goto fail;
 
-    /* the bound (CPU): read bandwidth through the same number of threads, measured before the
-     * prefill and again after the decode; the higher of the two is the bound (other processes
-     * on a shared machine can only lower a measurement) */
-    dw_threadpool *pool = dw_threadpool_global();
-    if (threads > 0 && dw_threadpool_create((int)threads, &own_pool, &err)) goto fail;
-    if (own_pool) pool = own_pool;
-    if (!pool) {
-        dw_error_set(&err, DW_ERR_NO_MEMORY, "cannot start threads");
+    /* logits land in a registered buffer, in 64 KiB pieces like a grown Wasm memory */
+    const size_t piece = 64 << 10;
+    logits_len = ((size_t)cfg->vocab_size * sizeof(float) + piece - 1) / piece * piece;
+    logits = mmap(NULL, logits_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (logits == MAP_FAILED) {
+        logits = NULL;
+        dw_error_set(&err, DW_ERR_NO_MEMORY, "cannot map the logits buffer");
         goto fail;
     }
-    double gbs = 0, gbs_before = 0, gbs_after = 0;
-    if (is_cpu && dw__membw_create(pool, (size_t)bw_mb << 20, &probe, &err)) goto fail;
-    for (int r = 0; probe && r < 5; r++) {
-        double g = dw__membw_pass(probe, pool);
+    for (size_t off = 0; off < logits_len; off += piece)
+        if (dw_backend_register_range(be, (char *)logits + off, piece, &err)) goto fail;
+
+    /* the bound: on the CPU the read bandwidth of a bw_mb buffer through the kernels' threads,
+     * the best of 5 passes before the prefill and after the decode (and, interleaved, one pass
+     * between tokens); on a GPU its device-to-device copy bandwidth, the median of 10 */
+    bound_probe probe = {be, (size_t)a.bw_mb << 20, 1};
+    if (!is_cpu) probe = (bound_probe){be, (size_t)1 << 30, 10};
+    double gbs_before = 0, gbs_after = 0;
+    for (int r = 0; r < (is_cpu ? 5 : 1); r++) {
+        double g = probe_pass(&probe, &err);
+        if (g < 0) goto fail;
         if (g > gbs_before) gbs_before = g;
     }
 
-    ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
-    logits = malloc(sizeof(float) * (size_t)cfg->vocab_size);
-    tok_s = malloc(sizeof(double) * (size_t)n_gen);
-    tok_bw = calloc((size_t)n_gen + 1, sizeof(double));
-    uint32_t x = 12345;
-    for (long i = 0; i < n_prompt; i++) {
-        x = x * 1664525u + 1013904223u;
-        ids[i] = (int32_t)((x >> 8) % (uint32_t)cfg->vocab_size);
-    }
-    double t0 = now_s();
-    if (dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
-    double prefill_s = now_s() - t0;
-
-    double decode_total = 0, sample_total = 0;
-    /* the interleaved bound (CPU): one pass of the probe before the first decoded token and after
-     * each one (outside the timed part), so each token is set against the bandwidth of the machine
-     * as it was just then: its bound is the highest of the two passes on either side of it (four,
-     * fewer at the ends) — like the best of 5 passes, not the typical single pass, which reads a
-     * few percent lower on a steady machine */
-    interleave = interleave && probe;
-    if (interleave) tok_bw[0] = dw__membw_pass(probe, pool);
-    /* CUDA: the GPU time of the steps (events) and the host's share (queuing, waiting, copying) */
-    double gpu_ms = -1, enqueue_ms = 0, download_ms = 0;
-#ifdef DW_HAVE_CUDA
-    int is_cuda = !strcmp(dw_backend_name(be), "cuda");
-    dw__cuda_compute_stats cst0 = {0}, cst1 = {0};
-    if (is_cuda) dw__cuda_compute_get_stats(&model->compute, &cst0);
-#endif
-    for (long g = 0; g < n_gen; g++) {
-        double a0 = now_s();
-        /* greedy: the largest logit (8 independent chains), then its first index */
-        float mx[8];
-        for (int j = 0; j < 8; j++) mx[j] = logits[0];
-        int i = 0;
-        for (; i + 8 <= cfg->vocab_size; i += 8)
-            for (int j = 0; j < 8; j++) mx[j] = logits[i + j] > mx[j] ? logits[i + j] : mx[j];
-        for (; i < cfg->vocab_size; i++) mx[0] = logits[i] > mx[0] ? logits[i] : mx[0];
-        for (int j = 1; j < 8; j++) mx[0] = mx[j] > mx[0] ? mx[j] : mx[0];
-        int32_t next = 0;
-        while (next < cfg->vocab_size - 1 && logits[next] != mx[0]) next++;
-        double a = now_s();
-        sample_total += a - a0;
-        if (dw_session_decode(s, next, logits, &err)) goto fail;
-        tok_s[g] = now_s() - a;
-        decode_total += tok_s[g];
-        if (interleave) tok_bw[g + 1] = dw__membw_pass(probe, pool);
-    }
-#ifdef DW_HAVE_CUDA
-    if (is_cuda) {
-        dw__cuda_compute_get_stats(&model->compute, &cst1);
-        long timed = cst1.timed_steps - cst0.timed_steps;
-        gpu_ms = timed > 0 ? (cst1.gpu_step_ms - cst0.gpu_step_ms) / timed : -1;
-        enqueue_ms = (cst1.enqueue_s - cst0.enqueue_s) * 1e3 / n_gen;
-        download_ms = (cst1.download_s - cst0.download_s) * 1e3 / n_gen;
-    }
-#endif
-    for (int r = 0; probe && r < 5; r++) {
-        double g = dw__membw_pass(probe, pool);
+    double prefill_tps = 0;
+    if (a.n_prefill > 0 && run_prefill(model, a.n_prefill, logits, &prefill_tps, &err))
+        goto fail;
+    int interleave = a.interleave && is_cpu;
+    if (interleave) tok_bw = calloc((size_t)a.n_gen + 1, sizeof *tok_bw);
+    decode_result dec = {0}, greedy = {0}, long_dec = {0}, long_greedy = {0};
+    if (run_decode(model, a.n_prompt, a.n_gen, logits, &probe, tok_bw, &dec, &err)) goto fail;
+    if (run_greedy(model, a.n_prompt, a.n_gen, logits, &greedy, &err)) goto fail;
+    if (a.n_long > 0 && (run_decode(model, a.n_long, a.n_gen, logits, NULL, NULL, &long_dec, &err) ||
+                         run_greedy(model, a.n_long, a.n_gen, logits, &long_greedy, &err)))
+        goto fail;
+    for (int r = 0; is_cpu && r < 5; r++) {
+        double g = probe_pass(&probe, &err);
+        if (g < 0) goto fail;
         if (g > gbs_after) gbs_after = g;
     }
-    gbs = gbs_before > gbs_after ? gbs_before : gbs_after;
-    double huge = is_cpu ? dw_cli_huge_mapped_fraction(model_dir) : -1;
-    uint64_t wbytes = dw_model_weight_bytes(model);
-    /* interleaved: Σ per-token bound times ÷ Σ token times; il_gbs is the bandwidth that would
-     * give that Σ over the run; the lowest and highest single passes show how much it moved */
-    double il_ideal_s = 0, il_gbs = 0, il_min = 1e30, il_max = 0, il_fraction = 0;
-    if (interleave) {
-        for (long g = 0; g < n_gen; g++) { /* token g ran between passes g and g + 1 */
-            double b = 0;
-            for (long i = g - 1; i <= g + 2; i++)
-                if (i >= 0 && i <= n_gen && tok_bw[i] > b) b = tok_bw[i];
-            il_ideal_s += (double)wbytes / (b * 1e9);
-        }
-        for (long g = 0; g <= n_gen; g++) {
-            if (tok_bw[g] < il_min) il_min = tok_bw[g];
-            if (tok_bw[g] > il_max) il_max = tok_bw[g];
-        }
-        il_gbs = (double)wbytes * n_gen / il_ideal_s / 1e9;
-        il_fraction = il_ideal_s / decode_total;
-    }
-    qsort(tok_s, (size_t)n_gen, sizeof *tok_s, cmp_double);
-    double median_ms = tok_s[n_gen / 2] * 1e3;
-    double decode_tps = n_gen / decode_total, prefill_tps = n_prompt / prefill_s;
-    double bound_tps = gbs * 1e9 / (double)wbytes; /* 0 when not measured (not the CPU) */
-    int n_threads = is_cpu ? dw_threadpool_size(pool) : 0;
-    const char *isa = is_cpu ? dw__cpu_kernels_best()->isa : backend_name;
-    if (json) {
-        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"isa\": \"%s\", \"threads\": %d, \"load_s\": %.3f, "
-               "\"weight_bytes_per_token\": %llu, \"read_bandwidth_gbs\": %.2f, \"read_bandwidth_before_gbs\": %.2f, "
-               "\"read_bandwidth_after_gbs\": %.2f, \"bound_tok_s\": %.3f, "
-               "\"prompt_tokens\": %ld, \"prefill_s\": %.4f, \"prefill_tok_s\": %.2f, \"gen_tokens\": %ld, "
-               "\"decode_s\": %.4f, \"decode_tok_s\": %.3f, \"decode_ms_per_token_median\": %.3f, "
-               "\"fraction_of_bound\": %.4f, \"sample_ms_per_token\": %.4f",
-               model_dir, backend_name, isa, n_threads, load_s, (unsigned long long)wbytes, gbs, gbs_before, gbs_after,
-               bound_tps, n_prompt, prefill_s, prefill_tps, n_gen, decode_total, decode_tps, median_ms,
-               bound_tps > 0 ? decode_tps / bound_tps : 0.0, sample_total * 1e3 / n_gen);
-        /* GPU backends: GPU time per token and the host's time beside it: (decode wall + sampling)
-         * - GPU; launch = queuing the step, sync_download = waiting for it and the logits copy */
-        if (gpu_ms >= 0)
-            printf(", \"gpu_ms_per_token\": %.4f, \"host_ms_per_token\": %.4f, \"launch_ms_per_token\": %.4f, "
-                   "\"sync_download_ms_per_token\": %.4f",
-                   gpu_ms, (decode_total + sample_total) * 1e3 / n_gen - gpu_ms, enqueue_ms, download_ms);
+    dw_backend_stats stats;
+    dw_backend_get_stats(be, &stats);
+
+    double gbs = gbs_before > gbs_after ? gbs_before : gbs_after;
+    double wbytes = (double)dw_model_weight_bytes(model);
+    double bound = gbs * 1e9 / wbytes;
+    double il_lo = 0, il_hi = 0, il_ideal = interleave ? interleaved_ideal_s(tok_bw, a.n_gen, wbytes, &il_lo, &il_hi) : 0;
+    double il_fraction = interleave ? il_ideal * dec.tok_s / a.n_gen : 0;
+    double huge = is_cpu ? dw_cli_huge_mapped_fraction(a.model_dir) : -1;
+    double host_ms = dec.gpu_ms > 0 ? 1e3 / dec.tok_s - dec.gpu_ms : 0;
+    if (a.json) {
+        printf("{\"model\": \"%s\", \"backend\": \"%s\", \"device\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
+               "\"load_s\": %.3f, \"weight_bytes_per_token\": %.0f, \"bandwidth_gbs\": %.2f, "
+               "\"bandwidth_before_gbs\": %.2f, \"bandwidth_after_gbs\": %.2f, \"bound_tok_s\": %.3f, "
+               "\"prefill_tokens\": %ld, \"prefill_tok_s\": %.1f, \"prompt_tokens\": %ld, \"gen_tokens\": %ld, "
+               "\"decode_tok_s\": %.3f, \"decode_ms_median\": %.4f, \"fraction_of_bound\": %.4f, "
+               "\"argmax_ms_per_token\": %.4f, \"gpu_ms_per_token\": %.4f, \"host_ms_per_token\": %.4f, "
+               "\"launch_ms_per_token\": %.4f, \"sync_download_ms_per_token\": %.4f, "
+               "\"greedy_device_tok_s\": %.3f, \"greedy_device_gpu_ms_per_token\": %.4f, \"long_context\": %ld, "
+               "\"long_decode_tok_s\": %.3f, \"long_decode_ms_median\": %.4f, \"long_greedy_device_tok_s\": %.3f, "
+               "\"graph_replays\": %ld, \"direct_downloads\": %ld",
+               a.model_dir, info.name, info.device, info.kernels, info.n_threads, load_s, wbytes, gbs, gbs_before,
+               gbs_after, bound, a.n_prefill, prefill_tps, a.n_prompt, a.n_gen, dec.tok_s, dec.median_ms,
+               dec.tok_s / bound, dec.argmax_ms, dec.gpu_ms, host_ms, dec.enqueue_ms, dec.download_ms, greedy.tok_s,
+               greedy.gpu_ms, a.n_long, long_dec.tok_s, long_dec.median_ms, long_greedy.tok_s, stats.graph_replays,
+               stats.direct_downloads);
         if (huge >= 0) printf(", \"weights_huge_mapped_fraction\": %.3f", huge);
         if (interleave)
             printf(", \"interleaved_bandwidth_gbs\": %.2f, \"interleaved_bandwidth_min_gbs\": %.2f, "
                    "\"interleaved_bandwidth_max_gbs\": %.2f, \"interleaved_bound_tok_s\": %.3f, "
                    "\"fraction_of_interleaved_bound\": %.4f",
-                   il_gbs, il_min, il_max, n_gen / il_ideal_s, il_fraction);
+                   wbytes * a.n_gen / il_ideal / 1e9, il_lo, il_hi, a.n_gen / il_ideal, il_fraction);
         printf("}\n");
     } else {
-        printf("model            %s (%s, %d layers, hidden %d)\n", model_dir, cfg->architecture, cfg->n_layers,
-               cfg->hidden_size);
-        printf("backend          %s, kernels %s, %d threads\n", backend_name, isa, n_threads);
-        printf("load             %.3f s\n", load_s);
-        printf("prefill          %ld tokens in %.3f s: %.2f tok/s\n", n_prompt, prefill_s, prefill_tps);
-        printf("decode           %ld tokens in %.3f s: %.3f tok/s (median %.1f ms/token)\n", n_gen, decode_total,
-               decode_tps, median_ms);
-        if (gpu_ms >= 0)
-            printf("per token        GPU %.3f ms; host %.3f ms (launch %.3f, sync + download %.3f, sampling %.3f)\n",
-                   gpu_ms, (decode_total + sample_total) * 1e3 / n_gen - gpu_ms, enqueue_ms, download_ms,
-                   sample_total * 1e3 / n_gen);
-        if (is_cpu) {
-            printf("memory bandwidth %.2f GB/s (read; %.2f before the prefill, %.2f after the decode)\n", gbs, gbs_before,
-                   gbs_after);
-            printf("bound            %.3f tok/s (%.3f GB of weights per token)\n", bound_tps, wbytes / 1e9);
-            if (huge >= 0) printf("huge pages       %.0f%% of the resident weights mapped with huge pages\n", 100 * huge);
-            printf("decode / bound   %.1f%%\n", 100.0 * decode_tps / bound_tps);
-            if (interleave)
-                printf("interleaved      %.1f%% of the bound measured between tokens (%.2f GB/s over the decode; "
-                       "single passes %.2f-%.2f GB/s)\n",
-                       100.0 * il_fraction, il_gbs, il_min, il_max);
-        }
+        printf("model            %s (%s, %d layers, hidden %d, vocab %d)\n", a.model_dir, cfg->architecture,
+               cfg->n_layers, cfg->hidden_size, cfg->vocab_size);
+        printf("backend          %s: %s, kernels %s", info.name, info.device, info.kernels);
+        if (is_cpu) printf(", %d threads", info.n_threads);
+        printf("\nload             %.3f s\n", load_s);
+        printf("bandwidth        %.2f GB/s (%s)\n", gbs,
+               is_cpu ? "read; best pass before the prefill and after the decode" : "device-to-device copy");
+        printf("bound            %.1f tok/s (%.3f GB of weights per token)\n", bound, wbytes / 1e9);
+        if (a.n_prefill > 0) printf("prefill %-8ld %.1f tok/s\n", a.n_prefill, prefill_tps);
+        printf("decode %ld+%ld    %.2f tok/s (median %.3f ms/token), %.1f%% of the bound\n", a.n_prompt, a.n_gen,
+               dec.tok_s, dec.median_ms, 100 * dec.tok_s / bound);
+        if (dec.gpu_ms > 0)
+            printf("  per token      device %.3f ms; host %.3f ms (queue %.3f, wait + download %.3f, argmax %.3f)\n",
+                   dec.gpu_ms, host_ms, dec.enqueue_ms, dec.download_ms, dec.argmax_ms);
+        printf("greedy on device %.2f tok/s, %.1f%% of the bound\n", greedy.tok_s, 100 * greedy.tok_s / bound);
+        if (a.n_long > 0)
+            printf("at %ld in context: %.2f tok/s (median %.3f ms), greedy on device %.2f tok/s\n", a.n_long,
+                   long_dec.tok_s, long_dec.median_ms, long_greedy.tok_s);
+        if (huge >= 0) printf("huge pages       %.0f%% of the resident weights mapped with huge pages\n", 100 * huge);
+        if (interleave)
+            printf("interleaved      %.1f%% of the bound measured between tokens (single passes %.2f-%.2f GB/s)\n",
+                   100 * il_fraction, il_lo, il_hi);
     }
     rc = 0;
     goto done;
 fail:
-    rc = dw_cli_fail("%s", err.message);
+    rc = dw_cli_fail("bench decode: %s", err.message);
 done:
-    free(ids), free(logits), free(tok_s), free(tok_bw);
-    dw__membw_free(probe);
-    dw_session_free(s);
+    if (logits) {
+        if (be) dw_backend_release_range(be, logits, logits_len);
+        munmap(logits, logits_len);
+    }
+    free(tok_bw);
     dw_model_free(model);
     dw_backend_close(be);
-    if (own_pool) dw_threadpool_destroy(own_pool);
     return rc;
 }

@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/backend.h"
+#include <sys/mman.h>
+
 #include "cli/bench_util.h"
 #include "cli/command.h"
 #include "cli/embedded_guests.h"
-#include "core/region.h"
 #include "driftwood/actor.h"
+#include "driftwood/backend.h"
 
 typedef struct {
     int pointer_identity;
@@ -37,35 +38,38 @@ static int count_errors(int n, const float *a, const float *b, const float *c) {
 static long long device_used(dw_backend *b) {
     size_t used;
     dw_error err;
-    if (!b->ops->device_memory_used || b->ops->device_memory_used(b->ctx, &used, &err) != DW_OK) return -1;
+    if (dw_backend_memory_used(b, &used, &err) != DW_OK) return -1;
     return (long long)used;
 }
 
-/* RSS and device memory: register a filled region vs copy it into a separate buffer. */
+/* RSS and device memory: register a filled buffer vs copy it into a separate device buffer. */
 static int measure_memory(dw_backend *b, size_t size, zerocopy_result *r, dw_error *err) {
-    dw_region *region;
-    if (dw__region_create(size, size, size, 0, NULL, &region, err) != DW_OK) return -1;
-    for (size_t i = 0; i < size; i += 64) region->base[i] = (uint8_t)(i * 31 + 7);
+    uint8_t *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        dw_error_set(err, DW_ERR_NO_MEMORY, "cannot map %zu bytes", size);
+        return -1;
+    }
+    for (size_t i = 0; i < size; i += 64) buf[i] = (uint8_t)(i * 31 + 7);
     dw_cli_rss_bytes(); /* the first read settles the kernel's accounting; measure from the second */
     long rss0 = dw_cli_rss_bytes();
     long long dev0 = device_used(b);
-    if (b->ops->region_register(b->ctx, region->base, size, err) != DW_OK) goto fail;
+    if (dw_backend_register_range(b, buf, size, err) != DW_OK) goto fail;
     r->rss_delta = dw_cli_rss_bytes() - rss0;
     r->device_delta = dev0 < 0 ? -1 : device_used(b) - dev0;
-    b->ops->region_unregister(b->ctx, region->base, size, err);
+    dw_backend_release_range(b, buf, size);
 
     rss0 = dw_cli_rss_bytes();
     dev0 = device_used(b);
     void *copy;
-    if (b->ops->buffer_alloc(b->ctx, size, &copy, err) != DW_OK) goto fail;
-    if (b->ops->copy_to_device(b->ctx, copy, region->base, size, err) != DW_OK) goto fail;
+    if (dw_backend_alloc(b, size, &copy, err) != DW_OK) goto fail;
+    if (dw_backend_upload(b, copy, buf, size, err) != DW_OK) goto fail;
     r->copy_rss_delta = dw_cli_rss_bytes() - rss0;
     r->copy_device_delta = dev0 < 0 ? -1 : device_used(b) - dev0;
-    b->ops->buffer_free(b->ctx, copy);
-    dw__region_free(region);
+    dw_backend_free(b, copy);
+    munmap(buf, size);
     return 0;
 fail:
-    dw__region_free(region);
+    munmap(buf, size);
     return -1;
 }
 
@@ -109,16 +113,16 @@ static int run_gemms(dw_actor *a, dw_backend *b, int n, int reps, zerocopy_resul
 
     /* copy path: the same operands copied out of guest memory, C copied back */
     void *da, *db, *dc;
-    if (b->ops->buffer_alloc(b->ctx, bytes, &da, err) || b->ops->buffer_alloc(b->ctx, bytes, &db, err) ||
-        b->ops->buffer_alloc(b->ctx, bytes, &dc, err)) {
+    if (dw_backend_alloc(b, bytes, &da, err) || dw_backend_alloc(b, bytes, &db, err) ||
+        dw_backend_alloc(b, bytes, &dc, err)) {
         free(times);
         return -1;
     }
     for (int i = -5; i <= reps; i++) {
         if (i == reps) memset(gc, 0xFF, bytes);
         double t0 = dw_cli_now_ms();
-        if (b->ops->copy_to_device(b->ctx, da, ga, bytes, err) || b->ops->copy_to_device(b->ctx, db, gb, bytes, err) ||
-            b->ops->gemm_f32(b->ctx, n, n, n, da, db, dc, err) || b->ops->copy_to_host(b->ctx, gc, dc, bytes, err)) {
+        if (dw_backend_upload(b, da, ga, bytes, err) || dw_backend_upload(b, db, gb, bytes, err) ||
+            dw_backend_gemm_f32(b, n, n, n, da, db, dc, err) || dw_backend_download(b, gc, dc, bytes, err)) {
             free(times);
             return -1;
         }
@@ -126,7 +130,7 @@ static int run_gemms(dw_actor *a, dw_backend *b, int n, int reps, zerocopy_resul
     }
     r->copy_gemm_ms = dw_cli_median(times, (size_t)reps);
     r->errors += count_errors(n, ga, gb, gc);
-    b->ops->buffer_free(b->ctx, da), b->ops->buffer_free(b->ctx, db), b->ops->buffer_free(b->ctx, dc);
+    dw_backend_free(b, da), dw_backend_free(b, db), dw_backend_free(b, dc);
     free(times);
     return 0;
 }
@@ -170,7 +174,7 @@ DW_COMMAND_NAMED(bench_zerocopy, "bench zerocopy",
         goto done;
     }
     uint8_t *base = dw_actor_memory(a, NULL);
-    r.pointer_identity = base != NULL && b->ops->device_pointer(b->ctx, base) == base;
+    r.pointer_identity = base != NULL && dw_backend_device_pointer(b, base, 1) == base;
     if (measure_memory(b, (size_t)size, &r, &err) || run_gemms(a, b, (int)n, (int)reps, &r, &err)) {
         dw_cli_fail("bench zerocopy: %s", err.message);
         goto done;

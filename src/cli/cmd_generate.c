@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/bench_util.h"
 #include "cli/command.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
@@ -13,12 +14,6 @@
 #include "driftwood/sampler.h"
 #include "driftwood/snapshot.h"
 #include "driftwood/tokenizer.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int is_eos(const dw_model_config *c, const dw_tokenizer *tok, int32_t id) {
     for (int i = 0; i < c->n_eos; i++)
@@ -68,7 +63,7 @@ DW_COMMAND(generate,
     sp.temperature = (float)temp, sp.top_k = (int)top_k, sp.top_p = (float)top_p, sp.min_p = (float)min_p;
     sp.repetition_penalty = (float)rep, sp.seed = (uint64_t)seed;
 
-    double t_start = now_s(), t_backend = 0, t_tokenizer = 0, t_model = 0, t_first = 0;
+    double t_start = dw_cli_now_s(), t_backend = 0, t_model = 0, t_first = 0;
     dw_backend *be = NULL;
     dw_model *model = NULL;
     dw_session *s = NULL;
@@ -78,18 +73,18 @@ DW_COMMAND(generate,
     int32_t *ids = NULL;
     float *logits = NULL;
     int rc = 1;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    if (dw_backend_open(backend_name, &be, &err)) goto fail;
-    t_backend = now_s();
-    if (dw_tokenizer_load(path, &tok, &err)) goto fail;
-    t_tokenizer = now_s();
-    dw_model_options mo = {.n_threads = (int)threads};
-    if (dw_model_load(model_dir, be, &mo, &model, &err)) goto fail;
-    t_model = now_s();
+    dw_backend_options bo = {.n_threads = (int)threads};
+    if (dw_backend_open_with(backend_name, &bo, &be, &err)) goto fail;
+    t_backend = dw_cli_now_s();
+    if (dw_model_load(model_dir, be, NULL, &model, &err)) goto fail;
+    t_model = dw_cli_now_s();
+    if (!(tok = dw_model_tokenizer(model))) {
+        dw_error_set(&err, DW_ERR_NOT_FOUND, "%s: no tokenizer.json", model_dir);
+        goto fail;
+    }
     const dw_model_config *cfg = dw_model_get_config(model);
     if ((size_t)cfg->vocab_size < dw_tokenizer_vocab_size(tok)) {
-        dw_error_set(&err, DW_ERR_FORMAT, "%s: the tokenizer has %zu tokens but the model only %d", path,
+        dw_error_set(&err, DW_ERR_FORMAT, "%s/tokenizer.json: the tokenizer has %zu tokens but the model only %d", model_dir,
                      dw_tokenizer_vocab_size(tok), cfg->vocab_size);
         goto fail;
     }
@@ -140,16 +135,16 @@ DW_COMMAND(generate,
         goto fail;
     }
 
-    double t0 = now_s();
+    double t0 = dw_cli_now_s();
     if (n_prompt && dw_session_prefill(s, ids, (int)n_prompt, logits, &err)) goto fail;
-    double t1 = now_s();
+    double t1 = dw_cli_now_s();
     long produced = 0;
     int stopped_by_ctx = 0;
     double t_decode = 0;
     long decoded = 0; /* forward passes after the prefill */
     for (; produced < n_gen; produced++) {
         int32_t next = dw_sampler_sample(sampler, logits, dw_session_tokens(s), dw_session_n_tokens(s));
-        if (!produced) t_first = now_s();
+        if (!produced) t_first = dw_cli_now_s();
         if (!ignore_eos && is_eos(cfg, tok, next)) break;
         const char *text;
         size_t len;
@@ -168,9 +163,9 @@ DW_COMMAND(generate,
             produced++;
             break;
         }
-        double a = now_s();
+        double a = dw_cli_now_s();
         if (dw_session_decode(s, next, logits, &err)) goto fail;
-        t_decode += now_s() - a;
+        t_decode += dw_cli_now_s() - a;
         decoded++;
     }
     const char *text;
@@ -193,10 +188,10 @@ DW_COMMAND(generate,
             stopped_by_ctx ? " (stopped: context full)" : "");
     if (timings && t_first > 0)
         fprintf(stderr,
-                "driftwood: first token %.1f ms after the command started: backend %.1f, tokenizer %.1f, model load "
-                "%.1f, session and prompt %.1f, prefill and sampling %.1f ms\n",
-                (t_first - t_start) * 1e3, (t_backend - t_start) * 1e3, (t_tokenizer - t_backend) * 1e3,
-                (t_model - t_tokenizer) * 1e3, (t0 - t_model) * 1e3, (t_first - t0) * 1e3);
+                "driftwood: first token %.1f ms after the command started: backend %.1f, model load (config, weights, "
+                "tokenizer) %.1f, session and prompt %.1f, prefill and sampling %.1f ms\n",
+                (t_first - t_start) * 1e3, (t_backend - t_start) * 1e3, (t_model - t_backend) * 1e3,
+                (t0 - t_model) * 1e3, (t_first - t0) * 1e3);
     rc = 0;
     goto done;
 fail:
@@ -208,7 +203,6 @@ done:
     free(logits);
     dw_session_free(s);
     dw_model_free(model);
-    dw_tokenizer_free(tok);
     dw_backend_close(be);
     return rc;
 }

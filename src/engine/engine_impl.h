@@ -5,7 +5,7 @@
 
 #include <jansson.h>
 
-#include "backend/compute.h"
+#include "backend/backend.h"
 #include "core/sha256.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
@@ -34,8 +34,8 @@ typedef struct dw__weight_files {
 
 struct dw_model {
     char *dir;
-    dw_backend *backend;
-    dw_compute compute;
+    dw_backend *backend;   /* the device the weights live on (not owned) */
+    dw_tokenizer *tokenizer; /* tokenizer.json's, or NULL */
     dw_model_config cfg;
     char config_hash[DW_SHA256_HEX_SIZE];
     dw__weight_files wf;

@@ -1,5 +1,5 @@
 /* The decoder-only transformer forward pass (Llama / Qwen2 / Mistral), written once against
- * the compute ops (src/backend/compute.h). Prefill runs the prompt in batches of up to
+ * the backend's ops (src/backend/backend.h). Prefill runs the prompt in batches of up to
  * max_batch tokens (every weight read once per batch); decode is the same path with n = 1.
  * Nothing here allocates: the session's buffers were sized at creation. */
 #include "engine/engine_impl.h"
@@ -10,8 +10,8 @@
 static void block(dw_session *s, int l, int pos0, int nb) {
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
-    const dw_compute_ops *ops = m->compute.ops;
-    void *ctx = m->compute.ctx;
+    const dw_backend_ops *ops = m->backend->ops;
+    void *ctx = m->backend->ctx;
     const dw_layer_weights *L = &m->layers[l];
     int hidden = c->hidden_size;
 
@@ -74,8 +74,8 @@ static void decode_step(void *arg) {
     dw_session *s = a->s;
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
-    const dw_compute_ops *ops = m->compute.ops;
-    void *ctx = m->compute.ctx;
+    const dw_backend_ops *ops = m->backend->ops;
+    void *ctx = m->backend->ctx;
     ops->embed(ctx, s->x, &m->embed, &a->id, 1);
     for (int l = 0; l < c->n_layers; l++) block(s, l, a->pos, 1);
     ops->rmsnorm(ctx, s->xn, s->x, &m->final_norm, 1, c->hidden_size, c->rms_norm_eps);
@@ -88,14 +88,14 @@ static void decode_step_greedy(void *arg) {
     decode_step(arg);
     const decode_step_arg *a = arg;
     const dw_model *m = a->s->model;
-    m->compute.ops->argmax(m->compute.ctx, a->s->logits, m->cfg.vocab_size, a->s->greedy, DW__GREEDY_CHUNK, a->pos);
+    m->backend->ops->argmax(m->backend->ctx, a->s->logits, m->cfg.vocab_size, a->s->greedy, DW__GREEDY_CHUNK, a->pos);
 }
 
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err) {
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
-    const dw_compute_ops *ops = m->compute.ops;
-    void *ctx = m->compute.ctx;
+    const dw_backend_ops *ops = m->backend->ops;
+    void *ctx = m->backend->ctx;
     int hidden = c->hidden_size, vocab = c->vocab_size;
     dw_status st;
 
@@ -141,8 +141,8 @@ dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, i
  * tokens come back in one download per chunk. */
 dw_status dw__forward_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
     const dw_model *m = s->model;
-    const dw_compute_ops *ops = m->compute.ops;
-    void *ctx = m->compute.ctx;
+    const dw_backend_ops *ops = m->backend->ops;
+    void *ctx = m->backend->ctx;
     const void *key = &s->greedy;
     dw_status st;
     int32_t tok = id;

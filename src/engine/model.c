@@ -5,16 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/file.h"
-#include "backend/cpu/kernels_quant.h"
 #include "engine/engine_impl.h"
 
 #define MAX_CONFIG_BYTES (4u << 20)
 
 /* A quantized matrix (src/engine/quant.h): DW_ERR_NOT_FOUND (err untouched) when name's module
- * has no scales. A backend with weight_load_quant gets its own copy; otherwise the weight points
- * into the mapping and only a compute wrapped for quantized models gets it. */
+ * has no scales. The backend's weight_load_quant makes the weight (pointing into the mapping
+ * on the CPU, a device copy on CUDA). */
 static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64_t d1, dw_cweight *out, dw_error *err) {
     char module[256];
     size_t len = strlen(name);
@@ -36,12 +36,8 @@ static dw_status load_quantized(dw_model *m, const char *name, int64_t d0, int64
     host.qbiases = t.biases;
     host.qsdtype = t.sdtype;
     m->weight_bytes += t.nbytes;
-    if (m->compute.ops->weight_load_quant) { /* the backend keeps its own copy */
-        st = m->compute.ops->weight_load_quant(m->compute.ctx, &host, out, err);
-        return st ? dw_error_prefix(err, "%s", name) : DW_OK;
-    }
-    *out = host;
-    return DW_OK;
+    st = m->backend->ops->weight_load_quant(m->backend->ctx, &host, out, err);
+    return st ? dw_error_prefix(err, "%s", name) : DW_OK;
 }
 
 static dw_status load_weight(dw_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int required,
@@ -55,7 +51,7 @@ static dw_status load_weight(dw_model *m, const char *name, int ndim, int64_t d0
     dw_status st = dw__weights_find(&m->wf, name, ndim, shape, required, &ti, err);
     if (st == DW_ERR_NOT_FOUND && !required) return DW_OK;
     if (st) return st;
-    st = m->compute.ops->weight_load(m->compute.ctx, ti->data, ti->dtype, ndim == 1 ? 1 : d0, ndim == 1 ? d0 : d1, out,
+    st = m->backend->ops->weight_load(m->backend->ctx, ti->data, ti->dtype, ndim == 1 ? 1 : d0, ndim == 1 ? d0 : d1, out,
                                      err);
     if (st) return dw_error_prefix(err, "%s", name);
     if (ndim == 2) m->weight_bytes += ti->nbytes;
@@ -117,6 +113,15 @@ static dw_status read_generation_config(dw_model *m, dw_error *err) {
     return DW_OK;
 }
 
+/* tokenizer.json beside the weights, when there is one. */
+static dw_status load_tokenizer(dw_model *m, dw_error *err) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/tokenizer.json", m->dir) >= (int)sizeof path)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: path too long", m->dir);
+    if (access(path, F_OK) != 0) return DW_OK;
+    return dw_tokenizer_load(path, &m->tokenizer, err);
+}
+
 static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) {
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/config.json", m->dir) >= (int)sizeof path)
@@ -136,11 +141,8 @@ static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) 
     if ((st = read_generation_config(m, err))) return st;
     dw__config_hash(&m->cfg, m->config_hash);
 
-    if ((st = dw__compute_open(m->backend, opts ? opts->n_threads : 0, &m->compute, err))) return st;
-    if (m->quant.enabled &&
-        (st = dw__quant_compute_wrap(&m->compute, m->backend ? dw_backend_name(m->backend) : "cpu", err)))
-        return st;
     if ((st = dw__weights_open(m->dir, &m->wf, err))) return st;
+    if ((!opts || !opts->skip_tokenizer) && (st = load_tokenizer(m, err))) return st;
 
     const dw_model_config *c = &m->cfg;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -163,10 +165,10 @@ static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) 
 
     float inv_freq[256];
     dw__rope_inv_freq(c, inv_freq);
-    const dw_compute_ops *ops = m->compute.ops;
+    const dw_backend_ops *ops = m->backend->ops;
     size_t bytes = sizeof(float) * (size_t)(c->head_dim / 2);
-    if ((st = ops->alloc(m->compute.ctx, bytes, (void **)&m->inv_freq, err))) return st;
-    return ops->upload(m->compute.ctx, m->inv_freq, inv_freq, bytes, err);
+    if ((st = ops->alloc(m->backend->ctx, bytes, (void **)&m->inv_freq, err))) return st;
+    return ops->upload(m->backend->ctx, m->inv_freq, inv_freq, bytes, err);
 }
 
 dw_status dw_model_load(const char *dir, dw_backend *backend, const dw_model_options *opts, dw_model **out,
@@ -178,7 +180,8 @@ dw_status dw_model_load(const char *dir, dw_backend *backend, const dw_model_opt
         return dw_error_set(err, DW_ERR_NO_MEMORY, "%s: out of memory", dir);
     }
     m->backend = backend;
-    dw_status st = load(m, opts, err);
+    dw_status st = backend ? load(m, opts, err)
+                           : dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: no backend to load the model onto", dir);
     if (st) {
         dw_model_free(m);
         return st;
@@ -188,12 +191,12 @@ dw_status dw_model_load(const char *dir, dw_backend *backend, const dw_model_opt
 }
 
 static void release(dw_model *m, dw_cweight *w) {
-    if (w->data) m->compute.ops->weight_release(m->compute.ctx, w);
+    if (w->data) m->backend->ops->weight_release(m->backend->ctx, w);
 }
 
 void dw_model_free(dw_model *m) {
     if (!m) return;
-    if (m->compute.ops) {
+    if (m->backend) {
         if (m->layers)
             for (int l = 0; l < m->cfg.n_layers; l++) {
                 dw_layer_weights *L = &m->layers[l];
@@ -205,10 +208,10 @@ void dw_model_free(dw_model *m) {
         if (!m->cfg.tie_word_embeddings) release(m, &m->lm_head);
         release(m, &m->embed);
         release(m, &m->final_norm);
-        if (m->inv_freq) m->compute.ops->free(m->compute.ctx, m->inv_freq);
-        dw__compute_close(&m->compute);
+        if (m->inv_freq) m->backend->ops->free(m->backend->ctx, m->inv_freq);
     }
     free(m->layers);
+    dw_tokenizer_free(m->tokenizer);
     dw__quant_config_free(&m->quant);
     dw__weights_close(&m->wf);
     free(m->dir);
@@ -218,5 +221,6 @@ void dw_model_free(dw_model *m) {
 const dw_model_config *dw_model_get_config(const dw_model *m) { return &m->cfg; }
 const char *dw_model_dir(const dw_model *m) { return m->dir; }
 dw_backend *dw_model_backend(const dw_model *m) { return m->backend; }
+dw_tokenizer *dw_model_tokenizer(const dw_model *m) { return m->tokenizer; }
 uint64_t dw_model_weight_bytes(const dw_model *m) { return m->weight_bytes; }
 const char *dw_model_config_hash(const dw_model *m) { return m->config_hash; }

@@ -9,7 +9,7 @@
 #define DEFAULT_BATCH 128
 
 static dw_status alloc_f32(dw_session *s, float **out, size_t count, dw_error *err) {
-    const dw_compute *c = &s->model->compute;
+    const dw_backend *c = s->model->backend;
     return c->ops->alloc(c->ctx, count * sizeof(float), (void **)out, err);
 }
 
@@ -41,7 +41,7 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
         goto fail;
     }
     size_t per = (size_t)c->n_kv_heads * o.ctx * c->head_dim * dw_dtype_size(s->kv_dtype);
-    const dw_compute *cp = &model->compute;
+    const dw_backend *cp = model->backend;
     if ((st = cp->ops->alloc(cp->ctx, per * 2 * c->n_layers, &s->kv_mem, err))) {
         dw_error_prefix(err, "KV cache for %d tokens", o.ctx);
         goto fail;
@@ -74,7 +74,7 @@ fail:
 
 void dw_session_free(dw_session *s) {
     if (!s) return;
-    const dw_compute *c = &s->model->compute;
+    const dw_backend *c = s->model->backend;
     if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s), c->ops->decode_forget(c->ctx, &s->greedy);
     void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -125,7 +125,7 @@ dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *ou
         st = dw_error_set(err, DW_ERR_LIMIT, "%d tokens do not fit the context: it holds %d tokens and %d are used (raise --ctx)",
                           n, s->ctx, s->n_tokens);
     if (!st && !s->greedy)
-        st = dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot choose tokens itself", s->model->compute.ops->name);
+        st = dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot choose tokens itself", s->model->backend->ops->name);
     return st ? st : dw__forward_greedy(s, id, n, out, err);
 }
 
@@ -149,7 +149,7 @@ dw_dtype dw_session_kv_dtype(const dw_session *s) { return s->kv_dtype; }
 static dw_status copy_kv(const dw_session *s, int layer, dw_dtype dtype, void *host_k, void *host_v, int n, int to_device,
                          dw_error *err) {
     const dw_kv_view *kv = &s->kv[layer];
-    const dw_compute *c = &s->model->compute;
+    const dw_backend *c = s->model->backend;
     size_t row_elems = (size_t)n * kv->head_dim;
     size_t cache_es = dw_dtype_size(kv->dtype), host_es = dw_dtype_size(dtype);
     void *tmp = NULL;

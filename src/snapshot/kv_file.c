@@ -10,16 +10,11 @@
 #include "snapshot/fingerprint.h"
 #include "snapshot/kv_session.h"
 #include "snapshot/snapshot_file.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "core/clock.h"
 
 dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *path, const dw_kv_extras *extras,
                      dw_kv_report *report, dw_error *err) {
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw__snapfile_writer *w;
     dw_status st = dw__snapfile_writer_new("driftwood-kv", 1, &w, err);
     if (st != DW_OK) return st;
@@ -36,7 +31,7 @@ dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *p
     if (st == DW_OK) {
         uint64_t bytes = 0;
         st = dw__snapfile_write(w, path, &bytes, err);
-        if (report) *report = (dw_kv_report){dw_session_n_tokens(s), 0, now_ms() - t0, bytes};
+        if (report) *report = (dw_kv_report){dw_session_n_tokens(s), 0, dw__now_ms() - t0, bytes};
     }
     dw__kv_export_free(&ex);
     dw__snapfile_writer_free(w);
@@ -45,7 +40,7 @@ dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *p
 
 dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_extras *extras,
                      dw_kv_report *report, dw_error *err) {
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw_safetensors *st;
     dw_status rc = dw__snapfile_open(path, "driftwood-kv", 1, &st, err);
     if (rc != DW_OK) return rc;
@@ -73,7 +68,7 @@ dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, d
         uint64_t bytes = 0;
         if (f && fseek(f, 0, SEEK_END) == 0) bytes = (uint64_t)ftell(f);
         if (f) fclose(f);
-        *report = (dw_kv_report){dw_session_n_tokens(s), rebuilt, now_ms() - t0, bytes};
+        *report = (dw_kv_report){dw_session_n_tokens(s), rebuilt, dw__now_ms() - t0, bytes};
     }
     dw_safetensors_close(st);
     return rc;

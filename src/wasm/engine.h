@@ -1,4 +1,4 @@
-/* The process-wide Wasmtime engine (Link 3, shared/DESIGN.md): one wasm_engine_t configured
+/* The process-wide Wasmtime engine (the third link of the zero-copy chain, docs/DESIGN.md): one wasm_engine_t configured
  * with Driftwood's memory creator, epoch interruption and Cranelift; plus the thread-local
  * memory context that tells the memory creator which backend and limit a new memory gets. */
 #ifndef DW_WASM_ENGINE_H
@@ -8,6 +8,7 @@
 #include <wasmtime.h>
 
 #include "core/region.h"
+#include "driftwood/backend.h"
 #include "driftwood/error.h"
 
 /* Milliseconds between epoch ticks; timeouts are rounded up to whole ticks. */

@@ -15,12 +15,7 @@
 #include "wasm/engine.h"
 #include "wasm/module_inspect.h"
 #include "wasm/module.h"
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "core/clock.h"
 
 static dw_status check_header(const char *name, const uint8_t *bytes, size_t len, dw_error *err) {
     static const uint8_t magic[4] = {0x00, 'a', 's', 'm'};
@@ -89,7 +84,7 @@ dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t
         free(m);
         return dw_error_set(err, DW_ERR_NO_MEMORY, "%s: out of memory", name);
     }
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     dw__sha256(bytes, len, m->stats.sha256);
     m->mutable_globals = dw__wasm_count_mutable_globals(bytes, len);
     char path[4200] = "";
@@ -109,7 +104,7 @@ dw_status dw__module_load(const char *cache_dir, const char *name, const uint8_t
         }
         if (cache_dir) cache_store(cache_dir, m->module, path);
     }
-    m->stats.load_ms = now_ms() - t0;
+    m->stats.load_ms = dw__now_ms() - t0;
     *out = m;
     return DW_OK;
 }

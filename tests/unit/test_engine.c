@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/compute_cpu.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
@@ -161,13 +160,13 @@ typedef struct fixture {
     dw_model *m;
 } fixture;
 
-static dw_status fixture_open(fixture *f, const tmodel_spec *spec, const dw_model_options *mo, dw_error *err) {
+static dw_status fixture_open(fixture *f, const tmodel_spec *spec, const dw_backend_options *bo, dw_error *err) {
     memset(f, 0, sizeof *f);
     make_dir(f->dir, sizeof f->dir, "fx");
     dw_status st;
     if ((st = tmodel_write(spec, f->dir, 1, &f->tm, err))) return st;
-    if ((st = dw_backend_open("cpu", &f->be, err))) return st;
-    return dw_model_load(f->dir, f->be, mo, &f->m, err);
+    if ((st = dw_backend_open_with("cpu", bo, &f->be, err))) return st;
+    return dw_model_load(f->dir, f->be, NULL, &f->m, err);
 }
 
 static void fixture_close(fixture *f) {
@@ -214,8 +213,8 @@ TEST(engine_thread_counts_and_kernel_sets_agree) {
     const int threads[3] = {1, 2, 3};
     for (int i = 0; i < 3; i++) {
         fixture f;
-        dw_model_options mo = {.n_threads = threads[i]};
-        CHECK_OK(fixture_open(&f, &spec, &mo, &err));
+        dw_backend_options bo = {.n_threads = threads[i]};
+        CHECK_OK(fixture_open(&f, &spec, &bo, &err));
         dw_session *s;
         CHECK_OK(dw_session_create(f.m, NULL, &s, &err));
         out[i] = malloc(sizeof(float) * n * V);
@@ -229,13 +228,17 @@ TEST(engine_thread_counts_and_kernel_sets_agree) {
 
     /* the scalar reference kernels agree with the SIMD ones */
     fixture f;
+    dw_backend_info best;
     CHECK_OK(fixture_open(&f, &spec, NULL, &err));
-    dw__cpu_compute_set_kernels(&f.m->compute, &dw__cpu_kernels_ref);
+    dw_backend_describe(f.be, &best);
+    fixture_close(&f);
+    dw_backend_options ref_kernels = {.cpu_kernels = "ref"};
+    CHECK_OK(fixture_open(&f, &spec, &ref_kernels, &err));
     dw_session *s;
     CHECK_OK(dw_session_create(f.m, NULL, &s, &err));
     float *ref = malloc(sizeof(float) * n * V);
     CHECK_OK(dw_session_prefill_all(s, ids, n, ref, &err));
-    CHECK_MSG(rel_l2(out[0], ref, (size_t)n * V) < 1e-4, "ref vs %s: %g", dw__cpu_kernels_best()->isa,
+    CHECK_MSG(rel_l2(out[0], ref, (size_t)n * V) < 1e-4, "ref vs %s: %g", best.kernels,
               rel_l2(out[0], ref, (size_t)n * V));
     dw_session_free(s);
     fixture_close(&f);

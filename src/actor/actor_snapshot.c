@@ -11,14 +11,9 @@
 #include "driftwood/snapshot.h"
 #include "snapshot/kv_session.h"
 #include "snapshot/snapshot_file.h"
+#include "core/clock.h"
 
 #define CHUNK 4096 /* memory is saved in 4 KiB chunks; all-zero chunks are left out */
-
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static const char *kind_name(wasm_valkind_t k) {
     return k == WASM_I32 ? "i32" : k == WASM_I64 ? "i64" : k == WASM_F32 ? "f32" : k == WASM_F64 ? "f64" : NULL;
@@ -69,7 +64,7 @@ static dw_status capture_globals(dw_actor *a, json_t **out, dw_error *err) {
 }
 
 dw_status dw_actor_snapshot_save(dw_actor *a, const char *path, dw_actor_snapshot_report *report, dw_error *err) {
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     if (a->busy) return dw_error_set(err, DW_ERR_STATE, "snapshot: the actor is handling a message; take snapshots between messages");
     if (!a->abi.memory) return dw_error_set(err, DW_ERR_UNSUPPORTED, "snapshot: the actor has no memory to save");
     json_t *globals = NULL, *models = json_array(), *sessions = json_array();
@@ -129,7 +124,7 @@ dw_status dw_actor_snapshot_save(dw_actor *a, const char *path, dw_actor_snapsho
     uint64_t bytes = 0;
     if (st == DW_OK) st = dw__snapfile_write(w, path, &bytes, err);
     if (st == DW_OK && report)
-        *report = (dw_actor_snapshot_report){now_ms() - t0, bytes, size, kept * CHUNK, n_sessions, 0};
+        *report = (dw_actor_snapshot_report){dw__now_ms() - t0, bytes, size, kept * CHUNK, n_sessions, 0};
 done:
     for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++) dw__kv_export_free(&ex[i]);
     dw__snapfile_writer_free(w);
@@ -267,7 +262,7 @@ static dw_status restore_sessions(dw_actor *a, const dw_safetensors *st, int *re
 
 dw_status dw_actor_snapshot_restore(dw_runtime *rt, dw_module *module, const dw_actor_options *options, const char *path,
                                     dw_actor **out, dw_actor_snapshot_report *report, dw_error *err) {
-    double t0 = now_ms();
+    double t0 = dw__now_ms();
     *out = NULL;
     dw_safetensors *st;
     dw_status rc = dw__snapfile_open(path, "driftwood-actor", 1, &st, err);
@@ -293,7 +288,7 @@ dw_status dw_actor_snapshot_restore(dw_runtime *rt, dw_module *module, const dw_
         uint64_t bytes = 0;
         if (f && fseek(f, 0, SEEK_END) == 0) bytes = (uint64_t)ftell(f);
         if (f) fclose(f);
-        *report = (dw_actor_snapshot_report){now_ms() - t0, bytes, (uint64_t)size, 0, n_sessions, rebuilt};
+        *report = (dw_actor_snapshot_report){dw__now_ms() - t0, bytes, (uint64_t)size, 0, n_sessions, rebuilt};
     }
     *out = a;
     a = NULL;
