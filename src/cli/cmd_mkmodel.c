@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_dispatch.h"
 #include "cli/command.h"
 #include "core/file.h"
 #include "core/threadpool.h"
