@@ -1,6 +1,7 @@
 /* Single-threaded CPU kernels behind the CPU compute ops (compute_cpu.c splits work over
  * the thread pool and calls these on slices). Every kernel has a scalar reference
- * (kernels_ref.c); x86 SIMD versions (kernels_x86.c) are picked at run time. */
+ * (kernels_ref.c); x86 SIMD versions (kernels_avx2.c, kernels_avx512.c: one body,
+ * kernels_x86_body.h, over the vector-width layer simd_x86.h) are picked at run time. */
 #ifndef DW_BACKEND_CPU_KERNELS_H
 #define DW_BACKEND_CPU_KERNELS_H
 

@@ -2,7 +2,8 @@
  * describes: the decode matrix-vector product on packed 4- and 8-bit codes, and row
  * dequantization for the prefill GEMM (which then runs the f32 GEMM of kernels.h on a dequantized
  * block of rows). Scalar references (kernels_quant_ref.c) and AVX2 / AVX-512 versions
- * (kernels_quant_x86.c; the 4-bit decode with AVX512_VNNI in kernels_quant_vnni.c). The CPU
+ * (kernels_quant_avx2.c and kernels_quant_avx512.c over one body, kernels_quant_x86_body.h; the
+ * 4-bit decode with AVX512_VNNI in kernels_quant_vnni.c). The CPU
  * backend picks a set with its float kernels (kernels_dispatch.c) and runs them in matmul_cpu.c. */
 #ifndef DW_BACKEND_CPU_KERNELS_QUANT_H
 #define DW_BACKEND_CPU_KERNELS_QUANT_H
