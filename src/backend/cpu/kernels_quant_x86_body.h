@@ -26,11 +26,11 @@ static void DW_QK(qmatvec)(float *out, const float *x, const float *xsum, const 
             const float *xg = x + g * gs;
             dw_vf a0 = dw_vf_zero(), a1 = dw_vf_zero();
             if (bits == 4) {
-                const uint32_t *qg = q + g * (gs / 8);
+                const uint32_t *qg = q + g * (gs / 8); /* 8 codes per word */
                 _mm_prefetch((const char *)qg + QPREFETCH, _MM_HINT_T0);
-                for (int j = 0; j < gs; j += 2 * QVL) {
-                    a0 = dw_vf_fma(dw_vf_codes4(qg + j / 8), dw_vf_load(xg + j), a0);
-                    a1 = dw_vf_fma(dw_vf_codes4(qg + (j + QVL) / 8), dw_vf_load(xg + j + QVL), a1);
+                for (int j = 0; j < gs; j += 2 * QVL, qg += 2 * QVL / 8) {
+                    a0 = dw_vf_fma(dw_vf_codes4(qg), dw_vf_load(xg + j), a0);
+                    a1 = dw_vf_fma(dw_vf_codes4(qg + QVL / 8), dw_vf_load(xg + j + QVL), a1);
                 }
             } else {
                 const uint8_t *qg = (const uint8_t *)(q + g * (gs / 4));
@@ -59,10 +59,12 @@ static void DW_QK(qdequant)(float *dst, const dw_cweight *w, int r0, int r1) {
         for (int64_t g = 0; g < groups; g++) {
             dw_vf s = dw_vf_set1(dw__quant_sb(w->qscales, w->qsdtype, (size_t)r * groups + g));
             dw_vf b = dw_vf_set1(dw__quant_sb(w->qbiases, w->qsdtype, (size_t)r * groups + g));
+            const uint32_t *qw = q + g * (gs / 8);                           /* 4-bit: 8 codes a word */
+            const uint8_t *qb = (const uint8_t *)q + (size_t)g * gs;         /* 8-bit: one a byte */
+            float *dg = d + g * gs;
             for (int j = 0; j < gs; j += QVL) {
-                int64_t c = g * gs + j;
-                dw_vf v = bits == 4 ? dw_vf_codes4(q + c / 8) : dw_vf_codes8((const uint8_t *)q + c);
-                dw_vf_store(d + c, dw_vf_add(dw_vf_mul(s, v), b));
+                dw_vf v = bits == 4 ? dw_vf_codes4(qw + j / 8) : dw_vf_codes8(qb + j);
+                dw_vf_store(dg + j, dw_vf_add(dw_vf_mul(s, v), b));
             }
         }
     }

@@ -19,10 +19,12 @@
 #define TILE_TOKENS 4     /* prefill matmul on x as it is: 4 rows × 4 tokens */
 #define GEMM_TILE_ROWS 8  /* prefill GEMM: 8 rows × 3 token vectors */
 #define ACC_MULTI_NV 4    /* attention, 4 queries × 4 vectors of dimensions */
+#define PREFETCH_L1 1     /* decode also prefetches into L1 (measured with it on AVX-512 only) */
 #else
 #define TILE_TOKENS 2
 #define GEMM_TILE_ROWS 4
 #define ACC_MULTI_NV 2
+#define PREFETCH_L1 0
 #endif
 /* head_dim up to 256 keeps a query (or an accumulator) in registers across the rows */
 #define ATTN_MAXV (256 / DW_VF_LANES)
@@ -37,15 +39,17 @@ DW_VF_INLINE dw_vf load_vf_f16(const uint16_t *p) { return dw_vf_load_f16(p); }
 DW_VF_INLINE dw_vf load_vf_f16_tail(const uint16_t *p, int n) { return dw_vf_load_f16_tail(p, n); }
 
 /* ---- decode matmul (one token): rows in sequence, four vectors per step -----------------------
- * Each thread reads one linear stream; software prefetches 12 KB ahead into L2 and 2 KB ahead
- * into L1 keep it near the read bandwidth (distances measured: docs/PERFORMANCE.md). */
+ * Each thread reads one linear stream; software prefetches 12 KB ahead into L2 (and, where
+ * PREFETCH_L1, 2 KB ahead into L1) keep it near the read bandwidth (distances measured:
+ * docs/PERFORMANCE.md). */
 #define PREFETCH_L2_AHEAD 12288
 #define PREFETCH_L1_AHEAD 2048
 #define PREFETCH_LINES(p, bytes_per_step)                                                          \
     do {                                                                                           \
-        _Pragma("GCC unroll 4") for (int pf_ = 0; pf_ < (bytes_per_step) / 64; pf_++)             \
-            _mm_prefetch((const char *)(p) + PREFETCH_L2_AHEAD + 64 * pf_, _MM_HINT_T1),           \
-            _mm_prefetch((const char *)(p) + PREFETCH_L1_AHEAD + 64 * pf_, _MM_HINT_T0);           \
+        _Pragma("GCC unroll 4") for (int pf_ = 0; pf_ < (bytes_per_step) / 64; pf_++) {           \
+            _mm_prefetch((const char *)(p) + PREFETCH_L2_AHEAD + 64 * pf_, _MM_HINT_T1);           \
+            if (PREFETCH_L1) _mm_prefetch((const char *)(p) + PREFETCH_L1_AHEAD + 64 * pf_, _MM_HINT_T0); \
+        }                                                                                          \
     } while (0)
 
 #define VL DW_VF_LANES /* lanes per vector */
