@@ -5,10 +5,10 @@
 # $OUT (at most 8 files) and a summary is printed last. Exits non-zero when anything failed.
 #
 # DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
-# (bench/cuda/bench_decode_cuda.c on a random Llama-3.2-1B-shaped model made here by mkmodel;
+# (`driftwood bench decode --backend cuda` on a random Llama-3.2-1B-shaped model made here by mkmodel;
 # DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants,
 # DW_GPU_BENCH_QUANT="4 8" for the shapes quantized to 4/8 bits, DW_GPU_BENCH_ARGS for more
-# arguments of bench_decode_cuda, e.g. "--prefill 0").
+# arguments of bench decode, e.g. "--prefill-tokens 0").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -92,53 +92,44 @@ if [ -x "$B/bin/driftwood" ] && want zerocopy; then
 fi
 
 # ---- the engine on CUDA: decode/prefill speed against the copy-bandwidth bound ---------------
+# `driftwood bench decode --backend cuda` (16 + 256 tokens, prefill 512, 4096 in context) on a
+# random model of each shape made here by mkmodel, and on its quantized copies.
 if [ -x "$B/bin/driftwood" ] && want engine-bench; then
-    gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
-        -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
-        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lcrypto -lm -ldl \
-        $(make -s BUILD=$B cuda-ldlibs) >>"$OUT/build.log" 2>&1 || fail bench-build
     dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
+    dw_bench() { # MODEL LABEL: one run of the benchmark, its table and JSON into bench-engine.txt
+        for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
+            echo "== $2 ${dw_env//,/ }"
+            env ${dw_env//,/ } timeout 200 "$B/bin/driftwood" bench decode --backend cuda --model "$1" \
+                --prompt-tokens 16 --gen-tokens 256 --long 4096 --prefill-tokens 512 ${DW_GPU_BENCH_ARGS:-} &&
+            env ${dw_env//,/ } timeout 200 "$B/bin/driftwood" bench decode --backend cuda --model "$1" \
+                --prompt-tokens 16 --gen-tokens 256 --long 4096 --prefill-tokens 512 ${DW_GPU_BENCH_ARGS:-} --json
+        done
+    }
     for shape in ${DW_GPU_BENCH_SHAPES:-llama-3.2-1b}; do
         dw_m=/tmp/dw-bench-$shape
         [ -f "$dw_m/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape "$shape" --out "$dw_m" \
             --tokenizer-dir "$dw_tok" >>"$OUT/bench-engine.txt" 2>&1 || fail "mkmodel-$shape"
-        # DW_GPU_BENCH_ENVS: variants, each VAR=VALUE[,VAR=VALUE] (tuning knobs of compute_cuda)
-        for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
-            echo "== $shape ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
-            [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
-                --model "$dw_m" ${DW_GPU_BENCH_ARGS:-} >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"; }
-        done
+        dw_bench "$dw_m" "$shape" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape"
         # DW_GPU_BENCH_QUANT="4 8": the same shape quantized (MLX affine, g64) by `driftwood quantize`
         for dw_bits in ${DW_GPU_BENCH_QUANT:-}; do
             dw_q=$dw_m-q$dw_bits
             [ -f "$dw_q/config.json" ] || timeout 300 "$B/bin/driftwood" quantize --model "$dw_m" --bits "$dw_bits" \
                 --out "$dw_q" >>"$OUT/bench-engine.txt" 2>&1 || fail "quantize-$shape-$dw_bits"
-            for dw_env in ${DW_GPU_BENCH_ENVS:-DW_DEFAULT=1}; do
-                echo "== $shape $dw_bits-bit g64 ${dw_env//,/ }" >>"$OUT/bench-engine.txt"
-                [ -x "$B/bin/bench-decode-cuda" ] && { env ${dw_env//,/ } timeout 200 "$B/bin/bench-decode-cuda" \
-                    --model "$dw_q" ${DW_GPU_BENCH_ARGS:-} >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"; }
-            done
-            { echo "== $shape $dw_bits-bit driftwood bench decode --backend cuda --json (16 + 256)" &&
-              timeout 120 "$B/bin/driftwood" bench decode --model "$dw_q" --backend cuda --prompt-tokens 16 \
-                  --gen-tokens 256 --json &&
-              echo "== $shape $dw_bits-bit: generate -n 1 (warm page cache), wall time" &&
+            dw_bench "$dw_q" "$shape $dw_bits-bit g64" >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-engine-$shape-q$dw_bits"
+            { echo "== $shape $dw_bits-bit: generate -n 1 (warm page cache), wall time" &&
               /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" --backend cuda -n 1 \
                   --prompt "Hello" --timings && /usr/bin/time -f "wall %e s" "$B/bin/driftwood" generate --model "$dw_q" \
-                  --backend cuda -n 1 --prompt "Hello" --timings; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape-q$dw_bits"
+                  --backend cuda -n 1 --prompt "Hello" --timings; } >>"$OUT/bench-engine.txt" 2>&1 || fail "generate-$shape-q$dw_bits"
         done
-        # the command-line benchmark (issue 4: host time per token beside GPU time in --json)
-        [ -f "$dw_m/config.json" ] && { echo "== $shape driftwood bench decode --backend cuda --json (16 + 256)" &&
-            timeout 120 "$B/bin/driftwood" bench decode --model "$dw_m" --backend cuda --prompt-tokens 16 \
-                --gen-tokens 256 --json; } >>"$OUT/bench-engine.txt" 2>&1 || fail "bench-decode-cli-$shape"
         # DW_GPU_NSYS=1: per-kernel GPU time of 64 decode steps (Nsight Systems, when installed) on
         # the model of this shape, or its quantized copy with DW_GPU_NSYS_QUANT=4|8
         dw_nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-        if [ "${DW_GPU_NSYS:-0}" = 1 ] && [ -n "$dw_nsys" ] && [ -x "$B/bin/bench-decode-cuda" ]; then
+        if [ "${DW_GPU_NSYS:-0}" = 1 ] && [ -n "$dw_nsys" ]; then
             timeout 120 "$dw_nsys" profile -t cuda --cuda-graph-trace=node -o /tmp/dw-prof --force-overwrite true \
-                "$B/bin/bench-decode-cuda" --model "$dw_m${DW_GPU_NSYS_QUANT:+-q$DW_GPU_NSYS_QUANT}" --gen 64 --long 0 \
-                --prefill 0 >/tmp/dw-nsys.log 2>&1
+                "$B/bin/driftwood" bench decode --backend cuda --model "$dw_m${DW_GPU_NSYS_QUANT:+-q$DW_GPU_NSYS_QUANT}" \
+                --gen-tokens 64 --prefill-tokens 0 >/tmp/dw-nsys.log 2>&1
             timeout 60 "$dw_nsys" stats -r cuda_gpu_kern_sum -f csv /tmp/dw-prof.nsys-rep >"$OUT/nsys-kernels.csv" 2>&1
-            echo "== nsys: GPU kernels over 64+16 decode steps (total ns, instances, avg ns, name)" >>"$OUT/bench-engine.txt"
+            echo "== nsys: GPU kernels over the decode steps (total ns, instances, avg ns, name)" >>"$OUT/bench-engine.txt"
             python3 -c 'import csv,sys
 rows=[r for r in csv.reader(open(sys.argv[1])) if r and r[0][:1].isdigit()]
 for r in rows[:16]: print(r[1], r[2], r[3], r[-1][:160])' "$OUT/nsys-kernels.csv" >>"$OUT/bench-engine.txt" 2>&1
@@ -158,7 +149,7 @@ fi
     for f in bench-cuda.txt bench-cuda.json bench-cpu.json; do
         [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
     done
-    [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v 'no_graph_decode_tok_s' "$OUT/bench-engine.txt" | tail -70; }
+    [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v '^{' "$OUT/bench-engine.txt" | tail -70; }
     echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"
 } | tee "$OUT/summary.txt"
 [ -z "$dw_failed" ]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test suite (`make test` calls this after building): the C unit tests, the CLI
+# Runs every test suite (`make test` calls this after building): the include-layer guard
+# (tools/check_layers.py against docs/DESIGN.md), the C unit tests, the CLI
 # tests (tests/cli/test_*.sh) and the Python reference tests (tests/py, pytest), then prints
 # one closing line "tests: N passed, N failed" over all suites.
 set -uo pipefail
@@ -33,6 +34,7 @@ run_suite() { # NAME CMD...: a suite that exits non-zero without a count counts 
     fi
 }
 
+run_suite "layers (docs/DESIGN.md)" python3 tools/check_layers.py
 run_suite "unit tests" "$DW_BUILD/bin/dw-tests"
 for t in tests/cli/test_*.sh; do run_suite "$t" bash "$t"; done
 if compgen -G "tests/py/test_*.py" >/dev/null; then

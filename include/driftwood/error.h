@@ -1,6 +1,6 @@
 /* Driftwood status codes and the error record that carries a one-line message.
  * Recoverable failures return a dw_status and fill a caller-owned dw_error;
- * broken invariants use DW_ASSERT (abort). See shared/STYLE.md, practice 8. */
+ * broken invariants use DW_ASSERT (abort). See docs/DESIGN.md ("Decisions": errors). */
 #ifndef DRIFTWOOD_ERROR_H
 #define DRIFTWOOD_ERROR_H
 

@@ -88,6 +88,17 @@ uint64_t dw_model_weight_bytes(const dw_model *model);
  * dtype and eos ids, in a fixed order): equal for configs that compute the same function. */
 const char *dw_model_config_hash(const dw_model *model);
 
+/* Writes a quantized copy of the model directory in_dir (BF16/F16/F32 weights) to out_dir
+ * (which must not exist or be empty) in the MLX affine layout (bits 4 or 8, group_size 32, 64
+ * or 128): config.json with the quantization block, every other file but the weights copied,
+ * and one model.safetensors where each 2-D non-norm "<m>.weight" becomes
+ * <m>.weight/.scales/.biases. Written in a temporary folder renamed into place at the end. */
+dw_status dw_model_quantize(const char *in_dir, const char *out_dir, int bits, int group_size, dw_error *err);
+
+/* The reverse, for references: writes in_dir's quantized matrices dequantized to F32 (w = scale·q
+ * + bias in f32), everything else as it is, and config.json without the quantization block. */
+dw_status dw_model_dequantize(const char *in_dir, const char *out_dir, dw_error *err);
+
 /* Parses config.json text (path only names it in messages) into cfg; the model loader's
  * first step, exposed for tests and tools. eos ids from generation_config.json are not read. */
 dw_status dw_model_config_parse(const char *path, const char *json_text, dw_model_config *cfg /* OUT */,

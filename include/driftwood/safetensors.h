@@ -1,5 +1,5 @@
 /* Safetensors files: a strict reader (mmap'd or in memory) and a streaming, atomic writer.
- * Used for model weights and for KV/actor snapshots (shared/DESIGN.md, "Formats"). */
+ * Used for model weights and for KV/actor snapshots (docs/DESIGN.md, "Decisions": Hugging Face formats). */
 #ifndef DRIFTWOOD_SAFETENSORS_H
 #define DRIFTWOOD_SAFETENSORS_H
 

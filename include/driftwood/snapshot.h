@@ -36,7 +36,30 @@
 #include "driftwood/actor.h"
 #include "driftwood/engine.h"
 #include "driftwood/error.h"
+#include "driftwood/model.h"
+#include "driftwood/safetensors.h"
 #include "driftwood/tokenizer.h"
+
+/* What a KV cache is valid for: two models with equal fingerprints compute the same function
+ * on the same token ids. Each hash is 64 lowercase hex digits of SHA-256. */
+typedef struct dw_fingerprint {
+    char architecture[40];
+    char config_hash[65];    /* dw_model_config_hash */
+    char weights_hash[65];   /* over the weight files, in name order */
+    char tokenizer_hash[65]; /* of tokenizer.json */
+} dw_fingerprint;
+
+/* The fingerprint of model with tokenizer tok (the model's own: dw_model_tokenizer). The
+ * weights hash reads every *.safetensors file of the model once and is then cached on disk
+ * ($DW_CACHE/fingerprints, keyed by the files' paths, sizes and modification times). */
+dw_status dw_model_fingerprint(const dw_model *model, const dw_tokenizer *tok, dw_fingerprint *out /* OUT */,
+                               dw_error *err);
+
+/* Opens a snapshot file (a KV file or an actor snapshot) for reading after verifying its
+ * checksum; *kind is set to "driftwood-kv" or "driftwood-actor". Close with
+ * dw_safetensors_close. */
+dw_status dw_snapshot_open(const char *path, dw_safetensors **out /* OUT */, const char **kind /* OUT */,
+                           dw_error *err);
 
 typedef struct dw_kv_report {
     int n_tokens;        /* tokens now in the session */

@@ -1,7 +1,7 @@
 /* Tokenizer: loads a Hugging Face tokenizer.json (BPE: byte-level GPT-2 / Llama 3 style, or
  * SentencePiece-style Llama 2 with byte fallback), encodes text to ids and decodes ids to
  * text, also one id at a time, and renders the Llama 3 chat format. Results match the HF
- * `tokenizers` library (tests/py/test_tokenizer_parity.py). Internals: src/engine/tokenizer_impl.h. */
+ * `tokenizers` library (tests/py/test_tokenizer_parity.py). Internals: src/tokenizer/tokenizer_impl.h. */
 #ifndef DRIFTWOOD_TOKENIZER_H
 #define DRIFTWOOD_TOKENIZER_H
 
@@ -24,6 +24,10 @@ typedef struct dw_tokenizer dw_tokenizer;
  * naming the file and the JSON key and value; malformed files give DW_ERR_FORMAT.
  * On failure *out is NULL. */
 dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out /* OUT */, dw_error *err);
+
+/* As dw_tokenizer_load, from a model folder: loads model_dir/tokenizer.json (and, beside it,
+ * model_dir/tokenizer_config.json when there is one). */
+dw_status dw_tokenizer_load_dir(const char *model_dir, dw_tokenizer **out /* OUT */, dw_error *err);
 
 /* As dw_tokenizer_load, from len bytes of JSON in memory; name is used in messages only.
  * No tokenizer_config.json is read. The bytes are copied. */

@@ -1,5 +1,5 @@
 /* Guest pointers: the one place where a guest offset and length become a host pointer
- * (shared/STYLE.md, practice 7). Every host function goes through dw__guest_span. */
+ * (docs/DESIGN.md, data path (a)). Every host function goes through dw__guest_span. */
 #ifndef DW_ABI_GUEST_MEMORY_H
 #define DW_ABI_GUEST_MEMORY_H
 

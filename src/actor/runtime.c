@@ -56,7 +56,7 @@ dw_status dw_module_load_file(dw_runtime *rt, const char *path, dw_module **out,
     char *bytes;
     size_t len;
     *out = NULL;
-    dw_status st = dw__file_read_all(path, DW_MAX_MODULE_BYTES, &bytes, &len, err);
+    dw_status st = dw_file_read_all(path, DW_MAX_MODULE_BYTES, &bytes, &len, err);
     if (st != DW_OK) return st;
     st = dw_module_load_bytes(rt, path, (const uint8_t *)bytes, len, out, err);
     free(bytes);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "driftwood/version.h"
+
 typedef struct backend_entry {
     const char *name;
     dw_status (*open)(const dw_backend_options *opts, dw_backend **out, dw_error *err);
@@ -115,4 +117,12 @@ dw_status dw_backend_memory_bandwidth(dw_backend *backend, size_t bytes, int rep
         return dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot measure its memory bandwidth",
                             backend->ops->name);
     return backend->ops->memory_bandwidth(backend->ctx, bytes, reps, gbs, err);
+}
+
+const char *dw_cuda_version(void) {
+#ifdef DW_HAVE_CUDA
+    return dw__cuda_version();
+#else
+    return "cuda: not built";
+#endif
 }

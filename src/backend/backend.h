@@ -29,6 +29,10 @@
 #include "driftwood/dtype.h"
 #include "driftwood/error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A weight on the device. Matrices are [rows × cols] row-major: the Hugging Face nn.Linear
  * layout [out_features, in_features], so a matmul computes x · Wᵀ. Vectors (norm weights,
  * biases) have rows == 1 and are always stored as f32 (weight_load converts them). */
@@ -194,6 +198,12 @@ struct dw_backend {
 dw_status dw__cpu_backend_open(const dw_backend_options *opts, dw_backend **out, dw_error *err);
 #ifdef DW_HAVE_CUDA
 dw_status dw__cuda_backend_open(const dw_backend_options *opts, dw_backend **out, dw_error *err);
+/* The CUDA runtime linked in, the driver and whether a device answers (cuda_version.cu). */
+const char *dw__cuda_version(void);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

@@ -10,7 +10,7 @@ long dw_cli_rss_bytes(void);                 /* resident set size of this proces
 /* Of this process's resident pages of files named *.safetensors under dir (a model's weights),
  * the fraction mapped with huge pages (FilePmdMapped / Rss in /proc/self/smaps); -1 if unknown.
  * Which pages the page cache holds as huge folios depends on how the file was last read or
- * written, and TLB misses can slow decode (docs/PERFORMANCE.md), so the benchmark reports it. */
+ * written, and TLB misses can slow decode (docs/PERFORMANCE-HISTORY.md), so the benchmark reports it. */
 double dw_cli_huge_mapped_fraction(const char *dir);
 
 #endif

@@ -17,7 +17,7 @@
 
 typedef struct bench_args {
     const char *model_dir, *backend;
-    long n_prompt, n_gen, n_prefill, n_long, threads, bw_mb;
+    long n_prompt, n_gen, n_prefill, n_long, n_long_gen, threads, bw_mb;
     int interleave, json;
 } bench_args;
 
@@ -186,7 +186,8 @@ static double interleaved_ideal_s(const double *tok_bw, long n_gen, double wbyte
 }
 
 static int parse_args(int argc, char **argv, bench_args *a) {
-    *a = (bench_args){.backend = "cpu", .n_prompt = 16, .n_gen = 128, .n_prefill = 512, .bw_mb = 1024, .interleave = 1};
+    *a = (bench_args){.backend = "cpu", .n_prompt = 16, .n_gen = 128, .n_prefill = 512, .n_long_gen = 128,
+                      .bw_mb = 1024, .interleave = 1};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -196,6 +197,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
         else if (!strcmp(o, "--gen-tokens") && v) r = dw_cli_parse_long(o, v, 1, 1 << 20, &a->n_gen), i++;
         else if (!strcmp(o, "--prefill-tokens") && v) r = dw_cli_parse_long(o, v, 0, 1 << 20, &a->n_prefill), i++;
         else if (!strcmp(o, "--long") && v) r = dw_cli_parse_long(o, v, 0, 1 << 20, &a->n_long), i++;
+        else if (!strcmp(o, "--long-gen-tokens") && v) r = dw_cli_parse_long(o, v, 1, 1 << 20, &a->n_long_gen), i++;
         else if (!strcmp(o, "--threads") && v) r = dw_cli_parse_long(o, v, 1, 1024, &a->threads), i++;
         else if (!strcmp(o, "--bw-mb") && v) r = dw_cli_parse_long(o, v, 64, 1 << 20, &a->bw_mb), i++;
         else if (!strcmp(o, "--json")) a->json = 1;
@@ -209,7 +211,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
 
 DW_COMMAND_NAMED(bench_decode, "bench decode",
                  "bench decode [--model DIR] [--backend cpu|cuda] [--prompt-tokens N] [--gen-tokens N] "
-                 "[--prefill-tokens N] [--long N] [--threads N] [--bw-mb N] [--no-interleaved-bound] [--json]",
+                 "[--prefill-tokens N] [--long N] [--long-gen-tokens N] [--threads N] [--bw-mb N] [--no-interleaved-bound] [--json]",
                  "prefill and decode tok/s (host and device token choice, long context) against the "
                  "memory-bandwidth bound") {
     bench_args a;
@@ -264,8 +266,8 @@ DW_COMMAND_NAMED(bench_decode, "bench decode",
     decode_result dec = {0}, greedy = {0}, long_dec = {0}, long_greedy = {0};
     if (run_decode(model, a.n_prompt, a.n_gen, logits, &probe, tok_bw, &dec, &err)) goto fail;
     if (run_greedy(model, a.n_prompt, a.n_gen, logits, &greedy, &err)) goto fail;
-    if (a.n_long > 0 && (run_decode(model, a.n_long, a.n_gen, logits, NULL, NULL, &long_dec, &err) ||
-                         run_greedy(model, a.n_long, a.n_gen, logits, &long_greedy, &err)))
+    if (a.n_long > 0 && (run_decode(model, a.n_long, a.n_long_gen, logits, NULL, NULL, &long_dec, &err) ||
+                         run_greedy(model, a.n_long, a.n_long_gen, logits, &long_greedy, &err)))
         goto fail;
     for (int r = 0; is_cpu && r < 5; r++) {
         double g = probe_pass(&probe, &err);

@@ -9,7 +9,7 @@
 #include "cli/bench_util.h"
 #include "cli/command.h"
 #include "cli/embedded_guests.h"
-#include "core/file.h"
+#include "driftwood/file.h"
 #include "driftwood/actor.h"
 
 __attribute__((noinline)) static void native_nop(void) { __asm__ volatile(""); }
@@ -71,7 +71,7 @@ DW_COMMAND_NAMED(bench_hostcall, "bench hostcall", "bench hostcall [--calls N] [
     const unsigned char *compile_wasm = wasm;
     size_t compile_len = len;
     if (module_path) {
-        if (dw__file_read_all(module_path, 256 << 20, &file_bytes, &compile_len, &err))
+        if (dw_file_read_all(module_path, 256 << 20, &file_bytes, &compile_len, &err))
             return dw_cli_fail("bench hostcall: %s", err.message);
         compile_wasm = (const unsigned char *)file_bytes, compile_name = module_path;
     }

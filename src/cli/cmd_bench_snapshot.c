@@ -10,7 +10,6 @@
 #include "cli/command.h"
 #include "driftwood/model.h"
 #include "driftwood/snapshot.h"
-#include "snapshot/fingerprint.h"
 
 #define MAX_SIZES 8
 
@@ -88,18 +87,19 @@ DW_COMMAND_NAMED(bench_snapshot, "bench snapshot",
     dw_backend *be = NULL;
     dw_model *model = NULL;
     dw_tokenizer *tok = NULL;
-    char tok_path[4200], path[64];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", model_dir);
+    char path[64];
     snprintf(path, sizeof path, "/tmp/dw-bench-snapshot-%d.kv", (int)getpid());
     row rows[MAX_SIZES];
     int rc = 1;
-    if (dw_backend_open(backend, &be, &err) || dw_tokenizer_load(tok_path, &tok, &err) ||
-        dw_model_load(model_dir, be, NULL, &model, &err))
+    if (dw_backend_open(backend, &be, &err) || dw_model_load(model_dir, be, NULL, &model, &err)) goto fail;
+    if (!(tok = dw_model_tokenizer(model))) {
+        dw_error_set(&err, DW_ERR_NOT_FOUND, "%s: no tokenizer.json", model_dir);
         goto fail;
+    }
     /* the model's fingerprint hashes its weights once (then cached on disk): timed apart */
-    dw__fingerprint fp;
+    dw_fingerprint fp;
     double t_fp = dw_cli_now_ms();
-    if (dw__model_fingerprint(model, tok, &fp, &err)) goto fail;
+    if (dw_model_fingerprint(model, tok, &fp, &err)) goto fail;
     t_fp = dw_cli_now_ms() - t_fp;
     for (int i = 0; i < n_sizes; i++) {
         if (sizes[i] + 8 > dw_model_get_config(model)->max_position_embeddings) {
@@ -133,7 +133,6 @@ fail:
     dw_cli_fail("bench snapshot: %s", err.message);
 done:
     dw_model_free(model);
-    dw_tokenizer_free(tok);
     dw_backend_close(be);
     return rc;
 }

@@ -16,11 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend/cpu/kernels_dispatch.h"
+#include "cli/bench_util.h"
 #include "cli/command.h"
-#include "core/file.h"
-#include "core/threadpool.h"
 #include "driftwood/dtype.h"
+#include "driftwood/file.h"
+#include "driftwood/threadpool.h"
 
 typedef struct shape_spec {
     const char *name;
@@ -60,7 +60,6 @@ typedef struct fill_job {
     uint64_t data_start; /* file offset of the data section */
     char **bufs;         /* one CHUNK_ELEMS-element buffer per thread */
     atomic_int error;    /* first errno of a failed write */
-    const dw__cpu_kernels *kernels;
 } fill_job;
 
 static uint64_t mix64(uint64_t z) {
@@ -103,8 +102,7 @@ static void fill_task(void *arg, int task, int thread) {
                 s[l] = x;
                 vals[k + l] = t->ones ? 1.0f : ((float)(x >> 40) * (1.0f / 8388608.0f) - 1.0f) * a;
             }
-        if (j->dtype == DW_DTYPE_BF16) j->kernels->f32_to_bf16((uint16_t *)(buf + (i - i0) * es), vals, (int)m);
-        else dw_convert_from_f32(j->dtype, vals, buf + (i - i0) * es, m);
+        dw_convert_from_f32(j->dtype, vals, buf + (i - i0) * es, m);
     }
     size_t len = (i1 - i0) * es, done = 0;
     off_t at = (off_t)(j->data_start + t->offset + i0 * es);
@@ -159,7 +157,7 @@ static int plan_tensors(const shape_spec *sp, dw_dtype dtype, tensor_plan **out)
 
 static int write_file(const char *path, const void *data, size_t len) {
     dw_error err;
-    if (dw__file_write_atomic(path, data, len, &err) != DW_OK) return dw_cli_fail("%s", err.message);
+    if (dw_file_write_atomic(path, data, len, &err) != DW_OK) return dw_cli_fail("%s", err.message);
     return 0;
 }
 
@@ -167,7 +165,7 @@ static int copy_file(const char *src, const char *dst) {
     char *buf;
     size_t len;
     dw_error err;
-    if (dw__file_read_all(src, 1u << 30, &buf, &len, &err) != DW_OK)
+    if (dw_file_read_all(src, 1u << 30, &buf, &len, &err) != DW_OK)
         return dw_cli_fail("%s (the Llama 3 tokenizer comes from `make setup`; or pass --tokenizer-dir)", err.message);
     int rc = write_file(dst, buf, len);
     free(buf);
@@ -190,12 +188,6 @@ static void default_tokenizer_dir(char *out, size_t size) {
         *slash = 0;
     }
     if ((size_t)snprintf(out, size, "%.*s/.deps/llama3-tokenizer", (int)(size - 32), exe) >= size) out[0] = 0;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Writes the tensors of shard `shard` to path: header, then the data generated in parallel,
@@ -248,7 +240,7 @@ static int write_shard(const char *path, tensor_plan *t, int n, int shard, dw_dt
         chunk_start[k + 1] = chunk_start[k] + (int)((elems + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
     }
     fill_job job = {.t = t + first, .n_tensors = count, .chunk_start = chunk_start, .dtype = dtype, .seed = seed,
-                    .fd = fd, .data_start = 8 + padded, .bufs = bufs, .kernels = dw__cpu_kernels_best()};
+                    .fd = fd, .data_start = 8 + padded, .bufs = bufs};
     if (!err_no) {
         dw_threadpool_run(pool, chunk_start[count], fill_task, &job);
         err_no = atomic_load(&job.error);
@@ -313,7 +305,7 @@ DW_COMMAND(mkmodel, "mkmodel --shape tiny|llama-3.2-1b|llama-3.1-8b --out DIR [-
         return dw_cli_fail("%s: cannot read the Llama 3 tokenizer (run `make setup`, or pass --tokenizer-dir)", src);
     if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) return dw_cli_fail("%s: cannot create: %s", out_dir, strerror(errno));
 
-    double t0 = now_s();
+    double t0 = dw_cli_now_s();
     /* config.json, generation_config.json */
     char text[4096];
     snprintf(text, sizeof text,
@@ -381,6 +373,6 @@ DW_COMMAND(mkmodel, "mkmodel --shape tiny|llama-3.2-1b|llama-3.1-8b --out DIR [-
     free(t);
     if (!rc)
         printf("wrote %s: %s, %s, %.2f GB of weights in %d file%s, %.1f s\n", out_dir, sp->name, dtype_name, total / 1e9,
-               n_shards, n_shards > 1 ? "s" : "", now_s() - t0);
+               n_shards, n_shards > 1 ? "s" : "", dw_cli_now_s() - t0);
     return rc;
 }

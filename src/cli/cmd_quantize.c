@@ -1,11 +1,11 @@
 /* `driftwood quantize`: a bf16/f16/f32 model directory to an MLX-affine 4- or 8-bit one
- * (src/engine/quant.h has the format and the algorithm). */
+ * (the format: src/core/quant_layout.h; the algorithm: src/engine/quant_write.c). */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "cli/bench_util.h"
 #include "cli/command.h"
-#include "engine/quant.h"
+#include "driftwood/model.h"
 
 DW_COMMAND(quantize, "quantize --model DIR --bits 4|8 [--group-size 64] --out DIR | --dequantize --model DIR --out DIR",
            "writes a 4- or 8-bit (MLX affine) copy of a model (or an f32 copy of a quantized one)") {
@@ -30,7 +30,7 @@ DW_COMMAND(quantize, "quantize --model DIR --bits 4|8 [--group-size 64] --out DI
     dw_error err;
     if (dequantize) {
         if (!model || !out) return dw_cli_fail("quantize: --dequantize needs --model and --out");
-        if (dw__dequantize_model(model, out, &err) != DW_OK) return dw_cli_fail("%s", err.message);
+        if (dw_model_dequantize(model, out, &err) != DW_OK) return dw_cli_fail("%s", err.message);
         printf("dequantized %s to f32 in %s\n", model, out);
         return 0;
     }
@@ -38,11 +38,9 @@ DW_COMMAND(quantize, "quantize --model DIR --bits 4|8 [--group-size 64] --out DI
     if (bits != 4 && bits != 8) return dw_cli_fail("quantize: --bits %ld is not supported (4 or 8)", bits);
     if (group_size != 32 && group_size != 64 && group_size != 128)
         return dw_cli_fail("quantize: --group-size %ld is not supported (32, 64 or 128)", group_size);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (dw__quantize_model(model, out, (int)bits, (int)group_size, &err) != DW_OK) return dw_cli_fail("%s", err.message);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t0 = dw_cli_now_s();
+    if (dw_model_quantize(model, out, (int)bits, (int)group_size, &err) != DW_OK) return dw_cli_fail("%s", err.message);
     printf("quantized %s to %ld bits (group size %ld) in %s (%.1f s)\n", model, bits, group_size, out,
-           (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+           dw_cli_now_s() - t0);
     return 0;
 }

@@ -5,8 +5,7 @@
 
 #include "cli/command.h"
 #include "driftwood/safetensors.h"
-#include "snapshot/fingerprint.h"
-#include "snapshot/snapshot_file.h"
+#include "driftwood/snapshot.h"
 
 DW_COMMAND_NAMED(snapshot_inspect, "snapshot inspect", "snapshot inspect FILE",
                  "print a snapshot's metadata and tensor table (after verifying its checksum)") {
@@ -14,10 +13,8 @@ DW_COMMAND_NAMED(snapshot_inspect, "snapshot inspect", "snapshot inspect FILE",
     const char *path = argv[1];
     dw_error err;
     dw_safetensors *st;
-    dw_status rc = dw__snapfile_open(path, "driftwood-kv", 1, &st, &err);
-    if (rc == DW_ERR_FORMAT && strstr(err.message, "a driftwood-actor file"))
-        rc = dw__snapfile_open(path, "driftwood-actor", 1, &st, &err);
-    if (rc != DW_OK) return dw_cli_fail("%s", err.message);
+    const char *kind;
+    if (dw_snapshot_open(path, &st, &kind, &err) != DW_OK) return dw_cli_fail("%s", err.message);
     printf("%s: checksum verified\nmetadata:\n", path);
     for (size_t i = 0; i < dw_safetensors_metadata_count(st); i++) {
         const char *k, *v;
@@ -51,13 +48,10 @@ DW_COMMAND_NAMED(snapshot_fingerprint, "snapshot fingerprint", "snapshot fingerp
     dw_error err;
     dw_backend *be = NULL;
     dw_model *model = NULL;
-    dw_tokenizer *tok = NULL;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
-    dw__fingerprint fp;
+    dw_fingerprint fp;
     int rc = 1;
-    if (dw_backend_open("cpu", &be, &err) || dw_tokenizer_load(path, &tok, &err) ||
-        dw_model_load(model_dir, be, NULL, &model, &err) || dw__model_fingerprint(model, tok, &fp, &err)) {
+    if (dw_backend_open("cpu", &be, &err) || dw_model_load(model_dir, be, NULL, &model, &err) ||
+        dw_model_fingerprint(model, dw_model_tokenizer(model), &fp, &err)) {
         dw_cli_fail("snapshot fingerprint: %s", err.message);
     } else {
         printf("{\"architecture\": \"%s\", \"config_hash\": \"%s\", \"weights_hash\": \"%s\", \"tokenizer_hash\": \"%s\"}\n",
@@ -65,7 +59,6 @@ DW_COMMAND_NAMED(snapshot_fingerprint, "snapshot fingerprint", "snapshot fingerp
         rc = 0;
     }
     dw_model_free(model);
-    dw_tokenizer_free(tok);
     dw_backend_close(be);
     return rc;
 }

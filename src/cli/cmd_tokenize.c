@@ -76,11 +76,9 @@ DW_COMMAND(tokenize, "tokenize [--model DIR] [--decode] [--special] [--bos] [--s
         else return dw_cli_fail("tokenize: unexpected argument '%s'", a);
     }
     if (!model_dir) model_dir = dw_cli_default_model_dir();
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
     dw_tokenizer *tok;
     dw_error err;
-    if (dw_tokenizer_load(path, &tok, &err)) return dw_cli_fail("%s", err.message);
+    if (dw_tokenizer_load_dir(model_dir, &tok, &err)) return dw_cli_fail("%s", err.message);
     char *line = NULL, *text = NULL;
     size_t line_cap = 0, ids_cap = 0, text_cap = 0;
     int32_t *ids = NULL;

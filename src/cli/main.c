@@ -1,6 +1,7 @@
 /* driftwood: the command-line program. Dispatches to the commands registered with
  * DW_COMMAND in src/cli/cmd_*.c. */
 #include "cli/command.h"
+#include "driftwood/version.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -56,7 +57,7 @@ static int by_name(const void *a, const void *b) {
 }
 
 static void print_usage(FILE *f) {
-    fprintf(f, "usage: driftwood COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f, "usage: driftwood COMMAND [ARGS]\n       driftwood --version\n\ncommands:\n");
     for (int i = 0; i < command_count; i++)
         fprintf(f, "  %-16s %s\n    driftwood %s\n", commands[i]->name, commands[i]->description,
                 commands[i]->usage);
@@ -67,6 +68,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         print_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("driftwood %s (wasmtime %s, %s)\n", dw_version(), dw_wasmtime_version(), dw_cuda_version());
+        return 0;
     }
     /* Two-word commands ("bench decode") take precedence over one-word ones. */
     if (argc >= 3) {

@@ -17,7 +17,7 @@
 /* ------------------------------------------------------------------------------------ */
 /* Whole-file reads                                                                      */
 
-dw_status dw__file_read_all(const char *path, size_t max, char **buf, size_t *len, dw_error *err) {
+dw_status dw_file_read_all(const char *path, size_t max, char **buf, size_t *len, dw_error *err) {
     *buf = NULL;
     *len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -241,7 +241,7 @@ void dw__atomic_file_abort(dw__atomic_file *af) {
     atomic_file_free(af);
 }
 
-dw_status dw__file_write_atomic(const char *path, const void *buf, size_t len, dw_error *err) {
+dw_status dw_file_write_atomic(const char *path, const void *buf, size_t len, dw_error *err) {
     dw__atomic_file *af;
     dw_status st = dw__atomic_file_open(path, &af, err);
     if (st != DW_OK) return st;

@@ -1,17 +1,13 @@
-/* Internal file helpers: bounded whole-file reads, read-only mappings, and atomic
- * replacement of a file (temp file + fsync + rename + fsync of the folder). */
+/* Internal file helpers: read-only mappings and atomic replacement of a file (temp file + fsync
+ * + rename + fsync of the folder); the whole-file read and write are public (driftwood/file.h). */
 #ifndef DW_CORE_FILE_H
 #define DW_CORE_FILE_H
 
 #include <stddef.h>
 
 #include "driftwood/error.h"
+#include "driftwood/file.h"
 
-/* Reads the whole file at path into a fresh malloc'd buffer, NUL-terminated (so text can be
- * used as a C string; the NUL is not counted in *len). A file larger than max bytes fails with
- * DW_ERR_LIMIT. On success the caller frees *buf; on failure *buf is NULL. Messages name the file. */
-dw_status dw__file_read_all(const char *path, size_t max, char **buf /* OUT */, size_t *len /* OUT */,
-                            dw_error *err);
 
 /* A read-only, private mapping of a whole file. An empty file maps to data == NULL, len == 0. */
 typedef struct dw__mapping {
@@ -45,7 +41,5 @@ dw_status dw__atomic_file_commit(dw__atomic_file *af, dw_error *err);
 /* Closes and removes the temporary file, leaving path as it was; consumes af (NULL is a no-op). */
 void dw__atomic_file_abort(dw__atomic_file *af);
 
-/* Atomically replaces path with len bytes from buf (open + write + commit). */
-dw_status dw__file_write_atomic(const char *path, const void *buf, size_t len, dw_error *err);
 
 #endif

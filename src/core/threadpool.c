@@ -11,7 +11,7 @@
  * In a loop run by ranges, each thread's next task and end are one atomic word (next in the low
  * 32 bits, end in the high 32): the owner takes from the front, others from the back, both by
  * compare-and-swap, so every task runs exactly once whoever takes it. */
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,7 +28,7 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX, ~50 µs). */
+/* How long a worker or the caller polls before sleeping (iterations of CPU_RELAX). */
 #ifndef SPIN_ITERATIONS
 #define SPIN_ITERATIONS 1000
 #endif

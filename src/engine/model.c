@@ -100,7 +100,7 @@ static dw_status read_generation_config(dw_model *m, dw_error *err) {
     char *text;
     size_t len;
     dw_error ignored;
-    if (dw__file_read_all(path, MAX_CONFIG_BYTES, &text, &len, &ignored) != DW_OK) return DW_OK; /* optional */
+    if (dw_file_read_all(path, MAX_CONFIG_BYTES, &text, &len, &ignored) != DW_OK) return DW_OK; /* optional */
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
     free(text);
@@ -119,7 +119,7 @@ static dw_status load_tokenizer(dw_model *m, dw_error *err) {
     if (snprintf(path, sizeof path, "%s/tokenizer.json", m->dir) >= (int)sizeof path)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: path too long", m->dir);
     if (access(path, F_OK) != 0) return DW_OK;
-    return dw_tokenizer_load(path, &m->tokenizer, err);
+    return dw_tokenizer_load_dir(m->dir, &m->tokenizer, err);
 }
 
 static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) {
@@ -128,7 +128,7 @@ static dw_status load(dw_model *m, const dw_model_options *opts, dw_error *err) 
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: path too long", m->dir);
     char *text;
     size_t len;
-    dw_status st = dw__file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
+    dw_status st = dw_file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
     if (st) return st;
     st = dw_model_config_parse(path, text, &m->cfg, err);
     if (!st) {

@@ -70,15 +70,7 @@ int dw__quant_check_shape(int bits, int group_size, int64_t cols, char *msg, siz
 void dw__quantize(const void *src, dw_dtype dtype, int64_t rows, int64_t cols, int bits, int group_size,
                   uint32_t *q, void *scales, void *biases, dw_dtype sdtype);
 
-/* Writes a quantized copy of the model directory in_dir (BF16/F16/F32 weights) to out_dir
- * (which must not exist or be empty): config.json with the quantization block, every other file
- * but the weights copied, and one model.safetensors where each 2-D non-norm "<m>.weight" becomes
- * <m>.weight/.scales/.biases. Written in a temporary folder renamed into place at the end. */
-dw_status dw__quantize_model(const char *in_dir, const char *out_dir, int bits, int group_size, dw_error *err);
-
-/* The reverse, for references: writes in_dir's quantized matrices dequantized to F32 (w = scale·q
- * + bias in f32), everything else as it is, and config.json without the quantization block. */
-dw_status dw__dequantize_model(const char *in_dir, const char *out_dir, dw_error *err);
+/* dw_model_quantize and dw_model_dequantize (driftwood/model.h) are in quant_write.c. */
 
 /* Dequantizes row r of a quantized matrix into out[cols] (f32): out[i] = scale·code + bias. */
 void dw__dequantize_row(const dw__qtensor *t, int64_t r, float *out);

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 #include "engine/engine_impl.h"
 #include "engine/quant.h"
 
@@ -52,9 +52,9 @@ static void quant_task(void *arg, int task, int thread) {
 static dw_status copy_file(const char *src, const char *dst, dw_error *err) {
     char *buf;
     size_t len;
-    dw_status st = dw__file_read_all(src, MAX_COPY_BYTES, &buf, &len, err);
+    dw_status st = dw_file_read_all(src, MAX_COPY_BYTES, &buf, &len, err);
     if (st) return st;
-    st = dw__file_write_atomic(dst, buf, len, err);
+    st = dw_file_write_atomic(dst, buf, len, err);
     free(buf);
     return st;
 }
@@ -64,7 +64,7 @@ static dw_status read_config_json(const char *in_dir, char *path, size_t cap, js
     snprintf(path, cap, "%s/config.json", in_dir);
     char *text;
     size_t len;
-    dw_status st = dw__file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
+    dw_status st = dw_file_read_all(path, MAX_CONFIG_BYTES, &text, &len, err);
     if (st) return st;
     json_error_t jerr;
     *root = json_loads(text, 0, &jerr);
@@ -109,7 +109,7 @@ static dw_status write_config(const char *in_dir, const char *tmp, int bits, int
     }
     withnl[n] = '\n';
     withnl[n + 1] = 0;
-    st = dw__file_write_atomic(out, withnl, n + 1, err);
+    st = dw_file_write_atomic(out, withnl, n + 1, err);
     free(withnl);
     return st;
 }
@@ -230,7 +230,7 @@ static void remove_tree(const char *dir) {
 
 static dw_status write_model(const char *in_dir, const char *out_dir, int bits, int group_size, dw_error *err);
 
-dw_status dw__quantize_model(const char *in_dir, const char *out_dir, int bits, int group_size, dw_error *err) {
+dw_status dw_model_quantize(const char *in_dir, const char *out_dir, int bits, int group_size, dw_error *err) {
     char msg[160];
     if (dw__quant_check_shape(bits, group_size, group_size, msg, sizeof msg))
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "quantize: %s", msg);
@@ -239,7 +239,7 @@ dw_status dw__quantize_model(const char *in_dir, const char *out_dir, int bits, 
 
 static dw_status write_dequantized(const char *in_dir, const char *tmp, dw_error *err);
 
-dw_status dw__dequantize_model(const char *in_dir, const char *out_dir, dw_error *err) {
+dw_status dw_model_dequantize(const char *in_dir, const char *out_dir, dw_error *err) {
     return write_model(in_dir, out_dir, 0, 0, err);
 }
 

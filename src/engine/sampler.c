@@ -152,7 +152,7 @@ static int select_top_k(const float *w, int32_t *cand, int n, int k) {
 }
 
 /* The first index of the largest of x[0..n), with 8 independent comparison chains so that the
- * loop is not one long dependency chain (greedy decoding over 128k logits: ~4x faster). */
+ * loop is not one long dependency chain (greedy decoding over 128k logits). */
 static int32_t argmax_f32(const float *x, int n) {
     enum { CHAINS = 8 };
     int32_t best[CHAINS];

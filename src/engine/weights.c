@@ -23,7 +23,7 @@ static int file_exists(const char *path) {
 /* Asks for transparent huge pages over the tensor data of a freshly mapped file, before any of
  * it is touched: the kernel then reads the file into 2 MB page-cache folios and maps them with
  * one TLB entry each. Decode streams every weight once per token, and with 4 KB pages the page
- * walks cost 15-25% of the matrix-vector bandwidth on the 2-core machine. Pages the page cache
+ * walks cost a measurable share of the matrix-vector bandwidth (docs/PERFORMANCE-HISTORY.md). Pages the page cache
  * already holds in small folios (a file just written) stay small until the cache drops them.
  * Advice only: failure changes nothing. */
 static void advise_huge_pages(const dw_safetensors *st) {
@@ -67,7 +67,7 @@ dw_status dw__weights_open(const char *dir, dw__weight_files *wf, dw_error *err)
     if (file_exists(wf->index_path)) {
         char *text;
         size_t len;
-        if ((st = dw__file_read_all(wf->index_path, MAX_INDEX_BYTES, &text, &len, err))) return st;
+        if ((st = dw_file_read_all(wf->index_path, MAX_INDEX_BYTES, &text, &len, err))) return st;
         json_error_t jerr;
         json_t *root = json_loads(text, 0, &jerr);
         free(text);

@@ -1,6 +1,7 @@
 /* Model fingerprints, with the weights hash cached on disk (hashing 2.5 GB of weights takes
  * seconds; a snapshot save should not). */
 #include "snapshot/fingerprint.h"
+#include "core/sha256.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -71,7 +72,7 @@ static dw_status weights_hash(const char *dir, char hex[DW_SHA256_HEX_SIZE], dw_
     char *cached;
     size_t clen;
     dw_error ignored;
-    if (dw__file_read_all(cpath, 128, &cached, &clen, &ignored) == DW_OK) {
+    if (dw_file_read_all(cpath, 128, &cached, &clen, &ignored) == DW_OK) {
         int ok = clen == 64;
         if (ok) memcpy(hex, cached, 65);
         free(cached);
@@ -98,11 +99,11 @@ static dw_status weights_hash(const char *dir, char hex[DW_SHA256_HEX_SIZE], dw_
     dw__sha256_final(&all, ad);
     dw__sha256_hex(ad, hex);
     mkdirs(cdir);
-    dw__file_write_atomic(cpath, hex, 64, &ignored); /* best effort: a cache miss only costs time */
+    dw_file_write_atomic(cpath, hex, 64, &ignored); /* best effort: a cache miss only costs time */
     return DW_OK;
 }
 
-dw_status dw__model_fingerprint(const dw_model *model, const dw_tokenizer *tok, dw__fingerprint *out, dw_error *err) {
+dw_status dw_model_fingerprint(const dw_model *model, const dw_tokenizer *tok, dw_fingerprint *out, dw_error *err) {
     memset(out, 0, sizeof *out);
     const dw_model_config *cfg = dw_model_get_config(model);
     snprintf(out->architecture, sizeof out->architecture, "%s", cfg->architecture);
@@ -113,7 +114,7 @@ dw_status dw__model_fingerprint(const dw_model *model, const dw_tokenizer *tok, 
     return weights_hash(dw_model_dir(model), out->weights_hash, err);
 }
 
-int dw__fingerprint_equal(const dw__fingerprint *a, const dw__fingerprint *b) {
+int dw__fingerprint_equal(const dw_fingerprint *a, const dw_fingerprint *b) {
     return !strcmp(a->architecture, b->architecture) && !strcmp(a->config_hash, b->config_hash) &&
            !strcmp(a->weights_hash, b->weights_hash) && !strcmp(a->tokenizer_hash, b->tokenizer_hash);
 }

@@ -45,8 +45,8 @@ dw_status dw__kv_session_export(const dw_session *s, const dw_tokenizer *tok, co
     int n = dw_session_n_tokens(s);
     dw_dtype dtype = dw_session_kv_dtype(s);
     size_t per_layer = (size_t)c->n_kv_heads * (size_t)n * (size_t)c->head_dim * dw_dtype_size(dtype);
-    dw__fingerprint fp;
-    dw_status st = dw__model_fingerprint(model, tok, &fp, err);
+    dw_fingerprint fp;
+    dw_status st = dw_model_fingerprint(model, tok, &fp, err);
     if (st != DW_OK) return st;
 
     ex->n_layers = c->n_layers;
@@ -132,14 +132,14 @@ dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw
     *rebuilt = 0;
     const dw_model *model = dw_session_model(s);
     const dw_model_config *c = dw_model_get_config(model);
-    dw__fingerprint mine;
-    dw_status rc = dw__model_fingerprint(model, tok, &mine, err);
+    dw_fingerprint mine;
+    dw_status rc = dw_model_fingerprint(model, tok, &mine, err);
     if (rc != DW_OK) return rc;
     const char *arch = get(st, prefix, "architecture"), *ch = get(st, prefix, "config_hash"),
                *wh = get(st, prefix, "weights_hash"), *th = get(st, prefix, "tokenizer_hash");
     if (!arch || !ch || !wh || !th)
         return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: the model fingerprint is missing", dw_safetensors_path(st));
-    dw__fingerprint theirs;
+    dw_fingerprint theirs;
     memset(&theirs, 0, sizeof theirs);
     snprintf(theirs.architecture, sizeof theirs.architecture, "%s", arch);
     snprintf(theirs.config_hash, sizeof theirs.config_hash, "%s", ch);

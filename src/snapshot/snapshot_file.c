@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 /* xxHash is used header-only (Debian libxxhash-dev): no library to link or carry. */
 #define XXH_INLINE_ALL
@@ -269,4 +269,16 @@ dw_status dw__snapfile_tensor(const dw_safetensors *st, const char *name, dw_dty
                             dw_safetensors_path(st), name);
     *out = t;
     return DW_OK;
+}
+
+dw_status dw_snapshot_open(const char *path, dw_safetensors **out, const char **kind, dw_error *err) {
+    static const char *kinds[] = {"driftwood-kv", "driftwood-actor"};
+    dw_status st = dw__snapfile_open(path, kinds[0], 1, out, err);
+    *kind = kinds[0];
+    if (st == DW_ERR_FORMAT && strstr(err->message, "a driftwood-actor file")) {
+        st = dw__snapfile_open(path, kinds[1], 1, out, err);
+        *kind = kinds[1];
+    }
+    if (st) *kind = NULL;
+    return st;
 }

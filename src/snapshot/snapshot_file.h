@@ -8,8 +8,8 @@
  *
  * Layout-independent (the order of tensors in the file does not matter) and complete (a flipped
  * bit anywhere in a tensor or a metadata value changes it). XXH3 rather than SHA-256 because
- * restoring a 4096-token cache must cost milliseconds: tensors are hashed in parallel at many
- * GB/s. It guards against corruption, not against an attacker (files are the user's own).
+ * restoring a 4096-token cache must cost milliseconds: tensors are hashed in parallel, far faster
+ * than SHA-256. It guards against corruption, not against an attacker (files are the user's own).
  * Written atomically (temporary file, fsync, rename, fsync of the folder), so a crash mid-save
  * leaves the previous file. */
 #ifndef DW_SNAPSHOT_SNAPSHOT_FILE_H

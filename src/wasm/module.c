@@ -66,7 +66,7 @@ static void cache_store(const char *cache_dir, wasmtime_module_t *m, const char 
         return;
     }
     dw_error err;
-    if (mkdir_p(cache_dir) == 0 && dw__file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
+    if (mkdir_p(cache_dir) == 0 && dw_file_write_atomic(path, bytes.data, bytes.size, &err) != DW_OK)
         fprintf(stderr, "driftwood: warning: module cache: %s\n", err.message);
     wasm_byte_vec_delete(&bytes);
 }

@@ -42,11 +42,11 @@ def corpus():
 @pytest.fixture(scope="session")
 def tool(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tok") / "tokenize_tool")
-    srcs = sorted(os.path.join("src", "engine", f) for f in os.listdir(os.path.join(ROOT, "src", "engine"))
-                  if f.startswith("tokenizer") and f.endswith(".c"))
+    srcs = sorted(os.path.join("src", "tokenizer", f) for f in os.listdir(os.path.join(ROOT, "src", "tokenizer"))
+                  if f.endswith(".c"))
     cmd = ["gcc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-Iinclude", "-Isrc", "tests/tools/tokenize_tool.c", *srcs,
-           "src/core/error.c", "src/core/sha256.c", "src/core/file.c", "-ljansson", "-lpcre2-8", "-lcrypto", "-pthread",
-           "-o", out]
+           "src/core/error.c", "src/core/sha256.c", "src/core/file.c", "-ljansson", "-lpcre2-8", "-lutf8proc", "-lcrypto",
+           "-pthread", "-o", out]
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out
 
@@ -267,6 +267,29 @@ def test_encode_matches_hf_on_random_code_points(tool, name):
     theirs = [e.ids for e in hf(name, parse_special=False).encode_batch(texts, add_special_tokens=False)]
     n_bad, detail = first_mismatches(texts, ours, theirs)
     assert n_bad == 0, f"{n_bad}/{len(texts)} random texts differ from HF:\n{detail}"
+
+
+def nfc_probes():
+    """For every code point c (planes 0-2 and 14, where all marks and decompositions are): c alone,
+    c after "a" and before two marks of classes 1 and 220 (any class that c has for one and not
+    the other side moves or blocks something), and c's canonical decomposition (a composition
+    one side lacks). Grouped 200 to a text, apart by spaces."""
+    import unicodedata
+    cps = [c for c in range(0x30000) if not 0xD800 <= c < 0xE000] + list(range(0xE0000, 0xE1000))
+    probes = []
+    for c in cps:
+        ch = chr(c)
+        probes += [ch, "a" + ch + "\u0334\u0323", unicodedata.normalize("NFD", ch)]
+    return [" ".join(probes[i:i + 200]) for i in range(0, len(probes), 200)]
+
+
+def test_nfc_matches_hf_on_every_code_point(tool):
+    """The NFC normalizer (utf8proc held to HF's Unicode version, src/tokenizer/normalize.c)."""
+    texts = nfc_probes()
+    ours = our_encode(tool, "nfc_bytelevel_bpe", texts)
+    theirs = [e.ids for e in hf("nfc_bytelevel_bpe", parse_special=False).encode_batch(texts, add_special_tokens=False)]
+    n_bad, detail = first_mismatches(texts, ours, theirs, limit=2)
+    assert n_bad == 0, f"{n_bad}/{len(texts)} groups of NFC probes differ from HF:\n{detail}"
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)

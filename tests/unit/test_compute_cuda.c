@@ -1,4 +1,4 @@
-/* The engine's compute ops on CUDA (src/backend/cuda/compute_cuda.cu) against the CPU ops on
+/* The CUDA backend's forward ops (src/backend/cuda/cuda_ops.cu) against the CPU backend's on
  * fresh random data: every op alone, the fused decode pairs, attention over varied shapes, whole
  * random models (prefill logits, 64 greedy tokens, graph and direct decode, two threads), and
  * logits written by the copy engine into a registered region. Without a GPU the tests pass
@@ -15,15 +15,12 @@
 #include <time.h>
 
 #include "backend/backend.h"
-#include "backend/compute.h"
 #include "driftwood/backend.h"
 #include "driftwood/engine.h"
 #include "driftwood/model.h"
-#include "engine/engine_impl.h"
-#include "engine/quant.h"
 #include "test_engine_util.h"
 #ifdef DW_HAVE_CUDA
-#include "backend/cuda/compute_cuda.h"
+#include "backend/cuda/cuda_backend.h"
 #endif
 
 /* ---- random data ----------------------------------------------------------------------- */
@@ -65,38 +62,31 @@ static int has_nan(const float *p, size_t n) {
     return 0;
 }
 
-/* ---- the two compute contexts ---------------------------------------------------------- */
+/* ---- the two backends ------------------------------------------------------------------ */
 
+/* The CUDA and the CPU backend; cu and cpu are copies of their records (ops, ctx). */
 typedef struct duo {
-    dw_backend *be;
-    dw_compute cu, cpu;
+    dw_backend *be, *cpu_be;
+    dw_backend cu, cpu;
 } duo;
 
 static void duo_close(duo *d) {
-    if (d->cu.ops) dw__compute_close(&d->cu);
-    if (d->cpu.ops) dw__compute_close(&d->cpu);
+    if (d->cpu_be) dw_backend_close(d->cpu_be);
     dw_backend_close(d->be);
 }
 
-#ifdef DW_HAVE_CUDA
 #define OPEN_DUO_OR_SKIP(d)                                                                                    \
     do {                                                                                                       \
         memset(&(d), 0, sizeof(d));                                                                            \
         OPEN_CUDA_OR_SKIP((d).be);                                                                             \
-        CHECK_OK(dw__cuda_compute_create((d).be, &(d).cu, &err));                                              \
-        CHECK_OK(dw__cpu_compute_create(0, &(d).cpu, &err));                                                   \
+        (d).cu = *(d).be;                                                                                      \
+        CHECK_OK(dw_backend_open("cpu", &(d).cpu_be, &err));                                                   \
+        (d).cpu = *(d).cpu_be;                                                                                 \
         rng_seed_time();                                                                                       \
     } while (0)
-#else
-#define OPEN_DUO_OR_SKIP(d)                                                                                    \
-    do {                                                                                                       \
-        memset(&(d), 0, sizeof(d));                                                                            \
-        OPEN_CUDA_OR_SKIP((d).be);                                                                             \
-    } while (0)
-#endif
 
 /* A device buffer holding `bytes` of host (NaN-poisoned when host is NULL). */
-static void *dbuf(dw_compute *c, const void *host, size_t bytes, dw_error *err) {
+static void *dbuf(dw_backend *c, const void *host, size_t bytes, dw_error *err) {
     void *p = NULL;
     if (c->ops->alloc(c->ctx, bytes, &p, err)) return NULL;
     void *tmp = NULL;
@@ -279,9 +269,9 @@ TEST(cuda_fused_decode_pairs_match_cpu) {
         dw_kv_view kcpu = kcu;
         kcpu.k = dbuf(&d.cpu, NULL, per, &err), kcpu.v = dbuf(&d.cpu, NULL, per, &err);
         CHECK(kcu.k && kcu.v && kcpu.k && kcpu.v);
-        dw_compute *cs[2] = {&d.cu, &d.cpu};
+        dw_backend *cs[2] = {&d.cu, &d.cpu};
         for (int side = 0; side < 2; side++) {
-            const dw_compute_ops *ops = cs[side]->ops;
+            const dw_backend_ops *ops = cs[side]->ops;
             void *c = cs[side]->ctx;
             int S = side; /* 0: cuda, 1: cpu */
 #define B(bp) (S ? (bp).cpu : (bp).cu)
@@ -424,9 +414,9 @@ TEST(cuda_fused_rope_kv_attention_matches_cpu) {
             CHECK_OK(bpair_make(&d, &v, (size_t)nkv * hd, 1, &err));
             CHECK_OK(bpair_make(&d, &out, (size_t)nh * hd, 0, &err));
             dw_attn_params p = {nh, nkv, hd, pos, 1, 0, 1.0f / sqrtf((float)hd) * 3.0f};
-            dw_compute *cs[2] = {&d.cu, &d.cpu};
+            dw_backend *cs[2] = {&d.cu, &d.cpu};
             for (int side = 0; side < 2; side++) {
-                const dw_compute_ops *ops = cs[side]->ops;
+                const dw_backend_ops *ops = cs[side]->ops;
                 void *c = cs[side]->ctx;
                 const dw_kv_view *kv = side ? &kcpu : &kcu;
                 ops->rope(c, side ? q.cpu : q.cu, side ? k.cpu : k.cu, 1, nh, nkv, hd, pos, side ? inv.cpu : inv.cu);
@@ -474,10 +464,14 @@ typedef struct side {
     dw_session *s;
 } side;
 
+/* The CPU's kernel set for the comparisons: NULL (the best it has), or a cap (cpu_exact_4bit). */
+static const char *cpu_kernel_cap;
+
 static dw_status side_open(side *x, const char *backend, const char *dir, int ctx, int kv_f32, dw_error *err) {
     memset(x, 0, sizeof *x);
     dw_session_options so = {.ctx = ctx, .kv_f32 = kv_f32, .max_batch = 64};
-    dw_status st = dw_backend_open(backend, &x->be, err);
+    dw_backend_options bo = {.cpu_kernels = strcmp(backend, "cpu") ? NULL : cpu_kernel_cap};
+    dw_status st = dw_backend_open_with(backend, &bo, &x->be, err);
     if (!st) st = dw_model_load(dir, x->be, NULL, &x->m, err);
     if (!st) st = dw_session_create(x->m, &so, &x->s, err);
     return st;
@@ -514,8 +508,6 @@ static int cuda_missing(side *cu, const char *dir, int ctx, int kv_f32, dw_statu
     side_close(cu);
     return 1;
 }
-
-static long last_persistent_launches; /* of parity_run's CUDA context */
 
 /* Prefill of 40 tokens (all logits) then 64 greedy tokens on CPU and CUDA of the model in dir:
  * the same tokens, logits within the limits at every step. prefill_limit < 0: the prompt goes
@@ -563,33 +555,20 @@ static void parity_run(const char *dir, const char *what, int V, int kv_f32, dou
            "logits error %.2g\n",
            what, kv_f32 ? "f32" : "bf16", prefill_limit >= 0 ? "prefill" : "decode", prefill_error, G, worst);
     free(a), free(b);
-#ifdef DW_HAVE_CUDA
-    dw__cuda_compute_stats stats;
-    dw__cuda_compute_get_stats(&cu.m->compute, &stats);
-    last_persistent_launches = stats.persistent_launches;
-#endif
     side_close(&cu);
     side_close(&cpu);
 }
 
-/* The CPU's exact quantized kernels for the comparison (DW_CPU_QISA=avx512, not the VNNI 4-bit
- * path, which rounds x to int16), and back to what the environment said. */
-typedef struct cpu_qisa {
-    int was_set;
-    char value[32];
-} cpu_qisa;
+/* The CPU's exact quantized kernels for the comparison (its kernel set capped at "avx512", not
+ * the VNNI 4-bit path, which rounds x to int16), and back to the best it has. */
+typedef const char *cpu_qisa;
 
 static void cpu_exact_4bit(cpu_qisa *saved) {
-    const char *v = getenv("DW_CPU_QISA");
-    saved->was_set = v != NULL;
-    snprintf(saved->value, sizeof saved->value, "%s", v ? v : "");
-    setenv("DW_CPU_QISA", "avx512", 1);
+    *saved = cpu_kernel_cap;
+    cpu_kernel_cap = "avx512";
 }
 
-static void cpu_qisa_restore(const cpu_qisa *saved) {
-    if (saved->was_set) setenv("DW_CPU_QISA", saved->value, 1);
-    else unsetenv("DW_CPU_QISA");
-}
+static void cpu_qisa_restore(const cpu_qisa *saved) { cpu_kernel_cap = *saved; }
 
 /* parity_run on a random model of spec: logits within 1e-4 (f32 cache) or 1e-3 (bf16 cache; it
  * rounds keys/values that differ in the last f32 bits, and a flipped rounding moves later
@@ -665,12 +644,12 @@ static dw_status qmodel_write(const qmodel_case *c, uint64_t seed, char *qdir, s
     snprintf(qdir, qdir_size, "%s-q", dir);
     snprintf(what, what_size, "%d-bit g%d %s scales%s, K up to %d, vocab %d", c->bits, c->group,
              dw_dtype_name(c->dtype), c->tie ? " tied" : "", c->inter, spec.vocab);
-    return dw__quantize_model(dir, qdir, c->bits, c->group, err);
+    return dw_model_quantize(dir, qdir, c->bits, c->group, err);
 }
 
 /* Quantized models (MLX affine: 4 and 8 bits, groups 32/64/128, bf16, f16 and f32 scales, tied
  * and untied heads): CUDA runs its own kernels on them and matches the CPU's exact kernels (not
- * the VNNI 4-bit path, which rounds x to int16: DW_CPU_QISA=avx512). Decode is f32 arithmetic on
+ * the VNNI 4-bit path, which rounds x to int16: the CPU kernels capped at avx512). Decode is f32 arithmetic on
  * both sides: with the prompt decoded token by token and an f32 cache, 1e-4 at every step. The
  * CUDA prefill rounds the dequantized weights to bf16 for the tensor cores (relative 2^-9 per
  * weight): its logits get 1e-2, and the decode steps after it, whose cache it wrote, 3e-3; the
@@ -693,32 +672,6 @@ TEST(cuda_model_quantized_matches_cpu) {
         parity_run(qdir, what, V, 1, -1, 1e-4, dw_test_failed_);
         parity_run(qdir, what, V, i == 0 ? 0 : 1, 1e-2, 3e-3, dw_test_failed_);
     }
-    cpu_qisa_restore(&saved);
-}
-
-/* The persistent decode kernel (DW_CUDA_PERSIST=1: a step's matvecs and attentions as the phases
- * of one resident grid) gives the CPU's tokens and logits like the separate kernels, on bf16
- * weights with a bf16 cache (head_dim 64, GQA) and on 4-bit weights with an f32 cache, through
- * direct steps and recorded graphs; and it did run. */
-TEST(cuda_persistent_decode_kernel_matches_cpu) {
-    dw_error err = {0};
-    cpu_qisa saved;
-    cpu_exact_4bit(&saved);
-    setenv("DW_CUDA_PERSIST", "1", 1);
-    tmodel_spec spec = tmodel_default();
-    spec.vocab = 3001, spec.hidden = 256, spec.inter = 640, spec.heads = 8, spec.kv_heads = 2, spec.head_dim = 64;
-    spec.layers = 3, spec.seed = 17, spec.scale = 0.08f, spec.explicit_head_dim = 1;
-    char dir[512], qdir[520];
-    CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
-    last_persistent_launches = -1;
-    parity_run(dir, "bf16, persistent kernel", spec.vocab, 0, 1e-3, 1e-3, dw_test_failed_);
-    CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "bf16: the persistent kernel never ran");
-    snprintf(qdir, sizeof qdir, "%s-q", dir);
-    CHECK_OK(dw__quantize_model(dir, qdir, 4, 64, &err));
-    last_persistent_launches = -1;
-    parity_run(qdir, "4-bit g64, persistent kernel", spec.vocab, 1, -1, 1e-4, dw_test_failed_);
-    CHECK_MSG(last_persistent_launches > 0 || last_persistent_launches == -1, "4-bit: the persistent kernel never ran");
-    unsetenv("DW_CUDA_PERSIST");
     cpu_qisa_restore(&saved);
 }
 
@@ -752,8 +705,8 @@ static void greedy_parity(const char *dir, const char *what, const char *ref, in
     CHECK_OK(dw_session_prefill(cu.s, ids, P - 1, lg, &err));
     CHECK_OK(dw_session_prefill(rf.s, ids, P - 1, lg, &err));
 #ifdef DW_HAVE_CUDA
-    dw__cuda_compute_stats s0, s1;
-    dw__cuda_compute_get_stats(&cu.m->compute, &s0);
+    dw_backend_stats s0, s1;
+    dw_backend_get_stats(cu.be, &s0);
 #endif
     CHECK_OK(dw_session_decode_greedy(cu.s, ids[P - 1], N, a, &err));
     CHECK_OK(host_greedy(rf.s, ids[P - 1], N, V, lg, b, &err));
@@ -767,7 +720,7 @@ static void greedy_parity(const char *dir, const char *what, const char *ref, in
     for (int i = 1; i < N; i++) changes += a[i] != a[i - 1];
     CHECK_MSG(changes > 10, "%s: only %d changes of token in %d: not a useful comparison", what, changes, N);
 #ifdef DW_HAVE_CUDA
-    dw__cuda_compute_get_stats(&cu.m->compute, &s1);
+    dw_backend_get_stats(cu.be, &s1);
     CHECK_MSG(s1.graph_replays - s0.graph_replays >= N - 4, "%s: %ld of %d steps were graph replays", what,
               s1.graph_replays - s0.graph_replays, N);
     /* most replays found their step already in the slot, written by the argmax before them */
@@ -808,7 +761,7 @@ TEST(cuda_greedy_decoding_on_the_device_matches_cpu) {
     CHECK_OK(model_write(&spec, dir, sizeof dir, &err));
     for (int q = 0; q < 2; q++) {
         snprintf(qdir[q], sizeof qdir[q], "%s-q%d", dir, q ? 8 : 4);
-        CHECK_OK(dw__quantize_model(dir, qdir[q], q ? 8 : 4, 64, &err));
+        CHECK_OK(dw_model_quantize(dir, qdir[q], q ? 8 : 4, 64, &err));
         greedy_parity(qdir[q], q ? "8-bit g64" : "4-bit g64", "cuda", spec.vocab, dw_test_failed_);
     }
 }
@@ -864,13 +817,13 @@ TEST(cuda_decode_graphs_direct_and_two_threads_agree) {
     job graph = {.m = cu.m, .first = 5, .n = 48}, direct = graph;
     job_main(&graph);
     CHECK_MSG(!graph.st, "%s", graph.err.message);
-    dw__cuda_compute_stats stats;
-    dw__cuda_compute_get_stats(&cu.m->compute, &stats);
+    dw_backend_stats stats;
+    dw_backend_get_stats(cu.be, &stats);
     CHECK_MSG(stats.graph_replays >= 40, "only %ld graph replays (%ld recorded, %ld direct)", stats.graph_replays,
               stats.graph_records, stats.eager_steps);
-    dw__cuda_compute_set_graphs(&cu.m->compute, 0);
+    dw__cuda_set_graphs(cu.be, 0);
     job_main(&direct);
-    dw__cuda_compute_set_graphs(&cu.m->compute, 1);
+    dw__cuda_set_graphs(cu.be, 1);
     CHECK_MSG(!direct.st, "%s", direct.err.message);
     CHECK(!memcmp(graph.toks, direct.toks, sizeof graph.toks));
     job th[2] = {graph, graph};
@@ -899,23 +852,23 @@ TEST(cuda_decode_graphs_rerecorded_past_the_short_lengths) {
 #ifdef DW_HAVE_CUDA
     int32_t prompt[300], toks[2][48];
     for (int i = 0; i < 300; i++) prompt[i] = (int32_t)((i * 7919 + 13) % 2000);
-    dw__cuda_compute_stats before, after;
+    dw_backend_stats before, after;
     for (int graphs = 1; graphs >= 0; graphs--) {
-        dw__cuda_compute_set_graphs(&cu.m->compute, graphs);
-        dw__cuda_compute_get_stats(&cu.m->compute, &before);
+        dw__cuda_set_graphs(cu.be, graphs);
+        dw_backend_get_stats(cu.be, &before);
         dw_session *s = NULL;
         dw_session_options so = {.ctx = 400};
         CHECK_OK(dw_session_create(cu.m, &so, &s, &err));
         CHECK_OK(dw_session_prefill(s, prompt, 300, NULL, &err));
         CHECK_OK(dw_session_decode_greedy(s, prompt[299], 48, toks[graphs], &err));
         dw_session_free(s);
-        dw__cuda_compute_get_stats(&cu.m->compute, &after);
+        dw_backend_get_stats(cu.be, &after);
         if (graphs)
             CHECK_MSG(after.graph_records - before.graph_records >= 2 && after.graph_replays - before.graph_replays >= 40,
                       "%ld recordings, %ld replays", after.graph_records - before.graph_records,
                       after.graph_replays - before.graph_replays);
     }
-    dw__cuda_compute_set_graphs(&cu.m->compute, 1);
+    dw__cuda_set_graphs(cu.be, 1);
     CHECK(!memcmp(toks[0], toks[1], sizeof toks[0]));
 #endif
     side_close(&cu);
@@ -948,7 +901,7 @@ TEST(cuda_logits_land_in_a_registered_region_without_growth) {
     char *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(region != MAP_FAILED);
     memset(region, 0, len);
-    for (size_t off = 0; off < len; off += piece) CHECK_OK(cu.be->ops->region_register(cu.be->ctx, region + off, piece, &err));
+    for (size_t off = 0; off < len; off += piece) CHECK_OK(dw_backend_register_range(cu.be, region + off, piece, &err));
     float *logits = (float *)(region + 1000 * sizeof(float));
     int V = spec.vocab;
     int32_t tok = 1;
@@ -963,7 +916,7 @@ TEST(cuda_logits_land_in_a_registered_region_without_growth) {
     long grown = (long)rss_bytes() - (long)rss0;
     printf("    cuda: 100 decode steps into a registered region: rss %+ld B\n", grown);
     CHECK_MSG(grown < 256 * 1024, "RSS grew by %ld bytes over 100 tokens", grown);
-    for (size_t off = 0; off < len; off += piece) CHECK_OK(cu.be->ops->region_unregister(cu.be->ctx, region + off, piece, &err));
+    dw_backend_release_range(cu.be, region, len);
     munmap(region, len);
     side_close(&cu);
 }

@@ -1,4 +1,4 @@
-/* The CUDA backend's region and GEMM contract (src/backend/cuda/): registration keeps the host
+/* The CUDA backend's range and GEMM contract (src/backend/cuda/): registration keeps the host
  * address and copies nothing, cuBLAS GEMM on the guest's own pages matches a double-precision
  * reference, grown regions register piece by piece. Without a GPU the tests pass without running;
  * DW_REQUIRE_CUDA=1 (tools/gpu-check.sh) turns a missing GPU into a failure. */
@@ -114,28 +114,28 @@ TEST(cuda_register_keeps_host_address_and_copies_nothing) {
     CHECK(touched && fresh);
     fill_random(touched, len / sizeof(float)); /* a guest that already wrote its memory */
     size_t dev0 = 0, dev1 = 0;
-    CHECK_OK(b->ops->device_memory_used(b->ctx, &dev0, &err));
+    CHECK_OK(b->ops->memory_used(b->ctx, &dev0, &err));
     size_t rss0 = rss_bytes();
     double t0 = now_ms();
-    CHECK_OK(b->ops->region_register(b->ctx, touched, len, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, touched, len, &err));
     double reg_ms = now_ms() - t0;
     size_t rss1 = rss_bytes();
-    CHECK_OK(b->ops->device_memory_used(b->ctx, &dev1, &err));
-    CHECK(b->ops->device_pointer(b->ctx, touched) == (void *)touched);
-    CHECK(b->ops->device_pointer(b->ctx, (char *)touched + len - 4) == (char *)touched + len - 4);
+    CHECK_OK(b->ops->memory_used(b->ctx, &dev1, &err));
+    CHECK(b->ops->device_pointer(b->ctx, touched, 4) == (void *)touched);
+    CHECK(b->ops->device_pointer(b->ctx, (char *)touched + len - 4, 4) == (char *)touched + len - 4);
     /* Never-touched pages: pinning may have to fault them in; reported, not asserted. */
     size_t rss2 = rss_bytes();
-    CHECK_OK(b->ops->region_register(b->ctx, fresh, len, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, fresh, len, &err));
     size_t rss3 = rss_bytes();
-    CHECK(b->ops->device_pointer(b->ctx, fresh) == (void *)fresh);
+    CHECK(b->ops->device_pointer(b->ctx, fresh, 4) == (void *)fresh);
     printf("    cuda: register 16 MiB (written) %.2f ms, rss %+ld B, device memory %+ld B; "
            "register 16 MiB (never touched) rss %+ld B\n",
            reg_ms, (long)(rss1 - rss0), (long)(dev1 - dev0), (long)(rss3 - rss2));
     CHECK_MSG(rss1 - rss0 < MIB / 10, "registering 16 MiB grew RSS by %zu bytes", rss1 - rss0);
     CHECK_MSG(dev1 == dev0, "registering grew device memory by %ld bytes", (long)(dev1 - dev0));
-    CHECK_OK(b->ops->region_unregister(b->ctx, fresh, len, &err));
-    CHECK_OK(b->ops->region_unregister(b->ctx, touched, len, &err));
-    CHECK_MSG(b->ops->device_pointer(b->ctx, touched) == NULL, "unregistered memory still has a device pointer");
+    b->ops->range_release(b->ctx, fresh, len);
+    b->ops->range_release(b->ctx, touched, len);
+    CHECK_MSG(b->ops->device_pointer(b->ctx, touched, 4) == NULL, "unregistered memory still has a device pointer");
     munmap(touched, len);
     munmap(fresh, len);
     dw_backend_close(b);
@@ -148,8 +148,8 @@ TEST(cuda_register_rejects_unaligned_range) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     char *p = map_rw(4 * page);
     CHECK(p);
-    CHECK(b->ops->region_register(b->ctx, p + 8, 2 * page, &err) == DW_ERR_INVALID_ARGUMENT);
-    CHECK(b->ops->region_register(b->ctx, p, page + 100, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(b->ops->range_register(b->ctx, p + 8, 2 * page, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(b->ops->range_register(b->ctx, p, page + 100, &err) == DW_ERR_INVALID_ARGUMENT);
     munmap(p, 4 * page);
     dw_backend_close(b);
 }
@@ -162,7 +162,7 @@ TEST(cuda_gemm_in_registered_region_matches_reference) {
     const size_t len = 16 * MIB;
     float *region = map_rw(len);
     CHECK(region);
-    CHECK_OK(b->ops->region_register(b->ctx, region, len, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, region, len, &err));
     static const int shapes[][3] = {{128, 128, 128}, {37, 53, 71}, {1, 300, 513}, {256, 1, 64}, {500, 400, 300}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -177,7 +177,7 @@ TEST(cuda_gemm_in_registered_region_matches_reference) {
         CHECK_MSG(e < 1e-5, "%d×%d×%d: relative error %.3g (seed-dependent data; NaN means unwritten)", m, n, k,
                   e);
     }
-    CHECK_OK(b->ops->region_unregister(b->ctx, region, len, &err));
+    b->ops->range_release(b->ctx, region, len);
     munmap(region, len);
     dw_backend_close(b);
 }
@@ -192,7 +192,7 @@ TEST(cuda_gemm_rejects_memory_the_device_cannot_reach) {
     float *pageable = malloc(bytes);
     float *region = map_rw(4 * MIB);
     CHECK(pageable && region);
-    CHECK_OK(b->ops->region_register(b->ctx, region, 4 * MIB, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, region, 4 * MIB, &err));
     float *a = region, *bm = region + n * n, *c = region + 2 * n * n;
     fill_random(a, (size_t)n * n);
     fill_random(bm, (size_t)n * n);
@@ -207,7 +207,7 @@ TEST(cuda_gemm_rejects_memory_the_device_cannot_reach) {
     fill_nan(c, (size_t)n * n);
     CHECK_OK(b->ops->gemm_f32(b->ctx, n, n, n, a, bm, c, &err));
     CHECK(gemm_rel_error(n, n, n, a, bm, c) < 1e-5);
-    CHECK_OK(b->ops->region_unregister(b->ctx, region, 4 * MIB, &err));
+    b->ops->range_release(b->ctx, region, 4 * MIB);
     munmap(region, 4 * MIB);
     free(pageable);
     dw_backend_close(b);
@@ -223,11 +223,11 @@ TEST(cuda_grown_region_registers_second_piece_usable_by_gemm) {
     char *base = mmap(NULL, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     CHECK(base != MAP_FAILED);
     CHECK(mprotect(base, piece, PROT_READ | PROT_WRITE) == 0);
-    CHECK_OK(b->ops->region_register(b->ctx, base, piece, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, base, piece, &err));
     /* memory.grow: the next 4 MiB become usable and are registered as a second piece. */
     CHECK(mprotect(base + piece, piece, PROT_READ | PROT_WRITE) == 0);
-    CHECK_OK(b->ops->region_register(b->ctx, base + piece, piece, &err));
-    CHECK(b->ops->device_pointer(b->ctx, base + piece + 12) == base + piece + 12);
+    CHECK_OK(b->ops->range_register(b->ctx, base + piece, piece, &err));
+    CHECK(b->ops->device_pointer(b->ctx, base + piece + 12, 4) == base + piece + 12);
     const int m = 96, n = 160, k = 128;
     const size_t sb = (size_t)k * n * sizeof(float);
     float *a = (float *)(base + 4096);                 /* piece 1 */
@@ -242,19 +242,19 @@ TEST(cuda_grown_region_registers_second_piece_usable_by_gemm) {
     /* Copies whose host side straddles the two pieces (cudaMemcpy alone refuses that). */
     void *dev = NULL;
     float *back = (float *)(base + piece + 2 * sb);
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, sb, &dev, &err));
-    CHECK_OK(b->ops->copy_to_device(b->ctx, dev, bm, sb, &err));
-    CHECK_OK(b->ops->copy_to_host(b->ctx, back, dev, sb, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, sb, &dev, &err));
+    CHECK_OK(b->ops->upload(b->ctx, dev, bm, sb, &err));
+    CHECK_OK(b->ops->download(b->ctx, back, dev, sb, &err));
     CHECK(memcmp(back, bm, sb) == 0);
     fill_nan(bm, (size_t)k * n);
-    CHECK_OK(b->ops->copy_to_host(b->ctx, bm, dev, sb, &err));
+    CHECK_OK(b->ops->download(b->ctx, bm, dev, sb, &err));
     CHECK(memcmp(back, bm, sb) == 0);
-    b->ops->buffer_free(b->ctx, dev);
-    /* Registrations are exact ranges: overlaps and unknown ranges are refused. */
-    CHECK(b->ops->region_register(b->ctx, base, 2 * piece, &err) == DW_ERR_INVALID_ARGUMENT);
-    CHECK(b->ops->region_unregister(b->ctx, base, 2 * piece, &err) == DW_ERR_INVALID_ARGUMENT);
-    CHECK_OK(b->ops->region_unregister(b->ctx, base + piece, piece, &err));
-    CHECK_OK(b->ops->region_unregister(b->ctx, base, piece, &err));
+    b->ops->free(b->ctx, dev);
+    /* Overlapping registrations are refused; releasing the reservation drops both pieces. */
+    CHECK(b->ops->range_register(b->ctx, base, 2 * piece, &err) == DW_ERR_INVALID_ARGUMENT);
+    b->ops->range_release(b->ctx, base, reserved);
+    CHECK(b->ops->device_pointer(b->ctx, base, 4) == NULL);
+    CHECK(b->ops->device_pointer(b->ctx, base + piece + 12, 4) == NULL);
     munmap(base, reserved);
     dw_backend_close(b);
 }
@@ -272,24 +272,24 @@ TEST(cuda_copy_path_buffers_round_trip_through_gemm) {
     fill_random(bm, sb / 4);
     fill_nan(c, sc / 4);
     size_t dev0 = 0, dev1 = 0;
-    CHECK_OK(b->ops->device_memory_used(b->ctx, &dev0, &err));
+    CHECK_OK(b->ops->memory_used(b->ctx, &dev0, &err));
     void *da = NULL, *db = NULL, *dc = NULL;
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, 64 * MIB, &da, &err)); /* large enough to show in cudaMemGetInfo */
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, sb, &db, &err));
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, sc, &dc, &err));
-    CHECK_OK(b->ops->device_memory_used(b->ctx, &dev1, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, 64 * MIB, &da, &err)); /* large enough to show in cudaMemGetInfo */
+    CHECK_OK(b->ops->alloc(b->ctx, sb, &db, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, sc, &dc, &err));
+    CHECK_OK(b->ops->memory_used(b->ctx, &dev1, &err));
     CHECK_MSG(dev1 >= dev0 + 64 * MIB, "device memory grew by %ld bytes after a 64 MiB cudaMalloc",
               (long)(dev1 - dev0));
-    CHECK_OK(b->ops->copy_to_device(b->ctx, da, a, sa, &err));
-    CHECK_OK(b->ops->copy_to_device(b->ctx, db, bm, sb, &err));
-    CHECK_OK(b->ops->copy_to_device(b->ctx, dc, c, sc, &err)); /* NaN poison, overwritten by the GEMM */
+    CHECK_OK(b->ops->upload(b->ctx, da, a, sa, &err));
+    CHECK_OK(b->ops->upload(b->ctx, db, bm, sb, &err));
+    CHECK_OK(b->ops->upload(b->ctx, dc, c, sc, &err)); /* NaN poison, overwritten by the GEMM */
     CHECK_OK(b->ops->gemm_f32(b->ctx, m, n, k, da, db, dc, &err));
-    CHECK_OK(b->ops->copy_to_host(b->ctx, c, dc, sc, &err));
+    CHECK_OK(b->ops->download(b->ctx, c, dc, sc, &err));
     double e = gemm_rel_error(m, n, k, a, bm, c);
     CHECK_MSG(e < 1e-5, "relative error %.3g on the copy path", e);
-    b->ops->buffer_free(b->ctx, da);
-    b->ops->buffer_free(b->ctx, db);
-    b->ops->buffer_free(b->ctx, dc);
+    b->ops->free(b->ctx, da);
+    b->ops->free(b->ctx, db);
+    b->ops->free(b->ctx, dc);
     free(a), free(bm), free(c);
     dw_backend_close(b);
 }
@@ -303,23 +303,23 @@ TEST(cuda_gemm_128_latency_zero_copy_and_copy_path) {
     const size_t mat = (size_t)N * N * sizeof(float);
     float *region = map_rw(4 * MIB);
     CHECK(region);
-    CHECK_OK(b->ops->region_register(b->ctx, region, 4 * MIB, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, region, 4 * MIB, &err));
     float *a = region, *bm = region + N * N, *c = region + 2 * N * N;
     fill_random(a, N * N);
     fill_random(bm, N * N);
     void *da = NULL, *db = NULL, *dc = NULL;
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, mat, &da, &err));
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, mat, &db, &err));
-    CHECK_OK(b->ops->buffer_alloc(b->ctx, mat, &dc, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, mat, &da, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, mat, &db, &err));
+    CHECK_OK(b->ops->alloc(b->ctx, mat, &dc, &err));
     static double zc[RUNS], cp[RUNS];
     for (int i = 0; i < RUNS + 10; i++) { /* the first 10 warm up */
         double t0 = now_ms();
         CHECK_OK(b->ops->gemm_f32(b->ctx, N, N, N, a, bm, c, &err));
         double t1 = now_ms();
-        CHECK_OK(b->ops->copy_to_device(b->ctx, da, a, mat, &err));
-        CHECK_OK(b->ops->copy_to_device(b->ctx, db, bm, mat, &err));
+        CHECK_OK(b->ops->upload(b->ctx, da, a, mat, &err));
+        CHECK_OK(b->ops->upload(b->ctx, db, bm, mat, &err));
         CHECK_OK(b->ops->gemm_f32(b->ctx, N, N, N, da, db, dc, &err));
-        CHECK_OK(b->ops->copy_to_host(b->ctx, c + N * N, dc, mat, &err));
+        CHECK_OK(b->ops->download(b->ctx, c + N * N, dc, mat, &err));
         double t2 = now_ms();
         if (i >= 10) zc[i - 10] = t1 - t0, cp[i - 10] = t2 - t1;
     }
@@ -329,10 +329,10 @@ TEST(cuda_gemm_128_latency_zero_copy_and_copy_path) {
            RUNS, zc[RUNS / 2], cp[RUNS / 2]);
     CHECK(gemm_rel_error(N, N, N, a, bm, c) < 1e-5);         /* zero-copy result */
     CHECK(gemm_rel_error(N, N, N, a, bm, c + N * N) < 1e-5); /* copy-path result */
-    b->ops->buffer_free(b->ctx, da);
-    b->ops->buffer_free(b->ctx, db);
-    b->ops->buffer_free(b->ctx, dc);
-    CHECK_OK(b->ops->region_unregister(b->ctx, region, 4 * MIB, &err));
+    b->ops->free(b->ctx, da);
+    b->ops->free(b->ctx, db);
+    b->ops->free(b->ctx, dc);
+    b->ops->range_release(b->ctx, region, 4 * MIB);
     munmap(region, 4 * MIB);
     dw_backend_close(b);
 }
@@ -373,7 +373,7 @@ TEST(cuda_concurrent_gemms_from_threads_all_verify) {
     const size_t len = 8 * MIB;
     float *region = map_rw(len);
     CHECK(region);
-    CHECK_OK(b->ops->region_register(b->ctx, region, len, &err));
+    CHECK_OK(b->ops->range_register(b->ctx, region, len, &err));
     gemm_job jobs[THREADS];
     pthread_t tid[THREADS];
     for (int t = 0; t < THREADS; t++) {
@@ -388,7 +388,7 @@ TEST(cuda_concurrent_gemms_from_threads_all_verify) {
         CHECK_MSG(jobs[t].st == DW_OK, "thread %d: %s", t, jobs[t].msg);
         CHECK_MSG(jobs[t].worst < 1e-5, "thread %d: relative error %.3g", t, jobs[t].worst);
     }
-    CHECK_OK(b->ops->region_unregister(b->ctx, region, len, &err));
+    b->ops->range_release(b->ctx, region, len);
     munmap(region, len);
     dw_backend_close(b);
 }
@@ -425,6 +425,31 @@ TEST(cuda_host_ranges_split_at_registration_boundaries) {
     for (uintptr_t i = 0; i < 1000; i++) CHECK_OK(dw__host_ranges_add(&s, 0x100000 + i * 0x10000, 0x10000, &err));
     CHECK(dw__host_ranges_covers(&s, 0x100000, 1000 * 0x10000));
     CHECK(dw__host_ranges_segment(&s, 0x100000 + 0x18000, 0x20000, &inside) == 0x8000 && inside == 1);
+    dw__host_ranges_free(&s);
+}
+
+static void count_removed(void *arg, dw__host_range r) {
+    size_t *bytes = arg;
+    *bytes += r.len;
+}
+
+TEST(cuda_host_ranges_release_drops_every_range_inside_a_reservation) {
+    dw_error err = {0};
+    dw__host_ranges s = {0};
+    /* two memories: pieces [1000,2000) [2000,3000) [3000,4000) and [9000,9500) */
+    CHECK_OK(dw__host_ranges_add(&s, 2000, 1000, &err));
+    CHECK_OK(dw__host_ranges_add(&s, 9000, 500, &err));
+    CHECK_OK(dw__host_ranges_add(&s, 1000, 1000, &err));
+    CHECK_OK(dw__host_ranges_add(&s, 3000, 1000, &err));
+    size_t bytes = 0;
+    CHECK(dw__host_ranges_remove_within(&s, 1000, 8000, count_removed, &bytes) == 3);
+    CHECK(bytes == 3000);
+    CHECK(s.count == 1 && s.v[0].base == 9000);
+    int inside = -1;
+    CHECK(dw__host_ranges_segment(&s, 1000, 3000, &inside) == 3000 && inside == 0);
+    /* a range that only overlaps the span stays */
+    CHECK(dw__host_ranges_remove_within(&s, 9100, 1000, NULL, NULL) == 0);
+    CHECK(dw__host_ranges_covers(&s, 9000, 500));
     dw__host_ranges_free(&s);
 }
 #endif

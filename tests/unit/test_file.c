@@ -36,7 +36,7 @@ static int file_is(const char *path, const void *want, size_t len) {
     dw_error err;
     char *buf;
     size_t n;
-    if (dw__file_read_all(path, 1 << 24, &buf, &n, &err) != DW_OK) return 0;
+    if (dw_file_read_all(path, 1 << 24, &buf, &n, &err) != DW_OK) return 0;
     int same = n == len && memcmp(buf, want, len) == 0;
     free(buf);
     return same;
@@ -47,10 +47,10 @@ TEST(file_read_all_returns_the_bytes_nul_terminated) {
     const char *path = tmp_path("read.bin");
     char data[10000];
     for (size_t i = 0; i < sizeof data; i++) data[i] = (char)(i * 131 + 7);
-    CHECK_OK(dw__file_write_atomic(path, data, sizeof data, &err));
+    CHECK_OK(dw_file_write_atomic(path, data, sizeof data, &err));
     char *buf;
     size_t len;
-    CHECK_OK(dw__file_read_all(path, sizeof data, &buf, &len, &err)); /* exactly at the limit */
+    CHECK_OK(dw_file_read_all(path, sizeof data, &buf, &len, &err)); /* exactly at the limit */
     int ok = len == sizeof data && memcmp(buf, data, len) == 0 && buf[len] == '\0';
     free(buf);
     CHECK(ok);
@@ -59,10 +59,10 @@ TEST(file_read_all_returns_the_bytes_nul_terminated) {
 TEST(file_read_all_refuses_a_file_over_the_limit) {
     dw_error err;
     const char *path = tmp_path("big.bin");
-    CHECK_OK(dw__file_write_atomic(path, "0123456789", 10, &err));
+    CHECK_OK(dw_file_write_atomic(path, "0123456789", 10, &err));
     char *buf = (char *)1;
     size_t len;
-    CHECK(dw__file_read_all(path, 9, &buf, &len, &err) == DW_ERR_LIMIT);
+    CHECK(dw_file_read_all(path, 9, &buf, &len, &err) == DW_ERR_LIMIT);
     CHECK(buf == NULL && strstr(err.message, path) && strstr(err.message, "limit"));
 }
 
@@ -71,18 +71,18 @@ TEST(file_read_all_reads_a_non_regular_file_with_the_limit) {
     dw_error err;
     char *buf;
     size_t len;
-    CHECK_OK(dw__file_read_all("/proc/self/status", 1 << 20, &buf, &len, &err));
+    CHECK_OK(dw_file_read_all("/proc/self/status", 1 << 20, &buf, &len, &err));
     int ok = len > 0 && strstr(buf, "Name:") != NULL;
     free(buf);
     CHECK(ok);
-    CHECK(dw__file_read_all("/proc/self/status", 10, &buf, &len, &err) == DW_ERR_LIMIT);
+    CHECK(dw_file_read_all("/proc/self/status", 10, &buf, &len, &err) == DW_ERR_LIMIT);
 }
 
 TEST(file_read_all_of_missing_file_names_it) {
     dw_error err;
     char *buf;
     size_t len;
-    CHECK(dw__file_read_all("/nonexistent-dw/f.txt", 100, &buf, &len, &err) == DW_ERR_IO);
+    CHECK(dw_file_read_all("/nonexistent-dw/f.txt", 100, &buf, &len, &err) == DW_ERR_IO);
     CHECK(strstr(err.message, "/nonexistent-dw/f.txt") && strstr(err.message, "No such file"));
 }
 
@@ -91,7 +91,7 @@ TEST(file_map_sees_the_file_contents) {
     const char *path = tmp_path("map.bin");
     char data[5000];
     for (size_t i = 0; i < sizeof data; i++) data[i] = (char)(i ^ (i >> 3));
-    CHECK_OK(dw__file_write_atomic(path, data, sizeof data, &err));
+    CHECK_OK(dw_file_write_atomic(path, data, sizeof data, &err));
     dw__mapping m;
     CHECK_OK(dw__file_map(path, &m, &err));
     int ok = m.len == sizeof data && memcmp(m.data, data, sizeof data) == 0 && (uintptr_t)m.data % 4096 == 0;
@@ -103,7 +103,7 @@ TEST(file_map_sees_the_file_contents) {
 TEST(file_map_of_empty_file_is_empty) {
     dw_error err;
     const char *path = tmp_path("empty.bin");
-    CHECK_OK(dw__file_write_atomic(path, "", 0, &err));
+    CHECK_OK(dw_file_write_atomic(path, "", 0, &err));
     dw__mapping m;
     CHECK_OK(dw__file_map(path, &m, &err));
     CHECK(m.data == NULL && m.len == 0);
@@ -120,7 +120,7 @@ TEST(file_map_refuses_missing_file_and_folder) {
 TEST(file_atomic_commit_replaces_the_file_and_leaves_no_temp) {
     dw_error err;
     const char *path = tmp_path("commit.txt");
-    CHECK_OK(dw__file_write_atomic(path, "old contents", 12, &err));
+    CHECK_OK(dw_file_write_atomic(path, "old contents", 12, &err));
     dw__atomic_file *af;
     CHECK_OK(dw__atomic_file_open(path, &af, &err));
     CHECK_OK(dw__atomic_file_write(af, "new ", 4, &err));
@@ -137,7 +137,7 @@ TEST(file_atomic_commit_replaces_the_file_and_leaves_no_temp) {
 TEST(file_atomic_abort_keeps_the_old_file_and_removes_the_temp) {
     dw_error err;
     const char *path = tmp_path("abort.txt");
-    CHECK_OK(dw__file_write_atomic(path, "keep me", 7, &err));
+    CHECK_OK(dw_file_write_atomic(path, "keep me", 7, &err));
     dw__atomic_file *af;
     CHECK_OK(dw__atomic_file_open(path, &af, &err));
     CHECK_OK(dw__atomic_file_write(af, "half of a new fi", 16, &err));
@@ -164,7 +164,7 @@ TEST(file_killed_writer_leaves_the_previous_file_intact) {
     const char *path = tmp_path("crash.bin");
     static char old[100000], fresh[100000];
     for (size_t i = 0; i < sizeof old; i++) old[i] = (char)(i * 7), fresh[i] = (char)(i * 13 + 1);
-    CHECK_OK(dw__file_write_atomic(path, old, sizeof old, &err));
+    CHECK_OK(dw_file_write_atomic(path, old, sizeof old, &err));
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -193,7 +193,7 @@ TEST(file_atomic_new_file_gets_umask_permissions) {
     dw_error err;
     const char *path = tmp_path("mode.txt");
     mode_t old = umask(022);
-    dw_status st = dw__file_write_atomic(path, "m", 1, &err);
+    dw_status st = dw_file_write_atomic(path, "m", 1, &err);
     umask(old);
     CHECK_OK(st);
     struct stat sb;
@@ -206,7 +206,7 @@ TEST(file_atomic_write_of_relative_path_in_current_folder) {
     char cwd[512];
     CHECK(getcwd(cwd, sizeof cwd) != NULL);
     CHECK(chdir(dw_test_tmp_dir()) == 0);
-    dw_status st = dw__file_write_atomic("rel.txt", "rel", 3, &err);
+    dw_status st = dw_file_write_atomic("rel.txt", "rel", 3, &err);
     int ok = file_is("rel.txt", "rel", 3);
     CHECK(chdir(cwd) == 0);
     CHECK_OK(st);

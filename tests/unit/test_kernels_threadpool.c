@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 #include "test.h"
 
 typedef struct {

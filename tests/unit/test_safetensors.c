@@ -44,7 +44,7 @@ static int write_raw(const char *path, const char *header, uint64_t header_len_o
     memcpy(buf + 8, header, hl);
     for (size_t i = 0; i < data_len; i++) buf[8 + hl + i] = (uint8_t)(i * 7 + 1);
     dw_error err;
-    dw_status st = dw__file_write_atomic(path, buf, total, &err);
+    dw_status st = dw_file_write_atomic(path, buf, total, &err);
     free(buf);
     return st == DW_OK;
 }
@@ -170,7 +170,7 @@ TEST(safetensors_open_memory_reads_the_same_tensors_as_open) {
 
     char *bytes;
     size_t len;
-    CHECK_OK(dw__file_read_all(path, 1 << 20, &bytes, &len, &err));
+    CHECK_OK(dw_file_read_all(path, 1 << 20, &bytes, &len, &err));
     dw_safetensors *st;
     dw_status s = dw_safetensors_open_memory(bytes, len, "<test>", &st, &err);
     if (s != DW_OK) free(bytes);
@@ -251,7 +251,7 @@ TEST(safetensors_writer_pads_header_to_8_and_aligns_every_tensor) {
 
     char *bytes;
     size_t len;
-    CHECK_OK(dw__file_read_all(path, 1 << 20, &bytes, &len, &err));
+    CHECK_OK(dw_file_read_all(path, 1 << 20, &bytes, &len, &err));
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | (uint8_t)bytes[i];
     int padded = n % 8 == 0 && len == 8 + n + 3 + 6 + 4 + 6 + 16 && bytes[8] == '{';
@@ -382,11 +382,11 @@ TEST(safetensors_valid_hand_made_file_opens) {
 TEST(safetensors_rejects_file_shorter_than_8_bytes) {
     const char *path = tmp_path("short.safetensors");
     dw_error err;
-    CHECK_OK(dw__file_write_atomic(path, "\x02\0\0\0\0", 5, &err));
+    CHECK_OK(dw_file_write_atomic(path, "\x02\0\0\0\0", 5, &err));
     dw_safetensors *st;
     CHECK(dw_safetensors_open(path, &st, &err) == DW_ERR_FORMAT);
     CHECK(strstr(err.message, path) && strstr(err.message, "too short"));
-    CHECK_OK(dw__file_write_atomic(path, "", 0, &err));
+    CHECK_OK(dw_file_write_atomic(path, "", 0, &err));
     CHECK(dw_safetensors_open(path, &st, &err) == DW_ERR_FORMAT && strstr(err.message, "too short"));
 }
 
@@ -529,7 +529,7 @@ TEST(safetensors_every_truncation_and_byte_flip_is_an_error_not_a_crash) {
     dw_safetensors_writer_free(w);
     char *bytes;
     size_t len;
-    CHECK_OK(dw__file_read_all(path, 1 << 20, &bytes, &len, &err));
+    CHECK_OK(dw_file_read_all(path, 1 << 20, &bytes, &len, &err));
 
     int wrong = -1;
     for (size_t cut = 0; cut < len; cut++) { /* every proper prefix is malformed */

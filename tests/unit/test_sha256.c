@@ -83,7 +83,7 @@ TEST(sha256_file_matches_memory_hash) {
     uint8_t *buf = malloc(n);
     CHECK(buf);
     for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)(i * 31 + (i >> 9));
-    dw_status st = dw__file_write_atomic(path, buf, n, &err);
+    dw_status st = dw_file_write_atomic(path, buf, n, &err);
     uint8_t want[32], got[32];
     dw__sha256(buf, n, want);
     free(buf);

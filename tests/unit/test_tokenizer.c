@@ -1,17 +1,19 @@
 /* Tokenizer unit tests: BPE merges and ignore_merges on a hand-made tokenizer.json, special-token
  * matching on and off, streaming decode of characters split across tokens, invalid UTF-8,
  * refusal of unsupported or malformed files, buffer sizes, the Llama 2 style tokenizer from
- * tests/data/tokenizer, the chat format, concurrent use, and NFC. Parity with HF on a corpus is
+ * tests/data/tokenizer, loading from a model folder, the chat format, concurrent use, and NFC. Parity with HF on a corpus is
  * tests/py/test_tokenizer_parity.py. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
 
 #include "core/sha256.h"
 #include "driftwood/tokenizer.h"
-#include "engine/tokenizer_nfc.h"
 #include "test.h"
+#include "tokenizer/tokenizer_impl.h"
 
 /* A byte-level BPE (GPT-2 pre-tokenizer): "Ġ" is the space, "Ã" and "©" are the bytes C3 and A9
  * of "é". Merge ranks: b+c first, then a+b, then a+bc, then Ġ+a. */
@@ -416,6 +418,14 @@ TEST(tokenizer_can_be_shared_between_threads) {
     dw_tokenizer_free(tok);
 }
 
+/* NFC of s as dw__tok_nfc gives it equals expect. */
+static int nfc_is(const char *s, const char *expect) {
+    dw__buf out = {0};
+    int ok = dw__tok_nfc(s, strlen(s), &out) == 0 && out.len == strlen(expect) && memcmp(out.p, expect, out.len) == 0;
+    free(out.p);
+    return ok;
+}
+
 TEST(tokenizer_nfc_composes_reorders_and_leaves_exclusions_decomposed) {
     static const char *const cases[][2] = {
         {"e\xCC\x81", "\xC3\xA9"},                                 /* e + acute -> é */
@@ -426,11 +436,51 @@ TEST(tokenizer_nfc_composes_reorders_and_leaves_exclusions_decomposed) {
         {"\xE0\xA5\x98", "\xE0\xA4\x95\xE0\xA4\xBC"},              /* U+0958: a composition exclusion */
         {"\xE0\xAD\x87\xE0\xAD\x97", "\xE0\xAD\x8C"},              /* two starters compose (Oriya AU) */
         {"plain ASCII and \xE4\xB8\xAD\xE6\x96\x87", "plain ASCII and \xE4\xB8\xAD\xE6\x96\x87"},
+        {"", ""},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char out[64];
-        size_t len;
-        CHECK(dw__nfc(cases[i][0], strlen(cases[i][0]), out, &len) == 0);
-        CHECK_MSG(len == strlen(cases[i][1]) && memcmp(out, cases[i][1], len) == 0, "case %zu", i);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) CHECK_MSG(nfc_is(cases[i][0], cases[i][1]), "case %zu", i);
+}
+
+/* HF's NFC knows Unicode 9.0: marks assigned later stay where they are, as starters, and block
+ * the composition that utf8proc alone would make (normalize.c's hf_starters). */
+TEST(tokenizer_nfc_leaves_marks_newer_than_unicode_9_in_place_as_hf_does) {
+    CHECK(nfc_is("a\xE0\xA2\x98\xCC\xA3", "a\xE0\xA2\x98\xCC\xA3"));                 /* a, U+0898, U+0323 */
+    CHECK(nfc_is("e\xE1\xAA\xBF\xCC\x81", "e\xE1\xAA\xBF\xCC\x81"));                 /* e, U+1ABF, U+0301 */
+    CHECK(nfc_is("\xF0\x91\xA4\xB5\xF0\x91\xA4\xB0", "\xF0\x91\xA4\xB5\xF0\x91\xA4\xB0")); /* U+11935 U+11930 */
+}
+
+/* normalize.c's list of HF's differences is utf8proc 2.8.0's, on Unicode 15.0: another Unicode
+ * version may add marks to it (compare the two over every code point again, then update this). */
+TEST(tokenizer_nfc_differences_list_is_for_the_unicode_version_of_utf8proc) {
+    CHECK_MSG(strcmp(utf8proc_unicode_version(), "15.0.0") == 0, "utf8proc has Unicode %s", utf8proc_unicode_version());
+}
+
+/* A model folder with a tokenizer.json and a tokenizer_config.json naming the BOS token. */
+TEST(tokenizer_load_dir_reads_the_folders_tokenizer_and_its_config) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/tok_dir", dw_test_tmp_dir());
+    CHECK(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(tiny_strings, 1, strlen(tiny_strings), f) == strlen(tiny_strings) && fclose(f) == 0);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "wb");
+    CHECK(f && fputs("{\"bos_token\": \"[X]\"}", f) >= 0 && fclose(f) == 0);
+    dw_tokenizer *tok;
+    dw_error err;
+    CHECK_OK(dw_tokenizer_load_dir(dir, &tok, &err));
+    CHECK(dw_tokenizer_vocab_size(tok) == 37);
+    CHECK(dw_tokenizer_special_id(tok, DW_SPECIAL_BOS) == 33);
+    dw_tokenizer_free(tok);
+}
+
+TEST(tokenizer_load_dir_without_tokenizer_json_names_the_file) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/no_tok_dir", dw_test_tmp_dir());
+    CHECK(mkdir(dir, 0755) == 0);
+    dw_tokenizer *tok = (dw_tokenizer *)&tok;
+    dw_error err;
+    CHECK(dw_tokenizer_load_dir(dir, &tok, &err) == DW_ERR_IO);
+    CHECK(tok == NULL);
+    CHECK_MSG(strstr(err.message, "no_tok_dir/tokenizer.json") != NULL, "%s", err.message);
 }

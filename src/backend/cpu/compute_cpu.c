@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/assert.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 /* Keys per block in attention's online softmax (scores live on the stack). */
 #define ATTN_BLOCK 128

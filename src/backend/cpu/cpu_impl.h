@@ -9,7 +9,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/kernels_quant.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 
 typedef struct dw__cpu {
     dw_backend backend; /* the record handed out: backend.ctx points back here */

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 #include "backend/cpu/kernels.h"
-#include "core/threadpool.h"
+#include "driftwood/threadpool.h"
 #include "driftwood/error.h"
 
 /* A read-bandwidth probe: a buffer of its own, much larger than the caches, filled with real

@@ -17,7 +17,7 @@ struct dw__cublas_api {
     decltype(&cublasSetMathMode) set_math_mode;
     decltype(&cublasSetWorkspace_v2) set_workspace;
     decltype(&cublasSgemm_v2) sgemm;
-    /* the engine's prefill GEMMs (compute_cuda.cu); C++ overloads cublasGemmEx, so spelled out */
+    /* the prefill GEMMs (cuda_ops.cu); C++ overloads cublasGemmEx, so spelled out */
     cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
                               const void *, cudaDataType, int, const void *, cudaDataType, int, const void *, void *,
                               cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);

@@ -48,6 +48,23 @@ dw_status dw__host_ranges_remove(dw__host_ranges *s, uintptr_t base, size_t len,
     return DW_OK;
 }
 
+size_t dw__host_ranges_remove_within(dw__host_ranges *s, uintptr_t base, size_t len,
+                                     void (*each)(void *arg, dw__host_range r), void *arg) {
+    const uintptr_t end = base + len;
+    size_t kept = 0, removed = 0;
+    for (size_t i = 0; i < s->count; i++) {
+        const dw__host_range r = s->v[i];
+        if (r.base >= base && r.base + r.len <= end) {
+            if (each) each(arg, r);
+            removed++;
+        } else {
+            s->v[kept++] = r;
+        }
+    }
+    s->count = kept;
+    return removed;
+}
+
 size_t dw__host_ranges_segment(const dw__host_ranges *s, uintptr_t p, size_t bytes, int *inside) {
     size_t i = first_ending_after(s, p);
     size_t room;

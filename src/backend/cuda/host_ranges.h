@@ -1,9 +1,11 @@
-/* The set of host ranges one CUDA backend has registered (plain C, shared by cuda_backend.cu
- * and the unit tests). A Wasm memory is registered piece by piece as it grows, so guest
- * buffers straddle registrations. Kernels read across neighbouring registrations (bench
- * zerocopy's in-place GEMM ran on the H100), but cudaMemcpy from such a buffer failed there
- * with cudaErrorInvalidValue: copies are split at registration boundaries, and GEMM operands
- * are checked to lie wholly in registered pieces. */
+/* The set of host ranges one CUDA backend has registered (plain C, shared by cuda_memory.cu and
+ * the unit tests): the one record of which host memory the device may touch. It answers
+ * device_pointer, decides whether a download may be written into the guest by a kernel, checks
+ * GEMM operands, and splits copies. A Wasm memory is registered piece by piece as it grows, so
+ * guest buffers straddle registrations. Kernels read across neighbouring registrations (bench
+ * zerocopy's in-place GEMM does), but cudaMemcpy from such a buffer fails with
+ * cudaErrorInvalidValue: copies are split at registration boundaries, and GEMM operands are
+ * checked to lie wholly in registered pieces. */
 #ifndef DW_BACKEND_CUDA_HOST_RANGES_H
 #define DW_BACKEND_CUDA_HOST_RANGES_H
 
@@ -32,6 +34,11 @@ dw_status dw__host_ranges_add(dw__host_ranges *s, uintptr_t base, size_t len, dw
 
 /* Removes exactly [base, base+len); DW_ERR_INVALID_ARGUMENT if no such range was added. */
 dw_status dw__host_ranges_remove(dw__host_ranges *s, uintptr_t base, size_t len, dw_error *err);
+
+/* Removes every range lying wholly inside [base, base+len), calling each(arg, range) for it
+ * first (in address order); returns how many were removed. */
+size_t dw__host_ranges_remove_within(dw__host_ranges *s, uintptr_t base, size_t len,
+                                     void (*each)(void *arg, dw__host_range r), void *arg);
 
 /* The first piece of [p, p+bytes) (bytes > 0) that lies wholly in one range (*inside = 1)
  * or wholly outside every range (*inside = 0); returns its length (> 0, ≤ bytes). */

@@ -1,8 +1,8 @@
-/* Greedy token choice on the device (compute_cuda_kernels.h: launch_argmax): the first index of
+/* Greedy token choice on the device (kernels.h: launch_argmax): the first index of
  * the largest of n floats, so a decode step can follow the previous one without the host
  * reading the logits. Each block reduces a slice to (value, index) and the last block to finish
  * reduces the blocks' pairs (a counter it resets, as the attention kernel's combine does). */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
 #include <math.h>
@@ -38,7 +38,6 @@ struct argmax_args {
     int32_t *ring;
     int ring_n, pos;
     int *slot;
-    bool prime;
 };
 
 __global__ void __launch_bounds__(THREADS) argmax_kernel(const argmax_args a) {
@@ -66,7 +65,7 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const argmax_args a) {
         const int id = i == 0x7fffffff ? 0 : i; /* all NaN: 0 */
         const int pos = a.slot ? a.slot[1] : a.pos; /* every kernel that reads the slot is done */
         a.ring[pos % a.ring_n] = id;
-        if (a.slot && a.prime) a.slot[0] = id, a.slot[1] = pos + 1;
+        if (a.slot) a.slot[0] = id, a.slot[1] = pos + 1;
         *a.counter = 0;
     }
 }
@@ -74,11 +73,11 @@ __global__ void __launch_bounds__(THREADS) argmax_kernel(const argmax_args a) {
 } // namespace
 
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *ring,
-                          int ring_n, int pos, int *slot, bool prime, cudaStream_t stream) {
+                          int ring_n, int pos, int *slot, cudaStream_t stream) {
     int blocks = (n + THREADS * 4 - 1) / (THREADS * 4);
     if (blocks > DWK_ARGMAX_BLOCKS) blocks = DWK_ARGMAX_BLOCKS;
     if (blocks < 1) blocks = 1;
-    const argmax_args a = {x, n, part_v, part_i, counter, ring, ring_n, pos, slot, prime};
+    const argmax_args a = {x, n, part_v, part_i, counter, ring, ring_n, pos, slot};
     return launch_pdl(argmax_kernel, a, dim3(blocks), THREADS, 0, stream);
 }
 

@@ -1,6 +1,5 @@
-/* The decode attention's device code (compute_cuda_kernels.h: attn_args), shared by the
- * standalone kernel (kernels_attention.cu) and the persistent decode kernel (kernels_fused.cu):
- * flash-decoding over the KV cache. An item owns one (key split, KV head, head tile, query
+/* The attention's device code (kernels.h: attn_args), run by the general attention kernel
+ * (kernels_attention.cu): flash-decoding over the KV cache. An item owns one (key split, KV head, head tile, query
  * token); it walks its keys in tiles of TILE with an online softmax, each key and value row read
  * once for every query head of the tile. Warps first compute scores (a key per `L` lanes, 16-byte
  * loads), then every thread accumulates p·v for a slice of head_dim over a subset of the tile's
@@ -8,7 +7,7 @@
 #ifndef DW_BACKEND_CUDA_KERNELS_ATTENTION_CUH
 #define DW_BACKEND_CUDA_KERNELS_ATTENTION_CUH
 
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
 #include <cuda_bf16.h>
@@ -181,8 +180,7 @@ __device__ __forceinline__ void combine_splits(const attn_args &a, int t, int y,
 
 /* One block of THREADS threads computes the item (split, y = KV head × head tile, t = query
  * token) of a grid of ny items along y; sm: attn_smem_floats of shared memory, is_last one
- * shared int. q, k_new and v_new are read through L2 (the persistent decode kernel writes them
- * in the same launch). */
+ * shared int. q, k_new and v_new are read through L2. */
 template <int THREADS, bool F32, int VEC, int GT>
 __device__ __forceinline__ void attention_item(const attn_args &a, int split, int y, int t, int ny, float *sm,
                                                int &is_last) {

@@ -1,5 +1,5 @@
 /* The decode attention's device code (one query token, bf16 KV cache, rows of a multiple of 8
- * elements; compute_cuda_kernels.h: attn_args), used by the standalone kernel for decode steps.
+ * elements; kernels.h: attn_args), used by the standalone kernel for decode steps.
  *
  * Unlike attention_item (kernels_attention.cuh, prefill and the other shapes), a round covers
  * up to DEC_B keys per group of L lanes at once (lane li holds 8 elements of their K and V rows

@@ -1,22 +1,20 @@
 /* Device helpers shared by the decode kernels (kernels_matvec.cu, kernels_quant.cu): streaming
  * loads, programmatic dependent launch, warp reductions, and the host-side launch of a matvec-
- * style kernel (grid sized to the blocks resident at once, PDL unless DW_CUDA_PDL=0). */
+ * style kernel (grid sized to the blocks resident at once, with programmatic dependent launch). */
 #ifndef DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
 #define DW_BACKEND_CUDA_KERNELS_DEVICE_CUH
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include <mutex>
 
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 
 namespace dwk {
 
-/* The block shape of every decode matrix-vector kernel (bf16 and quantized, standalone and in the
- * persistent decode kernel). */
+/* The block shape of every decode matrix-vector kernel (bf16 and quantized). */
 constexpr int MV_THREADS = 256;
 constexpr int MV_WARPS = MV_THREADS / 32;
 
@@ -83,10 +81,11 @@ __device__ __forceinline__ void in_batches4(int n4, Load load, Use use) {
     }
 }
 
-/* Where a matvec's staged norm weights (mv_args.norm_staged) sit in its shared memory: behind its
- * xf floats of x' (and whatever else the kernel keeps there), rounded up to a float4. */
+/* Where a matvec's staged norm weights (stage_norm_w: every matvec with a fused RMSNorm stages
+ * them) sit in its shared memory: behind its xf floats of x' (and whatever else the kernel keeps
+ * there), rounded up to a float4. */
 __host__ __device__ constexpr size_t norm_smem_offset(size_t xf) { return (xf + 3) / 4 * 4; }
-__host__ __device__ inline bool norm_staged(const mv_args &a) { return a.norm_w && a.norm_staged; }
+__host__ __device__ inline bool norm_staged(const mv_args &a) { return a.norm_w != nullptr; }
 
 /* Floats of shared memory for a kernel with xf floats of its own: those, then the staged norm
  * weights when a has them. */
@@ -95,8 +94,8 @@ inline size_t with_norm_floats(size_t xf, const mv_args &a) { return norm_staged
 /* Before the wait for the kernel before: the RMSNorm weights (K floats, constant) into shared
  * memory gs, so that stage_x, after the wait, finds them there instead of asking L2 for them
  * behind the sum of squares (a round trip on the critical path of each q/k/v and gate/up
- * product). stage_x's first barrier orders these stores before its reads. H100, greedy on the
- * device, one call: 1B bf16 935.3 -> 946.2 tok/s (at 4096 868.5 -> 879.5), 4-bit 1727 -> 1783. */
+ * product). stage_x's first barrier orders these stores before its reads. Measured: docs/PERFORMANCE.md
+ * (the norm weights staged before the wait). */
 template <int THREADS> __device__ __forceinline__ void stage_norm_w(float *gs, const float *norm_w, int K) {
     if (K % 4 == 0 && (uintptr_t)norm_w % 16 == 0) {
         in_batches4<THREADS, 2>(
@@ -107,8 +106,8 @@ template <int THREADS> __device__ __forceinline__ void stage_norm_w(float *gs, c
     }
 }
 
-/* Before the wait: a's norm weights copied behind xf floats of smem when a stages them; their copy
- * for stage_x, or NULL (stage_x then reads norm_w after the wait). */
+/* Before the wait: a's norm weights copied behind xf floats of smem when a has them; their copy
+ * for stage_x, or NULL (no norm). */
 template <int THREADS> __device__ __forceinline__ float *stage_norm_ahead(float *smem, size_t xf, const mv_args &a) {
     if (!norm_staged(a)) return nullptr;
     float *gs = smem + norm_smem_offset(xf);
@@ -136,11 +135,10 @@ template <int THREADS> __device__ __forceinline__ float rms_scale(float ss, floa
  *
  * x (and norm_w) are read 2 float4 per thread at a time, a batch's loads in flight together: x
  * comes from L2 while the kernel's first weight loads fill the memory queues, and a loop that
- * waited for each load in turn (as this did before) paid that latency K / THREADS times (H100,
- * the engine's matvecs chained as in a decode step, no attention: 8B 166.8 -> 157.6 µs per
- * layer, 1B 54.6 -> 50.7; src/backend/cuda/probes/chain_probe.cu). 2, not more, keeps the
+ * waited for each load in turn (as this did before) paid that latency K / THREADS times
+ * (measured with bench/cuda/chain_probe.cu: bench/cuda/README.md v15). 2, not more, keeps the
  * single-matrix kernels at 64 registers. Copying x by cp.async instead (no registers, one wait)
- * was slower: 8B 173.4, 1B 67.3 µs per layer; the engine 745 vs 903 tok/s (1B bf16). */
+ * was slower (docs/PERFORMANCE.md). */
 template <int THREADS, int E, int XP, int SX = 2>
 __device__ __forceinline__ void stage_x(float *xs, float *red, const float *x, int K, const float *norm_w, float eps,
                                         float *norm_out, const float *gs) {
@@ -290,66 +288,35 @@ inline int resident_per_sm(const void *kernel, int threads, size_t smem) {
     return n;
 }
 
-/* DW_CUDA_PDL=0 turns programmatic dependent launch off (on by default). */
-inline bool pdl_enabled() {
-    static int pdl = -1;
-    if (pdl < 0) {
-        const char *p = getenv("DW_CUDA_PDL");
-        pdl = !(p && *p == '0');
-    }
-    return pdl != 0;
-}
-
-/* A launch of grid × threads with smem bytes of dynamic shared memory on stream: programmatic
- * stream serialization when pdl_enabled() (the kernel may start before the one before it ends,
- * so it must call pdl_wait() before reading what that one writes), and with cooperative set a
- * cooperative launch (every block resident at once). attr: room for two attributes, which the
- * configuration points at. */
-inline cudaLaunchConfig_t launch_config(dim3 grid, int threads, size_t smem, cudaStream_t stream, bool cooperative,
-                                        cudaLaunchAttribute *attr) {
+/* Launches kernel(args), grid × threads with smem bytes of dynamic shared memory on stream, with
+ * programmatic stream serialization: the kernel may start before the one before it ends, so it
+ * must call pdl_wait() before reading what that one writes. */
+template <typename Args>
+cudaError_t launch_pdl(void (*kernel)(Args), const Args &args, dim3 grid, int threads, size_t smem,
+                       cudaStream_t stream) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = dim3(threads);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cfg.attrs = attr;
-    cfg.numAttrs = 0;
-    if (cooperative) {
-        attr[cfg.numAttrs].id = cudaLaunchAttributeCooperative;
-        attr[cfg.numAttrs++].val.cooperative = 1;
-    }
-    if (pdl_enabled()) {
-        attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[cfg.numAttrs++].val.programmaticStreamSerializationAllowed = 1;
-    }
-    return cfg;
-}
-
-/* Launches kernel(args) as launch_config says (not cooperative). */
-template <typename Args>
-cudaError_t launch_pdl(void (*kernel)(Args), const Args &args, dim3 grid, int threads, size_t smem,
-                       cudaStream_t stream) {
-    cudaLaunchAttribute attr[2];
-    const cudaLaunchConfig_t cfg = launch_config(grid, threads, smem, stream, false, attr);
+    cfg.numAttrs = 1;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args);
     if (e != cudaSuccess) return e;
     return cudaGetLastError();
 }
 
 /* Launches kernel(args) with `threads` per block and smem dynamic shared memory on at most
- * `blocks` blocks, capped to what is resident at once on n_sm SMs (DW_CUDA_MV_BPS=N caps the
- * blocks per SM further; v1-v5 used 2), with programmatic stream serialization unless
- * DW_CUDA_PDL=0: the kernel must call pdl_wait() before reading what earlier kernels write. */
+ * `blocks` blocks, capped to what is resident at once on n_sm SMs, with programmatic stream
+ * serialization (launch_pdl): the kernel must call pdl_wait() before reading what earlier
+ * kernels write. */
 template <typename Args>
 cudaError_t launch_resident(void (*kernel)(Args), const Args &args, int blocks, int threads, size_t smem, int n_sm,
                             cudaStream_t stream) {
-    static int cap = -1;
-    if (cap < 0) {
-        const char *v = getenv("DW_CUDA_MV_BPS");
-        cap = v && atoi(v) > 0 ? atoi(v) : 0;
-    }
-    const int occ = resident_per_sm((const void *)kernel, threads, smem);
-    int per_sm = cap && cap < occ ? cap : occ;
+    const int per_sm = resident_per_sm((const void *)kernel, threads, smem);
     if (blocks > n_sm * per_sm) blocks = n_sm * per_sm;
     if (blocks < 1) blocks = 1;
     return launch_pdl(kernel, args, dim3(blocks), threads, smem, stream);

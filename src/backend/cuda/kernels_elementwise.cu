@@ -1,7 +1,7 @@
-/* The small CUDA engine kernels (compute_cuda_kernels.h): embedding rows, RMSNorm, RoPE with the
+/* The small CUDA engine kernels (kernels.h): embedding rows, RMSNorm, RoPE with the
  * KV-cache store, residual add, SwiGLU, and the GEMM helpers (activation split, hi+lo combine,
  * bias), plus the graph step slot. */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
 #include <cuda_bf16.h>

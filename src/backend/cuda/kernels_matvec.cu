@@ -1,10 +1,9 @@
-/* The decode matrix-vector kernel (compute_cuda_kernels.h: mv_args): bandwidth-bound
+/* The decode matrix-vector kernel (kernels.h: mv_args): bandwidth-bound
  * out = W·x for batch 1, with RMSNorm fused in front and residual-add / SwiGLU fused behind. */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_matvec.cuh"
 
 #include <stdint.h>
-#include <stdlib.h>
 
 namespace dwk {
 namespace {
@@ -15,9 +14,8 @@ template <int WT, bool VEC, bool NORM, bool PAIR, int KS, int U = MV_UNROLL, boo
 __global__ void __launch_bounds__(MV_THREADS, PAIR || U > MV_UNROLL ? 2 : 4) matvec_kernel(const mv_args a) {
     extern __shared__ float xs[]; /* [K / E × XP]: x' by chunk, padded */
     __shared__ float red[2 * MV_WARPS];
-    /* Launched with programmatic stream serialization (the default; DW_CUDA_PDL=0 off), this
-     * kernel starts while the previous one finishes: the first weight loads do not depend on it;
-     * what the wait guards does. */
+    /* Launched with programmatic stream serialization, this kernel starts while the previous one
+     * finishes: the first weight loads do not depend on it; what the wait guards does. */
     constexpr int ROWS = MV_WARPS / KS; /* rows a block works on at once */
     matvec_rows<WT, VEC, NORM, PAIR, U, KS, LATE>(a, xs, red, blockIdx.x * ROWS + (threadIdx.x >> 5) / KS,
                                                     gridDim.x * ROWS, [&a] {
@@ -37,18 +35,10 @@ cudaError_t launch_one(const mv_args &a, int n_sm, cudaStream_t stream) {
  * one warp per row. The gate/up pair, at 2 blocks per SM (two rows' loads in flight per warp:
  * ~115 registers), splits its rows so that a warp's slice is about half a round of loads (128
  * chunks of 16 bytes), up to 4 warps per row: the rows' rounds then run side by side instead of
- * one after the other. H100, the engine's matvecs chained as in a decode step (no attention,
- * src/backend/cuda/probes/chain_probe.cu), µs per layer with only that kind replaced by the matvec:
- * 8B gate/up (K = 4096) 152.0 with 1 warp per row, 153.4 with 2, 147.6 with 4; single matrices
- * best or level with 1 (8B q/k/v 146.6 vs 152.4 / 162.9 with 2 / 4; 1B down 47.0 vs 49.1 / 51.1).
- * DW_CUDA_MV_KSPLIT=N (1, 2 or 4) sets N for every matrix (tuning). */
+ * one after the other. Measured with bench/cuda/chain_probe.cu (the engine's matvecs chained as
+ * in a decode step): single matrices are best with one warp per row, the gate/up pair with 4
+ * (bench/cuda/README.md v15). */
 template <int WT> int warps_per_row(const mv_args &a, bool pair) {
-    static int force = -1;
-    if (force < 0) {
-        const char *v = getenv("DW_CUDA_MV_KSPLIT");
-        force = v && (atoi(v) == 1 || atoi(v) == 2 || atoi(v) == 4) ? atoi(v) : 0;
-    }
-    if (force) return force;
     if (!pair) return 1;
     const int slices = a.K / chunk<WT, true>::E / 128;
     return slices >= 4 ? 4 : slices >= 2 ? 2 : 1;
@@ -56,15 +46,8 @@ template <int WT> int warps_per_row(const mv_args &a, bool pair) {
 
 /* Whether a single matrix's rows are long enough (3 rounds of MV_UNROLL loads or more: the 1B's
  * down, K = 8192) to be read with twice the loads in flight per lane, at 2 blocks per SM: as many
- * warps as such a matrix has rows anyway, half the rounds (DW_CUDA_MV_DEEP=0 off; tuning). */
-template <int WT> bool deep_rows(const mv_args &a) {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("DW_CUDA_MV_DEEP");
-        on = !(v && *v == '0');
-    }
-    return on && a.K / chunk<WT, true>::E >= 3 * 32 * MV_UNROLL;
-}
+ * warps as such a matrix has rows anyway, half the rounds. */
+template <int WT> bool deep_rows(const mv_args &a) { return a.K / chunk<WT, true>::E >= 3 * 32 * MV_UNROLL; }
 
 template <int WT, bool NORM, bool PAIR, bool LATE = false>
 cudaError_t launch_split(const mv_args &a, int n_sm, cudaStream_t stream) {
@@ -96,26 +79,11 @@ template <int WT> cudaError_t launch_wt(const mv_args &a, int n_sm, cudaStream_t
 
 } // namespace
 
-int norm_staging_enabled() {
-    static int on = -1;
-    if (on < 0) {
-        const char *v = getenv("DW_CUDA_NORM_STAGE");
-        on = !(v && *v == '0');
-    }
-    return on;
-}
-
 cudaError_t launch_matvec(const mv_args &args, int n_sm, cudaStream_t stream) {
-    static int wide = -1, late = -1;
-    if (wide < 0) {
-        const char *v = getenv("DW_CUDA_X_WIDE"), *l = getenv("DW_CUDA_NORM_LATE");
-        wide = !(v && *v == '0');
-        late = !(l && *l == '0');
-    }
     mv_args a = args;
-    a.wide_x = wide && a.K >= 4096;
+    a.wide_x = a.K >= 4096;
     /* stage_x_late's needs: the staged norm weights, float4s of x, w and x' aligned */
-    a.norm_late = late && norm_staged(a) && a.K % 4 == 0 &&
+    a.norm_late = norm_staged(a) && a.K % 4 == 0 &&
                   ((uintptr_t)a.x | (uintptr_t)a.norm_w | (uintptr_t)a.norm_out) % 16 == 0;
     if (a.qbits) return launch_qmatvec(a, n_sm, stream);
     switch (a.wtype) {

@@ -1,10 +1,10 @@
-/* The bf16/f16/f32 decode matrix-vector product's device code (compute_cuda_kernels.h: mv_args),
- * shared by the standalone kernel (kernels_matvec.cu) and the persistent decode kernel
- * (kernels_fused.cu): out = W·x for batch 1, RMSNorm fused in front, residual add / SwiGLU behind. */
+/* The bf16/f16/f32 decode matrix-vector product's device code (kernels.h: mv_args), run by the
+ * kernel in kernels_matvec.cu: out = W·x for batch 1, RMSNorm fused in front, residual add /
+ * SwiGLU behind. */
 #ifndef DW_BACKEND_CUDA_KERNELS_MATVEC_CUH
 #define DW_BACKEND_CUDA_KERNELS_MATVEC_CUH
 
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
 #include <cuda_bf16.h>
@@ -98,9 +98,8 @@ __device__ __forceinline__ void row_of(const mv_args &a, int r, size_t row_bytes
  * MV_THREADS threads: xs is mv_smem_bytes of shared memory (x' by chunk, padded, then the
  * staged norm weights), red
  * MV_WARPS floats (2 × MV_WARPS with KS > 1). wait() runs once the first row's loads are in
- * flight and before anything earlier work writes is read (x, res): the standalone kernel waits
- * for the kernel before it (PDL), the persistent decode kernel (kernels_fused.cu) for the grid's
- * previous phase. The loads of a warp's next row are issued before the current row's reduction,
+ * flight and before anything earlier work writes is read (x, res): the kernel waits there for
+ * the kernel before it (PDL). The loads of a warp's next row are issued before the current row's reduction,
  * so no warp waits on memory with nothing in flight. UNROLL: 16-byte loads in flight per lane and
  * matrix. KS > 1 (2 or 4): each row is read by a group of KS neighbouring warps of the block
  * (given the same `first`), warp p of the group summing the p-th of KS contiguous slices of the
@@ -155,11 +154,10 @@ __device__ __forceinline__ void matvec_rows(const mv_args &a, float *xs, float *
         if (a.trigger_late && r + stride >= total) pdl_launch_dependents(); /* the warp's last row */
         float acc0 = 0.0f, acc1 = 0.0f;
         /* the residual this row adds to, asked for now rather than after the sums (L2: other
-         * blocks wrote it before this kernel; only this warp writes it here). H100 chain probe:
-         * 1B down 48.6 -> 46.5 µs per layer, 8B chain 158.8 -> 157.0. Not with the norm (q/k/v:
-         * no residual there, and the register would spill). (Asking L2 for the first row's later
-         * rounds before the wait, cp.async.bulk.prefetch.L2, made the chain slower: 8B 162.6,
-         * 1B 52.3.) */
+         * blocks wrote it before this kernel; only this warp writes it here): faster in
+         * bench/cuda/chain_probe.cu. Not with the norm (q/k/v: no residual there, and the
+         * register would spill). (Asking L2 for the first row's later rounds before the wait,
+         * cp.async.bulk.prefetch.L2, made the chain slower.) */
         const float res0 = r == first ? res_next
                          : EARLY_RES && a.res && lane == 0 && part == 0 ? __ldcg(a.res + rr) : 0.0f;
         for (int base = c_begin; base < c_end; base += 32 * UNROLL) {

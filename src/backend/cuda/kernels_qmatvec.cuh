@@ -1,5 +1,5 @@
-/* The quantized (MLX affine) decode matrix-vector product's device code, shared by the
- * standalone kernel (kernels_quant.cu) and the persistent decode kernel (kernels_fused.cu).
+/* The quantized (MLX affine) decode matrix-vector product's device code, run by the kernel in
+ * kernels_quant.cu.
  *
  * A warp reads 1, 2 or 4 weight rows at once, so that with up to eight 16-byte loads in flight
  * per lane (as in the bf16 kernel) a whole row is in flight (K = 2048 at 4 bits: gate/up two rows
@@ -11,11 +11,10 @@
 #ifndef DW_BACKEND_CUDA_KERNELS_QMATVEC_CUH
 #define DW_BACKEND_CUDA_KERNELS_QMATVEC_CUH
 
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
 #include <stdint.h>
-#include <stdlib.h>
 
 namespace dwk {
 namespace {
@@ -76,7 +75,7 @@ __host__ __device__ constexpr size_t qmv_x_floats(int bits, int K) {
     return (size_t)K / (128 / bits) * (128 / bits + 4) + (size_t)K / (128 / bits);
 }
 
-/* The warp tasks of a (compute_cuda_kernels.h: mv_args, quantized) from task `first`, every
+/* The warp tasks of a (kernels.h: mv_args, quantized) from task `first`, every
  * `stride`, for a block of MV_THREADS threads: smem holds x' by chunk (padded) and the chunks'
  * sums (qmv_smem_floats), red MV_WARPS floats; wait() as matvec_rows' (kernels_matvec.cuh). One
  * warp task: S weight rows read at once (SwiGLU: S/2 rows each of gate and up), each lane
@@ -259,19 +258,12 @@ inline bool qmv_supported(const mv_args &a) {
 
 /* Rows per warp task for a K-input matrix at `bits` (pair: gate/up SwiGLU pairs): the fewest
  * chunks per lane that hold a whole row in flight. Single matrices take at most 2 rows per warp
- * (4-bit q/k/v and o at K = 2048 spread over twice the warps: H100, 1B 4-bit decode +3 %);
- * gate/up pairs keep 2 rows of each (one was slower; 4 rows for the LM head too: no change).
- * DW_CUDA_QMV_MAXS=1|2|4 (tuning) caps it otherwise. */
+ * (4-bit q/k/v and o at K = 2048 spread over twice the warps: faster, docs/PERFORMANCE.md);
+ * gate/up pairs keep 2 rows of each (one was slower; 4 rows for the LM head too: no change). */
 inline int qmv_rows_per_task(int bits, int K, bool pair) {
-    static int max_s = -1;
-    if (max_s < 0) {
-        const char *v = getenv("DW_CUDA_QMV_MAXS");
-        max_s = v && atoi(v) > 0 ? atoi(v) : 0;
-    }
     const int nc = K / (128 / bits);
     int S = nc <= 64 ? 4 : nc <= 128 ? 2 : 1;
-    if (!pair && S > 2 && !max_s) S = 2;
-    if (max_s && S > max_s) S = max_s;
+    if (!pair && S > 2) S = 2;
     if (pair && S < 2) S = 2;
     return S;
 }

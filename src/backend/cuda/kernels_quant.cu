@@ -1,10 +1,10 @@
-/* Kernels for quantized (MLX affine, src/engine/quant.h) matrices on CUDA
- * (compute_cuda_kernels.h): the decode matrix-vector product on packed 4- and 8-bit codes, with
+/* Kernels for quantized (MLX affine, src/core/quant_layout.h) matrices on CUDA
+ * (kernels.h): the decode matrix-vector product on packed 4- and 8-bit codes, with
  * the same fusions as kernels_matvec.cu (RMSNorm in front, residual add or SwiGLU behind); the
  * dequantization of row blocks to bf16 for the prefill GEMM; the embedding of a quantized table.
  *
  * The decode matrix-vector code itself is in kernels_qmatvec.cuh. */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_qmatvec.cuh"
 
 #include <cuda_bf16.h>

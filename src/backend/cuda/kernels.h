@@ -1,7 +1,8 @@
-/* Launchers of the CUDA engine kernels (kernels_*.cu), called by compute_cuda.cu. Each queues
- * its kernel(s) on `stream` and returns the launch status (cudaGetLastError after the launch).
- * Activations are f32 row-major; weights bf16/f16/f32 row-major [rows × K]; the KV cache is
- * [n_kv, capacity, head_dim] per layer in bf16 or f32 (src/backend/compute.h).
+/* Launchers of the CUDA backend's kernels (kernels_*.cu), called by its ops (cuda_ops.cu,
+ * cuda_fusion.cu, cuda_graphs.cu, cuda_memory.cu). Each queues its kernel(s) on `stream` and
+ * returns the launch status (cudaGetLastError after the launch). Activations are f32 row-major;
+ * weights bf16/f16/f32 row-major [rows × K]; the KV cache is [n_kv, capacity, head_dim] per layer
+ * in bf16 or f32 (src/backend/backend.h).
  *
  * "dslot", where a launcher takes one, is the device-side step of a recorded decode graph:
  * dslot[0] = token id, dslot[1] = position. When non-NULL the kernel reads the id/position
@@ -12,6 +13,8 @@
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "backend/cuda/cuda_tuning.h"
 
 namespace dwk {
 
@@ -26,7 +29,7 @@ enum wtype { W_F32 = 0, W_F16 = 1, W_BF16 = 2 };
  * Rows are split over warps; each lane keeps 8 16-byte weight loads in flight; x' sits in
  * shared memory as f32 and accumulation is f32.
  * Quantized matrices (qbits 4 or 8; kernels_quant.cu): w[j] holds the packed MLX affine codes
- * [rows, K·qbits/32] (src/engine/quant.h) and sb[j] the (scale, bias) pair of each group of qgroup
+ * [rows, K·qbits/32] (src/core/quant_layout.h) and sb[j] the (scale, bias) pair of each group of qgroup
  * inputs, interleaved: [rows, K/qgroup, 2] in sbtype (W_BF16 or W_F32); wtype is unused. */
 struct mv_args {
     const void *w[4];
@@ -46,20 +49,17 @@ struct mv_args {
      * once (that kernel's blocks would take SM room from this one's not yet started: the
      * attention after q/k/v, whose blocks all stay for long contexts). */
     int trigger_late;
-    /* With norm_w: the norm weights are copied into shared memory before the wait for the
-     * kernel before (kernels_device.cuh: stage_norm_w), behind x' (with_norm_floats). */
-    int norm_staged;
+    /* (With norm_w, the norm weights are copied into shared memory before the wait for the
+     * kernel before: kernels_device.cuh, stage_norm_w, behind x' (with_norm_floats).) */
     /* Set by launch_matvec (not by callers): long rows (K ≥ 4096: the 1B's down) stage x 8
-     * float4 per thread per L2 round trip instead of 2 (DW_CUDA_X_WIDE=0 off; tuning). */
+     * float4 per thread per L2 round trip instead of 2. */
     int wide_x;
-    /* Set by launch_matvec, the one place that checks what stage_x_late needs (the staged norm
-     * weights, float4s of x, norm_w and norm_out aligned): x ⊙ norm_w is staged and the norm's
-     * scale applied to each row's sum (kernels_device.cuh; DW_CUDA_NORM_LATE=0 off; tuning). */
+    /* Set by launch_matvec, the one place that checks what stage_x_late needs (the norm weights,
+     * float4s of x, norm_w and norm_out aligned): x ⊙ norm_w is staged and the norm's scale
+     * applied to each row's sum (kernels_device.cuh). */
     int norm_late;
 };
 cudaError_t launch_matvec(const mv_args &a, int n_sm, cudaStream_t stream);
-/* What mv_args.norm_staged should be: 1 unless DW_CUDA_NORM_STAGE=0 (tuning). */
-int norm_staging_enabled();
 /* The quantized case of launch_matvec (called by it when qbits != 0). */
 cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream);
 
@@ -79,7 +79,7 @@ cudaError_t launch_embed_q(float *out, const qmatrix &m, const int32_t *ids_host
                            cudaStream_t stream);
 
 /* ---- attention: kernels_attention.cu -------------------------------------------------------
- * Causal attention of n_tokens queries at positions pos0.. over their cache (see compute.h),
+ * Causal attention of n_tokens queries at positions pos0.. over their cache (see backend.h),
  * flash-decoding style: grid (splits, n_kv × head tiles, n_tokens); each block reads its slice
  * of one KV head's keys/values once for all the query heads of the tile, keeps an online
  * softmax, and (splits > 1) writes a partial result; the last block of each (token, head tile)
@@ -107,54 +107,12 @@ struct attn_args {
 /* 0 when head_dim is unsupported (odd, or over 256). */
 int attention_supported(int head_dim);
 /* Query heads per block and head tiles per KV head for this GQA group size, for n_tokens queries
- * at the end of len keys (a decode graph recorded at a short length replays only at short ones:
- * attention_short_keys). */
-void attention_tiles(int group, int len, int n_tokens, int *gt, int *tiles);
-/* Decode lengths up to this many keys are short: one split, one query head per block. */
-int attention_short_keys();
+ * at the end of len keys: at most 2 query heads per block, 1 for decode at short lengths
+ * (t.attn_short_keys; a decode graph recorded at a short length replays only at short ones). */
+void attention_tiles(const dw__cuda_tuning &t, int group, int len, int n_tokens, int *gt, int *tiles);
 /* Splits for a decode step with `len` keys (len <= 0: the most ever used, for graphs). */
-int attention_splits(int n_kv, int tiles, int n_sm, int len, int n_tokens);
-cudaError_t launch_attention(const attn_args &a, cudaStream_t stream);
-
-/* With the knobs of launch_attention filled in: the query heads per block (GT) the persistent
- * decode kernel runs a for, or 0 where it cannot (an f32 cache, or a head_dim its 16-byte path
- * does not fit). */
-int attention_fused_gt(attn_args &a);
-
-/* ---- the persistent decode kernel: kernels_fused.cu -------------------------------------------
- * A decode step's matrix-vector products and attentions as one kernel: the grid stays resident
- * (cooperative launch, blocks = what fits at once) and runs the phases in order with a grid-wide
- * barrier between them. A block issues its first weight loads of the next phase before it waits
- * at the barrier, so the DRAM stream does not drain between phases, and no phase pays a launch.
- * Phases come in families (the weight format); one launch runs phases of one family. */
-enum fused_kind { FK_MV = 1, FK_ATTN = 2 };
-enum fused_family { FF_ANY = -2, FF_NONE = -1, FF_BF16 = 0, FF_Q4B, FF_Q4F, FF_Q8B, FF_Q8F, FF_COUNT };
-struct fused_phase {
-    int kind;
-    int sub; /* FK_MV quantized: rows per warp task; FK_ATTN: query heads per block */
-    union {
-        mv_args mv;
-        attn_args at;
-    };
-};
-/* A launch's phases travel as its kernel parameter (at most 32 KB; constant memory, so the
- * phases' pointers need no registers): a longer step takes several launches. */
-#define DWK_FUSED_MAX_PHASES 120
-struct fused_table {
-    int n;
-    fused_phase ph[DWK_FUSED_MAX_PHASES];
-};
-/* Checks that the kernel runs p (kind and mv or at set) and fills sub; returns p's family
- * (FF_ANY for attention), or FF_NONE where p must run as its own kernel. */
-int fused_prepare(fused_phase &p);
-/* Bytes of dynamic shared memory p needs. */
-size_t fused_smem(const fused_phase &p);
-/* Runs t's phases (of family `family`) with smem bytes of dynamic shared memory; sync: two
- * unsigned in device memory, zero before, left zero after. trace (NULL: none): 2 × t.n zeroed
- * u64 that receive, in ns of the GPU's global timer, when the grid passed each phase's barrier
- * and when its last block finished it (a profile: the extra waits cost time). */
-cudaError_t launch_fused(int family, const fused_table &t, size_t smem, unsigned *sync, unsigned long long *trace,
-                         int n_sm, cudaStream_t stream);
+int attention_splits(const dw__cuda_tuning &t, int n_kv, int tiles, int n_sm, int len, int n_tokens);
+cudaError_t launch_attention(const attn_args &a, const dw__cuda_tuning &t, cudaStream_t stream);
 
 /* ---- the rest: kernels_elementwise.cu -------------------------------------------------------- */
 
@@ -198,12 +156,13 @@ cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, c
  * ring[pos % ring_n] = the first index of the largest of x[0, n) (NaN never wins; all NaN: 0).
  * part_v/part_i hold DWK_ARGMAX_BLOCKS partial results and counter (zero between launches) one
  * unsigned. With slot set (a decode graph's {id, pos}, the argmax recorded in its step), pos is
- * read from slot[1] when it runs, and with prime set the kernel then writes the next step
- * there: slot[0] = the index, slot[1] = pos + 1 (as launch_set_step would). Launched with
+ * read from slot[1] when it runs, and the kernel then writes the next step there: slot[0] = the
+ * index, slot[1] = pos + 1 (as launch_set_step would), so that the graph's next replay needs no
+ * set-up kernel. Launched with
  * programmatic stream serialization: it waits for the kernel before. */
 #define DWK_ARGMAX_BLOCKS 128
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *ring,
-                          int ring_n, int pos, int *slot, bool prime, cudaStream_t stream);
+                          int ring_n, int pos, int *slot, cudaStream_t stream);
 
 } // namespace dwk
 

@@ -1,11 +1,9 @@
 /* The Llama 3 chat format, built in: messages to ids (role and content encoded as plain text,
  * between header and end-of-turn tokens) or to the rendered template text. Matches the
  * chat_template of Llama 3's tokenizer_config.json (content | trim). */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
-
-#include "engine/tokenizer_steps.h"
 
 /* Python's str.isspace(), which Jinja's trim uses. */
 static int py_is_space(uint32_t cp) { return dw__unicode_is_space(cp) || (cp >= 0x1C && cp <= 0x1F); }

@@ -1,79 +1,17 @@
 /* Loading tokenizer.json: the file and its hash, the BPE model (vocab, merges in "a b" or
  * ["a","b"] form, unk/byte_fallback/ignore_merges), added tokens, the special-token names, and
- * the tables built from them. The pipeline steps are read by tokenizer_steps.c. */
-#include "engine/tokenizer_impl.h"
+ * the tables built from them. The pipeline steps are read by steps.c. */
+#include "tokenizer/tokenizer_impl.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/file.h"
 #include "core/sha256.h"
-#include "engine/tokenizer_steps.h"
-
-dw_status dw__tok_fail(const dw_tokenizer *tok, dw_error *err, dw_status st, const char *fmt, ...) {
-    char msg[DW_ERROR_MESSAGE_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return dw_error_set(err, st, "%s: %s", tok->name, msg);
-}
-
-const char *dw__tok_intern(dw_tokenizer *tok, const char *s, size_t len) {
-    dw__tok_block *b = tok->blocks;
-    if (!b || b->cap - b->used < len + 1) {
-        size_t cap = len + 1 > ((size_t)1 << 20) ? len + 1 : ((size_t)1 << 20);
-        dw__tok_block *nb = malloc(sizeof *nb + cap);
-        if (!nb) return NULL;
-        nb->used = 0;
-        nb->cap = cap;
-        if (b && len + 1 > ((size_t)1 << 20) / 2) { /* a big string: keep the current block open */
-            nb->next = b->next;
-            b->next = nb;
-        } else {
-            nb->next = b;
-            tok->blocks = nb;
-        }
-        b = nb;
-    }
-    char *p = b->data + b->used;
-    memcpy(p, s, len);
-    p[len] = 0;
-    b->used += len + 1;
-    return p;
-}
-
-/* ---- small JSON accessors ---------------------------------------------------------------- */
-
-/* A boolean member (absent or null: def). */
-dw_status dw__tok_json_bool(const dw_tokenizer *tok, json_t *obj, const char *where, const char *key,
-                            int def, int *out, dw_error *err) {
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v)) {
-        *out = def;
-        return DW_OK;
-    }
-    if (!json_is_boolean(v))
-        return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.%s must be true or false", where, key);
-    *out = json_is_true(v);
-    return DW_OK;
-}
-
-/* A string member; *out is NULL when absent or null. */
-dw_status dw__tok_json_str(const dw_tokenizer *tok, json_t *obj, const char *where, const char *key,
-                           const char **out, size_t *len, dw_error *err) {
-    json_t *v = json_object_get(obj, key);
-    *out = NULL;
-    if (len) *len = 0;
-    if (!v || json_is_null(v)) return DW_OK;
-    if (!json_is_string(v)) return dw__tok_fail(tok, err, DW_ERR_FORMAT, "%s.%s must be a string", where, key);
-    *out = json_string_value(v);
-    if (len) *len = json_string_length(v);
-    return DW_OK;
-}
+#include "tokenizer/json_fields.h"
+#include "tokenizer/steps.h"
 
 /* ---- the model ---------------------------------------------------------------------------- */
 
@@ -445,7 +383,7 @@ dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out, dw_error *err)
     *out = NULL;
     char *buf;
     size_t len;
-    dw_status st = dw__file_read_all(path, DW__TOK_FILE_MAX, &buf, &len, err);
+    dw_status st = dw_file_read_all(path, DW__TOK_FILE_MAX, &buf, &len, err);
     if (st) return st;
     dw_tokenizer *tok = tok_new(path);
     if (!tok) {
@@ -488,6 +426,19 @@ dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out, dw_error *err)
     return DW_OK;
 }
 
+dw_status dw_tokenizer_load_dir(const char *model_dir, dw_tokenizer **out, dw_error *err) {
+    *out = NULL;
+    size_t n = strlen(model_dir);
+    while (n > 1 && model_dir[n - 1] == '/') n--;
+    char *path = malloc(n + sizeof "/tokenizer.json");
+    if (!path) return dw_error_set(err, DW_ERR_NO_MEMORY, "out of memory loading the tokenizer of %s", model_dir);
+    memcpy(path, model_dir, n);
+    strcpy(path + n, "/tokenizer.json");
+    dw_status st = dw_tokenizer_load(path, out, err);
+    free(path);
+    return st;
+}
+
 void dw_tokenizer_free(dw_tokenizer *tok) {
     if (!tok) return;
     dw__tok_map_free(&tok->vocab);
@@ -507,11 +458,7 @@ void dw_tokenizer_free(dw_tokenizer *tok) {
     free(tok->piece_len);
     free(tok->piece_byte);
     free(tok->cache);
-    while (tok->blocks) {
-        dw__tok_block *next = tok->blocks->next;
-        free(tok->blocks);
-        tok->blocks = next;
-    }
+    dw__tok_arena_free(tok);
     pthread_mutex_destroy(&tok->cache_lock);
     free(tok->name);
     free(tok);

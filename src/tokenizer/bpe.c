@@ -2,7 +2,7 @@
  * become symbols (unknown ones go to "<0xHH>" byte tokens or the unk token), then the adjacent
  * pair of lowest merge rank (leftmost on ties) is merged until no pair has a rank. A priority
  * queue over a linked list of symbols keeps it O(n log n). Recent words are cached. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,13 +1,14 @@
 /* The pipeline parts of tokenizer.json: normalizer (Prepend, Replace, NFC, Sequence), pre_tokenizer
  * (Split, ByteLevel, Metaspace, Sequence), decoder (ByteLevel, Replace, Metaspace, ByteFallback,
  * Fuse, Strip, Sequence) and post_processor (ByteLevel, TemplateProcessing, Sequence). Anything
- * else is refused with the key and value named. Also the normalizer itself. */
-#include "engine/tokenizer_steps.h"
-#include "engine/tokenizer_nfc.h"
+ * else is refused with the key and value named. The normalizer is applied by normalize.c. */
+#include "tokenizer/steps.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "tokenizer/json_fields.h"
 
 /* GPT-2's pre-tokenizer pattern (HF ByteLevel with use_regex). */
 static const char gpt2_pattern[] =
@@ -133,52 +134,6 @@ static dw_status read_norm_step(dw_tokenizer *tok, json_t *j, const char *where,
 dw_status dw__tok_read_normalizer(dw_tokenizer *tok, json_t *j, dw_error *err) {
     if (!j || json_is_null(j)) return DW_OK;
     return read_norm_step(tok, j, "normalizer", 0, err);
-}
-
-/* Replaces every (non-overlapping, leftmost first) occurrence of pat in s. */
-static int replace_all(const char *s, size_t len, const char *pat, size_t plen, const char *rep,
-                       size_t rlen, dw__buf *out) {
-    out->len = 0;
-    size_t i = 0;
-    while (i < len) {
-        const char *hit = plen <= len - i ? memmem(s + i, len - i, pat, plen) : NULL;
-        size_t upto = hit ? (size_t)(hit - s) : len;
-        size_t need = out->len + (upto - i) + (hit ? rlen : 0);
-        if (dw__buf_reserve(out, need)) return -1;
-        memcpy(out->p + out->len, s + i, upto - i);
-        out->len += upto - i;
-        if (!hit) break;
-        memcpy(out->p + out->len, rep, rlen);
-        out->len += rlen;
-        i = upto + plen;
-    }
-    return 0;
-}
-
-int dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp) {
-    if (dw__buf_reserve(out, len + 1)) return -1;
-    memmove(out->p, s, len);
-    out->len = len;
-    for (int k = 0; k < tok->n_norm; k++) {
-        const dw__norm_step *n = &tok->norm[k];
-        if (n->kind == DW__NORM_PREPEND) {
-            if (out->len == 0) continue; /* HF prepends only to non-empty text */
-            if (dw__buf_reserve(out, out->len + n->alen)) return -1;
-            memmove(out->p + n->alen, out->p, out->len);
-            memcpy(out->p, n->a, n->alen);
-            out->len += n->alen;
-        } else {
-            if (n->kind == DW__NORM_NFC) {
-                if (dw__buf_reserve(tmp, 3 * out->len + 4) || dw__nfc(out->p, out->len, tmp->p, &tmp->len)) return -1;
-            } else if (replace_all(out->p, out->len, n->a, n->alen, n->b, n->blen, tmp)) {
-                return -1;
-            }
-            dw__buf swap = *out;
-            *out = *tmp;
-            *tmp = swap;
-        }
-    }
-    return 0;
 }
 
 /* ---- pre_tokenizer ------------------------------------------------------------------------- */

@@ -1,9 +1,9 @@
-/* Private layout of dw_tokenizer, shared by the tokenizer_*.c files: the loaded tables (vocab,
+/* Private layout of dw_tokenizer, shared by the files of src/tokenizer/: the loaded tables (vocab,
  * merges, added tokens) and the encode pipeline's plan, which mirrors HF `tokenizers`:
  *   added tokens (raw) -> normalizer -> added tokens (normalized) -> pre-tokenizer steps -> BPE.
  * Public API: include/driftwood/tokenizer.h. */
-#ifndef DW_ENGINE_TOKENIZER_IMPL_H
-#define DW_ENGINE_TOKENIZER_IMPL_H
+#ifndef DW_TOKENIZER_IMPL_H
+#define DW_TOKENIZER_IMPL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -217,11 +217,15 @@ struct dw_tokenizer {
     dw__bpe_cache_slot *cache; /* (DW__BPE_CACHE_SLOTS) */
 };
 
-/* tokenizer_json.c helpers used elsewhere */
-/* Copies len bytes into the tokenizer's arena (NUL-terminated); NULL on OOM. */
-const char *dw__tok_intern(dw_tokenizer *tok, const char *s, size_t len);
+/* json_fields.c: sets err to "<file>: <message>" and returns st. */
+dw_status dw__tok_fail(const dw_tokenizer *tok, dw_error *err, dw_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-/* tokenizer_added.c */
+/* map.c: the string arena. Copies len bytes into it (NUL-terminated); NULL on OOM. */
+const char *dw__tok_intern(dw_tokenizer *tok, const char *s, size_t len);
+void dw__tok_arena_free(dw_tokenizer *tok);
+
+/* map.c: the added-token trie. */
 int dw__trie_add(dw__trie *t, const char *s, size_t len, int32_t token_index);
 void dw__trie_free(dw__trie *t);
 /* Finds the leftmost-longest match at or after position from in text[0..len); returns 1 and
@@ -229,7 +233,14 @@ void dw__trie_free(dw__trie *t);
 int dw__trie_find(const dw__trie *t, const char *text, size_t len, size_t from, size_t *start,
                   size_t *end, int32_t *token_index);
 
-/* tokenizer_bpe.c: BPE of one pre-tokenized word; appends ids through the callback. */
+/* normalize.c: applies the normalizer to the valid UTF-8 s[0..len): the result is in
+ * out->p[0..out->len); tmp is scratch. 0 on success, -1 on OOM. */
+int dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp);
+/* Unicode NFC of the valid UTF-8 s[0..len) as HF's NFC normalizer gives it, into
+ * out->p[0..out->len). 0 on success, -1 on OOM. */
+int dw__tok_nfc(const char *s, size_t len, dw__buf *out);
+
+/* bpe.c: BPE of one pre-tokenized word; appends ids through the callback. */
 typedef struct dw__bpe_work dw__bpe_work;
 dw__bpe_work *dw__bpe_work_new(void);
 void dw__bpe_work_free(dw__bpe_work *w);
@@ -238,7 +249,7 @@ typedef void (*dw__emit_fn)(void *ctx, int32_t id);
 dw_status dw__bpe_word(const dw_tokenizer *tok, dw__bpe_work *w, const char *word, size_t len,
                        dw__emit_fn emit, void *ctx);
 
-/* tokenizer_utf8.c */
+/* utf8.c */
 /* Length of the valid UTF-8 prefix of s; equals len when all of s is valid. */
 size_t dw__utf8_valid_prefix(const char *s, size_t len);
 /* Decodes one character at s (valid UTF-8 assumed); sets *cp and returns its byte length. */
@@ -251,7 +262,7 @@ int dw__unicode_is_space(uint32_t cp);
  * (one U+FFFD per bad byte); returns bytes written and sets *consumed. */
 size_t dw__utf8_lossy(const char *in, size_t len, int keep_tail, char *out, size_t *consumed);
 
-/* tokenizer_decode.c: builds the piece tables (called once by the loader). */
+/* decode.c: builds the piece tables (called once by the loader). */
 dw_status dw__tok_build_pieces(dw_tokenizer *tok, dw_error *err);
 
 /* GPT-2 byte <-> character map (bytes_to_unicode): byte -> code point, and code point -> byte

@@ -7,7 +7,7 @@
  * Prints µs per layer and the bandwidth; `chain_probe 8b` for the Llama-3.1-8B shape, else 1B.
  * What the matvec chain loses against the streaming one is what the kernels themselves cost
  * beyond moving their weights. */
-#include "backend/cuda/compute_cuda_kernels.h"
+#include "backend/cuda/kernels.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -78,7 +78,6 @@ int main(int argc, char **argv) {
     auto mv = [&](std::vector<matrix> ms, const float *in, float *const *outs, const float *norm, float *res, int pair) {
         dwk::mv_args a = {};
         a.count = (int)ms.size(), a.K = ms[0].K, a.wtype = dwk::W_BF16, a.x = in, a.norm_w = norm, a.eps = 1e-5f;
-        a.norm_staged = dwk::norm_staging_enabled();
         a.res = res, a.pair_swiglu = pair;
         a.row_start[0] = 0;
         for (int j = 0; j < a.count; j++) a.w[j] = ms[j].w, a.out[j] = outs[j], a.row_start[j + 1] = a.row_start[j] + ms[j].rows;

@@ -1,9 +1,44 @@
-/* Lookup structures of the tokenizer: the string -> id hash map (vocabulary, added tokens), the
- * merge-pair map read by BPE, and the byte trie that finds added tokens in text. */
-#include "engine/tokenizer_impl.h"
+/* Lookup structures of the tokenizer: the arena that holds the strings read from the file, the
+ * string -> id hash map over them (vocabulary, added tokens), the merge-pair map read by BPE,
+ * and the byte trie that finds added tokens in text. */
+#include "tokenizer/tokenizer_impl.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- the string arena ------------------------------------------------------------------------ */
+
+const char *dw__tok_intern(dw_tokenizer *tok, const char *s, size_t len) {
+    dw__tok_block *b = tok->blocks;
+    if (!b || b->cap - b->used < len + 1) {
+        size_t cap = len + 1 > ((size_t)1 << 20) ? len + 1 : ((size_t)1 << 20);
+        dw__tok_block *nb = malloc(sizeof *nb + cap);
+        if (!nb) return NULL;
+        nb->used = 0;
+        nb->cap = cap;
+        if (b && len + 1 > ((size_t)1 << 20) / 2) { /* a big string: keep the current block open */
+            nb->next = b->next;
+            b->next = nb;
+        } else {
+            nb->next = b;
+            tok->blocks = nb;
+        }
+        b = nb;
+    }
+    char *p = b->data + b->used;
+    memcpy(p, s, len);
+    p[len] = 0;
+    b->used += len + 1;
+    return p;
+}
+
+void dw__tok_arena_free(dw_tokenizer *tok) {
+    while (tok->blocks) {
+        dw__tok_block *next = tok->blocks->next;
+        free(tok->blocks);
+        tok->blocks = next;
+    }
+}
 
 /* ---- string -> id -------------------------------------------------------------------------- */
 

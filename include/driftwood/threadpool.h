@@ -1,9 +1,18 @@
-/* A fixed pool of persistent worker threads that runs one parallel loop at a time
- * (the CPU kernels' "all cores"). No allocation per call; the calling thread works too. */
-#ifndef DW_CORE_THREADPOOL_H
-#define DW_CORE_THREADPOOL_H
+/* A fixed pool of persistent worker threads that runs one parallel loop at a time (the CPU
+ * backend's "all cores", and any embedder's parallel loops). No allocation per call; the calling
+ * thread works too. */
+#ifndef DRIFTWOOD_THREADPOOL_H
+#define DRIFTWOOD_THREADPOOL_H
 
 #include "driftwood/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#ifdef __cplusplus
+}
+#endif
+
+#endif
 
 typedef struct dw_threadpool dw_threadpool;
 
@@ -36,5 +45,9 @@ void dw_threadpool_run_ranges(dw_threadpool *pool, int n_tasks, dw_task_fn fn, v
 /* The process-wide pool used by the CPU backend, created on first use (sized as for
  * n_threads <= 0 above). Never destroyed. Returns NULL only if thread creation failed. */
 dw_threadpool *dw_threadpool_global(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

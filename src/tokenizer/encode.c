@@ -1,13 +1,11 @@
 /* Encoding text to ids, in HF `tokenizers` order: split out added tokens written in the raw text
  * (special ones only when asked), normalize each remaining piece, split out added tokens written
  * in normalized form, run the pre-tokenizer steps (regex Split, ByteLevel, Metaspace) piece by
- * piece, and BPE each final word (tokenizer_bpe.c). Pieces are passed down by recursion, one
+ * piece, and BPE each final word (bpe.c). Pieces are passed down by recursion, one
  * scratch buffer per step, so nothing is collected in lists. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
-
-#include "engine/tokenizer_steps.h"
 
 typedef struct seg {
     size_t s, e;

@@ -2,11 +2,9 @@
  * decoder's per-token steps: ByteLevel unmapping, Replace, Metaspace) is computed once at load;
  * decoding joins pieces, turns "<0xHH>" pieces into bytes (ByteFallback), strips the leading
  * space (Strip) and repairs invalid UTF-8 with U+FFFD exactly as HF `tokenizers` does. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
-
-#include "engine/tokenizer_steps.h"
 
 static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 

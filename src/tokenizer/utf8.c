@@ -1,7 +1,7 @@
 /* UTF-8 helpers of the tokenizer: validation, the lossy conversion HF applies when decoding
  * (one U+FFFD per maximal invalid subpart, as Rust's String::from_utf8_lossy), Unicode
  * White_Space, and the GPT-2 byte-level character map. */
-#include "engine/tokenizer_impl.h"
+#include "tokenizer/tokenizer_impl.h"
 
 #include <string.h>
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs on the project's GPU machine (the device tool, after tools/gpu-check.sh built this tree in
+# build-gpu): a same-run A/B of decode speed between a baseline commit and this tree. The baseline's
+# source is carried in .carry/base (tools/gpu-prepare.sh BASE=COMMIT puts it there) and built
+# here in build-base with its own benchmark (bench/cuda/bench_decode_cuda.c, which the CLI's
+# `bench decode --backend cuda` replaced); this tree runs `driftwood bench decode --backend cuda`.
+# Both measure: prefill 512 (best of 3 after a warm-up), decode 16 + 256 with the host choosing
+# tokens from logits in a registered buffer, the same with tokens chosen on the device, and both
+# at 4096 in context (128 tokens). Runs alternate base/new DW_AB_ROUNDS times (default 2) per
+# model (1B bf16 and its 4-bit g64 copy, made here by this tree's mkmodel and quantize); the
+# summary prints each run's numbers and new/base ratios of the medians.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/build-gpu/out}"
+mkdir -p "$OUT"
+NEW=build-gpu/bin/driftwood
+[ -x "$NEW" ] || { echo "gpu-ab: $NEW missing: run tools/gpu-check.sh first"; exit 2; }
+[ -d .carry/base ] || { echo "gpu-ab: .carry/base missing: run BASE=COMMIT tools/gpu-prepare.sh here"; exit 2; }
+export WASMTIME_DIR="$PWD/.carry/wasmtime"
+dw_sys=/tmp/dw-sysroot
+export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
+export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# ---- the baseline --------------------------------------------------------------------------
+B=build-base
+(
+    cd .carry/base || exit 1
+    mkdir -p "$B/guests" && cp ../guests/*.wasm "$B/guests/" && touch "$B"/guests/*.wasm
+    make -j"$(nproc)" BUILD=$B "$B/lib/libdriftwood.a" "$B/bin/driftwood" &&
+        gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
+            -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
+            -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
+            $(make -s BUILD=$B cuda-ldlibs)
+) >"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline did not build"; exit 1; }
+BASE=.carry/base/$B/bin/bench-decode-cuda
+
+# ---- the models ----------------------------------------------------------------------------
+dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
+m=/tmp/dw-bench-llama-3.2-1b
+[ -f "$m/config.json" ] || timeout 240 "$NEW" mkmodel --shape llama-3.2-1b --out "$m" --tokenizer-dir "$dw_tok" >>"$OUT/ab.txt" 2>&1
+[ -f "$m-q4/config.json" ] || timeout 300 "$NEW" quantize --model "$m" --bits 4 --out "$m-q4" >>"$OUT/ab.txt" 2>&1
+
+# ---- alternating runs ----------------------------------------------------------------------------
+for model in "$m" "$m-q4"; do
+    for r in $(seq "${DW_AB_ROUNDS:-2}"); do
+        echo "== base $model round $r" >>"$OUT/ab.txt"
+        timeout 200 "$BASE" --model "$model" --prompt 16 --gen 256 --long 4096 --prefill 512 >"$OUT/ab-run.txt" 2>&1
+        tail -1 "$OUT/ab-run.txt" | sed "s|^|base $(basename "$model") |" >>"$OUT/ab.jsonl"
+        cat "$OUT/ab-run.txt" >>"$OUT/ab.txt"
+        echo "== new $model round $r" >>"$OUT/ab.txt"
+        timeout 200 "$NEW" bench decode --backend cuda --model "$model" --prompt-tokens 16 --gen-tokens 256 \
+            --long 4096 --long-gen-tokens 128 --prefill-tokens 512 --json >"$OUT/ab-run.txt" 2>&1
+        tail -1 "$OUT/ab-run.txt" | sed "s|^|new $(basename "$model") |" >>"$OUT/ab.jsonl"
+        cat "$OUT/ab-run.txt" >>"$OUT/ab.txt"
+    done
+done
+
+python3 - "$OUT/ab.jsonl" <<'PY' | tee "$OUT/ab-summary.txt"
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    side, model, js = line.split(" ", 2)
+    try:
+        runs.setdefault((model, side), []).append(json.loads(js))
+    except ValueError:
+        print("unreadable run:", side, model, js.strip()[:200])
+# the same measure under each tool's name: (label, base key, new key)
+measures = [("greedy on device 16+256", "greedy_device_tok_s", "greedy_device_tok_s"),
+            ("per token 16+256", "decode_tok_s", "decode_tok_s"),
+            ("greedy on device at 4096", "long_greedy_device_tok_s", "long_greedy_device_tok_s"),
+            ("per token at 4096", "long_decode_tok_s", "long_decode_tok_s"),
+            ("prefill 512", "prefill_tok_s", "prefill_tok_s")]
+for model in sorted({k[0] for k in runs}):
+    print(f"== {model}")
+    for label, kb, kn in measures:
+        b = [r[kb] for r in runs.get((model, "base"), []) if kb in r]
+        n = [r[kn] for r in runs.get((model, "new"), []) if kn in r]
+        if not b or not n:
+            print(f"  {label:28s} missing"); continue
+        mb, mn = statistics.median(b), statistics.median(n)
+        print(f"  {label:28s} base {' '.join(f'{x:.1f}' for x in b):24s} new {' '.join(f'{x:.1f}' for x in n):24s} "
+              f"new/base {mn / mb:.4f}")
+PY
