@@ -25,7 +25,7 @@ export WASMTIME_DIR="$PWD/.carry/wasmtime"
 dw_sys=/tmp/dw-sysroot
 rm -rf "$dw_sys" && mkdir -p "$dw_sys"
 for deb in .carry/debs/*.deb; do dpkg -x "$deb" "$dw_sys"; done
-export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
+export CPATH="$dw_sys/usr/include:$dw_sys/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
 export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -d .carry/guests ]; then
@@ -68,7 +68,7 @@ else
     gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA -o "$dw_tests" \
         tests/unit/main.c tests/unit/test_cuda_backend.c src/backend/backend.c src/backend/cpu/*.c src/core/*.c \
         "$B"/obj/src/backend/cuda/*.o $(make -s BUILD=$B cuda-ldlibs) \
-        -ljansson -lpcre2-8 -lm >>"$OUT/build.log" 2>&1 || fail cuda-test-build
+        -ljansson -lpcre2-8 -lcrypto -lm >>"$OUT/build.log" 2>&1 || fail cuda-test-build
 fi
 echo "build: $(( $(date +%s) - dw_t0 )) s" >>"$OUT/env.txt"
 

@@ -2,8 +2,8 @@
 # Runs on a development machine: fills .carry/ (git-ignored) with what the project's H100 machine
 # lacks, for tools/gpu-check.sh to use there: the Wasmtime library built here (that machine has
 # no Rust), the compiled guest modules (no clang there), and the Debian packages of PCRE2,
-# jansson and utf8proc (no headers there, and no utf8proc at all). Pass `carry: [".carry"]` to
-# the device tool (docs/CUDA.md).
+# jansson, utf8proc and libcrypto (no headers there, and no utf8proc at all). Pass
+# `carry: [".carry"]` to the device tool (docs/CUDA.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,10 @@ make -s guests
 cp build/guests/*.wasm .carry/guests/
 
 # Runtime and development packages; dpkg -x'd into a private prefix there (gpu-check.sh).
-dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4 libutf8proc-dev libutf8proc2 libxxhash-dev"
+# libssl-dev: libcrypto's headers and libcrypto.so, a link to libcrypto.so.3, which libssl3 brings
+# (the same soname as Ubuntu 24.04's libssl3t64 there).
+dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4 libutf8proc-dev libutf8proc2 libxxhash-dev
+         libssl-dev libssl3"
 if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
     apt-get update -qq
     (cd .carry/debs && apt-get download $dw_debs >/dev/null)

@@ -1,4 +1,5 @@
-/* Internal SHA-256 (FIPS 180-4): incremental and one-shot hashing, hex output, file hashing.
+/* SHA-256 (FIPS 180-4) from libcrypto (OpenSSL's EVP interface, which uses the CPU's SHA
+ * extensions where it has them): incremental and one-shot hashing, hex output, file hashing.
  * Used for module hashes, model fingerprints and snapshot checksums. */
 #ifndef DW_CORE_SHA256_H
 #define DW_CORE_SHA256_H
@@ -11,17 +12,17 @@
 #define DW_SHA256_DIGEST_SIZE 32
 #define DW_SHA256_HEX_SIZE 65 /* 64 lowercase hex digits and a NUL */
 
-/* Caller-allocated state; no resources, so there is nothing to free. */
+/* Caller-allocated state holding a libcrypto digest context: every init is followed by one
+ * final, which releases it. */
 typedef struct dw__sha256_ctx {
-    uint32_t h[8];
-    uint64_t nbytes;     /* message length so far */
-    uint8_t block[64];   /* a partial block waiting for more input */
-    size_t block_len;
+    void *md_ctx; /* EVP_MD_CTX */
 } dw__sha256_ctx;
 
+/* Aborts with a message when libcrypto cannot make a context (out of memory): an invariant of
+ * the callers, which hash small buffers or files they already hold. */
 void dw__sha256_init(dw__sha256_ctx *s);
 void dw__sha256_update(dw__sha256_ctx *s, const void *data, size_t len);
-/* Writes the digest; the state must be re-initialised before reuse. */
+/* Writes the digest and releases the state; it must be re-initialised before reuse. */
 void dw__sha256_final(dw__sha256_ctx *s, uint8_t digest[DW_SHA256_DIGEST_SIZE] /* OUT */);
 
 /* One-shot hash of len bytes. */
@@ -32,11 +33,5 @@ void dw__sha256_hex(const uint8_t digest[DW_SHA256_DIGEST_SIZE], char hex[DW_SHA
 
 /* Hashes the whole file at path by streaming reads (constant memory). */
 dw_status dw__sha256_file(const char *path, uint8_t digest[DW_SHA256_DIGEST_SIZE] /* OUT */, dw_error *err);
-
-/* Whether the x86 SHA extensions are in use (chosen once, at the first hash). */
-int dw__sha256_accelerated(void);
-
-/* Tests only: on != 0 forces the portable C rounds, so both paths can be compared. */
-void dw__sha256_force_portable(int on);
 
 #endif

@@ -1,13 +1,14 @@
-/* The MLX affine quantization format (quant.h): config.json's "quantization" block, shape
- * checks, the quantizer (MLX's algorithm, bit for bit) and row dequantization. */
+/* The MLX affine quantization format (quant.h; the packed layout: core/quant_layout.h):
+ * config.json's "quantization" block, shape checks, the quantizer (MLX's algorithm, bit for bit)
+ * and row dequantization. */
 #include "engine/quant.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-static int valid_bits(long b) { return b == 4 || b == 8; }
-static int valid_group(long g) { return g == 32 || g == 64 || g == 128; }
+static int valid_bits(long b) { return DW_QUANT_BITS_OK(b); }
+static int valid_group(long g) { return DW_QUANT_GROUP_OK(g); }
 
 /* Reads {"group_size": g, "bits": b} from obj; what = where it came from (for messages). */
 static dw_status parse_params(const char *path, const char *what, json_t *obj, int *bits, int *group_size,
@@ -102,7 +103,7 @@ static inline void store_sb(void *dst, dw_dtype dtype, size_t i, float v) {
 void dw__quantize(const void *src, dw_dtype dtype, int64_t rows, int64_t cols, int bits, int group_size,
                   uint32_t *q, void *scales, void *biases, dw_dtype sdtype) {
     const float n_bins = (float)((1 << bits) - 1);
-    const int per_word = 32 / bits;
+    const int per_word = DW_QUANT_CODES_PER_WORD(bits);
     const int64_t groups = cols / group_size;
     float w[128];
     for (int64_t r = 0; r < rows; r++)
@@ -124,7 +125,7 @@ void dw__quantize(const void *src, dw_dtype dtype, int64_t rows, int64_t cols, i
                 scale = edge / q0;
                 bias = edge;
             }
-            uint32_t *qw = q + (size_t)r * (cols * bits / 32) + (size_t)g * group_size / per_word;
+            uint32_t *qw = q + (size_t)r * DW_QUANT_ROW_WORDS(cols, bits) + (size_t)g * group_size / per_word;
             for (int j0 = 0; j0 < group_size; j0 += per_word) {
                 uint32_t word = 0;
                 for (int t = 0; t < per_word; t++) {
@@ -140,14 +141,10 @@ void dw__quantize(const void *src, dw_dtype dtype, int64_t rows, int64_t cols, i
 }
 
 void dw__dequantize_row(const dw__qtensor *t, int64_t r, float *out) {
-    const int per_word = 32 / t->bits;
-    const uint32_t mask = (1u << t->bits) - 1;
-    const int64_t groups = t->cols / t->group_size;
-    const uint32_t *qw = t->q + (size_t)r * dw__quant_words(t->cols, t->bits);
+    const uint32_t *qw = dw__quant_row(t->q, r, t->cols, t->bits);
     for (int64_t i = 0; i < t->cols; i++) {
-        size_t g = (size_t)r * groups + (size_t)(i / t->group_size);
+        size_t g = dw__quant_group_index(r, i, t->cols, t->group_size);
         float s = dw__quant_sb(t->scales, t->sdtype, g), b = dw__quant_sb(t->biases, t->sdtype, g);
-        uint32_t code = (qw[i / per_word] >> ((i % per_word) * t->bits)) & mask;
-        out[i] = s * (float)code + b;
+        out[i] = s * (float)dw__quant_code(qw, i, t->bits) + b;
     }
 }

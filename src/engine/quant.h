@@ -1,26 +1,7 @@
-/* Quantized weights in the MLX affine layout (what mlx-lm publishes, e.g. Llama 3.2 1B 4-bit):
- * the format, its config.json block, the quantizer (`driftwood quantize`) and the loader's
- * lookups. Kernels that use it: src/backend/cpu/kernels_quant.h. Design: issue 5, docs/QUANT.md.
- *
- * Format. A quantized linear layer (or the embedding) named <m> stores three tensors instead of
- * <m>.weight [out, in] in floats:
- *
- *   tensor        dtype            shape                   meaning
- *   ------------  ---------------  ----------------------  ----------------------------------------
- *   <m>.weight    U32              [out, in·bits/32]        32/bits codes per word, along the input
- *                                                          dim, lowest bits first: code of input i
- *                                                          of row r = (w[r][i·bits/32] >> (i·bits
- *                                                          mod 32)) & (2^bits − 1)
- *   <m>.scales    BF16, F16 or F32 [out, in/group_size]     one per group of group_size inputs
- *   <m>.biases    same as scales   [out, in/group_size]     ditto
- *
- *   w[r][i] = scales[r][i/g] · code + biases[r][i/g]        (computed in f32)
- *
- * Byte layout of one row of <m>.weight, bits = 4 (bits = 8: four codes per word, 8 bits each):
- *
- *   byte offset   size   content (little-endian u32 words)
- *   -----------   ----   --------------------------------------------------------------
- *   4·j           4      codes of inputs 8j .. 8j+7; input 8j+t in bits [4t, 4t+4)
+/* The engine's part of quantized weights (MLX affine): config.json's "quantization" block, the
+ * loader's lookups and the quantizer (`driftwood quantize`). The packed layout itself (tensors,
+ * shapes, bit positions) is core/quant_layout.h, shared with the CPU and CUDA kernels. Design:
+ * docs/QUANT.md.
  *
  * config.json: "quantization": {"group_size": 32|64|128, "bits": 4|8} (newer mlx-lm also writes
  * the same object as "quantization_config"; an optional "mode" must be "affine"). Keys naming a
@@ -43,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/quant_layout.h"
 #include "driftwood/dtype.h"
 #include "driftwood/error.h"
 
@@ -82,9 +64,6 @@ typedef struct dw__qtensor {
  * the loader and the quantizer. */
 int dw__quant_check_shape(int bits, int group_size, int64_t cols, char *msg, size_t msg_size);
 
-/* Packed words per row. */
-static inline int64_t dw__quant_words(int64_t cols, int bits) { return cols * bits / 32; }
-
 /* Quantizes rows × cols elements of src (dtype F32, F16 or BF16, row-major) as MLX does: q gets
  * [rows, cols·bits/32] words, scales and biases [rows, cols/group_size] in sdtype (the input's
  * dtype for BF16/F16 inputs; F32 for F32). Checks nothing (see dw__quant_check_shape). */
@@ -110,12 +89,5 @@ int dw__quant_present(const struct dw__weight_files *wf, const char *module);
  * scales and biases that do not agree with rows, cols, bits and group size. */
 dw_status dw__quant_find(const struct dw__weight_files *wf, const dw__quant_config *qc, const char *module,
                          int64_t rows, int64_t cols, dw__qtensor *out /* OUT */, dw_error *err);
-
-/* Reads element i of a scales/biases array of dtype (BF16, F16, F32) as f32. */
-static inline float dw__quant_sb(const void *p, dw_dtype dtype, size_t i) {
-    if (dtype == DW_DTYPE_BF16) return dw_bf16_to_f32(((const uint16_t *)p)[i]);
-    if (dtype == DW_DTYPE_F16) return dw_f16_to_f32(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
-}
 
 #endif

@@ -78,8 +78,8 @@ dw_status dw__quant_find(const dw__weight_files *wf, const dw__quant_config *qc,
         return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' has dtype %s, its scales %s", bpath, bname,
                             dw_dtype_name(tb->dtype), dw_dtype_name(ts->dtype));
     char why[128];
-    snprintf(why, sizeof why, "%d bits: %lld inputs, %d per word", bits, (long long)cols, 32 / bits);
-    dw_status st = check_2d(tw, wpath, wname, rows, dw__quant_words(cols, bits), why, err);
+    snprintf(why, sizeof why, "%d bits: %lld inputs, %d per word", bits, (long long)cols, DW_QUANT_CODES_PER_WORD(bits));
+    dw_status st = check_2d(tw, wpath, wname, rows, DW_QUANT_ROW_WORDS(cols, bits), why, err);
     if (st) return st;
     snprintf(why, sizeof why, "group size %d over %lld inputs", gs, (long long)cols);
     if ((st = check_2d(ts, spath, sname, rows, cols / gs, why, err))) return st;

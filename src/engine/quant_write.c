@@ -44,7 +44,7 @@ static void quant_task(void *arg, int task, int thread) {
     size_t esize = dw_dtype_size(j->ti->dtype), ssize = dw_dtype_size(j->sdtype);
     int64_t groups = cols / j->group_size;
     dw__quantize((const char *)j->ti->data + (size_t)r0 * cols * esize, j->ti->dtype, r1 - r0, cols, j->bits,
-                 j->group_size, j->q + (size_t)r0 * dw__quant_words(cols, j->bits),
+                 j->group_size, j->q + (size_t)r0 * DW_QUANT_ROW_WORDS(cols, j->bits),
                  (char *)j->scales + (size_t)r0 * groups * ssize, (char *)j->biases + (size_t)r0 * groups * ssize,
                  j->sdtype);
 }
@@ -177,7 +177,7 @@ static dw_status write_weights(const char *in_dir, const char *tmp, int bits, in
             }
             int64_t rows = ti->shape[0], cols = ti->shape[1];
             quant_job j = {.ti = ti, .bits = bits, .group_size = group_size, .sdtype = ti->dtype};
-            size_t qbytes = (size_t)rows * dw__quant_words(cols, bits) * 4;
+            size_t qbytes = (size_t)rows * DW_QUANT_ROW_WORDS(cols, bits) * 4;
             size_t sbytes = (size_t)rows * (cols / group_size) * dw_dtype_size(j.sdtype);
             bufs[k].q = j.q = malloc(qbytes);
             bufs[k].s = j.scales = malloc(sbytes);
@@ -189,7 +189,7 @@ static dw_status write_weights(const char *in_dir, const char *tmp, int bits, in
             dw_threadpool_run(pool, (int)((rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK), quant_task, &j);
             char module[300], name[320];
             snprintf(module, sizeof module, "%.*s", (int)(strlen(ti->name) - strlen(".weight")), ti->name);
-            int64_t qshape[2] = {rows, dw__quant_words(cols, bits)}, sshape[2] = {rows, cols / group_size};
+            int64_t qshape[2] = {rows, DW_QUANT_ROW_WORDS(cols, bits)}, sshape[2] = {rows, cols / group_size};
             snprintf(name, sizeof name, "%s.weight", module);
             if ((st = dw_safetensors_writer_add(w, name, DW_DTYPE_U32, 2, qshape, j.q, qbytes, err))) goto done;
             snprintf(name, sizeof name, "%s.scales", module);
@@ -328,7 +328,7 @@ static dw_status write_dequantized(const char *in_dir, const char *tmp, dw_error
             dw__quant_params_for(&qc, module, &quantized, &bits, &gs);
             if (!quantized) bits = 4;
             dw__qtensor t;
-            if ((st = dw__quant_find(&wf, &qc, module, ti->shape[0], ti->shape[1] * 32 / bits, &t, err))) {
+            if ((st = dw__quant_find(&wf, &qc, module, ti->shape[0], ti->shape[1] * DW_QUANT_CODES_PER_WORD(bits), &t, err))) {
                 if (st == DW_ERR_NOT_FOUND && !err->message[0])
                     st = dw_error_set(err, DW_ERR_FORMAT, "%s: '%s' has no scales", in_dir, ti->name);
                 goto done;

@@ -124,7 +124,7 @@ def helper(tmp_path_factory):
     src = out.with_suffix(".c")
     src.write_text(HELPER_C)
     cmd = [cc, "-std=c11", "-D_GNU_SOURCE", "-O1", "-I", str(ROOT / "include"), "-I", str(ROOT / "src"),
-           str(src), *[str(ROOT / "src" / "core" / s) for s in SOURCES], "-ljansson", "-o", str(out)]
+           str(src), *[str(ROOT / "src" / "core" / s) for s in SOURCES], "-ljansson", "-lcrypto", "-o", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0 and "jansson" in r.stderr:
         pytest.skip("jansson is not installed: " + r.stderr.strip().splitlines()[-1])

@@ -45,7 +45,7 @@ def tool(tmp_path_factory):
     srcs = sorted(os.path.join("src", "tokenizer", f) for f in os.listdir(os.path.join(ROOT, "src", "tokenizer"))
                   if f.endswith(".c"))
     cmd = ["gcc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-Iinclude", "-Isrc", "tests/tools/tokenize_tool.c", *srcs,
-           "src/core/error.c", "src/core/sha256.c", "src/core/file.c", "-ljansson", "-lpcre2-8", "-lutf8proc",
+           "src/core/error.c", "src/core/sha256.c", "src/core/file.c", "-ljansson", "-lpcre2-8", "-lutf8proc", "-lcrypto",
            "-pthread", "-o", out]
     subprocess.run(cmd, cwd=ROOT, check=True)
     return out

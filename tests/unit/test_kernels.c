@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_dispatch.h"
 #include "driftwood/dtype.h"
 #include "test.h"
 

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/kernels.h"
-#include "backend/cpu/kernels_quant.h"
+#include "backend/backend.h"
+#include "backend/cpu/kernels_dispatch.h"
 #include "engine/quant.h"
 #include "test.h"
 
@@ -115,17 +115,8 @@ static void round_x_16bit(float *xr, const float *x, int cols, int gs) {
 }
 
 TEST(quant_kernels_match_reference_and_dequantized_matmul) {
-    const dw__cpu_kernels *sets[8];
-    int n_sets = dw__cpu_kernels_available(sets, 8);
-    const dw__cpu_qkernels *qsets[10];
-    int n_q = 0;
-    for (int s = 0; s < n_sets; s++) {
-        const dw__cpu_qkernels *qk = dw__cpu_qkernels_for(sets[s]->isa);
-        int seen = 0;
-        for (int i = 0; i < n_q; i++) seen |= qsets[i] == qk;
-        if (!seen) qsets[n_q++] = qk;
-        if (!strcmp(qk->isa, "avx512vnni")) qsets[n_q++] = &dw__cpu_qkernels_avx512;
-    }
+    const dw__cpu_qkernels *qsets[8];
+    int n_q = dw__cpu_qkernels_available(qsets, 8);
     const int rows = 37, max_cols = 1344;
     int bits_list[2] = {4, 8}, gs_list[3] = {32, 64, 128}, cols_list[2] = {1280, 1344};
     dw_dtype sd_list[3] = {DW_DTYPE_BF16, DW_DTYPE_F16, DW_DTYPE_F32};
@@ -195,4 +186,91 @@ TEST(quant_kernels_match_reference_and_dequantized_matmul) {
     free(xr);
     free(deq);
     free(deq2);
+}
+
+TEST(quant_reference_dequant_matches_the_engines_dequantizer) {
+    /* two readings of core/quant_layout.h: the kernels' reference and the engine's loader */
+    int bits_list[2] = {4, 8}, gs_list[3] = {32, 64, 128};
+    dw_dtype sd_list[3] = {DW_DTYPE_BF16, DW_DTYPE_F16, DW_DTYPE_F32};
+    float a[384], b[384];
+    for (int bi = 0; bi < 2; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int si = 0; si < 3; si++) {
+                qmat m;
+                qmat_make_sd(&m, 5, 384, bits_list[bi], gs_list[gi], sd_list[si]);
+                for (int r = 0; r < 5; r++) {
+                    dw__cpu_qkernels_ref.dequant(a, &m.w, r, r + 1);
+                    dw__dequantize_row(&m.t, r, b);
+                    CHECK_MSG(!memcmp(a, b, sizeof a), "bits %d gs %d sd %d row %d", bits_list[bi], gs_list[gi], si, r);
+                }
+                qmat_free(&m);
+            }
+}
+
+/* The CPU backend's own ops on a quantized weight (weight_load_quant, then matmul for one token
+ * and for a batch, matmul_multi beside a float weight, embed) against the same ops on the
+ * dequantized f32 matrix. */
+TEST(quant_cpu_backend_runs_quantized_weights_natively) {
+    dw_error err = {0};
+    dw_backend *be;
+    CHECK_OK(dw_backend_open("cpu", &be, &err));
+    const dw_backend_ops *ops = be->ops;
+    const int rows = 70, cols = 256, n = 5;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        qmat m;
+        qmat_make(&m, rows, cols, bits, 64);
+        dw_cweight qw, fw;
+        CHECK_OK(ops->weight_load_quant(be->ctx, &m.w, &qw, &err));
+        CHECK(qw.qbits == bits && qw.data == m.q); /* the mapping itself, no copy */
+        float *deq = malloc(sizeof(float) * rows * cols);
+        dw__cpu_qkernels_ref.dequant(deq, &m.w, 0, rows);
+        CHECK_OK(ops->weight_load(be->ctx, deq, DW_DTYPE_F32, rows, cols, &fw, &err));
+        float x[5 * 256], want[5 * 70], got[5 * 70], got2[5 * 70];
+        for (int i = 0; i < n * cols; i++) x[i] = frand();
+        for (int tokens = 1; tokens <= n; tokens += n - 1) {
+            ops->matmul(be->ctx, want, x, tokens, &fw, NULL);
+            ops->matmul(be->ctx, got, x, tokens, &qw, NULL);
+            float *outs[2] = {got2, got};
+            const dw_cweight *ws[2] = {&fw, &qw};
+            ops->matmul_multi(be->ctx, 2, outs, x, tokens, ws, NULL);
+            for (int i = 0; i < tokens * rows; i++) {
+                /* the VNNI decode rounds x to 16 bits per group: a relative error near 2^-15 */
+                CHECK_MSG(fabsf(got[i] - want[i]) <= 1e-3f * (1 + fabsf(want[i])), "bits %d, %d tokens, %d: %g vs %g",
+                          bits, tokens, i, got[i], want[i]);
+                CHECK(got2[i] == want[i]);
+            }
+        }
+        int32_t ids[3] = {69, 0, 17};
+        float emb[3 * 256];
+        ops->embed(be->ctx, emb, &qw, ids, 3);
+        for (int i = 0; i < 3; i++) CHECK(!memcmp(emb + i * cols, deq + ids[i] * cols, sizeof(float) * cols));
+        ops->weight_release(be->ctx, &qw);
+        ops->weight_release(be->ctx, &fw);
+        free(deq);
+        qmat_free(&m);
+    }
+    dw_backend_close(be);
+}
+
+TEST(quant_cpu_kernel_choice_caps_and_rejects_unknown_names) {
+    dw_error err = {0};
+    dw__cpu_kernel_choice c;
+    CHECK_OK(dw__cpu_kernels_choose("ref", &c, &err));
+    CHECK(!strcmp(c.name, "ref") && c.k == &dw__cpu_kernels_ref && c.qk == &dw__cpu_qkernels_ref);
+    CHECK(dw__cpu_kernels_choose("sse9", &c, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "sse9") != NULL);
+    /* no cap: the widest float and quantized sets this CPU runs */
+    const dw__cpu_kernels *sets[8];
+    const dw__cpu_qkernels *qsets[8];
+    int n = dw__cpu_kernels_available(sets, 8), nq = dw__cpu_qkernels_available(qsets, 8);
+    CHECK_OK(dw__cpu_kernels_choose(NULL, &c, &err));
+    CHECK(c.k == sets[n - 1] && c.qk == qsets[nq - 1]);
+    CHECK_OK(dw__cpu_kernels_choose("avx512vnni", &c, &err)); /* a cap at or above the CPU: the same */
+    CHECK(c.k == sets[n - 1] && c.qk == qsets[nq - 1]);
+#if defined(__x86_64__)
+    if (nq >= 3) { /* AVX-512: "avx512" keeps the plain AVX-512 quantized set */
+        CHECK_OK(dw__cpu_kernels_choose("avx512", &c, &err));
+        CHECK(c.qk == &dw__cpu_qkernels_avx512 && c.k == &dw__cpu_kernels_avx512);
+    }
+#endif
 }

@@ -1,4 +1,5 @@
-/* SHA-256: the FIPS 180-2 test vectors, incremental = one-shot, SHA-NI = portable, file hashing. */
+/* SHA-256 (libcrypto behind core/sha256.h): the FIPS 180-2 test vectors, incremental = one-shot,
+ * file hashing. */
 #include "test.h"
 
 #include <stdint.h>
@@ -13,20 +14,12 @@ static void hex_of(const void *data, size_t len, char hex[DW_SHA256_HEX_SIZE]) {
     dw__sha256_hex(d, hex);
 }
 
-/* Runs one vector through both implementations (where the CPU has SHA-NI). */
 static int vector_ok(const char *msg, size_t len, const char *want) {
     char hex[DW_SHA256_HEX_SIZE];
-    for (int portable = 1; portable >= 0; portable--) {
-        dw__sha256_force_portable(portable);
-        hex_of(msg, len, hex);
-        if (strcmp(hex, want) != 0) {
-            fprintf(stderr, "    %s rounds: got %s want %s\n", portable ? "portable" : "default", hex, want);
-            dw__sha256_force_portable(0);
-            return 0;
-        }
-    }
-    dw__sha256_force_portable(0);
-    return 1;
+    hex_of(msg, len, hex);
+    if (strcmp(hex, want) == 0) return 1;
+    fprintf(stderr, "    got %s want %s\n", hex, want);
+    return 0;
 }
 
 TEST(sha256_fips_abc) {
@@ -80,33 +73,6 @@ TEST(sha256_incremental_matches_one_shot_at_every_split) {
             CHECK_MSG(memcmp(got, want, 32) == 0, "len %zu cut %zu", len, cut);
         }
     }
-}
-
-TEST(sha256_accelerated_matches_portable_on_random_data) {
-    if (!dw__sha256_accelerated()) {
-        printf("    (no SHA extensions on this CPU: only the portable rounds are tested)\n");
-        return;
-    }
-    size_t n = 1 << 20;
-    uint8_t *buf = malloc(n);
-    CHECK(buf);
-    uint64_t x = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        buf[i] = (uint8_t)x;
-    }
-    int bad = -1;
-    size_t lens[] = {1, 63, 64, 65, 1000, 4096, 65537, n};
-    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        uint8_t a[32], b[32];
-        dw__sha256_force_portable(1);
-        dw__sha256(buf, lens[i], a);
-        dw__sha256_force_portable(0);
-        dw__sha256(buf, lens[i], b);
-        if (memcmp(a, b, 32) != 0) bad = (int)i;
-    }
-    free(buf);
-    CHECK_MSG(bad < 0, "length %zu differs", lens[bad]);
 }
 
 TEST(sha256_file_matches_memory_hash) {

@@ -1,6 +1,7 @@
 # Debian packages: the guest toolchain (clang, wasm-ld, wasi-libc, wasm32 builtins), cmake for
-# Wasmtime's header step, PCRE2, jansson and utf8proc for the tokenizer.
-dw_debian_packages="clang lld wasi-libc libclang-rt-14-dev-wasm32 cmake libpcre2-dev libjansson-dev libutf8proc-dev libxxhash-dev"
+# Wasmtime's header step, PCRE2, jansson and utf8proc for the tokenizer, libcrypto (libssl-dev)
+# for SHA-256.
+dw_debian_packages="clang lld wasi-libc libclang-rt-14-dev-wasm32 cmake libpcre2-dev libjansson-dev libutf8proc-dev libxxhash-dev libssl-dev"
 # pkg-config: examples/embed finds the installed library with it (tests/cli/test_install.sh).
 dw_debian_packages="$dw_debian_packages pkgconf"
 dw_missing=""

@@ -1,104 +1,45 @@
-/* The CPU implementation of the engine's compute ops (src/backend/compute.h): splits each op
- * over the thread pool and runs the kernels chosen for this CPU (kernels.h) on the slices. */
-#include "backend/cpu/compute_cpu.h"
+/* The CPU backend's forward ops other than matmul (cpu_impl.h; the interface: backend.h):
+ * embedding, RMSNorm, rope, the KV cache, attention, the elementwise ops and argmax, each split
+ * over the backend's thread pool with the kernels it chose (kernels.h) run on the slices. */
+#include "backend/cpu/cpu_impl.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/assert.h"
 #include "driftwood/threadpool.h"
 
-typedef struct cpu_ctx {
-    dw_threadpool *pool;
-    int own_pool; /* created for this context (destroyed with it) */
-    int n_threads;
-    const dw__cpu_kernels *k;
-    /* prefill: x transposed for the GEMM kernels; shared, so one batched matmul at a time */
-    pthread_mutex_t gemm_lock;
-    float *xt;
-    size_t xt_cap; /* floats */
-} cpu_ctx;
-
-/* Rows per matmul task. Decode (matrix-vector): small blocks balance the threads while each
- * reads long linear runs. Prefill (GEMM): each task reads its weight rows once for the whole batch. */
-#define MATMUL_BLOCK_ROWS 16
-#define GEMM_BLOCK_ROWS 32
-/* Prefill batches are transposed in blocks of this many k. */
-#define TRANSPOSE_BLOCK 64
 /* Keys per block in attention's online softmax (scores live on the stack). */
 #define ATTN_BLOCK 128
 #define ATTN_MAX_HEAD_DIM 512
 #define ATTN_MAX_GROUP 32
 
-/* ---- memory ------------------------------------------------------------------------ */
-
-static dw_status cpu_alloc(void *ctx, size_t bytes, void **out, dw_error *err) {
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    *out = aligned_alloc(64, rounded ? rounded : 64);
-    if (!*out) return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
-    return DW_OK;
-}
-
-static void cpu_free(void *ctx, void *buf) { free(buf); }
-
-static dw_status cpu_weight_load(void *vctx, const void *host, dw_dtype dtype, int64_t rows, int64_t cols,
-                                 dw_cweight *out, dw_error *err) {
-    cpu_ctx *c = vctx;
-    memset(out, 0, sizeof *out);
-    if (dtype != DW_DTYPE_F32 && dtype != DW_DTYPE_F16 && dtype != DW_DTYPE_BF16)
-        return dw_error_set(err, DW_ERR_UNSUPPORTED, "cpu: weights of dtype %s are not supported",
-                            dw_dtype_name(dtype));
-    out->rows = rows;
-    out->cols = cols;
-    if (rows != 1) { /* matrices: use the mapping in place */
-        out->data = host;
-        out->dtype = dtype;
-        return DW_OK;
-    }
-    void *copy;
-    dw_status st = cpu_alloc(vctx, (size_t)cols * sizeof(float), &copy, err);
-    if (st) return st;
-    if (dtype == DW_DTYPE_F32) memcpy(copy, host, (size_t)cols * sizeof(float));
-    else if (dtype == DW_DTYPE_BF16) c->k->bf16_to_f32(copy, host, (int)cols);
-    else c->k->f16_to_f32(copy, host, (int)cols);
-    out->data = copy;
-    out->dtype = DW_DTYPE_F32;
-    out->priv = copy;
-    return DW_OK;
-}
-
-static void cpu_weight_release(void *ctx, dw_cweight *w) {
-    free(w->priv);
-    memset(w, 0, sizeof *w);
-}
-
-static dw_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes, dw_error *err) {
-    if (dst != src && bytes) memmove(dst, src, bytes);
-    return DW_OK;
-}
-
 /* ---- embedding, norms, elementwise --------------------------------------------------- */
 
-static void convert_row(const cpu_ctx *c, float *out, const void *src, dw_dtype dtype, int n) {
+static void convert_row(const dw__cpu *c, float *out, const void *src, dw_dtype dtype, int n) {
     if (dtype == DW_DTYPE_BF16) c->k->bf16_to_f32(out, src, n);
     else if (dtype == DW_DTYPE_F16) c->k->f16_to_f32(out, src, n);
     else memcpy(out, src, (size_t)n * sizeof(float));
 }
 
-static void cpu_embed(void *vctx, float *out, const dw_cweight *table, const int32_t *ids, int n) {
-    cpu_ctx *c = vctx;
+/* A quantized table (qbits set) is dequantized row by row. */
+void dw__cpu_embed(void *vctx, float *out, const dw_cweight *table, const int32_t *ids, int n) {
+    dw__cpu *c = vctx;
     size_t esize = dw_dtype_size(table->dtype);
     for (int i = 0; i < n; i++) {
         DW_ASSERT(ids[i] >= 0 && ids[i] < table->rows);
+        if (table->qbits) {
+            c->qk->dequant(out + (size_t)i * table->cols, table, ids[i], ids[i] + 1);
+            continue;
+        }
         const char *row = (const char *)table->data + (size_t)ids[i] * (size_t)table->cols * esize;
         convert_row(c, out + (size_t)i * table->cols, row, table->dtype, (int)table->cols);
     }
 }
 
 typedef struct {
-    const cpu_ctx *c;
+    const dw__cpu *c;
     float *out;
     const float *x;
     const float *w;
@@ -114,8 +55,8 @@ static void rmsnorm_task(void *arg, int t, int thread) {
     j->c->k->scale_mul(j->out + (size_t)t * j->dim, x, scale, j->w, j->dim);
 }
 
-static void cpu_rmsnorm(void *vctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps) {
-    cpu_ctx *c = vctx;
+void dw__cpu_rmsnorm(void *vctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps) {
+    dw__cpu *c = vctx;
     DW_ASSERT(w->dtype == DW_DTYPE_F32 && w->cols == dim);
     rmsnorm_job j = {c, out, x, w->data, dim, eps};
     if (n < 8) {
@@ -129,7 +70,7 @@ static void cpu_rmsnorm(void *vctx, float *out, const float *x, const dw_cweight
 #define ELEMENTWISE_CHUNK 16384
 
 typedef struct {
-    const cpu_ctx *c;
+    const dw__cpu *c;
     float *out;
     const float *a, *b;
     size_t count;
@@ -144,7 +85,7 @@ static void elementwise_task(void *arg, int t, int thread) {
     else j->c->k->swiglu(j->out + i0, j->a + i0, j->b + i0, (int)n);
 }
 
-static void run_elementwise(cpu_ctx *c, elementwise_job *j) {
+static void run_elementwise(dw__cpu *c, elementwise_job *j) {
     int n_tasks = (int)((j->count + ELEMENTWISE_CHUNK - 1) / ELEMENTWISE_CHUNK);
     if (n_tasks <= 1) {
         for (int t = 0; t < n_tasks; t++) elementwise_task(j, t, 0);
@@ -153,122 +94,14 @@ static void run_elementwise(cpu_ctx *c, elementwise_job *j) {
     }
 }
 
-static void cpu_swiglu(void *vctx, float *out, const float *gate, const float *up, size_t count) {
+void dw__cpu_swiglu(void *vctx, float *out, const float *gate, const float *up, size_t count) {
     elementwise_job j = {vctx, out, gate, up, count, 1};
     run_elementwise(vctx, &j);
 }
 
-static void cpu_add(void *vctx, float *x, const float *y, size_t count) {
+void dw__cpu_add(void *vctx, float *x, const float *y, size_t count) {
     elementwise_job j = {vctx, x, y, NULL, count, 0};
     run_elementwise(vctx, &j);
-}
-
-/* ---- matmul ---------------------------------------------------------------------------- */
-
-#define MAX_MULTI 4
-
-typedef struct {
-    const cpu_ctx *c;
-    int count;
-    float *out[MAX_MULTI];
-    const dw_cweight *w[MAX_MULTI];
-    const dw_cweight *bias[MAX_MULTI];
-    int first_task[MAX_MULTI + 1]; /* task ranges per matrix */
-    int block_rows;
-    const float *x;  /* [n, k] (decode) */
-    const float *xt; /* [k, ldt] (prefill) */
-    int ldt;
-    int n, k;
-} matmul_job;
-
-static dw__matmul_fn matmul_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
-    switch (dtype) {
-    case DW_DTYPE_BF16: return k->matmul_bf16;
-    case DW_DTYPE_F16: return k->matmul_f16;
-    default: return k->matmul_f32;
-    }
-}
-
-static dw__gemm_fn gemm_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
-    switch (dtype) {
-    case DW_DTYPE_BF16: return k->gemm_bf16;
-    case DW_DTYPE_F16: return k->gemm_f16;
-    default: return k->gemm_f32;
-    }
-}
-
-static void matmul_task(void *arg, int task, int thread) {
-    matmul_job *j = arg;
-    int m = 0;
-    while (task >= j->first_task[m + 1]) m++;
-    const dw_cweight *w = j->w[m];
-    int rows = (int)w->rows, k = (int)w->cols;
-    int r0 = (task - j->first_task[m]) * j->block_rows;
-    int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
-    float *out = j->out[m];
-    if (j->xt) gemm_kernel(j->c->k, w->dtype)(out, rows, j->xt, j->ldt, j->n, w->data, k, r0, r1);
-    else matmul_kernel(j->c->k, w->dtype)(out, rows, j->x, k, j->n, w->data, k, r0, r1);
-    if (j->bias[m]) {
-        const float *b = j->bias[m]->data;
-        for (int t = 0; t < j->n; t++)
-            for (int r = r0; r < r1; r++) out[(size_t)t * rows + r] += b[r];
-    }
-}
-
-/* xt[i, t] = x[t, i] for a block of i; columns n..ldt are zeroed. */
-static void transpose_task(void *arg, int task, int thread) {
-    matmul_job *j = arg;
-    int i0 = task * TRANSPOSE_BLOCK, i1 = i0 + TRANSPOSE_BLOCK < j->k ? i0 + TRANSPOSE_BLOCK : j->k;
-    float *xt = (float *)j->xt;
-    for (int t0 = 0; t0 < j->n; t0 += 16) {
-        int t1 = t0 + 16 < j->n ? t0 + 16 : j->n;
-        for (int i = i0; i < i1; i++)
-            for (int t = t0; t < t1; t++) xt[(size_t)i * j->ldt + t] = j->x[(size_t)t * j->k + i];
-    }
-    for (int i = i0; i < i1; i++)
-        for (int t = j->n; t < j->ldt; t++) xt[(size_t)i * j->ldt + t] = 0.0f;
-}
-
-static void cpu_matmul_multi(void *vctx, int count, float *const *out, const float *x, int n,
-                             const dw_cweight *const *w, const dw_cweight *const *bias) {
-    cpu_ctx *c = vctx;
-    DW_ASSERT(count >= 1 && count <= MAX_MULTI);
-    matmul_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
-    j.block_rows = n == 1 ? MATMUL_BLOCK_ROWS : GEMM_BLOCK_ROWS;
-    j.first_task[0] = 0;
-    for (int m = 0; m < count; m++) {
-        j.out[m] = out[m];
-        j.w[m] = w[m];
-        j.bias[m] = bias ? bias[m] : NULL;
-        DW_ASSERT(w[m]->cols == w[0]->cols);
-        j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
-    }
-    if (n == 1) { /* decode: one linear stream of weight rows per thread */
-        dw_threadpool_run_ranges(c->pool, j.first_task[count], matmul_task, &j);
-        return;
-    }
-    /* prefill: transpose the batch once, then every task runs the GEMM on its rows */
-    j.ldt = (n + 15) & ~15;
-    size_t need = (size_t)j.ldt * j.k;
-    pthread_mutex_lock(&c->gemm_lock);
-    if (need > c->xt_cap) { /* once per context and batch shape (a few MB) */
-        free(c->xt);
-        c->xt = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
-        c->xt_cap = c->xt ? need : 0;
-    }
-    if (!c->xt) { /* no memory for the transposed batch: the tiled kernels work on x as it is */
-        pthread_mutex_unlock(&c->gemm_lock);
-        dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
-        return;
-    }
-    j.xt = c->xt;
-    dw_threadpool_run(c->pool, (j.k + TRANSPOSE_BLOCK - 1) / TRANSPOSE_BLOCK, transpose_task, &j);
-    dw_threadpool_run(c->pool, j.first_task[count], matmul_task, &j);
-    pthread_mutex_unlock(&c->gemm_lock);
-}
-
-static void cpu_matmul(void *vctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias) {
-    cpu_matmul_multi(vctx, 1, &out, x, n, &w, &bias);
 }
 
 /* ---- rope ---------------------------------------------------------------------------- */
@@ -304,9 +137,9 @@ static void rope_task(void *arg, int t, int thread) {
         rotate(j->k + ((size_t)t * j->n_kv_heads + h) * j->head_dim, j->head_dim, cs, sn);
 }
 
-static void cpu_rope(void *vctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
+void dw__cpu_rope(void *vctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
                      const float *inv_freq) {
-    cpu_ctx *c = vctx;
+    dw__cpu *c = vctx;
     DW_ASSERT(head_dim <= ATTN_MAX_HEAD_DIM && head_dim % 2 == 0);
     rope_job j = {q, k, n_heads, n_kv_heads, head_dim, pos0, inv_freq};
     if (n < 4) {
@@ -318,8 +151,8 @@ static void cpu_rope(void *vctx, float *q, float *k, int n, int n_heads, int n_k
 
 /* ---- KV cache and attention ------------------------------------------------------------- */
 
-static void cpu_kv_write(void *vctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n) {
-    cpu_ctx *c = vctx;
+void dw__cpu_kv_write(void *vctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n) {
+    dw__cpu *c = vctx;
     int hd = kv->head_dim;
     size_t esize = dw_dtype_size(kv->dtype);
     DW_ASSERT(pos0 >= 0 && pos0 + n <= kv->capacity);
@@ -338,7 +171,7 @@ static void cpu_kv_write(void *vctx, const dw_kv_view *kv, const float *k, const
 }
 
 typedef struct {
-    const cpu_ctx *c;
+    const dw__cpu *c;
     float *out;
     const float *q;
     const dw_kv_view *kv;
@@ -479,8 +312,8 @@ static void attn_tile_task(void *arg, int task, int thread) {
     }
 }
 
-static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
-    cpu_ctx *c = vctx;
+void dw__cpu_attention(void *vctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p) {
+    dw__cpu *c = vctx;
     DW_ASSERT(p->head_dim <= ATTN_MAX_HEAD_DIM && p->n_heads % p->n_kv_heads == 0 &&
               p->n_heads / p->n_kv_heads <= ATTN_MAX_GROUP);
     DW_ASSERT(p->pos0 + p->n_tokens <= kv->capacity);
@@ -495,80 +328,9 @@ static void cpu_attention(void *vctx, float *out, const float *q, const dw_kv_vi
     dw_threadpool_run(c->pool, p->n_kv_heads * p->n_tokens, attn_task, &j);
 }
 
-static dw_status cpu_synchronize(void *ctx, dw_error *err) { return DW_OK; }
-
-static void cpu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos) {
+void dw__cpu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos) {
     int best = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[best] || (x[best] != x[best] && x[i] == x[i])) best = i; /* NaN never wins */
     ring[pos % ring_n] = best;
 }
-
-static void cpu_destroy(void *vctx) {
-    cpu_ctx *c = vctx;
-    if (c->own_pool) dw_threadpool_destroy(c->pool);
-    pthread_mutex_destroy(&c->gemm_lock);
-    free(c->xt);
-    free(c);
-}
-
-static const dw_compute_ops cpu_ops = {
-    /* .name           = */ "cpu",
-    /* .alloc          = */ cpu_alloc,
-    /* .free           = */ cpu_free,
-    /* .weight_load    = */ cpu_weight_load,
-    /* .weight_release = */ cpu_weight_release,
-    /* .upload         = */ cpu_copy,
-    /* .download       = */ cpu_copy,
-    /* .embed          = */ cpu_embed,
-    /* .rmsnorm        = */ cpu_rmsnorm,
-    /* .matmul         = */ cpu_matmul,
-    /* .rope           = */ cpu_rope,
-    /* .kv_write       = */ cpu_kv_write,
-    /* .attention      = */ cpu_attention,
-    /* .swiglu         = */ cpu_swiglu,
-    /* .add            = */ cpu_add,
-    /* .synchronize    = */ cpu_synchronize,
-    /* .matmul_multi   = */ cpu_matmul_multi,
-    /* .destroy        = */ cpu_destroy,
-    /* .decode_step    = */ NULL,
-    /* .decode_forget  = */ NULL,
-    /* .argmax         = */ cpu_argmax,
-    /* .decode_step_from = */ NULL,
-    /* .weight_load_quant = */ NULL, /* quantized models: kernels_quant_ops.c wraps these ops */
-};
-
-dw_status dw__cpu_compute_create(int n_threads, dw_compute *out, dw_error *err) {
-    out->ops = NULL;
-    out->ctx = NULL;
-    cpu_ctx *c = calloc(1, sizeof *c);
-    if (!c) return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu compute: out of memory");
-    if (n_threads > 0) {
-        dw_status st = dw_threadpool_create(n_threads, &c->pool, err);
-        if (st) {
-            free(c);
-            return st;
-        }
-        c->own_pool = 1;
-    } else {
-        c->pool = dw_threadpool_global();
-        if (!c->pool) {
-            free(c);
-            return dw_error_set(err, DW_ERR_NO_MEMORY, "cpu compute: could not start the thread pool");
-        }
-    }
-    c->n_threads = dw_threadpool_size(c->pool);
-    pthread_mutex_init(&c->gemm_lock, NULL);
-    c->k = dw__cpu_kernels_best();
-    out->ops = &cpu_ops;
-    out->ctx = c;
-    return DW_OK;
-}
-
-void dw__cpu_compute_set_kernels(dw_compute *c, const dw__cpu_kernels *kernels) {
-    ((cpu_ctx *)c->ctx)->k = kernels;
-}
-
-const dw__cpu_kernels *dw__cpu_compute_kernels(const dw_compute *c) { return ((const cpu_ctx *)c->ctx)->k; }
-
-dw_threadpool *dw__cpu_compute_pool(const dw_compute *c) { return ((const cpu_ctx *)c->ctx)->pool; }

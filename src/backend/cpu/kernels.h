@@ -1,6 +1,7 @@
 /* Single-threaded CPU kernels behind the CPU compute ops (compute_cpu.c splits work over
  * the thread pool and calls these on slices). Every kernel has a scalar reference
- * (kernels_ref.c); x86 SIMD versions (kernels_x86.c) are picked at run time. */
+ * (kernels_ref.c); x86 SIMD versions (kernels_avx2.c, kernels_avx512.c: one body,
+ * kernels_x86_body.h, over the vector-width layer simd_x86.h) are picked at run time. */
 #ifndef DW_BACKEND_CPU_KERNELS_H
 #define DW_BACKEND_CPU_KERNELS_H
 
@@ -75,12 +76,7 @@ typedef struct dw__cpu_kernels {
 /* The scalar reference kernels (any CPU). */
 extern const dw__cpu_kernels dw__cpu_kernels_ref;
 
-/* The best kernels this CPU supports (chosen once). DW_CPU_ISA=ref|avx2|avx512|avx512bf16 in the
- * environment caps the choice (for testing and comparison). */
-const dw__cpu_kernels *dw__cpu_kernels_best(void);
-
-/* Every kernel set this CPU can run, reference first, the default (best) last; returns the count. */
-int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max);
+/* Choosing a set: kernels_dispatch.h. */
 
 #if defined(__x86_64__)
 extern const dw__cpu_kernels dw__cpu_kernels_avx2;

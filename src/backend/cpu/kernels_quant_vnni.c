@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "engine/quant.h"
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 

@@ -7,7 +7,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_dispatch.h"
 
 #define CHUNK (4u << 20)
 
@@ -31,12 +31,13 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-dw_status dw__membw_create(dw_threadpool *pool, size_t bytes, dw__membw **out, dw_error *err) {
+dw_status dw__membw_create(dw_threadpool *pool, const dw__cpu_kernels *k, size_t bytes, dw__membw **out,
+                           dw_error *err) {
     *out = NULL;
     dw__membw *m = calloc(1, sizeof *m);
     if (!m) return dw_error_set(err, DW_ERR_NO_MEMORY, "bandwidth probe: out of memory");
     m->bytes = (bytes + CHUNK - 1) / CHUNK * CHUNK;
-    m->k = dw__cpu_kernels_best();
+    m->k = k ? k : dw__cpu_kernels_best();
     m->buf = mmap(NULL, m->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m->buf == MAP_FAILED) {
         free(m);
@@ -62,17 +63,4 @@ void dw__membw_free(dw__membw *m) {
     if (!m) return;
     munmap(m->buf, m->bytes);
     free(m);
-}
-
-dw_status dw__cpu_read_bandwidth(dw_threadpool *pool, size_t bytes, int reps, double *gbs, dw_error *err) {
-    *gbs = 0;
-    dw__membw *m;
-    dw_status st = dw__membw_create(pool, bytes, &m, err);
-    if (st) return st;
-    for (int r = 0; r < reps; r++) {
-        double g = dw__membw_pass(m, pool);
-        if (g > *gbs) *gbs = g;
-    }
-    dw__membw_free(m);
-    return DW_OK;
 }

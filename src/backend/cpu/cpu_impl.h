@@ -1,0 +1,46 @@
+/* The CPU backend's private room: its context (one per opened backend, shared by every model on
+ * it) and the forward ops that compute_cpu.c and matmul_cpu.c implement for the ops table in
+ * cpu_backend.c. The interface they implement is src/backend/backend.h. */
+#ifndef DW_BACKEND_CPU_CPU_IMPL_H
+#define DW_BACKEND_CPU_CPU_IMPL_H
+
+#include <pthread.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_quant.h"
+#include "driftwood/threadpool.h"
+
+typedef struct dw__cpu {
+    dw_backend backend; /* the record handed out: backend.ctx points back here */
+    dw_threadpool *pool;
+    int own_pool;       /* made for this backend (opts->n_threads > 0), destroyed with it */
+    int n_threads;
+    const char *kernels_name; /* the ISA name chosen (kernels_dispatch.h) */
+    const dw__cpu_kernels *k;
+    const dw__cpu_qkernels *qk;
+    /* prefill scratch, shared: one batched matmul at a time */
+    pthread_mutex_t gemm_lock;
+    float *xt;          /* [k, ldt]: the batch transposed */
+    size_t xt_cap;      /* floats */
+    float *panels;      /* quantized prefill: per thread [rows per task, k] of dequantized rows */
+    size_t panel_cap;   /* floats per thread */
+} dw__cpu;
+
+/* compute_cpu.c */
+void dw__cpu_embed(void *ctx, float *out, const dw_cweight *table, const int32_t *ids, int n);
+void dw__cpu_rmsnorm(void *ctx, float *out, const float *x, const dw_cweight *w, int n, int dim, float eps);
+void dw__cpu_rope(void *ctx, float *q, float *k, int n, int n_heads, int n_kv_heads, int head_dim, int pos0,
+                  const float *inv_freq);
+void dw__cpu_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const float *v, int pos0, int n);
+void dw__cpu_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p);
+void dw__cpu_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t count);
+void dw__cpu_add(void *ctx, float *x, const float *y, size_t count);
+void dw__cpu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos);
+
+/* matmul_cpu.c: float and quantized weights alike */
+void dw__cpu_matmul(void *ctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias);
+void dw__cpu_matmul_multi(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
+                          const dw_cweight *const *bias);
+
+#endif
