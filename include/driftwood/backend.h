@@ -86,8 +86,10 @@ dw_status dw_backend_gemm_f32(dw_backend *backend, int m, int n, int k, const fl
                               dw_error *err);
 /* Device memory in use (DW_ERR_UNSUPPORTED where the backend does not know). */
 dw_status dw_backend_memory_used(dw_backend *backend, size_t *bytes /* OUT */, dw_error *err);
-/* The device's memory bandwidth: a buffer of `bytes` copied `reps` times, median;
- * (bytes read + bytes written) / time in GB/s. */
+/* The device's memory bandwidth in GB/s, the bound of a bandwidth-bound decode: the median of
+ * `reps` passes over a buffer of `bytes` (kept for the next call of the same size). CUDA:
+ * device-to-device copies, (bytes read + bytes written) / time; CPU: bytes read / time through
+ * the kernels' threads. */
 dw_status dw_backend_memory_bandwidth(dw_backend *backend, size_t bytes, int reps, double *gbs /* OUT */,
                                       dw_error *err);
 

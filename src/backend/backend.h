@@ -96,8 +96,10 @@ typedef struct dw_backend_ops {
     dw_status (*download)(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err);
     /* (optional) Device memory in use, bytes (CUDA: total − free). NULL: not known. */
     dw_status (*memory_used)(void *ctx, size_t *bytes_out, dw_error *err);
-    /* (optional) The device's memory bandwidth, the bound of a bandwidth-bound step:
-     * a `bytes` buffer copied `reps` times, median; *gbs = (bytes read + written) / time. */
+    /* (optional) The device's memory bandwidth, the bound of a bandwidth-bound step, over a
+     * `bytes` buffer (which the backend may keep for the next call of the same size), median of
+     * `reps` passes. CUDA: device-to-device copies, *gbs = (bytes read + written) / time. CPU:
+     * reads through the kernels' threads, *gbs = bytes read / time. */
     dw_status (*memory_bandwidth)(void *ctx, size_t bytes, int reps, double *gbs, dw_error *err);
 
     /* ---- the guest's own compute (dw.gemm) ---------------------------------------------- */

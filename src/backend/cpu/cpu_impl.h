@@ -25,6 +25,11 @@ typedef struct dw__cpu {
     size_t xt_cap;      /* floats */
     float *panels;      /* quantized prefill: per thread [rows per task, k] of dequantized rows */
     size_t panel_cap;   /* floats per thread */
+    /* memory_bandwidth's probe buffer, kept for the next call of the same size (a benchmark
+     * measures between tokens: making a fresh buffer each time would disturb what it measures) */
+    pthread_mutex_t probe_lock;
+    struct dw__membw *probe;
+    size_t probe_bytes;
 } dw__cpu;
 
 /* compute_cpu.c */
