@@ -8,7 +8,8 @@
 # tokens from logits in a registered buffer, the same with tokens chosen on the device, and both
 # at 4096 in context (128 tokens). Runs alternate base/new DW_AB_ROUNDS times (default 2) per
 # model (1B bf16 and its 4-bit g64 copy, made here by this tree's mkmodel and quantize); the
-# summary prints each run's numbers and new/base ratios of the medians.
+# summary prints each run's numbers and new/base ratios of the medians. DW_AB_PREPARE_ONLY=1
+# builds the baseline and makes the models, and stops there (to overlap with other work).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/build-gpu/out}"
@@ -40,6 +41,8 @@ dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenize
 m=/tmp/dw-bench-llama-3.2-1b
 [ -f "$m/config.json" ] || timeout 240 "$NEW" mkmodel --shape llama-3.2-1b --out "$m" --tokenizer-dir "$dw_tok" >>"$OUT/ab.txt" 2>&1
 [ -f "$m-q4/config.json" ] || timeout 300 "$NEW" quantize --model "$m" --bits 4 --out "$m-q4" >>"$OUT/ab.txt" 2>&1
+
+[ "${DW_AB_PREPARE_ONLY:-0}" = 1 ] && { echo "gpu-ab: prepared"; exit 0; }
 
 # ---- alternating runs ----------------------------------------------------------------------------
 for model in "$m" "$m-q4"; do
