@@ -10,18 +10,8 @@
 #include "wasm/module.h"
 
 static char *default_cache_dir(void) {
-    const char *base = getenv("DW_CACHE");
     char buf[4096];
-    if (base && *base) {
-        snprintf(buf, sizeof buf, "%s/modules", base);
-    } else {
-        const char *xdg = getenv("XDG_CACHE_HOME");
-        const char *home = getenv("HOME");
-        if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/driftwood/modules", xdg);
-        else if (home && *home) snprintf(buf, sizeof buf, "%s/.cache/driftwood/modules", home);
-        else return NULL;
-    }
-    return strdup(buf);
+    return dw__cache_dir("modules", buf, sizeof buf) ? strdup(buf) : NULL;
 }
 
 dw_status dw_runtime_create(const dw_runtime_options *options, dw_runtime **out, dw_error *err) {

@@ -252,3 +252,17 @@ dw_status dw_file_write_atomic(const char *path, const void *buf, size_t len, dw
     }
     return dw__atomic_file_commit(af, err);
 }
+
+int dw__cache_dir(const char *leaf, char *out, size_t size) {
+    const char *base = getenv("DW_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int n;
+    if (base && *base) n = snprintf(out, size, "%s/%s", base, leaf);
+    else if (xdg && *xdg) n = snprintf(out, size, "%s/driftwood/%s", xdg, leaf);
+    else if (home && *home) n = snprintf(out, size, "%s/.cache/driftwood/%s", home, leaf);
+    else n = -1;
+    if (n < 0 || (size_t)n >= size) {
+        if (size) out[0] = 0;
+        return 0;
+    }
+    return 1;
+}

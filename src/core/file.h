@@ -42,4 +42,9 @@ dw_status dw__atomic_file_commit(dw__atomic_file *af, dw_error *err);
 void dw__atomic_file_abort(dw__atomic_file *af);
 
 
+/* Driftwood's per-user cache folder for `leaf` ("modules", "fingerprints"): $DW_CACHE/leaf, else
+ * $XDG_CACHE_HOME/driftwood/leaf, else $HOME/.cache/driftwood/leaf. Returns 0 (out empty) when none
+ * of them is set or the path does not fit. Creates nothing. */
+int dw__cache_dir(const char *leaf, char *out, size_t size);
+
 #endif

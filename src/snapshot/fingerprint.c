@@ -21,11 +21,9 @@ static int is_weight_file(const char *name) {
     return n > 12 && !strcmp(name + n - 12, ".safetensors");
 }
 
+/* The fingerprint cache; without a home for it, /tmp/driftwood-fingerprints. */
 static void cache_dir(char *out, size_t cap) {
-    const char *base = getenv("DW_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (base && *base) snprintf(out, cap, "%s/fingerprints", base);
-    else if (xdg && *xdg) snprintf(out, cap, "%s/driftwood/fingerprints", xdg);
-    else snprintf(out, cap, "%s/.cache/driftwood/fingerprints", home ? home : "/tmp");
+    if (!dw__cache_dir("fingerprints", out, cap)) snprintf(out, cap, "/tmp/driftwood-fingerprints");
 }
 
 static void mkdirs(const char *dir) {
