@@ -91,6 +91,22 @@ static dw_status run_prefill(dw_model *m, long n, float *logits, double *tok_s, 
     return st;
 }
 
+/* A session with room for n_prompt + n_gen tokens and n_ids random prompt ids (the first
+ * n_prompt of them set); *ids is the caller's to free. */
+static dw_status bench_session(dw_model *m, long n_prompt, long n_gen, long n_ids, dw_session **s, int32_t **ids,
+                               dw_error *err) {
+    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 8), .max_batch = n_prompt < 512 ? (int)n_prompt : 512};
+    *ids = NULL;
+    dw_status st = dw_session_create(m, &so, s, err);
+    if (st) return st;
+    if (!(*ids = malloc(sizeof(int32_t) * (size_t)n_ids))) {
+        dw_session_free(*s);
+        return dw_error_set(err, DW_ERR_NO_MEMORY, "out of memory");
+    }
+    random_ids(*ids, n_prompt, dw_model_get_config(m)->vocab_size, 12345);
+    return DW_OK;
+}
+
 /* Decode with the caller choosing tokens: prefill n_prompt, then n_gen steps, each step's logits
  * downloaded into `logits`. tok_bw (n_gen + 1 entries, or NULL): a bandwidth pass before the
  * first token and after each one, outside the timed part. */
@@ -99,12 +115,10 @@ static dw_status run_decode(dw_model *m, long n_prompt, long n_gen, float *logit
     const dw_model_config *c = dw_model_get_config(m);
     dw_backend *b = dw_model_backend(m);
     dw_session *s;
-    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 8), .max_batch = n_prompt < 512 ? (int)n_prompt : 512};
-    dw_status st = dw_session_create(m, &so, &s, err);
+    int32_t *ids;
+    dw_status st = bench_session(m, n_prompt, n_gen, n_prompt, &s, &ids, err);
     if (st) return st;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_prompt);
     double *dt = malloc(sizeof(double) * (size_t)n_gen);
-    random_ids(ids, n_prompt, c->vocab_size, 12345);
     if ((st = dw_session_prefill(s, ids, (int)n_prompt, logits, err))) goto out;
     if (tok_bw && (tok_bw[0] = probe_pass(probe, err)) < 0) goto fail_probe;
     dw_backend_stats st0, st1;
@@ -141,14 +155,11 @@ out:
 /* Decode with the tokens chosen on the device: prefill n_prompt - 1, two steps (a decode
  * recording is made on a session's second step), then n_gen timed steps. */
 static dw_status run_greedy(dw_model *m, long n_prompt, long n_gen, float *logits, decode_result *r, dw_error *err) {
-    const dw_model_config *c = dw_model_get_config(m);
     dw_backend *b = dw_model_backend(m);
     dw_session *s;
-    dw_session_options so = {.ctx = (int)(n_prompt + n_gen + 8), .max_batch = n_prompt < 512 ? (int)n_prompt : 512};
-    dw_status st = dw_session_create(m, &so, &s, err);
+    int32_t *ids; /* the prompt, 2 warm-up steps, n_gen */
+    dw_status st = bench_session(m, n_prompt, n_gen, n_prompt + n_gen + 2, &s, &ids, err);
     if (st) return st;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n_prompt + n_gen + 2));
-    random_ids(ids, n_prompt, c->vocab_size, 12345);
     if (!(st = dw_session_prefill(s, ids, (int)n_prompt - 1, logits, err)) &&
         !(st = dw_session_decode_greedy(s, ids[n_prompt - 1], 2, ids + n_prompt, err))) {
         dw_backend_stats st0, st1;
