@@ -3,6 +3,7 @@
  * src/core/quant_layout.h) keep their packed codes and get their (scale, bias) pairs interleaved
  * in the layout the kernels read (kernels.h: qmatrix). */
 #include "backend/cuda/cuda_context.h"
+#include "core/quant_layout.h"
 
 extern "C" {
 #include "driftwood/dtype.h"
@@ -64,13 +65,13 @@ dw_status dw__cuda_weight_load_quant(void *ctx, const dw_cweight *host, dw_cweig
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
     memset(out, 0, sizeof *out);
     const dw_dtype sdt = host->qsdtype;
-    if ((host->qbits != 4 && host->qbits != 8) || host->qgroup < 32 || host->cols % host->qgroup ||
+    if (!DW_QUANT_BITS_OK(host->qbits) || !DW_QUANT_GROUP_OK(host->qgroup) || host->cols % host->qgroup ||
         (sdt != DW_DTYPE_BF16 && sdt != DW_DTYPE_F16 && sdt != DW_DTYPE_F32))
         return dw_error_set(err, DW_ERR_UNSUPPORTED,
                             "backend 'cuda': quantized weights with %d bits, group size %d, scales in %s are not supported",
                             host->qbits, host->qgroup, dw_dtype_name(sdt));
     const size_t rows = (size_t)host->rows, groups = (size_t)(host->cols / host->qgroup);
-    const size_t code_bytes = rows * (size_t)host->cols * host->qbits / 8;
+    const size_t code_bytes = rows * DW_QUANT_ROW_BYTES(host->cols, host->qbits);
     const size_t ssize = dw_dtype_size(sdt), psize = sdt == DW_DTYPE_BF16 ? 2 : 4;
     const size_t pair_bytes = rows * groups * 2 * psize, sb_off = (code_bytes + 255) / 256 * 256;
     unsigned char *pairs = (unsigned char *)malloc(pair_bytes ? pair_bytes : 1);

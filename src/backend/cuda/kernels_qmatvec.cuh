@@ -11,6 +11,7 @@
 #ifndef DW_BACKEND_CUDA_KERNELS_QMATVEC_CUH
 #define DW_BACKEND_CUDA_KERNELS_QMATVEC_CUH
 
+#include "core/quant_layout.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_device.cuh"
 
@@ -98,7 +99,7 @@ __device__ __forceinline__ void qmatvec_tasks(const mv_args &a, float *smem, flo
     const int tid = threadIdx.x, lane = tid & 31;
     const int total = PAIR ? a.row_start[1] : a.row_start[a.count];
     const int tasks = (total + RPT - 1) / RPT;
-    const size_t row_bytes = (size_t)K * BITS / 8;
+    const size_t row_bytes = DW_QUANT_ROW_BYTES(K, BITS);
 
     const char *wp[S];
     const sb_raw *sp[S];

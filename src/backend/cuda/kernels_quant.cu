@@ -6,6 +6,7 @@
  * The decode matrix-vector code itself is in kernels_qmatvec.cuh. */
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/kernels_qmatvec.cuh"
+#include "core/quant_layout.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -58,15 +59,15 @@ __device__ __forceinline__ float2 group_sb(const qmatrix &m, size_t r, int g) {
 
 /* The values of code word wi of row r (32/BITS of them) as f32, into f. */
 template <int BITS> __device__ __forceinline__ void word_values(const qmatrix &m, size_t r, int wi, float *f) {
-    constexpr int PER = 32 / BITS;
+    constexpr int PER = DW_QUANT_CODES_PER_WORD(BITS);
     const uint32_t w = m.codes[r * (m.K / PER) + wi];
     const float2 p = group_sb(m, r, wi * PER / m.group);
 #pragma unroll
-    for (int t = 0; t < PER; t++) f[t] = fmaf(p.x, (float)((w >> (t * BITS)) & ((1u << BITS) - 1u)), p.y);
+    for (int t = 0; t < PER; t++) f[t] = fmaf(p.x, (float)((w >> (t * BITS)) & DW_QUANT_CODE_MASK(BITS)), p.y);
 }
 
 template <int BITS> __global__ void dequant_bf16_kernel(unsigned short *dst, const qmatrix m, int r0, int cnt) {
-    constexpr int PER = 32 / BITS;
+    constexpr int PER = DW_QUANT_CODES_PER_WORD(BITS);
     const int words = m.K / PER;
     const size_t total = (size_t)cnt * words;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -86,7 +87,7 @@ template <int BITS> __global__ void dequant_bf16_kernel(unsigned short *dst, con
 }
 
 template <int BITS> __global__ void embed_q_kernel(float *out, const qmatrix m, ids_chunk ids, const int *dslot) {
-    constexpr int PER = 32 / BITS;
+    constexpr int PER = DW_QUANT_CODES_PER_WORD(BITS);
     pdl_launch_dependents();
     const int i = blockIdx.x, words = m.K / PER;
     const size_t id = (size_t)(dslot ? dslot[0] : ids.v[i]);
@@ -106,7 +107,7 @@ cudaError_t launch_qmatvec(const mv_args &a, int n_sm, cudaStream_t stream) {
 }
 
 cudaError_t launch_dequant_bf16(void *dst, const qmatrix &m, int r0, int cnt, cudaStream_t stream) {
-    const size_t words = (size_t)cnt * (m.K * m.bits / 32);
+    const size_t words = (size_t)cnt * DW_QUANT_ROW_WORDS(m.K, m.bits);
     if (m.bits == 4) dequant_bf16_kernel<4><<<grid_for(words, 256), 256, 0, stream>>>((unsigned short *)dst, m, r0, cnt);
     else dequant_bf16_kernel<8><<<grid_for(words, 256), 256, 0, stream>>>((unsigned short *)dst, m, r0, cnt);
     return cudaGetLastError();
