@@ -16,7 +16,8 @@ extern "C" {
 typedef struct dw_backend dw_backend;
 
 /* Options read once when a backend opens; a zeroed struct (or NULL) means the defaults.
- * Environment variables give the defaults where named (docs/DESIGN.md lists them all). */
+ * Environment variables give the defaults where named (docs/DESIGN.md, "Options", lists every
+ * variable Driftwood reads). */
 typedef struct dw_backend_options {
     /* CPU: worker threads for the kernels; <= 0 = the process-wide pool (DW_THREADS, else one
      * per core). */
@@ -27,6 +28,9 @@ typedef struct dw_backend_options {
     /* CUDA: 1 runs decode steps directly instead of recording and replaying them as CUDA
      * graphs (DW_CUDA_GRAPH=0). */
     int no_graphs;
+    /* CUDA: 1 rounds prefill activations to bf16 once (one GEMM pass: faster, less accurate)
+     * instead of splitting them into bf16 hi + lo halves (DW_CUDA_PREFILL_BF16=1). */
+    int prefill_bf16;
 } dw_backend_options;
 
 /* Opens the backend "cpu" or "cuda" (NULL: "cpu"). Fails with DW_ERR_UNSUPPORTED when the CUDA

@@ -33,6 +33,10 @@ static dw_backend_options with_defaults(const dw_backend_options *opts) {
         const char *g = getenv("DW_CUDA_GRAPH");
         if (g && !strcmp(g, "0")) o.no_graphs = 1;
     }
+    if (!o.prefill_bf16) {
+        const char *p = getenv("DW_CUDA_PREFILL_BF16");
+        if (p && !strcmp(p, "1")) o.prefill_bf16 = 1;
+    }
     return o;
 }
 

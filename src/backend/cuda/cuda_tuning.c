@@ -1,9 +1,7 @@
-/* Fills the CUDA backend's tuning (cuda_tuning.h) when it opens: the defaults, the caller's
- * options, and the one option read from the environment here. */
+/* Fills the CUDA backend's tuning (cuda_tuning.h) when it opens: the defaults and the caller's
+ * options (whose environment defaults the registry, backend.c, has read). */
 #ifdef DW_HAVE_CUDA
 #include "backend/cuda/cuda_tuning.h"
-
-#include <stdlib.h>
 
 /* The defaults: each number the best of its measurements (docs/PERFORMANCE.md). */
 static const dw__cuda_tuning defaults = {
@@ -17,7 +15,6 @@ static const dw__cuda_tuning defaults = {
 void dw__cuda_tuning_init(dw__cuda_tuning *t, const dw_backend_options *opts) {
     *t = defaults;
     if (opts->no_graphs) t->graphs = 0;
-    const char *bf16 = getenv("DW_CUDA_PREFILL_BF16");
-    if (bf16 && *bf16 == '1') t->prefill_passes = 1;
+    if (opts->prefill_bf16) t->prefill_passes = 1;
 }
 #endif

@@ -18,7 +18,7 @@ typedef struct dw__cuda_tuning {
                          * (dw_backend_options.no_graphs, DW_CUDA_GRAPH=0: 0) */
     int prefill_passes; /* prefill GEMM activations: 2 = split hi + lo into two bf16 halves
                          * (f32-accurate, the GEMM's N doubled); 1 = rounded to bf16 once
-                         * (DW_CUDA_PREFILL_BF16=1) */
+                         * (dw_backend_options.prefill_bf16, DW_CUDA_PREFILL_BF16=1) */
     /* Measured numbers (their defaults in cuda_tuning.c; not settable). */
     int attn_short_keys;    /* decode lengths up to this many keys are short: attention runs one
                              * split (no partials, no combine) and one query head per block there,
@@ -28,9 +28,8 @@ typedef struct dw__cuda_tuning {
     int attn_blocks_per_sm; /* ...and its grid aims at this many blocks per SM (at most 64 splits) */
 } dw__cuda_tuning;
 
-/* Fills t from opts (never NULL: the registry fills the defaults) and, for the options opts does
- * not carry, the environment. The one place the CUDA backend reads its environment (besides
- * DW_CUBLAS_LIB, where to find cuBLAS: cublas_dl.cu). */
+/* Fills t from opts (never NULL: the registry has filled the environment's defaults). The CUDA
+ * backend reads one variable itself: DW_CUBLAS_LIB, where to find cuBLAS (cublas_dl.cu). */
 void dw__cuda_tuning_init(dw__cuda_tuning *t, const dw_backend_options *opts);
 
 #ifdef __cplusplus
