@@ -7,7 +7,8 @@
 # Both measure: prefill 512 (best of 3 after a warm-up), decode 16 + 256 with the host choosing
 # tokens from logits in a registered buffer, the same with tokens chosen on the device, and both
 # at 4096 in context (128 tokens). Runs alternate base/new DW_AB_ROUNDS times (default 2) per
-# model (1B bf16 and its 4-bit g64 copy, made here by this tree's mkmodel and quantize); the
+# model (1B bf16 and its 4-bit g64 copy, made here by this tree's mkmodel and quantize), and
+# `bench zerocopy --backend cuda` (the guest's GEMM) three times each; the
 # summary prints each run's numbers and new/base ratios of the medians. DW_AB_PREPARE_ONLY=1
 # builds the baseline and makes the models, and stops there (to overlap with other work).
 set -uo pipefail
@@ -35,6 +36,7 @@ B=build-base
             $(make -s BUILD=$B cuda-ldlibs)
 ) >"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline did not build"; exit 1; }
 BASE=.carry/base/$B/bin/bench-decode-cuda
+BASE_CLI=.carry/base/$B/bin/driftwood
 
 # ---- the models ----------------------------------------------------------------------------
 dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
@@ -45,6 +47,13 @@ m=/tmp/dw-bench-llama-3.2-1b
 [ "${DW_AB_PREPARE_ONLY:-0}" = 1 ] && { echo "gpu-ab: prepared"; exit 0; }
 
 # ---- alternating runs ----------------------------------------------------------------------------
+# the guest's GEMM through the backend: zero-copy on registered memory vs the copy path
+for r in $(seq 3); do
+    for side in base new; do
+        cli=$NEW; [ $side = base ] && cli=$BASE_CLI
+        echo "$side zerocopy $(timeout 90 "$cli" bench zerocopy --backend cuda --json 2>&1 | tail -1)" >>"$OUT/ab.jsonl"
+    done
+done
 for model in "$m" "$m-q4"; do
     for r in $(seq "${DW_AB_ROUNDS:-2}"); do
         echo "== base $model round $r" >>"$OUT/ab.txt"
@@ -69,7 +78,9 @@ for line in open(sys.argv[1]):
     except ValueError:
         print("unreadable run:", side, model, js.strip()[:200])
 # the same measure under each tool's name: (label, base key, new key)
-measures = [("greedy on device 16+256", "greedy_device_tok_s", "greedy_device_tok_s"),
+measures = [("zero-copy GEMM 128^3 (ms)", "gemm_ms", "gemm_ms"),
+            ("copy-path GEMM 128^3 (ms)", "copy_gemm_ms", "copy_gemm_ms"),
+            ("greedy on device 16+256", "greedy_device_tok_s", "greedy_device_tok_s"),
             ("per token 16+256", "decode_tok_s", "decode_tok_s"),
             ("greedy on device at 4096", "long_greedy_device_tok_s", "long_greedy_device_tok_s"),
             ("per token at 4096", "long_decode_tok_s", "long_decode_tok_s"),
