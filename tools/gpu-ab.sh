@@ -10,7 +10,8 @@
 # model (1B bf16 and its 4-bit g64 copy, made here by this tree's mkmodel and quantize), and
 # `bench zerocopy --backend cuda` (the guest's GEMM) three times each; the
 # summary prints each run's numbers and new/base ratios of the medians. DW_AB_PREPARE_ONLY=1
-# builds the baseline and makes the models, and stops there (to overlap with other work).
+# builds the baseline and makes the models, and stops there (to overlap with other work);
+# DW_AB_DECODE=0 runs the zero-copy A/B alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/build-gpu/out}"
@@ -41,8 +42,8 @@ BASE_CLI=.carry/base/$B/bin/driftwood
 # ---- the models ----------------------------------------------------------------------------
 dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
 m=/tmp/dw-bench-llama-3.2-1b
-[ -f "$m/config.json" ] || timeout 240 "$NEW" mkmodel --shape llama-3.2-1b --out "$m" --tokenizer-dir "$dw_tok" >>"$OUT/ab.txt" 2>&1
-[ -f "$m-q4/config.json" ] || timeout 300 "$NEW" quantize --model "$m" --bits 4 --out "$m-q4" >>"$OUT/ab.txt" 2>&1
+[ "${DW_AB_DECODE:-1}" = 0 ] || [ -f "$m/config.json" ] || timeout 240 "$NEW" mkmodel --shape llama-3.2-1b --out "$m" --tokenizer-dir "$dw_tok" >>"$OUT/ab.txt" 2>&1
+[ "${DW_AB_DECODE:-1}" = 0 ] || [ -f "$m-q4/config.json" ] || timeout 300 "$NEW" quantize --model "$m" --bits 4 --out "$m-q4" >>"$OUT/ab.txt" 2>&1
 
 [ "${DW_AB_PREPARE_ONLY:-0}" = 1 ] && { echo "gpu-ab: prepared"; exit 0; }
 
@@ -54,7 +55,8 @@ for r in $(seq 3); do
         echo "$side zerocopy $(timeout 90 "$cli" bench zerocopy --backend cuda --json 2>&1 | tail -1)" >>"$OUT/ab.jsonl"
     done
 done
-for model in "$m" "$m-q4"; do
+dw_models="$m $m-q4"; [ "${DW_AB_DECODE:-1}" = 0 ] && dw_models=""
+for model in $dw_models; do
     for r in $(seq "${DW_AB_ROUNDS:-2}"); do
         echo "== base $model round $r" >>"$OUT/ab.txt"
         timeout 200 "$BASE" --model "$model" --prompt 16 --gen 256 --long 4096 --prefill 512 >"$OUT/ab-run.txt" 2>&1

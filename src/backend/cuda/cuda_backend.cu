@@ -51,8 +51,7 @@ void dw__cuda_check_blas(dw__cuda_ctx *c, cublasStatus_t s, const char *what) {
     dw__cuda_record_error(c, DW_ERR_BACKEND, message);
 }
 
-/* Returns (and clears) the recorded error. */
-static dw_status take_error(dw__cuda_ctx *c, dw_error *err) {
+dw_status dw__cuda_take_error(dw__cuda_ctx *c, dw_error *err) {
     dw_status st = c->err_status;
     if (st) dw_error_set(err, st, "%s", c->err_message);
     c->err_status = DW_OK;
@@ -95,7 +94,7 @@ dw_status dw__cuda_synchronize(void *ctx, dw_error *err) {
     dw__cuda_locked l(c);
     dw__cuda_check(c, e, "cudaStreamSynchronize");
     dw__cuda_count_step_time(c);
-    return take_error(c, err);
+    return dw__cuda_take_error(c, err);
 }
 
 /* ---- the device as a whole ------------------------------------------------------------------- */

@@ -128,6 +128,8 @@ void dw__cuda_record_error(dw__cuda_ctx *c, dw_status st, const char *message);
  * (and the recording dropped) while recording or when cudaMalloc fails. */
 bool dw__cuda_grow(dw__cuda_ctx *c, void **buf, size_t *have, size_t bytes, const char *what);
 dw_status dw__cuda_synchronize(void *ctx, dw_error *err);
+/* Returns (and clears) the first error recorded since the last call (under the lock). */
+dw_status dw__cuda_take_error(dw__cuda_ctx *c, dw_error *err);
 /* The element type of a weight's dtype in the kernels, and of a quantized matrix's (scale, bias)
  * pairs on the device (bf16 stays bf16; f16 and f32 become f32). */
 int dw__cuda_wtype(dw_dtype d);

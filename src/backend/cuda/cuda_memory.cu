@@ -132,14 +132,16 @@ dw_status dw__cuda_memory_used(void *ctx, size_t *bytes_out, dw_error *err) {
     return DW_OK;
 }
 
-/* One copy between a device buffer and host memory, after the queued work, split where the host
- * side crosses from one registered range into the next (or into unregistered memory): cudaMemcpy
- * refuses a host range spanning two registrations (host_ranges.h). The copy engine reads or
- * writes a guest's pages directly. */
+/* One copy between a device buffer and host memory, queued on the stream after the work already
+ * there (held ops are launched first), then one wait; returns the copy's error or the first one
+ * the queued work recorded. Split where the host side crosses from one registered range into the
+ * next (or into unregistered memory): cudaMemcpy refuses a host range spanning two registrations
+ * (host_ranges.h). The copy engine reads or writes a guest's pages directly. */
 static dw_status copy(dw__cuda_ctx *c, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                       const char *what, dw_error *err) {
     dw__cuda_locked l(c);
     if (l.device_status) return dw__cuda_fail(err, l.device_status, "cudaSetDevice");
+    dw__cuda_flush(c);
     uintptr_t host = (uintptr_t)(kind == cudaMemcpyHostToDevice ? src : dst);
     for (size_t done = 0; done < bytes;) {
         int inside;
@@ -150,19 +152,19 @@ static dw_status copy(dw__cuda_ctx *c, void *dst, const void *src, size_t bytes,
     }
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) return dw__cuda_fail(err, e, what);
-    return DW_OK;
+    dw__cuda_count_step_time(c);
+    return dw__cuda_take_error(c, err);
 }
 
 dw_status dw__cuda_upload(void *ctx, void *dst, const void *host_src, size_t bytes, dw_error *err) {
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
-    dw_status st = dw__cuda_synchronize(ctx, err);
-    if (st || !bytes) return st;
+    if (!bytes) return dw__cuda_synchronize(ctx, err);
     return copy(c, dst, host_src, bytes, cudaMemcpyHostToDevice, "cudaMemcpy host to device", err);
 }
 
 /* Device -> host. When the host side lies in registered ranges (an actor's memory), a kernel on
- * the stream writes it directly after the queued work, and one wait covers both; otherwise:
- * wait, then the copy (split at registrations). */
+ * the stream writes it directly after the queued work, and one wait covers both; otherwise the
+ * copy engine, queued after that work (split at registrations). */
 dw_status dw__cuda_download(void *ctx, void *host_dst, const void *src, size_t bytes, dw_error *err) {
     dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
     double t0 = dw__now_s();
@@ -175,9 +177,9 @@ dw_status dw__cuda_download(void *ctx, void *host_dst, const void *src, size_t b
             dw__cuda_check(c, dwk::launch_copy(host_dst, src, bytes, c->stream), "download kernel");
         }
     }
-    dw_status st = dw__cuda_synchronize(ctx, err);
-    if (!direct && !st && bytes)
-        st = copy(c, host_dst, src, bytes, cudaMemcpyDeviceToHost, "cudaMemcpy device to host", err);
+    dw_status st = direct || !bytes
+                       ? dw__cuda_synchronize(ctx, err)
+                       : copy(c, host_dst, src, bytes, cudaMemcpyDeviceToHost, "cudaMemcpy device to host", err);
     dw__cuda_locked l(c);
     if (direct) c->stats.direct_downloads++;
     c->stats.download_s += dw__now_s() - t0;
