@@ -19,8 +19,8 @@ extern "C" {
 typedef struct dw_tokenizer dw_tokenizer;
 
 /* Loads path (a tokenizer.json). If a tokenizer_config.json lies in the same folder, its
- * bos_token and eos_token name the BOS/EOS tokens; otherwise well-known names are used
- * (<|begin_of_text|>, <s>, ...). Parts of the format we do not run give DW_ERR_UNSUPPORTED
+ * bos_token and eos_token name the BOS/EOS tokens, and null there means the tokenizer has none;
+ * otherwise well-known names are used (<|begin_of_text|>, <s>, ...). Parts of the format we do not run give DW_ERR_UNSUPPORTED
  * naming the file and the JSON key and value; malformed files give DW_ERR_FORMAT.
  * On failure *out is NULL. */
 dw_status dw_tokenizer_load(const char *path, dw_tokenizer **out /* OUT */, dw_error *err);
@@ -60,7 +60,11 @@ enum {
 /* Encodes len bytes of UTF-8 text (need not be NUL-terminated) into ids[0..cap). *n_out gets the
  * number of ids; if that is more than cap, the first cap ids are written and DW_ERR_LIMIT is
  * returned with *n_out the size needed. Invalid UTF-8 gives DW_ERR_INVALID_ARGUMENT naming the
- * byte offset. ids may be NULL when cap is 0 (to ask for the size). */
+ * byte offset. ids may be NULL when cap is 0 (to ask for the size).
+ * A limit of the tokenizer itself also gives DW_ERR_LIMIT, with *n_out 0 and a message naming
+ * the step: the pre-tokenizer's regex hitting PCRE2's match limit on this text, or a normalizer
+ * or pre-tokenizer step growing the text past its bound (8 times the text plus 4 KiB, see
+ * src/tokenizer/tokenizer_impl.h). So a caller grows its buffer only when *n_out > cap. */
 dw_status dw_tokenizer_encode(const dw_tokenizer *tok, const char *text, size_t len, int flags,
                               int32_t *ids /* OUT */, size_t cap, size_t *n_out /* OUT */,
                               dw_error *err);

@@ -193,7 +193,10 @@ static wasm_trap_t *host_tokenize(void *env, wasmtime_caller_t *caller, wasmtime
     size_t n_out = 0;
     dw_error err;
     dw_status st = dw_tokenizer_encode(m->tokenizer, text, (size_t)len, tf, cap ? ids : NULL, (size_t)cap, &n_out, &err);
-    if (st != DW_OK && st != DW_ERR_LIMIT) return FAIL(code_of(st), "dw.tokenize: %s", err.message);
+    /* DW_ERR_LIMIT with more ids than cap: the guest gets the count it needs; any other failure
+     * (the tokenizer's own limits included) is an error, never an empty result */
+    if (st != DW_OK && !(st == DW_ERR_LIMIT && n_out > (size_t)cap))
+        return FAIL(code_of(st), "dw.tokenize: %s", err.message);
     args[0].i32 = (int32_t)n_out;
     return NULL;
 }

@@ -123,7 +123,7 @@ DW_COMMAND(generate,
         st = dw_tokenizer_encode(tok, prompt, strlen(prompt), resume_kv ? 0 : DW_TOKENIZE_ADD_SPECIAL, ids, (size_t)n_ctx,
                                  &n_prompt, &err);
     }
-    if (st == DW_ERR_LIMIT || (st == DW_OK && n_prompt >= (size_t)room)) {
+    if ((st == DW_ERR_LIMIT && n_prompt > (size_t)n_ctx) || (st == DW_OK && n_prompt >= (size_t)room)) {
         dw_error_set(&err, DW_ERR_LIMIT, "the prompt (%zu tokens) does not fit the context of %d tokens (raise --ctx)",
                      n_prompt, n_ctx);
         goto fail;

@@ -14,7 +14,7 @@ static int encode_line(const dw_tokenizer *tok, const char *line, size_t len, in
     dw_error err;
     size_t n;
     dw_status st = dw_tokenizer_encode(tok, line, len, flags, *ids, *cap, &n, &err);
-    if (st == DW_ERR_LIMIT) {
+    if (st == DW_ERR_LIMIT && n > *cap) { /* the ids do not fit (other limits leave n at 0) */
         int32_t *bigger = realloc(*ids, sizeof(int32_t) * n);
         if (!bigger) return dw_cli_fail("out of memory");
         *ids = bigger, *cap = n;

@@ -82,23 +82,27 @@ dw_status dw__weights_open(const char *dir, dw__weight_files *wf, dw_error *err)
         wf->files = calloc(MAX_SHARDS, sizeof *wf->files);
         wf->file_names = calloc(MAX_SHARDS, sizeof *wf->file_names);
         if (!wf->files || !wf->file_names) {
+            dw_error_set(err, DW_ERR_NO_MEMORY, "%s: out of memory", wf->index_path);
             dw__weights_close(wf);
-            return dw_error_set(err, DW_ERR_NO_MEMORY, "%s: out of memory", wf->index_path);
+            return DW_ERR_NO_MEMORY;
         }
         const char *tensor;
         json_t *file;
         json_object_foreach(wf->weight_map, tensor, file) {
             const char *fname = json_is_string(file) ? json_string_value(file) : NULL;
+            /* the message is written before closing: closing frees the map (tensor) and clears wf */
             if (!fname || !*fname || strchr(fname, '/') || !strcmp(fname, "..")) {
+                dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' maps to an invalid file name", wf->index_path, tensor);
                 dw__weights_close(wf);
-                return dw_error_set(err, DW_ERR_FORMAT, "%s: tensor '%s' maps to an invalid file name", wf->index_path, tensor);
+                return DW_ERR_FORMAT;
             }
             int known = 0;
             for (int i = 0; i < wf->n_files && !known; i++) known = !strcmp(wf->file_names[i], fname);
             if (known) continue;
             if (wf->n_files == MAX_SHARDS) {
+                dw_error_set(err, DW_ERR_LIMIT, "%s: more than %d shards", wf->index_path, MAX_SHARDS);
                 dw__weights_close(wf);
-                return dw_error_set(err, DW_ERR_LIMIT, "%s: more than %d shards", wf->index_path, MAX_SHARDS);
+                return DW_ERR_LIMIT;
             }
             if ((st = open_one(wf, fname, err))) {
                 dw__weights_close(wf);

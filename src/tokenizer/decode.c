@@ -43,8 +43,11 @@ static int fallback_byte(const char *s, size_t len) {
 }
 
 /* The piece of one token text; first: as the first token of a text (Metaspace drops its
- * replacement characters there). */
-static int make_piece(const dw_tokenizer *tok, const char *s, size_t len, int first, dw__buf *out, dw__buf *tmp) {
+ * replacement characters there). Returns 0, -1 on OOM, or 1 when Replace step *bad would make
+ * the piece longer than the growth limit (DW__TOK_GROWTH_FACTOR times the text plus
+ * DW__TOK_PIECE_SLACK bytes). */
+static int make_piece(const dw_tokenizer *tok, const char *s, size_t len, int first, dw__buf *out, dw__buf *tmp,
+                      int *bad) {
     const dw__dec_plan *d = &tok->dec;
     if (dw__buf_reserve(out, len + 1)) return -1;
     if (d->kind == DW__DEC_BYTELEVEL) {
@@ -54,19 +57,12 @@ static int make_piece(const dw_tokenizer *tok, const char *s, size_t len, int fi
     memcpy(out->p, s, len);
     out->len = len;
     if (d->kind == DW__DEC_NONE) return 0;
+    size_t limit = len * DW__TOK_GROWTH_FACTOR + DW__TOK_PIECE_SLACK;
     for (int k = 0; k < d->n_replace; k++) {
-        const dw__norm_step *r = &d->replace[k];
-        tmp->len = 0;
-        for (size_t i = 0; i < out->len;) {
-            int hit = out->len - i >= r->alen && memcmp(out->p + i, r->a, r->alen) == 0;
-            if (dw__buf_reserve(tmp, tmp->len + (hit ? r->blen : 1))) return -1;
-            if (hit) {
-                memcpy(tmp->p + tmp->len, r->b, r->blen);
-                tmp->len += r->blen;
-                i += r->alen;
-            } else {
-                tmp->p[tmp->len++] = out->p[i++];
-            }
+        int rc = dw__tok_replace_all(&d->replace[k], out->p, out->len, limit, tmp);
+        if (rc) {
+            *bad = k;
+            return rc;
         }
         dw__buf swap = *out;
         *out = *tmp;
@@ -105,7 +101,19 @@ dw_status dw__tok_build_pieces(dw_tokenizer *tok, dw_error *err) {
             tok->piece_len[k] = tok->piece_len[id];
             continue;
         }
-        if (make_piece(tok, tok->text[id], tok->text_len[id], k >= n, &piece, &tmp)) goto oom;
+        int bad, rc = make_piece(tok, tok->text[id], tok->text_len[id], k >= n, &piece, &tmp, &bad);
+        if (rc > 0) {
+            free(arena.p);
+            free(piece.p);
+            free(tmp.p);
+            return dw__tok_fail(tok, err, DW_ERR_LIMIT,
+                                "%s (Replace) would grow token %zu's %u-byte text past %zu bytes, the limit for decoder "
+                                "steps (%d times the token plus %d bytes)",
+                                tok->dec.replace[bad].where, id, tok->text_len[id],
+                                (size_t)tok->text_len[id] * DW__TOK_GROWTH_FACTOR + DW__TOK_PIECE_SLACK,
+                                DW__TOK_GROWTH_FACTOR, DW__TOK_PIECE_SLACK);
+        }
+        if (rc) goto oom;
         if (dw__buf_reserve(&arena, arena.len + piece.len + 1)) goto oom;
         memcpy(arena.p + arena.len, piece.p, piece.len);
         tok->piece_off[k] = arena.len;

@@ -26,6 +26,7 @@ typedef struct enc {
     dw_error *err;
     dw__bpe_work *bpe;
     pcre2_match_data *md;
+    size_t pre_limit; /* the most bytes a pre-tokenizer step may write (dw__tok_growth_limit) */
     dw__buf norm, norm_tmp;
     dw__buf text[DW__TOK_MAX_STEPS]; /* a step's rewritten input (prefix added, spaces replaced) */
     dw__buf word[DW__TOK_MAX_STEPS]; /* a step's rewritten output piece (byte-level mapped) */
@@ -57,20 +58,37 @@ static int seg_push(enc *e, seg_list *l, size_t s, size_t en, int m) {
     return 0;
 }
 
+/* A pre-tokenizer step that would write more than e->pre_limit bytes fails (see
+ * dw__tok_growth_limit). */
+static int over_limit(enc *e, const dw__pre_step *p, const char *kind, size_t need) {
+    if (need <= e->pre_limit) return 0;
+    if (!e->st)
+        e->st = dw__tok_fail(e->tok, e->err, DW_ERR_LIMIT,
+                             "%s (%s) would grow the text past %zu bytes, the limit for tokenizer steps (%d times "
+                             "the text plus %d bytes)",
+                             p->where, kind, e->pre_limit, DW__TOK_GROWTH_FACTOR, DW__TOK_GROWTH_SLACK);
+    return 1;
+}
+
 /* The regex's matches in s[0..len), with the gaps between them, as HF's Pattern::find_matches.
- * Empty matches are skipped (none of the supported patterns has them). */
-static int find_matches(enc *e, pcre2_code *re, const char *s, size_t len, int invert, seg_list *out) {
+ * Empty matches are skipped (none of the supported patterns has them). A failed match (PCRE2's
+ * match, depth or heap limit on a pattern that backtracks too much) fails the encoding with
+ * DW_ERR_LIMIT naming the step: the text is never silently dropped. */
+static int find_matches(enc *e, const dw__pre_step *p, const char *s, size_t len, int invert, seg_list *out) {
     out->n = 0;
     size_t prev = 0, at = 0;
     while (at < len) {
-        int rc = pcre2_match(re, (PCRE2_SPTR)s, len, at, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        int rc = pcre2_match(p->re, (PCRE2_SPTR)s, len, at, PCRE2_NO_UTF_CHECK, e->md, NULL);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-            rc = pcre2_match(re, (PCRE2_SPTR)s, len, at, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md, NULL);
+            rc = pcre2_match(p->re, (PCRE2_SPTR)s, len, at, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            if (!e->st) e->st = dw__tok_fail(e->tok, e->err, DW_ERR_LIMIT, "pre-tokenizer regex failed: %s", (const char *)msg);
+            if (!e->st)
+                e->st = dw__tok_fail(e->tok, e->err, DW_ERR_LIMIT,
+                                     "the pre-tokenizer regex of %s failed on a %zu-byte piece of the text: %s (PCRE2)",
+                                     p->where, len, (const char *)msg);
             return -1;
         }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
@@ -130,6 +148,7 @@ static void pre_tokenize(enc *e, int k, const char *s, size_t len, int at_origin
 /* Maps each byte to its GPT-2 character and continues with the next step. */
 static void byte_level_map(enc *e, int k, const char *s, size_t len, int at_origin) {
     dw__buf *w = &e->word[k];
+    if (over_limit(e, &e->tok->pre[k], "ByteLevel", 2 * len)) return;
     if (dw__buf_reserve(w, 2 * len)) return oom(e);
     size_t o = 0;
     for (size_t i = 0; i < len; i++) o += (size_t)dw__utf8_encode(dw__bytelevel_char((uint8_t)s[i]), w->p + o);
@@ -139,7 +158,7 @@ static void byte_level_map(enc *e, int k, const char *s, size_t len, int at_orig
 static void split_step(enc *e, int k, const dw__pre_step *p, const char *s, size_t len, int at_origin,
                        int byte_level) {
     seg_list *l = &e->segs[k];
-    if (find_matches(e, p->re, s, len, byte_level ? 0 : p->invert, l)) return;
+    if (find_matches(e, p, s, len, byte_level ? 0 : p->invert, l)) return;
     apply_behavior(l, byte_level ? DW__SPLIT_ISOLATED : p->behavior);
     for (size_t i = 0; i < l->n && !e->st; i++) {
         seg g = l->v[i];
@@ -153,6 +172,7 @@ static void metaspace_step(enc *e, int k, const dw__pre_step *p, const char *s, 
     dw__buf *t = &e->text[k];
     size_t spaces = 0;
     for (size_t i = 0; i < len; i++) spaces += s[i] == ' ';
+    if (over_limit(e, p, "Metaspace", len + (spaces + 1) * p->repl_len)) return;
     if (dw__buf_reserve(t, len + (spaces + 1) * p->repl_len)) return oom(e);
     size_t o = 0;
     int starts = len >= p->repl_len && memcmp(s, p->repl, p->repl_len) == 0;
@@ -198,6 +218,7 @@ static void pre_tokenize(enc *e, int k, const char *s, size_t len, int at_origin
     case DW__PRE_BYTELEVEL:
         if (p->add_prefix_space && s[0] != ' ') {
             dw__buf *t = &e->text[k];
+            if (over_limit(e, p, "ByteLevel", len + 1)) return;
             if (dw__buf_reserve(t, len + 1)) return oom(e);
             t->p[0] = ' ';
             memcpy(t->p + 1, s, len);
@@ -259,8 +280,16 @@ static void split_added(enc *e, const dw__trie *trie, const char *text, size_t l
 }
 
 static void normalized_piece(enc *e, const char *s, size_t len, int at_origin) {
-    if (e->tok->n_norm == 0) return split_added(e, &e->tok->trie_norm, s, len, at_origin, 1);
-    if (dw__tok_normalize(e->tok, s, len, &e->norm, &e->norm_tmp)) return oom(e);
+    if (e->tok->n_norm == 0) {
+        e->pre_limit = dw__tok_growth_limit(len);
+        return split_added(e, &e->tok->trie_norm, s, len, at_origin, 1);
+    }
+    dw_status st = dw__tok_normalize(e->tok, s, len, &e->norm, &e->norm_tmp, e->err);
+    if (st) {
+        if (!e->st) e->st = st;
+        return;
+    }
+    e->pre_limit = dw__tok_growth_limit(e->norm.len);
     split_added(e, &e->tok->trie_norm, e->norm.p, e->norm.len, at_origin, 1);
 }
 
@@ -279,7 +308,12 @@ dw_status dw_tokenizer_encode(const dw_tokenizer *tok, const char *text, size_t 
         for (size_t i = 0; i < tok->post.n_before; i++) emit(&e, tok->post.before[i]);
     if (flags & DW_TOKENIZE_ADD_BOS) {
         int32_t bos = tok->special[DW_SPECIAL_BOS];
-        if (bos < 0) return dw__tok_fail(tok, err, DW_ERR_NOT_FOUND, "no BOS token to add");
+        if (bos < 0)
+            return dw__tok_fail(tok, err, DW_ERR_NOT_FOUND, "no BOS token to add: %s",
+                                tok->special_null[DW_SPECIAL_BOS]
+                                    ? "tokenizer_config.json sets bos_token to null (this model takes none)"
+                                    : "the tokenizer has no <|begin_of_text|> or <s> and no tokenizer_config.json "
+                                      "bos_token names one");
         if (!(e.n > 0 && tok->post.before[0] == bos)) emit(&e, bos);
     }
     e.bpe = dw__bpe_work_new();

@@ -213,8 +213,13 @@ static dw_status build_tries(dw_tokenizer *tok, dw_error *err) {
         if (!t->normalized) {
             rc = dw__trie_add(&tok->trie_raw, t->content, t->len, (int32_t)i);
         } else {
-            rc = dw__tok_normalize(tok, t->content, t->len, &buf, &tmp);
-            if (!rc) rc = dw__trie_add(&tok->trie_norm, buf.p, buf.len, (int32_t)i);
+            dw_status st = dw__tok_normalize(tok, t->content, t->len, &buf, &tmp, err);
+            if (st) {
+                free(buf.p);
+                free(tmp.p);
+                return st;
+            }
+            rc = dw__trie_add(&tok->trie_norm, buf.p, buf.len, (int32_t)i);
             /* HF decodes such a token from its normalized form */
             const char *norm = rc ? NULL : dw__tok_intern(tok, buf.p, buf.len);
             if (!norm) rc = -1;
@@ -280,9 +285,12 @@ static dw_status find_special_ids(dw_tokenizer *tok, dw_error *err) {
     return DW_OK;
 }
 
-/* The token named by a tokenizer_config.json member: a string or {"content": "..."}. */
-static int32_t config_token(const dw_tokenizer *tok, json_t *cfg, const char *key) {
+/* The token named by a tokenizer_config.json member: a string or {"content": "..."}; -1 if it
+ * names none (or no token of this tokenizer). *is_null is set when the member is null, which
+ * HF reads as "this tokenizer has no such token" (Qwen3's bos_token, for one). */
+static int32_t config_token(const dw_tokenizer *tok, json_t *cfg, const char *key, int *is_null) {
     json_t *v = json_object_get(cfg, key);
+    *is_null = v && json_is_null(v);
     if (json_is_object(v)) v = json_object_get(v, "content");
     if (!json_is_string(v)) return -1;
     return dw_tokenizer_token_id(tok, json_string_value(v));
@@ -300,10 +308,18 @@ static void find_specials(dw_tokenizer *tok, json_t *cfg) {
         tok->special[i] = dw_tokenizer_token_id(tok, names[i][0]);
         if (tok->special[i] < 0 && names[i][1]) tok->special[i] = dw_tokenizer_token_id(tok, names[i][1]);
     }
-    if (cfg) {
-        int32_t bos = config_token(tok, cfg, "bos_token"), eos = config_token(tok, cfg, "eos_token");
-        if (bos >= 0) tok->special[DW_SPECIAL_BOS] = bos;
-        if (eos >= 0) tok->special[DW_SPECIAL_EOS] = eos;
+    static const struct {
+        dw_special_token which;
+        const char *key;
+    } configured[] = {{DW_SPECIAL_BOS, "bos_token"}, {DW_SPECIAL_EOS, "eos_token"}};
+    for (size_t i = 0; cfg && i < sizeof configured / sizeof configured[0]; i++) {
+        int is_null;
+        int32_t id = config_token(tok, cfg, configured[i].key, &is_null);
+        if (id >= 0) tok->special[configured[i].which] = id;
+        if (is_null) { /* no such token: not the well-known name's, whatever the vocabulary holds */
+            tok->special[configured[i].which] = -1;
+            tok->special_null[configured[i].which] = 1;
+        }
     }
 }
 

@@ -87,48 +87,65 @@ int dw__tok_nfc(const char *s, size_t len, dw__buf *out) {
     return nfc_piece(s + piece, len - piece, out);
 }
 
-/* Replaces every (non-overlapping, leftmost first) occurrence of pat in s. */
-static int replace_all(const char *s, size_t len, const char *pat, size_t plen, const char *rep,
-                       size_t rlen, dw__buf *out) {
+int dw__tok_replace_all(const dw__norm_step *r, const char *s, size_t len, size_t limit, dw__buf *out) {
     out->len = 0;
+    if (dw__buf_reserve(out, 1)) return -1; /* a buffer even for an empty result */
     size_t i = 0;
     while (i < len) {
-        const char *hit = plen <= len - i ? memmem(s + i, len - i, pat, plen) : NULL;
+        const char *hit = r->alen <= len - i ? memmem(s + i, len - i, r->a, r->alen) : NULL;
         size_t upto = hit ? (size_t)(hit - s) : len;
-        size_t need = out->len + (upto - i) + (hit ? rlen : 0);
+        size_t need = out->len + (upto - i) + (hit ? r->blen : 0);
+        if (need > limit) return 1;
         if (dw__buf_reserve(out, need)) return -1;
         memcpy(out->p + out->len, s + i, upto - i);
         out->len += upto - i;
         if (!hit) break;
-        memcpy(out->p + out->len, rep, rlen);
-        out->len += rlen;
-        i = upto + plen;
+        memcpy(out->p + out->len, r->b, r->blen);
+        out->len += r->blen;
+        i = upto + r->alen;
     }
     return 0;
 }
 
-int dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp) {
-    if (dw__buf_reserve(out, len + 1)) return -1;
+static dw_status too_long(const dw_tokenizer *tok, const dw__norm_step *n, const char *kind, size_t len, size_t limit,
+                          dw_error *err) {
+    return dw__tok_fail(tok, err, DW_ERR_LIMIT,
+                        "%s (%s) would grow a %zu-byte text past %zu bytes, the limit for tokenizer steps (%d times "
+                        "the text plus %d bytes)",
+                        n->where, kind, len, limit, DW__TOK_GROWTH_FACTOR, DW__TOK_GROWTH_SLACK);
+}
+
+/* NFC makes a text at most three times as long (Unicode's bound for UTF-8), so only Prepend and
+ * Replace are held to the growth limit. */
+dw_status dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp,
+                            dw_error *err) {
+    size_t limit = dw__tok_growth_limit(len);
+    if (dw__buf_reserve(out, len + 1)) goto oom;
     memmove(out->p, s, len);
     out->len = len;
     for (int k = 0; k < tok->n_norm; k++) {
         const dw__norm_step *n = &tok->norm[k];
         if (n->kind == DW__NORM_PREPEND) {
             if (out->len == 0) continue; /* HF prepends only to non-empty text */
-            if (dw__buf_reserve(out, out->len + n->alen)) return -1;
+            if (out->len + n->alen > limit) return too_long(tok, n, "Prepend", len, limit, err);
+            if (dw__buf_reserve(out, out->len + n->alen)) goto oom;
             memmove(out->p + n->alen, out->p, out->len);
             memcpy(out->p, n->a, n->alen);
             out->len += n->alen;
         } else {
             if (n->kind == DW__NORM_NFC) {
-                if (dw__tok_nfc(out->p, out->len, tmp)) return -1;
-            } else if (replace_all(out->p, out->len, n->a, n->alen, n->b, n->blen, tmp)) {
-                return -1;
+                if (dw__tok_nfc(out->p, out->len, tmp)) goto oom;
+            } else {
+                int rc = dw__tok_replace_all(n, out->p, out->len, limit, tmp);
+                if (rc > 0) return too_long(tok, n, "Replace", len, limit, err);
+                if (rc) goto oom;
             }
             dw__buf swap = *out;
             *out = *tmp;
             *tmp = swap;
         }
     }
-    return 0;
+    return DW_OK;
+oom:
+    return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory while normalizing");
 }

@@ -127,6 +127,7 @@ static dw_status read_norm_step(dw_tokenizer *tok, json_t *j, const char *where,
         return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s.type \"%.40s\" is not supported", where, type);
     }
     if (!n->a || (n->kind == DW__NORM_REPLACE && !n->b)) return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory");
+    snprintf(n->where, sizeof n->where, "%s", where);
     tok->n_norm++;
     return DW_OK;
 }
@@ -234,7 +235,8 @@ static dw_status compile(dw_tokenizer *tok, const char *pattern, size_t len, int
                          const char *where, pcre2_code **out, dw_error *err) {
     int ec;
     PCRE2_SIZE eo;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    /* PCRE2 refuses PCRE2_UCP beside PCRE2_LITERAL (a literal has no classes for it to change) */
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     char *rewritten = NULL;
     if (!literal) {
         int bad;
@@ -268,6 +270,7 @@ static dw_status read_pre_step(dw_tokenizer *tok, json_t *j, const char *where, 
         return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s: more than %d pre-tokenizer steps", where, DW__TOK_MAX_STEPS);
     dw__pre_step *p = &tok->pre[tok->n_pre];
     memset(p, 0, sizeof *p);
+    snprintf(p->where, sizeof p->where, "%s", where);
     if (strcmp(type, "Split") == 0) {
         static const char *const behaviors[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
         const char *pat, *beh;
@@ -348,6 +351,7 @@ static dw_status read_dec_step(dw_tokenizer *tok, json_t *j, const char *where, 
         *r = (dw__norm_step){.kind = DW__NORM_REPLACE, .a = dw__tok_intern(tok, a, alen), .alen = (uint32_t)alen,
                              .b = dw__tok_intern(tok, b, blen), .blen = (uint32_t)blen};
         if (!r->a || !r->b) return dw__tok_fail(tok, err, DW_ERR_NO_MEMORY, "out of memory");
+        snprintf(r->where, sizeof r->where, "%s", where);
     } else if (strcmp(type, "Metaspace") == 0) {
         dw__prepend_scheme scheme;
         if (d->metaspace) return dw__tok_fail(tok, err, DW_ERR_UNSUPPORTED, "%s: a second Metaspace decoder is not supported", where);

@@ -36,6 +36,27 @@ static inline int dw__buf_reserve(dw__buf *b, size_t n) {
 #define DW__TOK_MAX_STEPS     8          /* normalizer / pre-tokenizer / decoder steps */
 #define DW__TOK_FILE_MAX      ((size_t)512 << 20)
 
+/* How far the steps that rewrite a text may grow it (issue 21: eight chained Replace steps, each
+ * "a" -> 1,000 x "a", made a 16-byte prompt take 6 GB). A normalizer step or a rewriting
+ * pre-tokenizer step (ByteLevel, Metaspace) may make the text it was given at most
+ * DW__TOK_GROWTH_FACTOR times as long plus DW__TOK_GROWTH_SLACK bytes, and never longer than
+ * DW__TOK_GROWTH_CAP (or the text itself, when that is longer); a decoder may make a token's text
+ * at most DW__TOK_GROWTH_FACTOR times as long plus DW__TOK_PIECE_SLACK bytes. Each step checks
+ * this before it allocates, and one that would pass it fails with DW_ERR_LIMIT naming the step
+ * (for the decoder at load, when the pieces are built). The tokenizers we run stay far below:
+ * Llama 2's Prepend + Replace(" " -> "\u2581") at most triple a text, ByteLevel doubles it. */
+#define DW__TOK_GROWTH_FACTOR 8
+#define DW__TOK_GROWTH_SLACK  4096
+#define DW__TOK_GROWTH_CAP    ((size_t)256 << 20)
+#define DW__TOK_PIECE_SLACK   16
+
+/* The most bytes a normalizer or pre-tokenizer step may turn a len-byte text into. */
+static inline size_t dw__tok_growth_limit(size_t len) {
+    size_t grown = len <= DW__TOK_GROWTH_CAP ? len * DW__TOK_GROWTH_FACTOR + DW__TOK_GROWTH_SLACK : len;
+    size_t cap = len > DW__TOK_GROWTH_CAP ? len : DW__TOK_GROWTH_CAP;
+    return grown < cap ? grown : cap;
+}
+
 /* ---- string -> id hash map (open addressing; keys live in the tokenizer's arena) -------- */
 typedef struct dw__tok_entry {
     const char *key;
@@ -104,6 +125,7 @@ typedef enum { DW__NORM_PREPEND, DW__NORM_REPLACE, DW__NORM_NFC } dw__norm_kind;
 
 typedef struct dw__norm_step {
     dw__norm_kind kind;
+    char where[64];               /* its place in tokenizer.json, for messages */
     const char *a; uint32_t alen; /* PREPEND: text; REPLACE: pattern */
     const char *b; uint32_t blen; /* REPLACE: replacement */
 } dw__norm_step;
@@ -119,6 +141,7 @@ typedef enum { DW__PREPEND_ALWAYS, DW__PREPEND_FIRST, DW__PREPEND_NEVER } dw__pr
 
 typedef struct dw__pre_step {
     dw__pre_kind kind;
+    char where[64];            /* its place in tokenizer.json, for messages */
     pcre2_code *re;            /* SPLIT, or BYTELEVEL with use_regex (GPT-2 pattern) */
     dw__split_behavior behavior;
     int invert;
@@ -194,6 +217,7 @@ struct dw_tokenizer {
     dw__trie trie_norm;       /* normalized == true, matched on normalized text */
     uint8_t *is_special;      /* (vocab_size) */
     int32_t special[DW_SPECIAL_COUNT];
+    uint8_t special_null[DW_SPECIAL_COUNT]; /* tokenizer_config.json sets it to null: none */
 
     /* pipeline */
     int n_norm;
@@ -234,8 +258,14 @@ int dw__trie_find(const dw__trie *t, const char *text, size_t len, size_t from, 
                   size_t *end, int32_t *token_index);
 
 /* normalize.c: applies the normalizer to the valid UTF-8 s[0..len): the result is in
- * out->p[0..out->len); tmp is scratch. 0 on success, -1 on OOM. */
-int dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp);
+ * out->p[0..out->len); tmp is scratch. DW_ERR_NO_MEMORY, or DW_ERR_LIMIT naming the step that
+ * would grow the text past dw__tok_growth_limit(len). */
+dw_status dw__tok_normalize(const dw_tokenizer *tok, const char *s, size_t len, dw__buf *out, dw__buf *tmp,
+                            dw_error *err);
+/* normalize.c: out = s[0..len) with every occurrence (non-overlapping, leftmost first) of the
+ * Replace step's pattern replaced by its content. 0 on success, -1 on OOM, 1 when the result
+ * would be longer than limit bytes (out is then incomplete). */
+int dw__tok_replace_all(const dw__norm_step *r, const char *s, size_t len, size_t limit, dw__buf *out);
 /* Unicode NFC of the valid UTF-8 s[0..len) as HF's NFC normalizer gives it, into
  * out->p[0..out->len). 0 on success, -1 on OOM. */
 int dw__tok_nfc(const char *s, size_t len, dw__buf *out);

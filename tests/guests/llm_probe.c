@@ -38,6 +38,14 @@ EXPORT(prefill_n) int32_t prefill_n(int32_t s, int32_t n) {
 EXPORT(tokenize_bad_pointer) int32_t tokenize_bad_pointer(void) {
     return dw_tokenize(open_model(), (const char *)(uintptr_t)0xFFFFFF00u, 1000, 0, ids, 10);
 }
+/* Tokenizes n x "a" then "b" with the model "hostile"; returns the host's result. */
+EXPORT(tokenize_a_run) int32_t tokenize_a_run(int32_t n) {
+    static char text[4096];
+    if (n < 0 || n >= (int32_t)sizeof text) return -100;
+    memset(text, 'a', (size_t)n);
+    text[n] = 'b';
+    return dw_tokenize(dw_model_open("hostile", 7), text, n + 1, 0, ids, 4096);
+}
 /* Greedy generation of n tokens after a fixed prompt; returns a hash of the token ids. */
 EXPORT(greedy_hash) int32_t greedy_hash(int32_t n, int32_t first_token) {
     int32_t m = open_model(), s = dw_session_create(m, 256);

@@ -313,3 +313,24 @@ def test_llama3_tokenizer_is_the_pinned_file_and_names_its_specials(tool):
     assert int(info["bos"]) == ref.token_to_id("<|begin_of_text|>")  # tokenizer_config.json bos_token
     assert int(info["eos"]) == ref.token_to_id("<|end_of_text|>")
     assert int(info["eot"]) == ref.token_to_id("<|eot_id|>")
+
+
+@pytest.mark.parametrize("behavior", ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"])
+def test_split_on_a_string_pattern_matches_hf(tool, tmp_path, behavior):
+    """Gemma 3's pre-tokenizer is a Split on {"String": " "}: the pattern is literal text, regex
+    metacharacters included (issue 21: it did not load)."""
+    t = json.load(open(path_of("bytelevel_bpe"), encoding="utf-8"))
+    split = {"type": "Split", "pattern": {"String": "e.*"}, "behavior": behavior, "invert": False}
+    t["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, t["pre_tokenizer"]]}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(t), encoding="utf-8")
+    texts = corpus() + ["e.*", "the e.* and e.*e.*", "e.e*ee.**", "literal e.* at the end e.*"]
+    p = subprocess.run([tool, str(path), "--json"], input="".join(json.dumps(x) + "\n" for x in texts).encode(),
+                       capture_output=True)
+    assert p.returncode == 0, p.stderr.decode()
+    ours = [ids_of(l) for l in p.stdout.decode().split("\n")[:-1]]
+    ref = Tokenizer.from_file(str(path))
+    ref.encode_special_tokens = True
+    theirs = [ref.encode(x, add_special_tokens=False).ids for x in texts]
+    n_bad, detail = first_mismatches(texts, ours, theirs)
+    assert n_bad == 0, f"{n_bad}/{len(texts)} lines differ from HF:\n{detail}"

@@ -71,7 +71,7 @@ static int encode_line(const dw_tokenizer *tok, const char *s, size_t len, int f
     size_t cap = len + 16, n;
     int32_t *ids = malloc(cap * sizeof *ids);
     dw_status st = dw_tokenizer_encode(tok, s, len, flags, ids, cap, &n, &err);
-    if (st == DW_ERR_LIMIT) {
+    if (st == DW_ERR_LIMIT && n > cap) {
         ids = realloc(ids, n * sizeof *ids);
         cap = n;
         st = dw_tokenizer_encode(tok, s, len, flags, ids, cap, &n, &err);

@@ -1,7 +1,10 @@
 /* Actors driving inference through the dw host API: handle isolation, bad pointers and
  * handles, small buffers, context overflow, and two actors sharing one model. The model is
  * $DW_TEST_MODEL, else the shipped models/driftwood-tiny. */
+#include <dirent.h>
+#include <jansson.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,5 +233,56 @@ TEST(llm_host_sampler_is_greedy_at_zero_and_reproducible_from_guest_state) {
     CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
     CHECK_OK(call(a, "host_sampler_behaves", 1, s, 0, &r, &err));
     CHECK_MSG(r == 1, "host_sampler_behaves returned %d", r);
+    teardown(&f);
+}
+
+/* A copy of the test model (links to its files) whose tokenizer.json first splits on the regex
+ * (a+)+$, which hits PCRE2's match limit on 40 x "a" then "b". Returns 0 on success. */
+static int write_hostile_model(const char *dir) {
+    const char *model = dw_test_model_dir();
+    char from[1024], to[1024];
+    if (mkdir(dir, 0755)) return -1;
+    DIR *d = opendir(model);
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "tokenizer.json")) continue;
+        snprintf(from, sizeof from, "%s/%s", model, e->d_name);
+        char *real = realpath(from, NULL);
+        snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+        int rc = real ? symlink(real, to) : -1;
+        free(real);
+        if (rc) return closedir(d), -1;
+    }
+    closedir(d);
+    snprintf(from, sizeof from, "%s/tokenizer.json", model);
+    json_t *tok = json_load_file(from, 0, NULL);
+    if (!tok) return -1;
+    json_t *split = json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern", "Regex", "(a+)+$", "behavior",
+                              "Isolated", "invert", 0);
+    json_t *pre = json_object_get(tok, "pre_tokenizer"), *steps = json_object_get(pre, "pretokenizers");
+    if (json_is_array(steps)) json_array_insert_new(steps, 0, split);
+    else json_object_set_new(tok, "pre_tokenizer", json_pack("{s:s, s:[o, O]}", "type", "Sequence", "pretokenizers", split, pre));
+    snprintf(to, sizeof to, "%s/tokenizer.json", dir);
+    int rc = json_dump_file(tok, to, 0);
+    json_decref(tok);
+    return rc;
+}
+
+/* dw.tokenize hands a tokenizer failure to the guest as an error, never as an empty result
+ * (issue 21: the chat actor dropped the user's text). */
+TEST(llm_tokenize_failure_is_an_error_for_the_guest) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/hostile_model", dw_test_tmp_dir());
+    CHECK(write_hostile_model(dir) == 0);
+    CHECK_OK(dw_runtime_register_model(f.rt, "hostile", dir, &err));
+    int32_t r;
+    CHECK_OK(call(f.actor, "tokenize_a_run", 1, 3, 0, &r, &err));
+    CHECK_MSG(r > 0, "tokenize_a_run(3) returned %d", r); /* "aaab" tokenizes */
+    CHECK_OK(call(f.actor, "tokenize_a_run", 1, 40, 0, &r, &err));
+    CHECK_MSG(r == DW_E_LIMIT, "tokenize_a_run(40) returned %d", r);
     teardown(&f);
 }

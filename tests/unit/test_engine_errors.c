@@ -242,3 +242,53 @@ TEST(engine_refuses_prompts_longer_than_the_context_and_bad_ids) {
     dw_model_free(m);
     dw_backend_close(be);
 }
+
+/* Writes text to dir/file. */
+static void write_file(const char *dir, const char *file, const char *text) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *f = fopen(path, "wb");
+    if (f) fputs(text, f), fclose(f);
+}
+
+/* The message is written before the index is freed (issue 21: it named freed memory). */
+TEST(engine_names_the_index_and_tensor_for_a_bad_shard_file_name) {
+    static const char *const bad_maps[] = {"{\"weight_map\": {\"model.norm.weight\": \"../model.safetensors\"}}",
+                                           "{\"weight_map\": {\"model.norm.weight\": 7}}"};
+    for (int i = 0; i < 2; i++) {
+        dw_error err = {0};
+        char dir[512], index[600];
+        tmodel_spec spec = tmodel_default();
+        fresh_model(dir, sizeof dir, &spec, 2);
+        write_file(dir, "model.safetensors.index.json", bad_maps[i]);
+        snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+        CHECK(try_load(dir, &err) == DW_ERR_FORMAT);
+        CHECK_MSG(strncmp(err.message, index, strlen(index)) == 0 && strstr(err.message, "'model.norm.weight'") &&
+                      strstr(err.message, "invalid file name"),
+                  "%s", err.message);
+    }
+}
+
+/* 1,025 shard names, each a link to one real shard. */
+TEST(engine_names_the_index_when_it_lists_too_many_shards) {
+    dw_error err = {0};
+    char dir[512], index[600], link[600];
+    tmodel_spec spec = tmodel_default();
+    fresh_model(dir, sizeof dir, &spec, 1);
+    size_t cap = 64 * 1025 + 64, len = 0;
+    char *map = malloc(cap);
+    CHECK(map);
+    len += (size_t)snprintf(map + len, cap - len, "{\"weight_map\": {");
+    for (int i = 0; i < 1025; i++) {
+        snprintf(link, sizeof link, "%s/s%d.safetensors", dir, i);
+        CHECK(symlink("model.safetensors", link) == 0);
+        len += (size_t)snprintf(map + len, cap - len, "%s\"t%d\": \"s%d.safetensors\"", i ? ", " : "", i, i);
+    }
+    snprintf(map + len, cap - len, "}}");
+    write_file(dir, "model.safetensors.index.json", map);
+    free(map);
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", dir);
+    CHECK(try_load(dir, &err) == DW_ERR_LIMIT);
+    CHECK_MSG(strncmp(err.message, index, strlen(index)) == 0 && strstr(err.message, "more than 1024 shards"), "%s",
+              err.message);
+}
