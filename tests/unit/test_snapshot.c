@@ -51,8 +51,8 @@ static uint32_t rnd(uint32_t n) {
 /* Generates n tokens from the session's logits with sampler s (decoding each), into out. */
 static dw_status run(dw_session *sess, dw_sampler *s, float *logits, int n, int32_t *out, dw_error *err) {
     for (int i = 0; i < n; i++) {
-        out[i] = dw_sampler_sample(s, logits, dw_session_tokens(sess), dw_session_n_tokens(sess));
-        dw_status st = dw_session_decode(sess, out[i], logits, err);
+        dw_status st = dw_sampler_sample(s, logits, dw_session_tokens(sess), dw_session_n_tokens(sess), &out[i], err);
+        if (!st) st = dw_session_decode(sess, out[i], logits, err);
         if (st) return st;
     }
     return DW_OK;
