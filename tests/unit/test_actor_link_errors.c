@@ -1,6 +1,6 @@
-/* Guest modules that do not fit the host get messages that name the cause: an export with
- * more parameters than can be passed, and a memory import under a name the host defines as
- * something else. Modules are written in WAT here. */
+/* Linking guest modules to the host: an export with more parameters than can be passed and a
+ * memory import under a name the host defines as something else get messages that name the
+ * cause; a memory imported twice under one name is one memory. Modules are written in WAT. */
 #include <stdio.h>
 #include <string.h>
 #include <wasmtime.h>
@@ -70,4 +70,24 @@ TEST(actor_memory_import_named_like_a_host_function_is_refused_naming_the_kind) 
     CHECK_MSG(st == DW_ERR_UNSUPPORTED && strstr(err.message, "`dw::gemm`") && strstr(err.message, "is a function") &&
                   strstr(err.message, "imports it as a memory"),
               "%s", err.message);
+}
+
+TEST(actor_memory_imported_twice_under_one_name_is_one_memory) {
+    dw_error err;
+    dw_runtime *rt;
+    dw_module *m;
+    CHECK_OK(load_wat("(module (import \"env\" \"memory\" (memory $a 1)) (import \"env\" \"memory\" (memory $b 1))"
+                      " (func (export \"through_b\") (param i32) (result i32)"
+                      "  (i32.store $a (i32.const 64) (local.get 0)) (i32.load $b (i32.const 64))))",
+                      "memory-twice.wat", &rt, &m, &err));
+    dw_actor *a = NULL;
+    dw_status st = dw_actor_create(rt, m, NULL, &a, &err);
+    dw_value in = {.kind = DW_I32, .of.i32 = 1234567}, out = {0};
+    size_t nres = 0;
+    if (st == DW_OK) st = dw_actor_invoke(a, "through_b", &in, 1, &out, 1, &nres, &err);
+    dw_actor_free(a);
+    dw_module_free(m);
+    dw_runtime_free(rt);
+    CHECK_MSG(st == DW_OK, "%s", err.message);
+    CHECK(nres == 1 && out.of.i32 == 1234567); /* written through one import, read through the other */
 }
