@@ -37,9 +37,15 @@ dw_status dw_sampler_create(const dw_sampler_params *params, int n_vocab, dw_sam
                             dw_error *err);
 void dw_sampler_free(dw_sampler *s);
 
-/* Picks the next token from logits[n_vocab] (not modified). history (n_history ids, may be NULL)
- * feeds the repetition penalty. Advances the generator only when temperature > 0. */
-int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *history, int n_history);
+/* Picks the next token from logits[n_vocab] (not modified) into *out. history (n_history ids,
+ * may be NULL) feeds the repetition penalty. Advances the generator only when temperature > 0.
+ * Non-finite logits, the same on every path: NaN is never chosen (it counts as -inf); +inf beats
+ * every finite logit (greedy takes the first +inf, as it takes the first of any tie; sampling
+ * draws among the +inf tokens with equal probability, the limit of the softmax). When no logit
+ * is above -inf (all NaN or -inf) nothing can be chosen: DW_ERR_INVALID_ARGUMENT, and *out is
+ * unspecified. */
+dw_status dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *history, int n_history,
+                            int32_t *out /* OUT */, dw_error *err);
 
 const dw_sampler_params *dw_sampler_get_params(const dw_sampler *s);
 
@@ -55,6 +61,8 @@ const dw_sampler_params *dw_sampler_get_params(const dw_sampler *s);
 void dw_sampler_save(const dw_sampler *s, uint8_t out[DW_SAMPLER_STATE_SIZE]);
 /* Restores settings and generator; a record with the wrong magic or bad settings is refused. */
 dw_status dw_sampler_load(dw_sampler *s, const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err);
+/* The checks of dw_sampler_load without a sampler: whether the record would load. */
+dw_status dw_sampler_state_check(const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err);
 
 #ifdef __cplusplus
 }

@@ -325,7 +325,9 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
     memcpy(record, ctx->sampler_fresh, sizeof record);
     if (memcmp(state, zero, sizeof zero)) memcpy(record + 40, state + 40, DW_SAMPLER_STATE_SIZE - 40);
     if (dw_sampler_load(ctx->sampler, record, &err) != DW_OK) return FAIL(DW_E_INVALID, "dw.sample: state: %s", err.message);
-    int32_t token = dw_sampler_sample(ctx->sampler, logits, hist, n_hist);
+    int32_t token;
+    if (dw_sampler_sample(ctx->sampler, logits, hist, n_hist, &token, &err) != DW_OK)
+        return FAIL(DW_E_INVALID, "dw.sample: %s", err.message);
     dw_sampler_save(ctx->sampler, record);
     memcpy(state, record, sizeof record);
     args[0].i32 = token;

@@ -83,6 +83,17 @@ static size_t memory_module(uint64_t min, int64_t max, uint8_t *out) {
     return k;
 }
 
+static const char *extern_kind_name(wasmtime_extern_kind_t kind) {
+    switch (kind) {
+    case WASMTIME_EXTERN_FUNC: return "a function";
+    case WASMTIME_EXTERN_GLOBAL: return "a global";
+    case WASMTIME_EXTERN_TABLE: return "a table";
+    case WASMTIME_EXTERN_MEMORY: return "a memory";
+    case WASMTIME_EXTERN_SHAREDMEMORY: return "a shared memory";
+    }
+    return "something else";
+}
+
 static dw_status define_imported_memory(dw_actor *a, dw_error *err) {
     wasm_importtype_vec_t imports;
     wasmtime_module_imports(a->module->module, &imports);
@@ -95,6 +106,15 @@ static dw_status define_imported_memory(dw_actor *a, dw_error *err) {
         const wasm_name_t *name = wasm_importtype_name(imports.data[i]);
         if (wasmtime_memorytype_is64(mt) || wasmtime_memorytype_isshared(mt)) {
             st = dw_error_set(err, DW_ERR_UNSUPPORTED, "%s: imports a 64-bit or shared memory", a->module->name);
+            break;
+        }
+        wasmtime_extern_t host; /* a name the host defines already (dw::gemm, a WASI function) */
+        if (wasmtime_linker_get(a->linker, a->context, mod->data, mod->size, name->data, name->size, &host)) {
+            wasmtime_extern_kind_t kind = host.kind;
+            wasmtime_extern_delete(&host);
+            if (kind == WASMTIME_EXTERN_MEMORY) continue; /* imported again: the same memory */
+            st = dw_error_set(err, DW_ERR_UNSUPPORTED, "%s: `%.*s::%.*s` is %s, the module imports it as a memory",
+                              a->module->name, (int)mod->size, mod->data, (int)name->size, name->data, extern_kind_name(kind));
             break;
         }
         uint64_t max;
@@ -296,9 +316,11 @@ dw_status dw_actor_parse_args(dw_actor *a, const char *name, int argc, const cha
     wasm_functype_t *ty = wasmtime_func_type(a->context, &f);
     const wasm_valtype_vec_t *params = wasm_functype_params(ty);
     st = DW_OK;
-    if (params->size != (size_t)argc || params->size > cap) {
+    if (params->size > cap)
+        st = dw_error_set(err, DW_ERR_LIMIT, "'%s' has %zu parameters; functions with more than %zu cannot be called",
+                          name, params->size, cap);
+    else if (params->size != (size_t)argc)
         st = dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "'%s' takes %zu arguments, %d given", name, params->size, argc);
-    }
     for (size_t i = 0; st == DW_OK && i < params->size; i++) {
         dw_value_kind k;
         char *end;
@@ -336,8 +358,12 @@ dw_status dw_actor_invoke(dw_actor *a, const char *name, const dw_value *args, s
     wasm_functype_delete(ty);
     if (npar != nargs)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "'%s' takes %zu arguments, %zu given", name, npar, nargs);
-    if (nres > results_cap || nres > 16 || nargs > 16)
-        return dw_error_set(err, DW_ERR_LIMIT, "'%s' has too many parameters or results", name);
+    if (nres > 16 || nargs > 16)
+        return dw_error_set(err, DW_ERR_LIMIT,
+                            "'%s' has %zu parameters and %zu results; functions with more than 16 of either cannot be called",
+                            name, nargs, nres);
+    if (nres > results_cap)
+        return dw_error_set(err, DW_ERR_LIMIT, "'%s' returns %zu results, room was given for %zu", name, nres, results_cap);
     wasmtime_val_t in[16], outv[16];
     for (size_t i = 0; i < nargs; i++) {
         switch (args[i].kind) {

@@ -117,7 +117,8 @@ DW_COMMAND_NAMED(bench_actor, "bench actor", "bench actor [--model DIR] [--backe
             } else if (which == 1) {
                 double in_decode = 0;
                 for (long i = 0; i < gen; i++) {
-                    int32_t next = dw_sampler_sample(sampler, logits, NULL, 0);
+                    int32_t next;
+                    if (dw_sampler_sample(sampler, logits, NULL, 0, &next, &err)) goto fail_free;
                     double t1 = dw_cli_now_ms();
                     if (dw_session_decode(direct_s, next, logits, &err)) goto fail_free;
                     in_decode += dw_cli_now_ms() - t1;

@@ -143,7 +143,8 @@ DW_COMMAND(generate,
     double t_decode = 0;
     long decoded = 0; /* forward passes after the prefill */
     for (; produced < n_gen; produced++) {
-        int32_t next = dw_sampler_sample(sampler, logits, dw_session_tokens(s), dw_session_n_tokens(s));
+        int32_t next;
+        if (dw_sampler_sample(sampler, logits, dw_session_tokens(s), dw_session_n_tokens(s), &next, &err)) goto fail;
         if (!produced) t_first = dw_cli_now_s();
         if (!ignore_eos && is_eos(cfg, tok, next)) break;
         const char *text;

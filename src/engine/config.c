@@ -1,6 +1,7 @@
 /* config.json of a Hugging Face causal LM: parsing, validation and the canonical hash
  * (model.h). Every key either changes nothing we compute (ignored), is understood, or is
  * refused by name: a model we would run wrongly is never loaded. */
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -69,15 +70,22 @@ static dw_status get_int(ctx_t *c, json_t *root, const char *key, int required, 
     return DW_OK;
 }
 
-static dw_status get_number(ctx_t *c, json_t *root, const char *key, int required, double *out) {
-    json_t *v = json_object_get(root, key);
+/* Reads a number kept as a float: it must lie in (lo, hi) once rounded to float (so that 1e300
+ * cannot become inf, nor 1e-50 become 0); missing keeps *out unless required. label names the
+ * key in messages ("rope_scaling.factor" for a nested one). */
+static dw_status get_float(ctx_t *c, json_t *obj, const char *key, const char *label, int required, double lo, double hi,
+                           float *out) {
+    json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
-        if (required) return dw_error_set(c->err, DW_ERR_FORMAT, "%s: required key '%s' is missing", c->path, key);
+        if (required) return dw_error_set(c->err, DW_ERR_FORMAT, "%s: required key '%s' is missing", c->path, label);
         return DW_OK;
     }
-    if (!json_is_number(v)) return bad(c, DW_ERR_FORMAT, key, "must be a number");
-    *out = json_number_value(v);
-    if (!isfinite(*out)) return bad(c, DW_ERR_FORMAT, key, "must be finite");
+    if (!json_is_number(v)) return bad(c, DW_ERR_FORMAT, label, "must be a number");
+    double x = json_number_value(v);
+    float f = (float)x;
+    if (!(f > lo && f < hi && isfinite(f)))
+        return dw_error_set(c->err, DW_ERR_FORMAT, "%s: key '%s' = %g is outside (%g, %g)", c->path, label, x, lo, hi);
+    *out = f;
     return DW_OK;
 }
 
@@ -105,26 +113,28 @@ static dw_status parse_rope(ctx_t *c, json_t *rs, const char *key, dw_model_conf
         if (!in_list(k, allowed, sizeof allowed / sizeof allowed[0]))
             return dw_error_set(c->err, DW_ERR_UNSUPPORTED, "%s: key '%s.%s' is not supported", c->path, key, k);
     }
-    double theta = cfg->rope_theta;
-    dw_status st = get_number(c, rs, "rope_theta", 0, &theta);
+    static const char *const numbers[] = {"rope_theta", "factor", "low_freq_factor", "high_freq_factor"};
+    char label[4][64]; /* "rope_scaling.factor", ... for messages */
+    for (int i = 0; i < 4; i++) snprintf(label[i], sizeof label[i], "%s.%s", key, numbers[i]);
+    dw_status st = get_float(c, rs, numbers[0], label[0], 0, 0, FLT_MAX, &cfg->rope_theta);
     if (st) return st;
-    cfg->rope_theta = (float)theta;
     if (!strcmp(t, "default")) return DW_OK;
     if (strcmp(t, "llama3") != 0)
         return dw_error_set(c->err, DW_ERR_UNSUPPORTED, "%s: key '%s.rope_type' = \"%s\" is not supported (default, llama3)",
                             c->path, key, t);
-    double factor = 0, lo = 0, hi = 0;
+    float factor = 0, lo = 0, hi = 0;
     int orig = 0;
-    if ((st = get_number(c, rs, "factor", 1, &factor)) || (st = get_number(c, rs, "low_freq_factor", 1, &lo)) ||
-        (st = get_number(c, rs, "high_freq_factor", 1, &hi)) ||
+    if ((st = get_float(c, rs, numbers[1], label[1], 1, 0, FLT_MAX, &factor)) ||
+        (st = get_float(c, rs, numbers[2], label[2], 1, 0, FLT_MAX, &lo)) ||
+        (st = get_float(c, rs, numbers[3], label[3], 1, 0, FLT_MAX, &hi)) ||
         (st = get_int(c, rs, "original_max_position_embeddings", 1, 1, 1L << 30, &orig)))
         return st;
-    if (!(factor > 0) || !(lo > 0) || !(hi > lo))
+    if (!(hi > lo))
         return dw_error_set(c->err, DW_ERR_FORMAT, "%s: key '%s' has inconsistent llama3 factors", c->path, key);
     cfg->rope_llama3 = 1;
-    cfg->rope_factor = (float)factor;
-    cfg->rope_low_freq_factor = (float)lo;
-    cfg->rope_high_freq_factor = (float)hi;
+    cfg->rope_factor = factor;
+    cfg->rope_low_freq_factor = lo;
+    cfg->rope_high_freq_factor = hi;
     cfg->rope_original_max_position = orig;
     return DW_OK;
 }
@@ -209,12 +219,11 @@ static dw_status parse(ctx_t *c, json_t *root, dw_model_config *cfg) {
         return dw_error_set(c->err, DW_ERR_UNSUPPORTED, "%s: key 'hidden_act' = %s is not supported (silu)", c->path,
                             json_is_string(act) ? json_string_value(act) : "(not a string)");
 
-    double eps = 1e-6, theta = 10000.0;
-    if ((st = get_number(c, root, "rms_norm_eps", 0, &eps)) || (st = get_number(c, root, "rope_theta", 0, &theta)))
+    /* rms_norm_eps is added to a mean of squares: at 1 or more it is no longer a small guard */
+    cfg->rms_norm_eps = 1e-6f, cfg->rope_theta = 10000.0f;
+    if ((st = get_float(c, root, "rms_norm_eps", "rms_norm_eps", 0, 0, 1, &cfg->rms_norm_eps)) ||
+        (st = get_float(c, root, "rope_theta", "rope_theta", 0, 0, FLT_MAX, &cfg->rope_theta)))
         return st;
-    if (!(eps > 0) || !(theta > 0)) return dw_error_set(c->err, DW_ERR_FORMAT, "%s: rms_norm_eps and rope_theta must be positive", c->path);
-    cfg->rms_norm_eps = (float)eps;
-    cfg->rope_theta = (float)theta;
     if ((st = parse_rope(c, json_object_get(root, "rope_scaling"), "rope_scaling", cfg)) ||
         (st = parse_rope(c, json_object_get(root, "rope_parameters"), "rope_parameters", cfg)))
         return st;

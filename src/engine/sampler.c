@@ -152,36 +152,43 @@ static int select_top_k(const float *w, int32_t *cand, int n, int k) {
 }
 
 /* The first index of the largest of x[0..n), with 8 independent comparison chains so that the
- * loop is not one long dependency chain (greedy decoding over 128k logits). */
+ * loop is not one long dependency chain (greedy decoding over 128k logits). Only a value above
+ * -inf can win, so NaN never does; -1 when none is above -inf (all NaN or -inf). */
 static int32_t argmax_f32(const float *x, int n) {
     enum { CHAINS = 8 };
     int32_t best[CHAINS];
     float val[CHAINS];
+    for (int c = 0; c < CHAINS; c++) best[c] = -1, val[c] = -INFINITY;
     int i = 0;
-    if (n < CHAINS) {
-        int32_t b = 0;
-        for (int k = 1; k < n; k++)
-            if (x[k] > x[b]) b = k;
-        return b;
-    }
-    for (int c = 0; c < CHAINS; c++) best[c] = c, val[c] = x[c];
-    for (i = CHAINS; i + CHAINS <= n; i += CHAINS)
+    for (; i + CHAINS <= n; i += CHAINS)
         for (int c = 0; c < CHAINS; c++)
             if (x[i + c] > val[c]) val[c] = x[i + c], best[c] = i + c;
-    int32_t b = best[0];
-    for (int c = 1; c < CHAINS; c++)
-        if (val[c] > x[b] || (val[c] == x[b] && best[c] < b)) b = best[c];
+    int32_t b = -1;
+    float bv = -INFINITY;
+    for (int c = 0; c < CHAINS; c++)
+        if (val[c] > bv || (best[c] >= 0 && val[c] == bv && best[c] < b)) b = best[c], bv = val[c];
     for (; i < n; i++)
-        if (x[i] > x[b]) b = i;
+        if (x[i] > bv) b = i, bv = x[i];
     return b;
 }
 
-int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *history, int n_history) {
+/* The error when no logit is above -inf: nothing has any probability. */
+static dw_status nothing_to_choose(const float *logits, int n, dw_error *err) {
+    int n_nan = 0;
+    for (int i = 0; i < n; i++) n_nan += isnan(logits[i]) != 0;
+    return dw_error_set(err, DW_ERR_INVALID_ARGUMENT,
+                        "sampler: no token can be chosen: all %d logits are NaN or -inf (%d NaN)", n, n_nan);
+}
+
+dw_status dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *history, int n_history,
+                            int32_t *out, dw_error *err) {
     const dw_sampler_params *p = &s->p;
     int n = s->n_vocab;
     float *w = s->work;
-    if (p->temperature == 0.0f && (p->repetition_penalty == 1.0f || !history || n_history == 0))
-        return argmax_f32(logits, n); /* plain greedy: nothing to change in the logits */
+    if (p->temperature == 0.0f && (p->repetition_penalty == 1.0f || !history || n_history == 0)) {
+        *out = argmax_f32(logits, n); /* plain greedy: nothing to change in the logits */
+        return *out < 0 ? nothing_to_choose(logits, n, err) : DW_OK;
+    }
     memcpy(w, logits, sizeof(float) * (size_t)n);
 
     if (p->repetition_penalty != 1.0f && history) {
@@ -194,12 +201,22 @@ int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *his
         }
     }
 
-    if (p->temperature == 0.0f) return argmax_f32(w, n);
+    if (p->temperature == 0.0f) {
+        *out = argmax_f32(w, n);
+        return *out < 0 ? nothing_to_choose(logits, n, err) : DW_OK;
+    }
 
+    /* NaN has no probability (it becomes -inf); when some logits are +inf, they share all of it */
     float inv_t = 1.0f / p->temperature, mx = -INFINITY;
     for (int i = 0; i < n; i++) {
         w[i] *= inv_t;
-        if (w[i] > mx) mx = w[i];
+        if (isnan(w[i])) w[i] = -INFINITY;
+        else if (w[i] > mx) mx = w[i];
+    }
+    if (mx == -INFINITY) return nothing_to_choose(logits, n, err);
+    if (mx == INFINITY) {
+        for (int i = 0; i < n; i++) w[i] = w[i] == INFINITY ? 0.0f : -INFINITY;
+        mx = 0.0f;
     }
 
     /* candidates: all, or the top k; min-p and top-p then cut the sorted list */
@@ -279,12 +296,15 @@ int32_t dw_sampler_sample(dw_sampler *s, const float *logits, const int32_t *his
         z = zk;
     }
 
+    /* the max logit is finite here and among the candidates, so some candidate has mass */
     double u = next_unit(s->rng) * z, cum = 0;
     for (int i = 0; i < nc; i++) {
+        if (s->prob[i] == 0.0f) continue; /* -inf logits are never drawn, not even by rounding */
         cum += s->prob[i];
-        if (u < cum) return s->cand[i];
+        *out = s->cand[i];
+        if (u < cum) break;
     }
-    return s->cand[nc - 1];
+    return DW_OK;
 }
 
 /* ---- serialization --------------------------------------------------------------------------- */
@@ -330,7 +350,9 @@ void dw_sampler_save(const dw_sampler *s, uint8_t out[DW_SAMPLER_STATE_SIZE]) {
     for (int i = 0; i < 4; i++) put_u64(out + 40 + 8 * i, s->rng[i]);
 }
 
-dw_status dw_sampler_load(dw_sampler *s, const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err) {
+/* The record's settings and generator, checked. */
+static dw_status parse_state(const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_sampler_params *params, uint64_t rng[4],
+                             dw_error *err) {
     if (memcmp(in, MAGIC, 8) != 0) return dw_error_set(err, DW_ERR_FORMAT, "sampler state: bad magic");
     dw_sampler_params p = {
         .temperature = bits_f32(get_u32(in + 8)),
@@ -343,9 +365,23 @@ dw_status dw_sampler_load(dw_sampler *s, const uint8_t in[DW_SAMPLER_STATE_SIZE]
     };
     dw_status st = check_params(&p, err);
     if (st) return dw_error_prefix(err, "sampler state");
-    uint64_t rng[4];
     for (int i = 0; i < 4; i++) rng[i] = get_u64(in + 40 + 8 * i);
     if (!(rng[0] | rng[1] | rng[2] | rng[3])) return dw_error_set(err, DW_ERR_FORMAT, "sampler state: all-zero generator");
+    *params = p;
+    return DW_OK;
+}
+
+dw_status dw_sampler_state_check(const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err) {
+    dw_sampler_params p;
+    uint64_t rng[4];
+    return parse_state(in, &p, rng, err);
+}
+
+dw_status dw_sampler_load(dw_sampler *s, const uint8_t in[DW_SAMPLER_STATE_SIZE], dw_error *err) {
+    dw_sampler_params p;
+    uint64_t rng[4];
+    dw_status st = parse_state(in, &p, rng, err);
+    if (st) return st;
     s->p = p;
     memcpy(s->rng, rng, sizeof rng);
     return DW_OK;

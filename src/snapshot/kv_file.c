@@ -38,37 +38,48 @@ dw_status dw_kv_save(const dw_session *s, const dw_tokenizer *tok, const char *p
     return st;
 }
 
+/* The optional extras, checked before the session changes. Their format is checked always; the
+ * logits' length only for the same model (they belong to it: for another model they are
+ * dropped with the cache, so its vocabulary may differ). */
+static dw_status check_extras(const dw_safetensors *st, const dw_tensor_info *logits, const dw_tensor_info *sampler,
+                              int same_model, const dw_kv_extras *extras, dw_error *err) {
+    const char *path = dw_safetensors_path(st);
+    if (logits && (logits->dtype != DW_DTYPE_F32 || logits->ndim != 1))
+        return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'logits' must be F32 [vocab]", path);
+    if (sampler && (sampler->dtype != DW_DTYPE_U8 || sampler->nbytes != DW_SAMPLER_STATE_SIZE))
+        return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'sampler' must be U8 [%d]", path, DW_SAMPLER_STATE_SIZE);
+    if (sampler && extras->sampler_state && dw_sampler_state_check(sampler->data, err) != DW_OK)
+        return dw_error_prefix(err, "snapshot %s: tensor 'sampler'", path);
+    if (same_model && logits && extras->logits && logits->shape[0] != extras->n_logits)
+        return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: %lld logits saved, the model's vocabulary is %d", path,
+                            (long long)logits->shape[0], extras->n_logits);
+    return DW_OK;
+}
+
 dw_status dw_kv_load(dw_session *s, const dw_tokenizer *tok, const char *path, dw_kv_extras *extras,
                      dw_kv_report *report, dw_error *err) {
     double t0 = dw__now_ms();
     dw_safetensors *st;
     dw_status rc = dw__snapfile_open(path, "driftwood-kv", 1, &st, err);
     if (rc != DW_OK) return rc;
-    int rebuilt = 0;
+    int same = 0;
     const dw_tensor_info *logits = dw_safetensors_find(st, "logits"), *sampler = dw_safetensors_find(st, "sampler");
-    if (extras) {
-        extras->has_logits = extras->has_sampler_state = 0;
-        if (logits && (logits->dtype != DW_DTYPE_F32 || logits->ndim != 1))
-            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'logits' must be F32 [vocab]", path);
-        if (sampler && (sampler->dtype != DW_DTYPE_U8 || sampler->nbytes != DW_SAMPLER_STATE_SIZE))
-            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: tensor 'sampler' must be U8 [%d]", path, DW_SAMPLER_STATE_SIZE);
-        if (rc == DW_OK && logits && extras->logits && logits->shape[0] != extras->n_logits)
-            rc = dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: %lld logits saved, the model's vocabulary is %d", path,
-                              (long long)logits->shape[0], extras->n_logits);
+    if (extras) extras->has_logits = extras->has_sampler_state = 0;
+    rc = dw__kv_session_same_model(s, tok, st, "", &same, err);
+    if (rc == DW_OK && extras) rc = check_extras(st, logits, sampler, same, extras, err);
+    if (rc == DW_OK) rc = dw__kv_session_restore(s, tok, st, "", same, err);
+    if (rc == DW_OK && extras) {
+        /* after another model's cache, saved logits mean nothing; the sampler's state still holds */
+        if (same && logits && extras->logits) memcpy(extras->logits, logits->data, logits->nbytes), extras->has_logits = 1;
+        if (sampler && extras->sampler_state)
+            memcpy(extras->sampler_state, sampler->data, DW_SAMPLER_STATE_SIZE), extras->has_sampler_state = 1;
     }
-    if (rc == DW_OK) rc = dw__kv_session_import(s, tok, st, "", &rebuilt, err);
-    if (rc == DW_OK && extras && !rebuilt) { /* after another model's cache, saved logits mean nothing */
-        if (logits && extras->logits) memcpy(extras->logits, logits->data, logits->nbytes), extras->has_logits = 1;
-        if (sampler && extras->sampler_state) memcpy(extras->sampler_state, sampler->data, DW_SAMPLER_STATE_SIZE), extras->has_sampler_state = 1;
-    }
-    if (rc == DW_OK && extras && rebuilt && sampler && extras->sampler_state)
-        memcpy(extras->sampler_state, sampler->data, DW_SAMPLER_STATE_SIZE), extras->has_sampler_state = 1;
     if (report) {
         FILE *f = fopen(path, "rb");
         uint64_t bytes = 0;
         if (f && fseek(f, 0, SEEK_END) == 0) bytes = (uint64_t)ftell(f);
         if (f) fclose(f);
-        *report = (dw_kv_report){dw_session_n_tokens(s), rebuilt, dw__now_ms() - t0, bytes};
+        *report = (dw_kv_report){dw_session_n_tokens(s), !same, dw__now_ms() - t0, bytes};
     }
     dw_safetensors_close(st);
     return rc;

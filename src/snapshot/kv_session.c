@@ -127,13 +127,11 @@ static dw_status rebuild(dw_session *s, const dw_tokenizer *tok, const dw_safete
     return rc;
 }
 
-dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st, const char *prefix,
-                                int *rebuilt, dw_error *err) {
-    *rebuilt = 0;
-    const dw_model *model = dw_session_model(s);
-    const dw_model_config *c = dw_model_get_config(model);
+dw_status dw__kv_session_same_model(const dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st,
+                                    const char *prefix, int *same, dw_error *err) {
+    *same = 0;
     dw_fingerprint mine;
-    dw_status rc = dw_model_fingerprint(model, tok, &mine, err);
+    dw_status rc = dw_model_fingerprint(dw_session_model(s), tok, &mine, err);
     if (rc != DW_OK) return rc;
     const char *arch = get(st, prefix, "architecture"), *ch = get(st, prefix, "config_hash"),
                *wh = get(st, prefix, "weights_hash"), *th = get(st, prefix, "tokenizer_hash");
@@ -145,11 +143,14 @@ dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw
     snprintf(theirs.config_hash, sizeof theirs.config_hash, "%s", ch);
     snprintf(theirs.weights_hash, sizeof theirs.weights_hash, "%s", wh);
     snprintf(theirs.tokenizer_hash, sizeof theirs.tokenizer_hash, "%s", th);
-    if (!dw__fingerprint_equal(&mine, &theirs)) {
-        *rebuilt = 1;
-        return rebuild(s, tok, st, prefix, err);
-    }
+    *same = dw__fingerprint_equal(&mine, &theirs);
+    return DW_OK;
+}
 
+/* The same model: the cache and the token history go in as they are. */
+static dw_status import_cache(dw_session *s, const dw_safetensors *st, const char *prefix, dw_error *err) {
+    const dw_model_config *c = dw_model_get_config(dw_session_model(s));
+    dw_status rc;
     char key[128];
     long long n;
     if ((rc = dw__snapfile_meta_get_long(st, KEY(key, prefix, "n_tokens"), 0, 1 << 30, &n, err))) return rc;
@@ -178,7 +179,28 @@ dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw
         if ((rc = dw__snapfile_tensor(st, name, dtype, 4, shape_kv, &tv, err))) break;
         k[l] = tk->data, v[l] = tv->data;
     }
-    if (rc == DW_OK) rc = dw_session_import(s, tokens->data, (int)n, dtype, (const void *const *)k, (const void *const *)v, err);
-    free(k), free(v);
+    /* the file's tensors lie wherever its header put them: the ids are copied to be read as int32 */
+    int32_t *ids = rc == DW_OK ? malloc(sizeof(int32_t) * (size_t)(n ? n : 1)) : NULL;
+    if (rc == DW_OK && !ids) rc = dw_error_set(err, DW_ERR_NO_MEMORY, "snapshot: out of memory");
+    if (rc == DW_OK) {
+        memcpy(ids, tokens->data, sizeof(int32_t) * (size_t)n);
+        rc = dw_session_import(s, ids, (int)n, dtype, (const void *const *)k, (const void *const *)v, err);
+    }
+    free(ids), free(k), free(v);
     return rc;
+}
+
+dw_status dw__kv_session_restore(dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st, const char *prefix,
+                                 int same_model, dw_error *err) {
+    return same_model ? import_cache(s, st, prefix, err) : rebuild(s, tok, st, prefix, err);
+}
+
+dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st, const char *prefix,
+                                int *rebuilt, dw_error *err) {
+    int same;
+    *rebuilt = 0;
+    dw_status rc = dw__kv_session_same_model(s, tok, st, prefix, &same, err);
+    if (rc != DW_OK) return rc;
+    *rebuilt = !same;
+    return dw__kv_session_restore(s, tok, st, prefix, same, err);
 }

@@ -21,8 +21,18 @@ dw_status dw__kv_session_export(const dw_session *s, const dw_tokenizer *tok, co
                                 dw__snapfile_writer *w, dw__kv_export *ex, dw_error *err);
 void dw__kv_export_free(dw__kv_export *ex);
 
-/* Puts the state stored under prefix into s: imported when the fingerprints match, else
- * rebuilt from the text with tok (*rebuilt = 1). On failure s is unchanged. */
+/* Whether the state stored under prefix was made by s's model with tok (equal fingerprints:
+ * *same = 1). A missing fingerprint is a format error. */
+dw_status dw__kv_session_same_model(const dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st,
+                                    const char *prefix, int *same /* OUT */, dw_error *err);
+
+/* Puts the state stored under prefix into s: the cache imported when same_model (from
+ * dw__kv_session_same_model), else rebuilt from the text with tok. On failure s is unchanged. */
+dw_status dw__kv_session_restore(dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st, const char *prefix,
+                                 int same_model, dw_error *err);
+
+/* Both of the above: imported when the fingerprints match, else rebuilt from the text with tok
+ * (*rebuilt = 1). On failure s is unchanged. */
 dw_status dw__kv_session_import(dw_session *s, const dw_tokenizer *tok, const dw_safetensors *st, const char *prefix,
                                 int *rebuilt, dw_error *err);
 

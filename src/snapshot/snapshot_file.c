@@ -187,15 +187,22 @@ void dw__snapfile_writer_free(dw__snapfile_writer *w) {
     free(w);
 }
 
+/* Prefixes "snapshot PATH" to a message from the file and safetensors layers, dropping their own
+ * leading "file PATH: " so that the path is named once. */
+static dw_status name_the_snapshot(dw_error *err, const char *path) {
+    char file_prefix[DW_ERROR_MESSAGE_MAX];
+    int n = snprintf(file_prefix, sizeof file_prefix, "file %s: ", path);
+    if (n > 0 && (size_t)n < sizeof file_prefix && !strncmp(err->message, file_prefix, (size_t)n))
+        memmove(err->message, err->message + n, strlen(err->message + n) + 1);
+    return dw_error_prefix(err, "snapshot %s", path);
+}
+
 dw_status dw__snapfile_open(const char *path, const char *format, int max_version, dw_safetensors **out,
                             dw_error *err) {
     *out = NULL;
     dw_safetensors *st;
     dw_status s = dw_safetensors_open(path, &st, err);
-    if (s != DW_OK) {
-        if (err) dw_error_prefix(err, "snapshot %s", path);
-        return s;
-    }
+    if (s != DW_OK) return err ? name_the_snapshot(err, path) : s;
     const char *fmt = dw_safetensors_metadata(st, "format");
     const char *ver = dw_safetensors_metadata(st, "format_version");
     const char *sum = dw_safetensors_metadata(st, "checksum");

@@ -45,9 +45,23 @@ chat_across_processes() {
 }
 check "chat_actor_resumed_in_new_process_continues_identically_$backend" chat_across_processes
 
+# A KV file (with its saved logits) resumed on a model with another vocabulary: the cache is
+# rebuilt from the history's text, and the saved logits, which belong to the first model, dropped.
+resume_on_another_vocabulary() {
+    "$dw" mkmodel --shape tiny --seed 4 --out "$DW_TMP/wide-vocab" >/dev/null 2>&1 || { echo "mkmodel failed"; return 1; }
+    "$dw" generate --model "$model" --backend "$backend" --prompt "the old ship" -n 4 --save-kv "$DW_TMP/narrow.kv" \
+        >/dev/null 2>&1 || { echo "save failed"; return 1; }
+    "$dw" generate --model "$DW_TMP/wide-vocab" --backend "$backend" --resume-kv "$DW_TMP/narrow.kv" --prompt " and" -n 2 \
+        >/dev/null 2>"$DW_TMP/resume.err" || { cat "$DW_TMP/resume.err"; return 1; }
+    grep -q "another model: rebuilt" "$DW_TMP/resume.err" || { cat "$DW_TMP/resume.err"; return 1; }
+}
+check "kv_file_resumed_on_a_model_with_another_vocabulary_is_rebuilt_$backend" resume_on_another_vocabulary
+
 "$dw" generate --model "$model" --prompt "the sea" -n 4 --save-kv "$DW_TMP/good.kv" >/dev/null 2>&1
 head -c 300 "$DW_TMP/good.kv" > "$DW_TMP/truncated.kv"
 expect_fail_one_line "resume_truncated_kv_file_is_refused" "truncated.kv" "$dw" generate --model "$model" --resume-kv "$DW_TMP/truncated.kv"
+expect_fail_one_line "resume_truncated_kv_file_error_names_the_file_once" "snapshot $DW_TMP/truncated.kv: header length" \
+    "$dw" generate --model "$model" --resume-kv "$DW_TMP/truncated.kv"
 printf 'not a snapshot at all' > "$DW_TMP/junk.kv"
 expect_fail_one_line "resume_junk_kv_file_is_refused" "junk.kv" "$dw" generate --model "$model" --resume-kv "$DW_TMP/junk.kv"
 expect_fail_last_line "chat_resume_of_kv_file_is_refused" "a driftwood-kv file, not driftwood-actor" "$dw" chat --model "$model" --resume "$DW_TMP/good.kv" --prompt hi

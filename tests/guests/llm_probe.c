@@ -66,6 +66,20 @@ EXPORT(greedy_hash) int32_t greedy_hash(int32_t n, int32_t first_token) {
     return (int32_t)(h & 0x7FFFFFFF);
 }
 
+/* dw.sample on logits with nothing to choose (NaN and -inf only) at temperature tenths/10:
+ * 1 when it fails with DW_E_INVALID and a message naming NaN; else the token or code it gave. */
+EXPORT(host_sampler_refuses_nan_logits) int32_t host_sampler_refuses_nan_logits(int32_t tenths) {
+    static dw_sample_params p;
+    static uint8_t state[DW_SAMPLER_STATE_BYTES];
+    static char message[256];
+    p.temperature = (float)tenths / 10.0f, p.top_p = 1, p.repetition_penalty = 1;
+    for (int i = 0; i < 100; i++) logits[i] = i % 3 ? __builtin_nanf("") : -__builtin_inff();
+    int32_t r = dw_sample(logits, 100, &p, state, ids, 0);
+    if (r != DW_E_INVALID) return r >= 0 ? 1000 + r : r;
+    if (dw_last_error(message, sizeof message) < 0 || !strstr(message, "NaN")) return -100;
+    return 1;
+}
+
 /* The host-side sampler: greedy equals the guest's own argmax; seeded sampling from a zeroed
  * state in guest memory is reproducible and advances that state. Returns 1 when all hold. */
 EXPORT(host_sampler_behaves) int32_t host_sampler_behaves(int32_t s) {

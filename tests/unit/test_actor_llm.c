@@ -286,3 +286,15 @@ TEST(llm_tokenize_failure_is_an_error_for_the_guest) {
     CHECK_MSG(r == DW_E_LIMIT, "tokenize_a_run(40) returned %d", r);
     teardown(&f);
 }
+
+TEST(llm_host_sampler_returns_invalid_for_logits_with_nothing_to_choose) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    int32_t greedy, sampled;
+    CHECK_OK(call(f.actor, "host_sampler_refuses_nan_logits", 1, 0, 0, &greedy, &err));
+    CHECK_OK(call(f.actor, "host_sampler_refuses_nan_logits", 1, 8, 0, &sampled, &err));
+    teardown(&f);
+    CHECK_MSG(greedy == 1 && sampled == 1, "greedy %d, sampled %d (1: DW_E_INVALID naming NaN; 1000 + t: token t)", greedy,
+              sampled);
+}

@@ -69,8 +69,9 @@ TEST(engine_decode_loop_allocates_nothing) {
     atomic_store(&counting, 1);
     dw_status st = DW_OK;
     for (int i = 0; i < 40 && st == DW_OK; i++) {
-        int32_t next = dw_sampler_sample(smp, logits, dw_session_tokens(s), dw_session_n_tokens(s));
-        st = dw_session_decode(s, next, logits, &err);
+        int32_t next;
+        st = dw_sampler_sample(smp, logits, dw_session_tokens(s), dw_session_n_tokens(s), &next, &err);
+        if (st == DW_OK) st = dw_session_decode(s, next, logits, &err);
     }
     atomic_store(&counting, 0);
     long seen = atomic_exchange(&n_allocs, 0);

@@ -124,6 +124,38 @@ TEST(engine_config_parser_accepts_real_hub_configs) {
     CHECK_MSG(strstr(err.message, "invalid JSON"), "%s", err.message);
 }
 
+TEST(engine_config_refuses_numbers_that_do_not_fit_naming_the_key) {
+    /* each kept as a float: out of range, or turned into inf or 0 by the rounding, is refused */
+    const struct {
+        const char *json_value, *key;
+    } cases[] = {
+        {"\"rms_norm_eps\": 1e300", "'rms_norm_eps'"},     /* inf as a float: every logit 0 */
+        {"\"rms_norm_eps\": 1.5", "'rms_norm_eps'"},       /* not a small guard any more */
+        {"\"rms_norm_eps\": 1e-50", "'rms_norm_eps'"},     /* 0 as a float */
+        {"\"rms_norm_eps\": -1e-5", "'rms_norm_eps'"},
+        {"\"rope_theta\": 1e300", "'rope_theta'"},
+        {"\"rope_theta\": 0", "'rope_theta'"},
+        {"\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 1e300, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}",
+         "'rope_scaling.factor'"},
+        {"\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1e40}", "'rope_parameters.rope_theta'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"intermediate_size\": 128, "
+                 "\"num_attention_heads\": 4, \"num_hidden_layers\": 2, \"vocab_size\": 300, %s}",
+                 cases[i].json_value);
+        dw_model_config c;
+        dw_error err = {0};
+        dw_status st = dw_model_config_parse("config.json", json, &c, &err);
+        CHECK_MSG(st == DW_ERR_FORMAT && strstr(err.message, cases[i].key) && strstr(err.message, "config.json") &&
+                      one_line(err.message),
+                  "%s -> %s: %s (rms_norm_eps %g, rope_theta %g)", cases[i].json_value, dw_status_name(st), err.message,
+                  c.rms_norm_eps, c.rope_theta);
+    }
+}
+
 TEST(engine_names_file_and_tensor_when_a_tensor_is_missing) {
     dw_error err = {0};
     char dir[512];
