@@ -59,7 +59,7 @@ dw_status dw__kv_session_export(const dw_session *s, const dw_tokenizer *tok, co
     /* the history as text, special tokens written out, for rebuilding on another model */
     size_t len = 0;
     st = dw_tokenizer_decode(tok, ex->tokens, (size_t)n, 0, NULL, 0, &len, err);
-    if (st != DW_OK && st != DW_ERR_LIMIT) return st;
+    if (st != DW_OK && st != DW_ERR_LIMIT) return st; /* LIMIT: the size query (decoders' growth is bounded at load) */
     if (!(ex->text = malloc(len + 1))) return dw_error_set(err, DW_ERR_NO_MEMORY, "snapshot: out of memory");
     if ((st = dw_tokenizer_decode(tok, ex->tokens, (size_t)n, 0, ex->text, len + 1, &len, err)) != DW_OK) return st;
 
@@ -109,7 +109,7 @@ static dw_status rebuild(dw_session *s, const dw_tokenizer *tok, const dw_safete
     if (rc != DW_OK) return rc;
     size_t n = 0;
     rc = dw_tokenizer_encode(tok, text->data, text->nbytes, DW_TOKENIZE_PARSE_SPECIAL, NULL, 0, &n, err);
-    if (rc != DW_OK && rc != DW_ERR_LIMIT) return rc;
+    if (rc != DW_OK && !(rc == DW_ERR_LIMIT && n > 0)) return rc; /* LIMIT with 0 ids: the tokenizer failed */
     if (n > (size_t)dw_session_ctx(s))
         return dw_error_set(err, DW_ERR_LIMIT, "snapshot %s: the history is %zu tokens for this model, the context holds %d",
                             dw_safetensors_path(st), n, dw_session_ctx(s));
