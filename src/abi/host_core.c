@@ -11,6 +11,9 @@
 
 /* Largest dimension dw.gemm accepts; larger products must be split by the guest. */
 #define DW_GEMM_MAX_DIM 65536
+/* Under a time limit, dw.gemm runs as blocks of whole rows of C of about this many
+ * multiply-adds (at least one row each) and checks the limit between them. */
+#define DW_GEMM_CHUNK_MACS ((uint64_t)1 << 29)
 
 static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
@@ -28,9 +31,16 @@ static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val
     if (!b) return dw__abi_trap("dw.gemm", "matrix B at %u (%d×%d f32) is outside guest memory or misaligned", pb, k, nn);
     if (!c) return dw__abi_trap("dw.gemm", "matrix C at %u (%d×%d f32) is outside guest memory or misaligned", pc, m, nn);
     dw_error err;
-    if (ctx->backend->ops->gemm_f32(ctx->backend->ctx, m, nn, k, a, b, c, &err) != DW_OK) {
-        args[0].i32 = dw__abi_fail(ctx, DW_E_BACKEND, "dw.gemm: %s", err.message);
-        return NULL;
+    uint64_t row_macs = (uint64_t)nn * (uint64_t)k;
+    int32_t rows = ctx->deadline_s == 0 ? m : (int32_t)(row_macs >= DW_GEMM_CHUNK_MACS ? 1 : DW_GEMM_CHUNK_MACS / row_macs);
+    for (int32_t r = 0; r < m; r += rows) {
+        if (r > 0 && dw__abi_out_of_time(ctx)) return dw__abi_timeout_trap(ctx, "dw.gemm");
+        int32_t block = m - r < rows ? m - r : rows;
+        if (ctx->backend->ops->gemm_f32(ctx->backend->ctx, block, nn, k, a + (size_t)r * k, b, c + (size_t)r * nn, &err) !=
+            DW_OK) {
+            args[0].i32 = dw__abi_fail(ctx, DW_E_BACKEND, "dw.gemm: %s", err.message);
+            return NULL;
+        }
     }
     args[0].i32 = DW_E_OK;
     return NULL;
