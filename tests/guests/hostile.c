@@ -43,14 +43,14 @@ EXPORT(tokenize_bytes) int32_t tokenize_bytes(int32_t len) {
     return dw_tokenize(dw_model_open("default", 7), text, len, 0, NULL, 0);
 }
 
-/* Detokenizes count ids (all id `id`, in fresh memory) into a 64-byte buffer; returns the
- * length or code. */
-EXPORT(detokenize_ids) int32_t detokenize_ids(int32_t count, int32_t id) {
+/* Detokenizes count ids (all id `id`, in fresh memory) with dw_detokenize flags into a
+ * 64-byte buffer; returns the length or code. */
+EXPORT(detokenize_ids) int32_t detokenize_ids(int32_t count, int32_t id, int32_t flags) {
     int32_t *ids = (int32_t *)fresh_bytes(4 * (uint64_t)count);
     if (!ids) return -100;
     for (int32_t i = 0; i < count; i++) ids[i] = id;
     static char out[64];
-    return dw_detokenize(dw_model_open("default", 7), ids, count, 0, out, (int32_t)sizeof out);
+    return dw_detokenize(dw_model_open("default", 7), ids, count, flags, out, (int32_t)sizeof out);
 }
 
 /* Grows memory to `pages` pages without touching them and writes 7 into its last byte;
