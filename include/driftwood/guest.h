@@ -157,7 +157,8 @@ DW_IMPORT(prefill) int32_t dw_prefill(int32_t session, const int32_t *ids, int32
 DW_IMPORT(decode) int32_t dw_decode(int32_t session, int32_t id, float *logits, int32_t logits_cap);
 
 /* Host-side sampling for guests that do not sample themselves: picks a token from logits[n]
- * with params, history (for the repetition penalty) and the generator state (updated). */
+ * with params, history (for the repetition penalty) and the generator state (updated). n is at
+ * most 2^21 (DW_E_LIMIT beyond). */
 DW_IMPORT(sample) int32_t dw_sample(const float *logits, int32_t n, const dw_sample_params *params, uint8_t *state,
                                     const int32_t *history, int32_t n_history);
 #endif /* __wasm__ */

@@ -61,6 +61,7 @@ void dw__abi_context_release(dw__abi_context *ctx) {
 #define DW_ABI_TOKENIZE_MAX_BYTES (1 << 20)
 #define DW_ABI_DETOKENIZE_MAX_IDS (1 << 16)
 #define DW_ABI_DETOKENIZE_MAX_TEXT (1 << 16)
+#define DW_ABI_SAMPLE_MAX_VOCAB (1 << 21) /* dw.sample's scratch is vocabulary-sized */
 
 #define FAIL(code, ...) (args[0].i32 = dw__abi_fail(ctx, (code), __VA_ARGS__), (wasm_trap_t *)NULL)
 
@@ -343,6 +344,8 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
     const int32_t *hist;
     wasm_trap_t *trap;
     if (vocab <= 0) return dw__abi_trap("dw.sample", "vocabulary size %d", vocab);
+    if (vocab > DW_ABI_SAMPLE_MAX_VOCAB)
+        return FAIL(DW_E_LIMIT, "dw.sample: a vocabulary of %d is more than one call takes (%d)", vocab, DW_ABI_SAMPLE_MAX_VOCAB);
     if ((trap = dw__abi_span(ctx, "dw.sample", "logits", plogits, vocab, sizeof(float), 4, &logits)) ||
         (trap = dw__abi_span(ctx, "dw.sample", "params", pparams, 1, sizeof *gp, 8, &gp)) ||
         (trap = dw__abi_span(ctx, "dw.sample", "state", pstate, DW_SAMPLER_STATE_BYTES, 1, 1, &state)) ||

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-actor limits against a hostile guest (tests/guests/hostile.c): the time limit holds across
-# host calls (dw.gemm, dw.prefill), dw.tokenize and dw.detokenize bound what one call may cost
-# the host, and --timeout takes only a finite positive number in range.
+# host calls (dw.gemm, dw.prefill), dw.tokenize, dw.detokenize and dw.sample bound what one call
+# may cost the host, and --timeout takes only a finite positive number in range.
 # Each check prints "ok NAME" or "FAIL NAME"; the summary line comes from tools/run-tests.sh.
 source "$(dirname "$0")/lib.sh"
 
@@ -53,6 +53,10 @@ bounded "detokenize_of_many_ids_costs_the_host_little" 20 300 \
 expect_ok "detokenize_refuses_more_ids_than_a_call_takes" "^-4$" \
     "$dw" run "$hostile" --model "$tiny" --invoke detokenize_ids 100000 8176 1
 expect_ok "detokenize_takes_65536_ids" "^0$" "$dw" run "$hostile" --model "$tiny" --invoke detokenize_ids 65536 8176 1
+
+# dw.sample's host scratch is vocabulary-sized: at most 2^21 entries a call.
+expect_ok "sample_refuses_a_vocabulary_larger_than_a_call_takes" "^-4$" "$dw" run "$hostile" --invoke sample_zeros 3000000
+expect_ok "sample_takes_a_large_vocabulary" "^0$" "$dw" run "$hostile" --invoke sample_zeros 262144
 
 # --timeout: a finite positive number of seconds in range, or a one-line reason.
 expect_fail_one_line "timeout_inf_is_refused" "too large" "$dw" run "$hostile" --timeout inf --invoke byte_at 0

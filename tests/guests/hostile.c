@@ -1,6 +1,6 @@
 /* Test actor that pushes on the per-actor limits (tests/cli/test_hostile_limits.sh): host
  * calls that would run long (a large dw.gemm, a long dw.prefill, a large dw.tokenize), a
- * dw.detokenize of many ids, and memory grown to a size whose pages are never touched. Each
+ * dw.detokenize of many ids, a dw.sample over a huge vocabulary, and memory grown to a size whose pages are never touched. Each
  * export ends right after its host call, so only the host's own checks can stop it. */
 #include <driftwood/guest.h>
 #include <stdint.h>
@@ -51,6 +51,15 @@ EXPORT(detokenize_ids) int32_t detokenize_ids(int32_t count, int32_t id, int32_t
     for (int32_t i = 0; i < count; i++) ids[i] = id;
     static char out[64];
     return dw_detokenize(dw_model_open("default", 7), ids, count, flags, out, (int32_t)sizeof out);
+}
+
+/* dw.sample over n zero logits in fresh memory (greedy); returns the token or code. */
+EXPORT(sample_zeros) int32_t sample_zeros(int32_t n) {
+    float *zeros = (float *)fresh_bytes(4 * (uint64_t)n);
+    if (!zeros) return -100;
+    static const dw_sample_params greedy = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    static uint8_t state[DW_SAMPLER_STATE_BYTES];
+    return dw_sample(zeros, n, &greedy, state, NULL, 0);
 }
 
 /* Grows memory to `pages` pages without touching them and writes 7 into its last byte;
