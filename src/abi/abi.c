@@ -38,12 +38,11 @@ wasm_trap_t *dw__abi_timeout_trap(const dw__abi_context *ctx, const char *functi
     return dw__abi_trap(function, "timeout: the call ran past the actor's time limit of %g s", ctx->timeout_s);
 }
 
-/* Every host function runs through here: without a time limit it is one indirect call; with
- * one, a call that starts or ends out of time traps, so that no guest gets past its limit
- * through host work (long host work also checks between its chunks). */
+/* Under a time limit every host function runs through here: a call that starts or ends out of
+ * time traps, so that no guest gets past its limit through host work (long host work also
+ * checks between its chunks). Without a limit the functions are defined as they are. */
 static wasm_trap_t *run_bound(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     const dw__abi_binding *b = env;
-    if (b->ctx->deadline_s == 0) return b->function->callback(b->ctx, caller, args, n);
     wasm_trap_t *trap = NULL;
     if (!dw__abi_out_of_time(b->ctx)) trap = b->function->callback(b->ctx, caller, args, n);
     if (!trap && dw__abi_out_of_time(b->ctx)) {
@@ -62,8 +61,10 @@ dw_status dw__abi_define_table(wasmtime_linker_t *linker, dw__abi_context *ctx, 
         dw__abi_binding *b = &ctx->bindings[ctx->binding_count++];
         *b = (dw__abi_binding){.ctx = ctx, .function = &table[i]};
         wasm_functype_t *ty = functype_of(table[i].params, table[i].results);
-        wasmtime_error_t *e = wasmtime_linker_define_func_unchecked(linker, "dw", 2, table[i].name,
-                                                                    strlen(table[i].name), ty, run_bound, b, NULL);
+        int bound = ctx->timeout_s > 0;
+        wasmtime_error_t *e = wasmtime_linker_define_func_unchecked(linker, "dw", 2, table[i].name, strlen(table[i].name),
+                                                                    ty, bound ? run_bound : table[i].callback,
+                                                                    bound ? (void *)b : (void *)ctx, NULL);
         wasm_functype_delete(ty);
         if (e) {
             dw__wasm_error_take(e, NULL, err);

@@ -124,8 +124,9 @@ struct dw__host_function {
     wasmtime_func_unchecked_callback_t callback;
 };
 
-/* Defines each function of table in linker for ctx: each runs through a check of the actor's
- * time limit before and after it (a call that starts or ends out of time traps). */
+/* Defines each function of table in linker for ctx. When ctx has a time limit (set before
+ * this), each runs through a check of it before and after (a call that starts or ends out of
+ * time traps). */
 dw_status dw__abi_define_table(wasmtime_linker_t *linker, dw__abi_context *ctx, const dw__host_function *table,
                                size_t n, dw_error *err);
 
