@@ -56,7 +56,7 @@ void dw__abi_context_release(dw__abi_context *ctx) {
 #define DW_ABI_PREFILL_CHUNK 128
 
 /* What one call may ask of the host, so that the host memory and time a call costs stay bounded
- * whatever the guest passes (docs/DESIGN.md, "Limits"): text bytes per dw.tokenize, ids per
+ * whatever the guest passes (docs/DESIGN.md, "Limits that hold per actor"): text bytes per dw.tokenize, ids per
  * dw.detokenize, and bytes of text dw.detokenize makes. */
 #define DW_ABI_TOKENIZE_MAX_BYTES (1 << 20)
 #define DW_ABI_DETOKENIZE_MAX_IDS (1 << 16)
