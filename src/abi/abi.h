@@ -55,8 +55,9 @@ typedef struct dw__abi_binding {
 
 typedef struct dw__abi_context {
     dw_region *memory;      /* the guest's memory 0; set once instantiated */
-    /* The actor's time limit for the call into the guest now running (docs/DESIGN.md, "Limits that hold per actor"):
-     * long host work checks it between bounded chunks, and a host call that ends past it traps. */
+    /* The actor's time limit for the call into the guest now running (docs/DESIGN.md, "Limits
+     * that hold per actor"): long host work checks it between bounded chunks, and a host call
+     * that ends past it traps. */
     double deadline_s;      /* dw__now_s() value past which the call is out of time; 0: no limit */
     double timeout_s;       /* the limit in seconds (for messages) */
     dw_backend *backend;    /* where dw.gemm and inference run */

@@ -56,12 +56,12 @@ void dw__abi_context_release(dw__abi_context *ctx) {
 #define DW_ABI_PREFILL_CHUNK 128
 
 /* What one call may ask of the host, so that the host memory and time a call costs stay bounded
- * whatever the guest passes (docs/DESIGN.md, "Limits that hold per actor"): text bytes per dw.tokenize, ids per
- * dw.detokenize, and bytes of text dw.detokenize makes. */
+ * whatever the guest passes (docs/DESIGN.md, "Limits that hold per actor"): text bytes per
+ * dw.tokenize, ids per dw.detokenize, bytes of text dw.detokenize makes, dw.sample's vocabulary. */
 #define DW_ABI_TOKENIZE_MAX_BYTES (1 << 20)
 #define DW_ABI_DETOKENIZE_MAX_IDS (1 << 16)
 #define DW_ABI_DETOKENIZE_MAX_TEXT (1 << 16)
-#define DW_ABI_SAMPLE_MAX_VOCAB (1 << 21) /* dw.sample's scratch is vocabulary-sized */
+#define DW_ABI_SAMPLE_MAX_VOCAB (1 << 21)
 
 #define FAIL(code, ...) (args[0].i32 = dw__abi_fail(ctx, (code), __VA_ARGS__), (wasm_trap_t *)NULL)
 
