@@ -23,10 +23,26 @@ typedef struct dw_value {
     } of;
 } dw_value;
 
+/* An actor's time limit holds across host calls too: long host work (dw.gemm, dw.prefill)
+ * checks it between bounded chunks, and a host call that ends past it traps ("timeout"). */
+#define DW_ACTOR_TIMEOUT_MIN_SECONDS 0.001
+#define DW_ACTOR_TIMEOUT_MAX_SECONDS 1e6
+/* What else a guest may make in its store, whatever the options: each table holds at most
+ * DW_ACTOR_MAX_TABLE_ELEMENTS elements (with a memory limit, at most memory_limit /
+ * DW_ACTOR_TABLE_ELEMENT_BYTES), and the store at most this many instances (the module's and
+ * one per imported memory), tables and memories. */
+#define DW_ACTOR_MAX_TABLE_ELEMENTS (1 << 20)
+#define DW_ACTOR_TABLE_ELEMENT_BYTES 8
+#define DW_ACTOR_MAX_INSTANCES 16
+#define DW_ACTOR_MAX_TABLES 16
+#define DW_ACTOR_MAX_MEMORIES 8
+
 typedef struct dw_actor_options {
     const char *backend;      /* "cpu" (default when NULL) or "cuda" */
-    double timeout_seconds;   /* per call into the guest; 0: none */
-    size_t memory_limit;      /* bytes per linear memory; 0: the module's own maximum */
+    double timeout_seconds;   /* per call into the guest, in [DW_ACTOR_TIMEOUT_MIN_SECONDS,
+                               * DW_ACTOR_TIMEOUT_MAX_SECONDS]; 0: none */
+    size_t memory_limit;      /* bytes per linear memory (and it bounds tables, above); 0: the
+                               * module's own maximum */
     int argc;                 /* WASI arguments (argv[0] is the program name) */
     const char *const *argv;
     int inherit_stdio;        /* WASI stdout/stderr go to the host's */

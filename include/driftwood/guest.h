@@ -103,7 +103,8 @@ static inline int32_t dw_argmax_f32(const float *x, int32_t n) {
 
 /* C[m×n] = A[m×k] × B[k×n]: f32, row-major, computed on the actor's backend in place in the
  * actor's memory (on CUDA the GPU reads A and B and writes C through these very pages).
- * Finished when it returns. */
+ * Finished when it returns. Under the actor's time limit a large product runs in blocks of rows
+ * and traps ("timeout") when the limit runs out, as dw_prefill does between its batches. */
 DW_IMPORT(gemm) int32_t dw_gemm(int32_t m, int32_t n, int32_t k, const float *a, const float *b, float *c);
 
 /* Writes len bytes of msg to the host's log (stderr), one line. */
@@ -138,10 +139,12 @@ DW_IMPORT(session_info) int32_t dw_session_info_get(int32_t session, dw_session_
 /* Keeps the first n tokens of the session (rewinds); n ≤ position. */
 DW_IMPORT(session_truncate) int32_t dw_session_truncate(int32_t session, int32_t n);
 
-/* Text → ids: writes up to cap ids and returns how many the text needs (> cap: call again). */
+/* Text → ids: writes up to cap ids and returns how many the text needs (> cap: call again).
+ * At most 1 MiB of text per call (DW_E_LIMIT beyond: tokenize it in parts). */
 DW_IMPORT(tokenize) int32_t dw_tokenize(int32_t model, const char *text, int32_t len, int32_t flags, int32_t *ids,
                                         int32_t cap);
-/* Ids → UTF-8: writes up to cap bytes (no NUL) and returns how many the text needs. */
+/* Ids → UTF-8: writes up to cap bytes (no NUL) and returns how many the text needs. At most
+ * 65536 ids and 64 KiB of text per call (DW_E_LIMIT beyond). */
 DW_IMPORT(detokenize) int32_t dw_detokenize(int32_t model, const int32_t *ids, int32_t n, int32_t flags, char *out,
                                             int32_t cap);
 
@@ -154,9 +157,9 @@ DW_IMPORT(prefill) int32_t dw_prefill(int32_t session, const int32_t *ids, int32
 DW_IMPORT(decode) int32_t dw_decode(int32_t session, int32_t id, float *logits, int32_t logits_cap);
 
 /* Host-side sampling for guests that do not sample themselves: picks a token from logits[n]
- * with params, history (for the repetition penalty) and the generator state (updated). NaN
- * logits are never picked and +inf ones beat every finite one (sampler.h); returns the token,
- * or DW_E_INVALID for bad settings or when no logit is above -inf. */
+ * with params, history (for the repetition penalty) and the generator state (updated). n is at
+ * most 2^21 (DW_E_LIMIT beyond). NaN logits are never picked and +inf ones beat every finite one
+ * (sampler.h); returns the token, or DW_E_INVALID for bad settings or when no logit is above -inf. */
 DW_IMPORT(sample) int32_t dw_sample(const float *logits, int32_t n, const dw_sample_params *params, uint8_t *state,
                                     const int32_t *history, int32_t n_history);
 #endif /* __wasm__ */

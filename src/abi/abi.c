@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "abi/guest_memory.h"
+#include "core/clock.h"
 #include "wasm/engine.h"
 
 static wasm_valtype_t *valtype_of(char c) {
@@ -29,13 +30,41 @@ static wasm_functype_t *functype_of(const char *params, const char *results) {
     return wasm_functype_new(&p, &r);
 }
 
-dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__host_function *table, size_t n,
-                               dw_error *err) {
+int dw__abi_out_of_time(const dw__abi_context *ctx) {
+    return ctx->deadline_s > 0 && dw__now_s() > ctx->deadline_s;
+}
+
+wasm_trap_t *dw__abi_timeout_trap(const dw__abi_context *ctx, const char *function) {
+    return dw__abi_trap(function, "timeout: the call ran past the actor's time limit of %g s", ctx->timeout_s);
+}
+
+/* Under a time limit every host function runs through here: a call that starts or ends out of
+ * time traps, so that no guest gets past its limit through host work (long host work also
+ * checks between its chunks). Without a limit the functions are defined as they are. */
+static wasm_trap_t *run_bound(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    const dw__abi_binding *b = env;
+    wasm_trap_t *trap = NULL;
+    if (!dw__abi_out_of_time(b->ctx)) trap = b->function->callback(b->ctx, caller, args, n);
+    if (!trap && dw__abi_out_of_time(b->ctx)) {
+        char name[48];
+        snprintf(name, sizeof name, "dw.%s", b->function->name);
+        trap = dw__abi_timeout_trap(b->ctx, name);
+    }
+    return trap;
+}
+
+dw_status dw__abi_define_table(wasmtime_linker_t *linker, dw__abi_context *ctx, const dw__host_function *table,
+                               size_t n, dw_error *err) {
     for (size_t i = 0; i < n; i++) {
+        if (ctx->binding_count == DW_ABI_MAX_FUNCTIONS)
+            return dw_error_set(err, DW_ERR_LIMIT, "more than %d host functions", DW_ABI_MAX_FUNCTIONS);
+        dw__abi_binding *b = &ctx->bindings[ctx->binding_count++];
+        *b = (dw__abi_binding){.ctx = ctx, .function = &table[i]};
         wasm_functype_t *ty = functype_of(table[i].params, table[i].results);
-        wasmtime_error_t *e = wasmtime_linker_define_func_unchecked(linker, "dw", 2, table[i].name,
-                                                                    strlen(table[i].name), ty, table[i].callback,
-                                                                    ctx, NULL);
+        int bound = ctx->timeout_s > 0;
+        wasmtime_error_t *e = wasmtime_linker_define_func_unchecked(linker, "dw", 2, table[i].name, strlen(table[i].name),
+                                                                    ty, bound ? run_bound : table[i].callback,
+                                                                    bound ? (void *)b : (void *)ctx, NULL);
         wasm_functype_delete(ty);
         if (e) {
             dw__wasm_error_take(e, NULL, err);

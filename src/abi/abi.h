@@ -17,6 +17,7 @@ struct dw_sampler;
 
 #define DW_ABI_MAX_MODELS 8
 #define DW_ABI_MAX_SESSIONS 64
+#define DW_ABI_MAX_FUNCTIONS 32 /* host functions defined per actor (core + language model) */
 
 /* Opens a model by name for this actor (the actor layer checks what the actor may use). */
 typedef dw_status (*dw__model_opener)(void *opener_ctx, const char *name, struct dw_model **model,
@@ -43,8 +44,22 @@ typedef struct dw__abi_stats {
     double prefill_ms, decode_ms;
 } dw__abi_stats;
 
+struct dw__abi_context;
+typedef struct dw__host_function dw__host_function;
+
+/* The env of one defined host function: the actor's context and the function it runs. */
+typedef struct dw__abi_binding {
+    struct dw__abi_context *ctx;
+    const dw__host_function *function;
+} dw__abi_binding;
+
 typedef struct dw__abi_context {
     dw_region *memory;      /* the guest's memory 0; set once instantiated */
+    /* The actor's time limit for the call into the guest now running (docs/DESIGN.md, "Limits
+     * that hold per actor"): long host work checks it between bounded chunks, and a host call
+     * that ends past it traps. */
+    double deadline_s;      /* dw__now_s() value past which the call is out of time; 0: no limit */
+    double timeout_s;       /* the limit in seconds (for messages) */
     dw_backend *backend;    /* where dw.gemm and inference run */
     char last_error[256];   /* message for the last failing call, fetched by dw.last_error */
 
@@ -64,6 +79,8 @@ typedef struct dw__abi_context {
     dw__emit_fn emit;       /* NULL: stdout */
     void *emit_user;
     dw__abi_stats stats;
+    dw__abi_binding bindings[DW_ABI_MAX_FUNCTIONS];
+    int binding_count;
 } dw__abi_context;
 
 /* Opens model `name` for the actor (as dw.model_open does) and returns its handle (> 0):
@@ -87,23 +104,32 @@ wasm_trap_t *dw__abi_trap(const char *function, const char *fmt, ...) __attribut
 wasm_trap_t *dw__abi_span(const dw__abi_context *ctx, const char *function, const char *what, uint32_t p,
                           int64_t count, uint32_t elem_size, uint32_t align, void *out /* void ** */);
 
+/* Whether the current call into the guest has run out of time (always 0 without a limit). */
+int dw__abi_out_of_time(const dw__abi_context *ctx);
+
+/* The trap a host function returns when the call has run out of time ("dw.gemm: timeout: ..."). */
+wasm_trap_t *dw__abi_timeout_trap(const dw__abi_context *ctx, const char *function);
+
 /* Records a message for dw.last_error and returns code (a negative DW_E_* value). */
 int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif
 
 /* One host function: its name in module "dw", signature as letters (i=i32, I=i64, f=f32,
- * F=f64) for parameters and results, and the callback. */
-typedef struct dw__host_function {
+ * F=f64) for parameters and results, and the callback (called with the actor's
+ * dw__abi_context as env). */
+struct dw__host_function {
     const char *name;
     const char *params;
     const char *results;
     wasmtime_func_unchecked_callback_t callback;
-} dw__host_function;
+};
 
-/* Defines each function of table in linker with env ctx. */
-dw_status dw__abi_define_table(wasmtime_linker_t *linker, void *ctx, const dw__host_function *table, size_t n,
-                               dw_error *err);
+/* Defines each function of table in linker for ctx. When ctx has a time limit (set before
+ * this), each runs through a check of it before and after (a call that starts or ends out of
+ * time traps). */
+dw_status dw__abi_define_table(wasmtime_linker_t *linker, dw__abi_context *ctx, const dw__host_function *table,
+                               size_t n, dw_error *err);
 
 /* The core functions (gemm, log, now, nop, last_error, message_read, emit), in host_core.c;
  * the language-model functions, in host_llm.c. */

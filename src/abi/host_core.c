@@ -7,10 +7,17 @@
 #include "abi/abi.h"
 #include "abi/guest_memory.h"
 #include "backend/backend.h"
+#include "core/clock.h"
 #include "driftwood/guest.h"
 
 /* Largest dimension dw.gemm accepts; larger products must be split by the guest. */
 #define DW_GEMM_MAX_DIM 65536
+/* Under a time limit, dw.gemm runs as blocks of whole rows of C and checks the limit between
+ * them: the first block is about DW_GEMM_FIRST_BLOCK_MACS multiply-adds, each next one sized
+ * from the rate measured so far to take about DW_GEMM_BLOCK_SECONDS (whatever the backend's
+ * speed, or a sanitizer's), at least one row. */
+#define DW_GEMM_FIRST_BLOCK_MACS ((uint64_t)1 << 22)
+#define DW_GEMM_BLOCK_SECONDS 0.02
 
 static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
@@ -28,9 +35,21 @@ static wasm_trap_t *host_gemm(void *env, wasmtime_caller_t *caller, wasmtime_val
     if (!b) return dw__abi_trap("dw.gemm", "matrix B at %u (%d×%d f32) is outside guest memory or misaligned", pb, k, nn);
     if (!c) return dw__abi_trap("dw.gemm", "matrix C at %u (%d×%d f32) is outside guest memory or misaligned", pc, m, nn);
     dw_error err;
-    if (ctx->backend->ops->gemm_f32(ctx->backend->ctx, m, nn, k, a, b, c, &err) != DW_OK) {
-        args[0].i32 = dw__abi_fail(ctx, DW_E_BACKEND, "dw.gemm: %s", err.message);
-        return NULL;
+    uint64_t row_macs = (uint64_t)nn * (uint64_t)k;
+    double rows = ctx->deadline_s == 0 ? m : DW_GEMM_FIRST_BLOCK_MACS / (double)row_macs, t0 = dw__now_s();
+    for (int32_t r = 0; r < m;) {
+        if (r > 0) {
+            if (dw__abi_out_of_time(ctx)) return dw__abi_timeout_trap(ctx, "dw.gemm");
+            double spent = dw__now_s() - t0;
+            rows = spent > 0 ? r / spent * DW_GEMM_BLOCK_SECONDS : 2 * rows;
+        }
+        int32_t block = rows < 1 ? 1 : rows >= m - r ? m - r : (int32_t)rows;
+        if (ctx->backend->ops->gemm_f32(ctx->backend->ctx, block, nn, k, a + (size_t)r * k, b, c + (size_t)r * nn, &err) !=
+            DW_OK) {
+            args[0].i32 = dw__abi_fail(ctx, DW_E_BACKEND, "dw.gemm: %s", err.message);
+            return NULL;
+        }
+        r += block;
     }
     args[0].i32 = DW_E_OK;
     return NULL;

@@ -23,6 +23,7 @@ static int32_t code_of(dw_status st) {
     case DW_ERR_NOT_FOUND: return DW_E_NOT_FOUND;
     case DW_ERR_STATE: return DW_E_STATE;
     case DW_ERR_BACKEND: return DW_E_BACKEND;
+    case DW_ERR_NO_MEMORY: return DW_E_LIMIT; /* the host could not give what the call asked for */
     default: return DW_E_INVALID;
     }
 }
@@ -49,6 +50,18 @@ void dw__abi_context_release(dw__abi_context *ctx) {
     dw_sampler_free(ctx->sampler);
     ctx->sampler = NULL;
 }
+
+/* Under a time limit, dw.prefill runs in chunks of this many tokens (the engine's default
+ * batch) and checks the limit between them. */
+#define DW_ABI_PREFILL_CHUNK 128
+
+/* What one call may ask of the host, so that the host memory and time a call costs stay bounded
+ * whatever the guest passes (docs/DESIGN.md, "Limits that hold per actor"): text bytes per
+ * dw.tokenize, ids per dw.detokenize, bytes of text dw.detokenize makes, dw.sample's vocabulary. */
+#define DW_ABI_TOKENIZE_MAX_BYTES (1 << 20)
+#define DW_ABI_DETOKENIZE_MAX_IDS (1 << 16)
+#define DW_ABI_DETOKENIZE_MAX_TEXT (1 << 16)
+#define DW_ABI_SAMPLE_MAX_VOCAB (1 << 21)
 
 #define FAIL(code, ...) (args[0].i32 = dw__abi_fail(ctx, (code), __VA_ARGS__), (wasm_trap_t *)NULL)
 
@@ -189,6 +202,9 @@ static wasm_trap_t *host_tokenize(void *env, wasmtime_caller_t *caller, wasmtime
         return trap;
     if (!m) return FAIL(DW_E_NOT_FOUND, "dw.tokenize: bad model handle %d", args[0].i32);
     if (flags & ~(DW_TOK_SPECIAL | DW_TOK_BOS)) return FAIL(DW_E_INVALID, "dw.tokenize: unknown flags %#x", flags);
+    if (len > DW_ABI_TOKENIZE_MAX_BYTES)
+        return FAIL(DW_E_LIMIT, "dw.tokenize: %d bytes of text are more than one call takes (%d); tokenize it in parts", len,
+                    DW_ABI_TOKENIZE_MAX_BYTES);
     int tf = (flags & DW_TOK_SPECIAL ? DW_TOKENIZE_PARSE_SPECIAL : 0) | (flags & DW_TOK_BOS ? DW_TOKENIZE_ADD_BOS : 0);
     size_t n_out = 0;
     dw_error err;
@@ -213,8 +229,11 @@ static wasm_trap_t *host_detokenize(void *env, wasmtime_caller_t *caller, wasmti
         return trap;
     if (!m) return FAIL(DW_E_NOT_FOUND, "dw.detokenize: bad model handle %d", args[0].i32);
     if (flags & ~DW_DETOK_SKIP_SPECIAL) return FAIL(DW_E_INVALID, "dw.detokenize: unknown flags %#x", flags);
+    if (count > DW_ABI_DETOKENIZE_MAX_IDS)
+        return FAIL(DW_E_LIMIT, "dw.detokenize: %d ids are more than one call takes (%d); detokenize fewer", count,
+                    DW_ABI_DETOKENIZE_MAX_IDS);
     /* the tokenizer NUL-terminates: decode into a host buffer, copy the bytes that fit */
-    static _Thread_local char text[1 << 16];
+    static _Thread_local char text[DW_ABI_DETOKENIZE_MAX_TEXT];
     size_t len = 0;
     dw_error err;
     dw_status st = dw_tokenizer_decode(m->tokenizer, ids, (size_t)count,
@@ -243,6 +262,37 @@ static wasm_trap_t *logits_span(dw__abi_context *ctx, const char *fn, int32_t ha
     return NULL;
 }
 
+/* Whether the session would take these tokens (room in the context, ids in the vocabulary). */
+static int prefill_acceptable(dw_session *session, const int32_t *ids, int32_t count) {
+    if (count > dw_session_ctx(session) - dw_session_n_tokens(session)) return 0;
+    int vocab = dw_model_get_config(dw_session_model(session))->vocab_size;
+    for (int32_t i = 0; i < count; i++)
+        if (ids[i] < 0 || ids[i] >= vocab) return 0;
+    return 1;
+}
+
+/* dw_session_prefill, under the actor's time limit in chunks of DW_ABI_PREFILL_CHUNK tokens
+ * with the limit checked between them. Like one call it changes nothing when it fails (tokens
+ * the session would refuse go to one call, which fails before running anything; a chunk that
+ * fails or runs out of time takes the session back to where it was): *timed_out set then. */
+static dw_status prefill_bounded(dw__abi_context *ctx, dw_session *session, const int32_t *ids, int32_t count,
+                                 float *logits, int *timed_out, dw_error *err) {
+    if (ctx->deadline_s == 0 || count <= DW_ABI_PREFILL_CHUNK || !prefill_acceptable(session, ids, count))
+        return dw_session_prefill(session, ids, count, logits, err);
+    int start = dw_session_n_tokens(session);
+    dw_status st = DW_OK;
+    for (int32_t done = 0; done < count && st == DW_OK; done += DW_ABI_PREFILL_CHUNK) {
+        if (done > 0 && dw__abi_out_of_time(ctx)) {
+            *timed_out = 1;
+            break;
+        }
+        int32_t n = count - done < DW_ABI_PREFILL_CHUNK ? count - done : DW_ABI_PREFILL_CHUNK;
+        st = dw_session_prefill(session, ids + done, n, done + n == count ? logits : NULL, err);
+    }
+    if (st != DW_OK || *timed_out) dw_session_truncate(session, start, NULL);
+    return st;
+}
+
 static wasm_trap_t *host_prefill(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     uint32_t pids = (uint32_t)args[1].i32;
@@ -257,8 +307,10 @@ static wasm_trap_t *host_prefill(void *env, wasmtime_caller_t *caller, wasmtime_
     if (count == 0) return FAIL(DW_E_INVALID, "dw.prefill: no tokens");
     dw_error err;
     double t0 = dw__now_ms();
-    dw_status st = dw_session_prefill(s->session, ids, count, logits, &err);
+    int timed_out = 0;
+    dw_status st = prefill_bounded(ctx, s->session, ids, count, logits, &timed_out, &err);
     ctx->stats.prefill_ms += dw__now_ms() - t0;
+    if (timed_out) return dw__abi_timeout_trap(ctx, "dw.prefill");
     if (st != DW_OK) return FAIL(code_of(st), "dw.prefill: %s", err.message);
     ctx->stats.prefill_calls++;
     ctx->stats.prefill_tokens += (uint64_t)count;
@@ -295,6 +347,8 @@ static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_v
     const int32_t *hist;
     wasm_trap_t *trap;
     if (vocab <= 0) return dw__abi_trap("dw.sample", "vocabulary size %d", vocab);
+    if (vocab > DW_ABI_SAMPLE_MAX_VOCAB)
+        return FAIL(DW_E_LIMIT, "dw.sample: a vocabulary of %d is more than one call takes (%d)", vocab, DW_ABI_SAMPLE_MAX_VOCAB);
     if ((trap = dw__abi_span(ctx, "dw.sample", "logits", plogits, vocab, sizeof(float), 4, &logits)) ||
         (trap = dw__abi_span(ctx, "dw.sample", "params", pparams, 1, sizeof *gp, 8, &gp)) ||
         (trap = dw__abi_span(ctx, "dw.sample", "state", pstate, DW_SAMPLER_STATE_BYTES, 1, 1, &state)) ||

@@ -10,11 +10,38 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "core/clock.h"
 
 #define NO_DEADLINE ((uint64_t)1 << 62)
 
+/* Two clocks hold the one limit: Wasm code is interrupted at the epoch deadline, and host
+ * functions compare the monotonic clock with abi.deadline_s (abi.c, and the chunked host work). */
 void dw__actor_arm_deadline(dw_actor *actor) {
     wasmtime_context_set_epoch_deadline(actor->context, actor->timeout_ticks ? actor->timeout_ticks : NO_DEADLINE);
+    actor->abi.deadline_s = actor->timeout_ticks ? dw__now_s() + actor->abi.timeout_s : 0;
+}
+
+/* 0 (none), or a finite number of seconds in [DW_ACTOR_TIMEOUT_MIN_SECONDS, DW_ACTOR_TIMEOUT_MAX_SECONDS]. */
+static dw_status check_timeout(double t, dw_error *err) {
+    if (t == 0) return DW_OK;
+    if (!(t > 0)) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: timeout %g s: it must be positive (0: no timeout)", t);
+    if (t < DW_ACTOR_TIMEOUT_MIN_SECONDS)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: timeout %g s is too small: the smallest is %g s (0: no timeout)",
+                            t, DW_ACTOR_TIMEOUT_MIN_SECONDS);
+    if (!(t <= DW_ACTOR_TIMEOUT_MAX_SECONDS))
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: timeout %g s is too large: the largest is %g s (0: no timeout)",
+                            t, DW_ACTOR_TIMEOUT_MAX_SECONDS);
+    return DW_OK;
+}
+
+/* Bounds the store's resources besides linear-memory bytes (those the memory creator caps):
+ * elements per table, and how many instances, tables and memories the store may hold. */
+static void limit_store(dw_actor *a, size_t memory_limit) {
+    int64_t table_elements = DW_ACTOR_MAX_TABLE_ELEMENTS;
+    if (memory_limit && memory_limit / DW_ACTOR_TABLE_ELEMENT_BYTES < (size_t)table_elements)
+        table_elements = (int64_t)(memory_limit / DW_ACTOR_TABLE_ELEMENT_BYTES);
+    wasmtime_store_limiter(a->store, memory_limit ? (int64_t)memory_limit : -1, table_elements, DW_ACTOR_MAX_INSTANCES,
+                           DW_ACTOR_MAX_TABLES, DW_ACTOR_MAX_MEMORIES);
 }
 
 static dw_status configure_wasi(dw_actor *a, const dw_actor_options *o, dw_error *err) {
@@ -201,8 +228,8 @@ dw_status dw__actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opt
     static const dw_actor_options defaults = {0};
     const dw_actor_options *o = options ? options : &defaults;
     *out = NULL;
-    if (o->timeout_seconds < 0 || isnan(o->timeout_seconds))
-        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "actor: timeout must be ≥ 0 seconds");
+    dw_status timeout_status = check_timeout(o->timeout_seconds, err);
+    if (timeout_status != DW_OK) return timeout_status;
     dw_actor *a = calloc(1, sizeof *a);
     if (!a) return dw_error_set(err, DW_ERR_NO_MEMORY, "actor: out of memory");
     a->runtime = rt;
@@ -218,10 +245,12 @@ dw_status dw__actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opt
     if ((st = copy_allowed_models(a, o, err)) != DW_OK) goto fail;
     if (o->timeout_seconds > 0) {
         a->timeout_ticks = (uint64_t)ceil(o->timeout_seconds * 1000.0 / DW_EPOCH_TICK_MS);
+        a->abi.timeout_s = o->timeout_seconds;
         dw__wasm_epoch_ticker_start();
     }
     a->store = wasmtime_store_new(dw__wasm_engine(NULL), a, NULL);
     a->context = wasmtime_store_context(a->store);
+    limit_store(a, o->memory_limit);
     a->linker = wasmtime_linker_new(dw__wasm_engine(NULL));
     wasmtime_error_t *e = wasmtime_linker_define_wasi(a->linker);
     if (e) {

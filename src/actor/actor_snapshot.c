@@ -81,15 +81,22 @@ dw_status dw_actor_snapshot_save(dw_actor *a, const char *path, dw_actor_snapsho
     const uint8_t *base = a->abi.memory->base;
     size_t size = a->abi.memory->size, n_chunks = (size + CHUNK - 1) / CHUNK, kept = 0;
     static const uint8_t zero[CHUNK];
-    chunks = malloc(size ? size : 1);
-    index = malloc(sizeof *index * (n_chunks ? n_chunks : 1));
-    if (!chunks || !index) {
-        st = dw_error_set(err, DW_ERR_NO_MEMORY, "snapshot: out of memory");
-        goto done;
-    }
+    size_t chunks_cap = 0; /* grown as chunks are kept: the buffer costs what the snapshot holds */
     for (size_t c = 0; c < n_chunks; c++) {
         size_t len = size - c * CHUNK < CHUNK ? size - c * CHUNK : CHUNK;
         if (!memcmp(base + c * CHUNK, zero, len)) continue;
+        if (kept == chunks_cap) {
+            size_t cap = chunks_cap ? chunks_cap * 2 : 64;
+            uint8_t *more_chunks = realloc(chunks, cap * CHUNK);
+            if (more_chunks) chunks = more_chunks;
+            uint32_t *more_index = more_chunks ? realloc(index, cap * sizeof *index) : NULL;
+            if (more_index) index = more_index;
+            if (!more_chunks || !more_index) {
+                st = dw_error_set(err, DW_ERR_NO_MEMORY, "snapshot: out of memory");
+                goto done;
+            }
+            chunks_cap = cap;
+        }
         memcpy(chunks + kept * CHUNK, base + c * CHUNK, len);
         if (len < CHUNK) memset(chunks + kept * CHUNK + len, 0, CHUNK - len);
         index[kept++] = (uint32_t)c;
@@ -97,8 +104,10 @@ dw_status dw_actor_snapshot_save(dw_actor *a, const char *path, dw_actor_snapsho
     int64_t shape_chunks[2] = {(int64_t)kept, CHUNK}, shape_index[1] = {(int64_t)kept};
     char module_hex[DW_SHA256_HEX_SIZE];
     dw__sha256_hex(a->module->stats.sha256, module_hex);
-    if ((st = dw__snapfile_add(w, "memory.chunks", DW_DTYPE_U8, 2, shape_chunks, chunks, kept * CHUNK, err)) ||
-        (st = dw__snapfile_add(w, "memory.index", DW_DTYPE_U32, 1, shape_index, index, kept * sizeof *index, err)) ||
+    static const uint32_t no_index[1];
+    if ((st = dw__snapfile_add(w, "memory.chunks", DW_DTYPE_U8, 2, shape_chunks, kept ? chunks : zero, kept * CHUNK, err)) ||
+        (st = dw__snapfile_add(w, "memory.index", DW_DTYPE_U32, 1, shape_index, kept ? index : no_index,
+                               kept * sizeof *index, err)) ||
         (st = dw__snapfile_meta(w, "module_sha256", module_hex, err)) ||
         (st = dw__snapfile_meta_long(w, "memory_bytes", (long long)size, err)) ||
         (st = dw__snapfile_meta_long(w, "chunk_bytes", CHUNK, err)))
@@ -164,13 +173,23 @@ static dw_status restore_memory(dw_actor *a, const dw_safetensors *st, dw_error 
     if ((size_t)size < cur || size % 65536)
         return dw_error_set(err, DW_ERR_FORMAT, "snapshot %s: memory of %lld bytes cannot hold this module's %zu",
                             dw_safetensors_path(st), size, cur);
+    if (a->memory_context.limit && (size_t)size > a->memory_context.limit)
+        return dw_error_set(err, DW_ERR_LIMIT, "snapshot %s: its memory of %lld bytes is over the actor's memory limit of %zu bytes",
+                            dw_safetensors_path(st), size, a->memory_context.limit);
+    /* Restore costs what the snapshot holds: the pages a grow adds are zero and stay untouched;
+     * of the instance's first `cur` bytes, only chunks that are not zero (data segments) are
+     * cleared; then the saved chunks are written. */
+    uint8_t *base = a->abi.memory->base;
+    static const uint8_t zero[CHUNK];
+    for (size_t off = 0; off < cur; off += CHUNK) {
+        size_t len = cur - off < CHUNK ? cur - off : CHUNK;
+        if (memcmp(base + off, zero, len)) memset(base + off, 0, len);
+    }
     if ((size_t)size > cur) {
         uint64_t prev;
         wasmtime_error_t *e = wasmtime_memory_grow(a->context, &a->memory, ((size_t)size - cur) / 65536, &prev);
         if (e) return dw__wasm_error_take(e, NULL, err), dw_error_prefix(err, "restore: growing memory to %lld bytes", size);
     }
-    uint8_t *base = a->abi.memory->base;
-    memset(base, 0, (size_t)size);
     const uint32_t *idx = index->data;
     const uint8_t *data = chunks->data;
     size_t n_chunks = ((size_t)size + CHUNK - 1) / CHUNK;

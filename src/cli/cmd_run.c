@@ -37,7 +37,14 @@ DW_COMMAND(run, "run MODULE.wasm [--invoke NAME [ARG...]] [--backend cpu|cuda] [
             if (dw_cli_parse_long("--memory-limit", argv[++i], 65536, 1L << 40, &memory_limit)) goto out;
         }
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
-            if (dw_cli_parse_double("--timeout", argv[++i], &timeout) || timeout < 0) goto out;
+            /* any number (1e-320 and 1e400 too): dw_actor_create checks the range and names it */
+            const char *text = argv[++i];
+            char *end;
+            timeout = strtod(text, &end);
+            if (!*text || *end || timeout != timeout) {
+                dw_cli_fail("--timeout expects a number of seconds, got '%s'", text);
+                goto out;
+            }
         } else if (!strcmp(argv[i], "--invoke") && i + 1 < argc) {
             invoke = argv[++i];
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) call_argv[call_argc++] = argv[++i];
