@@ -20,6 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             cfg.n_kv_heads <= 0 || cfg.head_dim <= 0 || cfg.n_heads % cfg.n_kv_heads != 0 ||
             cfg.n_eos < 0 || cfg.n_eos > DW_MAX_EOS_TOKENS || memchr(cfg.architecture, 0, sizeof cfg.architecture) == NULL)
             __builtin_trap();
+        /* the numbers the forward pass uses must be finite and positive in float, as stored */
+        if (!(isfinite(cfg.rms_norm_eps) && cfg.rms_norm_eps > 0 && isfinite(cfg.rope_theta) && cfg.rope_theta > 0))
+            __builtin_trap();
     }
     free(text);
     return 0;

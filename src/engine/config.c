@@ -2,6 +2,7 @@
  * (model.h). Every key either changes nothing we compute (ignored), is understood, or is
  * refused by name: a model we would run wrongly is never loaded. */
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -78,6 +79,9 @@ static dw_status get_number(ctx_t *c, json_t *root, const char *key, int require
     if (!json_is_number(v)) return bad(c, DW_ERR_FORMAT, key, "must be a number");
     *out = json_number_value(v);
     if (!isfinite(*out)) return bad(c, DW_ERR_FORMAT, key, "must be finite");
+    /* Every number key is kept as a float: 1e300 would become inf there, 1e-300 zero. */
+    if (fabs(*out) > FLT_MAX || (*out != 0 && (float)*out == 0))
+        return bad(c, DW_ERR_FORMAT, key, "is outside the range of a 32-bit float");
     return DW_OK;
 }
 
