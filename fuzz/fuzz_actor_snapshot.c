@@ -38,8 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_scratch_path("input.snapshot");
     fuzz_write_snapshot(path, data, size, module_hex);
     dw_actor_options options = {
-        .timeout_seconds = 2,
-        .memory_limit = 64u << 20,
+        .timeout_seconds = 2, /* no memory limit: as `driftwood chat` runs it */
         .argc = (int)(sizeof actor_args / sizeof actor_args[0]),
         .argv = actor_args,
         .output = discard,
@@ -47,7 +46,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dw_actor *actor;
     dw_actor_snapshot_report report;
     dw_error err;
-    if (dw_actor_snapshot_restore(runtime, module, &options, path, &actor, &report, &err) == DW_OK) {
+    dw_status st = dw_actor_snapshot_restore(runtime, module, &options, path, &actor, &report, &err);
+    fuzz_report("fuzz_actor_snapshot", st, err.message);
+    if (st == DW_OK) {
         dw_actor_send(actor, "hi", 2, &err);
         dw_actor_free(actor);
     }

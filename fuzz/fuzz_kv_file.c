@@ -43,7 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dw_kv_extras extras = {.logits = logits, .n_logits = vocab, .sampler_state = sampler_state};
     dw_kv_report report;
     dw_error err;
-    if (dw_kv_load(session, dw_model_tokenizer(model), path, &extras, &report, &err) == DW_OK) {
+    dw_status st = dw_kv_load(session, dw_model_tokenizer(model), path, &extras, &report, &err);
+    fuzz_report("fuzz_kv_file", st, err.message);
+    if (st == DW_OK) {
         if (dw_session_n_tokens(session) != report.n_tokens || report.n_tokens > SESSION_CTX) __builtin_trap();
         if (report.n_tokens < SESSION_CTX) dw_session_decode(session, 1, logits, &err);
     }

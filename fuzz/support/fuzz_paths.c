@@ -57,3 +57,9 @@ void fuzz_write_file(const char *path, const uint8_t *data, size_t len) {
         exit(2);
     }
 }
+
+void fuzz_report(const char *target, int status, const char *message) {
+    static int verbose = -1;
+    if (verbose < 0) verbose = getenv("DW_FUZZ_VERBOSE") != NULL;
+    if (verbose) fprintf(stderr, "%s: status %d%s%s\n", target, status, status ? ": " : "", status ? message : "");
+}

@@ -30,4 +30,8 @@ void fuzz_write_file(const char *path, const uint8_t *data, size_t len);
  * as they are. */
 void fuzz_write_snapshot(const char *path, const uint8_t *data, size_t len, const char *module_sha256);
 
+/* With DW_FUZZ_VERBOSE set, prints the outcome of the call under test (to see how far an input
+ * gets when replaying it); otherwise nothing. */
+void fuzz_report(const char *target, int status, const char *message);
+
 #endif
