@@ -4,6 +4,9 @@
 dw_debian_packages="clang lld wasi-libc libclang-rt-14-dev-wasm32 cmake libpcre2-dev libjansson-dev libutf8proc-dev libxxhash-dev libssl-dev"
 # pkg-config: examples/embed finds the installed library with it (tests/cli/test_install.sh).
 dw_debian_packages="$dw_debian_packages pkgconf"
+# clang's sanitizer and libFuzzer runtimes: the ASan + UBSan build and the fuzz targets
+# (mk/sanitize.mk, mk/fuzz.mk).
+dw_debian_packages="$dw_debian_packages libclang-rt-14-dev"
 dw_missing=""
 for p in $dw_debian_packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || dw_missing="$dw_missing $p"
