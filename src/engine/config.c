@@ -112,6 +112,7 @@ static dw_status parse_rope(ctx_t *c, json_t *rs, const char *key, dw_model_conf
     double theta = cfg->rope_theta;
     dw_status st = get_number(c, rs, "rope_theta", 0, &theta);
     if (st) return st;
+    if (!(theta > 0)) return dw_error_set(c->err, DW_ERR_FORMAT, "%s: key '%s.rope_theta' must be positive", c->path, key);
     cfg->rope_theta = (float)theta;
     if (!strcmp(t, "default")) return DW_OK;
     if (strcmp(t, "llama3") != 0)

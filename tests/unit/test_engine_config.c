@@ -1,5 +1,6 @@
-/* config.json numbers that the engine keeps as 32-bit floats: a value a float cannot hold is
- * refused by name instead of becoming inf or zero (found by fuzz/fuzz_config.c). */
+/* config.json numbers the engine computes with: a value a 32-bit float cannot hold is refused by
+ * name instead of becoming inf or zero, and so is a rope_theta of 0 wherever it is given (both
+ * found by fuzz/fuzz_config.c). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,4 +33,14 @@ TEST(config_numbers_outside_float_range_are_refused_by_name) {
     CHECK_MSG(strstr(err.message, "'rope_theta'"), "%s", err.message);
     CHECK(parse_edited("\"factor\": 8.0", "\"factor\": 3.5e38", &cfg, &err) == DW_ERR_FORMAT);
     CHECK_MSG(strstr(err.message, "'factor'"), "%s", err.message);
+}
+
+TEST(config_rope_theta_inside_rope_scaling_must_be_positive) {
+    dw_model_config cfg;
+    dw_error err = {0};
+    CHECK_OK(parse_edited("\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"rope_theta\": 10000.0", &cfg, &err));
+    CHECK(cfg.rope_theta == 10000.0f);
+    CHECK(parse_edited("\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"rope_theta\": 0.0", &cfg, &err) ==
+          DW_ERR_FORMAT);
+    CHECK_MSG(strstr(err.message, "'rope_scaling.rope_theta'") && strstr(err.message, "positive"), "%s", err.message);
 }
