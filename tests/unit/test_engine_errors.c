@@ -139,6 +139,7 @@ TEST(engine_config_refuses_numbers_that_do_not_fit_naming_the_key) {
          "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}",
          "'rope_scaling.factor'"},
         {"\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1e40}", "'rope_parameters.rope_theta'"},
+        {"\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 0.0}", "'rope_parameters.rope_theta'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char json[1024];
