@@ -18,20 +18,14 @@ static void die(const char *what, const dw_error *err) {
     exit(2);
 }
 
-static void discard(void *user, const char *bytes, size_t len) {}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fuzz_single_thread();
-    dw_error err;
-    if (dw_runtime_create(&(dw_runtime_options){.module_cache_dir = ""}, &runtime, &err) != DW_OK) die("runtime", &err);
-    if (dw_runtime_register_model(runtime, "tiny", fuzz_model_dir(), &err) != DW_OK) die("model", &err);
-    if (dw_module_load_file(runtime, fuzz_guest_path("fuzz_abi_driver"), &module, &err) != DW_OK)
-        die("fuzz_abi_driver.wasm", &err);
+    fuzz_open_runtime("fuzz_abi", "tiny", "fuzz_abi_driver", &runtime, &module);
     return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    dw_actor_options options = {.timeout_seconds = 5, .memory_limit = 4u << 20, .output = discard};
+    dw_actor_options options = {.timeout_seconds = 5, .memory_limit = 4u << 20, .output = fuzz_discard_output};
     dw_actor *actor;
     dw_error err;
     if (dw_actor_create(runtime, module, &options, &actor, &err) != DW_OK) die("actor", &err);

@@ -16,19 +16,9 @@ static dw_module *module;
 static char module_hex[65];
 static const char *const actor_args[] = {"chat", "--model", "default", "-n", "2"};
 
-static void die(const char *what, const dw_error *err) {
-    fprintf(stderr, "fuzz_actor_snapshot: %s: %s\n", what, err->message);
-    exit(2);
-}
-
-static void discard(void *user, const char *bytes, size_t len) {}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fuzz_single_thread();
-    dw_error err;
-    if (dw_runtime_create(&(dw_runtime_options){.module_cache_dir = ""}, &runtime, &err) != DW_OK) die("runtime", &err);
-    if (dw_runtime_register_model(runtime, "default", fuzz_model_dir(), &err) != DW_OK) die("model", &err);
-    if (dw_module_load_file(runtime, fuzz_guest_path("chat"), &module, &err) != DW_OK) die("chat.wasm", &err);
+    fuzz_open_runtime("fuzz_actor_snapshot", "default", "chat", &runtime, &module);
     const uint8_t *sha = dw_module_stats_get(module)->sha256;
     for (int i = 0; i < 32; i++) snprintf(module_hex + 2 * i, 3, "%02x", sha[i]);
     return 0;
@@ -41,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         .timeout_seconds = 2, /* no memory limit: as `driftwood chat` runs it */
         .argc = (int)(sizeof actor_args / sizeof actor_args[0]),
         .argv = actor_args,
-        .output = discard,
+        .output = fuzz_discard_output,
     };
     dw_actor *actor;
     dw_actor_snapshot_report report;

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "driftwood/runtime.h"
+
 /* Runs the library on one thread (DW_THREADS=1): a campaign uses one core per target. Call
  * first, from LLVMFuzzerInitialize. */
 void fuzz_single_thread(void);
@@ -29,6 +31,14 @@ void fuzz_write_file(const char *path, const uint8_t *data, size_t len);
  * it is not NULL), so that mutations reach the code after the checksum; other bytes are written
  * as they are. */
 void fuzz_write_snapshot(const char *path, const uint8_t *data, size_t len, const char *module_sha256);
+
+/* The runtime of the actor targets: made once, the tiny model registered as model_name, the
+ * guest build/guests/GUEST.wasm loaded; exits naming target when it cannot (not a finding). */
+void fuzz_open_runtime(const char *target, const char *model_name, const char *guest, dw_runtime **runtime,
+                       dw_module **module);
+
+/* An actor's output sink that drops everything (the fuzzer's own stdout stays readable). */
+void fuzz_discard_output(void *user, const char *bytes, size_t len);
 
 /* With DW_FUZZ_VERBOSE set, prints the outcome of the call under test (to see how far an input
  * gets when replaying it); otherwise nothing. */

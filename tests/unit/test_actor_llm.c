@@ -15,6 +15,7 @@
 #include "driftwood/tokenizer.h"
 #include "driftwood/runtime.h"
 #include "test.h"
+#include "test_actor_call.h"
 
 typedef struct fixture {
     dw_runtime *rt;
@@ -41,32 +42,24 @@ static void teardown(fixture *f) {
     dw_runtime_free(f->rt);
 }
 
-static dw_status call(dw_actor *a, const char *name, int n, int32_t a0, int32_t a1, int32_t *result, dw_error *err) {
-    dw_value in[2] = {{DW_I32, {.i32 = a0}}, {DW_I32, {.i32 = a1}}}, out;
-    size_t nres;
-    dw_status st = dw_actor_invoke(a, name, in, (size_t)n, &out, 1, &nres, err);
-    if (st == DW_OK) *result = out.of.i32;
-    return st;
-}
-
 TEST(llm_bad_handles_get_error_codes_not_crashes) {
     dw_error err;
     fixture f;
     CHECK_OK(setup(&f, &err));
     dw_actor *a = f.actor;
     int32_t r;
-    CHECK_OK(call(a, "open_missing", 0, 0, 0, &r, &err));
+    CHECK_OK(actor_call(a, "open_missing", 0, 0, 0, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
-    CHECK_OK(call(a, "decode_into", 2, 12345, 1 << 18, &r, &err));
+    CHECK_OK(actor_call(a, "decode_into", 2, 12345, 1 << 18, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
     int32_t s;
-    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s, &err));
     CHECK(s > 0);
-    CHECK_OK(call(a, "free_session", 1, s, 0, &r, &err));
+    CHECK_OK(actor_call(a, "free_session", 1, s, 0, &r, &err));
     CHECK(r == DW_E_OK);
-    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* a freed handle stays invalid */
+    CHECK_OK(actor_call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* a freed handle stays invalid */
     CHECK(r == DW_E_NOT_FOUND);
-    CHECK_OK(call(a, "free_session", 1, s, 0, &r, &err));
+    CHECK_OK(actor_call(a, "free_session", 1, s, 0, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
     teardown(&f);
 }
@@ -79,11 +72,11 @@ TEST(llm_one_actor_cannot_use_another_actors_session) {
     CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &a, &err));
     CHECK_OK(dw_actor_create(f.rt, f.module, NULL, &b, &err));
     int32_t s, r;
-    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s, &err));
     CHECK(s > 0);
-    CHECK_OK(call(b, "decode_into", 2, s, 1 << 18, &r, &err));
+    CHECK_OK(actor_call(b, "decode_into", 2, s, 1 << 18, &r, &err));
     CHECK(r == DW_E_NOT_FOUND);
-    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err));
+    CHECK_OK(actor_call(a, "decode_into", 2, s, 1 << 18, &r, &err));
     CHECK(r == DW_E_OK);
     dw_actor_free(a);
     dw_actor_free(b);
@@ -96,12 +89,12 @@ TEST(llm_bad_pointers_trap_and_runtime_goes_on) {
     CHECK_OK(setup(&f, &err));
     dw_actor *a = f.actor;
     int32_t s, r;
-    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
-    CHECK(call(a, "decode_bad_pointer", 1, s, 0, &r, &err) == DW_ERR_TRAP);
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK(actor_call(a, "decode_bad_pointer", 1, s, 0, &r, &err) == DW_ERR_TRAP);
     CHECK_MSG(strstr(err.message, "dw.decode") && strstr(err.message, "outside guest memory"), "%s", err.message);
-    CHECK(call(a, "tokenize_bad_pointer", 0, 0, 0, &r, &err) == DW_ERR_TRAP);
+    CHECK(actor_call(a, "tokenize_bad_pointer", 0, 0, 0, &r, &err) == DW_ERR_TRAP);
     CHECK_MSG(strstr(err.message, "dw.tokenize"), "%s", err.message);
-    CHECK_OK(call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* the actor still works */
+    CHECK_OK(actor_call(a, "decode_into", 2, s, 1 << 18, &r, &err)); /* the actor still works */
     CHECK(r == DW_E_OK);
     teardown(&f);
 }
@@ -112,12 +105,12 @@ TEST(llm_logits_buffer_too_small_is_refused) {
     CHECK_OK(setup(&f, &err));
     dw_actor *a = f.actor;
     int32_t s, r, vocab;
-    CHECK_OK(call(a, "vocab", 0, 0, 0, &vocab, &err));
+    CHECK_OK(actor_call(a, "vocab", 0, 0, 0, &vocab, &err));
     CHECK(vocab > 0);
-    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
-    CHECK_OK(call(a, "decode_into", 2, s, vocab - 1, &r, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(actor_call(a, "decode_into", 2, s, vocab - 1, &r, &err));
     CHECK(r == DW_E_LIMIT);
-    CHECK_OK(call(a, "position", 1, s, 0, &r, &err));
+    CHECK_OK(actor_call(a, "position", 1, s, 0, &r, &err));
     CHECK(r == 0); /* nothing was run */
     teardown(&f);
 }
@@ -128,14 +121,14 @@ TEST(llm_context_overflow_is_an_error_code) {
     CHECK_OK(setup(&f, &err));
     dw_actor *a = f.actor;
     int32_t s, r;
-    CHECK_OK(call(a, "new_session", 1, 16, 0, &s, &err));
-    CHECK_OK(call(a, "prefill_n", 2, s, 12, &r, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 16, 0, &s, &err));
+    CHECK_OK(actor_call(a, "prefill_n", 2, s, 12, &r, &err));
     CHECK(r == DW_E_OK);
-    CHECK_OK(call(a, "prefill_n", 2, s, 5, &r, &err)); /* 17 > 16 */
+    CHECK_OK(actor_call(a, "prefill_n", 2, s, 5, &r, &err)); /* 17 > 16 */
     CHECK(r == DW_E_LIMIT);
-    CHECK_OK(call(a, "position", 1, s, 0, &r, &err));
+    CHECK_OK(actor_call(a, "position", 1, s, 0, &r, &err));
     CHECK(r == 12);
-    CHECK_OK(call(a, "prefill_n", 2, s, 4, &r, &err)); /* exactly fills it */
+    CHECK_OK(actor_call(a, "prefill_n", 2, s, 4, &r, &err)); /* exactly fills it */
     CHECK(r == DW_E_OK);
     teardown(&f);
 }
@@ -151,7 +144,7 @@ static void *greedy_worker(void *arg) {
     greedy_job *j = arg;
     dw_actor *a = NULL;
     j->st = dw_actor_create(j->f->rt, j->f->module, NULL, &a, &j->err);
-    if (j->st == DW_OK) j->st = call(a, "greedy_hash", 2, 24, j->first_token, &j->hash, &j->err);
+    if (j->st == DW_OK) j->st = actor_call(a, "greedy_hash", 2, 24, j->first_token, &j->hash, &j->err);
     dw_actor_free(a);
     return NULL;
 }
@@ -230,8 +223,8 @@ TEST(llm_host_sampler_is_greedy_at_zero_and_reproducible_from_guest_state) {
     CHECK_OK(setup(&f, &err));
     dw_actor *a = f.actor;
     int32_t s, r;
-    CHECK_OK(call(a, "new_session", 1, 64, 0, &s, &err));
-    CHECK_OK(call(a, "host_sampler_behaves", 1, s, 0, &r, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(actor_call(a, "host_sampler_behaves", 1, s, 0, &r, &err));
     CHECK_MSG(r == 1, "host_sampler_behaves returned %d", r);
     teardown(&f);
 }
@@ -280,9 +273,9 @@ TEST(llm_tokenize_failure_is_an_error_for_the_guest) {
     CHECK(write_hostile_model(dir) == 0);
     CHECK_OK(dw_runtime_register_model(f.rt, "hostile", dir, &err));
     int32_t r;
-    CHECK_OK(call(f.actor, "tokenize_a_run", 1, 3, 0, &r, &err));
+    CHECK_OK(actor_call(f.actor, "tokenize_a_run", 1, 3, 0, &r, &err));
     CHECK_MSG(r > 0, "tokenize_a_run(3) returned %d", r); /* "aaab" tokenizes */
-    CHECK_OK(call(f.actor, "tokenize_a_run", 1, 40, 0, &r, &err));
+    CHECK_OK(actor_call(f.actor, "tokenize_a_run", 1, 40, 0, &r, &err));
     CHECK_MSG(r == DW_E_LIMIT, "tokenize_a_run(40) returned %d", r);
     teardown(&f);
 }
@@ -292,8 +285,8 @@ TEST(llm_host_sampler_returns_invalid_for_logits_with_nothing_to_choose) {
     fixture f;
     CHECK_OK(setup(&f, &err));
     int32_t greedy, sampled;
-    CHECK_OK(call(f.actor, "host_sampler_refuses_nan_logits", 1, 0, 0, &greedy, &err));
-    CHECK_OK(call(f.actor, "host_sampler_refuses_nan_logits", 1, 8, 0, &sampled, &err));
+    CHECK_OK(actor_call(f.actor, "host_sampler_refuses_nan_logits", 1, 0, 0, &greedy, &err));
+    CHECK_OK(actor_call(f.actor, "host_sampler_refuses_nan_logits", 1, 8, 0, &sampled, &err));
     teardown(&f);
     CHECK_MSG(greedy == 1 && sampled == 1, "greedy %d, sampled %d (1: DW_E_INVALID naming NaN; 1000 + t: token t)", greedy,
               sampled);

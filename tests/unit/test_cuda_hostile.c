@@ -13,6 +13,7 @@
 #include "driftwood/model.h"
 #include "driftwood/runtime.h"
 #include "test.h"
+#include "test_actor_call.h"
 #include "test_cuda.h"
 #include "test_engine_util.h"
 
@@ -109,14 +110,6 @@ typedef struct two_actors {
     dw_actor *a, *b;
 } two_actors;
 
-static dw_status call(dw_actor *a, const char *name, int n, int32_t a0, int32_t a1, int32_t *result, dw_error *err) {
-    dw_value in[2] = {{DW_I32, {.i32 = a0}}, {DW_I32, {.i32 = a1}}}, out;
-    size_t nres;
-    dw_status st = dw_actor_invoke(a, name, in, (size_t)n, &out, 1, &nres, err);
-    if (st == DW_OK) *result = out.of.i32;
-    return st;
-}
-
 TEST(cuda_guest_logits_past_its_memory_trap_and_other_actors_run_on) {
     dw_error err;
     dw_backend *probe;
@@ -134,18 +127,18 @@ TEST(cuda_guest_logits_past_its_memory_trap_and_other_actors_run_on) {
     CHECK_OK(dw_actor_create(t.rt, t.module, &ao, &t.a, &err));
     CHECK_OK(dw_actor_create(t.rt, t.module, &ao, &t.b, &err));
     int32_t hash_before, hash_after, s, r;
-    CHECK_OK(call(t.b, "greedy_hash", 2, 24, 7, &hash_before, &err));
+    CHECK_OK(actor_call(t.b, "greedy_hash", 2, 24, 7, &hash_before, &err));
     CHECK(hash_before >= 0);
 
-    CHECK_OK(call(t.a, "new_session", 1, 64, 0, &s, &err));
+    CHECK_OK(actor_call(t.a, "new_session", 1, 64, 0, &s, &err));
     CHECK(s > 0);
     /* logits 64 bytes before the end of a's memory, with room claimed for 2^20 floats */
-    dw_status st = call(t.a, "decode_bad_pointer", 1, s, 0, &r, &err);
+    dw_status st = actor_call(t.a, "decode_bad_pointer", 1, s, 0, &r, &err);
     CHECK(st == DW_ERR_TRAP);
     CHECK_MSG(strstr(err.message, "dw.decode") != NULL || strstr(err.message, "decode") != NULL, "message: %s",
               err.message);
 
-    CHECK_OK(call(t.b, "greedy_hash", 2, 24, 7, &hash_after, &err)); /* b is untouched */
+    CHECK_OK(actor_call(t.b, "greedy_hash", 2, 24, 7, &hash_after, &err)); /* b is untouched */
     CHECK(hash_after == hash_before);
     dw_actor_free(t.a);
     dw_actor_free(t.b);
