@@ -36,6 +36,9 @@ typedef struct dw_value {
 #define DW_ACTOR_MAX_INSTANCES 16
 #define DW_ACTOR_MAX_TABLES 16
 #define DW_ACTOR_MAX_MEMORIES 8
+/* The KV cache an actor's sessions may hold together unless kv_memory_limit says otherwise: each
+ * session counts its whole capacity (context x layers x K,V x KV heads x head size x element). */
+#define DW_ACTOR_DEFAULT_KV_MEMORY_LIMIT ((size_t)4 << 30)
 
 typedef struct dw_actor_options {
     const char *backend;      /* "cpu" (default when NULL) or "cuda" */
@@ -43,6 +46,9 @@ typedef struct dw_actor_options {
                                * DW_ACTOR_TIMEOUT_MAX_SECONDS]; 0: none */
     size_t memory_limit;      /* bytes per linear memory (and it bounds tables, above); 0: the
                                * module's own maximum */
+    size_t kv_memory_limit;   /* bytes of KV cache the actor's open sessions hold together (host or
+                               * device memory the host allocates on the guest's behalf);
+                               * 0: DW_ACTOR_DEFAULT_KV_MEMORY_LIMIT */
     int argc;                 /* WASI arguments (argv[0] is the program name) */
     const char *const *argv;
     int inherit_stdio;        /* WASI stdout/stderr go to the host's */

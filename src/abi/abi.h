@@ -36,6 +36,7 @@ typedef struct dw__abi_session {
     struct dw_session *session; /* NULL: free slot */
     int model;                  /* index in models[] */
     uint16_t generation;        /* bumped on free, so stale handles are refused */
+    size_t kv_bytes;            /* its KV cache's capacity, counted against kv_limit */
 } dw__abi_session;
 
 /* Time spent in the engine inside host calls (for the per-turn timing lines). */
@@ -68,6 +69,8 @@ typedef struct dw__abi_context {
     dw__abi_model models[DW_ABI_MAX_MODELS];
     int model_count;
     dw__abi_session sessions[DW_ABI_MAX_SESSIONS];
+    size_t kv_limit;        /* bytes of KV cache the open sessions may hold together */
+    size_t kv_bytes;        /* what they hold now */
     struct dw_sampler *sampler; /* scratch for dw.sample, made on first use */
     int sampler_vocab;
     uint8_t sampler_fresh[72];  /* the state a zeroed guest state stands for (a seeded generator), */
@@ -86,6 +89,11 @@ typedef struct dw__abi_context {
 /* Opens model `name` for the actor (as dw.model_open does) and returns its handle (> 0):
  * the same name gives the same handle. */
 dw_status dw__abi_open_model(dw__abi_context *ctx, const char *name, int32_t *handle, dw_error *err);
+
+/* Opens a session of models[model] with a context of n_ctx tokens (0: the engine's default) in
+ * the free slot, counting its KV cache against kv_limit before it is made (host or device memory
+ * made on the guest's behalf): DW_ERR_LIMIT naming both sizes when it would not fit. */
+dw_status dw__abi_session_open(dw__abi_context *ctx, int model, int n_ctx, dw__abi_session *slot, dw_error *err);
 
 /* Frees the context's sessions and sampler (models belong to the runtime). */
 void dw__abi_context_release(dw__abi_context *ctx);

@@ -47,6 +47,7 @@ static int32_t session_handle(const dw__abi_context *ctx, const dw__abi_session 
 void dw__abi_context_release(dw__abi_context *ctx) {
     for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++)
         if (ctx->sessions[i].session) dw_session_free(ctx->sessions[i].session), ctx->sessions[i].session = NULL;
+    ctx->kv_bytes = 0;
     dw_sampler_free(ctx->sampler);
     ctx->sampler = NULL;
 }
@@ -142,11 +143,9 @@ static wasm_trap_t *host_session_create(void *env, wasmtime_caller_t *caller, wa
     for (int i = 0; i < DW_ABI_MAX_SESSIONS && !slot; i++)
         if (!ctx->sessions[i].session) slot = &ctx->sessions[i];
     if (!slot) return FAIL(DW_E_LIMIT, "dw.session_create: too many sessions (%d)", DW_ABI_MAX_SESSIONS);
-    dw_session_options opts = {.ctx = n_ctx, .kv_f32 = m->kv_f32};
     dw_error err;
-    dw_status st = dw_session_create(m->model, &opts, &slot->session, &err);
+    dw_status st = dw__abi_session_open(ctx, (int)(m - ctx->models), n_ctx, slot, &err);
     if (st != DW_OK) return FAIL(code_of(st), "dw.session_create: %s", err.message);
-    slot->model = (int)(m - ctx->models);
     args[0].i32 = session_handle(ctx, slot);
     return NULL;
 }
@@ -158,6 +157,8 @@ static wasm_trap_t *host_session_free(void *env, wasmtime_caller_t *caller, wasm
     dw_session_free(s->session);
     s->session = NULL;
     s->generation++;
+    ctx->kv_bytes -= s->kv_bytes;
+    s->kv_bytes = 0;
     args[0].i32 = DW_E_OK;
     return NULL;
 }

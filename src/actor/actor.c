@@ -251,6 +251,7 @@ dw_status dw__actor_create(dw_runtime *rt, dw_module *module, const dw_actor_opt
     a->store = wasmtime_store_new(dw__wasm_engine(NULL), a, NULL);
     a->context = wasmtime_store_context(a->store);
     limit_store(a, o->memory_limit);
+    a->abi.kv_limit = o->kv_memory_limit ? o->kv_memory_limit : DW_ACTOR_DEFAULT_KV_MEMORY_LIMIT;
     a->linker = wasmtime_linker_new(dw__wasm_engine(NULL));
     wasmtime_error_t *e = wasmtime_linker_define_wasi(a->linker);
     if (e) {

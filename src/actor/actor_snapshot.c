@@ -266,9 +266,10 @@ static dw_status restore_sessions(dw_actor *a, const dw_safetensors *st, int *re
         snprintf(key, sizeof key, "%sctx", prefix);
         if ((rc = dw__snapfile_meta_get_long(st, key, 1, 1 << 24, &ctx, err))) break;
         dw__abi_session *slot_p = &a->abi.sessions[slot];
-        dw_session_options opts = {.ctx = (int)ctx, .kv_f32 = a->abi.models[model].kv_f32};
-        if ((rc = dw_session_create(a->abi.models[model].model, &opts, &slot_p->session, err))) break;
-        slot_p->model = (int)model;
+        if ((rc = dw__abi_session_open(&a->abi, (int)model, (int)ctx, slot_p, err))) {
+            dw_error_prefix(err, "snapshot %s: session %d", dw_safetensors_path(st), (int)slot);
+            break;
+        }
         slot_p->generation = (uint16_t)gen;
         int was_rebuilt = 0;
         rc = dw__kv_session_import(slot_p->session, a->abi.models[model].tokenizer, st, prefix, &was_rebuilt, err);

@@ -13,6 +13,7 @@
 #include "driftwood/actor.h"
 #include "driftwood/guest.h"
 #include "driftwood/tokenizer.h"
+#include "driftwood/model.h"
 #include "driftwood/runtime.h"
 #include "test.h"
 #include "test_actor_call.h"
@@ -290,4 +291,34 @@ TEST(llm_host_sampler_returns_invalid_for_logits_with_nothing_to_choose) {
     teardown(&f);
     CHECK_MSG(greedy == 1 && sampled == 1, "greedy %d, sampled %d (1: DW_E_INVALID naming NaN; 1000 + t: token t)", greedy,
               sampled);
+}
+
+/* The KV caches an actor's sessions hold are memory the host makes on its behalf: counted
+ * against the actor's kv_memory_limit before they are made (issue 21), and given back on free. */
+TEST(llm_sessions_kv_memory_is_bounded_per_actor) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup(&f, &err));
+    struct dw_model *m;
+    struct dw_tokenizer *tok;
+    CHECK_OK(dw_runtime_model(f.rt, "default", NULL, &m, &tok, NULL, &err));
+    const dw_model_config *c = dw_model_get_config(m);
+    size_t one = 2u * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim * 64 * 2; /* 64 tokens, bf16 */
+    dw_actor_options o = {.kv_memory_limit = 2 * one + one / 2};
+    dw_actor *a;
+    CHECK_OK(dw_actor_create(f.rt, f.module, &o, &a, &err));
+    int32_t s1, s2, s3, r;
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s1, &err));
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s2, &err));
+    CHECK(s1 > 0 && s2 > 0);
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s3, &err)); /* a third would pass the limit */
+    CHECK_MSG(s3 == DW_E_LIMIT, "third session: %d", s3);
+    CHECK_OK(actor_call(a, "free_session", 1, s1, 0, &r, &err));
+    CHECK(r == DW_E_OK);
+    CHECK_OK(actor_call(a, "new_session", 1, 64, 0, &s3, &err)); /* freeing gave its share back */
+    CHECK(s3 > 0);
+    CHECK_OK(actor_call(a, "new_session", 1, 1 << 20, 0, &r, &err)); /* too large alone: refused before made */
+    CHECK(r == DW_E_LIMIT || r == DW_E_INVALID);
+    dw_actor_free(a);
+    teardown(&f);
 }
