@@ -36,6 +36,10 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
                             dw_error *err);
 void dw_session_free(dw_session *s);
 
+/* The bytes of KV cache a session made with opts (NULL: the defaults) would hold on model: its
+ * context (0: the default) x layers x K,V x KV heads x head size x element size. */
+uint64_t dw_session_kv_bytes(const dw_model *model, const dw_session_options *opts);
+
 /* Appends n tokens (n >= 1) at the current position and writes the logits of the last one
  * ([vocab_size] f32) to logits (a host pointer; NULL skips the LM head). Fails with
  * DW_ERR_LIMIT, changing nothing, when the tokens do not fit the context, and with

@@ -9,7 +9,6 @@
 #include "abi/guest_memory.h"
 #include "core/clock.h"
 #include "driftwood/engine.h"
-#include "driftwood/model.h"
 #include "wasm/engine.h"
 
 static wasm_valtype_t *valtype_of(char c) {
@@ -111,20 +110,18 @@ int32_t dw__abi_fail(dw__abi_context *ctx, int32_t code, const char *fmt, ...) {
 
 dw_status dw__abi_session_open(dw__abi_context *ctx, int model, int n_ctx, dw__abi_session *slot, dw_error *err) {
     const dw__abi_model *m = &ctx->models[model];
-    const dw_model_config *c = dw_model_get_config(m->model);
-    int64_t tokens = n_ctx ? n_ctx : c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096;
-    uint64_t kv = 2ull * (uint64_t)c->n_layers * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * (uint64_t)tokens *
-                  (m->kv_f32 ? 4u : 2u);
-    if (kv > ctx->kv_limit - ctx->kv_bytes)
-        return dw_error_set(err, DW_ERR_LIMIT,
-                            "a %lld-token KV cache (%llu bytes) would take the actor's sessions past their KV memory "
-                            "limit (%zu of %zu bytes in use)",
-                            (long long)tokens, (unsigned long long)kv, ctx->kv_bytes, ctx->kv_limit);
     dw_session_options opts = {.ctx = n_ctx, .kv_f32 = m->kv_f32};
+    uint64_t kv = dw_session_kv_bytes(m->model, &opts), held = 0;
+    for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++)
+        if (ctx->sessions[i].session) held += ctx->sessions[i].kv_bytes;
+    if (kv > ctx->kv_limit - held)
+        return dw_error_set(err, DW_ERR_LIMIT,
+                            "a KV cache of %llu bytes would take the actor's sessions past their KV memory limit "
+                            "(%llu of %zu bytes in use)",
+                            (unsigned long long)kv, (unsigned long long)held, ctx->kv_limit);
     dw_status st = dw_session_create(m->model, &opts, &slot->session, err);
     if (st != DW_OK) return st;
     slot->model = model;
     slot->kv_bytes = (size_t)kv;
-    ctx->kv_bytes += slot->kv_bytes;
     return DW_OK;
 }

@@ -70,7 +70,6 @@ typedef struct dw__abi_context {
     int model_count;
     dw__abi_session sessions[DW_ABI_MAX_SESSIONS];
     size_t kv_limit;        /* bytes of KV cache the open sessions may hold together */
-    size_t kv_bytes;        /* what they hold now */
     struct dw_sampler *sampler; /* scratch for dw.sample, made on first use */
     int sampler_vocab;
     uint8_t sampler_fresh[72];  /* the state a zeroed guest state stands for (a seeded generator), */

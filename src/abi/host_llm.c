@@ -47,7 +47,6 @@ static int32_t session_handle(const dw__abi_context *ctx, const dw__abi_session 
 void dw__abi_context_release(dw__abi_context *ctx) {
     for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++)
         if (ctx->sessions[i].session) dw_session_free(ctx->sessions[i].session), ctx->sessions[i].session = NULL;
-    ctx->kv_bytes = 0;
     dw_sampler_free(ctx->sampler);
     ctx->sampler = NULL;
 }
@@ -157,8 +156,6 @@ static wasm_trap_t *host_session_free(void *env, wasmtime_caller_t *caller, wasm
     dw_session_free(s->session);
     s->session = NULL;
     s->generation++;
-    ctx->kv_bytes -= s->kv_bytes;
-    s->kv_bytes = 0;
     args[0].i32 = DW_E_OK;
     return NULL;
 }

@@ -13,6 +13,21 @@ static dw_status alloc_f32(dw_session *s, float **out, size_t count, dw_error *e
     return c->ops->alloc(c->ctx, count * sizeof(float), (void **)out, err);
 }
 
+static int context_of(const dw_model_config *c, int ctx) {
+    return ctx ? ctx : c->max_position_embeddings < DEFAULT_CTX ? c->max_position_embeddings : DEFAULT_CTX;
+}
+
+/* One layer's K (or V) cache: [n_kv_heads, ctx, head_dim] elements. */
+static uint64_t kv_plane_bytes(const dw_model_config *c, int ctx, int kv_f32) {
+    return (uint64_t)c->n_kv_heads * (uint64_t)ctx * (uint64_t)c->head_dim * (kv_f32 ? 4u : 2u);
+}
+
+uint64_t dw_session_kv_bytes(const dw_model *model, const dw_session_options *opts) {
+    const dw_model_config *c = &model->cfg;
+    int ctx = opts ? opts->ctx : 0, kv_f32 = opts ? opts->kv_f32 : 0;
+    return kv_plane_bytes(c, context_of(c, ctx < 0 ? 0 : ctx), kv_f32) * 2 * (uint64_t)c->n_layers;
+}
+
 dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_session **out, dw_error *err) {
     *out = NULL;
     const dw_model_config *c = &model->cfg;
@@ -20,7 +35,7 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
     if (opts) o = *opts;
     if (o.ctx < 0 || o.max_batch < 0)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "session: negative context or batch size");
-    if (o.ctx == 0) o.ctx = c->max_position_embeddings < DEFAULT_CTX ? c->max_position_embeddings : DEFAULT_CTX;
+    o.ctx = context_of(c, o.ctx);
     if (o.ctx > c->max_position_embeddings)
         return dw_error_set(err, DW_ERR_LIMIT, "%s: a context of %d tokens exceeds the model's max_position_embeddings (%d)",
                             model->dir, o.ctx, c->max_position_embeddings);
@@ -40,7 +55,7 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
         st = dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
         goto fail;
     }
-    size_t per = (size_t)c->n_kv_heads * o.ctx * c->head_dim * dw_dtype_size(s->kv_dtype);
+    size_t per = (size_t)kv_plane_bytes(c, o.ctx, o.kv_f32);
     const dw_backend *cp = model->backend;
     if ((st = cp->ops->alloc(cp->ctx, per * 2 * c->n_layers, &s->kv_mem, err))) {
         dw_error_prefix(err, "KV cache for %d tokens", o.ctx);
