@@ -67,6 +67,38 @@ typedef struct dw_attn_params {
     float scale; /* usually 1/sqrt(head_dim) */
 } dw_attn_params;
 
+/* ---- the batched step (engine/batch_step.c) ---------------------------------------------------
+ * One step advances many sequences at once: its n rows are tokens of different sequences (a
+ * decode token, or a chunk of a prompt), each at its own position, over a paged KV pool.
+ *
+ * Batch invariance: every *_rows op below computes each row with arithmetic that depends only on
+ * that row's own inputs (its activations, position and keys), never on n, on the other rows or on
+ * their values; so a sequence's logits are bit-identical whether it runs alone or with 63 others,
+ * and whether a token is a decode step or a row of a prompt chunk. (The plain ops above keep their
+ * tuned single-session paths, which need not agree with these.) */
+
+/* One layer's blocks of a paged KV pool. K and V are each [n_blocks, n_kv_heads, block_tokens,
+ * head_dim] in dtype (BF16 or F32): the key of the token at position p of a sequence whose block
+ * table is T lies at block T[p / block_tokens], entry p % block_tokens. Block ids are the same in
+ * every layer. */
+typedef struct dw_kv_pages {
+    void *k, *v;
+    dw_dtype dtype;
+    int n_kv_heads, head_dim, block_tokens, n_blocks;
+} dw_kv_pages;
+
+/* Where the n rows of a step belong. All arrays are device int32 (uploaded by the engine once per
+ * step). Row i is the token at position pos[i] of its sequence; its K/V go to entry slot[i] =
+ * block · block_tokens + offset of the pool; its sequence's block table starts at
+ * tables + table_at[i] and covers at least positions [0, pos[i]]. Rows of one sequence come in
+ * position order, and a row's attention sees its sequence's keys at positions [0, pos[i]] (the
+ * rows before it in the same step included: kv_write_rows runs first). */
+typedef struct dw_rows {
+    int n;
+    const int32_t *pos, *slot, *table_at, *tables;
+    int max_pos; /* host: the largest pos[i] (for sizing grids only; no result depends on it) */
+} dw_rows;
+
 typedef struct dw_backend_ops {
     const char *name; /* "cpu", "cuda" */
 
@@ -157,6 +189,30 @@ typedef struct dw_backend_ops {
      * each replay writes its own position's entry (and may prepare the next step of the chain).
      * NULL: the engine downloads the logits and takes the argmax on the host. */
     void (*argmax)(void *ctx, const float *x, int n, int32_t *ring, int ring_n, int pos);
+
+    /* ---- the batched step (batch invariant: see dw_rows) ------------------------------------
+     * (optional as a group: a backend provides all of these or none; NULL: no batching.) */
+
+    /* out[j][n × w[j]->rows] = x[n × k] · w[j]ᵀ (+ bias[j]) for j < count (count <= 4), any n >= 1,
+     * float or quantized weights. Each output element's reduction order depends on k alone. */
+    void (*matmul_rows)(void *ctx, int count, float *const *out, const float *x, int n,
+                        const dw_cweight *const *w, const dw_cweight *const *bias);
+    /* rope() with each row at its own position r->pos[i]. */
+    void (*rope_rows)(void *ctx, float *q, float *k, const dw_rows *r, int n_heads, int n_kv_heads,
+                      int head_dim, const float *inv_freq);
+    /* Stores row i's k and v ([n, n_kv_heads·head_dim] f32) at entry r->slot[i] of the pool layer,
+     * converted to the pool dtype (round to nearest even for BF16). */
+    void (*kv_write_rows)(void *ctx, const dw_kv_pages *kv, const float *k, const float *v, const dw_rows *r);
+    /* out[i] = causal attention of query row i over its sequence's keys [0, r->pos[i]] (through its
+     * block table), every head; p gives the heads, window and scale (p->pos0, p->n_tokens unused). */
+    void (*attention_rows)(void *ctx, float *out, const float *q, const dw_kv_pages *kv, const dw_rows *r,
+                           const dw_attn_params *p);
+    /* dst[i, :] = src[idx[i], :] for i < n (idx: device int32), width floats a row. */
+    void (*gather_rows)(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
+    /* out[i] (device int32) = the first index of the largest of x[i, 0..width) (NaN never wins), i < n. */
+    void (*argmax_rows)(void *ctx, const float *x, int n, int width, int32_t *out);
+    /* Device to device copy of bytes, after the queued work (a block copied on write). */
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
 
     /* ---- decode steps ------------------------------------------------------------------- */
 
