@@ -74,3 +74,36 @@ EXPORT(llm_argmax) int32_t llm_argmax(int32_t n) {
     for (int32_t i = 0; i < n; i++) r += argmax(llm_logits, llm_vocab);
     return r;
 }
+
+/* --- many actors at once (bench batch) -------------------------------------------------------
+ * Each actor prefills a prompt whose first `shared` tokens are the same for every actor (a system
+ * prompt) and the rest its own, then generates one token per call, chosen on the host's device
+ * (dw.decode_greedy: no logits cross into the guest) or, with guest_picks, by the guest's own
+ * argmax over logits the host writes into its memory. */
+static int32_t llm_next;
+
+EXPORT(llm_prefill_shared) int32_t llm_prefill_shared(int32_t n, int32_t seed, int32_t shared) {
+    if (n <= 0 || n > 8192 || shared < 0 || shared > n) return DW_E_INVALID;
+    for (int32_t i = 0; i < n; i++) {
+        uint32_t s = i < shared ? 12345u : (uint32_t)seed;
+        llm_ids[i] = (int32_t)((s * 7919u + (uint32_t)i * 104729u) % (uint32_t)llm_vocab);
+    }
+    int32_t rc = dw_session_truncate(llm_session, 0);
+    if (rc >= 0) rc = dw_prefill(llm_session, llm_ids, n, llm_logits, llm_vocab);
+    llm_next = argmax(llm_logits, llm_vocab);
+    return rc;
+}
+
+/* One more token; returns it (or a negative code). */
+EXPORT(llm_step) int32_t llm_step(int32_t guest_picks) {
+    int32_t rc;
+    if (guest_picks) {
+        rc = dw_decode(llm_session, llm_next, llm_logits, llm_vocab);
+        if (rc >= 0) llm_next = argmax(llm_logits, llm_vocab);
+    } else {
+        int32_t out;
+        rc = dw_decode_greedy(llm_session, llm_next, 1, &out);
+        if (rc >= 0) llm_next = out;
+    }
+    return rc < 0 ? rc : llm_next;
+}

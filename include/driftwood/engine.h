@@ -83,6 +83,52 @@ dw_status dw_session_kv_export(const dw_session *s, int layer, dw_dtype dtype, v
 dw_status dw_session_import(dw_session *s, const int32_t *tokens, int n, dw_dtype dtype,
                             const void *const *k, const void *const *v, dw_error *err);
 
+/* ---- Batching: many sessions of one model in shared steps -------------------------------------
+ * Once batching is on for a model, every session created on it afterwards keeps its KV cache in
+ * fixed-size blocks of one pool (paged KV), and prefill / decode / greedy calls from any number of
+ * threads are collected by the model's scheduler into batched steps that read each weight once for
+ * every waiting session (a prompt is run in chunks mixed into the decode steps). The calls keep
+ * their meaning and their blocking behaviour; logits still land where the caller points.
+ *
+ * Batch invariance: a session's logits and tokens are bit-identical whoever else runs in the same
+ * steps, and however its prompt was chunked (they may differ in the last bits from a session made
+ * before batching was on, which runs the single-session kernels).
+ *
+ * Blocks are reference-counted and copy-on-write: full blocks of a prompt are published under
+ * their token prefix, so sessions whose prompts start alike share those blocks and compute them
+ * once; dw_session_fork makes a child that shares its parent's blocks. When the pool is full, the
+ * least recently used idle session's blocks move to host memory and come back, bit-identical,
+ * when it runs again. */
+typedef struct dw_batch_options {
+    uint64_t kv_memory; /* bytes of KV pool on the device; 0 = 1 GiB */
+    int block_tokens;   /* tokens per block; 0 = 16 */
+    int step_tokens;    /* most tokens in one step (decode tokens + prompt chunks); 0 = 256 */
+    int kv_f32;         /* 1: F32 KV blocks instead of BF16 */
+} dw_batch_options;
+
+/* Starts the model's scheduler and allocates the pool. Sessions that exist already keep running
+ * alone. DW_ERR_UNSUPPORTED when the backend has no batched ops. */
+dw_status dw_model_batching_start(dw_model *model, const dw_batch_options *opts, dw_error *err);
+int dw_model_batching(const dw_model *model); /* 1 when started */
+
+typedef struct dw_batch_stats {
+    uint64_t steps, rows, decode_rows, prefill_rows; /* steps run; tokens in them */
+    uint64_t max_rows;                   /* the most tokens one step ran */
+    uint64_t block_bytes;                /* KV bytes of one block (every layer, K and V) */
+    uint64_t blocks_total, blocks_used;  /* the pool; blocks held by sessions now */
+    uint64_t blocks_peak;                /* the most blocks held at once */
+    uint64_t shared_hits;                /* blocks a session took from the prefix cache */
+    uint64_t prefix_tokens_reused;       /* prompt tokens not computed thanks to them */
+    uint64_t cow_copies;                 /* blocks copied on write */
+    uint64_t evictions, restores;        /* sessions moved to host memory and back */
+    double busy_s;                       /* time spent running steps */
+} dw_batch_stats;
+void dw_model_batch_stats(const dw_model *model, dw_batch_stats *out /* OUT */);
+
+/* A new session that continues exactly as parent would from its current position (same tokens,
+ * same KV, shared blocks copied only when one of them writes). Batching sessions only. */
+dw_status dw_session_fork(dw_session *parent, dw_session **child /* OUT */, dw_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -138,6 +138,10 @@ DW_IMPORT(session_free) int32_t dw_session_free(int32_t session);
 DW_IMPORT(session_info) int32_t dw_session_info_get(int32_t session, dw_session_info *out);
 /* Keeps the first n tokens of the session (rewinds); n ≤ position. */
 DW_IMPORT(session_truncate) int32_t dw_session_truncate(int32_t session, int32_t n);
+/* A new session that continues exactly as `session` would from its position (returns its handle,
+ * > 0). On a batching host the child shares the parent's KV blocks until one of them writes, so a
+ * fork costs almost nothing; elsewhere DW_E_INVALID. Counts against the actor's sessions. */
+DW_IMPORT(session_fork) int32_t dw_session_fork(int32_t session);
 
 /* Text → ids: writes up to cap ids and returns how many the text needs (> cap: call again).
  * At most 1 MiB of text per call (DW_E_LIMIT beyond: tokenize it in parts). */
@@ -155,6 +159,10 @@ DW_IMPORT(prefill) int32_t dw_prefill(int32_t session, const int32_t *ids, int32
                                       int32_t logits_cap);
 /* One token: dw_prefill of n = 1 on the decode path. */
 DW_IMPORT(decode) int32_t dw_decode(int32_t session, int32_t id, float *logits, int32_t logits_cap);
+/* Greedy decoding of n tokens from id, chosen on the host's device (the first largest logit): out
+ * gets n ids; the session then holds id and out[0..n-2] more (out[n-1] is the next to feed). No
+ * logits cross into the guest. Returns 0, or DW_E_LIMIT when n tokens overflow the context. */
+DW_IMPORT(decode_greedy) int32_t dw_decode_greedy(int32_t session, int32_t id, int32_t n, int32_t *out);
 
 /* Host-side sampling for guests that do not sample themselves: picks a token from logits[n]
  * with params, history (for the repetition penalty) and the generator state (updated). n is at

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "driftwood/backend.h"
+#include "driftwood/engine.h"
 #include "driftwood/error.h"
 
 typedef struct dw_runtime dw_runtime;
@@ -40,6 +41,10 @@ dw_status dw_runtime_register_model(dw_runtime *rt, const char *name, const char
 /* Options for the sessions actors open on a registered model. */
 typedef struct dw_model_use_options {
     int kv_f32; /* 1: sessions keep their KV cache in F32 (exact parity with an f32 reference) */
+    /* 1: the model batches its sessions (engine.h, "Batching") from its first load: actors on
+     * many threads share its steps, with batch (its kv_f32 is taken from the field above). */
+    int batching;
+    dw_batch_options batch;
 } dw_model_use_options;
 
 /* dw_runtime_register_model with options (NULL: defaults, a BF16 cache). */

@@ -160,6 +160,30 @@ static wasm_trap_t *host_session_free(void *env, wasmtime_caller_t *caller, wasm
     return NULL;
 }
 
+static wasm_trap_t *host_session_fork(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *parent = session_of(ctx, args[0].i32);
+    if (!parent) return FAIL(DW_E_NOT_FOUND, "dw.session_fork: bad session handle %d", args[0].i32);
+    dw__abi_session *slot = NULL;
+    for (int i = 0; i < DW_ABI_MAX_SESSIONS && !slot; i++)
+        if (!ctx->sessions[i].session) slot = &ctx->sessions[i];
+    if (!slot) return FAIL(DW_E_LIMIT, "dw.session_fork: too many sessions (%d)", DW_ABI_MAX_SESSIONS);
+    /* A child may grow to its parent's context: it counts like a session of that size. */
+    size_t held = 0;
+    for (int i = 0; i < DW_ABI_MAX_SESSIONS; i++)
+        if (ctx->sessions[i].session) held += ctx->sessions[i].kv_bytes;
+    if (parent->kv_bytes > ctx->kv_limit - held)
+        return FAIL(DW_E_LIMIT, "dw.session_fork: the child's KV cache (%zu bytes) would take the actor past its KV memory limit (%zu of %zu bytes in use)",
+                    parent->kv_bytes, held, ctx->kv_limit);
+    dw_error err;
+    dw_status st = dw_session_fork(parent->session, &slot->session, &err);
+    if (st != DW_OK) return FAIL(code_of(st), "dw.session_fork: %s", err.message);
+    slot->model = parent->model;
+    slot->kv_bytes = parent->kv_bytes;
+    args[0].i32 = session_handle(ctx, slot);
+    return NULL;
+}
+
 static wasm_trap_t *host_session_info(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_session *s = session_of(ctx, args[0].i32);
@@ -334,6 +358,25 @@ static wasm_trap_t *host_decode(void *env, wasmtime_caller_t *caller, wasmtime_v
     return NULL;
 }
 
+static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    int32_t count = args[2].i32;
+    int32_t *out;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.decode_greedy", "out", (uint32_t)args[3].i32, count, sizeof(int32_t), 4, &out);
+    if (trap) return trap;
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.decode_greedy: bad session handle %d", args[0].i32);
+    if (count < 1) return FAIL(DW_E_INVALID, "dw.decode_greedy: %d tokens asked for", count);
+    dw_error err;
+    double t0 = dw__now_ms();
+    dw_status st = dw_session_decode_greedy(s->session, args[1].i32, count, out, &err);
+    ctx->stats.decode_ms += dw__now_ms() - t0;
+    if (st != DW_OK) return FAIL(code_of(st), "dw.decode_greedy: %s", err.message);
+    ctx->stats.decode_tokens += (uint64_t)count;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
 static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     uint32_t plogits = (uint32_t)args[0].i32, pparams = (uint32_t)args[2].i32, pstate = (uint32_t)args[3].i32,
@@ -398,10 +441,12 @@ const dw__host_function dw__host_llm_functions[] = {
     {"session_free", "i", "i", host_session_free},
     {"session_info", "ii", "i", host_session_info},
     {"session_truncate", "ii", "i", host_session_truncate},
+    {"session_fork", "i", "i", host_session_fork},
     {"tokenize", "iiiiii", "i", host_tokenize},
     {"detokenize", "iiiiii", "i", host_detokenize},
     {"prefill", "iiiii", "i", host_prefill},
     {"decode", "iiii", "i", host_decode},
+    {"decode_greedy", "iiii", "i", host_decode_greedy},
     {"sample", "iiiiii", "i", host_sample},
 };
 const size_t dw__host_llm_function_count = sizeof dw__host_llm_functions / sizeof dw__host_llm_functions[0];

@@ -87,6 +87,15 @@ dw_status dw_runtime_model(dw_runtime *rt, const char *name, const char *backend
         st = dw_error_set(err, DW_ERR_NOT_FOUND, "model '%s': %s has no tokenizer.json", name, m->dir);
         goto out;
     }
+    if (m->options.batching) {
+        dw_batch_options bo = m->options.batch;
+        bo.kv_f32 = m->options.kv_f32;
+        if ((st = dw_model_batching_start(loaded, &bo, err)) != DW_OK) {
+            dw_model_free(loaded);
+            dw_error_prefix(err, "model '%s'", name);
+            goto out;
+        }
+    }
     m->backends[m->loaded_count] = backend;
     m->loaded[m->loaded_count++] = loaded;
     *model = loaded;

@@ -46,6 +46,7 @@ struct dw_model {
     float *inv_freq;       /* device [head_dim/2]: RoPE frequencies, llama3 scaling applied */
     uint64_t weight_bytes;
     dw__quant_config quant; /* config.json's "quantization" block (enabled = 0 when absent) */
+    struct dw__batcher *batcher; /* batching (batch_impl.h), or NULL before dw_model_batching_start */
 };
 
 struct dw_session {
@@ -62,6 +63,8 @@ struct dw_session {
     int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax), the
                             * step at pos in [pos % DW__GREEDY_CHUNK]; &greedy keys greedy steps' recording */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
+    struct dw__paged *paged; /* a batching session (batch_impl.h): blocks of the pool instead of kv_mem and
+                              * the buffers above, which it leaves NULL */
 };
 
 /* config.c */

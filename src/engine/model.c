@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
-#include "engine/engine_impl.h"
+#include "engine/batch_impl.h"
 
 #define MAX_CONFIG_BYTES (4u << 20)
 
@@ -196,6 +196,7 @@ static void release(dw_model *m, dw_cweight *w) {
 
 void dw_model_free(dw_model *m) {
     if (!m) return;
+    dw__batcher_free(m); /* after every session of the model was freed */
     if (m->backend) {
         if (m->layers)
             for (int l = 0; l < m->cfg.n_layers; l++) {

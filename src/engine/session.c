@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/engine_impl.h"
+#include "engine/batch_impl.h"
 
 #define DEFAULT_CTX 4096
 #define DEFAULT_BATCH 128
@@ -28,6 +28,28 @@ uint64_t dw_session_kv_bytes(const dw_model *model, const dw_session_options *op
     return kv_plane_bytes(c, context_of(c, ctx < 0 ? 0 : ctx), kv_f32) * 2 * (uint64_t)c->n_layers;
 }
 
+/* A session of a batching model: tokens on the host, KV in the pool's blocks, no buffers of its own. */
+static dw_status create_paged(dw_model *model, const dw_session_options *o, dw_session **out, dw_error *err) {
+    const dw__kv_pool *pool = &model->batcher->pool;
+    if (o->kv_f32 && pool->dtype != DW_DTYPE_F32)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "session: an F32 KV cache was asked for, but the batching pool is %s",
+                            dw_dtype_name(pool->dtype));
+    dw_session *s = calloc(1, sizeof *s);
+    if (!s) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
+    s->model = model;
+    s->ctx = o->ctx;
+    s->max_batch = o->max_batch;
+    s->kv_dtype = pool->dtype;
+    s->tokens = calloc((size_t)o->ctx, sizeof *s->tokens);
+    dw_status st = s->tokens ? dw__paged_session_init(s, err) : dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
+    if (st) {
+        dw_session_free(s);
+        return st;
+    }
+    *out = s;
+    return DW_OK;
+}
+
 dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_session **out, dw_error *err) {
     *out = NULL;
     const dw_model_config *c = &model->cfg;
@@ -41,6 +63,7 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
                             model->dir, o.ctx, c->max_position_embeddings);
     if (o.max_batch == 0) o.max_batch = DEFAULT_BATCH;
     if (o.max_batch > o.ctx) o.max_batch = o.ctx;
+    if (model->batcher) return create_paged(model, &o, out, err);
 
     dw_session *s = calloc(1, sizeof *s);
     if (!s) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
@@ -89,6 +112,12 @@ fail:
 
 void dw_session_free(dw_session *s) {
     if (!s) return;
+    if (s->paged) {
+        dw__paged_session_free(s);
+        free(s->tokens);
+        free(s);
+        return;
+    }
     const dw_backend *c = s->model->backend;
     if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s), c->ops->decode_forget(c->ctx, &s->greedy);
     void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
@@ -116,12 +145,14 @@ static dw_status check_tokens(dw_session *s, const int32_t *ids, int n, dw_error
 dw_status dw_session_prefill(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, ids, n, err);
     if (st) return st;
+    if (s->paged) return dw__batch_run(s, ids, n, logits, 0, NULL, err);
     return dw__forward(s, ids, n, logits, 0, err);
 }
 
 dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, ids, n, err);
     if (st) return st;
+    if (s->paged) return dw__batch_run(s, ids, n, logits, 1, NULL, err);
     if (!s->logits_all && (st = alloc_f32(s, &s->logits_all, (size_t)s->max_batch * s->model->cfg.vocab_size, err)))
         return st;
     return dw__forward(s, ids, n, logits, 1, err);
@@ -130,6 +161,7 @@ dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float
 dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, &id, 1, err);
     if (st) return st;
+    if (s->paged) return dw__batch_run(s, &id, 1, logits, 0, NULL, err);
     return dw__forward(s, &id, 1, logits, 0, err);
 }
 
@@ -139,16 +171,21 @@ dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *ou
     if (!st && n > s->ctx - s->n_tokens)
         st = dw_error_set(err, DW_ERR_LIMIT, "%d tokens do not fit the context: it holds %d tokens and %d are used (raise --ctx)",
                           n, s->ctx, s->n_tokens);
+    if (!st && s->paged) return dw__batch_run(s, &id, n, NULL, 0, out, err);
     if (!st && !s->greedy)
         st = dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot choose tokens itself", s->model->backend->ops->name);
     return st ? st : dw__forward_greedy(s, id, n, out, err);
 }
 
-void dw_session_reset(dw_session *s) { s->n_tokens = 0; }
+void dw_session_reset(dw_session *s) {
+    if (s->paged) dw__paged_truncate(s, 0);
+    s->n_tokens = 0;
+}
 
 dw_status dw_session_truncate(dw_session *s, int n, dw_error *err) {
     if (n < 0 || n > s->n_tokens)
         return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "cannot truncate a session of %d tokens to %d", s->n_tokens, n);
+    if (s->paged && dw__paged_truncate(s, n)) return dw_error_set(err, DW_ERR_NO_MEMORY, "truncate: out of memory");
     s->n_tokens = n;
     return DW_OK;
 }
@@ -216,6 +253,7 @@ dw_status dw_session_kv_export(const dw_session *s, int layer, dw_dtype dtype, v
     dw_status st = check_kv_args(s, layer, dtype, err);
     if (st) return st;
     if (s->n_tokens == 0) return DW_OK;
+    if (s->paged) return dw__paged_kv_export(s, layer, dtype, k, v, err);
     return copy_kv(s, layer, dtype, k, v, s->n_tokens, 0, err);
 }
 
@@ -228,6 +266,8 @@ dw_status dw_session_import(dw_session *s, const int32_t *tokens, int n, dw_dtyp
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary", tokens[i], i);
     dw_status st;
+    if ((st = check_kv_args(s, 0, dtype, err))) return st;
+    if (s->paged) return dw__paged_import(s, tokens, n, dtype, k, v, err);
     for (int l = 0; l < s->model->cfg.n_layers; l++) {
         if ((st = check_kv_args(s, l, dtype, err))) return st;
         if (n && (st = copy_kv(s, l, dtype, (void *)k[l], (void *)v[l], n, 1, err))) {
