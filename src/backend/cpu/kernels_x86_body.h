@@ -239,6 +239,10 @@ DEFINE_GEMM(f32, float)
         int kk = k0;                                                                               \
         for (; kk + VL <= k1; kk += VL) {                                                          \
             dw_vf wv[ROWS_RMAX];                                                                   \
+            /* one token: the next 8 rows' lines at this place, into L2 (a line per 64 bytes) */   \
+            if (R == 8 && T == 1 && (kk * (int)sizeof(WT)) % 64 == 0)                              \
+                _Pragma("GCC unroll 8") for (int i = 0; i < R; i++)                                \
+                    _mm_prefetch((const char *)(w + (size_t)(R + i) * k + kk), _MM_HINT_T1);       \
             _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) wv[i] = load_vf_##SUFFIX(w + (size_t)i * k + kk); \
             _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                  \
                 dw_vf xv = dw_vf_load(x + (size_t)j * ldx + kk);                                   \
