@@ -1,7 +1,8 @@
 /* The CPU backend (backend.h): its context and ops table, memory (the device is the host: guest
  * ranges need no registration, device pointers are host pointers, copies are memmove), weights
  * (pointing into the mapped safetensors files, quantized ones included), the guest's dw.gemm and
- * the description. The forward ops are compute_cpu.c and matmul_cpu.c. */
+ * the description. The forward ops are compute_cpu.c and matmul_cpu.c; the batched step's,
+ * batch_cpu.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,8 @@ static void cpu_destroy(void *ctx) {
     if (c->own_pool) dw_threadpool_destroy(c->pool);
     pthread_mutex_destroy(&c->gemm_lock);
     pthread_mutex_destroy(&c->probe_lock);
+    pthread_mutex_destroy(&c->rows_lock);
+    free(c->rows_panels);
     dw__membw_free(c->probe);
     free(c->xt);
     free(c->panels);
@@ -186,6 +189,13 @@ static const dw_backend_ops cpu_ops = {
     /* .swiglu            = */ dw__cpu_swiglu,
     /* .add               = */ dw__cpu_add,
     /* .argmax            = */ dw__cpu_argmax,
+    /* .matmul_rows       = */ dw__cpu_matmul_rows,
+    /* .rope_rows         = */ dw__cpu_rope_rows,
+    /* .kv_write_rows     = */ dw__cpu_kv_write_rows,
+    /* .attention_rows    = */ dw__cpu_attention_rows,
+    /* .gather_rows       = */ dw__cpu_gather_rows,
+    /* .argmax_rows       = */ dw__cpu_argmax_rows,
+    /* .copy              = */ dw__cpu_copy,
     /* .decode_step       = */ NULL, /* the engine runs each step's ops directly */
     /* .decode_step_from  = */ NULL,
     /* .decode_forget     = */ NULL,
@@ -218,6 +228,7 @@ dw_status dw__cpu_backend_open(const dw_backend_options *opts, dw_backend **out,
     c->qk = kc.qk;
     pthread_mutex_init(&c->gemm_lock, NULL);
     pthread_mutex_init(&c->probe_lock, NULL);
+    pthread_mutex_init(&c->rows_lock, NULL);
     c->backend.ops = &cpu_ops;
     c->backend.ctx = c;
     *out = &c->backend;

@@ -1,5 +1,5 @@
 /* The CPU backend's private room: its context (one per opened backend, shared by every model on
- * it) and the forward ops that compute_cpu.c and matmul_cpu.c implement for the ops table in
+ * it) and the forward ops that compute_cpu.c, matmul_cpu.c and batch_cpu.c implement for the ops table in
  * cpu_backend.c. The interface they implement is src/backend/backend.h. */
 #ifndef DW_BACKEND_CPU_CPU_IMPL_H
 #define DW_BACKEND_CPU_CPU_IMPL_H
@@ -25,6 +25,10 @@ typedef struct dw__cpu {
     size_t xt_cap;      /* floats */
     float *panels;      /* quantized prefill: per thread [rows per task, k] of dequantized rows */
     size_t panel_cap;   /* floats per thread */
+    /* matmul_rows on quantized weights: per-thread panels of dequantized rows (batch_cpu.c) */
+    pthread_mutex_t rows_lock;
+    float *rows_panels;
+    size_t rows_panel_cap; /* floats, all threads */
     /* memory_bandwidth's probe buffer, kept for the next call of the same size (a benchmark
      * measures between tokens: making a fresh buffer each time would disturb what it measures) */
     pthread_mutex_t probe_lock;
@@ -47,5 +51,17 @@ void dw__cpu_argmax(void *ctx, const float *x, int n, int32_t *ring, int ring_n,
 void dw__cpu_matmul(void *ctx, float *out, const float *x, int n, const dw_cweight *w, const dw_cweight *bias);
 void dw__cpu_matmul_multi(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
                           const dw_cweight *const *bias);
+
+/* batch_cpu.c: the batched step (batch invariant) */
+void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
+                         const dw_cweight *const *bias);
+void dw__cpu_rope_rows(void *ctx, float *q, float *k, const dw_rows *r, int n_heads, int n_kv_heads, int head_dim,
+                       const float *inv_freq);
+void dw__cpu_kv_write_rows(void *ctx, const dw_kv_pages *kv, const float *k, const float *v, const dw_rows *r);
+void dw__cpu_attention_rows(void *ctx, float *out, const float *q, const dw_kv_pages *kv, const dw_rows *r,
+                            const dw_attn_params *p);
+void dw__cpu_gather_rows(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
+void dw__cpu_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *out);
+void dw__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes);
 
 #endif

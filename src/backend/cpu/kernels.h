@@ -31,6 +31,13 @@ typedef struct dw__cpu_kernels {
     dw__gemm_fn gemm_bf16;
     dw__gemm_fn gemm_f16;
     dw__gemm_fn gemm_f32;
+    /* The batched step's product (backend.h, matmul_rows), the same contract as dw__matmul_fn and
+     * batch invariant: each out[t, r] is accumulated in one fixed order that depends on k alone
+     * (SIMD: one vector accumulator per (row, token), FMAs in k order, then one horizontal sum),
+     * never on n, on t's place in a register tile, on r0 / r1 or on the other tokens. */
+    dw__matmul_fn rows_bf16;
+    dw__matmul_fn rows_f16;
+    dw__matmul_fn rows_f32;
 
     /* dot(a, b) over n f32 / (f32, bf16) elements. */
     float (*dot_f32)(const float *a, const float *b, int n);

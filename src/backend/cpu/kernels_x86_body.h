@@ -210,6 +210,112 @@ DEFINE_GEMM(bf16, uint16_t)
 DEFINE_GEMM(f16, uint16_t)
 DEFINE_GEMM(f32, float)
 
+/* ---- the batched step's product (kernels.h, rows_*): batch invariant -------------------------
+ * out[t, r] is the horizontal sum (dw_vf_reduce_add) of one vector accumulator that takes
+ * acc = fma(w[r][kk..], x[t][kk..], acc) for kk = 0, VL, 2·VL, ... in order, the last vector
+ * partial (zeros past k). Every register tile runs that same sequence for each of its elements,
+ * so a result does not depend on n, on the tile its token falls in, or on r0 / r1. Tiles are
+ * R rows × T tokens (R·T independent accumulators hide the FMA latency: 8 rows × 1 token for one
+ * token); k is cut in chunks of ROWS_KC whose accumulators wait in a stack buffer between
+ * chunks (a store and a load change no bit), so a row block's chunk of weights stays in L1
+ * while it serves every tile of up to ROWS_TC tokens. */
+#define ROWS_KC 1024 /* a multiple of every VL */
+#define ROWS_TC 32
+#define ROWS_RMAX 8
+#define ROWS_T 4
+#if DW_VF_LANES == 16
+#define ROWS_R 4 /* 4 rows × 4 tokens: 16 accumulators, 4 weight vectors, 1 input */
+#else
+#define ROWS_R 2
+#endif
+
+#define DEFINE_ROWS(SUFFIX, WT)                                                                    \
+    DW_VF_INLINE void rows_tile_##SUFFIX(dw_vf *acc, const float *x, int ldx, const WT *w, int k, int k0, int k1, \
+                                         int first, const int R, const int T) {                    \
+        dw_vf a[ROWS_RMAX][ROWS_T];                                                                \
+        _Pragma("GCC unroll 8") for (int i = 0; i < R; i++)                                        \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++)                                    \
+                a[i][j] = first ? dw_vf_zero() : acc[i * ROWS_TC + j];                             \
+        int kk = k0;                                                                               \
+        for (; kk + VL <= k1; kk += VL) {                                                          \
+            dw_vf wv[ROWS_RMAX];                                                                   \
+            /* one token: the next 8 rows' lines at this place, into L2 (a line per 64 bytes) */   \
+            if (R == 8 && T == 1 && (kk * (int)sizeof(WT)) % 64 == 0)                              \
+                _Pragma("GCC unroll 8") for (int i = 0; i < R; i++)                                \
+                    _mm_prefetch((const char *)(w + (size_t)(R + i) * k + kk), _MM_HINT_T1);       \
+            _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) wv[i] = load_vf_##SUFFIX(w + (size_t)i * k + kk); \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                  \
+                dw_vf xv = dw_vf_load(x + (size_t)j * ldx + kk);                                   \
+                _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) a[i][j] = dw_vf_fma(wv[i], xv, a[i][j]); \
+            }                                                                                      \
+        }                                                                                          \
+        if (kk < k1) {                                                                             \
+            dw_vf wv[ROWS_RMAX];                                                                   \
+            _Pragma("GCC unroll 8") for (int i = 0; i < R; i++)                                    \
+                wv[i] = load_vf_##SUFFIX##_tail(w + (size_t)i * k + kk, k1 - kk);                  \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) {                                  \
+                dw_vf xv = dw_vf_load_tail(x + (size_t)j * ldx + kk, k1 - kk);                     \
+                _Pragma("GCC unroll 8") for (int i = 0; i < R; i++) a[i][j] = dw_vf_fma(wv[i], xv, a[i][j]); \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int i = 0; i < R; i++)                                        \
+            _Pragma("GCC unroll 4") for (int j = 0; j < T; j++) acc[i * ROWS_TC + j] = a[i][j];    \
+    }                                                                                              \
+    /* T tokens (1..ROWS_T) of rows [r, r + R): R == ROWS_R, R == 8 with T == 1, or single rows */ \
+    static void rows_tiles_##SUFFIX(dw_vf *acc, const float *x, int ldx, const WT *w, int k, int k0, int k1, \
+                                    int first, int R, int T) {                                     \
+        if (R == 8 && T == 1) {                                                                    \
+            rows_tile_##SUFFIX(acc, x, ldx, w, k, k0, k1, first, 8, 1);                            \
+            return;                                                                                \
+        }                                                                                          \
+        if (R == ROWS_R) {                                                                         \
+            switch (T) {                                                                           \
+            case 4: rows_tile_##SUFFIX(acc, x, ldx, w, k, k0, k1, first, ROWS_R, 4); return;       \
+            case 3: rows_tile_##SUFFIX(acc, x, ldx, w, k, k0, k1, first, ROWS_R, 3); return;       \
+            case 2: rows_tile_##SUFFIX(acc, x, ldx, w, k, k0, k1, first, ROWS_R, 2); return;       \
+            default: rows_tile_##SUFFIX(acc, x, ldx, w, k, k0, k1, first, ROWS_R, 1); return;      \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < R; i++) {                                                              \
+            dw_vf *ai = acc + i * ROWS_TC;                                                         \
+            const WT *wi = w + (size_t)i * k;                                                      \
+            switch (T) {                                                                           \
+            case 4: rows_tile_##SUFFIX(ai, x, ldx, wi, k, k0, k1, first, 1, 4); break;             \
+            case 3: rows_tile_##SUFFIX(ai, x, ldx, wi, k, k0, k1, first, 1, 3); break;             \
+            case 2: rows_tile_##SUFFIX(ai, x, ldx, wi, k, k0, k1, first, 1, 2); break;             \
+            default: rows_tile_##SUFFIX(ai, x, ldx, wi, k, k0, k1, first, 1, 1); break;            \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void DW_K(rows_##SUFFIX)(float *out, int ldo, const float *x, int ldx, int n, const void *wv, int k, \
+                                    int r0, int r1) {                                              \
+        const WT *w = wv;                                                                          \
+        dw_vf acc[ROWS_RMAX * ROWS_TC];                                                            \
+        int rb = n == 1 ? 8 : ROWS_R;                                                              \
+        for (int tc = 0; tc < n; tc += ROWS_TC) {                                                  \
+            int nt = n - tc < ROWS_TC ? n - tc : ROWS_TC;                                          \
+            const float *xc = x + (size_t)tc * ldx;                                                \
+            for (int r = r0; r < r1; r += rb) {                                                    \
+                int R = r1 - r < rb ? r1 - r : rb;                                                 \
+                for (int k0 = 0; k0 < k; k0 += ROWS_KC) {                                          \
+                    int k1 = k - k0 < ROWS_KC ? k : k0 + ROWS_KC;                                  \
+                    for (int t = 0; t < nt; t += ROWS_T) {                                         \
+                        int T = nt - t < ROWS_T ? nt - t : ROWS_T;                                 \
+                        rows_tiles_##SUFFIX(acc + t, xc + (size_t)t * ldx, ldx, w + (size_t)r * k, k, k0, k1, k0 == 0, \
+                                            R, T);                                                 \
+                    }                                                                              \
+                }                                                                                  \
+                for (int t = 0; t < nt; t++)                                                       \
+                    for (int i = 0; i < R; i++)                                                    \
+                        out[(size_t)(tc + t) * ldo + r + i] = dw_vf_reduce_add(acc[i * ROWS_TC + t]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_ROWS(bf16, uint16_t)
+DEFINE_ROWS(f16, uint16_t)
+DEFINE_ROWS(f32, float)
+
 /* ---- dot products and axpy ---------------------------------------------------------------------- */
 
 #define DEFINE_DOT_AXPY(SUFFIX, WT)                                                                \
@@ -457,6 +563,9 @@ static uint64_t DW_K(read_bytes)(const void *p, size_t n) {
     /* .gemm_bf16      = */ DW_K(gemm_bf16),                                                       \
     /* .gemm_f16       = */ DW_K(gemm_f16),                                                        \
     /* .gemm_f32       = */ DW_K(gemm_f32),                                                        \
+    /* .rows_bf16      = */ DW_K(rows_bf16),                                                       \
+    /* .rows_f16       = */ DW_K(rows_f16),                                                        \
+    /* .rows_f32       = */ DW_K(rows_f32),                                                        \
     /* .dot_f32        = */ DW_K(dot_f32),                                                         \
     /* .dot_bf16       = */ DW_K(dot_bf16),                                                        \
     /* .axpy_f32       = */ DW_K(axpy_f32),                                                        \

@@ -1,0 +1,281 @@
+/* The CPU backend's batched-step ops (backend.h, "the batched step"): matmul_rows, rope_rows,
+ * kv_write_rows, attention_rows over a paged KV pool, gather_rows, argmax_rows and copy. Every
+ * op computes each row from that row's inputs alone, in an order that depends on nothing else
+ * (batch invariance): threads split over weight rows, rows and heads, never over a reduction.
+ * matmul_rows runs the register-tiled rows_* kernels (kernels.h); quantized weights are
+ * dequantized a few rows at a time into a per-thread panel that serves every token. */
+#include "backend/cpu/cpu_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+
+#define ROWS_MAX_MULTI 4
+/* Weight rows per task: one token reads each row once (small blocks balance the threads over
+ * one linear stream each); a batch does more work per row. */
+#define ROWS_BLOCK_DECODE 16
+#define ROWS_BLOCK_BATCH 32
+/* Quantized rows dequantized at a time (the panel: this many rows × k floats per thread). */
+#define QPANEL_ROWS 8
+/* attention_rows: keys per step of the online softmax (scores live on the stack) */
+#define PAGED_ATTN_CHUNK 128
+#define PAGED_ATTN_MAX_HEAD_DIM 512
+#define PAGED_ATTN_MAX_GROUP 32
+
+/* ---- matmul_rows ------------------------------------------------------------------------- */
+
+typedef struct rows_job {
+    const dw__cpu *c;
+    int count;
+    float *out[ROWS_MAX_MULTI];
+    const dw_cweight *w[ROWS_MAX_MULTI];
+    const dw_cweight *bias[ROWS_MAX_MULTI];
+    int first_task[ROWS_MAX_MULTI + 1]; /* task ranges per matrix */
+    int block_rows;
+    const float *x; /* [n, k] */
+    int n, k;
+    float *panels; /* quantized: QPANEL_ROWS × k floats per thread */
+} rows_job;
+
+static dw__matmul_fn rows_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
+    switch (dtype) {
+    case DW_DTYPE_BF16: return k->rows_bf16;
+    case DW_DTYPE_F16: return k->rows_f16;
+    default: return k->rows_f32;
+    }
+}
+
+static void rows_task(void *arg, int task, int thread) {
+    rows_job *j = arg;
+    int m = 0;
+    while (task >= j->first_task[m + 1]) m++;
+    const dw_cweight *w = j->w[m];
+    int rows = (int)w->rows, k = j->k;
+    int r0 = (task - j->first_task[m]) * j->block_rows;
+    int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
+    float *out = j->out[m];
+    if (w->qbits) { /* each weight is dequantized once for all n tokens (exactly: per element) */
+        float *panel = j->panels + (size_t)thread * QPANEL_ROWS * k;
+        for (int r = r0; r < r1; r += QPANEL_ROWS) {
+            int nr = r1 - r < QPANEL_ROWS ? r1 - r : QPANEL_ROWS;
+            j->c->qk->dequant(panel, w, r, r + nr);
+            j->c->k->rows_f32(out + r, rows, j->x, k, j->n, panel, k, 0, nr);
+        }
+    } else {
+        rows_kernel(j->c->k, w->dtype)(out, rows, j->x, k, j->n, w->data, k, r0, r1);
+    }
+    if (j->bias[m]) {
+        const float *b = j->bias[m]->data;
+        for (int t = 0; t < j->n; t++)
+            for (int r = r0; r < r1; r++) out[(size_t)t * rows + r] += b[r];
+    }
+}
+
+void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
+                         const dw_cweight *const *bias) {
+    dw__cpu *c = ctx;
+    DW_ASSERT(count >= 1 && count <= ROWS_MAX_MULTI && n >= 1);
+    rows_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
+    j.block_rows = n == 1 ? ROWS_BLOCK_DECODE : ROWS_BLOCK_BATCH;
+    int quant = 0;
+    for (int m = 0; m < count; m++) {
+        DW_ASSERT(w[m]->cols == w[0]->cols);
+        j.out[m] = out[m];
+        j.w[m] = w[m];
+        j.bias[m] = bias ? bias[m] : NULL;
+        j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
+        quant |= w[m]->qbits != 0;
+    }
+    pthread_mutex_lock(&c->rows_lock);
+    if (quant) {
+        size_t need = (size_t)QPANEL_ROWS * j.k * (size_t)c->n_threads;
+        if (need > c->rows_panel_cap) {
+            free(c->rows_panels);
+            c->rows_panels = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
+            c->rows_panel_cap = c->rows_panels ? need : 0;
+        }
+        DW_ASSERT(c->rows_panels); /* ops cannot fail one by one: a few MB at most */
+        j.panels = c->rows_panels;
+    }
+    /* one token: one linear stream per thread, as the decode matvec */
+    if (n == 1) dw_threadpool_run_ranges(c->pool, j.first_task[count], rows_task, &j);
+    else dw_threadpool_run(c->pool, j.first_task[count], rows_task, &j);
+    pthread_mutex_unlock(&c->rows_lock);
+}
+
+/* ---- rope_rows and kv_write_rows ----------------------------------------------------------- */
+
+typedef struct {
+    float *q, *k;
+    const dw_rows *r;
+    int n_heads, n_kv_heads, head_dim;
+    const float *inv_freq;
+} rope_rows_job;
+
+static void rotate_half(float *x, int head_dim, const float *cs, const float *sn) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cs[i] - b * sn[i];
+        x[i + half] = b * cs[i] + a * sn[i];
+    }
+}
+
+static void rope_rows_task(void *arg, int t, int thread) {
+    rope_rows_job *j = arg;
+    float cs[PAGED_ATTN_MAX_HEAD_DIM / 2], sn[PAGED_ATTN_MAX_HEAD_DIM / 2];
+    int half = j->head_dim / 2;
+    float pos = (float)j->r->pos[t];
+    for (int i = 0; i < half; i++) {
+        float angle = pos * j->inv_freq[i];
+        cs[i] = cosf(angle);
+        sn[i] = sinf(angle);
+    }
+    for (int h = 0; h < j->n_heads; h++)
+        rotate_half(j->q + ((size_t)t * j->n_heads + h) * j->head_dim, j->head_dim, cs, sn);
+    for (int h = 0; h < j->n_kv_heads; h++)
+        rotate_half(j->k + ((size_t)t * j->n_kv_heads + h) * j->head_dim, j->head_dim, cs, sn);
+}
+
+void dw__cpu_rope_rows(void *ctx, float *q, float *k, const dw_rows *r, int n_heads, int n_kv_heads, int head_dim,
+                       const float *inv_freq) {
+    dw__cpu *c = ctx;
+    DW_ASSERT(head_dim <= PAGED_ATTN_MAX_HEAD_DIM && head_dim % 2 == 0);
+    rope_rows_job j = {q, k, r, n_heads, n_kv_heads, head_dim, inv_freq};
+    if (r->n < 4) {
+        for (int t = 0; t < r->n; t++) rope_rows_task(&j, t, 0);
+    } else {
+        dw_threadpool_run(c->pool, r->n, rope_rows_task, &j);
+    }
+}
+
+/* Byte offset of entry `entry` (0 .. block_tokens) of KV head h in block b of a pool layer. */
+static size_t page_offset(const dw_kv_pages *kv, int b, int h, int entry) {
+    return ((((size_t)b * kv->n_kv_heads + h) * kv->block_tokens + entry) * kv->head_dim) * dw_dtype_size(kv->dtype);
+}
+
+void dw__cpu_kv_write_rows(void *ctx, const dw_kv_pages *kv, const float *k, const float *v, const dw_rows *r) {
+    dw__cpu *c = ctx;
+    int hd = kv->head_dim;
+    DW_ASSERT(kv->dtype == DW_DTYPE_BF16 || kv->dtype == DW_DTYPE_F32);
+    for (int i = 0; i < r->n; i++) {
+        int slot = r->slot[i], b = slot / kv->block_tokens, e = slot % kv->block_tokens;
+        DW_ASSERT(slot >= 0 && b < kv->n_blocks);
+        for (int h = 0; h < kv->n_kv_heads; h++) {
+            size_t src = ((size_t)i * kv->n_kv_heads + h) * hd, dst = page_offset(kv, b, h, e);
+            if (kv->dtype == DW_DTYPE_BF16) {
+                c->k->f32_to_bf16((uint16_t *)((char *)kv->k + dst), k + src, hd);
+                c->k->f32_to_bf16((uint16_t *)((char *)kv->v + dst), v + src, hd);
+            } else {
+                memcpy((char *)kv->k + dst, k + src, (size_t)hd * sizeof(float));
+                memcpy((char *)kv->v + dst, v + src, (size_t)hd * sizeof(float));
+            }
+        }
+    }
+}
+
+/* ---- attention_rows ------------------------------------------------------------------------ */
+
+typedef struct {
+    const dw__cpu *c;
+    float *out;
+    const float *q;
+    const dw_kv_pages *kv;
+    const dw_rows *r;
+    dw_attn_params p;
+} paged_attn_job;
+
+/* One task: one row and one KV head, for every query head of its group: an online softmax over
+ * the row's keys in position order, a step at most PAGED_ATTN_CHUNK keys and never across a
+ * block (so the steps depend on the row's position, window and the block size alone). */
+static void paged_attn_task(void *arg, int task, int thread) {
+    paged_attn_job *j = arg;
+    const dw__cpu_kernels *K = j->c->k;
+    const dw_attn_params *p = &j->p;
+    const dw_kv_pages *kv = j->kv;
+    int kvh = task % p->n_kv_heads, i = task / p->n_kv_heads;
+    int group = p->n_heads / p->n_kv_heads, hd = p->head_dim, bt = kv->block_tokens;
+    int pos = j->r->pos[i];
+    int start = p->window > 0 && pos - p->window + 1 > 0 ? pos - p->window + 1 : 0;
+    int end = pos + 1; /* keys [start, end) */
+    const int32_t *table = j->r->tables + j->r->table_at[i];
+    int bf16 = kv->dtype == DW_DTYPE_BF16;
+
+    float acc[PAGED_ATTN_MAX_GROUP][PAGED_ATTN_MAX_HEAD_DIM];
+    float mx[PAGED_ATTN_MAX_GROUP], sum[PAGED_ATTN_MAX_GROUP];
+    float scores[PAGED_ATTN_CHUNK];
+    for (int g = 0; g < group; g++) {
+        mx[g] = -INFINITY;
+        sum[g] = 0.0f;
+        memset(acc[g], 0, (size_t)hd * sizeof(float));
+    }
+    for (int p0 = start; p0 < end;) {
+        int blk = table[p0 / bt], e = p0 % bt;
+        DW_ASSERT(blk >= 0 && blk < kv->n_blocks);
+        int nb = bt - e < end - p0 ? bt - e : end - p0;
+        if (nb > PAGED_ATTN_CHUNK) nb = PAGED_ATTN_CHUNK;
+        size_t off = page_offset(kv, blk, kvh, e);
+        const char *kblock = (const char *)kv->k + off, *vblock = (const char *)kv->v + off;
+        for (int g = 0; g < group; g++) {
+            const float *q = j->q + ((size_t)i * p->n_heads + kvh * group + g) * hd;
+            if (bf16) K->attn_dot_bf16(scores, q, (const uint16_t *)kblock, nb, hd, p->scale);
+            else K->attn_dot_f32(scores, q, (const float *)kblock, nb, hd, p->scale);
+            float bmax = K->max_f32(scores, nb);
+            float new_max = bmax > mx[g] ? bmax : mx[g];
+            if (new_max > mx[g] && mx[g] != -INFINITY) {
+                float f = expf(mx[g] - new_max);
+                sum[g] *= f;
+                for (int d = 0; d < hd; d++) acc[g][d] *= f;
+            }
+            mx[g] = new_max;
+            sum[g] += K->exp_sum(scores, new_max, nb);
+            if (bf16) K->attn_acc_bf16(acc[g], scores, (const uint16_t *)vblock, nb, hd);
+            else K->attn_acc_f32(acc[g], scores, (const float *)vblock, nb, hd);
+        }
+        p0 += nb;
+    }
+    for (int g = 0; g < group; g++) {
+        float *o = j->out + ((size_t)i * p->n_heads + kvh * group + g) * hd;
+        float inv = 1.0f / sum[g];
+        for (int d = 0; d < hd; d++) o[d] = acc[g][d] * inv;
+    }
+}
+
+void dw__cpu_attention_rows(void *ctx, float *out, const float *q, const dw_kv_pages *kv, const dw_rows *r,
+                            const dw_attn_params *p) {
+    dw__cpu *c = ctx;
+    DW_ASSERT(p->head_dim <= PAGED_ATTN_MAX_HEAD_DIM && p->head_dim == kv->head_dim &&
+              p->n_kv_heads == kv->n_kv_heads && p->n_heads % p->n_kv_heads == 0 &&
+              p->n_heads / p->n_kv_heads <= PAGED_ATTN_MAX_GROUP && kv->block_tokens > 0);
+    DW_ASSERT(kv->dtype == DW_DTYPE_BF16 || kv->dtype == DW_DTYPE_F32);
+    paged_attn_job j = {c, out, q, kv, r, *p};
+    int tasks = r->n * p->n_kv_heads;
+    if (tasks < 2) {
+        for (int t = 0; t < tasks; t++) paged_attn_task(&j, t, 0);
+    } else {
+        dw_threadpool_run(c->pool, tasks, paged_attn_task, &j);
+    }
+}
+
+/* ---- gather, argmax, copy ---------------------------------------------------------------------- */
+
+void dw__cpu_gather_rows(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width) {
+    for (int i = 0; i < n; i++)
+        memmove(dst + (size_t)i * width, src + (size_t)idx[i] * width, (size_t)width * sizeof(float));
+}
+
+void dw__cpu_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *out) {
+    for (int i = 0; i < n; i++) {
+        const float *row = x + (size_t)i * width;
+        int best = 0;
+        for (int e = 1; e < width; e++)
+            if (row[e] > row[best] || (row[best] != row[best] && row[e] == row[e])) best = e; /* NaN never wins */
+        out[i] = best;
+    }
+}
+
+void dw__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    if (dst != src && bytes) memmove(dst, src, bytes);
+}
