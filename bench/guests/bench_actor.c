@@ -84,9 +84,11 @@ static int32_t llm_next;
 
 EXPORT(llm_prefill_shared) int32_t llm_prefill_shared(int32_t n, int32_t seed, int32_t shared) {
     if (n <= 0 || n > 8192 || shared < 0 || shared > n) return DW_E_INVALID;
-    for (int32_t i = 0; i < n; i++) {
-        uint32_t s = i < shared ? 12345u : (uint32_t)seed;
-        llm_ids[i] = (int32_t)((s * 7919u + (uint32_t)i * 104729u) % (uint32_t)llm_vocab);
+    for (int32_t i = 0; i < n; i++) { /* as src/cli/cmd_bench_batch.c's prompt_id */
+        uint32_t x = i < shared ? ((uint32_t)seed >> 16) * 2654435761u + 7u : (uint32_t)seed * 2246822519u + 13u;
+        x += (uint32_t)i * 3266489917u;
+        x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
+        llm_ids[i] = (int32_t)(x % (uint32_t)llm_vocab);
     }
     int32_t rc = dw_session_truncate(llm_session, 0);
     if (rc >= 0) rc = dw_prefill(llm_session, llm_ids, n, llm_logits, llm_vocab);

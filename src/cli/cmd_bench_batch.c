@@ -16,6 +16,7 @@
 #include "cli/embedded_guests.h"
 #include "driftwood/actor.h"
 #include "driftwood/engine.h"
+#include "driftwood/file.h"
 #include "driftwood/model.h"
 #include "driftwood/runtime.h"
 
@@ -42,9 +43,33 @@ typedef struct worker {
     dw_error err;
 } worker;
 
+/* Token i of a prompt: the first `shared` from seed's upper half (the same for every actor of a
+ * round), the rest from the whole seed (the benchmark actor makes the same ones). */
 static int32_t prompt_id(int seed, int i, int shared, int vocab) {
-    uint32_t s = i < shared ? (uint32_t)(seed >> 16) + 1u : (uint32_t)seed;
-    return (int32_t)((s * 7919u + (uint32_t)i * 104729u) % (uint32_t)vocab);
+    uint32_t x = i < shared ? ((uint32_t)seed >> 16) * 2654435761u + 7u : (uint32_t)seed * 2246822519u + 13u;
+    x += (uint32_t)i * 3266489917u;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
+    return (int32_t)(x % (uint32_t)vocab);
+}
+
+static int32_t argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* The model's config.json, for sizing the KV pool before the model loads. */
+static dw_status read_config(const char *dir, dw_model_config *cfg, dw_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text;
+    size_t len;
+    dw_status st = dw_file_read_all(path, 4u << 20, &text, &len, err);
+    if (st) return st;
+    st = dw_model_config_parse(path, text, cfg, err);
+    free(text);
+    return st;
 }
 
 static dw_status invoke(dw_actor *actor, const char *fn, const int32_t *args, int n, int32_t *result, dw_error *err) {
@@ -77,7 +102,7 @@ static void *run_worker(void *arg) {
     w->t_start = dw_cli_now_ms();
     if (!w->st) {
         if (w->model) {
-            if (!(w->st = dw_session_prefill(s, ids, (int)a->prompt, logits, &w->err))) next = dw_argmax_f32(logits, vocab);
+            if (!(w->st = dw_session_prefill(s, ids, (int)a->prompt, logits, &w->err))) next = argmax(logits, vocab);
         } else {
             int32_t args[3] = {(int32_t)a->prompt, w->seed, (int32_t)a->shared};
             w->st = invoke(w->actor, "llm_prefill_shared", args, 3, NULL, &w->err);
@@ -91,7 +116,7 @@ static void *run_worker(void *arg) {
             int32_t out;
             if (!(w->st = dw_session_decode_greedy(s, next, 1, &out, &w->err))) next = out;
         } else if (w->model) {
-            if (!(w->st = dw_session_decode(s, next, logits, &w->err))) next = dw_argmax_f32(logits, vocab);
+            if (!(w->st = dw_session_decode(s, next, logits, &w->err))) next = argmax(logits, vocab);
         } else {
             int32_t args[1] = {a->guest_picks};
             w->st = invoke(w->actor, "llm_step", args, 1, NULL, &w->err);
@@ -136,7 +161,7 @@ static dw_status round_of(const bench_args *a, dw_model *model, dw_actor **actor
     dw_batch_stats before;
     dw_model_batch_stats(model, &before);
     for (int i = 0; i < n; i++) {
-        ws[i] = (worker){.a = a, .index = i, .seed = (rep + 1) * 65536 * 4 + i + 1, .model = actors ? NULL : model,
+        ws[i] = (worker){.a = a, .index = i, .seed = (rep + 1) << 16 | (i + 1), .model = actors ? NULL : model,
                          .actor = actors ? actors[i] : NULL, .ready = &ready, .prefilled = &prefilled,
                          .itl_ms = itl + (size_t)i * a->gen};
         pthread_create(&th[i], NULL, run_worker, &ws[i]);
@@ -253,16 +278,12 @@ DW_COMMAND_NAMED(bench_batch, "bench batch",
     const unsigned char *wasm = dw__embedded_bench_actor(&wasm_len);
     if (dw_runtime_create(NULL, &rt, &err) || dw_runtime_register_model_with(rt, "default", a.model_dir, &uo, &err))
         goto fail;
-    {
-        /* the pool is sized once the model's block size is known: load, read, set */
-        dw_runtime_model_options(rt, "default");
-    }
     if (a.kv_mb) {
         ((dw_model_use_options *)dw_runtime_model_options(rt, "default"))->batch.kv_memory = (uint64_t)a.kv_mb << 20;
     } else {
         /* bytes per token: layers x K,V x kv heads x head dim x bf16, from config.json */
         dw_model_config cfg;
-        if (dw_model_config_load(a.model_dir, &cfg, &err)) goto fail;
+        if (read_config(a.model_dir, &cfg, &err)) goto fail;
         uint64_t per_token = (uint64_t)cfg.n_layers * 2u * (uint64_t)cfg.n_kv_heads * (uint64_t)cfg.head_dim * 2u;
         uint64_t want = per_token * (uint64_t)per_actor_tokens * (uint64_t)max_actors * 2u;
         ((dw_model_use_options *)dw_runtime_model_options(rt, "default"))->batch.kv_memory = want < (64u << 20) ? 64u << 20 : want;
