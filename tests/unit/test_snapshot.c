@@ -395,17 +395,20 @@ static void collect(void *user, const char *bytes, size_t len) {
 static const char *const chat_argv[] = {"chat", "-n", "16", "--temp", "0.8", "--seed", "42", "--system", "You are terse."};
 #define CHAT_ARGC 9
 
-static dw_status chat_setup(chat_fixture *c, const char *model, dw_error *err) {
+static dw_status chat_setup_with(chat_fixture *c, const char *model, int batching, dw_error *err) {
     char path[512], cache[600];
     memset(c, 0, sizeof *c);
     snprintf(path, sizeof path, "%s/guests/chat.wasm", dw_test_build_dir());
     snprintf(cache, sizeof cache, "%s/modules", dw_test_tmp_dir());
     dw_runtime_options o = {.module_cache_dir = cache};
     dw_status st = dw_runtime_create(&o, &c->rt, err);
-    if (!st) st = dw_runtime_register_model(c->rt, "default", model, err);
+    dw_model_use_options uo = {.batching = batching};
+    if (!st) st = dw_runtime_register_model_with(c->rt, "default", model, &uo, err);
     if (!st) st = dw_module_load_file(c->rt, path, &c->chat, err);
     return st;
 }
+
+static dw_status chat_setup(chat_fixture *c, const char *model, dw_error *err) { return chat_setup_with(c, model, 0, err); }
 
 static void chat_teardown(chat_fixture *c) {
     dw_module_free(c->chat);
@@ -418,10 +421,11 @@ static dw_actor_options chat_options(chat_fixture *c) {
 
 static dw_status say(dw_actor *a, const char *text, dw_error *err) { return dw_actor_send(a, text, strlen(text), err); }
 
-TEST(actor_snapshot_restored_chat_continues_identically) {
+/* Three chat turns, against a snapshot taken after the first restored and given the last two. */
+static void restored_chat_continues(int batching, int *dw_test_failed_) {
     dw_error err;
     chat_fixture c;
-    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
+    CHECK_OK(chat_setup_with(&c, dw_test_model_dir(), batching, &err));
     char path[600];
     snprintf(path, sizeof path, "%s/chat.snap", dw_test_tmp_dir());
     dw_actor_options o = chat_options(&c);
@@ -450,6 +454,12 @@ TEST(actor_snapshot_restored_chat_continues_identically) {
     dw_actor_free(b);
     chat_teardown(&c);
 }
+
+TEST(actor_snapshot_restored_chat_continues_identically) { restored_chat_continues(0, dw_test_failed_); }
+
+/* The same with batching on: the chat's session lives in blocks of the pool (paged KV), and the
+ * snapshot holds the same safetensors layout. */
+TEST(actor_snapshot_restored_chat_with_batching_continues_identically) { restored_chat_continues(1, dw_test_failed_); }
 
 TEST(actor_snapshot_of_another_module_is_refused) {
     dw_error err;
