@@ -103,3 +103,21 @@ EXPORT(host_sampler_behaves) int32_t host_sampler_behaves(int32_t s) {
     for (int i = 1; i < 8; i++) distinct |= first[i] != first[0];
     return distinct ? 1 : -6; /* at temperature 1.5 eight draws are not all the same token */
 }
+
+/* Prefills a fixed prompt of 21 tokens, forks the session, lets the parent and then the child
+ * generate n tokens each greedily on the host's device (dw.decode_greedy); returns 1 when both
+ * gave the same tokens, 0 when they differ, or a negative code. */
+EXPORT(fork_agrees) int32_t fork_agrees(int32_t n) {
+    static int32_t a[64], b[64];
+    if (n < 1 || n > 64) return -100;
+    int32_t m = open_model(), s = dw_session_create(m, 256);
+    if (s < 0) return s;
+    for (int i = 0; i < 21; i++) ids[i] = 3 + 11 * i;
+    int32_t rc = dw_prefill(s, ids, 21, logits, (int32_t)(sizeof logits / sizeof logits[0]));
+    int32_t child = rc < 0 ? rc : dw_session_fork(s);
+    if (child < 0) return child;
+    if ((rc = dw_decode_greedy(s, 7, n, a)) < 0 || (rc = dw_decode_greedy(child, 7, n, b)) < 0) return rc;
+    dw_session_free(child);
+    dw_session_free(s);
+    return memcmp(a, b, sizeof(int32_t) * (size_t)n) == 0;
+}

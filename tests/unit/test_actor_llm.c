@@ -24,18 +24,21 @@ typedef struct fixture {
     dw_actor *actor; /* one actor of llm_probe with default options */
 } fixture;
 
-static dw_status setup(fixture *f, dw_error *err) {
+static dw_status setup_with(fixture *f, int batching, dw_error *err) {
     char path[512], cache[600];
     memset(f, 0, sizeof *f);
     snprintf(path, sizeof path, "%s/guests/llm_probe.wasm", dw_test_build_dir());
     snprintf(cache, sizeof cache, "%s/modules", dw_test_tmp_dir());
     dw_runtime_options o = {.module_cache_dir = cache};
     dw_status st = dw_runtime_create(&o, &f->rt, err);
-    if (st == DW_OK) st = dw_runtime_register_model(f->rt, "default", dw_test_model_dir(), err);
+    dw_model_use_options uo = {.batching = batching};
+    if (st == DW_OK) st = dw_runtime_register_model_with(f->rt, "default", dw_test_model_dir(), &uo, err);
     if (st == DW_OK) st = dw_module_load_file(f->rt, path, &f->module, err);
     if (st == DW_OK) st = dw_actor_create(f->rt, f->module, NULL, &f->actor, err);
     return st;
 }
+
+static dw_status setup(fixture *f, dw_error *err) { return setup_with(f, 0, err); }
 
 static void teardown(fixture *f) {
     dw_actor_free(f->actor);
@@ -168,6 +171,40 @@ TEST(llm_two_actors_sharing_a_model_match_running_alone) {
         CHECK_MSG(together[i].st == DW_OK, "%s", together[i].err.message);
         CHECK(together[i].hash == alone[i].hash);
     }
+    teardown(&f);
+}
+
+TEST(llm_two_actors_batched_match_running_alone) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup_with(&f, 1, &err));
+    greedy_job alone[2] = {{&f, 11, 0, 0, {0}}, {&f, 977, 0, 0, {0}}}, together[2];
+    for (int i = 0; i < 2; i++) {
+        greedy_worker(&alone[i]);
+        CHECK_MSG(alone[i].st == DW_OK && alone[i].hash > 0, "alone %d: %s (%d)", i, alone[i].err.message, alone[i].hash);
+        together[i] = (greedy_job){&f, alone[i].first_token, 0, 0, {0}};
+    }
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, greedy_worker, &together[i]);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        CHECK_MSG(together[i].st == DW_OK, "%s", together[i].err.message);
+        CHECK(together[i].hash == alone[i].hash);
+    }
+    teardown(&f);
+}
+
+TEST(llm_a_forked_session_continues_as_its_parent_and_without_batching_fork_is_refused) {
+    dw_error err;
+    fixture f;
+    int32_t r;
+    CHECK_OK(setup_with(&f, 1, &err));
+    CHECK_OK(actor_call(f.actor, "fork_agrees", 1, 40, 0, &r, &err));
+    CHECK_MSG(r == 1, "fork_agrees gave %d", r);
+    teardown(&f);
+    CHECK_OK(setup(&f, &err));
+    CHECK_OK(actor_call(f.actor, "fork_agrees", 1, 40, 0, &r, &err));
+    CHECK_MSG(r == DW_E_INVALID, "fork without batching gave %d", r);
     teardown(&f);
 }
 
