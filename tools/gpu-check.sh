@@ -4,7 +4,8 @@
 # tests with the CUDA ones required, and `driftwood bench zerocopy` on cuda and cpu. Logs go to
 # $OUT (at most 8 files) and a summary is printed last. Exits non-zero when anything failed.
 #
-# DW_GPU_STEPS picks steps (default: all): cuda-tests, unit-tests, zerocopy, engine-bench
+# DW_GPU_STEPS picks steps (default: all but batch-bench): cuda-tests, unit-tests, zerocopy, engine-bench,
+# batch-bench (`driftwood bench batch --backend cuda`, many actors at once: see its block below)
 # (`driftwood bench decode --backend cuda` on a random Llama-3.2-1B-shaped model made here by mkmodel;
 # DW_GPU_BENCH_SHAPES="llama-3.2-1b llama-3.1-8b" for more shapes, DW_GPU_BENCH_ENVS for variants,
 # DW_GPU_BENCH_QUANT="4 8" for the shapes quantized to 4/8 bits, DW_GPU_BENCH_ARGS for more
@@ -139,6 +140,42 @@ for r in rows[:16]: print(r[1], r[2], r[3], r[-1][:160])' "$OUT/nsys-kernels.csv
     done
 fi
 
+# ---- batching: many actors on one GPU (`driftwood bench batch`; docs/DESIGN.md "Batching") ---------
+# DW_GPU_BATCH_SHAPES (default llama-3.2-1b), DW_GPU_BATCH_QUANT="4" for quantized copies too,
+# DW_GPU_BATCH_ACTORS (1,4,16,64), DW_GPU_BATCH_REPS (3), DW_GPU_BATCH_MODES (engine,actors),
+# DW_GPU_BATCH_SHARED=1 for the shared-prefix run (64 actors, a common 1,000-token system prompt).
+# Tables and JSON lines go to batch.txt.
+if [ -x "$B/bin/driftwood" ] && want batch-bench; then
+    dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
+    dw_batch() { # MODEL LABEL [extra args]
+        local dw_model=$1 dw_label=$2; shift 2
+        echo "== $dw_label $(date -u +%T)"
+        for dw_fmt in "" --json; do
+            timeout 300 "$B/bin/driftwood" bench batch --backend cuda --model "$dw_model" --actors "${DW_GPU_BATCH_ACTORS:-1,4,16,64}" \
+                --prompt-tokens 128 --gen-tokens 128 --reps "${DW_GPU_BATCH_REPS:-3}" --mode "${DW_GPU_BATCH_MODES:-engine,actors}" \
+                $dw_fmt "$@" || return 1
+        done
+    }
+    for shape in ${DW_GPU_BATCH_SHAPES:-llama-3.2-1b}; do
+        dw_m=/tmp/dw-bench-$shape
+        [ -f "$dw_m/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape "$shape" --out "$dw_m" \
+            --tokenizer-dir "$dw_tok" >>"$OUT/batch.txt" 2>&1 || fail "mkmodel-$shape"
+        dw_batch "$dw_m" "$shape bf16" >>"$OUT/batch.txt" 2>&1 || fail "batch-$shape"
+        for dw_bits in ${DW_GPU_BATCH_QUANT:-}; do
+            dw_q=$dw_m-q$dw_bits
+            [ -f "$dw_q/config.json" ] || timeout 300 "$B/bin/driftwood" quantize --model "$dw_m" --bits "$dw_bits" \
+                --out "$dw_q" >>"$OUT/batch.txt" 2>&1 || fail "quantize-$shape-$dw_bits"
+            dw_batch "$dw_q" "$shape $dw_bits-bit g64" >>"$OUT/batch.txt" 2>&1 || fail "batch-$shape-q$dw_bits"
+        done
+    done
+    if [ "${DW_GPU_BATCH_SHARED:-0}" = 1 ]; then
+        { echo "== shared prefix: 64 actors, 1,000 common prompt tokens + 64 own"
+          timeout 200 "$B/bin/driftwood" bench batch --backend cuda --model /tmp/dw-bench-llama-3.2-1b --actors 1,64 \
+              --prompt-tokens 1064 --shared-prefix 1000 --gen-tokens 32 --reps 1 --mode engine --json; } >>"$OUT/batch.txt" 2>&1 ||
+            fail batch-shared
+    fi
+fi
+
 # ---- summary (printed last: the device tool returns the tail) --------------------------------------
 {
     cat "$OUT/env.txt"
@@ -150,6 +187,7 @@ fi
         [ -f "$OUT/$f" ] && { echo "== $f"; tail -30 "$OUT/$f"; }
     done
     [ -f "$OUT/bench-engine.txt" ] && { echo "== bench-engine.txt"; grep -v '^{' "$OUT/bench-engine.txt" | tail -70; }
+    [ -f "$OUT/batch.txt" ] && { echo "== batch.txt"; grep -v '^{' "$OUT/batch.txt" | tail -60; }
     echo "== gpu-check: ${dw_failed:+FAILED:}${dw_failed:-all passed}"
 } | tee "$OUT/summary.txt"
 [ -z "$dw_failed" ]

@@ -54,6 +54,8 @@ void dw__abi_context_release(dw__abi_context *ctx) {
 /* Under a time limit, dw.prefill runs in chunks of this many tokens (the engine's default
  * batch) and checks the limit between them. */
 #define DW_ABI_PREFILL_CHUNK 128
+/* ... and dw.decode_greedy in pieces of this many tokens. */
+#define DW_ABI_GREEDY_CHUNK 16
 
 /* What one call may ask of the host, so that the host memory and time a call costs stay bounded
  * whatever the guest passes (docs/DESIGN.md, "Limits that hold per actor"): text bytes per
@@ -369,8 +371,23 @@ static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, was
     if (count < 1) return FAIL(DW_E_INVALID, "dw.decode_greedy: %d tokens asked for", count);
     dw_error err;
     double t0 = dw__now_ms();
-    dw_status st = dw_session_decode_greedy(s->session, args[1].i32, count, out, &err);
+    /* Under a time limit, in pieces with the limit checked between them (as dw.prefill). */
+    const int piece = ctx->deadline_s > 0 ? DW_ABI_GREEDY_CHUNK : count;
+    const int start = dw_session_n_tokens(s->session);
+    dw_status st = DW_OK;
+    int32_t next = args[1].i32;
+    int timed_out = 0;
+    for (int32_t done = 0; done < count && st == DW_OK; done += piece) {
+        if (done > 0 && dw__abi_out_of_time(ctx)) {
+            timed_out = 1;
+            break;
+        }
+        int32_t k = count - done < piece ? count - done : piece;
+        if ((st = dw_session_decode_greedy(s->session, next, k, out + done, &err)) == DW_OK) next = out[done + k - 1];
+    }
     ctx->stats.decode_ms += dw__now_ms() - t0;
+    if (timed_out || (st != DW_OK && dw_session_n_tokens(s->session) != start)) dw_session_truncate(s->session, start, NULL);
+    if (timed_out) return dw__abi_timeout_trap(ctx, "dw.decode_greedy");
     if (st != DW_OK) return FAIL(code_of(st), "dw.decode_greedy: %s", err.message);
     ctx->stats.decode_tokens += (uint64_t)count;
     args[0].i32 = DW_E_OK;
