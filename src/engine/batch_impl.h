@@ -89,6 +89,10 @@ typedef struct dw__batcher {
     dw_session *lru_head;                 /* paged sessions (any order; last_used decides) */
     dw_batch_stats stats;
     uint64_t step_no;
+    /* Callers that were in the last step and will likely come back with their next token: the
+     * next step waits briefly for them (scheduler.c, gather_returning). */
+    int expect_back, arrivals;
+    double last_step_s;
     /* the step's buffers (device), sized for opts.step_tokens rows */
     int cap_rows;
     float *x, *xn, *q, *k, *v, *att, *o, *gate, *up, *logits;

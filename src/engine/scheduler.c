@@ -6,6 +6,7 @@
  * batching and the life of paged sessions. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/clock.h"
 #include "engine/batch_impl.h"
@@ -68,6 +69,25 @@ static int plan_step(dw__batcher *b) {
     return count;
 }
 
+/* After a step, the sessions that were decoding in it usually come straight back with their next
+ * token; their threads need a few microseconds each to wake and call again. Starting the next step
+ * before they are back would split one batch into a full and a straggler step, so the scheduler
+ * waits for them, but never longer than a quarter of the last step (at most 1 ms): a lone session
+ * never waits for anyone, and a session that left delays the others by that much once. */
+static void gather_returning(dw__batcher *b) {
+    if (b->expect_back <= 0) return;
+    double wait = b->last_step_s * 0.25;
+    if (wait > 1e-3) wait = 1e-3;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long ns = until.tv_nsec + (long)(wait * 1e9);
+    until.tv_sec += ns / 1000000000L;
+    until.tv_nsec = ns % 1000000000L;
+    while (!b->stop && b->arrivals < b->expect_back)
+        if (pthread_cond_timedwait(&b->wake, &b->lock, &until)) break;
+    b->expect_back = 0;
+}
+
 /* Records what a successful step did to its sessions and requests. */
 static void complete_step(dw__batcher *b, int count) {
     for (int i = 0; i < count; i++) {
@@ -82,7 +102,10 @@ static void complete_step(dw__batcher *b, int count) {
         if (r->greedy_out || r->n == 1) b->stats.decode_rows += (uint64_t)it->n;
         else b->stats.prefill_rows += (uint64_t)it->n;
         r->done += it->n;
-        if (r->done == r->n) finish(b, r, DW_OK, NULL);
+        if (r->done == r->n) {
+            finish(b, r, DW_OK, NULL);
+            if (r->greedy_out || r->n == 1) b->expect_back++;
+        }
     }
 }
 
@@ -103,11 +126,12 @@ static void *scheduler_main(void *arg) {
     dw__batcher *b = arg;
     pthread_mutex_lock(&b->lock);
     while (!b->stop) {
+        gather_returning(b);
         int count = b->queue_head ? plan_step(b) : 0;
         drop_finished(b); /* requests failed while planning leave before their callers can return */
         if (count == 0) {
             pthread_cond_broadcast(&b->done);
-            if (!b->queue_head) pthread_cond_wait(&b->wake, &b->lock);
+            if (!b->queue_head && !b->stop) pthread_cond_wait(&b->wake, &b->lock);
             continue;
         }
         b->step_no++;
@@ -119,6 +143,7 @@ static void *scheduler_main(void *arg) {
         double dt = dw__now_s() - t0;
 
         pthread_mutex_lock(&b->lock);
+        b->expect_back = 0;
         if (st) fail_step(b, count, st, &err);
         else complete_step(b, count);
         int rows = 0;
@@ -127,6 +152,8 @@ static void *scheduler_main(void *arg) {
         b->stats.rows += (uint64_t)rows;
         if ((uint64_t)rows > b->stats.max_rows) b->stats.max_rows = (uint64_t)rows;
         b->stats.busy_s += dt;
+        b->last_step_s = dt;
+        b->arrivals = 0; /* counted from here: complete_step set expect_back */
         drop_finished(b);
         pthread_cond_broadcast(&b->done);
     }
@@ -146,6 +173,7 @@ dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits,
     if (b->queue_tail) b->queue_tail->next = &r;
     else b->queue_head = &r;
     b->queue_tail = &r;
+    b->arrivals++;
     pthread_cond_signal(&b->wake);
     while (!r.finished) pthread_cond_wait(&b->done, &b->lock);
     pthread_mutex_unlock(&b->lock);
