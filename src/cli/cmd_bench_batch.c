@@ -145,9 +145,13 @@ typedef struct result {
     dw_batch_stats stats;
 } result;
 
-/* One measured round of n workers; fills r (one repetition). */
+/* One measured round of n workers; fills r (one repetition). Every round has prompts of its own
+ * (round_no in the seeds), so no round finds another's blocks in the prefix cache. */
 static dw_status round_of(const bench_args *a, dw_model *model, dw_actor **actors, int n, int rep, result *r,
                           dw_error *err) {
+    static int round_no;
+    (void)rep;
+    round_no++;
     worker *ws = calloc((size_t)n, sizeof *ws);
     pthread_t *th = calloc((size_t)n, sizeof *th);
     double *itl = malloc(sizeof(double) * (size_t)n * (size_t)a->gen), *ttft = malloc(sizeof(double) * (size_t)n);
@@ -161,7 +165,7 @@ static dw_status round_of(const bench_args *a, dw_model *model, dw_actor **actor
     dw_batch_stats before;
     dw_model_batch_stats(model, &before);
     for (int i = 0; i < n; i++) {
-        ws[i] = (worker){.a = a, .index = i, .seed = (rep + 1) << 16 | (i + 1), .model = actors ? NULL : model,
+        ws[i] = (worker){.a = a, .index = i, .seed = round_no << 16 | (i + 1), .model = actors ? NULL : model,
                          .actor = actors ? actors[i] : NULL, .ready = &ready, .prefilled = &prefilled,
                          .itl_ms = itl + (size_t)i * a->gen};
         pthread_create(&th[i], NULL, run_worker, &ws[i]);
