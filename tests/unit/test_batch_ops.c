@@ -4,12 +4,14 @@
  * attention_rows through scrambled block tables (also against the contiguous attention op),
  * gather_rows, argmax_rows and copy; and batch invariance: a row's matmul_rows and
  * attention_rows results are memcmp-identical in batches of 1, 3, 8 and 64, at any index, with
- * any neighbours, on 1 or 2 threads. */
+ * any neighbours, on 1 or 2 threads. A set whose bf16 product rounds the activations to bf16
+ * (kernels.h, rows_bf16_bx) is held to a reference on the rounded activations. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels_dispatch.h"
 #include "driftwood/backend.h"
 #include "engine/quant.h"
 #include "test.h"
@@ -114,6 +116,9 @@ static void check_matmul_rows(int *dw_test_failed_, int kind) {
     for (int s = 0; s < N_SETS; s++) {
         dw_backend *be = open_cpu(kernel_sets[s], 2);
         CHECK(be);
+        dw__cpu_kernel_choice choice;
+        CHECK(dw__cpu_kernels_choose(kernel_sets[s], &choice, NULL) == DW_OK);
+        int round_x = kind == W_BF16 && choice.k->rows_bf16_bx != NULL; /* activations to bf16 first */
         tweight tw[3];
         for (int m = 0; m < 3; m++) tweight_make(&tw[m], kind, rows[m], k);
         float bias[16];
@@ -132,7 +137,9 @@ static void check_matmul_rows(int *dw_test_failed_, int kind) {
                     for (int r = 0; r < rows[m]; r++) {
                         double acc = 0, mag = 0;
                         for (int i = 0; i < k; i++) {
-                            double p = (double)x[(size_t)t * k + i] * tw[m].ref[(size_t)r * k + i];
+                            float xi = x[(size_t)t * k + i];
+                            if (round_x) xi = dw_bf16_to_f32(dw_f32_to_bf16(xi));
+                            double p = (double)xi * tw[m].ref[(size_t)r * k + i];
                             acc += p;
                             mag += fabs(p);
                         }
