@@ -2,8 +2,10 @@
  * kv_write_rows, attention_rows over a paged KV pool, gather_rows, argmax_rows and copy. Every
  * op computes each row from that row's inputs alone, in an order that depends on nothing else
  * (batch invariance): threads split over weight rows, rows and heads, never over a reduction.
- * matmul_rows runs the register-tiled rows_* kernels (kernels.h); quantized weights are
- * dequantized a few rows at a time into a per-thread panel that serves every token. */
+ * matmul_rows runs the register-tiled rows_* kernels (kernels.h), or on bf16 weights, where the
+ * set has it, rows_bf16_bx on the activations rounded to bf16 once per op (whatever n, so still
+ * invariant); quantized weights are dequantized a few rows at a time into a per-thread panel
+ * that serves every token. */
 #include "backend/cpu/cpu_impl.h"
 
 #include <math.h>
@@ -14,9 +16,10 @@
 
 #define ROWS_MAX_MULTI 4
 /* Weight rows per task: one token reads each row once (small blocks balance the threads over
- * one linear stream each); a batch does more work per row. */
+ * one linear stream each); a batch does more work per row (48: a multiple of every register
+ * tile's rows, kernels_avx512.c). */
 #define ROWS_BLOCK_DECODE 16
-#define ROWS_BLOCK_BATCH 32
+#define ROWS_BLOCK_BATCH 48
 /* Quantized rows dequantized at a time (the panel: this many rows × k floats per thread). */
 #define QPANEL_ROWS 8
 /* attention_rows: keys per step of the online softmax (scores live on the stack) */
