@@ -2,8 +2,11 @@
  * Llama-3.2-1B shapes (hidden 2048, intermediate 8192, 8 KV heads of 64): one pass over the
  * matrices of LAYERS layers (q/k/v in one call, o, gate/up in one call, down; random weights,
  * more layers than the caches hold) with the existing matmul_multi at one token, then matmul_rows
- * at 1, 8 and 64 tokens, taking turns; the median of REPS passes each, in one run. Prints ms per pass, tokens/s
- * (tokens per pass / time) and the speed-up of the aggregate over one token.
+ * at 1, 2, 3, 6, 7, 8 and 64 tokens (the engine's scheduler forms uneven batches), taking turns; the median of REPS passes each, in one run. Prints ms per pass, tokens/s
+ * (tokens per pass / time), the speed-up of the aggregate over one token, and the fastest pass (the
+ * least disturbed on a shared machine) and the median CPU time of the process's threads (all of
+ * them together: about the thread count × the pass on an idle machine; not counting time that
+ * other processes ran).
  *   bench/cpu_matmul_rows.sh [bf16|q4|q8] [LAYERS] [REPS] [THREADS]        (built and run by the script) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,12 @@ static float frand(void) {
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void) { /* every thread of the process: unlike the wall clock, not counting time others ran */
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -122,22 +131,23 @@ int main(int argc, char **argv) {
            "%d threads, median of %d passes\n",
            kind, n_layers, bytes / 1e6, info.kernels, info.n_threads, reps);
     /* the configurations take turns in each round, so that all see the same machine (a shared one) */
-    enum { CONFIGS = 4 };
-    const int rows_op[CONFIGS] = {0, 1, 1, 1}, ns[CONFIGS] = {1, 1, 8, 64};
-    double t[CONFIGS][64], ms[CONFIGS];
+    enum { CONFIGS = 8 };
+    const int rows_op[CONFIGS] = {0, 1, 1, 1, 1, 1, 1, 1}, ns[CONFIGS] = {1, 1, 2, 3, 6, 7, 8, 64};
+    double t[CONFIGS][64], ms[CONFIGS], best[CONFIGS], cpu[CONFIGS][64];
     for (int c = 0; c < CONFIGS; c++) pass(rows_op[c], ns[c]); /* warm */
     for (int r = 0; r < reps; r++)
         for (int c = 0; c < CONFIGS; c++) {
-            double t0 = now();
+            double t0 = now(), c0 = cpu_now();
             pass(rows_op[c], ns[c]);
             t[c][r] = (now() - t0) * 1e3;
+            cpu[c][r] = (cpu_now() - c0) * 1e3;
         }
-    for (int c = 0; c < CONFIGS; c++) ms[c] = median(t[c], reps);
-    printf("  matmul      n=1 : %8.2f ms/pass  %8.1f tok/s  (%.1f GB/s of weights)\n", ms[0], 1e3 / ms[0],
-           bytes / ms[0] / 1e6);
+    for (int c = 0; c < CONFIGS; c++) ms[c] = median(t[c], reps), best[c] = t[c][0]; /* sorted */
+    printf("  matmul      n=1 : %8.2f ms/pass  %8.1f tok/s  (%.1f GB/s of weights)  best %.2f ms  cpu %.2f ms\n",
+           ms[0], 1e3 / ms[0], bytes / ms[0] / 1e6, best[0], median(cpu[0], reps));
     for (int c = 1; c < CONFIGS; c++)
-        printf("  matmul_rows n=%-2d: %8.2f ms/pass  %8.1f tok/s  aggregate %.2fx matmul n=1\n", ns[c], ms[c],
-               ns[c] * 1e3 / ms[c], ns[c] * ms[0] / ms[c]);
+        printf("  matmul_rows n=%-2d: %8.2f ms/pass  %8.1f tok/s  aggregate %.2fx matmul n=1  best %.2f ms  cpu %.2f ms\n",
+               ns[c], ms[c], ns[c] * 1e3 / ms[c], ns[c] * ms[0] / ms[c], best[c], median(cpu[c], reps));
     dw_backend_close(be);
     return 0;
 }

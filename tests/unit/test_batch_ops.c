@@ -3,13 +3,15 @@
  * (bf16, f16, f32) and quantized (4/8-bit) matmul_rows, rope_rows, kv_write_rows,
  * attention_rows through scrambled block tables (also against the contiguous attention op),
  * gather_rows, argmax_rows and copy; and batch invariance: a row's matmul_rows and
- * attention_rows results are memcmp-identical in batches of 1, 3, 8 and 64, at any index, with
- * any neighbours, on 1 or 2 threads. */
+ * attention_rows results are memcmp-identical in batches of 1 to 64, at any index, with
+ * any neighbours, on 1 or 2 threads. A set whose bf16 product rounds the activations to bf16
+ * (kernels.h, rows_bf16_bx) is held to a reference on the rounded activations. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels_dispatch.h"
 #include "driftwood/backend.h"
 #include "engine/quant.h"
 #include "test.h"
@@ -114,13 +116,16 @@ static void check_matmul_rows(int *dw_test_failed_, int kind) {
     for (int s = 0; s < N_SETS; s++) {
         dw_backend *be = open_cpu(kernel_sets[s], 2);
         CHECK(be);
+        dw__cpu_kernel_choice choice;
+        CHECK(dw__cpu_kernels_choose(kernel_sets[s], &choice, NULL) == DW_OK);
+        int round_x = kind == W_BF16 && choice.k->rows_bf16_bx != NULL; /* activations to bf16 first */
         tweight tw[3];
         for (int m = 0; m < 3; m++) tweight_make(&tw[m], kind, rows[m], k);
         float bias[16];
         fill(bias, 16, 1.0f);
         dw_cweight bw = {.data = bias, .dtype = DW_DTYPE_F32, .rows = 1, .cols = 16};
-        const int ns[4] = {1, 3, 8, 37};
-        for (int ni = 0; ni < 4; ni++) {
+        const int ns[5] = {1, 2, 3, 8, 37};
+        for (int ni = 0; ni < 5; ni++) {
             int n = ns[ni];
             float *x = malloc(sizeof(float) * n * k), *out[3];
             fill(x, (size_t)n * k, 1.0f);
@@ -132,7 +137,9 @@ static void check_matmul_rows(int *dw_test_failed_, int kind) {
                     for (int r = 0; r < rows[m]; r++) {
                         double acc = 0, mag = 0;
                         for (int i = 0; i < k; i++) {
-                            double p = (double)x[(size_t)t * k + i] * tw[m].ref[(size_t)r * k + i];
+                            float xi = x[(size_t)t * k + i];
+                            if (round_x) xi = dw_bf16_to_f32(dw_f32_to_bf16(xi));
+                            double p = (double)xi * tw[m].ref[(size_t)r * k + i];
                             acc += p;
                             mag += fabs(p);
                         }
@@ -156,7 +163,7 @@ TEST(batch_matmul_rows_f32_matches_reference) { check_matmul_rows(dw_test_failed
 TEST(batch_matmul_rows_q4_matches_reference) { check_matmul_rows(dw_test_failed_, W_Q4); }
 TEST(batch_matmul_rows_q8_matches_reference) { check_matmul_rows(dw_test_failed_, W_Q8); }
 
-/* One row's product alone on one thread, then in batches of 1, 3, 8 and 64 at the first, middle
+/* One row's product alone on one thread, then in batches of 1, 2, 3, 8 and 64 at the first, middle
  * and last index among fresh random neighbours, on 1 and 2 threads: memcmp-identical. */
 static void check_matmul_rows_invariant(int *dw_test_failed_, int kind) {
     const int k = kind >= W_Q4 ? 1088 : 1100, rows = 67;
@@ -170,8 +177,8 @@ static void check_matmul_rows_invariant(int *dw_test_failed_, int kind) {
         fill(mine, k, 1.0f);
         float *o = alone;
         be[0]->ops->matmul_rows(be[0]->ctx, 1, &o, mine, 1, w, NULL);
-        const int ns[4] = {1, 3, 8, 64};
-        for (int ni = 0; ni < 4; ni++)
+        const int ns[5] = {1, 2, 3, 8, 64};
+        for (int ni = 0; ni < 5; ni++)
             for (int at = 0; at < 3; at++)
                 for (int th = 0; th < 2; th++) {
                     int n = ns[ni], idx = at == 0 ? 0 : at == 1 ? n / 2 : n - 1;

@@ -2,8 +2,10 @@
  * kv_write_rows, attention_rows over a paged KV pool, gather_rows, argmax_rows and copy. Every
  * op computes each row from that row's inputs alone, in an order that depends on nothing else
  * (batch invariance): threads split over weight rows, rows and heads, never over a reduction.
- * matmul_rows runs the register-tiled rows_* kernels (kernels.h); quantized weights are
- * dequantized a few rows at a time into a per-thread panel that serves every token. */
+ * matmul_rows runs the register-tiled rows_* kernels (kernels.h), or on bf16 weights, where the
+ * set has it, rows_bf16_bx on the activations rounded to bf16 once per op (whatever n, so still
+ * invariant); quantized weights are dequantized a few rows at a time into a per-thread panel
+ * that serves every token. */
 #include "backend/cpu/cpu_impl.h"
 
 #include <math.h>
@@ -14,9 +16,10 @@
 
 #define ROWS_MAX_MULTI 4
 /* Weight rows per task: one token reads each row once (small blocks balance the threads over
- * one linear stream each); a batch does more work per row. */
+ * one linear stream each); a batch does more work per row (48: a multiple of every register
+ * tile's rows, kernels_avx512.c). */
 #define ROWS_BLOCK_DECODE 16
-#define ROWS_BLOCK_BATCH 32
+#define ROWS_BLOCK_BATCH 48
 /* Quantized rows dequantized at a time (the panel: this many rows × k floats per thread). */
 #define QPANEL_ROWS 8
 /* attention_rows: keys per step of the online softmax (scores live on the stack) */
@@ -35,6 +38,7 @@ typedef struct rows_job {
     int first_task[ROWS_MAX_MULTI + 1]; /* task ranges per matrix */
     int block_rows;
     const float *x; /* [n, k] */
+    const uint16_t *xb; /* x rounded to bf16 [n, k] where the set has rows_bf16_bx, else NULL */
     int n, k;
     float *panels; /* quantized: QPANEL_ROWS × k floats per thread */
 } rows_job;
@@ -63,6 +67,8 @@ static void rows_task(void *arg, int task, int thread) {
             j->c->qk->dequant(panel, w, r, r + nr);
             j->c->k->rows_f32(out + r, rows, j->x, k, j->n, panel, k, 0, nr);
         }
+    } else if (w->dtype == DW_DTYPE_BF16 && j->xb) {
+        j->c->k->rows_bf16_bx(out, rows, j->xb, k, j->n, w->data, k, r0, r1);
     } else {
         rows_kernel(j->c->k, w->dtype)(out, rows, j->x, k, j->n, w->data, k, r0, r1);
     }
@@ -79,7 +85,7 @@ void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x
     DW_ASSERT(count >= 1 && count <= ROWS_MAX_MULTI && n >= 1);
     rows_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
     j.block_rows = n == 1 ? ROWS_BLOCK_DECODE : ROWS_BLOCK_BATCH;
-    int quant = 0;
+    int quant = 0, bf16 = 0;
     for (int m = 0; m < count; m++) {
         DW_ASSERT(w[m]->cols == w[0]->cols);
         j.out[m] = out[m];
@@ -87,8 +93,20 @@ void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x
         j.bias[m] = bias ? bias[m] : NULL;
         j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
         quant |= w[m]->qbits != 0;
+        bf16 |= !w[m]->qbits && w[m]->dtype == DW_DTYPE_BF16;
     }
     pthread_mutex_lock(&c->rows_lock);
+    if (bf16 && c->k->rows_bf16_bx) { /* round the activations once, whatever n: invariant */
+        size_t need = (size_t)n * j.k;
+        if (need > c->rows_xb_cap) {
+            free(c->rows_xb);
+            c->rows_xb = aligned_alloc(64, (need * sizeof(uint16_t) + 63) & ~(size_t)63);
+            c->rows_xb_cap = c->rows_xb ? need : 0;
+        }
+        DW_ASSERT(c->rows_xb);
+        c->k->f32_to_bf16(c->rows_xb, x, (int)need);
+        j.xb = c->rows_xb;
+    }
     if (quant) {
         size_t need = (size_t)QPANEL_ROWS * j.k * (size_t)c->n_threads;
         if (need > c->rows_panel_cap) {

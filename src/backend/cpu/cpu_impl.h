@@ -29,6 +29,8 @@ typedef struct dw__cpu {
     pthread_mutex_t rows_lock;
     float *rows_panels;
     size_t rows_panel_cap; /* floats, all threads */
+    uint16_t *rows_xb;     /* the activations rounded to bf16 (k->rows_bf16_bx) */
+    size_t rows_xb_cap;    /* elements */
     /* memory_bandwidth's probe buffer, kept for the next call of the same size (a benchmark
      * measures between tokens: making a fresh buffer each time would disturb what it measures) */
     pthread_mutex_t probe_lock;

@@ -19,6 +19,13 @@ typedef void (*dw__matmul_fn)(float *out, int ldo, const float *x, int ldx, int 
  * for t in [0, n), r in [r0, r1). xt is x transposed, [k × ldt] with ldt >= n a multiple of 16
  * (padding columns are ignored). The SIMD versions convert a block of weight rows to f32 once
  * and broadcast its elements against vectors of 16 tokens (register tiles of rows × tokens). */
+/* The batched step's product on activations already rounded to bf16 (xb: [n × ldx] bf16 bits, ldx
+ * >= k) and bf16 weights, the rows_* contract otherwise: each out[t, r] is one f32 accumulator
+ * taking the pairwise bf16 dot products of 32 elements at a time in k order (the last group
+ * zero-padded), then one horizontal sum: batch invariant. */
+typedef void (*dw__rows_bx_fn)(float *out, int ldo, const uint16_t *xb, int ldx, int n, const void *w, int k, int r0,
+                               int r1);
+
 typedef void (*dw__gemm_fn)(float *out, int ldo, const float *xt, int ldt, int n, const void *w, int k, int r0,
                             int r1);
 
@@ -78,6 +85,9 @@ typedef struct dw__cpu_kernels {
     float (*exp_sum)(float *x, float max, int n);
     /* Streams n bytes and returns a value that depends on all of them (bandwidth probe). */
     uint64_t (*read_bytes)(const void *p, size_t n);
+    /* (NULL where the set has none) matmul_rows on bf16 weights with the activations rounded to
+     * bf16 once per op (round to nearest even, f32_to_bf16): the CPUs with AVX-512 BF16. */
+    dw__rows_bx_fn rows_bf16_bx;
 } dw__cpu_kernels;
 
 /* The scalar reference kernels (any CPU). */
@@ -89,6 +99,7 @@ extern const dw__cpu_kernels dw__cpu_kernels_ref;
 extern const dw__cpu_kernels dw__cpu_kernels_avx2;
 extern const dw__cpu_kernels dw__cpu_kernels_avx512;
 extern const dw__cpu_kernels dw__cpu_kernels_avx512bf16;
+extern const dw__cpu_kernels dw__cpu_kernels_avx512dp; /* the AVX-512 set with rows_bf16_bx */
 #endif
 
 #endif

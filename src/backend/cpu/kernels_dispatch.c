@@ -32,6 +32,7 @@ int dw__cpu_kernels_available(const dw__cpu_kernels **out, int max) {
      * cpu_kernels = "avx512bf16" selects it. */
     if (f.avx512bf16 && n < max) out[n++] = &dw__cpu_kernels_avx512bf16;
     if (f.avx512 && n < max) out[n++] = &dw__cpu_kernels_avx512;
+    if (f.avx512bf16 && n < max) out[n++] = &dw__cpu_kernels_avx512dp; /* the default there */
 #endif
     return n;
 }
@@ -73,6 +74,9 @@ dw_status dw__cpu_kernels_choose(const char *cap, dw__cpu_kernel_choice *out, dw
         *out = (dw__cpu_kernel_choice){"avx512", &dw__cpu_kernels_avx512, &dw__cpu_qkernels_avx512};
     if (top >= RUNG_AVX512VNNI && f.avx512vnni)
         *out = (dw__cpu_kernel_choice){"avx512vnni", &dw__cpu_kernels_avx512, &dw__cpu_qkernels_avx512vnni};
+    /* the batched step's product on bf16 activations (vdpbf16ps) where the CPU has it: several
+     * times the f32 FMA kernel's speed where batches make it compute-bound */
+    if (top >= RUNG_AVX512VNNI && f.avx512vnni && f.avx512bf16) out->k = &dw__cpu_kernels_avx512dp;
     if (top == RUNG_AVX512BF16 && f.avx512bf16) {
         out->name = "avx512bf16";
         out->k = &dw__cpu_kernels_avx512bf16;

@@ -200,4 +200,5 @@ const dw__cpu_kernels dw__cpu_kernels_ref = {
     /* .max_f32      = */ max_f32_ref,
     /* .exp_sum      = */ exp_sum_ref,
     /* .read_bytes   = */ read_bytes_ref,
+    /* .rows_bf16_bx = */ NULL,
 };

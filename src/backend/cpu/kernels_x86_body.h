@@ -553,8 +553,9 @@ static uint64_t DW_K(read_bytes)(const void *p, size_t n) {
 #define DW_K_STR2(s) #s
 #define DW_K_STR(s) DW_K_STR2(s)
 
-/* The set's table; ISA names it, MATMUL_BF16 is its bf16 matmul (a wider set may bring its own). */
-#define DW_K_TABLE(ISA, MATMUL_BF16)                                                                   \
+/* The set's table; ISA names it, MATMUL_BF16 is its bf16 matmul (a wider set may bring its own),
+ * ROWS_BX its rows_bf16_bx (NULL: none). */
+#define DW_K_TABLE(ISA, MATMUL_BF16, ROWS_BX)                                                                   \
     {                                                                                              \
     /* .isa            = */ ISA,                                                                   \
     /* .matmul_bf16    = */ MATMUL_BF16,                                                           \
@@ -586,8 +587,9 @@ static uint64_t DW_K(read_bytes)(const void *p, size_t n) {
     /* .max_f32        = */ DW_K(max_f32),                                                         \
     /* .exp_sum        = */ DW_K(exp_sum),                                                         \
     /* .read_bytes     = */ DW_K(read_bytes),                                                      \
+    /* .rows_bf16_bx   = */ ROWS_BX,                                                               \
     }
 
-const dw__cpu_kernels DW_K_SET = DW_K_TABLE(DW_K_STR(DW_KSUFFIX), DW_K(matmul_bf16));
+const dw__cpu_kernels DW_K_SET = DW_K_TABLE(DW_K_STR(DW_KSUFFIX), DW_K(matmul_bf16), NULL);
 
 #undef VL
