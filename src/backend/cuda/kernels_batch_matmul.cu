@@ -44,7 +44,7 @@ template <int KIND> struct mmr_shape {
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -52,7 +52,7 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                         uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -97,7 +97,9 @@ template <int KIND, int MT, int NT, int ST>
 __global__ void __launch_bounds__(MMR_THREADS) matmul_rows_kernel(const mmr_args a) {
     using S = mmr_shape<KIND>;
     constexpr int V = S::V, KC = S::KC, SUB = S::SUB;
-    constexpr int U = NT <= 1 ? 4 : NT <= 2 ? 2 : 1; /* chunks whose weights are in flight at once */
+    constexpr bool Q = KIND == MMR_Q4 || KIND == MMR_Q8;
+    /* chunks whose weights are in flight at once */
+    constexpr int U = Q ? (NT <= 2 ? 2 : 1) : NT <= 1 ? 8 : NT <= 2 ? 4 : NT <= 4 ? 2 : 1;
     __shared__ float red[MMR_WARPS * NT * 4 * 32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -158,35 +160,41 @@ __global__ void __launch_bounds__(MMR_THREADS) matmul_rows_kernel(const mmr_args
                         sbv[u][mt][h] = make_float2(0, 0);
                 }
         }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (c0 + u * MMR_WARPS >= nch) break; /* the same for the whole warp */
+        /* x of step i (chunk u = i / SUB, sub-step s = i % SUB), loaded one step ahead */
+        auto load_x = [&](int i, uint4 (&xv)[NT]) {
+            const int u = i / SUB, s = i % SUB;
             const int k = (c0 + u * MMR_WARPS) * KC + V * t;
-            const bool kok = k < K;
+            const bool ok = c0 + u * MMR_WARPS < nch && k < K;
 #pragma unroll
-            for (int s = 0; s < SUB; s++) {
-                uint4 xv[NT];
+            for (int nt = 0; nt < NT; nt++)
+                xv[nt] = xok[nt] && ok ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + k + 8 * s))
+                                       : make_uint4(0, 0, 0, 0);
+        };
+        uint4 xa[NT], xb[NT];
+        load_x(0, xa);
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    xv[nt] = xok[nt] && kok ? __ldg(reinterpret_cast<const uint4 *>(xrow[nt] + k + 8 * s))
-                                            : make_uint4(0, 0, 0, 0);
+        for (int i = 0; i < U * SUB; i++) {
+            uint4(&xv)[NT] = (i & 1) ? xb : xa;
+            if (i + 1 < U * SUB) load_x(i + 1, (i & 1) ? xa : xb);
+            const int u = i / SUB, s = i % SUB;
+            if (c0 + u * MMR_WARPS >= nch) continue; /* the same for the whole warp */
+            const bool kok = (c0 + u * MMR_WARPS) * KC + V * t < K;
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    uint32_t lo[4], hi[4]; /* rows g and g + 8 */
-                    a_regs<KIND>(wv[u][mt][0], s, sbv[u][mt][0], lo);
-                    a_regs<KIND>(wv[u][mt][1], s, sbv[u][mt][1], hi);
-                    if constexpr (KIND == MMR_Q4 || KIND == MMR_Q8) {
-                        if (!kok) lo[0] = lo[1] = lo[2] = lo[3] = hi[0] = hi[1] = hi[2] = hi[3] = 0;
-                    }
+            for (int mt = 0; mt < MT; mt++) {
+                uint32_t lo[4], hi[4]; /* rows g and g + 8 */
+                a_regs<KIND>(wv[u][mt][0], s, sbv[u][mt][0], lo);
+                a_regs<KIND>(wv[u][mt][1], s, sbv[u][mt][1], hi);
+                if constexpr (KIND == MMR_Q4 || KIND == MMR_Q8) {
+                    if (!kok) lo[0] = lo[1] = lo[2] = lo[3] = hi[0] = hi[1] = hi[2] = hi[3] = 0;
+                }
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        if constexpr (KIND == MMR_F16) {
-                            mma_f16(acc[mt][nt], lo[0], hi[0], lo[1], hi[1], xv[nt].x, xv[nt].y);
-                            mma_f16(acc[mt][nt], lo[2], hi[2], lo[3], hi[3], xv[nt].z, xv[nt].w);
-                        } else {
-                            mma_bf16(acc[mt][nt], lo[0], hi[0], lo[1], hi[1], xv[nt].x, xv[nt].y);
-                            mma_bf16(acc[mt][nt], lo[2], hi[2], lo[3], hi[3], xv[nt].z, xv[nt].w);
-                        }
+                for (int nt = 0; nt < NT; nt++) {
+                    if constexpr (KIND == MMR_F16) {
+                        mma_f16(acc[mt][nt], lo[0], hi[0], lo[1], hi[1], xv[nt].x, xv[nt].y);
+                        mma_f16(acc[mt][nt], lo[2], hi[2], lo[3], hi[3], xv[nt].z, xv[nt].w);
+                    } else {
+                        mma_bf16(acc[mt][nt], lo[0], hi[0], lo[1], hi[1], xv[nt].x, xv[nt].y);
+                        mma_bf16(acc[mt][nt], lo[2], hi[2], lo[3], hi[3], xv[nt].z, xv[nt].w);
                     }
                 }
             }
@@ -216,9 +224,13 @@ __global__ void __launch_bounds__(MMR_THREADS) matmul_rows_kernel(const mmr_args
     }
 }
 
+/* m-tiles per block: 2 from 32 tokens on for bf16/f16 (x is read once per 32 rows), 1 for the
+ * quantized kinds (their registers go to the dequantization). No result depends on it. */
+template <int KIND> constexpr int mmr_mt(int nt) { return KIND == MMR_Q4 || KIND == MMR_Q8 ? 1 : nt >= 4 ? 2 : 1; }
+
 template <int KIND, int ST>
 cudaError_t launch_kind(const mmr_args &a, int nt, dim3 grid_y, cudaStream_t stream) {
-    const int mt = nt >= 4 ? 2 : 1;
+    const int mt = mmr_mt<KIND>(nt);
     int tiles = 0;
     mmr_args b = a;
     b.tile_start[0] = 0;
@@ -229,7 +241,7 @@ cudaError_t launch_kind(const mmr_args &a, int nt, dim3 grid_y, cudaStream_t str
     const dim3 grid(tiles, grid_y.y);
 #define DWK_MMR(NT)                                                                                     \
     case NT:                                                                                            \
-        matmul_rows_kernel<KIND, (NT >= 4 ? 2 : 1), NT, ST><<<grid, MMR_THREADS, 0, stream>>>(b);      \
+        matmul_rows_kernel<KIND, mmr_mt<KIND>(NT), NT, ST><<<grid, MMR_THREADS, 0, stream>>>(b);      \
         break;
     switch (nt) {
         DWK_MMR(1)
