@@ -174,6 +174,8 @@ static void cuda_destroy(void *ctx) {
     cudaFree(c->deq);
     cudaFree(c->part);
     cudaFree(c->counters);
+    cudaFree(c->xh);
+    cudaFree(c->bpart);
     cudaFree(c->amax_v);
     cudaFree(c->amax_i);
     cudaFree(c->amax_counter);
@@ -209,6 +211,13 @@ static const dw_backend_ops cuda_ops = {
     /* .swiglu            = */ dw__cuda_swiglu,
     /* .add               = */ dw__cuda_add,
     /* .argmax            = */ dw__cuda_argmax,
+    /* .matmul_rows       = */ dw__cuda_matmul_rows,
+    /* .rope_rows         = */ dw__cuda_rope_rows,
+    /* .kv_write_rows     = */ dw__cuda_kv_write_rows,
+    /* .attention_rows    = */ dw__cuda_attention_rows,
+    /* .gather_rows       = */ dw__cuda_gather_rows,
+    /* .argmax_rows       = */ dw__cuda_argmax_rows,
+    /* .copy              = */ dw__cuda_copy,
     /* .decode_step       = */ dw__cuda_decode_step,
     /* .decode_step_from  = */ dw__cuda_decode_step_from,
     /* .decode_forget     = */ dw__cuda_decode_forget,

@@ -7,6 +7,7 @@
  *   cuda_ops.cu      the forward ops and the prefill GEMM
  *   cuda_fusion.cu   the decode op held back to be fused with the next one
  *   cuda_graphs.cu   decode steps recorded as CUDA graphs and replayed, the greedy argmax
+ *   cuda_batch.cu    the batched step's ops (matmul_rows, attention_rows over paged KV, ...)
  * The kernels are kernels_*.cu behind kernels.h; the tuning is cuda_tuning.h. */
 #ifndef DW_BACKEND_CUDA_CUDA_CONTEXT_H
 #define DW_BACKEND_CUDA_CUDA_CONTEXT_H
@@ -81,6 +82,10 @@ struct dw__cuda_ctx {
     size_t part_floats;
     unsigned *counters; /* attention: the last-block counters */
     size_t counters_count;
+    void *xh; /* matmul_rows: x rounded to bf16 and/or f16 */
+    size_t xh_bytes;
+    float *bpart; /* attention_rows: the chunks' partial results */
+    size_t bpart_bytes;
     /* argmax: per-block partial results and the last-block counter (made at open) */
     float *amax_v;
     int *amax_i;
@@ -171,6 +176,19 @@ void dw__cuda_kv_write(void *ctx, const dw_kv_view *kv, const float *k, const fl
 void dw__cuda_attention(void *ctx, float *out, const float *q, const dw_kv_view *kv, const dw_attn_params *p);
 void dw__cuda_swiglu(void *ctx, float *out, const float *gate, const float *up, size_t count);
 void dw__cuda_add(void *ctx, float *x, const float *y, size_t count);
+
+/* ---- cuda_batch.cu: the batched step (backend.h, batch invariant) ------------------------- */
+
+void dw__cuda_matmul_rows(void *ctx, int count, float *const *out, const float *x, int n,
+                          const dw_cweight *const *w, const dw_cweight *const *bias);
+void dw__cuda_rope_rows(void *ctx, float *q, float *k, const dw_rows *r, int n_heads, int n_kv_heads, int head_dim,
+                        const float *inv_freq);
+void dw__cuda_kv_write_rows(void *ctx, const dw_kv_pages *kv, const float *k, const float *v, const dw_rows *r);
+void dw__cuda_attention_rows(void *ctx, float *out, const float *q, const dw_kv_pages *kv, const dw_rows *r,
+                             const dw_attn_params *p);
+void dw__cuda_gather_rows(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
+void dw__cuda_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *out);
+void dw__cuda_copy(void *ctx, void *dst, const void *src, size_t bytes);
 
 /* ---- cuda_fusion.cu: the decode op held back (caller holds the lock) -------------------------
  * The engine issues decode as small ops; on the GPU each costs a launch. Some are held back one

@@ -164,6 +164,73 @@ cudaError_t launch_set_step(int *slot, int id, const int32_t *id_dev, int pos, c
 cudaError_t launch_argmax(const float *x, int n, float *part_v, int *part_i, unsigned *counter, int32_t *ring,
                           int ring_n, int pos, int *slot, cudaStream_t stream);
 
+
+/* ---- the batched step (backend.h: matmul_rows and the other *_rows ops) -------------------
+ * Batch invariant: every output element's arithmetic depends on its own row's inputs and the
+ * shapes (k, head_dim, ...) only, never on n or on the other rows (docs/CUDA.md, "Batched step").
+ *
+ * matmul_rows (kernels_batch_matmul.cu): out[j][t, r] = Σ_k w[j][r, k] · x[t, k] (+ bias[j][r]) on
+ * the tensor cores (mma.m16n8k16, fp32 accumulation): 16 weight rows per m-tile, 8 tokens per
+ * n-tile, x already rounded to bf16 (f16 for f16 weights) in xh [n, K]; quantized weights are
+ * dequantized to bf16 in registers (w = scale·code + bias in f32, rounded to nearest even). K
+ * is split over the 8 warps of a block by a rule of K alone and the warps' sums are added in a
+ * fixed order. Needs K % 8 == 0 (bf16, f16) and the matrices of one launch of one kind. */
+enum mmr_kind { MMR_BF16 = 0, MMR_F16 = 1, MMR_Q4 = 2, MMR_Q8 = 3 };
+struct mmr_args {
+    const void *w[4];
+    const void *sb[4]; /* quantized: the interleaved (scale, bias) pairs (qmatrix's sb) */
+    float *out[4];
+    const float *bias[4];
+    int rows[4];
+    int tile_start[5]; /* prefix sums of the matrices' row tiles (filled by launch_matmul_rows) */
+    int count, K, n;
+    int kind, qgroup, sbtype;
+    const void *xh; /* x rounded to bf16 or f16, [n, K] */
+};
+cudaError_t launch_matmul_rows(mmr_args &a, cudaStream_t stream);
+/* dst [n × K] bf16 (half == 0) or f16 = x rounded to nearest even. */
+cudaError_t launch_round_x(void *dst, const float *x, size_t count, int half, cudaStream_t stream);
+/* The plain path for what the tensor-core one does not take (f32 weights, K % 8 != 0): one warp
+ * per output element, f32 products of the unrounded x, lane l summing k ≡ l mod 32 in order, then
+ * a fixed butterfly. w is wtype (W_F32, W_F16, W_BF16) [rows × K]. */
+cudaError_t launch_matmul_rows_plain(float *out, const float *x, int n, const void *w, int wtype, int rows, int K,
+                                     const float *bias, cudaStream_t stream);
+
+/* The paged KV pool of one layer and the step's rows (backend.h: dw_kv_pages, dw_rows). */
+struct rows_args {
+    int n;
+    const int32_t *pos, *slot, *table_at, *tables;
+};
+/* rope() with row i at pos[i] (kernels_batch.cu). */
+cudaError_t launch_rope_rows(float *q, float *k, const rows_args &r, int n_heads, int n_kv, int hd,
+                             const float *inv_freq, cudaStream_t stream);
+/* k, v [n, n_kv·hd] f32 stored at entry slot[i] of the pool (kv_f32: f32, else bf16 RNE). */
+cudaError_t launch_kv_write_rows(void *kc, void *vc, int kv_f32, int n_kv, int hd, int block_tokens, const float *k,
+                                 const float *v, const rows_args &r, cudaStream_t stream);
+cudaError_t launch_gather_rows(float *dst, const float *src, const int32_t *idx, int n, int width,
+                               cudaStream_t stream);
+/* out[i] = first index of the largest of x[i, 0..width) (NaN never wins; all NaN: 0). */
+cudaError_t launch_argmax_rows(const float *x, int n, int width, int32_t *out, cudaStream_t stream);
+
+/* attention_rows (kernels_paged_attention.cu): row i's query heads over its keys [lo, pos[i]]
+ * (lo = pos − window + 1 with a window, else 0) through its block table, in chunks of
+ * DWK_PAGED_CHUNK keys (chunk c: keys [c·CHUNK, c·CHUNK + CHUNK)): each chunk's max, sum and
+ * weighted values go to part, then one combine per (row, head) adds the chunks in order. */
+#define DWK_PAGED_CHUNK 256
+struct paged_attn_args {
+    float *out;
+    const float *q;
+    const void *k, *v;
+    int kv_f32, n_heads, n_kv, hd, block_tokens, window;
+    float scale;
+    rows_args r;
+    int max_chunks; /* chunks of the longest row (sizes the grid and part's layout only) */
+    float *part;    /* [n, n_heads, max_chunks, hd + 2]: acc, then max and sum */
+};
+/* Floats of part for these arguments. */
+size_t paged_attention_part_floats(int n, int n_heads, int hd, int max_chunks);
+cudaError_t launch_paged_attention(const paged_attn_args &a, cudaStream_t stream);
+
 } // namespace dwk
 
 #endif
