@@ -147,14 +147,15 @@ fi
 # Tables and JSON lines go to batch.txt.
 if [ -x "$B/bin/driftwood" ] && want batch-bench; then
     dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
-    dw_batch() { # MODEL LABEL [extra args]
+    dw_batch() { # MODEL LABEL [extra args]: one JSON line, then a table made from it
         local dw_model=$1 dw_label=$2; shift 2
         echo "== $dw_label $(date -u +%T)"
-        for dw_fmt in "" --json; do
-            timeout 300 "$B/bin/driftwood" bench batch --backend cuda --model "$dw_model" --actors "${DW_GPU_BATCH_ACTORS:-1,4,16,64}" \
-                --prompt-tokens 128 --gen-tokens 128 --reps "${DW_GPU_BATCH_REPS:-3}" --mode "${DW_GPU_BATCH_MODES:-engine,actors}" \
-                $dw_fmt "$@" || return 1
-        done
+        timeout 400 "$B/bin/driftwood" bench batch --backend cuda --model "$dw_model" --actors "${DW_GPU_BATCH_ACTORS:-1,4,16,64}" \
+            --prompt-tokens 128 --gen-tokens 128 --reps "${DW_GPU_BATCH_REPS:-3}" --mode "${DW_GPU_BATCH_MODES:-engine,actors}" \
+            --json "$@" | tee /tmp/dw-batch.json || return 1
+        python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+for r in d["results"]: print("%-7s %3d actors %9.1f tok/s  itl p50 %6.2f p99 %6.2f ms  ttft p50 %7.2f p99 %7.2f ms  KV %7.1f MB  %5.1f tok/step" % (r["mode"], r["actors"], r["decode_tok_s"], r["itl_p50_ms"], r["itl_p99_ms"], r["ttft_p50_ms"], r["ttft_p99_ms"], r["kv_peak_mb"], r["tokens_per_step"]))' /tmp/dw-batch.json
     }
     for shape in ${DW_GPU_BATCH_SHAPES:-llama-3.2-1b}; do
         dw_m=/tmp/dw-bench-$shape
