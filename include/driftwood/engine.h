@@ -124,6 +124,8 @@ typedef struct dw_batch_stats {
     double busy_s;                       /* time spent running steps */
 } dw_batch_stats;
 void dw_model_batch_stats(const dw_model *model, dw_batch_stats *out /* OUT */);
+/* Starts blocks_peak again from the blocks held now (to measure one phase). */
+void dw_model_batch_reset_peak(dw_model *model);
 
 /* A new session that continues exactly as parent would from its current position (same tokens,
  * same KV, shared blocks copied only when one of them writes). Batching sessions only. */

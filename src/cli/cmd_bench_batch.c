@@ -163,6 +163,7 @@ static dw_status round_of(const bench_args *a, dw_model *model, dw_actor **actor
     pthread_barrier_init(&ready, NULL, (unsigned)n);
     pthread_barrier_init(&prefilled, NULL, (unsigned)n);
     dw_batch_stats before;
+    dw_model_batch_reset_peak(model);
     dw_model_batch_stats(model, &before);
     for (int i = 0; i < n; i++) {
         ws[i] = (worker){.a = a, .index = i, .seed = round_no << 16 | (i + 1), .model = actors ? NULL : model,

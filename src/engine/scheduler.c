@@ -254,3 +254,11 @@ void dw_model_batch_stats(const dw_model *m, dw_batch_stats *out) {
     out->blocks_peak = (uint64_t)b->pool.peak_used;
     pthread_mutex_unlock(&b->lock);
 }
+
+void dw_model_batch_reset_peak(dw_model *m) {
+    dw__batcher *b = m->batcher;
+    if (!b) return;
+    pthread_mutex_lock(&b->lock);
+    b->pool.peak_used = b->pool.n_used;
+    pthread_mutex_unlock(&b->lock);
+}
