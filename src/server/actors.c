@@ -204,6 +204,7 @@ static int replay_one(void *user, const srv_log_record *r) {
     replay_state *rs = user;
     if (r->seq <= rs->after) return 0;
     srv_turn *t = srv_turn_new(rs->srv);
+    t->module = rs->a->module; /* how to read the output (the turn holds no actor reference) */
     rs->a->sink = t;
     dw_error err;
     dw_status st = dw_actor_send(rs->a->actor, r->message, r->message_len, &err);
