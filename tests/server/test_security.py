@@ -55,29 +55,34 @@ def test_bad_bodies(server):
 
 def test_stream_limit_and_disconnect_frees_the_slot(server):
     c = server.client(KEY_B)
-    body = {"model": "default", "messages": [{"role": "user", "content": "Talk."}], "max_tokens": 400, "stream": True}
-    # 4 streams per key (the fixture's --max-streams): a 5th is refused while they run
+    # greedy, the tiny model continues this text for all 1,800 tokens (seconds of work)
+    body = {"model": "default", "prompt": "Once upon a time", "max_tokens": 1800, "temperature": 0, "stream": True}
+    short = {"model": "default", "prompt": "Hi", "max_tokens": 2}
+    # 4 streams per key (the fixture's --max-streams): a 5th request is refused while they run
     clients = [server.client(KEY_B) for _ in range(4)]
-    streams = [cl.stream("POST", "/v1/chat/completions", json=body) for cl in clients]
+    streams = [cl.stream("POST", "/v1/completions", json=body) for cl in clients]
     responses = [s.__enter__() for s in streams]
-    for r in responses:
+    lines = [r.iter_lines() for r in responses]  # kept: a dropped iterator closes its connection
+    for r, it in zip(responses, lines):
         assert r.status_code == 200
-        next(r.iter_lines())  # the first event arrived: the stream is running
-    e = error_of(c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 1}), 429)
+        next(it)  # the first event arrived: the stream is running
+    assert c.get("/v1/stats").json()["streams_open"] >= 4
+    e = error_of(c.post("/v1/completions", json=short), 429)
     assert e["code"] == "rate_limit_exceeded"
     # another key is not affected
-    assert server.client(KEY_A).post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2}).status_code == 200
-    # the clients hang up mid-stream: their slots come back without waiting for the replies to end
+    assert server.client(KEY_A).post("/v1/completions", json=short).status_code == 200
+    # the clients hang up mid-stream: their slots come back while the turns are still running
     for s, cl in zip(streams, clients):
         s.__exit__(None, None, None)
         cl.close()
     deadline = time.time() + 10
     while time.time() < deadline:
-        if c.get("/v1/stats").json()["streams_open"] == 0:
+        st = c.get("/v1/stats").json()
+        if st["streams_open"] == 0:
             break
-        time.sleep(0.1)
-    assert c.get("/v1/stats").json()["streams_open"] == 0
-    assert c.post("/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2}).status_code == 200
+        time.sleep(0.05)
+    assert st["streams_open"] == 0 and st["turns_running"] > 0
+    assert c.post("/v1/completions", json=short).status_code == 200
 
 
 def test_slow_loris(server):
