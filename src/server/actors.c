@@ -139,16 +139,18 @@ void srv_actor_put(srv_server *srv, srv_actor *a) {
     if (last) entry_free(a);
 }
 
-int srv_actor_claim(srv_server *srv, srv_actor *a) {
+int srv_actor_claim(srv_server *srv, srv_actor *a, int kind) {
     pthread_mutex_lock(&srv->lock);
+    while (a->busy == SRV_BUSY_UPKEEP && !a->deleted) pthread_cond_wait(&srv->upkeep_done_cv, &srv->lock);
     int ok = !a->busy && !a->deleted;
-    if (ok) a->busy = 1, a->refs++;
+    if (ok) a->busy = kind, a->refs++;
     pthread_mutex_unlock(&srv->lock);
     return ok;
 }
 
 void srv_actor_release(srv_server *srv, srv_actor *a) {
     pthread_mutex_lock(&srv->lock);
+    if (a->busy == SRV_BUSY_UPKEEP) pthread_cond_broadcast(&srv->upkeep_done_cv);
     a->busy = 0;
     int last = --a->refs == 0 && a->deleted;
     pthread_mutex_unlock(&srv->lock);
@@ -470,7 +472,7 @@ void *srv_reaper_main(void *arg) {
         for (srv_actor *a = srv->actors; a; a = a->next) resident += a->memory_bytes + a->kv_bytes;
         for (srv_actor *a = srv->actors; a && n < 64; a = a->next)
             if (a->actor && !a->busy && now - a->last_active >= srv->o.idle_seconds) {
-                a->busy = 1, a->refs++, claimed[n++] = a;
+                a->busy = SRV_BUSY_UPKEEP, a->refs++, claimed[n++] = a;
                 resident -= a->memory_bytes + a->kv_bytes;
             }
         while (resident > srv->o.memory_budget && n < 64) { /* least recently used first */
@@ -478,7 +480,7 @@ void *srv_reaper_main(void *arg) {
             for (srv_actor *a = srv->actors; a; a = a->next)
                 if (a->actor && !a->busy && (!lru || a->last_active < lru->last_active)) lru = a;
             if (!lru) break;
-            lru->busy = 1, lru->refs++, claimed[n++] = lru;
+            lru->busy = SRV_BUSY_UPKEEP, lru->refs++, claimed[n++] = lru;
             resident -= lru->memory_bytes + lru->kv_bytes;
         }
         pthread_mutex_unlock(&srv->lock);
@@ -486,11 +488,7 @@ void *srv_reaper_main(void *arg) {
             dw_error err;
             if (srv_actor_hibernate(srv, claimed[i], &err) != DW_OK)
                 fprintf(stderr, "driftwood serve: hibernating actor %s: %s\n", claimed[i]->id, err.message);
-            pthread_mutex_lock(&srv->lock);
-            claimed[i]->busy = 0;
-            int last = --claimed[i]->refs == 0 && claimed[i]->deleted;
-            pthread_mutex_unlock(&srv->lock);
-            if (last) entry_free(claimed[i]);
+            srv_actor_release(srv, claimed[i]);
         }
         pthread_mutex_lock(&srv->lock);
     }

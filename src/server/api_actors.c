@@ -156,7 +156,7 @@ static int message(srv_request *r, srv_actor *a) {
     int want_stream = json_is_true(stream);
     json_decref(b);
     if (failed) return free(msg), MHD_YES;
-    if (!srv_actor_claim(srv, a)) return free(msg), busy(r);
+    if (!srv_actor_claim(srv, a, SRV_BUSY_TURN)) return free(msg), busy(r);
     if (!srv_take_stream_slot(r)) return srv_actor_release(srv, a), free(msg), MHD_YES;
     srv_turn *t = srv_turn_new(srv);
     t->actor = a;
@@ -186,7 +186,7 @@ static int state(srv_request *r, srv_actor *a) {
 
 static int snapshot_or_hibernate(srv_request *r, srv_actor *a, int hibernate) {
     srv_server *srv = r->srv;
-    if (!srv_actor_claim(srv, a)) return busy(r);
+    if (!srv_actor_claim(srv, a, SRV_BUSY_UPKEEP)) return busy(r);
     dw_error err;
     char path[1200] = "";
     double t0 = dw__now_ms(), wake_ms = 0;
@@ -206,7 +206,7 @@ static int snapshot_or_hibernate(srv_request *r, srv_actor *a, int hibernate) {
 }
 
 static int delete_actor(srv_request *r, srv_actor *a) {
-    if (!srv_actor_claim(r->srv, a)) return busy(r);
+    if (!srv_actor_claim(r->srv, a, SRV_BUSY_UPKEEP)) return busy(r);
     srv_actor_delete(r->srv, a);
     srv_actor_release(r->srv, a);
     return srv_respond_json(r, 200, json_pack("{s:s, s:s, s:b}", "id", a->id, "object", "actor.deleted", "deleted", 1));

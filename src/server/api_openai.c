@@ -543,7 +543,7 @@ int srv_api_responses(srv_request *r) {
                                     "This conversation runs on model `%s`.", a->settings.model);
             goto out;
         }
-        if (!srv_actor_claim(srv, a)) {
+        if (!srv_actor_claim(srv, a, SRV_BUSY_TURN)) {
             ret = srv_respond_error(r, 409, "invalid_request_error", "conversation_busy", "previous_response_id",
                                     "A response in this conversation is still being generated.");
             goto out;
@@ -563,7 +563,7 @@ int srv_api_responses(srv_request *r) {
             ret = srv_respond_error(r, 500, "server_error", "store_failed", NULL, "%s", err.message);
             goto out;
         }
-        DW_ASSERT(srv_actor_claim(srv, a));
+        DW_ASSERT(srv_actor_claim(srv, a, SRV_BUSY_TURN));
     }
     if (!srv_take_stream_slot(r)) {
         srv_actor_release(srv, a);

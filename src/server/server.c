@@ -65,6 +65,7 @@ static void free_server(srv_server *srv) {
     pthread_mutex_destroy(&srv->lock);
     pthread_cond_destroy(&srv->queue_cv);
     pthread_cond_destroy(&srv->reaper_cv);
+    pthread_cond_destroy(&srv->upkeep_done_cv);
     free(srv);
 }
 
@@ -102,6 +103,7 @@ dw_status dw_server_start(dw_runtime *rt, const dw_server_options *options, dw_s
     srv->started_wall = srv_wall_now();
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->queue_cv, NULL);
+    pthread_cond_init(&srv->upkeep_done_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -98,7 +98,7 @@ typedef struct srv_actor {
     char kind[16];          /* "actor" (native) or "response" (a Responses chain) */
     dw_actor *actor;        /* NULL while hibernated */
     int log_fd;             /* open while awake, -1 otherwise */
-    int busy, deleted, refs;
+    int busy, deleted, refs; /* busy: 0 or SRV_BUSY_* */
     uint64_t turns;         /* completed (durable) turns */
     uint64_t snap_turns;    /* turns inside the newest snapshot (0: none) */
     int context_tokens;     /* tokens in the actor's session after its last turn */
@@ -117,8 +117,11 @@ dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *mo
  * taken: srv_actor_put it. */
 srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id);
 void srv_actor_put(srv_server *srv, srv_actor *a);
-/* Claims the actor for one operation (busy = 1); 0 when it is busy already. */
-int srv_actor_claim(srv_server *srv, srv_actor *a);
+/* Claims the actor for one operation: a turn (SRV_BUSY_TURN) or upkeep (SRV_BUSY_UPKEEP: hibernating,
+ * snapshotting, deleting). Upkeep is brief and invisible to clients, so a claim waits for it to
+ * end; a claim that finds a turn running returns 0 (one message at a time per actor). */
+enum { SRV_BUSY_TURN = 1, SRV_BUSY_UPKEEP = 2 };
+int srv_actor_claim(srv_server *srv, srv_actor *a, int kind);
 void srv_actor_release(srv_server *srv, srv_actor *a);
 /* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
@@ -215,6 +218,7 @@ struct srv_server {
     int stopping;
     pthread_t reaper;
     pthread_cond_t reaper_cv;
+    pthread_cond_t upkeep_done_cv; /* an actor's upkeep claim was released */
     /* counters for /v1/stats (under lock) */
     uint64_t tokens_generated, turns_done, turns_logged, turns_failed, wakes, hibernations, replayed_turns, replay_mismatches;
     double wake_ms_total, log_ms_total, hibernate_ms_total;
