@@ -252,12 +252,12 @@ dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *er
         a->actor = NULL;
         return st;
     }
-    size_t mem;
+    size_t mem, kv = kv_bytes_for(srv, a->settings.model);
     dw_actor_memory(a->actor, &mem);
     double dt = dw__now_ms() - t0;
     pthread_mutex_lock(&srv->lock);
     a->memory_bytes = mem;
-    a->kv_bytes = kv_bytes_for(srv, a->settings.model);
+    a->kv_bytes = kv;
     srv->wakes++;
     srv->wake_ms_total += dt;
     srv->replayed_turns += (uint64_t)rs.replayed;

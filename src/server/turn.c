@@ -76,7 +76,7 @@ void srv_turn_output(void *user, const char *bytes, size_t len) {
         char finish[16];
         if (sscanf(rec, "%15s %d %d %d %d", finish, &t->prompt_tokens, &t->cached_tokens, &t->completion_tokens,
                    &t->position) == 5)
-            snprintf(t->finish, sizeof t->finish, finish);
+            snprintf(t->finish, sizeof t->finish, "%s", finish);
     } else if (bytes[0] == 'X') {
         char *sp = strchr(rec, ' ');
         if (sp) *sp++ = 0;

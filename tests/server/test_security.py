@@ -123,3 +123,22 @@ def test_many_clients_at_once(server):
     for t in threads:
         t.join()
     assert results == [200] * 8
+
+
+def test_turn_time_limit_and_recovery(make_server):
+    """A turn over --turn-timeout fails with 504 and leaves no trace: the actor is rebuilt from the
+    store (where that turn never happened) and carries on; the server and other actors are fine."""
+    s = make_server("--turn-timeout", "0.1")
+    c = s.client()
+    a = c.post("/v1/actors", json={"temperature": 0}).json()["id"]
+    first = c.post(f"/v1/actors/{a}/messages", json={"content": "Hello", "max_tokens": 4}).json()
+    long = {"model": "default", "prompt": "Once upon a time", "max_tokens": 1800, "temperature": 0}
+    assert "timeout" in error_of(c.post("/v1/completions", json=long), 504)["message"]
+    # a stored actor: ~1,500 tokens to prefill take longer than 0.1 s; the half-done turn is dropped
+    essay = " ".join(["the quiet sea under a grey sky"] * 220)
+    assert error_of(c.post(f"/v1/actors/{a}/messages", json={"content": essay, "max_tokens": 4}), 504)
+    st = c.get(f"/v1/actors/{a}").json()
+    assert st["turns"] == 1 and st["state"] == "hibernated" and not st["busy"]
+    again = c.post(f"/v1/actors/{a}/messages", json={"content": "Hello again", "max_tokens": 4}).json()
+    assert again["turn"] == 2 and again["usage"]["cached_tokens"] == first["usage"]["context_tokens"]
+    assert c.get("/v1/models").status_code == 200
