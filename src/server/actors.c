@@ -169,8 +169,6 @@ void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *
     snprintf(bufs[2], 32, "%lld", st->seed), argv[n++] = "--seed", argv[n++] = bufs[2];
     snprintf(bufs[3], 32, "%d", st->max_tokens), argv[n++] = "-n", argv[n++] = bufs[3];
     if (srv->o.ctx) snprintf(bufs[4], 32, "%d", srv->o.ctx), argv[n++] = "--ctx", argv[n++] = bufs[4];
-    static const char *models_none[1];
-    (void)models_none;
     *o = (dw_actor_options){
         .backend = srv->backend,
         .timeout_seconds = srv->o.turn_timeout_seconds,

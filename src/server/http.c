@@ -256,7 +256,7 @@ struct MHD_Daemon *srv_http_start(srv_server *srv, const struct sockaddr *addr, 
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)srv->o.request_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->o.max_connections,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (!d) {
         dw_error_set(err, DW_ERR_IO, "cannot listen on %s (taken, or not an address of this machine?)", srv->o.listen);
         return NULL;
