@@ -39,7 +39,7 @@ typedef struct dw_server_options {
     double turn_timeout_seconds;    /* one turn of one actor: 300 */
     size_t memory_budget;           /* memory + KV of the awake actors; the least recently used
                                      * idle ones are hibernated beyond it: 2 GiB */
-    int ctx;                        /* context of each actor's session: the model's */
+    int ctx;                        /* context of each actor's session: the model's, at most 8192 */
     int workers;                    /* threads that run turns (actors in flight at once): 64 */
     int request_timeout_seconds;    /* a connection silent this long is closed: 30 */
     int max_connections;            /* 512 */

@@ -158,6 +158,18 @@ void srv_actor_release(srv_server *srv, srv_actor *a) {
     pthread_cond_signal(&srv->reaper_cv);
 }
 
+/* The context of an actor's session on this model: --ctx, else the model's own capped at
+ * SRV_DEFAULT_CTX (a long-context model's full window would make every actor's KV gigabytes). */
+int srv_model_ctx(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return srv->o.ctx;
+    int max = dw_model_get_config(model)->max_position_embeddings;
+    int want = srv->o.ctx ? srv->o.ctx : SRV_DEFAULT_CTX;
+    return want < max ? want : max;
+}
+
 void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
                        const char **argv, char bufs[][32]) {
     int n = 0;
@@ -168,7 +180,7 @@ void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *
     snprintf(bufs[1], 32, "%.9g", st->top_p), argv[n++] = "--top-p", argv[n++] = bufs[1];
     snprintf(bufs[2], 32, "%lld", st->seed), argv[n++] = "--seed", argv[n++] = bufs[2];
     snprintf(bufs[3], 32, "%d", st->max_tokens), argv[n++] = "-n", argv[n++] = bufs[3];
-    if (srv->o.ctx) snprintf(bufs[4], 32, "%d", srv->o.ctx), argv[n++] = "--ctx", argv[n++] = bufs[4];
+    snprintf(bufs[4], 32, "%d", srv_model_ctx(srv, st->model)), argv[n++] = "--ctx", argv[n++] = bufs[4];
     *o = (dw_actor_options){
         .backend = srv->backend,
         .timeout_seconds = srv->o.turn_timeout_seconds,
@@ -189,7 +201,7 @@ static size_t kv_bytes_for(srv_server *srv, const char *model_name) {
     if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return 0;
     const dw_model_config *c = dw_model_get_config(model);
     const dw_model_use_options *uo = dw_runtime_model_options(srv->rt, model_name);
-    size_t ctx = (size_t)(srv->o.ctx ? srv->o.ctx : c->max_position_embeddings);
+    size_t ctx = (size_t)srv_model_ctx(srv, model_name);
     return ctx * (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * (uo && uo->kv_f32 ? 4 : 2);
 }
 

@@ -137,6 +137,8 @@ dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t p
 json_t *srv_actor_json(srv_server *srv, const srv_actor *a);
 /* Reads every actor of the store (hibernated). */
 dw_status srv_actors_load(srv_server *srv, dw_error *err);
+#define SRV_DEFAULT_CTX 8192
+int srv_model_ctx(srv_server *srv, const char *model_name);
 /* The WASI arguments and options an actor of these settings runs with. */
 void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
                        const char **argv, char bufs[][32]);
