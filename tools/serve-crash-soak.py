@@ -32,6 +32,7 @@ def start(args, store):
     proc = subprocess.Popen([os.path.join(ROOT, args.build, "bin", "driftwood"), "serve", "--listen", "127.0.0.1:0",
                              "--store", store, "--idle-seconds", str(args.idle_seconds)], stdout=log,
                             stderr=subprocess.STDOUT)
+    RUNNING[:] = [proc]
     deadline = time.time() + 30
     while time.time() < deadline:
         m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", open(log.name, "rb").read())
@@ -129,5 +130,18 @@ def main():
     return 1 if errors else 0
 
 
+RUNNING = []  # the server process of the moment, stopped whatever happens
+
+
+def stop_running():
+    for p in RUNNING:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        stop_running()

@@ -25,6 +25,7 @@ import time
 import httpx
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+LIVE = []  # every server started, killed at exit if still running
 
 
 class Server:
@@ -37,6 +38,7 @@ class Server:
             cmd += ["--ctx", str(args.ctx)]
         self.log = tempfile.NamedTemporaryFile(prefix="serve-measure-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        LIVE.append(self.proc)
         deadline = time.time() + 120
         while time.time() < deadline:
             m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", open(self.log.name, "rb").read())
@@ -156,4 +158,10 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for p in LIVE:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
