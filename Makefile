@@ -16,7 +16,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -fP
 OPT        ?= -O2
 CFLAGS     := $(CFLAGS_BASE) $(OPT) $(SANITIZE_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS     := -L$(WASMTIME_DIR)/lib -lwasmtime -Wl,-rpath,'$$ORIGIN/../lib' \
-              -lpcre2-8 -ljansson -lutf8proc -lcrypto -lm -ldl -pthread
+              -lpcre2-8 -ljansson -lutf8proc -lcrypto -lmicrohttpd -lm -ldl -pthread
 
 LIB_SRC    := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 CLI_SRC    := $(shell find src/cli -name '*.c' | sort)
@@ -70,6 +70,10 @@ $(BUILD)/obj/src/cli/%.o: CFLAGS += -DDW_SOURCE_DIR='"$(CURDIR)"'
 # The benchmark and chat actors are embedded in the program (src/cli/embedded_guests.c).
 $(BUILD)/obj/src/cli/embedded_guests.o: $(BUILD)/guests/bench_actor.wasm $(BUILD)/guests/chat.wasm
 $(BUILD)/obj/src/cli/embedded_guests.o: CFLAGS += -DDW_GUEST_DIR='"$(BUILD)/guests"'
+
+# The server's page is embedded in the library (src/server/page.c).
+$(BUILD)/obj/src/server/page.o: web/index.html
+$(BUILD)/obj/src/server/page.o: CFLAGS += -DDW_WEB_PAGE='"web/index.html"'
 
 $(LIBDW): $(LIB_OBJ) $(CUDA_OBJ)
 	@mkdir -p $(dir $@)

@@ -8,7 +8,9 @@ in docs/DESIGN.md ("Layers") and the rules stated under it:
      src/backend/cpu/ and src/backend/cuda/ are private to their backend and never include
      each other;
   3. a header named *_impl.h may be included only from its own folder;
-  4. the public headers (include/driftwood/) include only each other.
+  4. the public headers (include/driftwood/) include only each other;
+  5. the HTTP library's header (<microhttpd.h>) is included only under src/server/: the server
+     layer is the one place that speaks HTTP.
 
 Usage: tools/check_layers.py [--root DIR] [--count]
 Prints each violation (file:line: what and which rule), then one closing line
@@ -21,6 +23,8 @@ import re
 import sys
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+SYSTEM_INCLUDE = re.compile(r'^\s*#\s*include\s+<([^>]+)>')
+SERVER_ONLY = {"microhttpd.h"}  # rule 5
 SOURCES = (".c", ".h", ".cu", ".cuh", ".inc")
 
 
@@ -94,8 +98,22 @@ def check_source(rel, target, table):
     return None
 
 
+def server_only_includes(root, rel):
+    with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            m = SYSTEM_INCLUDE.match(line)
+            if m and m.group(1) in SERVER_ONLY:
+                yield number, m.group(1)
+
+
 def violations(root, table):
     found = []
+    for top in ("src", "include"):
+        for rel in files_under(root, top):
+            if rel.startswith("src/server/"):
+                continue
+            for number, target in server_only_includes(root, rel):
+                found.append(f"{rel}:{number}: includes <{target}>: only src/server/ speaks HTTP (rule 5)")
     for rel in files_under(root, "src"):
         for number, target in includes(root, rel):
             why = check_source(rel, target, table)

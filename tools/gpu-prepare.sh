@@ -2,8 +2,9 @@
 # Runs on a development machine: fills .carry/ (git-ignored) with what the project's H100 machine
 # lacks, for tools/gpu-check.sh to use there: the Wasmtime library built here (that machine has
 # no Rust), the compiled guest modules (no clang there), and the Debian packages of PCRE2,
-# jansson, utf8proc and libcrypto (no headers there, and no utf8proc at all). Pass
-# `carry: [".carry"]` to the device tool (docs/CUDA.md).
+# jansson, utf8proc, libcrypto and libmicrohttpd (no headers there, and no utf8proc or
+# libmicrohttpd at all), and httpx with its dependencies for tools/loadgen.py (PYTHONPATH=.carry/python).
+# Pass `carry: [".carry"]` to the device tool (docs/CUDA.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +25,20 @@ cp build/guests/*.wasm .carry/guests/
 # Runtime and development packages; dpkg -x'd into a private prefix there (gpu-check.sh).
 # libssl-dev: libcrypto's headers and libcrypto.so, a link to libcrypto.so.3, which libssl3 brings
 # (the same soname as Ubuntu 24.04's libssl3t64 there).
+# libmicrohttpd: the HTTP server (`driftwood serve`); it links GnuTLS (libgnutls.so.30), which
+# Ubuntu 24.04 has (libgnutls30t64).
 dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4 libutf8proc-dev libutf8proc2 libxxhash-dev
-         libssl-dev libssl3"
+         libssl-dev libssl3 libmicrohttpd-dev libmicrohttpd12"
 if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
     apt-get update -qq
     (cd .carry/debs && apt-get download $dw_debs >/dev/null)
 fi
+
+# tools/loadgen.py's client (pure Python), from the pinned test packages (tools/setup.d/30-python.sh).
+mkdir -p .carry/python
+for dw_pkg in httpx httpcore h11 anyio sniffio certifi idna typing_extensions.py; do
+    [ -e ".deps/python/$dw_pkg" ] && cp -r ".deps/python/$dw_pkg" .carry/python/
+done
 
 # BASE=COMMIT: that commit's source too, for tools/gpu-ab.sh's same-run A/B against it.
 if [ -n "${BASE:-}" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite (`make test` calls this after building): the include-layer guard
 # (tools/check_layers.py against docs/DESIGN.md), the C unit tests, the CLI
-# tests (tests/cli/test_*.sh) and the Python reference tests (tests/py, pytest); then, on the
+# tests (tests/cli/test_*.sh), the Python reference tests (tests/py, pytest) and the server tests
+# (tests/server, pytest against real `driftwood serve` processes); then, on the
 # ASan + UBSan build (mk/sanitize.mk, $DW_SANITIZE_BUILD), the unit and CLI tests again and a
 # short pass of every fuzz target (tools/fuzz.sh: DW_FUZZ_TEST_SECONDS each, default 5); then
 # prints one closing line "tests: N passed, N failed" over all suites (fuzz targets count one each).
@@ -15,7 +16,9 @@
 #   - tests/unit/test_engine_alloc.c (not built there, mk/sanitize.mk): it replaces malloc,
 #     which AddressSanitizer must own;
 #   - the Python suites: they compare numbers with Hugging Face references; their C side is the
-#     CLI, which the CLI tests already run under the sanitizers.
+#     CLI, which the CLI tests already run under the sanitizers;
+#   - the server tests: they time connections (slow-loris, idle hibernation) with margins sized for
+#     the normal build; `make test SANITIZE=1` runs them on the sanitizer build.
 # `make test SANITIZE=1` runs every suite (Python included, test_install.sh left out for the
 # reason above) on the sanitizer build alone.
 set -uo pipefail
@@ -66,6 +69,10 @@ for t in tests/cli/test_*.sh; do
 done
 if compgen -G "tests/py/test_*.py" >/dev/null; then
     run_suite "python tests" python3 -m pytest -q -p no:cacheprovider tests/py
+fi
+# The server against real clients (openai, httpx, sockets, headless chromium): about 30 s.
+if compgen -G "tests/server/test_*.py" >/dev/null; then
+    run_suite "server tests" python3 -m pytest -q -p no:cacheprovider tests/server
 fi
 if [ -n "$sanitize_build" ] && [ "$sanitize_build" != "$DW_BUILD" ]; then
     if ! is_sanitized "$sanitize_build"; then

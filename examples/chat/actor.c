@@ -7,7 +7,12 @@
  *  - It samples in the guest from the logits the host wrote into its memory: greedy at
  *    temperature 0, else temperature + top-p among the 64 most likely tokens, with its own
  *    seeded generator (xoshiro256**), so the sampler state is part of the actor's memory.
- *  - It stops at the model's end-of-turn / end-of-text tokens or after MAX_TOKENS. */
+ *  - It stops at the model's end-of-turn / end-of-text tokens or after MAX_TOKENS.
+ *  - A message that starts with "\x01DW1\n" is a control message (the server's protocol,
+ *    src/server/protocol.h): per-message sampling settings, stop strings, several messages of a
+ *    history (system/user/assistant) or raw text, and whether to generate; the reply then comes
+ *    as frames, one per dw_emit: 'T' + text, and last 'E' + "finish prompt cached completion
+ *    position" (or 'X' + an error code and message before a failure). */
 #include <driftwood/guest.h>
 #include <math.h>
 #include <stdint.h>
@@ -202,6 +207,8 @@ static int refresh_model_info(void) {
     return 0;
 }
 
+static int32_t on_control(char *msg, int32_t len);
+
 EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
     if (!chat.configured && configure() < 0) return DW_E_STATE;
     if (refresh_model_info() < 0) return DW_E_STATE;
@@ -209,6 +216,11 @@ EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
     if (!user) return DW_E_LIMIT;
     dw_message_read(user, len);
     user[len] = 0;
+    if (len >= 5 && !memcmp(user, "\x01" "DW1\n", 5)) {
+        int32_t r = on_control(user, len);
+        free(user);
+        return r;
+    }
 
     /* the new tokens: close the previous reply, the user's turn, the assistant header */
     n_ids = 0;
@@ -250,5 +262,213 @@ EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
     assistant[tlen] = 0;
     chat.turns[chat.n_turns++] = (turn){2, assistant};
     free(reply);
+    return n;
+}
+
+/* --- control messages (the server's protocol) ------------------------------------------------ */
+#define MAX_STOPS 4
+#define MAX_ITEMS 256
+
+typedef struct item {
+    int kind; /* 0 system, 1 user, 2 assistant, 3 raw */
+    const char *text;
+    int len;
+} item;
+
+static void frame(char type, const char *bytes, int len) {
+    char *f = malloc((size_t)len + 1);
+    if (!f) return;
+    f[0] = type;
+    memcpy(f + 1, bytes, (size_t)len);
+    dw_emit(f, len + 1);
+    free(f);
+}
+
+static int32_t control_error(const char *code, const char *message, int32_t rc) {
+    char buf[300];
+    int n = snprintf(buf, sizeof buf, "%s %s", code, message);
+    frame('X', buf, n < (int)sizeof buf ? n : (int)sizeof buf - 1);
+    return rc;
+}
+
+/* The reply's text so far, and how much of it went out: text that might be the start of a stop
+ * string is held back until the next token decides. */
+static char *reply_text;
+static int reply_len, reply_cap, reply_sent;
+static const char *stops[MAX_STOPS];
+static int stop_lens[MAX_STOPS], n_stops;
+
+static void reply_append(const char *bytes, int len) {
+    if (reply_len + len + 1 > reply_cap) {
+        reply_cap = (reply_len + len + 1) * 2;
+        reply_text = realloc(reply_text, (size_t)reply_cap);
+    }
+    memcpy(reply_text + reply_len, bytes, (size_t)len);
+    reply_len += len;
+}
+
+/* Sends what is certain; returns 1 when a stop string has appeared (the reply ends before it). */
+static int reply_flush(int final) {
+    int stop_at = -1;
+    for (int i = 0; i < n_stops; i++) {
+        int from = reply_sent - stop_lens[i] + 1;
+        for (int p = from < 0 ? 0 : from; p + stop_lens[i] <= reply_len; p++)
+            if (!memcmp(reply_text + p, stops[i], (size_t)stop_lens[i])) {
+                if (stop_at < 0 || p < stop_at) stop_at = p;
+                break;
+            }
+    }
+    int ready = stop_at >= 0 ? stop_at : reply_len;
+    if (stop_at < 0 && !final) /* hold back a tail that begins a stop string */
+        for (int i = 0; i < n_stops; i++)
+            for (int k = stop_lens[i] - 1; k > 0; k--)
+                if (k <= reply_len && reply_len - k >= reply_sent &&
+                    !memcmp(reply_text + reply_len - k, stops[i], (size_t)k)) {
+                    if (reply_len - k < ready) ready = reply_len - k;
+                    break;
+                }
+    if (ready > reply_sent) frame('T', reply_text + reply_sent, ready - reply_sent), reply_sent = ready;
+    return stop_at >= 0;
+}
+
+/* Like stream() above, but into reply_text (complete UTF-8 only). */
+static int ctl_stream_start, ctl_pending;
+static void ctl_stream(const int32_t *reply, int n, int final) {
+    int32_t len = dw_detokenize(chat.model, reply + ctl_stream_start, n - ctl_stream_start, DW_DETOK_SKIP_SPECIAL,
+                                text_buf, sizeof text_buf);
+    if (len < 0 || len > (int32_t)sizeof text_buf) return;
+    int hold = !final && len >= 3 && !memcmp(text_buf + len - 3, "\xEF\xBF\xBD", 3);
+    int ready = hold ? len - 3 : len;
+    if (ready > ctl_pending) reply_append(text_buf + ctl_pending, ready - ctl_pending), ctl_pending = ready;
+    if (!hold) ctl_stream_start = n, ctl_pending = 0;
+}
+
+static void remember(int role, const char *text, int len) {
+    if (chat.n_turns + 1 > chat.turns_cap)
+        chat.turns = realloc(chat.turns, sizeof(turn) * (size_t)(chat.turns_cap = chat.turns_cap * 2 + 8));
+    char *copy = malloc((size_t)len + 1);
+    memcpy(copy, text, (size_t)len);
+    copy[len] = 0;
+    chat.turns[chat.n_turns++] = (turn){role, copy};
+}
+
+/* "\x01DW1\n" then lines "key=value" up to an empty line, then the body. Items that carry text
+ * (system=N, user=N, assistant=N, raw=N, stop=N) take the next N bytes of the body, in order.
+ * temp=, top_p=, seed=, max= apply to this message only (seed reseeds the generator);
+ * generate=chat (default: an assistant reply), raw (continue the text) or none (prefill only). */
+static int32_t on_control(char *msg, int32_t len) {
+    char *p = msg + 5, *end = msg + len;
+    float temperature = chat.temperature, top_p = chat.top_p;
+    int max_tokens = chat.max_tokens, generate = 1, have_seed = 0;
+    uint64_t seed = 0;
+    item items[MAX_ITEMS];
+    int n_items = 0, lens[MAX_ITEMS + MAX_STOPS], kinds[MAX_ITEMS + MAX_STOPS], n_parts = 0;
+    n_stops = 0;
+    while (p < end && *p != '\n') {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) return control_error("invalid_request", "unterminated header", DW_E_INVALID);
+        *nl = 0;
+        char *eq = strchr(p, '=');
+        if (!eq) return control_error("invalid_request", "header line without '='", DW_E_INVALID);
+        *eq = 0;
+        const char *k = p, *v = eq + 1;
+        int kind = !strcmp(k, "system") ? 0 : !strcmp(k, "user") ? 1 : !strcmp(k, "assistant") ? 2
+                 : !strcmp(k, "raw") ? 3 : !strcmp(k, "stop") ? 4 : -1;
+        if (kind >= 0) {
+            if (n_parts == MAX_ITEMS + MAX_STOPS || (kind == 4 && n_stops == MAX_STOPS) || (kind < 4 && n_items == MAX_ITEMS))
+                return control_error("invalid_request", "too many messages or stop strings", DW_E_LIMIT);
+            lens[n_parts] = atoi(v), kinds[n_parts++] = kind;
+            if (kind == 4) n_stops++; else n_items++;
+        } else if (!strcmp(k, "temp")) temperature = strtof(v, NULL);
+        else if (!strcmp(k, "top_p")) top_p = strtof(v, NULL);
+        else if (!strcmp(k, "seed")) seed = strtoull(v, NULL, 10), have_seed = 1;
+        else if (!strcmp(k, "max")) max_tokens = atoi(v);
+        else if (!strcmp(k, "generate")) generate = !strcmp(v, "chat") ? 1 : !strcmp(v, "raw") ? 2 : 0;
+        else return control_error("invalid_request", "unknown header", DW_E_INVALID);
+        p = nl + 1;
+    }
+    if (p >= end) return control_error("invalid_request", "no body separator", DW_E_INVALID);
+    p++;
+    n_items = n_stops = 0;
+    for (int i = 0; i < n_parts; i++) {
+        if (lens[i] < 0 || lens[i] > end - p) return control_error("invalid_request", "body shorter than its items", DW_E_INVALID);
+        if (kinds[i] == 4) stops[n_stops] = p, stop_lens[n_stops++] = lens[i];
+        else items[n_items++] = (item){kinds[i], p, lens[i]};
+        p += lens[i];
+    }
+    int kept = 0; /* an empty stop string stops nothing */
+    for (int i = 0; i < n_stops; i++)
+        if (stop_lens[i] > 0) stops[kept] = stops[i], stop_lens[kept++] = stop_lens[i];
+    n_stops = kept;
+
+    /* the new tokens */
+    dw_session_info si;
+    dw_session_info_get(chat.session, &si);
+    int cached = si.position, chat_mode = generate != 2;
+    for (int i = 0; i < n_items; i++)
+        if (items[i].kind == 3) chat_mode = 0;
+    n_ids = 0;
+    if (chat_mode) {
+        if (chat.assistant_open && append_special(chat.info.eot_id)) return DW_E_STATE;
+        if (si.position == 0) {
+            int has_system = n_items && items[0].kind == 0;
+            if (chat.info.bos_id >= 0 && append_special(chat.info.bos_id)) return DW_E_STATE;
+            if (!has_system && chat.system_prompt[0] && append_message("system", chat.system_prompt, 1)) return DW_E_STATE;
+        }
+        static const char *roles[] = {"system", "user", "assistant"};
+        for (int i = 0; i < n_items; i++) {
+            char *text = malloc((size_t)items[i].len + 1);
+            memcpy(text, items[i].text, (size_t)items[i].len);
+            text[items[i].len] = 0;
+            int r = append_message(roles[items[i].kind], text, 1);
+            free(text);
+            if (r) return DW_E_STATE;
+        }
+        if (generate == 1 && append_message("assistant", NULL, 0)) return DW_E_STATE;
+    } else {
+        for (int i = 0; i < n_items; i++)
+            if (append_tokens(items[i].text, items[i].len, si.position == 0 && i == 0 ? DW_TOK_BOS : 0)) return DW_E_STATE;
+    }
+    if (n_ids == 0 && si.position == 0) return control_error("invalid_request", "nothing to continue from", DW_E_INVALID);
+    if (si.position + n_ids + (generate ? 1 : 0) > si.capacity)
+        return control_error("context_length_exceeded", "the conversation does not fit the context", DW_E_LIMIT);
+    if (n_ids && dw_prefill(chat.session, chat.ids, n_ids, chat.logits, chat.info.vocab_size) < 0)
+        return fail("prefill"), control_error("prefill_failed", "prefill failed", DW_E_LIMIT);
+    if (chat_mode) chat.assistant_open = generate == 1;
+    for (int i = 0; i < n_items; i++)
+        if (items[i].kind < 3) remember(items[i].kind, items[i].text, items[i].len);
+    if (have_seed) seed_rng(seed);
+
+    /* generate */
+    float saved_t = chat.temperature, saved_p = chat.top_p;
+    chat.temperature = temperature, chat.top_p = top_p;
+    int n = 0, stopped = 0;
+    reply_len = reply_sent = 0;
+    ctl_stream_start = ctl_pending = 0;
+    int32_t *reply = generate ? malloc(sizeof(int32_t) * (size_t)(max_tokens + 1)) : NULL;
+    const char *finish = "stop";
+    while (generate && n < max_tokens) {
+        int32_t next = sample(chat.logits, chat.info.vocab_size);
+        if (is_stop(next)) break;
+        reply[n++] = next;
+        ctl_stream(reply, n, 0);
+        if (reply_flush(0)) { stopped = 1; break; }
+        dw_session_info_get(chat.session, &si);
+        if (si.position >= si.capacity) { finish = "length"; break; }
+        if (dw_decode(chat.session, next, chat.logits, chat.info.vocab_size) < 0) {
+            chat.temperature = saved_t, chat.top_p = saved_p;
+            return fail("decode"), control_error("decode_failed", "decode failed", DW_E_STATE);
+        }
+    }
+    chat.temperature = saved_t, chat.top_p = saved_p;
+    if (generate && !stopped && n == max_tokens) finish = "length";
+    if (n && !stopped) ctl_stream(reply, n, 1), stopped = reply_flush(1);
+    if (stopped) finish = "stop";
+    if (generate == 1) remember(2, reply_text ? reply_text : "", reply_sent);
+    free(reply);
+    dw_session_info_get(chat.session, &si);
+    char e[160];
+    int elen = snprintf(e, sizeof e, "%s %d %d %d %d", finish, cached + n_ids, cached, n, si.position);
+    frame('E', e, elen);
     return n;
 }

@@ -24,6 +24,8 @@ refused layers_refuse_the_cli_reaching_below_the_public_api cli/cmd_x.c '#includ
 refused layers_refuse_a_backends_private_header engine/model.c '#include "backend/cpu/kernels.h"' "rule 2"
 refused layers_refuse_one_backend_reaching_into_another backend/cpu/x.c '#include "backend/cuda/cuda_ctx.h"' "rule 2"
 refused layers_refuse_another_folders_impl_header actor/x.c '#include "engine/engine_impl.h"' "rule 3"
+refused layers_refuse_http_outside_the_server actor/x.c '#include <microhttpd.h>' "rule 5"
+refused layers_refuse_the_server_reaching_into_the_engine server/x.c '#include "engine/engine_impl.h"' "rule 1"
 tree core/x.c '#include "core/file.h"'
 printf '#include "core/file.h"\n' >"$DW_TMP/t/include/driftwood/x.h"
 out=$(python3 tools/check_layers.py --root "$DW_TMP/t" 2>&1)

@@ -7,6 +7,9 @@ dw_debian_packages="$dw_debian_packages pkgconf"
 # clang's sanitizer and libFuzzer runtimes: the ASan + UBSan build and the fuzz targets
 # (mk/sanitize.mk, mk/fuzz.mk).
 dw_debian_packages="$dw_debian_packages libclang-rt-14-dev"
+# libmicrohttpd: the HTTP server (src/server/); chromium and its driver: the page's test in a
+# headless browser (tests/server/test_page.py).
+dw_debian_packages="$dw_debian_packages libmicrohttpd-dev chromium chromium-driver"
 dw_missing=""
 for p in $dw_debian_packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || dw_missing="$dw_missing $p"

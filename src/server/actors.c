@@ -1,0 +1,507 @@
+/* The actors the server keeps: the directory, each actor's store folder, and the life cycle
+ * created → awake ⇄ hibernated → deleted.
+ *
+ * Store layout (--store DIR): DIR/actors/ID/
+ *   actor.json          who owns it, its module, settings, and counters as of its last hibernation
+ *   snap-NNN.dwa        the newest whole-actor snapshot (memory + KV, driftwood/snapshot.h), taken
+ *                       after turn NNN (16 digits); written atomically, older ones then removed
+ *   turns.log           the turns completed after it (turn_log.c), fsync'd before acknowledgement
+ * Waking restores snap-NNN (or creates the actor fresh when there is none) and replays the log
+ * records after NNN; hibernating saves snap-TURNS, removes the older snapshot, empties the log
+ * and frees the actor. A crash at any point leaves a consistent pair: replay skips records at or
+ * below the snapshot's turn number. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/assert.h"
+#include "core/clock.h"
+#include "driftwood/file.h"
+#include "driftwood/model.h"
+#include "driftwood/snapshot.h"
+#include "server/server_impl.h"
+
+void srv_new_id(const char *prefix, char *out, size_t size) {
+    uint8_t r[12];
+    DW_ASSERT(getrandom(r, sizeof r, 0) == (ssize_t)sizeof r);
+    int n = snprintf(out, size, "%s", prefix);
+    for (int i = 0; i < 12 && (size_t)n + 2 < size; i++) n += snprintf(out + n, size - (size_t)n, "%02x", r[i]);
+}
+
+double srv_wall_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void actor_dir(srv_server *srv, const srv_actor *a, char *out, size_t size) {
+    snprintf(out, size, "%s/actors/%s", srv->store, a->id);
+}
+
+static void actor_file(srv_server *srv, const srv_actor *a, const char *leaf, char *out, size_t size) {
+    snprintf(out, size, "%s/actors/%s/%s", srv->store, a->id, leaf);
+}
+
+static void snapshot_path(srv_server *srv, const srv_actor *a, uint64_t turns, char *out, size_t size) {
+    char leaf[40];
+    snprintf(leaf, sizeof leaf, "snap-%016" PRIu64 ".dwa", turns);
+    actor_file(srv, a, leaf, out, size);
+}
+
+/* actor.json: written at creation and at each hibernation (atomically). */
+static dw_status write_record(srv_server *srv, const srv_actor *a, dw_error *err) {
+    json_t *st = json_pack("{s:s, s:f, s:f, s:I, s:i}", "model", a->settings.model, "temperature",
+                           a->settings.temperature, "top_p", a->settings.top_p, "seed", (json_int_t)a->settings.seed,
+                           "max_tokens", a->settings.max_tokens);
+    if (a->settings.system) json_object_set_new(st, "system", json_string(a->settings.system));
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:f, s:o, s:I, s:i, s:I}", "id", a->id, "owner", a->owner, "module",
+                          a->module->name, "kind", a->kind, "created_at", a->created_at, "settings", st, "turns",
+                          (json_int_t)a->turns, "context_tokens", a->context_tokens, "tokens_generated",
+                          (json_int_t)a->tokens_generated);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    char path[1200];
+    actor_file(srv, a, "actor.json", path, sizeof path);
+    dw_status s = dw_file_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return s;
+}
+
+static srv_actor *entry_new(void) {
+    srv_actor *a = calloc(1, sizeof *a);
+    DW_ASSERT(a);
+    a->log_fd = -1;
+    return a;
+}
+
+static void entry_free(srv_actor *a) {
+    free(a->settings.system);
+    free(a);
+}
+
+static void link_entry(srv_server *srv, srv_actor *a) {
+    pthread_mutex_lock(&srv->lock);
+    a->next = srv->actors, srv->actors = a, srv->n_actors++;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *module, const srv_actor_settings *st,
+                        const char *kind, srv_actor **out, dw_error *err) {
+    srv_actor *a = entry_new();
+    srv_new_id(!strcmp(kind, "response") ? "conv_" : "act_", a->id, sizeof a->id);
+    snprintf(a->owner, sizeof a->owner, "%s", owner);
+    snprintf(a->kind, sizeof a->kind, "%s", kind);
+    a->module = module;
+    a->settings = *st;
+    a->settings.system = st->system ? strdup(st->system) : NULL;
+    a->created_at = a->last_active_at = srv_wall_now();
+    a->last_active = dw__now_s();
+    char dir[1100];
+    actor_dir(srv, a, dir, sizeof dir);
+    if (mkdir(dir, 0700) != 0) {
+        dw_status s = dw_error_set(err, DW_ERR_IO, "store: %s: %s", dir, strerror(errno));
+        entry_free(a);
+        return s;
+    }
+    if (write_record(srv, a, err) != DW_OK) {
+        rmdir(dir);
+        entry_free(a);
+        return err->status;
+    }
+    a->refs = 1; /* the caller's */
+    link_entry(srv, a);
+    *out = a;
+    return DW_OK;
+}
+
+srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id) {
+    pthread_mutex_lock(&srv->lock);
+    srv_actor *a = srv->actors;
+    while (a && (strcmp(a->id, id) || a->deleted)) a = a->next;
+    if (a && strcmp(a->owner, owner)) a = NULL; /* someone else's: as if absent */
+    if (a) a->refs++;
+    pthread_mutex_unlock(&srv->lock);
+    return a;
+}
+
+void srv_actor_put(srv_server *srv, srv_actor *a) {
+    pthread_mutex_lock(&srv->lock);
+    int last = --a->refs == 0 && a->deleted;
+    pthread_mutex_unlock(&srv->lock);
+    if (last) entry_free(a);
+}
+
+int srv_actor_claim(srv_server *srv, srv_actor *a, int kind) {
+    pthread_mutex_lock(&srv->lock);
+    while (a->busy == SRV_BUSY_UPKEEP && !a->deleted) pthread_cond_wait(&srv->upkeep_done_cv, &srv->lock);
+    int ok = !a->busy && !a->deleted;
+    if (ok) a->busy = kind, a->refs++;
+    pthread_mutex_unlock(&srv->lock);
+    return ok;
+}
+
+void srv_actor_release(srv_server *srv, srv_actor *a) {
+    pthread_mutex_lock(&srv->lock);
+    if (a->busy == SRV_BUSY_UPKEEP) pthread_cond_broadcast(&srv->upkeep_done_cv);
+    a->busy = 0;
+    int last = --a->refs == 0 && a->deleted;
+    pthread_mutex_unlock(&srv->lock);
+    if (last) entry_free(a);
+    pthread_cond_signal(&srv->reaper_cv);
+}
+
+/* The context of an actor's session on this model: --ctx, else the model's own capped at
+ * SRV_DEFAULT_CTX (a long-context model's full window would make every actor's KV gigabytes). */
+int srv_model_ctx(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return srv->o.ctx;
+    int max = dw_model_get_config(model)->max_position_embeddings;
+    int want = srv->o.ctx ? srv->o.ctx : SRV_DEFAULT_CTX;
+    return want < max ? want : max;
+}
+
+void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
+                       const char **argv, char bufs[][32]) {
+    int n = 0;
+    argv[n++] = "actor";
+    argv[n++] = "--model", argv[n++] = st->model;
+    if (st->system) argv[n++] = "--system", argv[n++] = st->system;
+    snprintf(bufs[0], 32, "%.9g", st->temperature), argv[n++] = "--temp", argv[n++] = bufs[0];
+    snprintf(bufs[1], 32, "%.9g", st->top_p), argv[n++] = "--top-p", argv[n++] = bufs[1];
+    snprintf(bufs[2], 32, "%lld", st->seed), argv[n++] = "--seed", argv[n++] = bufs[2];
+    snprintf(bufs[3], 32, "%d", st->max_tokens), argv[n++] = "-n", argv[n++] = bufs[3];
+    snprintf(bufs[4], 32, "%d", srv_model_ctx(srv, st->model)), argv[n++] = "--ctx", argv[n++] = bufs[4];
+    *o = (dw_actor_options){
+        .backend = srv->backend,
+        .timeout_seconds = srv->o.turn_timeout_seconds,
+        .memory_limit = srv->o.actor_memory_limit,
+        .kv_memory_limit = srv->o.kv_memory_limit,
+        .argc = n,
+        .argv = argv,
+        .output = srv_turn_output,
+        .output_user = a ? (void *)&a->sink : NULL,
+    };
+}
+
+/* KV bytes an actor on this model holds while awake (its one session at full capacity). */
+static size_t kv_bytes_for(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return 0;
+    const dw_model_config *c = dw_model_get_config(model);
+    const dw_model_use_options *uo = dw_runtime_model_options(srv->rt, model_name);
+    size_t ctx = (size_t)srv_model_ctx(srv, model_name);
+    return ctx * (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * (uo && uo->kv_f32 ? 4 : 2);
+}
+
+typedef struct replay_state {
+    srv_server *srv;
+    srv_actor *a;
+    uint64_t after;
+    int replayed, mismatches;
+} replay_state;
+
+static int replay_one(void *user, const srv_log_record *r) {
+    replay_state *rs = user;
+    if (r->seq <= rs->after) return 0;
+    srv_turn *t = srv_turn_new(rs->srv);
+    t->module = rs->a->module; /* how to read the output (the turn holds no actor reference) */
+    rs->a->sink = t;
+    dw_error err;
+    dw_status st = dw_actor_send(rs->a->actor, r->message, r->message_len, &err);
+    rs->a->sink = NULL;
+    int bad = st != DW_OK || t->http_status;
+    if (!bad) {
+        if (t->text_len != r->reply_len || memcmp(t->text, r->reply, r->reply_len)) rs->mismatches++;
+        rs->a->context_tokens = t->position;
+        rs->replayed++;
+    } else
+        fprintf(stderr, "driftwood serve: actor %s: replaying turn %" PRIu64 ": %s\n", rs->a->id, r->seq,
+                st != DW_OK ? err.message : t->error);
+    srv_turn_release(t);
+    return bad;
+}
+
+dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err) {
+    double t0 = dw__now_ms();
+    if (ms) *ms = 0;
+    if (a->actor) return DW_OK;
+    dw_actor_options o;
+    const char *argv[16];
+    char bufs[5][32];
+    srv_actor_options(srv, a, &a->settings, &o, argv, bufs);
+    dw_status st;
+    if (a->snap_turns) {
+        char path[1200];
+        snapshot_path(srv, a, a->snap_turns, path, sizeof path);
+        st = dw_actor_snapshot_restore(srv->rt, a->module->module, &o, path, &a->actor, NULL, err);
+    } else
+        st = dw_actor_create(srv->rt, a->module->module, &o, &a->actor, err);
+    if (st != DW_OK) return dw_error_prefix(err, "waking actor %s", a->id);
+    char log_path[1200];
+    actor_file(srv, a, "turns.log", log_path, sizeof log_path);
+    replay_state rs = {srv, a, a->snap_turns, 0, 0};
+    uint64_t last;
+    st = srv_log_scan(log_path, 1, replay_one, &rs, &last, err);
+    if (st == DW_OK && last > a->turns) a->turns = last;
+    if (st == DW_OK && (a->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+        st = dw_error_set(err, DW_ERR_IO, "%s: %s", log_path, strerror(errno));
+    if (st != DW_OK) {
+        dw_actor_free(a->actor);
+        a->actor = NULL;
+        return st;
+    }
+    size_t mem, kv = kv_bytes_for(srv, a->settings.model);
+    dw_actor_memory(a->actor, &mem);
+    double dt = dw__now_ms() - t0;
+    pthread_mutex_lock(&srv->lock);
+    a->memory_bytes = mem;
+    a->kv_bytes = kv;
+    srv->wakes++;
+    srv->wake_ms_total += dt;
+    srv->replayed_turns += (uint64_t)rs.replayed;
+    srv->replay_mismatches += (uint64_t)rs.mismatches;
+    pthread_mutex_unlock(&srv->lock);
+    if (rs.mismatches)
+        fprintf(stderr, "driftwood serve: actor %s: %d replayed turn(s) differ from the logged replies\n", a->id,
+                rs.mismatches);
+    pthread_cond_signal(&srv->reaper_cv); /* the memory budget may be exceeded now */
+    if (ms) *ms = dt;
+    return DW_OK;
+}
+
+static void free_awake(srv_server *srv, srv_actor *a) {
+    if (a->log_fd >= 0) close(a->log_fd), a->log_fd = -1;
+    dw_actor_free(a->actor);
+    pthread_mutex_lock(&srv->lock);
+    a->actor = NULL;
+    a->memory_bytes = a->kv_bytes = 0;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t path_size, dw_error *err) {
+    snapshot_path(srv, a, a->turns, path, path_size);
+    if (a->snap_turns == a->turns && a->turns) return DW_OK; /* nothing happened since the last one */
+    if (dw_actor_snapshot_save(a->actor, path, NULL, err) != DW_OK) return err->status;
+    if (a->snap_turns && a->snap_turns != a->turns) {
+        char old[1200];
+        snapshot_path(srv, a, a->snap_turns, old, sizeof old);
+        unlink(old);
+    }
+    a->snap_turns = a->turns;
+    /* every logged turn is inside the snapshot now */
+    if (a->log_fd >= 0 && (ftruncate(a->log_fd, 0) != 0 || fdatasync(a->log_fd) != 0))
+        return dw_error_set(err, DW_ERR_IO, "actor %s: emptying its turn log: %s", a->id, strerror(errno));
+    return write_record(srv, a, err);
+}
+
+dw_status srv_actor_hibernate(srv_server *srv, srv_actor *a, dw_error *err) {
+    if (!a->actor) return DW_OK;
+    double t0 = dw__now_ms();
+    char path[1200];
+    if (srv_actor_snapshot(srv, a, path, sizeof path, err) != DW_OK) return err->status;
+    free_awake(srv, a);
+    pthread_mutex_lock(&srv->lock);
+    srv->hibernations++;
+    srv->hibernate_ms_total += dw__now_ms() - t0;
+    pthread_mutex_unlock(&srv->lock);
+    return DW_OK;
+}
+
+void srv_actor_drop(srv_server *srv, srv_actor *a) {
+    if (a->actor) free_awake(srv, a);
+}
+
+void srv_actor_delete(srv_server *srv, srv_actor *a) {
+    srv_actor_drop(srv, a);
+    char dir[1100];
+    actor_dir(srv, a, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char p[1400];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+        rmdir(dir);
+    }
+    pthread_mutex_lock(&srv->lock);
+    a->deleted = 1;
+    for (srv_actor **p = &srv->actors; *p; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next, srv->n_actors--;
+            break;
+        }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+json_t *srv_actor_json(srv_server *srv, const srv_actor *a) {
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:i, s:I, s:I, s:I, s:f, s:f}", "id", a->id, "object",
+                          "actor", "module", a->module->name, "model", a->settings.model, "state",
+                          a->actor ? "awake" : "hibernated", "busy", a->busy, "turns", (json_int_t)a->turns,
+                          "context_tokens", a->context_tokens, "tokens_generated", (json_int_t)a->tokens_generated,
+                          "memory_bytes", (json_int_t)a->memory_bytes, "kv_bytes", (json_int_t)a->kv_bytes,
+                          "created_at", a->created_at, "last_active_at", a->last_active_at);
+    json_object_set_new(j, "kind", json_string(a->kind));
+    return j;
+}
+
+/* ---- loading the store at start ------------------------------------------------------------ */
+static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
+    char path[1400];
+    if (strlen(id) >= SRV_ID_MAX) return dw_error_set(err, DW_ERR_FORMAT, "store: '%.64s...' is not an actor id", id);
+    snprintf(path, sizeof path, "%s/actors/%s/actor.json", srv->store, id);
+    char *text;
+    size_t len;
+    if (dw_file_read_all(path, 1 << 20, &text, &len, err) != DW_OK) return err->status;
+    json_error_t je;
+    json_t *j = json_loadb(text, len, 0, &je);
+    free(text);
+    const char *jid = NULL, *owner = NULL, *module = NULL, *kind = "actor", *model = NULL, *system = NULL;
+    json_t *st = NULL;
+    double created = 0, temp = 0, top_p = 1;
+    json_int_t seed = 0, turns = 0, gen = 0;
+    int max_tokens = 256, ctx_tokens = 0;
+    if (!j || json_unpack_ex(j, &je, 0, "{s:s, s:s, s:s, s?:s, s?:F, s:o, s?:I, s?:i, s?:I}", "id", &jid, "owner", &owner,
+                             "module", &module, "kind", &kind, "created_at", &created, "settings", &st, "turns",
+                             &turns, "context_tokens", &ctx_tokens, "tokens_generated", &gen) ||
+        json_unpack_ex(st, &je, 0, "{s:s, s?:s, s?:F, s?:F, s?:I, s?:i}", "model", &model, "system", &system,
+                       "temperature", &temp, "top_p", &top_p, "seed", &seed, "max_tokens", &max_tokens) ||
+        strcmp(jid, id)) {
+        json_decref(j);
+        return dw_error_set(err, DW_ERR_FORMAT, "%s: not an actor record (%s)", path, je.text);
+    }
+    const srv_module *m = NULL;
+    for (int i = 0; i < srv->n_modules; i++)
+        if (!strcmp(srv->modules[i].name, module)) m = &srv->modules[i];
+    if (!m || !dw_runtime_model_dir(srv->rt, model)) {
+        dw_status s = dw_error_set(err, DW_ERR_NOT_FOUND, "%s: module '%s' or model '%s' is not served now", path,
+                                   module, model);
+        json_decref(j);
+        return s;
+    }
+    srv_actor *a = entry_new();
+    snprintf(a->id, sizeof a->id, "%.*s", SRV_ID_MAX - 1, id);
+    snprintf(a->owner, sizeof a->owner, "%s", owner);
+    snprintf(a->kind, sizeof a->kind, "%s", kind);
+    a->module = m;
+    snprintf(a->settings.model, sizeof a->settings.model, "%s", model);
+    a->settings.system = system ? strdup(system) : NULL;
+    a->settings.temperature = temp, a->settings.top_p = top_p, a->settings.seed = seed, a->settings.max_tokens = max_tokens;
+    a->created_at = a->last_active_at = created;
+    a->last_active = dw__now_s();
+    a->turns = (uint64_t)turns, a->context_tokens = ctx_tokens, a->tokens_generated = (uint64_t)gen;
+    json_decref(j);
+    /* the newest snapshot; older ones and unfinished temporary files are left-overs of a crash */
+    char dir[1100];
+    actor_dir(srv, a, dir, sizeof dir);
+    DIR *d = opendir(dir);
+    uint64_t newest = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        unsigned long long n;
+        char tail[8];
+        if (sscanf(e->d_name, "snap-%16llu.dw%1s", &n, tail) == 2 && !strcmp(tail, "a") && strlen(e->d_name) == 25 &&
+            n > newest)
+            newest = n;
+    }
+    if (d) rewinddir(d);
+    while (d && (e = readdir(d))) {
+        char keep[40];
+        snprintf(keep, sizeof keep, "snap-%016" PRIu64 ".dwa", newest);
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, keep) || !strcmp(e->d_name, "actor.json") ||
+            !strcmp(e->d_name, "turns.log"))
+            continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%.1100s/%.255s", dir, e->d_name);
+        unlink(p);
+    }
+    if (d) closedir(d);
+    a->snap_turns = newest;
+    if (newest > a->turns) a->turns = newest;
+    char log_path[1200];
+    actor_file(srv, a, "turns.log", log_path, sizeof log_path);
+    uint64_t last;
+    if (srv_log_scan(log_path, 1, NULL, NULL, &last, err) != DW_OK) {
+        entry_free(a);
+        return err->status;
+    }
+    if (last > a->turns) a->turns = last;
+    link_entry(srv, a);
+    return DW_OK;
+}
+
+dw_status srv_actors_load(srv_server *srv, dw_error *err) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/actors", srv->store);
+    if (mkdir(srv->store, 0700) != 0 && errno != EEXIST)
+        return dw_error_set(err, DW_ERR_IO, "--store %s: %s", srv->store, strerror(errno));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return dw_error_set(err, DW_ERR_IO, "%s: %s", dir, strerror(errno));
+    DIR *d = opendir(dir);
+    if (!d) return dw_error_set(err, DW_ERR_IO, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        dw_error le;
+        if (load_one(srv, e->d_name, &le) != DW_OK)
+            fprintf(stderr, "driftwood serve: store: skipping actor %s: %s\n", e->d_name, le.message);
+    }
+    closedir(d);
+    return DW_OK;
+}
+
+/* ---- the reaper ------------------------------------------------------------------------------ */
+void *srv_reaper_main(void *arg) {
+    srv_server *srv = arg;
+    struct timespec until;
+    pthread_mutex_lock(&srv->lock);
+    while (!srv->stopping) {
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 250 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&srv->reaper_cv, &srv->lock, &until);
+        if (srv->stopping) break;
+        double now = dw__now_s();
+        size_t resident = 0;
+        srv_actor *claimed[64];
+        int n = 0;
+        for (srv_actor *a = srv->actors; a; a = a->next) resident += a->memory_bytes + a->kv_bytes;
+        for (srv_actor *a = srv->actors; a && n < 64; a = a->next)
+            if (a->actor && !a->busy && now - a->last_active >= srv->o.idle_seconds) {
+                a->busy = SRV_BUSY_UPKEEP, a->refs++, claimed[n++] = a;
+                resident -= a->memory_bytes + a->kv_bytes;
+            }
+        while (resident > srv->o.memory_budget && n < 64) { /* least recently used first */
+            srv_actor *lru = NULL;
+            for (srv_actor *a = srv->actors; a; a = a->next)
+                if (a->actor && !a->busy && (!lru || a->last_active < lru->last_active)) lru = a;
+            if (!lru) break;
+            lru->busy = SRV_BUSY_UPKEEP, lru->refs++, claimed[n++] = lru;
+            resident -= lru->memory_bytes + lru->kv_bytes;
+        }
+        pthread_mutex_unlock(&srv->lock);
+        for (int i = 0; i < n; i++) {
+            dw_error err;
+            if (srv_actor_hibernate(srv, claimed[i], &err) != DW_OK)
+                fprintf(stderr, "driftwood serve: hibernating actor %s: %s\n", claimed[i]->id, err.message);
+            srv_actor_release(srv, claimed[i]);
+        }
+        pthread_mutex_lock(&srv->lock);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}

@@ -1,0 +1,271 @@
+/* HTTP on libmicrohttpd: one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so a
+ * request handler may block while its turn runs on a worker, and a streaming response's reader
+ * waits for the worker's next bytes; a connection silent for --request-timeout is closed by the
+ * library (slow clients cost their own thread only). This file reads requests (body size limit,
+ * the bearer key), routes them and writes responses: JSON, OpenAI-shaped errors and server-sent
+ * events. */
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+#include "server/server_impl.h"
+
+static int queue(srv_request *r, unsigned status, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    int ret = MHD_queue_response(r->con, status, resp);
+    MHD_destroy_response(resp);
+    r->responded = 1;
+    return ret;
+}
+
+int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)bytes, MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    return queue(r, status, resp);
+}
+
+int srv_respond_json(srv_request *r, unsigned status, json_t *body) {
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    return queue(r, status, resp);
+}
+
+int srv_respond_error(srv_request *r, unsigned status, const char *type, const char *code, const char *param,
+                      const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *e = json_pack("{s:s, s:s, s:o, s:o}", "message", msg, "type", type, "param",
+                          param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
+    return srv_respond_json(r, status, json_pack("{s:o}", "error", e));
+}
+
+json_t *srv_request_json(srv_request *r) {
+    json_error_t je;
+    json_t *j = r->body_len ? json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    if (!j) {
+        srv_respond_error(r, 400, "invalid_request_error", "invalid_json", NULL,
+                          "We could not parse the JSON body of your request: %s",
+                          r->body_len ? je.text : "the body is empty");
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        srv_respond_error(r, 400, "invalid_request_error", "invalid_json", NULL, "The request body must be a JSON object.");
+        return NULL;
+    }
+    return j;
+}
+
+int srv_reject_unknown_fields(srv_request *r, json_t *body, const char *const *allowed) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = !strcmp(*a, k);
+        if (!ok) {
+            srv_respond_error(r, 400, "invalid_request_error", "unknown_parameter", k,
+                              "Unrecognized request argument supplied: %s", k);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int srv_take_stream_slot(srv_request *r) {
+    srv_server *srv = r->srv;
+    if (r->key < 0) return 1;
+    pthread_mutex_lock(&srv->lock);
+    int ok = srv->keys[r->key].streams < srv->o.max_streams_per_key;
+    if (ok) srv->keys[r->key].streams++, srv->streams_open++;
+    pthread_mutex_unlock(&srv->lock);
+    if (!ok)
+        srv_respond_error(r, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                          "This key already has %d requests generating; wait for one to finish.",
+                          srv->o.max_streams_per_key);
+    return ok;
+}
+
+void srv_give_stream_slot(srv_server *srv, int key) {
+    if (key < 0) return;
+    pthread_mutex_lock(&srv->lock);
+    srv->keys[key].streams--, srv->streams_open--;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+int srv_respond_turn_error(srv_request *r, srv_turn *t) {
+    const char *type = t->http_status == 400 ? "invalid_request_error" : "server_error";
+    return srv_respond_error(r, (unsigned)t->http_status, type, t->error_code, NULL, "%s", t->error);
+}
+
+/* ---- server-sent events ------------------------------------------------------------------ */
+typedef struct stream_ctx {
+    srv_server *srv;
+    srv_stream *stream;
+    int key;
+} stream_ctx;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    stream_ctx *c = cls;
+    ssize_t n = srv_stream_read(c->stream, buf, max, 1.0);
+    if (n < 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n == 0) { /* nothing for a second: a comment line keeps proxies open and shows a client gone */
+        static const char keepalive[] = ": keep-alive\n\n";
+        if (max < sizeof keepalive - 1) return 0;
+        memcpy(buf, keepalive, sizeof keepalive - 1);
+        return (ssize_t)(sizeof keepalive - 1);
+    }
+    return n;
+}
+
+/* Called when the response ends: finished, or the client went away mid-stream. Either way its
+ * slot is free now; the turn itself runs to its end (and is logged) so the actor stays whole. */
+static void stream_free(void *cls) {
+    stream_ctx *c = cls;
+    srv_stream_close(c->stream);
+    srv_stream_release(c->stream);
+    srv_give_stream_slot(c->srv, c->key);
+    free(c);
+}
+
+int srv_respond_stream(srv_request *r, srv_turn *t) {
+    stream_ctx *c = calloc(1, sizeof *c);
+    DW_ASSERT(c);
+    c->srv = r->srv;
+    c->key = r->key;
+    c->stream = t->stream = srv_stream_new();
+    t->stream->refs++; /* the turn's and the response's */
+    srv_turn_submit(t);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, c, stream_free);
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    return queue(r, 200, resp);
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+static int route(srv_request *r) {
+    const char *u = r->url, *m = r->method;
+    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
+    if (get && (!strcmp(u, "/") || !strcmp(u, "/index.html"))) {
+        size_t len;
+        const unsigned char *page = srv_page(&len);
+        return srv_respond_bytes(r, 200, "text/html; charset=utf-8", page, len);
+    }
+    if (get && !strcmp(u, "/healthz")) return srv_respond_bytes(r, 200, "text/plain", "ok\n", 3);
+    if (!strcmp(m, "OPTIONS")) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        return queue(r, 204, resp);
+    }
+    /* everything else needs a key when the server has keys */
+    if (r->srv->n_keys) {
+        const char *auth = MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, "Authorization");
+        if (auth && !strncasecmp(auth, "Bearer ", 7)) r->key = srv_keys_find(r->srv->keys, r->srv->n_keys, auth + 7);
+        if (r->key < 0)
+            return srv_respond_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                                     auth ? "Incorrect API key provided." : "You didn't provide an API key.");
+        r->owner = r->srv->keys[r->key].owner;
+    }
+    if (r->body_too_large)
+        return srv_respond_error(r, 413, "invalid_request_error", "request_too_large", NULL,
+                                 "The request body is larger than %zu bytes.", r->srv->o.max_body_bytes);
+    static const struct {
+        const char *path;
+        int post; /* the method it takes: POST (1) or GET (0) */
+        int (*fn)(srv_request *r);
+    } fixed[] = {
+        {"/v1/models", 0, srv_api_models},
+        {"/v1/chat/completions", 1, srv_api_chat_completions},
+        {"/v1/completions", 1, srv_api_completions},
+        {"/v1/responses", 1, srv_api_responses},
+        {"/v1/stats", 0, srv_api_stats},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        int model_id = i == 0 && !strncmp(u, "/v1/models/", 11); /* GET /v1/models/{id} */
+        if (strcmp(u, fixed[i].path) && !model_id) continue;
+        if (fixed[i].post ? !post : !get)
+            return srv_respond_error(r, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                     "Method %s is not allowed for %s.", m, u);
+        return fixed[i].fn(r);
+    }
+    if (!strcmp(u, "/v1/actors")) return srv_api_actors(r, "");
+    if (!strncmp(u, "/v1/actors/", 11)) return srv_api_actors(r, u + 11);
+    return srv_respond_error(r, 404, "invalid_request_error", "not_found", NULL, "Unknown request URL: %s %s", m, u);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls) {
+    srv_server *srv = cls;
+    srv_request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        DW_ASSERT(r);
+        r->srv = srv, r->con = con, r->method = method, r->url = url, r->key = -1, r->owner = "anonymous";
+        *con_cls = r;
+        /* a declared length over the limit is refused before a byte of the body is read */
+        const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > srv->o.max_body_bytes) {
+            r->body_too_large = 1;
+            return (enum MHD_Result)srv_respond_error(r, 413, "invalid_request_error", "request_too_large", NULL,
+                                                      "The request body is larger than %zu bytes.",
+                                                      srv->o.max_body_bytes);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->body_too_large && r->body_len + *upload_size > srv->o.max_body_bytes) {
+            r->body_too_large = 1;
+            free(r->body);
+            r->body = NULL, r->body_len = r->body_cap = 0;
+        }
+        if (!r->body_too_large && !r->responded) {
+            if (r->body_len + *upload_size + 1 > r->body_cap) {
+                r->body_cap = (r->body_len + *upload_size + 1) * 2;
+                r->body = realloc(r->body, r->body_cap);
+                DW_ASSERT(r->body);
+            }
+            memcpy(r->body + r->body_len, upload_data, *upload_size);
+            r->body_len += *upload_size;
+            r->body[r->body_len] = 0;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->responded) return MHD_YES;
+    return (enum MHD_Result)route(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    srv_request *r = *con_cls;
+    if (!r) return;
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+struct MHD_Daemon *srv_http_start(srv_server *srv, const struct sockaddr *addr, dw_error *err) {
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)srv->o.request_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->o.max_connections,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+    if (!d) {
+        dw_error_set(err, DW_ERR_IO, "cannot listen on %s (taken, or not an address of this machine?)", srv->o.listen);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : 0;
+    return d;
+}
+
+void srv_http_stop(struct MHD_Daemon *d) {
+    if (d) MHD_stop_daemon(d);
+}

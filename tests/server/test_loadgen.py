@@ -1,0 +1,22 @@
+"""tools/loadgen.py against a server: every mode completes without errors and reports its numbers,
+and turn numbers come back in order (the actors mode checks each reply's turn)."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import KEY_A, ROOT
+
+
+def test_loadgen_modes(server):
+    for mode in ("chat", "actors", "responses"):
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "loadgen.py"), "--url", server.url, "--key",
+                              KEY_A, "-n", "4", "--rounds", "2", "--max-tokens", "8", "--mode", mode, "--json"],
+                             capture_output=True, text=True, timeout=120, env=os.environ)
+        assert out.returncode == 0, out.stderr + out.stdout
+        r = json.loads(out.stdout)
+        assert r["errors"] == 0 and r["requests"] == 8 and r["tokens"] > 0 and r["ttft_p50_ms"] > 0
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "loadgen.py"), "--url", server.url, "--key",
+                          "sk-not-a-key-0000000000", "-n", "2", "--max-tokens", "4", "--json"],
+                         capture_output=True, text=True, timeout=60, env=os.environ)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["errors"] == 2

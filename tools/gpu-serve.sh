@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs on the project's GPU machine: `driftwood serve --backend cuda` measured. Builds with
+# tools/gpu-check.sh (build step only; it also unpacks the carried Debian packages into
+# /tmp/dw-sysroot), makes a random Llama-3.2-1B-shaped bf16 model, then:
+#   - tools/loadgen.py: 1 and 64 concurrent streaming clients (chat, and 64 stateful actors);
+#   - tools/serve-measure.py: the turn log's fsync cost, and the wake-up of a hibernated actor with
+#     4,096 tokens of context against re-prefilling it, and after SIGKILL.
+# Results (JSON and the server's log) go to $OUT. Prepare here with tools/gpu-prepare.sh and carry
+# .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=build-gpu
+OUT="${OUT:-$PWD/$B/out}"
+mkdir -p "$OUT"
+DW_GPU_STEPS=none OUT="$OUT" tools/gpu-check.sh >"$OUT/gpu-check.txt" 2>&1
+[ -x "$B/bin/driftwood" ] || { echo "gpu-serve: the build failed ($OUT/build.log)"; exit 1; }
+export LD_LIBRARY_PATH="/tmp/dw-sysroot/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONPATH="$PWD/.carry/python${PYTHONPATH:+:$PYTHONPATH}"
+clients=${DW_SERVE_CLIENTS:-64}
+tokens=${DW_SERVE_TOKENS:-128}
+dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
+model=/tmp/dw-serve-1b
+[ -f "$model/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape llama-3.2-1b --dtype bf16 --out "$model" \
+    --tokenizer-dir "$dw_tok" >"$OUT/mkmodel.txt" 2>&1 || { echo "gpu-serve: mkmodel failed"; exit 1; }
+
+# 8,192-token sessions (256 MiB of bf16 KV each for this shape): 64 of them fit in the budget
+store=/tmp/dw-serve-store
+rm -rf "$store"
+"$B/bin/driftwood" serve --backend cuda --model "$model" --listen 127.0.0.1:8080 --store "$store" --ctx 8192 \
+    --memory-budget $((48 << 30)) --max-streams 256 --workers 128 --max-tokens 8192 >"$OUT/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; sleep 0.1; done
+rc=0
+for run in "1 chat" "$clients chat" "$clients actors"; do
+    set -- $run
+    timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --rounds 2 --max-tokens "$tokens" \
+        --mode "$2" --json >"$OUT/loadgen-$1-$2.json" 2>>"$OUT/loadgen.err" || rc=1
+    cat "$OUT/loadgen-$1-$2.json"
+done
+kill -TERM "$server"; wait "$server"
+timeout 400 python3 tools/serve-measure.py --build "$B" --backend cuda --model "$model" --ctx 8192 --context 4096 \
+    --turns 40 --json >"$OUT/serve-measure.json" 2>"$OUT/serve-measure.err" || rc=1
+cat "$OUT/serve-measure.json"
+exit $rc

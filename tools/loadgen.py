@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Load generator for `driftwood serve`: N concurrent clients, each streaming requests one after
+another for a number of rounds, over real HTTP (httpx, asyncio). Prints the aggregate generated
+tokens per second, time to first token (p50, p99), errors; --json prints one JSON object instead.
+
+Modes:
+  chat       POST /v1/chat/completions, stream, stream_options.include_usage (stateless)
+  actors     each client owns an actor (POST /v1/actors) and sends it --rounds turns
+             (POST /v1/actors/ID/messages, stream): stateful conversations, which the server may
+             hibernate and wake in between (see --pause)
+  responses  each client continues its own /v1/responses chain (previous_response_id)
+
+Usage: tools/loadgen.py --url http://127.0.0.1:8080 [--key KEY] [-n 64] [--rounds 1]
+                        [--max-tokens 128] [--mode chat|actors|responses] [--pause S] [--json]
+(PYTHONPATH must reach httpx: .deps/python here, .carry/python on the GPU machine.)"""
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import httpx
+
+
+def percentile(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+class Stats:
+    def __init__(self):
+        self.ttft, self.tokens, self.requests, self.errors, self.messages = [], 0, 0, 0, []
+
+    def error(self, what):
+        self.errors += 1
+        if len(self.messages) < 5:
+            self.messages.append(what)
+
+
+async def sse(client, path, body, on_event):
+    """POSTs body and calls on_event(json) for each data event; returns the time to the first
+    text (seconds) or None."""
+    t0 = time.perf_counter()
+    first = None
+    async with client.stream("POST", path, json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            ev = json.loads(line[6:])
+            if on_event(ev) and first is None:
+                first = time.perf_counter() - t0
+    return first
+
+
+async def client_chat(client, args, i, stats):
+    for k in range(args.rounds):
+        usage = {}
+
+        def on(ev):
+            if ev.get("usage"):
+                usage.update(ev["usage"])
+            if "error" in ev:
+                raise RuntimeError(ev["error"]["message"])
+            return any(c.get("delta", {}).get("content") for c in ev.get("choices", []))
+
+        body = {"model": args.model, "messages": [{"role": "user", "content": f"{args.prompt} ({i}.{k})"}],
+                "max_tokens": args.max_tokens, "temperature": args.temperature, "stream": True,
+                "stream_options": {"include_usage": True}}
+        try:
+            ttft = await sse(client, "/v1/chat/completions", body, on)
+            stats.requests += 1
+            stats.tokens += usage.get("completion_tokens", 0)
+            if ttft is not None:
+                stats.ttft.append(ttft)
+        except Exception as e:  # noqa: BLE001 - every failure counts as an error
+            stats.error(str(e))
+        if args.pause:
+            await asyncio.sleep(args.pause)
+
+
+async def client_actor(client, args, i, stats):
+    try:
+        r = await client.post("/v1/actors", json={"max_tokens": args.max_tokens, "temperature": args.temperature})
+        r.raise_for_status()
+        actor = r.json()["id"]
+    except Exception as e:  # noqa: BLE001
+        stats.error(f"create: {e}")
+        return
+    expected_turn = 0
+    for k in range(args.rounds):
+        done = {}
+
+        def on(ev):
+            if ev.get("type") == "error":
+                raise RuntimeError(ev["error"]["message"])
+            if ev.get("type") == "done":
+                done.update(ev)
+            return ev.get("type") == "delta" and ev.get("text")
+
+        try:
+            ttft = await sse(client, f"/v1/actors/{actor}/messages", {"content": f"{args.prompt} ({k})", "stream": True}, on)
+            expected_turn += 1
+            if done.get("turn") != expected_turn:  # a lost or reordered turn
+                raise RuntimeError(f"actor {actor}: turn {done.get('turn')}, expected {expected_turn}")
+            stats.requests += 1
+            stats.tokens += done["usage"]["completion_tokens"]
+            if ttft is not None:
+                stats.ttft.append(ttft)
+        except Exception as e:  # noqa: BLE001
+            stats.error(str(e))
+        if args.pause:
+            await asyncio.sleep(args.pause)
+
+
+async def client_responses(client, args, i, stats):
+    prev = None
+    for k in range(args.rounds):
+        final = {}
+
+        def on(ev):
+            if ev.get("type") in ("response.completed", "response.incomplete"):
+                final.update(ev["response"])
+            if ev.get("type") == "response.failed":
+                raise RuntimeError(str(ev["response"].get("error")))
+            return ev.get("type") == "response.output_text.delta" and ev.get("delta")
+
+        body = {"model": args.model, "input": f"{args.prompt} ({k})", "max_output_tokens": args.max_tokens,
+                "temperature": args.temperature, "stream": True}
+        if prev:
+            body["previous_response_id"] = prev
+        try:
+            ttft = await sse(client, "/v1/responses", body, on)
+            prev = final["id"]
+            stats.requests += 1
+            stats.tokens += final["usage"]["output_tokens"]
+            if ttft is not None:
+                stats.ttft.append(ttft)
+        except Exception as e:  # noqa: BLE001
+            stats.error(str(e))
+        if args.pause:
+            await asyncio.sleep(args.pause)
+
+
+async def main(args):
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    limits = httpx.Limits(max_connections=args.n + 4, max_keepalive_connections=args.n + 4)
+    stats = Stats()
+    run = {"chat": client_chat, "actors": client_actor, "responses": client_responses}[args.mode]
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(run(client, args, i, stats) for i in range(args.n)))
+        wall = time.perf_counter() - t0
+    p50, p99 = percentile(stats.ttft, 50), percentile(stats.ttft, 99)
+    out = {"mode": args.mode, "clients": args.n, "rounds": args.rounds, "requests": stats.requests,
+           "errors": stats.errors, "tokens": stats.tokens, "wall_s": round(wall, 3),
+           "tok_per_s": round(stats.tokens / wall, 1) if wall > 0 else 0,
+           "ttft_p50_ms": round(p50 * 1e3, 1) if p50 is not None else None,
+           "ttft_p99_ms": round(p99 * 1e3, 1) if p99 is not None else None, "error_samples": stats.messages}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.mode}: {args.n} clients x {args.rounds} rounds: {stats.requests} requests, {stats.errors} errors, "
+              f"{stats.tokens} tokens in {wall:.2f} s = {out['tok_per_s']} tok/s; "
+              f"TTFT p50 {out['ttft_p50_ms']} ms, p99 {out['ttft_p99_ms']} ms")
+        for m in stats.messages:
+            print("  error:", m, file=sys.stderr)
+    return 1 if stats.errors else 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8080")
+    ap.add_argument("--key", default=None)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("-n", type=int, default=16, help="concurrent clients")
+    ap.add_argument("--rounds", type=int, default=1, help="requests per client, one after another")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--prompt", default="Tell me a long story about the sea.")
+    ap.add_argument("--mode", choices=("chat", "actors", "responses"), default="chat")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds a client waits between its requests")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--json", action="store_true")
+    sys.exit(asyncio.run(main(ap.parse_args())))
