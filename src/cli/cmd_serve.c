@@ -26,19 +26,27 @@ DW_COMMAND(serve,
            "[--idle-seconds N] [--max-body BYTES] [--max-streams N] [--max-tokens N] [--default-max-tokens N] "
            "[--actor-memory BYTES] [--kv-memory BYTES] [--memory-budget BYTES] [--turn-timeout S] [--ctx N] "
            "[--workers N] [--request-timeout S] [--max-connections N] [--module NAME=FILE.wasm]... [--kv-f32] "
-           "[--no-fsync]",
+           "[--no-fsync] [--kv-pool BYTES] [--step-tokens N] [--no-batching]",
            "serve actors over HTTP: an OpenAI-compatible API, native actor endpoints, hibernation, a page at /") {
     dw_server_options o = {0};
     const char *models[MAX_MODELS], *module_specs[MAX_MODULES];
-    int n_models = 0, n_module_specs = 0, kv_f32 = 0;
+    int n_models = 0, n_module_specs = 0, kv_f32 = 0, batching = 1;
+    size_t kv_pool = 0;
+    long step_tokens = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long l;
         double d;
-        int need_value = strcmp(a, "--kv-f32") && strcmp(a, "--no-fsync");
+        int need_value = strcmp(a, "--kv-f32") && strcmp(a, "--no-fsync") && strcmp(a, "--no-batching");
         if (need_value && !v) return dw_cli_fail("serve: option '%s' needs a value (or is unknown)", a);
         if (!strcmp(a, "--kv-f32")) kv_f32 = 1;
         else if (!strcmp(a, "--no-fsync")) o.no_fsync = 1;
+        else if (!strcmp(a, "--no-batching")) batching = 0;
+        else if (!strcmp(a, "--kv-pool")) {
+            if (parse_size(a, v, &kv_pool)) return 1;
+        } else if (!strcmp(a, "--step-tokens")) {
+            if (dw_cli_parse_long(a, v, 1, 65536, &step_tokens)) return 1;
+        }
         else if (!strcmp(a, "--listen")) o.listen = v;
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--store")) o.store_dir = v;
@@ -91,7 +99,11 @@ DW_COMMAND(serve,
         dw_cli_fail("serve: %s", err.message);
         goto done;
     }
-    if (dw_cli_register_models(rt, models, n_models, &(dw_model_use_options){.kv_f32 = kv_f32}, NULL)) goto done;
+    /* Every model batches its actors' steps (engine.h, "Batching") unless --no-batching: one KV pool
+     * of --kv-pool bytes per model (default 1 GiB). */
+    dw_model_use_options uo = {.kv_f32 = kv_f32, .batching = batching,
+                               .batch = {.kv_memory = kv_pool, .step_tokens = (int)step_tokens}};
+    if (dw_cli_register_models(rt, models, n_models, &uo, NULL)) goto done;
     size_t wasm_len;
     const unsigned char *wasm = dw__embedded_chat_actor(&wasm_len);
     modules[0] = (dw_server_module){.name = "chat", .chat_protocol = 1};
