@@ -505,17 +505,19 @@ TEST(actor_snapshot_refuses_module_with_hidden_mutable_global) {
     chat_teardown(&c);
 }
 
-TEST(actor_snapshot_onto_another_model_rebuilds_and_continues) {
+/* A snapshot restored onto another model (its KV rebuilt from the text), batching on (paged KV)
+ * on both sides or off on both. */
+static void onto_another_model(int batching, int *dw_test_failed_) {
     dw_error err;
     chat_fixture c, d;
-    CHECK_OK(chat_setup(&c, dw_test_model_dir(), &err));
+    CHECK_OK(chat_setup_with(&c, dw_test_model_dir(), batching, &err));
     char other[600], cmd[1400], path[600];
-    snprintf(other, sizeof other, "%s/other-model", dw_test_tmp_dir());
+    snprintf(other, sizeof other, "%s/other-model-%d", dw_test_tmp_dir(), batching);
     snprintf(cmd, sizeof cmd, "%s/bin/driftwood mkmodel --shape tiny --dtype bf16 --seed 9 --out %s >/dev/null",
              dw_test_build_dir(), other);
     CHECK(system(cmd) == 0);
-    CHECK_OK(chat_setup(&d, other, &err));
-    snprintf(path, sizeof path, "%s/swap.snap", dw_test_tmp_dir());
+    CHECK_OK(chat_setup_with(&d, other, batching, &err));
+    snprintf(path, sizeof path, "%s/swap-%d.snap", dw_test_tmp_dir(), batching);
     dw_actor_options o = chat_options(&c), od = chat_options(&d);
     dw_actor *a, *b;
     CHECK_OK(dw_actor_create(c.rt, c.chat, &o, &a, &err));
@@ -534,3 +536,6 @@ TEST(actor_snapshot_onto_another_model_rebuilds_and_continues) {
     chat_teardown(&c);
     chat_teardown(&d);
 }
+
+TEST(actor_snapshot_onto_another_model_rebuilds_and_continues) { onto_another_model(0, dw_test_failed_); }
+TEST(actor_snapshot_onto_another_model_with_batching_rebuilds_and_continues) { onto_another_model(1, dw_test_failed_); }
