@@ -18,10 +18,12 @@ typedef struct side {
     dw_model *model;
 } side;
 
-static dw_status open_side(const char *backend, side *s, dw_error *err) {
+static dw_status open_side(const char *backend, side *s, int batching, dw_error *err) {
     memset(s, 0, sizeof *s);
     dw_status st = dw_backend_open(backend, &s->backend, err);
     if (!st) st = dw_model_load(dw_test_model_dir(), s->backend, NULL, &s->model, err);
+    dw_batch_options bo = {.kv_f32 = 1};
+    if (!st && batching) st = dw_model_batching_start(s->model, &bo, err);
     return st;
 }
 
@@ -44,7 +46,7 @@ static int32_t argmax(const float *x, int n) {
 }
 
 /* Saves a cache computed on `from` and restores it on `to`; compares with `to` computing it. */
-static void cross(const char *from_name, const char *to_name, int *failed_) {
+static void cross(const char *from_name, const char *to_name, int batching, int *failed_) {
     int *dw_test_failed_ = failed_;
     dw_error err;
     side from, to;
@@ -57,11 +59,11 @@ static void cross(const char *from_name, const char *to_name, int *failed_) {
     }
     CHECK_OK(st);
     dw_backend_close(probe);
-    CHECK_OK(open_side(from_name, &from, &err));
-    CHECK_OK(open_side(to_name, &to, &err));
+    CHECK_OK(open_side(from_name, &from, batching, &err));
+    CHECK_OK(open_side(to_name, &to, batching, &err));
     char tok_path[600], kv[600];
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", dw_test_model_dir());
-    snprintf(kv, sizeof kv, "%s/cross-%s-%s.kv", dw_test_tmp_dir(), from_name, to_name);
+    snprintf(kv, sizeof kv, "%s/cross-%s-%s-%d.kv", dw_test_tmp_dir(), from_name, to_name, batching);
     dw_tokenizer *tok;
     CHECK_OK(dw_tokenizer_load(tok_path, &tok, &err));
     int vocab = dw_model_get_config(from.model)->vocab_size;
@@ -97,5 +99,8 @@ static void cross(const char *from_name, const char *to_name, int *failed_) {
     close_side(&to), close_side(&from);
 }
 
-TEST(cuda_snapshot_taken_on_cuda_restores_on_cpu) { cross("cuda", "cpu", dw_test_failed_); }
-TEST(cuda_snapshot_taken_on_cpu_restores_on_cuda) { cross("cpu", "cuda", dw_test_failed_); }
+TEST(cuda_snapshot_taken_on_cuda_restores_on_cpu) { cross("cuda", "cpu", 0, dw_test_failed_); }
+/* The same with batching on both sides: the caches live in blocks of a pool (paged KV). */
+TEST(cuda_snapshot_with_batching_taken_on_cuda_restores_on_cpu) { cross("cuda", "cpu", 1, dw_test_failed_); }
+TEST(cuda_snapshot_with_batching_taken_on_cpu_restores_on_cuda) { cross("cpu", "cuda", 1, dw_test_failed_); }
+TEST(cuda_snapshot_taken_on_cpu_restores_on_cuda) { cross("cpu", "cuda", 0, dw_test_failed_); }
