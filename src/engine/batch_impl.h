@@ -144,8 +144,9 @@ dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits,
 void dw__batcher_free(dw_model *m);
 
 /* paged_session.c: the session calls of engine.h on a paged session (session.c dispatches). */
-dw_status dw__paged_session_init(dw_session *s, dw_error *err);
-void dw__paged_session_free(dw_session *s);
+/* A paged session (opts already checked and defaulted by dw_session_create) and its end. */
+dw_status dw__paged_session_create(dw_model *model, const dw_session_options *opts, dw_session **out, dw_error *err);
+void dw__paged_session_destroy(dw_session *s);
 dw_status dw__paged_truncate(dw_session *s, int n);
 dw_status dw__paged_kv_export(const dw_session *s, int layer, dw_dtype dtype, void *k, void *v, dw_error *err);
 dw_status dw__paged_import(dw_session *s, const int32_t *tokens, int n, dw_dtype dtype, const void *const *k,

@@ -8,7 +8,7 @@
 #include "engine/batch_impl.h"
 
 
-dw_status dw__paged_session_init(dw_session *s, dw_error *err) {
+static dw_status paged_init(dw_session *s, dw_error *err) {
     dw__batcher *b = s->model->batcher;
     s->paged = calloc(1, sizeof *s->paged);
     if (!s->paged) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
@@ -23,10 +23,14 @@ dw_status dw__paged_session_init(dw_session *s, dw_error *err) {
     return DW_OK;
 }
 
-void dw__paged_session_free(dw_session *s) {
+void dw__paged_session_destroy(dw_session *s) {
     dw__batcher *b = s->model->batcher;
     dw__paged *pg = s->paged;
-    if (!pg) return;
+    if (!pg) {
+        free(s->tokens);
+        free(s);
+        return;
+    }
     if (pg->table && b) {
         pthread_mutex_lock(&b->lock);
         dw__kv_release_from(b, s, 0);
@@ -38,8 +42,32 @@ void dw__paged_session_free(dw_session *s) {
     free(pg->host_kv);
     free(pg->table);
     free(pg);
-    s->paged = NULL;
+    free(s->tokens);
+    free(s);
 }
+
+/* A session of a batching model: tokens on the host, KV in the pool's blocks, no buffers of its own. */
+dw_status dw__paged_session_create(dw_model *model, const dw_session_options *o, dw_session **out, dw_error *err) {
+    const dw__kv_pool *pool = &model->batcher->pool;
+    if (o->kv_f32 && pool->dtype != DW_DTYPE_F32)
+        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "session: an F32 KV cache was asked for, but the batching pool is %s",
+                            dw_dtype_name(pool->dtype));
+    dw_session *s = calloc(1, sizeof *s);
+    if (!s) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
+    s->model = model;
+    s->ctx = o->ctx;
+    s->max_batch = o->max_batch;
+    s->kv_dtype = pool->dtype;
+    s->tokens = calloc((size_t)o->ctx, sizeof *s->tokens);
+    dw_status st = s->tokens ? paged_init(s, err) : dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
+    if (st) {
+        dw__paged_session_destroy(s);
+        return st;
+    }
+    *out = s;
+    return DW_OK;
+}
+
 
 dw_status dw__paged_truncate(dw_session *s, int n) {
     dw__batcher *b = s->model->batcher;
@@ -73,9 +101,9 @@ dw_status dw_session_fork(dw_session *parent, dw_session **child, dw_error *err)
     *child = NULL;
     if (!parent->paged)
         return dw_error_set(err, DW_ERR_UNSUPPORTED, "only sessions of a batching model can fork (start batching first)");
-    dw_session_options o = {.ctx = parent->ctx, .kv_f32 = parent->kv_dtype == DW_DTYPE_F32};
+    dw_session_options o = {.ctx = parent->ctx, .max_batch = parent->max_batch, .kv_f32 = parent->kv_dtype == DW_DTYPE_F32};
     dw_session *c;
-    dw_status st = dw_session_create(parent->model, &o, &c, err);
+    dw_status st = dw__paged_session_create(parent->model, &o, &c, err);
     if (st) return st;
     dw__batcher *b = parent->model->batcher;
     pthread_mutex_lock(&b->lock);
@@ -93,7 +121,7 @@ dw_status dw_session_fork(dw_session *parent, dw_session **child, dw_error *err)
     }
     pthread_mutex_unlock(&b->lock);
     if (st) {
-        dw_session_free(c);
+        dw__paged_session_destroy(c);
         return st;
     }
     *child = c;

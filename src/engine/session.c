@@ -28,28 +28,6 @@ uint64_t dw_session_kv_bytes(const dw_model *model, const dw_session_options *op
     return kv_plane_bytes(c, context_of(c, ctx < 0 ? 0 : ctx), kv_f32) * 2 * (uint64_t)c->n_layers;
 }
 
-/* A session of a batching model: tokens on the host, KV in the pool's blocks, no buffers of its own. */
-static dw_status create_paged(dw_model *model, const dw_session_options *o, dw_session **out, dw_error *err) {
-    const dw__kv_pool *pool = &model->batcher->pool;
-    if (o->kv_f32 && pool->dtype != DW_DTYPE_F32)
-        return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "session: an F32 KV cache was asked for, but the batching pool is %s",
-                            dw_dtype_name(pool->dtype));
-    dw_session *s = calloc(1, sizeof *s);
-    if (!s) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
-    s->model = model;
-    s->ctx = o->ctx;
-    s->max_batch = o->max_batch;
-    s->kv_dtype = pool->dtype;
-    s->tokens = calloc((size_t)o->ctx, sizeof *s->tokens);
-    dw_status st = s->tokens ? dw__paged_session_init(s, err) : dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
-    if (st) {
-        dw_session_free(s);
-        return st;
-    }
-    *out = s;
-    return DW_OK;
-}
-
 dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_session **out, dw_error *err) {
     *out = NULL;
     const dw_model_config *c = &model->cfg;
@@ -63,7 +41,7 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
                             model->dir, o.ctx, c->max_position_embeddings);
     if (o.max_batch == 0) o.max_batch = DEFAULT_BATCH;
     if (o.max_batch > o.ctx) o.max_batch = o.ctx;
-    if (model->batcher) return create_paged(model, &o, out, err);
+    if (model->batcher) return dw__paged_session_create(model, &o, out, err);
 
     dw_session *s = calloc(1, sizeof *s);
     if (!s) return dw_error_set(err, DW_ERR_NO_MEMORY, "session: out of memory");
@@ -113,9 +91,7 @@ fail:
 void dw_session_free(dw_session *s) {
     if (!s) return;
     if (s->paged) {
-        dw__paged_session_free(s);
-        free(s->tokens);
-        free(s);
+        dw__paged_session_destroy(s);
         return;
     }
     const dw_backend *c = s->model->backend;
