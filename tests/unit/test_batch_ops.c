@@ -226,8 +226,8 @@ static int pool_make(pool *pl, dw_backend *be, dw_dtype dt) {
     size_t esize = dt == DW_DTYPE_BF16 ? 2 : 4, bytes = (size_t)N_BLOCKS * KV_HEADS * BT * HD * esize;
     pl->kv = (dw_kv_pages){malloc(bytes), malloc(bytes), dt, KV_HEADS, HD, BT, N_BLOCKS};
     for (size_t i = 0; i < bytes / 2; i++) { /* garbage elsewhere: unused blocks must not matter */
-        ((uint16_t *)pl->kv.k)[i] = (uint16_t)(frand() * 30000);
-        ((uint16_t *)pl->kv.v)[i] = (uint16_t)(frand() * 30000);
+        ((uint16_t *)pl->kv.k)[i] = (uint16_t)(int)(frand() * 30000); /* frand() is in [-1, 1) */
+        ((uint16_t *)pl->kv.v)[i] = (uint16_t)(int)(frand() * 30000);
     }
     int perm[N_BLOCKS];
     for (int i = 0; i < N_BLOCKS; i++) perm[i] = i;
