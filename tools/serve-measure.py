@@ -9,12 +9,17 @@ docs/PERFORMANCE.md), on real server processes:
               against re-prefilling the whole conversation on a fresh actor (what a stateless
               server does), and against waking after a SIGKILL (snapshot + log replay)
 
+A context longer than the model's max_position_embeddings (the shipped tiny model has 2,048) is
+measured on a copy of the model directory whose config.json raises it to fit (the weights and
+tokenizer linked, not copied): the timing is what matters here, not the text.
+
 Usage: PYTHONPATH=.deps/python tools/serve-measure.py [--build build] [--backend cpu|cuda]
-         [--model DIR] [--context 1800] [--turns 40] [--json]"""
+         [--model DIR] [--context 4096] [--turns 40] [--only durability|wakeup] [--json]"""
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -83,7 +88,7 @@ def durability(args, fsync):
 def long_text(tokens):
     words = ("the sea and the mountains under a quiet sky where rivers run to distant towns and old "
              "stories wait for someone to tell them again ").split()
-    return " ".join(words[i % len(words)] for i in range(int(tokens * 0.9)))
+    return " ".join(words[i % len(words)] for i in range(int(tokens * 0.92)))
 
 
 def wakeup(args):
@@ -131,25 +136,57 @@ def wakeup(args):
     return out
 
 
+def fit_context(args, tmp):
+    """Points args.model at a copy of the model whose max_position_embeddings holds args.context
+    tokens and a reply, and sets args.ctx, when the model's own is too short."""
+    src = os.path.abspath(args.model or os.path.join(ROOT, "models", "driftwood-tiny"))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    need = args.context + 512
+    if not args.ctx:
+        args.ctx = need if need > min(cfg["max_position_embeddings"], 8192) else 0
+    if args.ctx <= cfg["max_position_embeddings"]:
+        return None
+    for name in os.listdir(src):
+        if name != "config.json":
+            os.symlink(os.path.join(src, name), os.path.join(tmp, name))
+    cfg["max_position_embeddings"] = args.ctx
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    args.model = tmp
+    return args.ctx
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.environ.get("DW_BUILD", "build"))
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--model", default=None)
     ap.add_argument("--ctx", type=int, default=0)
-    ap.add_argument("--context", type=int, default=1800, help="tokens of conversation before hibernating")
+    ap.add_argument("--context", type=int, default=4096, help="tokens of conversation before hibernating")
     ap.add_argument("--turns", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=("durability", "wakeup"), default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    res = {"durability": [durability(args, True), durability(args, False)], "wakeup": wakeup(args)}
+    res = {}
+    if args.only != "wakeup":
+        res["durability"] = [durability(args, True), durability(args, False)]
+    if args.only != "durability":
+        with tempfile.TemporaryDirectory() as tmp:
+            raised = fit_context(args, tmp)
+            res["wakeup"] = wakeup(args)
+            res["wakeup"]["ctx"] = args.ctx
+            res["wakeup"]["max_positions_raised_to"] = raised
     if args.json:
         print(json.dumps(res))
         return
-    for d in res["durability"]:
+    for d in res.get("durability", []):
         print(f"durability ({'fsync' if d['fsync'] else 'no fsync'}): log write {d['durable_ms_median']:.2f} ms median "
               f"(p90 {d['durable_ms_p90']:.2f}), turn {d['turn_ms_median']:.1f} ms median over {d['turns']} turns")
-    w = res["wakeup"]
+    w = res.get("wakeup")
+    if not w:
+        return
     print(f"wake-up at {w['context_tokens']} tokens of context: first token {w['wake_ttft_ms_median']:.1f} ms "
           f"(restore {w['wake_restore_ms_median']:.1f} ms, {w['wake_prefilled_tokens']} new tokens prefilled) vs "
           f"re-prefilling {w['reprefill_tokens']} tokens {w['reprefill_ttft_ms_median']:.1f} ms; after SIGKILL "
