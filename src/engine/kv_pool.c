@@ -1,5 +1,6 @@
 /* The paged KV pool of a batching model (batch_impl.h): fixed-size blocks with reference counts,
- * a free list kept in the order blocks were freed (least recently used first), copy on write,
+ * a free list (blocks that hold nothing reusable first, then those of the prefix cache, least
+ * recently freed first), copy on write,
  * the prefix cache that lets sessions share the blocks of a common prompt, and eviction of idle
  * sessions to host memory. Everything here runs under the batcher's lock. */
 #include <stdlib.h>
@@ -32,6 +33,17 @@ static void free_list_append(dw__kv_pool *p, int32_t b) {
     if (p->free_tail >= 0) p->blocks[p->free_tail].next = b;
     else p->free_head = b;
     p->free_tail = b;
+    k->in_free_list = 1;
+    p->n_free++;
+}
+
+static void free_list_prepend(dw__kv_pool *p, int32_t b) {
+    dw__kv_block *k = &p->blocks[b];
+    k->prev = -1;
+    k->next = p->free_head;
+    if (p->free_head >= 0) p->blocks[p->free_head].prev = b;
+    else p->free_tail = b;
+    p->free_head = b;
     k->in_free_list = 1;
     p->n_free++;
 }
@@ -145,9 +157,14 @@ void dw__kv_pool_free(dw__kv_pool *p, const dw_model *m) {
     memset(p, 0, sizeof *p);
 }
 
+/* A block nobody holds goes back to the free list, where allocation takes from the head: one the
+ * prefix cache knows goes to the tail (findable as long as possible, the least recently freed
+ * reused first), any other to the head (reused at once, so the pool's touched memory stays as
+ * small as the sessions need). */
 static void block_unref(dw__kv_pool *p, int32_t b) {
     if (--p->blocks[b].refs == 0) {
-        free_list_append(p, b); /* stays findable in the prefix cache until it is reused */
+        if (p->blocks[b].hash) free_list_append(p, b);
+        else free_list_prepend(p, b);
         p->n_used--;
     }
 }
