@@ -22,6 +22,7 @@
  * tile's rows, kernels_avx512.c). */
 #define ROWS_BLOCK_DECODE 16
 #define ROWS_BLOCK_BATCH 48
+#define ROWS_BLOCK_QDECODE 32 /* quantized rows are short: as the decode matvec (matmul_cpu.c) */
 /* attention_rows: keys per step of the online softmax (scores live on the stack) */
 #define PAGED_ATTN_CHUNK 128
 #define PAGED_ATTN_MAX_HEAD_DIM 512
@@ -153,15 +154,15 @@ void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x
     dw__cpu *c = ctx;
     DW_ASSERT(count >= 1 && count <= ROWS_MAX_MULTI && n >= 1);
     rows_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
-    j.block_rows = n == 1 ? ROWS_BLOCK_DECODE : ROWS_BLOCK_BATCH;
     int quant = 0, bf16 = 0;
+    for (int m = 0; m < count; m++) quant |= w[m]->qbits != 0;
+    j.block_rows = n > 1 ? ROWS_BLOCK_BATCH : quant ? ROWS_BLOCK_QDECODE : ROWS_BLOCK_DECODE;
     for (int m = 0; m < count; m++) {
         DW_ASSERT(w[m]->cols == w[0]->cols);
         j.out[m] = out[m];
         j.w[m] = w[m];
         j.bias[m] = bias ? bias[m] : NULL;
         j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
-        quant |= w[m]->qbits != 0;
         bf16 |= !w[m]->qbits && w[m]->dtype == DW_DTYPE_BF16;
     }
     pthread_mutex_lock(&c->rows_lock);
