@@ -4,8 +4,10 @@
  * (batch invariance): threads split over weight rows, rows and heads, never over a reduction.
  * matmul_rows runs the register-tiled rows_* kernels (kernels.h), or on bf16 weights, where the
  * set has it, rows_bf16_bx on the activations rounded to bf16 once per op (whatever n, so still
- * invariant); quantized weights are dequantized a few rows at a time into a per-thread panel
- * that serves every token. */
+ * invariant); on quantized weights, the set's quantized matvec over a tile of tokens (qk->rows,
+ * kernels_quant.h: each code read once for the tile) or token by token, on the tokens' group sums
+ * (and 4-bit layout, qk->prep4) made once per op: each output is the bits the decode matvec
+ * gives that token alone. */
 #include "backend/cpu/cpu_impl.h"
 
 #include <math.h>
@@ -20,8 +22,7 @@
  * tile's rows, kernels_avx512.c). */
 #define ROWS_BLOCK_DECODE 16
 #define ROWS_BLOCK_BATCH 48
-/* Quantized rows dequantized at a time (the panel: this many rows × k floats per thread). */
-#define QPANEL_ROWS 8
+#define ROWS_BLOCK_QDECODE 32 /* quantized rows are short: as the decode matvec (matmul_cpu.c) */
 /* attention_rows: keys per step of the online softmax (scores live on the stack) */
 #define PAGED_ATTN_CHUNK 128
 #define PAGED_ATTN_MAX_HEAD_DIM 512
@@ -40,7 +41,11 @@ typedef struct rows_job {
     const float *x; /* [n, k] */
     const uint16_t *xb; /* x rounded to bf16 [n, k] where the set has rows_bf16_bx, else NULL */
     int n, k;
-    float *panels; /* quantized: QPANEL_ROWS × k floats per thread */
+    /* quantized: per matrix, every token's group sums (lds floats a token) and, where the set
+     * prepares 4-bit inputs and the group size allows, every token's prep4 layout (ldp floats a
+     * token; NULL: the matvec reads x) */
+    const float *xsum[ROWS_MAX_MULTI], *xp[ROWS_MAX_MULTI];
+    size_t lds[ROWS_MAX_MULTI], ldp;
 } rows_job;
 
 static dw__matmul_fn rows_kernel(const dw__cpu_kernels *k, dw_dtype dtype) {
@@ -60,12 +65,20 @@ static void rows_task(void *arg, int task, int thread) {
     int r0 = (task - j->first_task[m]) * j->block_rows;
     int r1 = r0 + j->block_rows < rows ? r0 + j->block_rows : rows;
     float *out = j->out[m];
-    if (w->qbits) { /* each weight is dequantized once for all n tokens (exactly: per element) */
-        float *panel = j->panels + (size_t)thread * QPANEL_ROWS * k;
-        for (int r = r0; r < r1; r += QPANEL_ROWS) {
-            int nr = r1 - r < QPANEL_ROWS ? r1 - r : QPANEL_ROWS;
-            j->c->qk->dequant(panel, w, r, r + nr);
-            j->c->k->rows_f32(out + r, rows, j->x, k, j->n, panel, k, 0, nr);
+    if (w->qbits) {
+        const dw__cpu_qkernels *qk = j->c->qk;
+        const float *xs = j->xsum[m];
+        size_t lds = j->lds[m];
+        if (j->xp[m] && qk->rows4p) {
+            qk->rows4p(out, rows, j->xp[m], j->ldp, xs, lds, j->n, w, r0, r1);
+        } else if (j->xp[m]) {
+            for (int t = 0; t < j->n; t++)
+                qk->matvec4p(out + (size_t)t * rows, j->xp[m] + t * j->ldp, xs + t * lds, w, r0, r1);
+        } else if (qk->rows) {
+            qk->rows(out, rows, j->x, (size_t)k, xs, lds, j->n, w, r0, r1);
+        } else {
+            for (int t = 0; t < j->n; t++)
+                qk->matvec(out + (size_t)t * rows, j->x + (size_t)t * k, xs + t * lds, w, r0, r1);
         }
     } else if (w->dtype == DW_DTYPE_BF16 && j->xb) {
         j->c->k->rows_bf16_bx(out, rows, j->xb, k, j->n, w->data, k, r0, r1);
@@ -79,20 +92,77 @@ static void rows_task(void *arg, int task, int thread) {
     }
 }
 
+/* xsum[g] = Σ of inputs g·gs .. g·gs + gs - 1, as matmul_cpu.c sums them for the decode matvec
+ * (eight interleaved partial sums, then a fixed tree), so the bias term matches it bit for bit. */
+static void group_sums(float *xsum, const float *x, int k, int gs) {
+    for (int g = 0; g < k / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        float p[8] = {0};
+        for (int i = 0; i < gs; i += 8)
+            for (int l = 0; l < 8; l++) p[l] += xg[i + l];
+        xsum[g] = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+    }
+}
+
+/* The quantized matrices' per-token inputs, once per op: group sums per group size, and the
+ * 4-bit layout (prep4) where the set has one, k is in range and the group divides 128 (the
+ * decode matvec's condition, matmul_cpu.c); all from each token's row alone. */
+static void quant_inputs(dw__cpu *c, rows_job *j) {
+    const int n = j->n, k = j->k;
+    const size_t ldp = (DW_QPREP4_FLOATS(k) + 15) & ~(size_t)15;
+    size_t need = 0;
+    for (int m = 0; m < j->count; m++) {
+        if (!j->w[m]->qbits) continue;
+        need += (size_t)n * (k / j->w[m]->qgroup);
+        if (j->w[m]->qbits == 4 && c->qk->prep4 && k <= 65536 && 128 % j->w[m]->qgroup == 0) need += (size_t)n * ldp;
+    }
+    if (need > c->rows_qin_cap) {
+        free(c->rows_qin);
+        c->rows_qin = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
+        c->rows_qin_cap = c->rows_qin ? need : 0;
+    }
+    DW_ASSERT(c->rows_qin); /* ops cannot fail one by one: a few MB at most */
+    float *at = c->rows_qin;
+    j->ldp = ldp;
+    for (int m = 0; m < j->count; m++) {
+        const dw_cweight *w = j->w[m];
+        if (!w->qbits) continue;
+        int gs = w->qgroup, prep = w->qbits == 4 && c->qk->prep4 && k <= 65536 && 128 % gs == 0;
+        int same = 0; /* matrices with the same group size (and use of the layout) share them */
+        while (same < m && !(j->w[same]->qbits && j->w[same]->qgroup == gs && (!prep || j->xp[same]))) same++;
+        j->lds[m] = (size_t)(k / gs);
+        if (same < m) {
+            j->xsum[m] = j->xsum[same];
+            j->xp[m] = prep ? j->xp[same] : NULL;
+            continue;
+        }
+        float *xs = at;
+        at += (size_t)n * j->lds[m];
+        for (int t = 0; t < n; t++) group_sums(xs + t * j->lds[m], j->x + (size_t)t * k, k, gs);
+        j->xsum[m] = xs;
+        if (prep) {
+            float *xp = at;
+            at += (size_t)n * ldp;
+            for (int t = 0; t < n; t++) c->qk->prep4(xp + t * ldp, j->x + (size_t)t * k, k, gs);
+            j->xp[m] = xp;
+        }
+    }
+}
+
 void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
                          const dw_cweight *const *bias) {
     dw__cpu *c = ctx;
     DW_ASSERT(count >= 1 && count <= ROWS_MAX_MULTI && n >= 1);
     rows_job j = {.c = c, .count = count, .x = x, .n = n, .k = (int)w[0]->cols};
-    j.block_rows = n == 1 ? ROWS_BLOCK_DECODE : ROWS_BLOCK_BATCH;
     int quant = 0, bf16 = 0;
+    for (int m = 0; m < count; m++) quant |= w[m]->qbits != 0;
+    j.block_rows = n > 1 ? ROWS_BLOCK_BATCH : quant ? ROWS_BLOCK_QDECODE : ROWS_BLOCK_DECODE;
     for (int m = 0; m < count; m++) {
         DW_ASSERT(w[m]->cols == w[0]->cols);
         j.out[m] = out[m];
         j.w[m] = w[m];
         j.bias[m] = bias ? bias[m] : NULL;
         j.first_task[m + 1] = j.first_task[m] + (int)((w[m]->rows + j.block_rows - 1) / j.block_rows);
-        quant |= w[m]->qbits != 0;
         bf16 |= !w[m]->qbits && w[m]->dtype == DW_DTYPE_BF16;
     }
     pthread_mutex_lock(&c->rows_lock);
@@ -107,16 +177,7 @@ void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x
         c->k->f32_to_bf16(c->rows_xb, x, (int)need);
         j.xb = c->rows_xb;
     }
-    if (quant) {
-        size_t need = (size_t)QPANEL_ROWS * j.k * (size_t)c->n_threads;
-        if (need > c->rows_panel_cap) {
-            free(c->rows_panels);
-            c->rows_panels = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
-            c->rows_panel_cap = c->rows_panels ? need : 0;
-        }
-        DW_ASSERT(c->rows_panels); /* ops cannot fail one by one: a few MB at most */
-        j.panels = c->rows_panels;
-    }
+    if (quant) quant_inputs(c, &j);
     /* one token: one linear stream per thread, as the decode matvec */
     if (n == 1) dw_threadpool_run_ranges(c->pool, j.first_task[count], rows_task, &j);
     else dw_threadpool_run(c->pool, j.first_task[count], rows_task, &j);

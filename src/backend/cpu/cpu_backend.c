@@ -157,7 +157,7 @@ static void cpu_destroy(void *ctx) {
     pthread_mutex_destroy(&c->gemm_lock);
     pthread_mutex_destroy(&c->probe_lock);
     pthread_mutex_destroy(&c->rows_lock);
-    free(c->rows_panels);
+    free(c->rows_qin);
     free(c->rows_xb);
     dw__membw_free(c->probe);
     free(c->xt);

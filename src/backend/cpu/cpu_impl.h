@@ -25,10 +25,10 @@ typedef struct dw__cpu {
     size_t xt_cap;      /* floats */
     float *panels;      /* quantized prefill: per thread [rows per task, k] of dequantized rows */
     size_t panel_cap;   /* floats per thread */
-    /* matmul_rows on quantized weights: per-thread panels of dequantized rows (batch_cpu.c) */
+    /* matmul_rows scratch (batch_cpu.c), one op at a time */
     pthread_mutex_t rows_lock;
-    float *rows_panels;
-    size_t rows_panel_cap; /* floats, all threads */
+    float *rows_qin;       /* quantized weights: the tokens' group sums and 4-bit input layouts */
+    size_t rows_qin_cap;   /* floats */
     uint16_t *rows_xb;     /* the activations rounded to bf16 (k->rows_bf16_bx) */
     size_t rows_xb_cap;    /* elements */
     /* memory_bandwidth's probe buffer, kept for the next call of the same size (a benchmark

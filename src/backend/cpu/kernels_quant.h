@@ -4,7 +4,8 @@
  * block of rows). Scalar references (kernels_quant_ref.c) and AVX2 / AVX-512 versions
  * (kernels_quant_avx2.c and kernels_quant_avx512.c over one body, kernels_quant_x86_body.h; the
  * 4-bit decode with AVX512_VNNI in kernels_quant_vnni.c). The CPU
- * backend picks a set with its float kernels (kernels_dispatch.c) and runs them in matmul_cpu.c. */
+ * backend picks a set with its float kernels (kernels_dispatch.c) and runs them in matmul_cpu.c,
+ * and the batched step's product (rows, rows4p: the matvec over a tile of tokens) in batch_cpu.c. */
 #ifndef DW_BACKEND_CPU_KERNELS_QUANT_H
 #define DW_BACKEND_CPU_KERNELS_QUANT_H
 
@@ -18,6 +19,13 @@ typedef void (*dw__qmatvec_fn)(float *out, const float *x, const float *xsum, co
 /* dst[(r - r0)·cols + i] = w[r][i] as f32 for r in [r0, r1). */
 typedef void (*dw__qdequant_fn)(float *dst, const dw_cweight *w, int r0, int r1);
 
+/* The batched product (matmul_rows): out[t·ldo + r] for tokens t < n and rows r in [r0, r1), token
+ * t's inputs at x + t·ldx (matvec's x, or prep4's xp for the 4-bit one) and group sums at
+ * xsum + t·lds. Each output is computed exactly as the set's matvec (or matvec4p) computes it for
+ * that token alone: the same operations in the same order, whatever n, the tile or the rows. */
+typedef void (*dw__qrows_fn)(float *out, int ldo, const float *x, size_t ldx, const float *xsum, size_t lds, int n,
+                             const dw_cweight *w, int r0, int r1);
+
 typedef struct dw__cpu_qkernels {
     const char *isa; /* "ref", "avx2", "avx512", "avx512vnni" */
     dw__qmatvec_fn matvec;
@@ -28,6 +36,10 @@ typedef struct dw__cpu_qkernels {
      * matvec reads x as it is. */
     void (*prep4)(float *xp, const float *x, int k, int gs);
     dw__qmatvec_fn matvec4p; /* with prep4: the 4-bit matvec on xp */
+    /* (optional) matvec and matvec4p on a tile of tokens at once, reading each code once for
+     * all of them (dw__qrows_fn); NULL: the caller runs the matvec token by token (the same bits). */
+    dw__qrows_fn rows;
+    dw__qrows_fn rows4p;
 } dw__cpu_qkernels;
 
 /* Room for prep4's layout of k inputs. */
@@ -41,6 +53,8 @@ extern const dw__cpu_qkernels dw__cpu_qkernels_avx512;
 extern const dw__cpu_qkernels dw__cpu_qkernels_avx512vnni;
 void dw__qprep4_vnni(float *xp, const float *x, int k, int gs);
 void dw__qmatvec4_vnni(float *out, const float *xp, const float *xsum, const dw_cweight *w, int r0, int r1);
+void dw__qrows4_vnni(float *out, int ldo, const float *xp, size_t ldx, const float *xsum, size_t lds, int n,
+                     const dw_cweight *w, int r0, int r1);
 #endif
 
 /* Every quantized set this CPU can run, reference first, the default last; returns the count. */

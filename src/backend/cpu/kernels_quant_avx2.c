@@ -14,6 +14,8 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx2 = {
     /* .dequant  = */ qdequant_avx2,
     /* .prep4    = */ NULL,
     /* .matvec4p = */ NULL,
+    /* .rows     = */ NULL, /* the matvec token by token */
+    /* .rows4p   = */ NULL,
 };
 
 #endif

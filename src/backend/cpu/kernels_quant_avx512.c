@@ -139,6 +139,8 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx512 = {
     /* .dequant  = */ qdequant_avx512,
     /* .prep4    = */ prep4_avx512,
     /* .matvec4p = */ qmatvec4_avx512,
+    /* .rows     = */ NULL, /* the matvec token by token */
+    /* .rows4p   = */ NULL,
 };
 
 const dw__cpu_qkernels dw__cpu_qkernels_avx512vnni = {
@@ -147,6 +149,8 @@ const dw__cpu_qkernels dw__cpu_qkernels_avx512vnni = {
     /* .dequant  = */ qdequant_avx512,
     /* .prep4    = */ dw__qprep4_vnni,
     /* .matvec4p = */ dw__qmatvec4_vnni,
+    /* .rows     = */ NULL,
+    /* .rows4p   = */ dw__qrows4_vnni,
 };
 
 #endif

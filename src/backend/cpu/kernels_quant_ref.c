@@ -38,4 +38,6 @@ const dw__cpu_qkernels dw__cpu_qkernels_ref = {
     /* .dequant  = */ qdequant_ref,
     /* .prep4    = */ NULL,
     /* .matvec4p = */ NULL,
+    /* .rows     = */ NULL, /* the matvec token by token */
+    /* .rows4p   = */ NULL,
 };

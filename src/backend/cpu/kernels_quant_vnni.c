@@ -149,4 +149,97 @@ VNNI void dw__qmatvec4_vnni(float *out, const float *xp, const float *xsum, cons
     for (; r < r1; r++) QMV_VNNI_ROWS(1);
 }
 
+/* The batched product (kernels_quant.h, rows4p): NR rows × NT tokens at once, each 64-byte chunk
+ * of a row's codes loaded and split into nibbles once for the NT tokens. Per (row, token) the very
+ * operations of QMV_VNNI_ROWS on that token alone, in its order: the factors scale_g·d_g of each
+ * 16-group block (kept on the stack), the chunk's four vpdpwssd from zero, to f32, times the
+ * permuted factor, added into the pair's sum; the bias terms (bias_g·xsum[g], in blocks of 16)
+ * summed first, apart. */
+#define QRV_TILE(NR, NT)                                                                                        \
+    do {                                                                                                       \
+        const uint8_t *q[NR];                                                                                  \
+        __m512 t[NR][NT], f[NR][NT];                                                                           \
+        float bias[NR][NT];                                                                                    \
+        const char *pf = (const char *)w->data + (size_t)(r + NR) * rowbytes; /* the next rows */              \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                                  \
+            q[i] = (const uint8_t *)w->data + (size_t)(r + i) * rowbytes;                                       \
+            _Pragma("GCC unroll 4") for (int u = 0; u < NT; u++) {                                              \
+                const float *xs = xsum + (size_t)(tk + u) * lds;                                                \
+                __m512 bacc = _mm512_setzero_ps();                                                             \
+                for (int g0 = 0; g0 < groups; g0 += 16) {                                                      \
+                    const __mmask16 gm = groups - g0 >= 16 ? 0xFFFF : (__mmask16)((1u << (groups - g0)) - 1);  \
+                    bacc = _mm512_fmadd_ps(sb16(w->qbiases, w->qsdtype, (size_t)(r + i) * groups + g0, gm),    \
+                                           _mm512_maskz_loadu_ps(gm, xs + g0), bacc);                          \
+                }                                                                                              \
+                bias[i][u] = _mm512_reduce_add_ps(bacc);                                                       \
+                t[i][u] = _mm512_setzero_ps();                                                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int g0 = 0; g0 < groups; g0 += 16) {                                                              \
+            const __mmask16 gm = groups - g0 >= 16 ? 0xFFFF : (__mmask16)((1u << (groups - g0)) - 1);          \
+            _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                              \
+                const __m512 s = sb16(w->qscales, w->qsdtype, (size_t)(r + i) * groups + g0, gm);              \
+                _Pragma("GCC unroll 4") for (int u = 0; u < NT; u++) f[i][u] =                                  \
+                    _mm512_mul_ps(s, _mm512_maskz_loadu_ps(gm, dof(tk + u) + g0));                              \
+            }                                                                                                  \
+            const int c1 = ((g0 + 16 < groups ? g0 + 16 : groups) * gs + 127) / 128;                           \
+            for (int c = g0 * gs / 128; c < c1; c++) {                                                         \
+                const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(c * 128 / gs - g0));        \
+                const __mmask64 cm = c + 1 < nc || full_last ? ~(__mmask64)0 : (__mmask64)0xFFFFFFFFu;        \
+                _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                          \
+                    _mm_prefetch(pf + ((size_t)c * NR + i) * 64, _MM_HINT_T0);                                 \
+                    _mm_prefetch(pf + ((size_t)c * NR + i) * 64 + QPF_L2, _MM_HINT_T1);                        \
+                }                                                                                              \
+                _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++) {                                          \
+                    __m512i z = _mm512_maskz_loadu_epi8(cm, q[i] + (size_t)c * 64);                            \
+                    const __m512i n0 = _mm512_and_si512(z, low4);                                              \
+                    const __m512i n1 = _mm512_and_si512(_mm512_srli_epi16(z, 4), low4);                        \
+                    const __m512i n2 = _mm512_and_si512(_mm512_srli_epi16(z, 8), low4);                        \
+                    const __m512i n3 = _mm512_srli_epi16(z, 12);                                               \
+                    _Pragma("GCC unroll 4") for (int u = 0; u < NT; u++) {                                      \
+                        const __m512i *xc = (const __m512i *)(xqof(tk + u) + (size_t)c * 128);                 \
+                        __m512i acc = _mm512_dpwssd_epi32(_mm512_setzero_si512(), n0, _mm512_loadu_si512(xc)); \
+                        acc = _mm512_dpwssd_epi32(acc, n1, _mm512_loadu_si512(xc + 1));                        \
+                        acc = _mm512_dpwssd_epi32(acc, n2, _mm512_loadu_si512(xc + 2));                        \
+                        acc = _mm512_dpwssd_epi32(acc, n3, _mm512_loadu_si512(xc + 3));                        \
+                        t[i][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_permutexvar_ps(idx, f[i][u]), \
+                                                  t[i][u]);                                                    \
+                    }                                                                                          \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
+        _Pragma("GCC unroll 4") for (int i = 0; i < NR; i++)                                                    \
+            _Pragma("GCC unroll 4") for (int u = 0; u < NT; u++) out[(size_t)(tk + u) * ldo + r + i] =          \
+                _mm512_reduce_add_ps(t[i][u]) + bias[i][u];                                                    \
+    } while (0)
+
+/* Rows in pairs, each pair's tokens in tiles of 4 (then 2); a last lone token by the matvec. */
+VNNI void dw__qrows4_vnni(float *out, int ldo, const float *xp, size_t ldx, const float *xsum, size_t lds, int n,
+                          const dw_cweight *w, int r0, int r1) {
+    const int gs = w->qgroup, k = (int)w->cols, groups = k / gs, nc = n_chunks(k), full_last = k % 128 == 0;
+    const size_t rowbytes = (size_t)k / 2;
+    const __m512i lane_group = _mm512_srli_epi32(_mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                                                      11, 12, 13, 14, 15), 3),
+                                                 __builtin_ctz((unsigned)gs));
+    const __m512i low4 = _mm512_set1_epi16(0x000F);
+#define xqof(u) ((const int16_t *)(xp + (size_t)(u) * ldx))
+#define dof(u) ((const float *)(xqof(u) + (size_t)nc * 128))
+    /* the token tiles of a row (pair) one after the other, while its codes are in L1 */
+    int r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        int tk = 0;
+        for (; tk + 4 <= n; tk += 4) QRV_TILE(2, 4);
+        for (; tk + 2 <= n; tk += 2) QRV_TILE(2, 2);
+        if (tk < n) dw__qmatvec4_vnni(out + (size_t)tk * ldo, xp + (size_t)tk * ldx, xsum + (size_t)tk * lds, w, r, r + 2);
+    }
+    for (; r < r1; r++) {
+        int tk = 0;
+        for (; tk + 4 <= n; tk += 4) QRV_TILE(1, 4);
+        for (; tk + 2 <= n; tk += 2) QRV_TILE(1, 2);
+        if (tk < n) dw__qmatvec4_vnni(out + (size_t)tk * ldo, xp + (size_t)tk * ldx, xsum + (size_t)tk * lds, w, r, r + 1);
+    }
+#undef xqof
+#undef dof
+}
+
 #endif
