@@ -92,18 +92,6 @@ static void rows_task(void *arg, int task, int thread) {
     }
 }
 
-/* xsum[g] = Σ of inputs g·gs .. g·gs + gs - 1, as matmul_cpu.c sums them for the decode matvec
- * (eight interleaved partial sums, then a fixed tree), so the bias term matches it bit for bit. */
-static void group_sums(float *xsum, const float *x, int k, int gs) {
-    for (int g = 0; g < k / gs; g++) {
-        const float *xg = x + (size_t)g * gs;
-        float p[8] = {0};
-        for (int i = 0; i < gs; i += 8)
-            for (int l = 0; l < 8; l++) p[l] += xg[i + l];
-        xsum[g] = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-    }
-}
-
 /* The quantized matrices' per-token inputs, once per op: group sums per group size, and the
  * 4-bit layout (prep4) where the set has one, k is in range and the group divides 128 (the
  * decode matvec's condition, matmul_cpu.c); all from each token's row alone. */
@@ -138,7 +126,7 @@ static void quant_inputs(dw__cpu *c, rows_job *j) {
         }
         float *xs = at;
         at += (size_t)n * j->lds[m];
-        for (int t = 0; t < n; t++) group_sums(xs + t * j->lds[m], j->x + (size_t)t * k, k, gs);
+        for (int t = 0; t < n; t++) dw__cpu_group_sums(xs + t * j->lds[m], j->x + (size_t)t * k, k, gs);
         j->xsum[m] = xs;
         if (prep) {
             float *xp = at;

@@ -55,6 +55,10 @@ void dw__cpu_matmul_multi(void *ctx, int count, float *const *out, const float *
                           const dw_cweight *const *bias);
 
 /* batch_cpu.c: the batched step (batch invariant) */
+/* xsum[g] = Σ of x[g·gs .. g·gs + gs) (the bias term of a quantized product), in eight interleaved
+ * partial sums then a fixed tree (gs a multiple of 8; the compiler vectorizes it). One definition,
+ * so the decode matvec and the batched product get the same bits (matmul_cpu.c). */
+void dw__cpu_group_sums(float *xsum, const float *x, int k, int gs);
 void dw__cpu_matmul_rows(void *ctx, int count, float *const *out, const float *x, int n, const dw_cweight *const *w,
                          const dw_cweight *const *bias);
 void dw__cpu_rope_rows(void *ctx, float *q, float *k, const dw_rows *r, int n_heads, int n_kv_heads, int head_dim,

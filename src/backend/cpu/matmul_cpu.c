@@ -98,9 +98,7 @@ static void transpose_task(void *arg, int task, int thread) {
         for (int t = j->n; t < j->ldt; t++) xt[(size_t)i * j->ldt + t] = 0.0f;
 }
 
-/* xsum[g] = Σ of inputs g·gs .. g·gs + gs - 1 (the bias term's factor), in eight interleaved
- * partial sums (gs is a multiple of 8), which the compiler vectorizes. */
-static void group_sums(float *xsum, const float *x, int k, int gs) {
+void dw__cpu_group_sums(float *xsum, const float *x, int k, int gs) {
     for (int g = 0; g < k / gs; g++) {
         const float *xg = x + (size_t)g * gs;
         float p[8] = {0};
@@ -131,7 +129,7 @@ static void matvec_pass(dw__cpu *c, matmul_job *j) {
         DW_ASSERT(j->k / gs <= MAX_GROUPS);
         int same = 0; /* matrices with the same group size share the sums */
         while (same < m && j->w[same]->qgroup != gs) same++;
-        if (same == m) group_sums(xsum[m], j->x, j->k, gs);
+        if (same == m) dw__cpu_group_sums(xsum[m], j->x, j->k, gs);
         j->xsum[m] = xsum[same];
     }
     int gs = j->w[0]->qgroup, prep = c->qk->prep4 && j->k <= 65536 && 128 % gs == 0;
