@@ -32,40 +32,46 @@ static int computing_same_block(const uint64_t *hashes, const int *positions, in
     return 0;
 }
 
-/* Picks the items of the next step under the lock; 0 when none is runnable. */
+/* Whether r wants one token this step (a decode), rather than a chunk of a prompt. */
+static int decoding(const dw__request *r) { return r->greedy_out != NULL || r->n - r->done == 1; }
+
+/* Picks the items of the next step under the lock; 0 when none is runnable. Decoding sessions
+ * first, one row each, in arrival order; then prompt chunks in arrival order in the rows left, so
+ * a long new prompt never holds back the sessions already generating. */
 static int plan_step(dw__batcher *b) {
     int budget = b->cap_rows, count = 0, n_starting = 0;
     uint64_t starting_hash[64];
     int starting_pos[64];
-    for (dw__request *r = b->queue_head; r && budget > 0; r = r->next) {
-        if (r->finished) continue;
-        dw_session *s = r->s;
-        dw_error err = {0};
-        dw_status st;
-        if (s->paged->host_kv && (st = dw__kv_restore(b, s, &err))) {
-            finish(b, r, st, &err);
-            continue;
+    for (int pass = 0; pass < 2; pass++)
+        for (dw__request *r = b->queue_head; r && budget > 0; r = r->next) {
+            if (r->finished || decoding(r) != (pass == 0)) continue;
+            dw_session *s = r->s;
+            dw_error err = {0};
+            dw_status st;
+            if (s->paged->host_kv && (st = dw__kv_restore(b, s, &err))) {
+                finish(b, r, st, &err);
+                continue;
+            }
+            int greedy = r->greedy_out != NULL;
+            if (!greedy && !r->all_logits && r->n - r->done > 1) {
+                r->done += dw__kv_take_prefix(b, s, r->ids + r->done, r->n - r->done);
+                uint64_t h = r->n - r->done > b->pool.block_tokens ? dw__kv_next_block_hash(b, s, r->ids + r->done) : 0;
+                if (h && computing_same_block(starting_hash, starting_pos, n_starting, h, s->n_tokens)) continue;
+                if (h && n_starting < 64) starting_hash[n_starting] = h, starting_pos[n_starting++] = s->n_tokens;
+            }
+            int take = greedy ? 1 : r->n - r->done;
+            if (take > budget) take = budget;
+            if ((st = dw__kv_reserve(b, s, take, &err))) {
+                finish(b, r, st, &err);
+                continue;
+            }
+            dw__step_item *it = &b->items[count++];
+            it->r = r;
+            it->ids = greedy ? &r->next_id : r->ids + r->done;
+            it->n = take;
+            it->logit_rows = greedy ? 1 : r->all_logits ? take : (r->done + take == r->n && r->logits) ? 1 : 0;
+            budget -= take;
         }
-        int greedy = r->greedy_out != NULL;
-        if (!greedy && !r->all_logits && r->n - r->done > 1) {
-            r->done += dw__kv_take_prefix(b, s, r->ids + r->done, r->n - r->done);
-            uint64_t h = r->n - r->done > b->pool.block_tokens ? dw__kv_next_block_hash(b, s, r->ids + r->done) : 0;
-            if (h && computing_same_block(starting_hash, starting_pos, n_starting, h, s->n_tokens)) continue;
-            if (h && n_starting < 64) starting_hash[n_starting] = h, starting_pos[n_starting++] = s->n_tokens;
-        }
-        int take = greedy ? 1 : r->n - r->done;
-        if (take > budget) take = budget;
-        if ((st = dw__kv_reserve(b, s, take, &err))) {
-            finish(b, r, st, &err);
-            continue;
-        }
-        dw__step_item *it = &b->items[count++];
-        it->r = r;
-        it->ids = greedy ? &r->next_id : r->ids + r->done;
-        it->n = take;
-        it->logit_rows = greedy ? 1 : r->all_logits ? take : (r->done + take == r->n && r->logits) ? 1 : 0;
-        budget -= take;
-    }
     return count;
 }
 
