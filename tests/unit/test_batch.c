@@ -459,3 +459,60 @@ TEST(batch_kv_export_and_import_of_paged_sessions_continue_bit_identically) {
     free(la), free(lb);
     world_close(&w);
 }
+
+typedef struct long_prompt {
+    world *w;
+    int32_t *ids;
+    int n;
+    volatile int done;
+    dw_status st;
+    dw_error err;
+} long_prompt;
+
+static void *run_long_prompt(void *arg) {
+    long_prompt *lp = arg;
+    dw_session *s = NULL;
+    dw_session_options so = {.ctx = lp->n + 8};
+    if (!(lp->st = dw_session_create(lp->w->m, &so, &s, &lp->err))) lp->st = dw_session_prefill(s, lp->ids, lp->n, NULL, &lp->err);
+    lp->done = 1;
+    dw_session_free(s);
+    return NULL;
+}
+
+TEST(batch_a_long_prompt_never_holds_back_a_decoding_session) {
+    dw_error err = {0};
+    char raw[512];
+    snprintf(raw, sizeof raw, "%s/batch-model-long-%d", dw_test_tmp_dir(), dir_counter++);
+    tmodel_spec spec = batch_spec();
+    spec.max_pos = 4096;
+    tmodel tm;
+    CHECK_OK(tmodel_write(&spec, raw, 1, &tm, &err));
+    tmodel_free(&tm);
+    world w;
+    dw_batch_options bo = {.step_tokens = 16};
+    CHECK_OK(world_open(&w, "cpu", raw, &bo, &err));
+    /* a prompt of 2,000 tokens takes 125 steps of 16; it arrives first */
+    static int32_t ids[2000];
+    sample_ids(ids, 2000, spec.vocab, 4);
+    long_prompt lp = {.w = &w, .ids = ids, .n = 2000};
+    pthread_t th;
+    pthread_create(&th, NULL, run_long_prompt, &lp);
+    for (;;) {
+        dw_batch_stats bs;
+        dw_model_batch_stats(w.m, &bs);
+        if (bs.steps >= 1 || lp.done) break;
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    /* a session that then generates 10 tokens gets a row in each of the next steps */
+    dw_session *s;
+    int32_t out[10];
+    CHECK_OK(dw_session_create(w.m, NULL, &s, &err));
+    CHECK_OK(dw_session_decode_greedy(s, 5, 10, out, &err));
+    int prompt_done_first = lp.done;
+    pthread_join(th, NULL);
+    CHECK_OK((err = lp.err, lp.st));
+    CHECK_MSG(!prompt_done_first, "the decoding session finished after the 125-step prompt: it waited for it");
+    dw_session_free(s);
+    world_close(&w);
+}
