@@ -232,7 +232,7 @@ struct srv_server {
 void srv_new_id(const char *prefix, char *out, size_t size);
 double srv_wall_now(void);
 
-/* ---- HTTP (http.c) and the endpoints (api_*.c) ------------------------------------------ */
+/* ---- HTTP (http.c: requests, routing; respond.c: responses) and the endpoints (api_*.c) ------------------------------------------ */
 struct MHD_Connection;
 typedef struct srv_request {
     srv_server *srv;
@@ -253,6 +253,8 @@ int srv_respond_error(srv_request *r, unsigned status, const char *type, const c
 /* Streams the turn's output as server-sent events; the turn is submitted here. */
 int srv_respond_stream(srv_request *r, srv_turn *t);
 int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len);
+/* 204 to a CORS preflight (OPTIONS): the headers and methods the API takes. */
+int srv_respond_preflight(srv_request *r);
 
 /* Parses the body as a JSON object (a 400 is queued and NULL returned when it is not). */
 json_t *srv_request_json(srv_request *r);
