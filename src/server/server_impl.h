@@ -232,7 +232,7 @@ struct srv_server {
 void srv_new_id(const char *prefix, char *out, size_t size);
 double srv_wall_now(void);
 
-/* ---- HTTP (http.c: requests, routing; respond.c: responses) and the endpoints (api_*.c) ------------------------------------------ */
+/* ---- HTTP (http.c: requests, routing; respond.c: responses) and the endpoints (api_*.c) ---- */
 struct MHD_Connection;
 typedef struct srv_request {
     srv_server *srv;
