@@ -23,11 +23,12 @@ model=/tmp/dw-serve-1b
 [ -f "$model/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape llama-3.2-1b --dtype bf16 --out "$model" \
     --tokenizer-dir "$dw_tok" >"$OUT/mkmodel.txt" 2>&1 || { echo "gpu-serve: mkmodel failed"; exit 1; }
 
-# 8,192-token sessions (256 MiB of bf16 KV each for this shape): 64 of them fit in the budget
+# 8,192-token sessions (256 MiB of bf16 KV each for this shape at full length): the batching pool
+# (--kv-pool) holds 16 GiB of KV blocks, what 64 such sessions hold at 1,000 tokens many times over
 store=/tmp/dw-serve-store
 rm -rf "$store"
 "$B/bin/driftwood" serve --backend cuda --model "$model" --listen 127.0.0.1:8080 --store "$store" --ctx 8192 \
-    --memory-budget $((48 << 30)) --max-streams 256 --workers 128 --max-tokens 8192 >"$OUT/serve.log" 2>&1 &
+    --memory-budget $((48 << 30)) --kv-pool $((16 << 30)) --max-streams 256 --workers 128 --max-tokens 8192 >"$OUT/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; sleep 0.1; done
 rc=0
