@@ -123,8 +123,9 @@ void srv_actor_put(srv_server *srv, srv_actor *a);
 enum { SRV_BUSY_TURN = 1, SRV_BUSY_UPKEEP = 2 };
 int srv_actor_claim(srv_server *srv, srv_actor *a, int kind);
 void srv_actor_release(srv_server *srv, srv_actor *a);
-/* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
-dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
+/* Files of the actor's store folder: leaf in it, and its snapshot taken after `turns` turns. */
+void srv_actor_file(srv_server *srv, const srv_actor *a, const char *leaf, char *out, size_t size);
+void srv_actor_snapshot_path(srv_server *srv, const srv_actor *a, uint64_t turns, char *out, size_t size);
 /* (claimed) Snapshots the actor to the store and frees its memory and KV. */
 dw_status srv_actor_hibernate(srv_server *srv, srv_actor *a, dw_error *err);
 /* (claimed) Drops the awake state without saving (after a failed turn: the store is the truth). */
@@ -137,16 +138,20 @@ dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t p
 json_t *srv_actor_json(srv_server *srv, const srv_actor *a);
 /* Reads every actor of the store (hibernated). */
 dw_status srv_actors_load(srv_server *srv, dw_error *err);
+/* The background thread: hibernates idle actors and, over the memory budget, the least
+ * recently used ones. */
+void *srv_reaper_main(void *arg);
+
+/* ---- waking (wake.c) -------------------------------------------------------------------------- */
+/* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
+dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
 #define SRV_DEFAULT_CTX 8192
 int srv_model_ctx(srv_server *srv, const char *model_name);
 /* The WASI arguments and options an actor of these settings runs with. */
 void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
                        const char **argv, char bufs[][32]);
-/* The background thread: hibernates idle actors and, over the memory budget, the least
- * recently used ones. */
-void *srv_reaper_main(void *arg);
 
-/* ---- turns (turn.c) ---------------------------------------------------------------------- */
+/* ---- turns (turn.c; run by worker.c) ---------------------------------------------------------------------- */
 struct srv_turn {
     srv_server *srv;
     srv_actor *actor;              /* claimed by the submitter; NULL: an ephemeral actor */
@@ -178,12 +183,14 @@ struct srv_turn {
 
 srv_turn *srv_turn_new(srv_server *srv);
 void srv_turn_release(srv_turn *t);
-/* Queues the turn for a worker (a reference goes with it). */
+/* Marks the turn failed with an HTTP status and an error (the first failure stays). */
+void srv_turn_fail(srv_turn *t, int status, const char *code, const char *detail);
+/* The output callback of every actor the server runs (user is the srv_actor or the turn). */
+void srv_turn_output(void *user, const char *bytes, size_t len);
+/* worker.c: queues the turn for a worker (a reference goes with it); waits for it to end. */
 void srv_turn_submit(srv_turn *t);
 void srv_turn_wait(srv_turn *t);
 void *srv_worker_main(void *arg);
-/* The output callback of every actor the server runs (user is the srv_actor or the turn). */
-void srv_turn_output(void *user, const char *bytes, size_t len);
 
 /* ---- the chat actor's control messages (protocol.c) --------------------------------------- */
 typedef struct srv_msg_builder {

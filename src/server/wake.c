@@ -1,0 +1,138 @@
+/* Waking an actor (server_impl.h): the options it runs with, the restore of its newest snapshot
+ * (or a fresh actor when it has none), and the replay of the turns its log holds after that
+ * snapshot, each checked against the reply that was logged. The store layout: actors.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "driftwood/model.h"
+#include "driftwood/snapshot.h"
+#include "server/server_impl.h"
+
+/* The context of an actor's session on this model: --ctx, else the model's own capped at
+ * SRV_DEFAULT_CTX (a long-context model's full window would make every actor's KV gigabytes). */
+int srv_model_ctx(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return srv->o.ctx;
+    int max = dw_model_get_config(model)->max_position_embeddings;
+    int want = srv->o.ctx ? srv->o.ctx : SRV_DEFAULT_CTX;
+    return want < max ? want : max;
+}
+
+void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
+                       const char **argv, char bufs[][32]) {
+    int n = 0;
+    argv[n++] = "actor";
+    argv[n++] = "--model", argv[n++] = st->model;
+    if (st->system) argv[n++] = "--system", argv[n++] = st->system;
+    snprintf(bufs[0], 32, "%.9g", st->temperature), argv[n++] = "--temp", argv[n++] = bufs[0];
+    snprintf(bufs[1], 32, "%.9g", st->top_p), argv[n++] = "--top-p", argv[n++] = bufs[1];
+    snprintf(bufs[2], 32, "%lld", st->seed), argv[n++] = "--seed", argv[n++] = bufs[2];
+    snprintf(bufs[3], 32, "%d", st->max_tokens), argv[n++] = "-n", argv[n++] = bufs[3];
+    snprintf(bufs[4], 32, "%d", srv_model_ctx(srv, st->model)), argv[n++] = "--ctx", argv[n++] = bufs[4];
+    *o = (dw_actor_options){
+        .backend = srv->backend,
+        .timeout_seconds = srv->o.turn_timeout_seconds,
+        .memory_limit = srv->o.actor_memory_limit,
+        .kv_memory_limit = srv->o.kv_memory_limit,
+        .argc = n,
+        .argv = argv,
+        .output = srv_turn_output,
+        .output_user = a ? (void *)&a->sink : NULL,
+    };
+}
+
+/* KV bytes an actor on this model holds while awake (its one session at full capacity). */
+static size_t kv_bytes_for(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return 0;
+    const dw_model_config *c = dw_model_get_config(model);
+    const dw_model_use_options *uo = dw_runtime_model_options(srv->rt, model_name);
+    size_t ctx = (size_t)srv_model_ctx(srv, model_name);
+    return ctx * (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * (uo && uo->kv_f32 ? 4 : 2);
+}
+
+typedef struct replay_state {
+    srv_server *srv;
+    srv_actor *a;
+    uint64_t after;
+    int replayed, mismatches;
+} replay_state;
+
+static int replay_one(void *user, const srv_log_record *r) {
+    replay_state *rs = user;
+    if (r->seq <= rs->after) return 0;
+    srv_turn *t = srv_turn_new(rs->srv);
+    t->module = rs->a->module; /* how to read the output (the turn holds no actor reference) */
+    rs->a->sink = t;
+    dw_error err;
+    dw_status st = dw_actor_send(rs->a->actor, r->message, r->message_len, &err);
+    rs->a->sink = NULL;
+    int bad = st != DW_OK || t->http_status;
+    if (!bad) {
+        if (t->text_len != r->reply_len || memcmp(t->text, r->reply, r->reply_len)) rs->mismatches++;
+        rs->a->context_tokens = t->position;
+        rs->replayed++;
+    } else
+        fprintf(stderr, "driftwood serve: actor %s: replaying turn %" PRIu64 ": %s\n", rs->a->id, r->seq,
+                st != DW_OK ? err.message : t->error);
+    srv_turn_release(t);
+    return bad;
+}
+
+dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err) {
+    double t0 = dw__now_ms();
+    if (ms) *ms = 0;
+    if (a->actor) return DW_OK;
+    dw_actor_options o;
+    const char *argv[16];
+    char bufs[5][32];
+    srv_actor_options(srv, a, &a->settings, &o, argv, bufs);
+    dw_status st;
+    if (a->snap_turns) {
+        char path[1200];
+        srv_actor_snapshot_path(srv, a, a->snap_turns, path, sizeof path);
+        st = dw_actor_snapshot_restore(srv->rt, a->module->module, &o, path, &a->actor, NULL, err);
+    } else
+        st = dw_actor_create(srv->rt, a->module->module, &o, &a->actor, err);
+    if (st != DW_OK) return dw_error_prefix(err, "waking actor %s", a->id);
+    char log_path[1200];
+    srv_actor_file(srv, a, "turns.log", log_path, sizeof log_path);
+    replay_state rs = {srv, a, a->snap_turns, 0, 0};
+    uint64_t last;
+    st = srv_log_scan(log_path, 1, replay_one, &rs, &last, err);
+    if (st == DW_OK && last > a->turns) a->turns = last;
+    if (st == DW_OK && (a->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+        st = dw_error_set(err, DW_ERR_IO, "%s: %s", log_path, strerror(errno));
+    if (st != DW_OK) {
+        dw_actor_free(a->actor);
+        a->actor = NULL;
+        return st;
+    }
+    size_t mem, kv = kv_bytes_for(srv, a->settings.model);
+    dw_actor_memory(a->actor, &mem);
+    double dt = dw__now_ms() - t0;
+    pthread_mutex_lock(&srv->lock);
+    a->memory_bytes = mem;
+    a->kv_bytes = kv;
+    srv->wakes++;
+    srv->wake_ms_total += dt;
+    srv->replayed_turns += (uint64_t)rs.replayed;
+    srv->replay_mismatches += (uint64_t)rs.mismatches;
+    pthread_mutex_unlock(&srv->lock);
+    if (rs.mismatches)
+        fprintf(stderr, "driftwood serve: actor %s: %d replayed turn(s) differ from the logged replies\n", a->id,
+                rs.mismatches);
+    pthread_cond_signal(&srv->reaper_cv); /* the memory budget may be exceeded now */
+    if (ms) *ms = dt;
+    return DW_OK;
+}
