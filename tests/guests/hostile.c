@@ -35,6 +35,16 @@ EXPORT(prefill_tokens) int32_t prefill_tokens(int32_t n) {
     return dw_prefill(session, ids, n, logits, (int32_t)(sizeof logits / sizeof logits[0]));
 }
 
+/* Greedy decoding of n tokens in one dw.decode_greedy call, in a fresh session of n + 1 tokens
+ * of the "default" model; returns its code. */
+EXPORT(greedy_tokens) int32_t greedy_tokens(int32_t n) {
+    int32_t session = dw_session_create(dw_model_open("default", 7), n + 1);
+    if (session < 0) return session;
+    int32_t *out = (int32_t *)fresh_bytes(4 * (uint64_t)n);
+    if (!out) return -100;
+    return dw_decode_greedy(session, 1, n, out);
+}
+
 /* Tokenizes len bytes of "ab ab ab ..." (asking for the count only); returns the count or code. */
 EXPORT(tokenize_bytes) int32_t tokenize_bytes(int32_t len) {
     char *text = (char *)fresh_bytes((uint64_t)len);
