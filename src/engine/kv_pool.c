@@ -297,7 +297,10 @@ void dw__kv_publish(dw__batcher *b, dw_session *s) {
         }
         if (j > 0 && !parent) return; /* the chain is broken before this block */
         uint64_t h = chain_hash(parent, s->tokens + (size_t)j * bt, bt);
-        if (map_find(p, h, parent, s->tokens + (size_t)j * bt) >= 0) return; /* another copy is the cached one */
+        if (map_find(p, h, parent, s->tokens + (size_t)j * bt) >= 0) { /* another copy is the cached one: */
+            parent = h; /* the blocks after it still chain to that prefix */
+            continue;
+        }
         k->hash = h;
         k->parent_hash = parent;
         memcpy(p->block_tokens_ids + (size_t)blk * bt, s->tokens + (size_t)j * bt, sizeof(int32_t) * (size_t)bt);
