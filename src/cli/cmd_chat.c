@@ -26,7 +26,7 @@ typedef struct chat_options {
     int echo; /* print each non-interactive turn ("> text") before its reply */
 } chat_options;
 
-static int parse(int argc, char **argv, chat_options *o) {
+static int parse_chat_args(int argc, char **argv, chat_options *o) {
     memset(o, 0, sizeof *o);
     o->backend = "cpu";
     for (int i = 1; i < argc; i++) {
@@ -97,7 +97,7 @@ static int snapshot_command(chat_state *c, const char *line, int *rc) {
 }
 
 /* One turn: send it, end the reply's line, print the timings. */
-static int turn(chat_state *c, const char *text, size_t len) {
+static int chat_turn(chat_state *c, const char *text, size_t len) {
     int rc;
     if (snapshot_command(c, text, &rc)) return rc;
     dw_actor *actor = c->actor;
@@ -122,7 +122,7 @@ DW_COMMAND(chat,
            "[--ctx N] [--kv-f32] [--echo] [--resume SNAPSHOT] [--prompt TEXT]...   (lines /save FILE and /load FILE snapshot the actor)",
            "converse with the chat actor (interactive on a terminal; else one turn per --prompt or stdin line)") {
     chat_options o;
-    if (parse(argc, argv, &o)) return 1;
+    if (parse_chat_args(argc, argv, &o)) return 1;
     const char *args[32];
     int n = 0;
     args[n++] = "chat";
@@ -173,7 +173,7 @@ DW_COMMAND(chat,
     if (o.n_prompts) {
         for (int i = 0; i < o.n_prompts; i++) {
             if (o.echo) printf("> %s\n", o.prompts[i]), fflush(stdout);
-            if (turn(&c, o.prompts[i], strlen(o.prompts[i]))) goto done;
+            if (chat_turn(&c, o.prompts[i], strlen(o.prompts[i]))) goto done;
         }
     } else {
         int interactive = isatty(STDIN_FILENO);
@@ -185,7 +185,7 @@ DW_COMMAND(chat,
             if ((len = getline(&line, &cap, stdin)) < 0) break;
             while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
             if (len == 0) continue;
-            if (turn(&c, line, (size_t)len)) {
+            if (chat_turn(&c, line, (size_t)len)) {
                 free(line);
                 goto done;
             }

@@ -153,10 +153,11 @@ static void *greedy_worker(void *arg) {
     return NULL;
 }
 
-TEST(llm_two_actors_sharing_a_model_match_running_alone) {
+/* Two actors generating greedily at once give what each gives alone (batching: in shared steps). */
+static void two_actors_match_alone(int batching, int *dw_test_failed_) {
     dw_error err;
     fixture f;
-    CHECK_OK(setup(&f, &err));
+    CHECK_OK(setup_with(&f, batching, &err));
     greedy_job alone[2] = {{&f, 11, 0, 0, {0}}, {&f, 977, 0, 0, {0}}}, together[2];
     for (int i = 0; i < 2; i++) {
         greedy_worker(&alone[i]);
@@ -174,25 +175,8 @@ TEST(llm_two_actors_sharing_a_model_match_running_alone) {
     teardown(&f);
 }
 
-TEST(llm_two_actors_batched_match_running_alone) {
-    dw_error err;
-    fixture f;
-    CHECK_OK(setup_with(&f, 1, &err));
-    greedy_job alone[2] = {{&f, 11, 0, 0, {0}}, {&f, 977, 0, 0, {0}}}, together[2];
-    for (int i = 0; i < 2; i++) {
-        greedy_worker(&alone[i]);
-        CHECK_MSG(alone[i].st == DW_OK && alone[i].hash > 0, "alone %d: %s (%d)", i, alone[i].err.message, alone[i].hash);
-        together[i] = (greedy_job){&f, alone[i].first_token, 0, 0, {0}};
-    }
-    pthread_t t[2];
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, greedy_worker, &together[i]);
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    for (int i = 0; i < 2; i++) {
-        CHECK_MSG(together[i].st == DW_OK, "%s", together[i].err.message);
-        CHECK(together[i].hash == alone[i].hash);
-    }
-    teardown(&f);
-}
+TEST(llm_two_actors_sharing_a_model_match_running_alone) { two_actors_match_alone(0, dw_test_failed_); }
+TEST(llm_two_actors_batched_match_running_alone) { two_actors_match_alone(1, dw_test_failed_); }
 
 TEST(llm_a_forked_session_continues_as_its_parent_and_without_batching_fork_is_refused) {
     dw_error err;
