@@ -254,18 +254,23 @@ static void chat_delta(srv_turn *t, const char *text, size_t len) {
     sse(t->stream, NULL, chat_chunk(e, json_pack("{s:s%}", "content", text, len), NULL));
 }
 
-static void chat_end(srv_turn *t) {
+/* The end of a streamed chat or text completion: the error, or the last chunk (made only then)
+ * and, when asked for, a chunk of `object` with the usage and no choices; then [DONE]. */
+static void stream_end(srv_turn *t, json_t *(*last_chunk)(srv_turn *t), const char *object) {
     oai *e = t->endpoint;
     if (t->http_status) sse(t->stream, NULL, json_pack("{s:o}", "error", error_obj(t)));
     else {
-        sse(t->stream, NULL, chat_chunk(e, json_object(), t->finish));
+        sse(t->stream, NULL, last_chunk(t));
         if (e->include_usage)
             sse(t->stream, NULL,
-                json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", e->id, "object", "chat.completion.chunk", "created",
+                json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", e->id, "object", object, "created",
                           (json_int_t)e->created, "model", e->model, "choices", "usage", usage_chat(t)));
     }
     sse_done(t->stream);
 }
+
+static json_t *chat_last_chunk(srv_turn *t) { return chat_chunk(t->endpoint, json_object(), t->finish); }
+static void chat_end(srv_turn *t) { stream_end(t, chat_last_chunk, "chat.completion.chunk"); }
 
 int srv_api_chat_completions(srv_request *r) {
     static const char *const fields[] = {"model", "messages", "stream", "stream_options", "temperature", "top_p",
@@ -332,18 +337,8 @@ static void completion_delta(srv_turn *t, const char *text, size_t len) {
     sse(t->stream, NULL, completion_obj(t->endpoint, text, len, NULL));
 }
 
-static void completion_end(srv_turn *t) {
-    oai *e = t->endpoint;
-    if (t->http_status) sse(t->stream, NULL, json_pack("{s:o}", "error", error_obj(t)));
-    else {
-        sse(t->stream, NULL, completion_obj(e, "", 0, t->finish));
-        if (e->include_usage)
-            sse(t->stream, NULL,
-                json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", e->id, "object", "text_completion", "created",
-                          (json_int_t)e->created, "model", e->model, "choices", "usage", usage_chat(t)));
-    }
-    sse_done(t->stream);
-}
+static json_t *completion_last_chunk(srv_turn *t) { return completion_obj(t->endpoint, "", 0, t->finish); }
+static void completion_end(srv_turn *t) { stream_end(t, completion_last_chunk, "text_completion"); }
 
 int srv_api_completions(srv_request *r) {
     static const char *const fields[] = {"model", "prompt", "stream", "stream_options", "temperature", "top_p",
