@@ -215,6 +215,42 @@ static srv_turn *ephemeral_turn(srv_request *r, const char *model, oai *e) {
     return t;
 }
 
+/* What differs between the stateless endpoints (chat and text completions). */
+typedef struct stateless_kind {
+    int kind;
+    const char *id_prefix;
+    void (*on_start)(srv_turn *t); /* streaming (on_start may be NULL) */
+    void (*on_delta)(srv_turn *t, const char *text, size_t len);
+    void (*on_end)(srv_turn *t);
+    json_t *(*whole)(srv_turn *t); /* the response body of a finished turn, not streamed */
+} stateless_kind;
+
+/* Runs the message m on an ephemeral actor and answers: streamed (server-sent events) or whole.
+ * Takes b (model points into it) and m. */
+static int run_stateless(srv_request *r, json_t *b, srv_msg_builder *m, const stateless_kind *k, const char *model,
+                         int include_usage, int stream) {
+    oai *e = calloc(1, sizeof *e);
+    DW_ASSERT(e);
+    e->kind = k->kind, e->created = (long long)time(NULL), e->include_usage = include_usage;
+    srv_new_id(k->id_prefix, e->id, sizeof e->id);
+    snprintf(e->model, sizeof e->model, "%s", model);
+    json_decref(b);
+    srv_turn *t = ephemeral_turn(r, e->model, e);
+    t->message = srv_msg_finish(m, &t->message_len);
+    if (!srv_take_stream_slot(r)) return srv_turn_release(t), MHD_YES;
+    int ret;
+    if (stream) {
+        t->on_start = k->on_start, t->on_delta = k->on_delta, t->on_end = k->on_end;
+        ret = srv_respond_stream(r, t);
+    } else {
+        srv_run_and_wait(t);
+        srv_give_stream_slot(r->srv, r->key);
+        ret = t->http_status ? srv_respond_turn_error(r, t) : srv_respond_json(r, 200, k->whole(t));
+    }
+    srv_turn_release(t);
+    return ret;
+}
+
 /* ---- GET /v1/models ------------------------------------------------------------------------ */
 int srv_api_models(srv_request *r) {
     json_t *data = json_array();
@@ -272,6 +308,15 @@ static void stream_end(srv_turn *t, json_t *(*last_chunk)(srv_turn *t), const ch
 static json_t *chat_last_chunk(srv_turn *t) { return chat_chunk(t->endpoint, json_object(), t->finish); }
 static void chat_end(srv_turn *t) { stream_end(t, chat_last_chunk, "chat.completion.chunk"); }
 
+static json_t *chat_whole(srv_turn *t) {
+    oai *e = t->endpoint;
+    json_t *choice = json_pack("{s:i, s:{s:s, s:s%, s:n}, s:n, s:s}", "index", 0, "message", "role", "assistant",
+                               "content", t->text ? t->text : "", t->text_len, "refusal", "logprobs", "finish_reason",
+                               t->finish);
+    return json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", e->id, "object", "chat.completion", "created",
+                     (json_int_t)e->created, "model", e->model, "choices", choice, "usage", usage_chat(t));
+}
+
 int srv_api_chat_completions(srv_request *r) {
     static const char *const fields[] = {"model", "messages", "stream", "stream_options", "temperature", "top_p",
                                          "max_tokens", "max_completion_tokens", "stop", "seed", "n", "user", "store",
@@ -295,34 +340,8 @@ int srv_api_chat_completions(srv_request *r) {
         return MHD_YES;
     }
     srv_msg_set(&m, "generate", "chat");
-    oai *e = calloc(1, sizeof *e);
-    e->kind = CHAT, e->created = (long long)time(NULL), e->include_usage = include_usage;
-    srv_new_id("chatcmpl-", e->id, sizeof e->id);
-    snprintf(e->model, sizeof e->model, "%s", model);
-    json_decref(b);
-    srv_turn *t = ephemeral_turn(r, e->model, e);
-    t->message = srv_msg_finish(&m, &t->message_len);
-    if (!srv_take_stream_slot(r)) return srv_turn_release(t), MHD_YES;
-    int ret;
-    if (stream) {
-        t->on_start = chat_start, t->on_delta = chat_delta, t->on_end = chat_end;
-        ret = srv_respond_stream(r, t);
-    } else {
-        srv_run_and_wait(t);
-        srv_give_stream_slot(r->srv, r->key);
-        if (t->http_status) ret = srv_respond_turn_error(r, t);
-        else {
-            json_t *choice = json_pack("{s:i, s:{s:s, s:s%, s:n}, s:n, s:s}", "index", 0, "message", "role", "assistant",
-                                       "content", t->text ? t->text : "", t->text_len, "refusal", "logprobs",
-                                       "finish_reason", t->finish);
-            ret = srv_respond_json(r, 200,
-                                   json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", e->id, "object", "chat.completion",
-                                             "created", (json_int_t)e->created, "model", e->model, "choices", choice,
-                                             "usage", usage_chat(t)));
-        }
-    }
-    srv_turn_release(t);
-    return ret;
+    static const stateless_kind chat = {CHAT, "chatcmpl-", chat_start, chat_delta, chat_end, chat_whole};
+    return run_stateless(r, b, &m, &chat, model, include_usage, stream);
 }
 
 /* ---- POST /v1/completions ------------------------------------------------------------------ */
@@ -339,6 +358,12 @@ static void completion_delta(srv_turn *t, const char *text, size_t len) {
 
 static json_t *completion_last_chunk(srv_turn *t) { return completion_obj(t->endpoint, "", 0, t->finish); }
 static void completion_end(srv_turn *t) { stream_end(t, completion_last_chunk, "text_completion"); }
+
+static json_t *completion_whole(srv_turn *t) {
+    json_t *o = completion_obj(t->endpoint, t->text ? t->text : "", t->text_len, t->finish);
+    json_object_set_new(o, "usage", usage_chat(t));
+    return o;
+}
 
 int srv_api_completions(srv_request *r) {
     static const char *const fields[] = {"model", "prompt", "stream", "stream_options", "temperature", "top_p",
@@ -365,30 +390,9 @@ int srv_api_completions(srv_request *r) {
     }
     srv_msg_text(&m, "raw", json_string_value(prompt), json_string_length(prompt));
     srv_msg_set(&m, "generate", "raw");
-    oai *e = calloc(1, sizeof *e);
-    e->kind = COMPLETION, e->created = (long long)time(NULL), e->include_usage = include_usage;
-    srv_new_id("cmpl-", e->id, sizeof e->id);
-    snprintf(e->model, sizeof e->model, "%s", model);
-    json_decref(b);
-    srv_turn *t = ephemeral_turn(r, e->model, e);
-    t->message = srv_msg_finish(&m, &t->message_len);
-    if (!srv_take_stream_slot(r)) return srv_turn_release(t), MHD_YES;
-    int ret;
-    if (stream) {
-        t->on_delta = completion_delta, t->on_end = completion_end;
-        ret = srv_respond_stream(r, t);
-    } else {
-        srv_run_and_wait(t);
-        srv_give_stream_slot(r->srv, r->key);
-        if (t->http_status) ret = srv_respond_turn_error(r, t);
-        else {
-            json_t *o = completion_obj(e, t->text ? t->text : "", t->text_len, t->finish);
-            json_object_set_new(o, "usage", usage_chat(t));
-            ret = srv_respond_json(r, 200, o);
-        }
-    }
-    srv_turn_release(t);
-    return ret;
+    static const stateless_kind completion = {COMPLETION, "cmpl-", NULL, completion_delta, completion_end,
+                                              completion_whole};
+    return run_stateless(r, b, &m, &completion, model, include_usage, stream);
 }
 
 /* ---- POST /v1/responses ------------------------------------------------------------------- */
