@@ -18,8 +18,7 @@
  * hash of the block before it (so equal hashes mean equal prefixes, checked against the tokens). */
 typedef struct dw__kv_block {
     int32_t refs;        /* sessions holding it; 0: free (perhaps still cached) */
-    int32_t prev, next;  /* free list, least recently freed first (-1: none) */
-    int in_free_list;
+    int32_t prev, next;  /* the free list while refs == 0 (-1: none; kv_pool.c orders it) */
     uint64_t hash;       /* prefix hash when published, else 0 */
     uint64_t parent_hash;
 } dw__kv_block;

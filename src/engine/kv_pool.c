@@ -22,7 +22,6 @@ static void free_list_remove(dw__kv_pool *p, int32_t b) {
     if (k->next >= 0) p->blocks[k->next].prev = k->prev;
     else p->free_tail = k->prev;
     k->prev = k->next = -1;
-    k->in_free_list = 0;
     p->n_free--;
 }
 
@@ -33,7 +32,6 @@ static void free_list_append(dw__kv_pool *p, int32_t b) {
     if (p->free_tail >= 0) p->blocks[p->free_tail].next = b;
     else p->free_head = b;
     p->free_tail = b;
-    k->in_free_list = 1;
     p->n_free++;
 }
 
@@ -44,7 +42,6 @@ static void free_list_prepend(dw__kv_pool *p, int32_t b) {
     if (p->free_head >= 0) p->blocks[p->free_head].prev = b;
     else p->free_tail = b;
     p->free_head = b;
-    k->in_free_list = 1;
     p->n_free++;
 }
 
