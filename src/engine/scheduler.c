@@ -101,9 +101,10 @@ static void complete_step(dw__batcher *b, int count) {
         dw__request *r = it->r;
         dw_session *s = r->s;
         memcpy(s->tokens + s->n_tokens, it->ids, sizeof(int32_t) * (size_t)it->n);
+        const int bt = b->pool.block_tokens, full_before = s->n_tokens / bt;
         s->n_tokens += it->n;
         s->paged->last_used = b->step_no;
-        dw__kv_publish(b, s);
+        if (s->n_tokens / bt > full_before) dw__kv_publish(b, s); /* only when a block filled up */
         if (r->greedy_out) r->greedy_out[r->done] = r->next_id = b->host_argmax[it->logit_at];
         if (r->greedy_out || r->n == 1) b->stats.decode_rows += (uint64_t)it->n;
         else b->stats.prefill_rows += (uint64_t)it->n;
