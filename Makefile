@@ -16,7 +16,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -g -fP
 OPT        ?= -O2
 CFLAGS     := $(CFLAGS_BASE) $(OPT) $(SANITIZE_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS     := -L$(WASMTIME_DIR)/lib -lwasmtime -Wl,-rpath,'$$ORIGIN/../lib' \
-              -lpcre2-8 -ljansson -lutf8proc -lcrypto -lmicrohttpd -lm -ldl -pthread
+              -lpcre2-8 -ljansson -lutf8proc -lcrypto -lmicrohttpd -lnats -lm -ldl -pthread
 
 LIB_SRC    := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
 CLI_SRC    := $(shell find src/cli -name '*.c' | sort)

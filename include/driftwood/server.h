@@ -44,6 +44,11 @@ typedef struct dw_server_options {
     int request_timeout_seconds;    /* a connection silent this long is closed: 30 */
     int max_connections;            /* 512 */
     int no_fsync;                   /* 1: turns are logged without fsync (not durable; benchmarks) */
+    /* A cluster of nodes on NATS JetStream (docs/CLUSTER.md): the store is the cluster's, any
+     * node answers for any actor, and an actor lives on one node at a time. */
+    const char *cluster;            /* "nats://HOST:PORT[,...]"; NULL: a single node, a local store */
+    const char *node;               /* this node's name, unique in the cluster (required with cluster) */
+    int lease_ms;                   /* a node silent this long loses its actors to the others: 3000 */
 } dw_server_options;
 
 /* Starts serving in background threads; rt must have the models registered and outlive the
@@ -57,5 +62,13 @@ int dw_server_port(const dw_server *server);
 /* Stops accepting, waits for the turns in flight, hibernates every awake actor to the store and
  * frees the server. */
 void dw_server_stop(dw_server *server);
+
+/* The cluster store's throughput (`driftwood bench store`): `bytes` of fresh random data put as
+ * one snapshot into the JetStream store at `cluster` and read back, and the same through a
+ * plain file in `dir` (written atomically and fsync'd, then read), in MB/s. */
+typedef struct dw_store_bench {
+    double jetstream_put_mbs, jetstream_get_mbs, dir_put_mbs, dir_get_mbs;
+} dw_store_bench;
+dw_status dw_server_store_bench(const char *cluster, const char *dir, size_t bytes, dw_store_bench *out, dw_error *err);
 
 #endif

@@ -27,7 +27,8 @@ DW_COMMAND(serve,
            "[--idle-seconds N] [--max-body BYTES] [--max-streams N] [--max-tokens N] [--default-max-tokens N] "
            "[--actor-memory BYTES] [--kv-memory BYTES] [--memory-budget BYTES] [--turn-timeout S] [--ctx N] "
            "[--workers N] [--request-timeout S] [--max-connections N] [--module NAME=FILE.wasm]... [--kv-f32] "
-           "[--no-fsync] [--kv-pool BYTES] [--step-tokens N] [--no-batching]",
+           "[--no-fsync] [--kv-pool BYTES] [--step-tokens N] [--no-batching] "
+           "[--cluster nats://HOST:PORT[,...] --node NAME [--lease-ms N]]",
            "serve actors over HTTP: an OpenAI-compatible API, native actor endpoints, hibernation, a page at /") {
     dw_server_options o = {0};
     const char *models[MAX_MODELS], *module_specs[MAX_MODULES];
@@ -49,6 +50,12 @@ DW_COMMAND(serve,
             if (dw_cli_parse_long(a, v, 1, 65536, &step_tokens)) return 1;
         }
         else if (!strcmp(a, "--listen")) o.listen = v;
+        else if (!strcmp(a, "--cluster")) o.cluster = v;
+        else if (!strcmp(a, "--node")) o.node = v;
+        else if (!strcmp(a, "--lease-ms")) {
+            if (dw_cli_parse_long(a, v, 300, 600000, &l)) return 1;
+            o.lease_ms = (int)l;
+        }
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--store")) o.store_dir = v;
         else if (!strcmp(a, "--keys")) o.keys_file = v;

@@ -56,8 +56,7 @@ void srv_actor_snapshot_path(srv_server *srv, const srv_actor *a, uint64_t turns
     srv_actor_file(srv, a, leaf, out, size);
 }
 
-/* actor.json: written at creation and at each hibernation (atomically). */
-static dw_status write_record(srv_server *srv, const srv_actor *a, dw_error *err) {
+char *srv_actor_record(const srv_actor *a) {
     json_t *st = json_pack("{s:s, s:f, s:f, s:I, s:i}", "model", a->settings.model, "temperature",
                            a->settings.temperature, "top_p", a->settings.top_p, "seed", (json_int_t)a->settings.seed,
                            "max_tokens", a->settings.max_tokens);
@@ -68,6 +67,14 @@ static dw_status write_record(srv_server *srv, const srv_actor *a, dw_error *err
                           (json_int_t)a->tokens_generated);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
+    return text;
+}
+
+/* actor.json: written at creation and at each hibernation (atomically); on a cluster, the record
+ * in the dw_actors bucket. */
+static dw_status write_record(srv_server *srv, const srv_actor *a, dw_error *err) {
+    if (srv->cluster) return srv_cluster_record_put(srv, a, 0, err);
+    char *text = srv_actor_record(a);
     char path[1200];
     srv_actor_file(srv, a, "actor.json", path, sizeof path);
     dw_status s = dw_file_write_atomic(path, text, strlen(text), err);
@@ -82,15 +89,29 @@ static srv_actor *entry_new(void) {
     return a;
 }
 
-static void entry_free(srv_actor *a) {
+void srv_actor_entry_free(srv_actor *a) {
     free(a->settings.system);
+    free(a->last_message);
+    free(a->last_reply);
     free(a);
 }
 
-static void link_entry(srv_server *srv, srv_actor *a) {
+void srv_actor_link(srv_server *srv, srv_actor *a, int take_ref) {
     pthread_mutex_lock(&srv->lock);
     a->next = srv->actors, srv->actors = a, srv->n_actors++;
+    if (take_ref) a->refs++;
     pthread_mutex_unlock(&srv->lock);
+}
+
+void srv_actor_set_last_turn(srv_actor *a, const char *message, size_t message_len, const char *reply, size_t reply_len) {
+    free(a->last_message);
+    free(a->last_reply);
+    a->last_message = malloc(message_len + 1);
+    a->last_reply = malloc(reply_len + 1);
+    DW_ASSERT(a->last_message && a->last_reply);
+    memcpy(a->last_message, message, message_len), a->last_message[message_len] = 0;
+    memcpy(a->last_reply, reply, reply_len), a->last_reply[reply_len] = 0;
+    a->last_message_len = message_len, a->last_reply_len = reply_len;
 }
 
 dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *module, const srv_actor_settings *st,
@@ -104,31 +125,95 @@ dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *mo
     a->settings.system = st->system ? strdup(st->system) : NULL;
     a->created_at = a->last_active_at = srv_wall_now();
     a->last_active = dw__now_s();
+    if (srv->cluster) { /* placed here: the record, the log's first record, this node's claim */
+        char holder[SRV_NAME_MAX];
+        if (srv_cluster_record_put(srv, a, 1, err) != DW_OK || srv_cluster_log_create(srv, a, err) != DW_OK ||
+            srv_cluster_acquire(srv, a, holder, sizeof holder, err) != DW_OK) {
+            srv_actor_entry_free(a);
+            return err->status;
+        }
+        srv_actor_link(srv, a, 1);
+        *out = a;
+        return DW_OK;
+    }
     char dir[1100];
     actor_dir(srv, a, dir, sizeof dir);
     if (mkdir(dir, 0700) != 0) {
         dw_status s = dw_error_set(err, DW_ERR_IO, "store: %s: %s", dir, strerror(errno));
-        entry_free(a);
+        srv_actor_entry_free(a);
         return s;
     }
     if (write_record(srv, a, err) != DW_OK) {
         rmdir(dir);
-        entry_free(a);
+        srv_actor_entry_free(a);
         return err->status;
     }
-    a->refs = 1; /* the caller's */
-    link_entry(srv, a);
+    srv_actor_link(srv, a, 1); /* the caller's reference */
     *out = a;
     return DW_OK;
 }
 
-srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id) {
-    pthread_mutex_lock(&srv->lock);
+static srv_actor *find(srv_server *srv, const char *id) {
     srv_actor *a = srv->actors;
     while (a && (strcmp(a->id, id) || a->deleted)) a = a->next;
-    if (a && strcmp(a->owner, owner)) a = NULL; /* someone else's: as if absent */
+    return a;
+}
+
+static void unlink_entry(srv_server *srv, srv_actor *a) { /* under srv->lock */
+    a->deleted = 1;
+    for (srv_actor **p = &srv->actors; *p; p = &(*p)->next)
+        if (*p == a) {
+            *p = a->next, srv->n_actors--;
+            break;
+        }
+}
+
+/* On a cluster, the local entry of an actor that is not awake here is a cache of its record: it
+ * is read again (other nodes may have run turns, or deleted it) before it is used. */
+static srv_actor *cluster_get(srv_server *srv, const char *id) {
+    size_t len;
+    char *text = srv_cluster_record_get(srv, id, &len);
+    pthread_mutex_lock(&srv->lock);
+    srv_actor *a = find(srv, id);
+    int stale = a && !a->actor && !a->busy;
+    if (stale && !text) unlink_entry(srv, a), a = NULL;
     if (a) a->refs++;
     pthread_mutex_unlock(&srv->lock);
+    if (!text) return a; /* absent, or awake here (then the local entry is the truth) */
+    dw_error err;
+    srv_actor *fresh = (!a || stale) ? srv_actor_from_record(srv, id, text, len, &err) : NULL;
+    free(text);
+    if (!fresh) return a;
+    if (!a) {
+        pthread_mutex_lock(&srv->lock);
+        if ((a = find(srv, id))) a->refs++; /* another thread linked it meanwhile */
+        pthread_mutex_unlock(&srv->lock);
+        if (a) srv_actor_entry_free(fresh);
+        else srv_actor_link(srv, fresh, 1), a = fresh;
+        return a;
+    }
+    pthread_mutex_lock(&srv->lock);
+    if (!a->actor && !a->busy) { /* the record's counters; the claim this node holds stays */
+        a->turns = fresh->turns, a->context_tokens = fresh->context_tokens, a->tokens_generated = fresh->tokens_generated;
+        a->snap_turns = fresh->snap_turns;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    srv_actor_entry_free(fresh);
+    return a;
+}
+
+srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id) {
+    srv_actor *a;
+    if (srv->cluster) a = cluster_get(srv, id);
+    else {
+        pthread_mutex_lock(&srv->lock);
+        if ((a = find(srv, id))) a->refs++;
+        pthread_mutex_unlock(&srv->lock);
+    }
+    if (a && strcmp(a->owner, owner)) { /* someone else's: as if absent */
+        srv_actor_put(srv, a);
+        a = NULL;
+    }
     return a;
 }
 
@@ -136,7 +221,7 @@ void srv_actor_put(srv_server *srv, srv_actor *a) {
     pthread_mutex_lock(&srv->lock);
     int last = --a->refs == 0 && a->deleted;
     pthread_mutex_unlock(&srv->lock);
-    if (last) entry_free(a);
+    if (last) srv_actor_entry_free(a);
 }
 
 int srv_actor_claim(srv_server *srv, srv_actor *a, int kind) {
@@ -154,7 +239,7 @@ void srv_actor_release(srv_server *srv, srv_actor *a) {
     a->busy = 0;
     int last = --a->refs == 0 && a->deleted;
     pthread_mutex_unlock(&srv->lock);
-    if (last) entry_free(a);
+    if (last) srv_actor_entry_free(a);
     pthread_cond_signal(&srv->reaper_cv);
 }
 
@@ -170,7 +255,16 @@ static void free_awake(srv_server *srv, srv_actor *a) {
 dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t path_size, dw_error *err) {
     srv_actor_snapshot_path(srv, a, a->turns, path, path_size);
     if (a->snap_turns == a->turns && a->turns) return DW_OK; /* nothing happened since the last one */
+    if (srv->cluster) { /* the local folder is a cache; the store is the cluster's */
+        char dir[1100];
+        actor_dir(srv, a, dir, sizeof dir);
+        mkdir(dir, 0700);
+    }
     if (dw_actor_snapshot_save(a->actor, path, NULL, err) != DW_OK) return err->status;
+    if (srv->cluster && srv_cluster_snapshot_put(srv, a, path, err) != DW_OK) {
+        unlink(path);
+        return err->status;
+    }
     if (a->snap_turns && a->snap_turns != a->turns) {
         char old[1200];
         srv_actor_snapshot_path(srv, a, a->snap_turns, old, sizeof old);
@@ -184,11 +278,18 @@ dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t p
 }
 
 dw_status srv_actor_hibernate(srv_server *srv, srv_actor *a, dw_error *err) {
-    if (!a->actor) return DW_OK;
+    if (!a->actor) { /* on a cluster it may hold a claim still (placed here, never woken) */
+        if (srv->cluster) srv_cluster_release(srv, a);
+        return DW_OK;
+    }
     double t0 = dw__now_ms();
     char path[1200];
-    if (srv_actor_snapshot(srv, a, path, sizeof path, err) != DW_OK) return err->status;
+    if (srv_actor_snapshot(srv, a, path, sizeof path, err) != DW_OK) {
+        if (srv->cluster && err->status == DW_ERR_STATE) srv_actor_drop(srv, a); /* taken over: not ours to keep */
+        return err->status;
+    }
     free_awake(srv, a);
+    if (srv->cluster) srv_cluster_release(srv, a);
     pthread_mutex_lock(&srv->lock);
     srv->hibernations++;
     srv->hibernate_ms_total += dw__now_ms() - t0;
@@ -198,10 +299,15 @@ dw_status srv_actor_hibernate(srv_server *srv, srv_actor *a, dw_error *err) {
 
 void srv_actor_drop(srv_server *srv, srv_actor *a) {
     if (a->actor) free_awake(srv, a);
+    if (srv->cluster && a->claim_rev) { /* the store is the truth; any node may wake it from there */
+        srv_cluster_event(srv, "drop", a->id, a->claim_rev);
+        srv_cluster_release(srv, a);
+    }
 }
 
 void srv_actor_delete(srv_server *srv, srv_actor *a) {
-    srv_actor_drop(srv, a);
+    if (a->actor) free_awake(srv, a);
+    if (srv->cluster) srv_cluster_forget(srv, a->id), srv_cluster_release(srv, a);
     char dir[1100];
     actor_dir(srv, a, dir, sizeof dir);
     DIR *d = opendir(dir);
@@ -217,12 +323,7 @@ void srv_actor_delete(srv_server *srv, srv_actor *a) {
         rmdir(dir);
     }
     pthread_mutex_lock(&srv->lock);
-    a->deleted = 1;
-    for (srv_actor **p = &srv->actors; *p; p = &(*p)->next)
-        if (*p == a) {
-            *p = a->next, srv->n_actors--;
-            break;
-        }
+    unlink_entry(srv, a);
     pthread_mutex_unlock(&srv->lock);
 }
 
@@ -238,16 +339,13 @@ json_t *srv_actor_json(srv_server *srv, const srv_actor *a) {
 }
 
 /* ---- loading the store at start ------------------------------------------------------------ */
-static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
-    char path[1400];
-    if (strlen(id) >= SRV_ID_MAX) return dw_error_set(err, DW_ERR_FORMAT, "store: '%.64s...' is not an actor id", id);
-    snprintf(path, sizeof path, "%s/actors/%s/actor.json", srv->store, id);
-    char *text;
-    size_t len;
-    if (dw_file_read_all(path, 1 << 20, &text, &len, err) != DW_OK) return err->status;
+srv_actor *srv_actor_from_record(srv_server *srv, const char *id, const char *text, size_t len, dw_error *err) {
+    if (strlen(id) >= SRV_ID_MAX) {
+        dw_error_set(err, DW_ERR_FORMAT, "store: '%.64s...' is not an actor id", id);
+        return NULL;
+    }
     json_error_t je;
     json_t *j = json_loadb(text, len, 0, &je);
-    free(text);
     const char *jid = NULL, *owner = NULL, *module = NULL, *kind = "actor", *model = NULL, *system = NULL;
     json_t *st = NULL;
     double created = 0, temp = 0, top_p = 1;
@@ -260,16 +358,16 @@ static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
                        "temperature", &temp, "top_p", &top_p, "seed", &seed, "max_tokens", &max_tokens) ||
         strcmp(jid, id)) {
         json_decref(j);
-        return dw_error_set(err, DW_ERR_FORMAT, "%s: not an actor record (%s)", path, je.text);
+        dw_error_set(err, DW_ERR_FORMAT, "actor %s: not an actor record (%s)", id, je.text);
+        return NULL;
     }
     const srv_module *m = NULL;
     for (int i = 0; i < srv->n_modules; i++)
         if (!strcmp(srv->modules[i].name, module)) m = &srv->modules[i];
     if (!m || !dw_runtime_model_dir(srv->rt, model)) {
-        dw_status s = dw_error_set(err, DW_ERR_NOT_FOUND, "%s: module '%s' or model '%s' is not served now", path,
-                                   module, model);
+        dw_error_set(err, DW_ERR_NOT_FOUND, "actor %s: module '%s' or model '%s' is not served now", id, module, model);
         json_decref(j);
-        return s;
+        return NULL;
     }
     srv_actor *a = entry_new();
     snprintf(a->id, sizeof a->id, "%.*s", SRV_ID_MAX - 1, id);
@@ -282,7 +380,22 @@ static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
     a->created_at = a->last_active_at = created;
     a->last_active = dw__now_s();
     a->turns = (uint64_t)turns, a->context_tokens = ctx_tokens, a->tokens_generated = (uint64_t)gen;
+    a->snap_turns = (uint64_t)turns; /* what a record says was snapshotted; a wake reads the truth */
     json_decref(j);
+    return a;
+}
+
+static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
+    char path[1400];
+    if (strlen(id) >= SRV_ID_MAX) return dw_error_set(err, DW_ERR_FORMAT, "store: '%.64s...' is not an actor id", id);
+    snprintf(path, sizeof path, "%s/actors/%s/actor.json", srv->store, id);
+    char *text;
+    size_t len;
+    if (dw_file_read_all(path, 1 << 20, &text, &len, err) != DW_OK) return err->status;
+    srv_actor *a = srv_actor_from_record(srv, id, text, len, err);
+    free(text);
+    if (!a) return dw_error_prefix(err, "%s", path);
+    a->snap_turns = 0;
     /* the newest snapshot; older ones and unfinished temporary files are left-overs of a crash */
     char dir[1100];
     actor_dir(srv, a, dir, sizeof dir);
@@ -314,16 +427,23 @@ static dw_status load_one(srv_server *srv, const char *id, dw_error *err) {
     srv_actor_file(srv, a, "turns.log", log_path, sizeof log_path);
     uint64_t last;
     if (srv_log_scan(log_path, 1, NULL, NULL, &last, err) != DW_OK) {
-        entry_free(a);
+        srv_actor_entry_free(a);
         return err->status;
     }
     if (last > a->turns) a->turns = last;
-    link_entry(srv, a);
+    srv_actor_link(srv, a, 0);
     return DW_OK;
 }
 
 dw_status srv_actors_load(srv_server *srv, dw_error *err) {
     char dir[1100];
+    if (srv->cluster) { /* the actors are in the cluster's store; the local folder is a cache */
+        if (mkdir(srv->store, 0700) != 0 && errno != EEXIST)
+            return dw_error_set(err, DW_ERR_IO, "--store %s: %s", srv->store, strerror(errno));
+        snprintf(dir, sizeof dir, "%s/actors", srv->store);
+        mkdir(dir, 0700);
+        return DW_OK;
+    }
     snprintf(dir, sizeof dir, "%s/actors", srv->store);
     if (mkdir(srv->store, 0700) != 0 && errno != EEXIST)
         return dw_error_set(err, DW_ERR_IO, "--store %s: %s", srv->store, strerror(errno));
@@ -358,7 +478,7 @@ void *srv_reaper_main(void *arg) {
         int n = 0;
         for (srv_actor *a = srv->actors; a; a = a->next) resident += a->memory_bytes + a->kv_bytes;
         for (srv_actor *a = srv->actors; a && n < 64; a = a->next)
-            if (a->actor && !a->busy && now - a->last_active >= srv->o.idle_seconds) {
+            if ((a->actor || a->claim_rev) && !a->busy && now - a->last_active >= srv->o.idle_seconds) {
                 a->busy = SRV_BUSY_UPKEEP, a->refs++, claimed[n++] = a;
                 resident -= a->memory_bytes + a->kv_bytes;
             }

@@ -2,11 +2,14 @@
  *   POST   /v1/actors                 create {module?, model?, system?, temperature?, top_p?, seed?, max_tokens?}
  *   GET    /v1/actors                 the key's actors
  *   GET    /v1/actors/ID              its state: awake or hibernated, turns, tokens, memory, model
- *   POST   /v1/actors/ID/messages     {content, stream?, max_tokens?, temperature?, top_p?, seed?, stop?}
+ *   POST   /v1/actors/ID/messages     {content, stream?, max_tokens?, temperature?, top_p?, seed?, stop?, turn?}
+ *                                     turn: the number this turn must get; sent again after it completed
+ *                                     (a retry), the logged reply is returned ("replayed": true)
  *   POST   /v1/actors/ID/snapshot     writes its snapshot to the store now (it stays awake)
  *   POST   /v1/actors/ID/hibernate    snapshots and frees it now
  *   DELETE /v1/actors/ID
  *   GET    /v1/stats                  counters for the page and for measurements
+ *   GET    /v1/cluster                the nodes and where the key's actors live (cluster mode)
  * Another key's actor answers 404, exactly as one that does not exist. */
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -81,6 +84,22 @@ static int create(srv_request *r) {
 static int list(srv_request *r) {
     srv_server *srv = r->srv;
     json_t *data = json_array();
+    if (srv->cluster) { /* every node's actors: the records in the cluster's store */
+        char **ids;
+        int n = srv_cluster_record_ids(srv, &ids);
+        for (int i = 0; i < n; i++) {
+            srv_actor *a = srv_actor_get(srv, r->owner, ids[i]);
+            if (a) {
+                pthread_mutex_lock(&srv->lock);
+                json_array_append_new(data, srv_actor_json(srv, a));
+                pthread_mutex_unlock(&srv->lock);
+                srv_actor_put(srv, a);
+            }
+            free(ids[i]);
+        }
+        free(ids);
+        return srv_respond_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    }
     pthread_mutex_lock(&srv->lock);
     for (srv_actor *a = srv->actors; a; a = a->next)
         if (!strcmp(a->owner, r->owner)) json_array_append_new(data, srv_actor_json(srv, a));
@@ -89,12 +108,12 @@ static int list(srv_request *r) {
 }
 
 static json_t *turn_json(srv_turn *t, srv_actor *a) {
-    return json_pack("{s:s, s:s, s:I, s:s%, s:s, s:{s:i, s:i, s:i, s:i}, s:f, s:f, s:f}", "object", "actor.turn",
+    return json_pack("{s:s, s:s, s:I, s:s%, s:s, s:{s:i, s:i, s:i, s:i}, s:f, s:f, s:f, s:b}", "object", "actor.turn",
                      "actor", a->id, "turn", (json_int_t)t->seq, "output", t->text ? t->text : "", t->text_len,
                      "finish_reason", t->finish, "usage", "prompt_tokens", t->prompt_tokens, "cached_tokens",
                      t->cached_tokens, "completion_tokens", t->completion_tokens, "context_tokens", t->position,
                      "wake_ms", t->wake_ms, "durable_ms", t->log_ms, "ttft_ms",
-                     t->t_first > 0 ? (t->t_first - t->t_start) * 1e3 : 0.0);
+                     t->t_first > 0 ? (t->t_first - t->t_start) * 1e3 : 0.0, "replayed", t->replayed);
 }
 
 static void msg_delta(srv_turn *t, const char *text, size_t len) {
@@ -125,12 +144,12 @@ static void msg_end(srv_turn *t) {
 }
 
 static int message(srv_request *r, srv_actor *a) {
-    static const char *const fields[] = {"content", "stream", "max_tokens", "temperature", "top_p", "seed", "stop", NULL};
+    static const char *const fields[] = {"content", "stream", "max_tokens", "temperature", "top_p", "seed", "stop", "turn", NULL};
     static const char *const max_fields[] = {"max_tokens", NULL};
     srv_server *srv = r->srv;
     json_t *b = srv_request_json(r);
     if (!b) return MHD_YES;
-    json_t *content = json_object_get(b, "content"), *stream = json_object_get(b, "stream");
+    json_t *content = json_object_get(b, "content"), *stream = json_object_get(b, "stream"), *turn = json_object_get(b, "turn");
     srv_msg_builder m;
     srv_msg_init(&m);
     int max_tokens;
@@ -139,6 +158,9 @@ static int message(srv_request *r, srv_actor *a) {
     int failed = srv_reject_unknown_fields(r, b, fields);
     if (!failed && !json_is_string(content))
         failed = 1, srv_respond_error(r, 400, "invalid_request_error", "invalid_value", "content", "content must be a string.");
+    if (!failed && turn && !(json_is_integer(turn) && json_integer_value(turn) >= 1))
+        failed = 1, srv_respond_error(r, 400, "invalid_request_error", "invalid_value", "turn", "turn must be an integer >= 1.");
+    uint64_t expect_turn = turn ? (uint64_t)json_integer_value(turn) : 0;
     if (!failed && a->module->chat_protocol) {
         failed = srv_sampling_fields(r, b, &m, max_fields, a->settings.max_tokens, &max_tokens);
         if (!failed) {
@@ -164,6 +186,7 @@ static int message(srv_request *r, srv_actor *a) {
     a->refs++; /* the turn's reference */
     pthread_mutex_unlock(&srv->lock);
     t->message = msg, t->message_len = msg_len;
+    t->expect_turn = expect_turn;
     int ret;
     if (want_stream) {
         t->on_delta = msg_delta, t->on_end = msg_end;
@@ -260,5 +283,21 @@ int srv_api_stats(srv_request *r) {
         srv->hibernations ? srv->hibernate_ms_total / (double)srv->hibernations : 0.0, "memory_budget",
         (json_int_t)srv->o.memory_budget, "max_tokens", (json_int_t)srv->o.max_tokens);
     pthread_mutex_unlock(&srv->lock);
+    return srv_respond_json(r, 200, j);
+}
+
+int srv_api_cluster(srv_request *r) {
+    srv_server *srv = r->srv;
+    if (!srv->cluster)
+        return srv_respond_json(r, 200, json_pack("{s:n, s:[], s:[]}", "node", "nodes", "actors"));
+    json_t *j = srv_cluster_json(srv);
+    /* only the key's actors: the records say whose each one is */
+    json_t *mine = json_array(), *e;
+    size_t i;
+    json_array_foreach(json_object_get(j, "actors"), i, e) {
+        srv_actor *a = srv_actor_get(srv, r->owner, json_string_value(json_object_get(e, "id")));
+        if (a) json_array_append(mine, e), srv_actor_put(srv, a);
+    }
+    json_object_set_new(j, "actors", mine);
     return srv_respond_json(r, 200, j);
 }

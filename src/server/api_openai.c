@@ -397,7 +397,7 @@ int srv_api_completions(srv_request *r) {
 
 /* ---- POST /v1/responses ------------------------------------------------------------------- */
 /* A response id names its conversation (the actor) and its turn: resp_<24 hex>_<turn>. */
-static int parse_response_id(const char *id, char *actor_id, size_t size, uint64_t *turn) {
+int srv_response_actor_id(const char *id, char *actor_id, size_t size, uint64_t *turn) {
     char hex[32];
     unsigned long long n;
     int used = 0;
@@ -532,7 +532,7 @@ int srv_api_responses(srv_request *r) {
         char actor_id[SRV_ID_MAX];
         uint64_t turn;
         snprintf(e->prev, sizeof e->prev, "%s", json_string_value(prev));
-        if (parse_response_id(e->prev, actor_id, sizeof actor_id, &turn) || !(a = srv_actor_get(srv, r->owner, actor_id))) {
+        if (srv_response_actor_id(e->prev, actor_id, sizeof actor_id, &turn) || !(a = srv_actor_get(srv, r->owner, actor_id))) {
             ret = srv_respond_error(r, 404, "invalid_request_error", "previous_response_not_found", "previous_response_id",
                                     "Previous response with id '%s' not found.", e->prev);
             goto out;

@@ -13,7 +13,7 @@
 #include "server/server_impl.h"
 
 /* ---- routing ------------------------------------------------------------------------------ */
-static int route(srv_request *r) {
+int srv_route(srv_request *r) {
     const char *u = r->url, *m = r->method;
     int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
     if (get && (!strcmp(u, "/") || !strcmp(u, "/index.html"))) {
@@ -25,7 +25,7 @@ static int route(srv_request *r) {
     if (!strcmp(m, "OPTIONS")) return srv_respond_preflight(r);
     /* everything else needs a key when the server has keys */
     if (r->srv->n_keys) {
-        const char *auth = MHD_lookup_connection_value(r->con, MHD_HEADER_KIND, "Authorization");
+        const char *auth = r->authorization;
         if (auth && !strncasecmp(auth, "Bearer ", 7)) r->key = srv_keys_find(r->srv->keys, r->srv->n_keys, auth + 7);
         if (r->key < 0)
             return srv_respond_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
@@ -35,6 +35,8 @@ static int route(srv_request *r) {
     if (r->body_too_large)
         return srv_respond_error(r, 413, "invalid_request_error", "request_too_large", NULL,
                                  "The request body is larger than %zu bytes.", r->srv->o.max_body_bytes);
+    int routed = srv_cluster_route(r); /* on a cluster: the node holding the actor answers */
+    if (routed >= 0) return routed;
     static const struct {
         const char *path;
         int post; /* the method it takes: POST (1) or GET (0) */
@@ -45,6 +47,7 @@ static int route(srv_request *r) {
         {"/v1/completions", 1, srv_api_completions},
         {"/v1/responses", 1, srv_api_responses},
         {"/v1/stats", 0, srv_api_stats},
+        {"/v1/cluster", 0, srv_api_cluster},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         int model_id = i == 0 && !strncmp(u, "/v1/models/", 11); /* GET /v1/models/{id} */
@@ -67,6 +70,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         r = calloc(1, sizeof *r);
         DW_ASSERT(r);
         r->srv = srv, r->con = con, r->method = method, r->url = url, r->key = -1, r->owner = "anonymous";
+        r->authorization = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Authorization");
         *con_cls = r;
         /* a declared length over the limit is refused before a byte of the body is read */
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
@@ -98,7 +102,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *con, const c
         return MHD_YES;
     }
     if (r->responded) return MHD_YES;
-    return (enum MHD_Result)route(r);
+    return (enum MHD_Result)srv_route(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode toe) {

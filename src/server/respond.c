@@ -12,6 +12,8 @@
 
 static int queue(srv_request *r, unsigned status, struct MHD_Response *resp) {
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    const char *node = r->served_by ? r->served_by : srv_cluster_node_name(r->srv);
+    if (node) MHD_add_response_header(resp, "X-Driftwood-Node", node);
     int ret = MHD_queue_response(r->con, status, resp);
     MHD_destroy_response(resp);
     r->responded = 1;
@@ -26,6 +28,7 @@ int srv_respond_preflight(srv_request *r) {
 }
 
 int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len) {
+    if (r->fwd) return srv_fwd_respond(r, status, content_type, bytes, len);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)bytes, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", content_type);
     return queue(r, status, resp);
@@ -34,6 +37,11 @@ int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type,
 int srv_respond_json(srv_request *r, unsigned status, json_t *body) {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    if (r->fwd) {
+        int ret = srv_fwd_respond(r, status, "application/json", text, strlen(text));
+        free(text);
+        return ret;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     return queue(r, status, resp);
@@ -140,13 +148,19 @@ static void stream_free(void *cls) {
 }
 
 int srv_respond_stream(srv_request *r, srv_turn *t) {
+    srv_stream *stream = t->stream = srv_stream_new();
+    t->stream->refs++; /* the turn's and the response's */
+    srv_turn_submit(t);
+    return srv_respond_sse(r, stream, r->key);
+}
+
+int srv_respond_sse(srv_request *r, srv_stream *stream, int key) {
+    if (r->fwd) return srv_fwd_stream(r, stream, key);
     stream_ctx *c = calloc(1, sizeof *c);
     DW_ASSERT(c);
     c->srv = r->srv;
-    c->key = r->key;
-    c->stream = t->stream = srv_stream_new();
-    t->stream->refs++; /* the turn's and the response's */
-    srv_turn_submit(t);
+    c->key = key;
+    c->stream = stream;
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, c, stream_free);
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");

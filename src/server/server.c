@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/assert.h"
 #include "core/clock.h"
+#include "driftwood/file.h"
 #include "server/server_impl.h"
 
 struct MHD_Daemon *srv_http_start(srv_server *srv, const struct sockaddr *addr, dw_error *err);
@@ -56,8 +58,7 @@ static dw_status parse_listen(const char *listen, struct sockaddr_in *addr, dw_e
 static void free_server(srv_server *srv) {
     for (srv_actor *a = srv->actors, *next; a; a = next) {
         next = a->next;
-        free(a->settings.system);
-        free(a);
+        srv_actor_entry_free(a);
     }
     srv_keys_free(srv->keys, srv->n_keys);
     free(srv->modules);
@@ -122,7 +123,8 @@ dw_status dw_server_start(dw_runtime *rt, const dw_server_options *options, dw_s
     struct dw_tokenizer *tok;
     if ((o.keys_file && srv_keys_load(o.keys_file, &srv->keys, &srv->n_keys, err) != DW_OK) ||
         dw_runtime_model(rt, dw_runtime_model_name(rt, 0), srv->backend, &model, &tok, NULL, err) != DW_OK ||
-        srv_actors_load(srv, err) != DW_OK) {
+        (o.cluster && srv_cluster_join(srv, err) != DW_OK) || srv_actors_load(srv, err) != DW_OK) {
+        srv_cluster_leave(srv);
         free_server(srv);
         return err->status;
     }
@@ -131,14 +133,18 @@ dw_status dw_server_start(dw_runtime *rt, const dw_server_options *options, dw_s
         if (pthread_create(&srv->workers[i], NULL, srv_worker_main, srv) != 0) break;
     if (srv->n_workers == 0 || pthread_create(&srv->reaper, NULL, srv_reaper_main, srv) != 0) {
         stop_threads(srv);
+        srv_cluster_leave(srv);
         free_server(srv);
         return dw_error_set(err, DW_ERR_NO_MEMORY, "serve: cannot start threads");
     }
     if (!(srv->daemon = srv_http_start(srv, (const struct sockaddr *)&addr, err))) {
+        if (srv->cluster) srv_fwd_stop(srv);
         stop_threads(srv);
+        srv_cluster_leave(srv);
         free_server(srv);
         return err->status;
     }
+    if (srv->cluster) srv_cluster_set_url(srv);
     *out = server;
     return DW_OK;
 }
@@ -149,11 +155,54 @@ void dw_server_stop(dw_server *server) {
     if (!server) return;
     srv_server *srv = &server->s;
     srv_http_stop(srv->daemon); /* waits for the connections, hence for the turns they wait on */
+    if (srv->cluster) srv_fwd_stop(srv); /* and for the requests other nodes forwarded */
     stop_threads(srv);          /* the workers finish the queue first */
     for (srv_actor *a = srv->actors; a; a = a->next) {
         dw_error err;
-        if (a->actor && srv_actor_hibernate(srv, a, &err) != DW_OK)
+        if ((a->actor || a->claim_rev) && srv_actor_hibernate(srv, a, &err) != DW_OK)
             fprintf(stderr, "driftwood serve: hibernating actor %s: %s\n", a->id, err.message);
     }
+    srv_cluster_leave(srv);
     free_server(srv);
+}
+
+dw_status dw_server_store_bench(const char *cluster, const char *dir, size_t bytes, dw_store_bench *out, dw_error *err) {
+    memset(out, 0, sizeof *out);
+    srv_server *srv = calloc(1, sizeof *srv);
+    DW_ASSERT(srv);
+    char node[SRV_NAME_MAX];
+    snprintf(node, sizeof node, "bench-%d", (int)getpid());
+    srv->o.cluster = cluster, srv->o.node = node, srv->o.lease_ms = 3000; /* no listen: no requests */
+    snprintf(srv->store, sizeof srv->store, "%s", dir);
+    pthread_mutex_init(&srv->lock, NULL);
+    dw_status st = srv_cluster_join(srv, err);
+    if (st == DW_OK) st = srv_cluster_store_bench(srv, bytes, &out->jetstream_put_mbs, &out->jetstream_get_mbs, err);
+    srv_cluster_leave(srv);
+    pthread_mutex_destroy(&srv->lock);
+    free(srv);
+    if (st != DW_OK) return st;
+    /* the alternative: a file in a folder every node would mount (written atomically, read back) */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/bench-store-dir.tmp", dir);
+    char *data = malloc(bytes), *back = NULL;
+    DW_ASSERT(data);
+    uint64_t x = 0x243f6a8885a308d3ull ^ (uint64_t)(dw__now_s() * 1e6);
+    for (size_t i = 0; i + 8 <= bytes; i += 8) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        memcpy(data + i, &x, 8);
+    }
+    size_t len;
+    double t0 = dw__now_s();
+    st = dw_file_write_atomic(path, data, bytes, err);
+    double t1 = dw__now_s();
+    if (st == DW_OK) st = dw_file_read_all(path, bytes + 1, &back, &len, err);
+    double t2 = dw__now_s();
+    if (st == DW_OK && (len != bytes || memcmp(back, data, bytes)))
+        st = dw_error_set(err, DW_ERR_IO, "%s: read back differs from what was written", path);
+    unlink(path);
+    free(data);
+    free(back);
+    out->dir_put_mbs = (double)bytes / 1e6 / (t1 - t0);
+    out->dir_get_mbs = (double)bytes / 1e6 / (t2 - t1);
+    return st;
 }

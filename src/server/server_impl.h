@@ -107,6 +107,15 @@ typedef struct srv_actor {
     double created_at, last_active_at; /* wall clock, seconds */
     double last_active;     /* monotonic, for the idle timer and LRU */
     srv_turn *sink;         /* the turn whose output the actor is producing */
+    /* the last completed turn, for a client's retry of it (a message sent again with its "turn") */
+    char *last_message, *last_reply;
+    size_t last_message_len, last_reply_len;
+    /* cluster mode (cluster*.c): this node's claim on the actor (its revision in the claims
+     * bucket; 0: none) and the sequence of the actor's last record in the log stream, which the
+     * next append must find there (the fence: a node that lost the actor cannot append) */
+    uint64_t claim_rev, log_last_seq;
+    uint64_t last_turn_seq;  /* the log sequence of its last turn record (kept when purging) */
+    char snap_object[SRV_ID_MAX + 48]; /* the subject of its newest snapshot's chunks ("": none) */
     struct srv_actor *next;
 } srv_actor;
 
@@ -142,6 +151,17 @@ dw_status srv_actors_load(srv_server *srv, dw_error *err);
  * recently used ones. */
 void *srv_reaper_main(void *arg);
 
+/* Remembers the turn just completed (or replayed) as the actor's last one. */
+void srv_actor_set_last_turn(srv_actor *a, const char *message, size_t message_len, const char *reply, size_t reply_len);
+/* Makes an actor entry from its record (actor.json's text); NULL with err set when the record is
+ * malformed or names a module or model not served here. */
+srv_actor *srv_actor_from_record(srv_server *srv, const char *id, const char *text, size_t len, dw_error *err);
+/* The record's text (malloc'd JSON). */
+char *srv_actor_record(const srv_actor *a);
+/* Links a new entry into the directory (a reference is taken for the caller when take_ref). */
+void srv_actor_link(srv_server *srv, srv_actor *a, int take_ref);
+void srv_actor_entry_free(srv_actor *a);
+
 /* ---- waking (wake.c) -------------------------------------------------------------------------- */
 /* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
@@ -167,6 +187,8 @@ struct srv_turn {
     int http_status;               /* 0: fine; else the error's HTTP status */
     char error_code[48], error[DW_ERROR_MESSAGE_MAX + 64];
     uint64_t seq;                  /* the turn's number in its actor (stored actors) */
+    uint64_t expect_turn;          /* the client's "turn": the number it must get (0: any) */
+    int replayed;                  /* answered from the log: it had completed before */
     double t_start, t_first, t_end, wake_ms, log_ms;
     /* streaming: the endpoint formats each piece into the stream (on the worker thread) */
     srv_stream *stream;
@@ -233,6 +255,7 @@ struct srv_server {
     double wake_ms_total, log_ms_total, hibernate_ms_total;
     int streams_open, turns_running;
     double started_at, started_wall;
+    struct srv_cluster *cluster;   /* NULL: a single node with a local store */
 };
 
 /* A fresh id: prefix + 24 hex digits from the system's random source. */
@@ -250,8 +273,18 @@ typedef struct srv_request {
     int body_too_large;
     int key;               /* index into srv->keys, -1 without authentication */
     const char *owner;     /* the key's owner id, or "anonymous" */
+    const char *authorization; /* the Authorization header, or NULL */
+    struct srv_forwarded *fwd; /* it came from another node (cluster_forward.c): answer through it */
+    const char *served_by; /* the node that served it, when another one did (X-Driftwood-Node) */
+    char served_by_buf[SRV_NAME_MAX];
     int responded;
 } srv_request;
+
+/* Routes a request to its handler (http.c); for requests from HTTP and from other nodes. */
+int srv_route(srv_request *r);
+/* Streams server-sent events from `stream` (its reference is taken over) as the response;
+ * key: the stream slot to give back at its end (-1: none). */
+int srv_respond_sse(srv_request *r, srv_stream *stream, int key);
 
 /* Responses. Each returns the MHD result of queueing. */
 int srv_respond_json(srv_request *r, unsigned status, json_t *body /* stolen */);
@@ -286,9 +319,88 @@ int srv_api_stats(srv_request *r);
 /* The page at / (page.c). */
 const unsigned char *srv_page(size_t *len);
 
+/* The actor of a Responses id "resp_<conversation>_<turn>" and the turn; -1 when malformed. */
+int srv_response_actor_id(const char *response_id, char *actor_id, size_t size, uint64_t *turn);
+int srv_api_cluster(srv_request *r);
+
 /* Shared parsing of the sampling fields of a request (temperature, top_p, seed, stop, the
  * token limit); 1 if it responded with an error. max_field names the limit's field(s). */
 int srv_sampling_fields(srv_request *r, json_t *body, srv_msg_builder *m, const char *const *max_fields,
                         int default_max, int *max_tokens);
+
+/* ---- the cluster (cluster.c: membership, leases, claims; cluster_store.c: the actors' records,
+ * logs and snapshots in JetStream; cluster_forward.c: requests to the node that holds an actor).
+ * docs/CLUSTER.md says what it promises and when. ---------------------------------------------- */
+typedef struct srv_cluster srv_cluster;
+/* Connects to --cluster, makes the buckets and streams (once per cluster), registers this node
+ * and starts its lease and its request subscription. */
+dw_status srv_cluster_join(srv_server *srv, dw_error *err);
+/* Stops the lease and the subscription, removes this node, closes the connection. */
+void srv_cluster_leave(srv_server *srv);
+const char *srv_cluster_node_name(const srv_server *srv);
+/* 1 while this node's lease is surely valid (checked before every write of an actor's state). */
+int srv_cluster_lease_ok(srv_server *srv);
+/* One line "cluster-event {json}" on stderr: claim, release, fenced, lease-lost, drop. */
+void srv_cluster_event(srv_server *srv, const char *event, const char *actor, uint64_t rev);
+
+/* Claims: the node holding `id` when it is another live node (1, node name in `node`), else 0. */
+int srv_cluster_holder(srv_server *srv, const char *id, char *node, size_t size);
+/* Takes the actor for this node (create-if-absent, or over a claim whose node is gone).
+ * DW_OK and a->claim_rev set; DW_ERR_STATE with the holder's name in `holder` when another live
+ * node has it; another status on a store failure. */
+dw_status srv_cluster_acquire(srv_server *srv, srv_actor *a, char *holder, size_t size, dw_error *err);
+/* Gives the claim up (only if it is still this node's revision). */
+void srv_cluster_release(srv_server *srv, srv_actor *a);
+/* The node with the most free KV memory among the live ones (placement of new actors). */
+void srv_cluster_place(srv_server *srv, char *node, size_t size);
+/* {"node", "nodes": [...], "actors": [...]} for GET /v1/cluster. */
+json_t *srv_cluster_json(srv_server *srv);
+
+/* The store (cluster_store.c). Records: one KV entry per actor. */
+dw_status srv_cluster_record_put(srv_server *srv, const srv_actor *a, int create, dw_error *err);
+/* The record of `id` (malloc'd text), NULL when there is none. */
+char *srv_cluster_record_get(srv_server *srv, const char *id, size_t *len);
+/* The ids of every actor in the cluster (malloc'd array of malloc'd strings). */
+int srv_cluster_record_ids(srv_server *srv, char ***ids);
+/* The actor's log: its first record, written when it is created. */
+dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err);
+/* Turn records read from the log (they point into messages this holds). */
+typedef struct srv_log_records {
+    srv_log_record *r;
+    int n;
+    void **held;
+    int n_held;
+} srv_log_records;
+void srv_log_records_free(srv_log_records *l);
+/* (claimed) Fences the log for this node's claim and reads what a wake needs: the newest
+ * snapshot, fetched to snap_path (*has_snap = 0 when none; a->snap_turns and the counters set
+ * from it), and every turn record still in the log (older ones included: the replay skips those
+ * inside the snapshot, and the last one answers a retry of it). */
+dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_path, int *has_snap,
+                               srv_log_records *turns, dw_error *err);
+/* (claimed) Appends a completed turn; DW_ERR_STATE when the actor was taken over (fenced). */
+dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_record *r, dw_error *err);
+/* (claimed) Stores the snapshot file taken after a->turns turns, records it in the log, and drops
+ * the records and the snapshot it makes unnecessary. */
+dw_status srv_cluster_snapshot_put(srv_server *srv, srv_actor *a, const char *path, dw_error *err);
+/* Removes the actor's record, log and snapshots. */
+void srv_cluster_forget(srv_server *srv, const char *id);
+/* Snapshot store throughput (driftwood bench store): put then get `bytes` of random data as one
+ * object; MB/s of each. */
+dw_status srv_cluster_store_bench(srv_server *srv, size_t bytes, double *put_mbs, double *get_mbs, dw_error *err);
+
+/* Forwarding (cluster_forward.c): sends the request to `node` and relays its answer. */
+int srv_cluster_forward(srv_request *r, const char *node);
+/* Decides where a request runs: returns -1 to run it here, or the result of forwarding it. */
+int srv_cluster_route(srv_request *r);
+/* The answer to a request that came from another node. */
+int srv_fwd_respond(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len);
+int srv_fwd_stream(srv_request *r, srv_stream *stream, int key);
+/* Subscribes this node to the requests other nodes forward to it; srv_fwd_stop ends that and
+ * waits for the ones running. */
+dw_status srv_fwd_listen(srv_server *srv, dw_error *err);
+void srv_fwd_stop(srv_server *srv);
+/* This node's HTTP address in its entry (known once HTTP listens). */
+void srv_cluster_set_url(srv_server *srv);
 
 #endif

@@ -70,6 +70,7 @@ typedef struct replay_state {
 
 static int replay_one(void *user, const srv_log_record *r) {
     replay_state *rs = user;
+    srv_actor_set_last_turn(rs->a, r->message, r->message_len, r->reply, r->reply_len);
     if (r->seq <= rs->after) return 0;
     srv_turn *t = srv_turn_new(rs->srv);
     t->module = rs->a->module; /* how to read the output (the turn holds no actor reference) */
@@ -89,6 +90,31 @@ static int replay_one(void *user, const srv_log_record *r) {
     return bad;
 }
 
+/* On a cluster: this node's claim, the log fenced and read, the newest snapshot fetched from the
+ * store (to a file in the local folder, removed after the restore), and the turns after it. */
+static dw_status wake_from_cluster(srv_server *srv, srv_actor *a, const dw_actor_options *o, replay_state *rs,
+                                   dw_error *err) {
+    char holder[SRV_NAME_MAX], path[1200];
+    if (srv_cluster_acquire(srv, a, holder, sizeof holder, err) != DW_OK) return err->status;
+    snprintf(path, sizeof path, "%s/actors/wake-%s.dwa", srv->store, a->id);
+    srv_log_records turns;
+    int has_snap;
+    dw_status st = srv_cluster_log_open(srv, a, path, &has_snap, &turns, err);
+    if (st != DW_OK) return st;
+    st = has_snap ? dw_actor_snapshot_restore(srv->rt, a->module->module, o, path, &a->actor, NULL, err)
+                  : dw_actor_create(srv->rt, a->module->module, o, &a->actor, err);
+    unlink(path);
+    if (st != DW_OK) {
+        srv_log_records_free(&turns);
+        return dw_error_prefix(err, "waking actor %s", a->id);
+    }
+    rs->after = has_snap ? a->snap_turns : 0;
+    for (int i = 0; i < turns.n && st == DW_OK; i++)
+        if (replay_one(rs, &turns.r[i])) st = dw_error_set(err, DW_ERR_STATE, "actor %s: replaying turn %" PRIu64 " failed", a->id, turns.r[i].seq);
+    srv_log_records_free(&turns);
+    return st;
+}
+
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err) {
     double t0 = dw__now_ms();
     if (ms) *ms = 0;
@@ -98,21 +124,26 @@ dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *er
     char bufs[5][32];
     srv_actor_options(srv, a, &a->settings, &o, argv, bufs);
     dw_status st;
-    if (a->snap_turns) {
-        char path[1200];
-        srv_actor_snapshot_path(srv, a, a->snap_turns, path, sizeof path);
-        st = dw_actor_snapshot_restore(srv->rt, a->module->module, &o, path, &a->actor, NULL, err);
-    } else
-        st = dw_actor_create(srv->rt, a->module->module, &o, &a->actor, err);
-    if (st != DW_OK) return dw_error_prefix(err, "waking actor %s", a->id);
-    char log_path[1200];
-    srv_actor_file(srv, a, "turns.log", log_path, sizeof log_path);
-    replay_state rs = {srv, a, a->snap_turns, 0, 0};
-    uint64_t last;
-    st = srv_log_scan(log_path, 1, replay_one, &rs, &last, err);
-    if (st == DW_OK && last > a->turns) a->turns = last;
-    if (st == DW_OK && (a->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
-        st = dw_error_set(err, DW_ERR_IO, "%s: %s", log_path, strerror(errno));
+    replay_state rs = {srv, a, 0, 0, 0};
+    if (srv->cluster) {
+        st = wake_from_cluster(srv, a, &o, &rs, err);
+    } else {
+        if (a->snap_turns) {
+            char path[1200];
+            srv_actor_snapshot_path(srv, a, a->snap_turns, path, sizeof path);
+            st = dw_actor_snapshot_restore(srv->rt, a->module->module, &o, path, &a->actor, NULL, err);
+        } else
+            st = dw_actor_create(srv->rt, a->module->module, &o, &a->actor, err);
+        if (st != DW_OK) return dw_error_prefix(err, "waking actor %s", a->id);
+        char log_path[1200];
+        srv_actor_file(srv, a, "turns.log", log_path, sizeof log_path);
+        rs.after = a->snap_turns;
+        uint64_t last;
+        st = srv_log_scan(log_path, 1, replay_one, &rs, &last, err);
+        if (st == DW_OK && last > a->turns) a->turns = last;
+        if (st == DW_OK && (a->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+            st = dw_error_set(err, DW_ERR_IO, "%s: %s", log_path, strerror(errno));
+    }
     if (st != DW_OK) {
         dw_actor_free(a->actor);
         a->actor = NULL;

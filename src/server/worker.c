@@ -3,12 +3,34 @@
  * completed turn to the actor's log (fsync'd) before the endpoint may finish its response, and
  * drop the actor's awake state when the turn failed (the next wake rebuilds it from the store,
  * where that turn never happened). */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "server/server_impl.h"
+
+/* A message sent with the number its turn must get ("turn"): the retry of the actor's last
+ * turn (the same message) is answered with that turn's logged reply, not run again; any other
+ * number than the next one is a conflict. */
+static void answer_retry(srv_turn *t, srv_actor *a) {
+    if (t->expect_turn == a->turns + 1) return;
+    if (t->expect_turn == a->turns && a->last_message && a->last_message_len == t->message_len &&
+        !memcmp(a->last_message, t->message, t->message_len)) {
+        t->replayed = 1;
+        t->seq = a->turns;
+        t->text = malloc(a->last_reply_len + 1);
+        memcpy(t->text, a->last_reply, a->last_reply_len + 1);
+        t->text_len = a->last_reply_len, t->text_cap = a->last_reply_len + 1;
+        t->position = a->context_tokens;
+        return;
+    }
+    char why[160];
+    snprintf(why, sizeof why, "The actor has completed %" PRIu64 " turns; turn %" PRIu64 " is not the next one (or a retry of the last).",
+             a->turns, t->expect_turn);
+    srv_turn_fail(t, 409, "turn_conflict", why);
+}
 
 /* Runs on a worker. */
 static void run(srv_turn *t) {
@@ -19,8 +41,11 @@ static void run(srv_turn *t) {
     dw_actor *actor = NULL;
     srv_turn *sink = t;
     if (a) {
-        if (srv_actor_wake(srv, a, &t->wake_ms, &err) != DW_OK) srv_turn_fail(t, 500, "wake_failed", err.message);
+        if (srv_actor_wake(srv, a, &t->wake_ms, &err) != DW_OK)
+            srv_turn_fail(t, err.status == DW_ERR_STATE ? 503 : 500, err.status == DW_ERR_STATE ? "actor_elsewhere" : "wake_failed",
+                          err.message);
         actor = a->actor;
+        if (!t->http_status && t->expect_turn) answer_retry(t, a);
     } else {
         dw_actor_options o;
         const char *argv[16];
@@ -31,7 +56,8 @@ static void run(srv_turn *t) {
             srv_turn_fail(t, 500, "actor_failed", err.message);
     }
     if (!t->http_status && t->on_start) t->on_start(t);
-    if (!t->http_status) {
+    if (t->replayed && t->on_delta) t->on_delta(t, t->text, t->text_len);
+    if (!t->http_status && !t->replayed) {
         if (a) a->sink = t;
         dw_actor_stats_reset(actor);
         dw_status st = dw_actor_send(actor, t->message, t->message_len, &err);
@@ -45,17 +71,22 @@ static void run(srv_turn *t) {
             t->prompt_tokens = (int)s.prefill_tokens;
         }
     }
-    if (a && !t->http_status) { /* durable before anyone hears it completed */
+    if (a && !t->http_status && !t->replayed) { /* durable before anyone hears it completed */
         double l0 = dw__now_ms();
         srv_log_record r = {a->turns + 1, t->message, t->message_len, t->text ? t->text : "", t->text_len};
-        if (srv_log_append(a->log_fd, &r, srv->o.no_fsync, &err) != DW_OK) srv_turn_fail(t, 500, "store_failed", err.message);
-        else t->seq = a->turns + 1;
+        dw_status st = srv->cluster ? srv_cluster_log_turn(srv, a, &r, &err) : srv_log_append(a->log_fd, &r, srv->o.no_fsync, &err);
+        if (st != DW_OK)
+            srv_turn_fail(t, st == DW_ERR_STATE ? 503 : 500, st == DW_ERR_STATE ? "actor_moved" : "store_failed", err.message);
+        else {
+            t->seq = a->turns + 1;
+            srv_actor_set_last_turn(a, r.message, r.message_len, r.reply, r.reply_len);
+        }
         t->log_ms = dw__now_ms() - l0;
     }
     if (a) {
-        if (t->http_status) srv_actor_drop(srv, a);
+        if (t->http_status && strcmp(t->error_code, "turn_conflict")) srv_actor_drop(srv, a);
         pthread_mutex_lock(&srv->lock);
-        if (!t->http_status) {
+        if (!t->http_status && !t->replayed) {
             a->turns = t->seq;
             a->context_tokens = t->position;
             a->tokens_generated += (uint64_t)t->completion_tokens;

@@ -10,6 +10,9 @@ dw_debian_packages="$dw_debian_packages libclang-rt-14-dev"
 # libmicrohttpd: the HTTP server (src/server/); chromium and its driver: the page's test in a
 # headless browser (tests/server/test_page.py).
 dw_debian_packages="$dw_debian_packages libmicrohttpd-dev chromium chromium-driver"
+# NATS: the server (3 of them make the tests' JetStream cluster) and its C client (the cluster layer,
+# src/server/cluster*.c: KV buckets, streams, request forwarding).
+dw_debian_packages="$dw_debian_packages nats-server libnats-dev"
 dw_missing=""
 for p in $dw_debian_packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || dw_missing="$dw_missing $p"
