@@ -526,6 +526,7 @@ int srv_api_responses(srv_request *r) {
     srv_new_id("msg_", e->msg_id, sizeof e->msg_id);
     srv_actor *a = NULL;
     int ret = MHD_YES;
+    uint64_t expect_turn = 0;
     size_t msg_len;
     char *msg = srv_msg_finish(&m, &msg_len);
     if (json_is_string(prev)) {
@@ -547,13 +548,16 @@ int srv_api_responses(srv_request *r) {
                                     "A response in this conversation is still being generated.");
             goto out;
         }
-        if (turn != a->turns) {
+        /* the latest continues; the one before it only as a retry of the same input (the worker
+         * answers that from the log, or refuses another input with 409) */
+        if (turn != a->turns && turn + 1 != a->turns) {
             srv_actor_release(srv, a);
             ret = srv_respond_error(r, 400, "invalid_request_error", "invalid_value", "previous_response_id",
                                     "Response '%s' is not the latest of its conversation; only the latest can be continued.",
                                     e->prev);
             goto out;
         }
+        expect_turn = turn + 1;
     } else {
         srv_actor_settings st = {.temperature = 1.0, .top_p = 1.0, .max_tokens = srv->o.default_max_tokens};
         snprintf(st.model, sizeof st.model, "%s", model);
@@ -568,10 +572,11 @@ int srv_api_responses(srv_request *r) {
         srv_actor_release(srv, a);
         goto out;
     }
-    snprintf(e->id, sizeof e->id, "resp_%s_%" PRIu64, a->id + 5, a->turns + 1);
+    snprintf(e->id, sizeof e->id, "resp_%s_%" PRIu64, a->id + 5, expect_turn ? expect_turn : a->turns + 1);
     json_decref(b), b = NULL;
     srv_turn *t = srv_turn_new(srv);
     t->actor = a, a = NULL; /* the turn holds the reference now */
+    t->expect_turn = expect_turn;
     t->message = msg, t->message_len = msg_len, msg = NULL;
     t->endpoint = e, t->endpoint_free = free, e = NULL;
     if (stream) {
