@@ -49,6 +49,14 @@ void srv_cluster_claim_value(srv_cluster *c, char *out, size_t size) {
     pthread_mutex_unlock(&c->mu);
 }
 
+int srv_cluster_claim_current(srv_server *srv, const srv_actor *a) {
+    srv_cluster *c = srv->cluster;
+    pthread_mutex_lock(&c->mu);
+    int ok = a->claim_rev && a->claim_epoch == c->epoch && dw__now_s() < c->valid_until;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
 int srv_cluster_lease_ok(srv_server *srv) {
     srv_cluster *c = srv->cluster;
     pthread_mutex_lock(&c->mu);
@@ -89,6 +97,21 @@ static int refresh(srv_server *srv, int fresh) {
     uint64_t rev = 0;
     natsStatus s = fresh ? kvStore_PutString(&rev, c->nodes, c->node, text)
                          : kvStore_UpdateString(&rev, c->nodes, c->node, text, c->node_rev);
+    if (s != NATS_OK && !fresh) {
+        /* an update whose answer was lost moved the revision: adopt it if the entry is still ours */
+        kvEntry *e = NULL;
+        char inc[sizeof c->inc];
+        pthread_mutex_lock(&c->mu);
+        snprintf(inc, sizeof inc, "%s", c->inc);
+        pthread_mutex_unlock(&c->mu);
+        if (kvStore_Get(&e, c->nodes, c->node) == NATS_OK && kvEntry_Operation(e) == kvOp_Put) {
+            json_t *j = json_loadb(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), 0, NULL);
+            const char *ji = json_string_value(json_object_get(j, "inc"));
+            if (ji && !strcmp(ji, inc)) s = kvStore_UpdateString(&rev, c->nodes, c->node, text, kvEntry_Revision(e));
+            json_decref(j);
+        }
+        kvEntry_Destroy(e);
+    }
     free(text);
     if (s != NATS_OK) return 0;
     pthread_mutex_lock(&c->mu);
@@ -123,6 +146,7 @@ static void lease_lost(srv_server *srv) {
     } while (n == 64);
     pthread_mutex_lock(&c->mu);
     new_incarnation(c);
+    c->epoch++;
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -324,6 +348,7 @@ dw_status srv_cluster_acquire(srv_server *srv, srv_actor *a, char *holder, size_
         snprintf(held, sizeof held, "%s %s", node, inc);
         if (node[0] && !strcmp(held, mine)) {
             a->claim_rev = last;
+            a->claim_epoch = c->epoch;
             return DW_OK;
         }
         if (node[0] && srv_cluster_node_live(c, node, inc)) {
@@ -335,6 +360,7 @@ dw_status srv_cluster_acquire(srv_server *srv, srv_actor *a, char *holder, size_
                          : kvStore_CreateString(&rev, c->claims, a->id, mine);
         if (s == NATS_OK) {
             a->claim_rev = rev;
+            a->claim_epoch = c->epoch;
             srv_cluster_event(srv, "claim", a->id, rev);
             return DW_OK;
         }

@@ -35,6 +35,7 @@ struct srv_cluster {
     pthread_mutex_t mu;      /* guards what follows */
     pthread_cond_t cv;
     char inc[20];            /* incarnation: new at each start and after a lost lease */
+    uint32_t epoch;          /* counts lost leases: a claim taken in an older epoch is void */
     uint64_t node_rev;       /* our entry's revision in dw_nodes */
     double valid_until;      /* monotonic: the lease surely holds until then */
     int stopping, forwarded_in_flight;
@@ -44,6 +45,8 @@ struct srv_cluster {
 int srv_cluster_conflict(natsStatus s, jsErrCode code);
 /* Text of the last NATS error of this thread. */
 const char *srv_cluster_error_text(natsStatus s);
+/* 1 while a's claim was taken under this node's current lease. */
+int srv_cluster_claim_current(srv_server *srv, const srv_actor *a);
 /* This node's claim value ("NODE INC") into out. */
 void srv_cluster_claim_value(srv_cluster *c, char *out, size_t size);
 /* 1 when `node` is registered with incarnation `inc` (the claim it made is live). */

@@ -76,8 +76,8 @@ typedef enum { APPEND_OK, APPEND_FENCED, APPEND_FAILED } append_result;
 /* Publishes m on the stream expecting `expect` as its subject's last sequence (0: expecting no
  * message at all), retrying transient failures (a server lost, a leader being elected) with the
  * same message id. */
-static append_result append(srv_server *srv, natsMsg *m, uint64_t expect, const char *msg_id, uint64_t *seq,
-                            dw_error *err) {
+static append_result append(srv_server *srv, const srv_actor *a, natsMsg *m, uint64_t expect, const char *msg_id,
+                            uint64_t *seq, dw_error *err) {
     srv_cluster *c = srv->cluster;
     jsPubOptions po;
     jsPubOptions_Init(&po);
@@ -96,6 +96,10 @@ static append_result append(srv_server *srv, natsMsg *m, uint64_t expect, const 
             return APPEND_OK;
         }
         if (srv_cluster_conflict(s, code)) return APPEND_FENCED;
+        if (a && !srv_cluster_claim_current(srv, a)) { /* the lease lapsed while retrying */
+            dw_error_set(err, DW_ERR_STATE, "cluster: this node's lease lapsed; actor %s is not written", a->id);
+            return APPEND_FAILED;
+        }
         if (dw__now_s() > deadline) {
             dw_error_set(err, DW_ERR_IO, "cluster: appending to %s: %s", natsMsg_GetSubject(m), srv_cluster_error_text(s));
             return APPEND_FAILED;
@@ -120,7 +124,7 @@ dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err) {
     natsMsg *m = log_msg(srv, a, "created", NULL, 0);
     char id[SRV_ID_MAX + 16];
     snprintf(id, sizeof id, "%s-created", a->id);
-    append_result r = append(srv, m, 0, id, &a->log_last_seq, err);
+    append_result r = append(srv, NULL, m, 0, id, &a->log_last_seq, err);
     natsMsg_Destroy(m);
     if (r == APPEND_FENCED) return dw_error_set(err, DW_ERR_STATE, "cluster: actor %s has a log already", a->id);
     return r == APPEND_OK ? DW_OK : err->status;
@@ -129,9 +133,9 @@ dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err) {
 /* The append of a record to a's log on top of a->log_last_seq, by this node's claim. */
 static dw_status append_fenced(srv_server *srv, srv_actor *a, natsMsg *m, const char *msg_id, uint64_t *seq,
                                dw_error *err) {
-    if (!srv_cluster_lease_ok(srv))
-        return dw_error_set(err, DW_ERR_STATE, "cluster: this node's lease has lapsed; actor %s is not written", a->id);
-    append_result r = append(srv, m, a->log_last_seq, msg_id, seq, err);
+    if (!srv_cluster_claim_current(srv, a))
+        return dw_error_set(err, DW_ERR_STATE, "cluster: this node's claim on actor %s lapsed with its lease", a->id);
+    append_result r = append(srv, a, m, a->log_last_seq, msg_id, seq, err);
     if (r == APPEND_FENCED) {
         srv_cluster_event(srv, "fenced", a->id, a->claim_rev);
         return dw_error_set(err, DW_ERR_STATE, "cluster: actor %s was taken over by another node", a->id);

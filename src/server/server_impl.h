@@ -114,6 +114,7 @@ typedef struct srv_actor {
      * bucket; 0: none) and the sequence of the actor's last record in the log stream, which the
      * next append must find there (the fence: a node that lost the actor cannot append) */
     uint64_t claim_rev, log_last_seq;
+    uint32_t claim_epoch;    /* the node's lease epoch the claim was taken in */
     uint64_t last_turn_seq;  /* the log sequence of its last turn record (kept when purging) */
     char snap_object[SRV_ID_MAX + 48]; /* the subject of its newest snapshot's chunks ("": none) */
     struct srv_actor *next;
