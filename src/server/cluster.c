@@ -281,7 +281,8 @@ void srv_cluster_leave(srv_server *srv) {
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     if (c->lease_thread) pthread_join(c->lease_thread, NULL);
-    if (c->nodes && c->node_rev) kvStore_Delete(c->nodes, c->node);
+    if (c->nodes && c->node_rev && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+        kvStore_Delete(c->nodes, c->node); /* others see it gone now, not a lease later */
     kvStore_Destroy(c->actors);
     kvStore_Destroy(c->claims);
     kvStore_Destroy(c->nodes);

@@ -361,10 +361,17 @@ static dw_status put_chunks(srv_cluster *c, const char *path, const char *subjec
         jsPubAck *ack = NULL;
         jsErrCode code = 0;
         natsStatus s = NATS_ERR;
-        for (int attempt = 0; attempt < 40 && s != NATS_OK; attempt++) {
+        double deadline = dw__now_s() + APPEND_RETRY_S;
+        for (int attempt = 0; s != NATS_OK && (attempt == 0 || dw__now_s() < deadline); attempt++) {
             if (attempt) nats_Sleep(250);
-            s = js_Publish(&ack, c->js, subject, buf, (int)n, NULL, &code); /* a duplicate chunk on retry is harmless: */
-        }                                                                     /* the reader counts bytes and checks the digest */
+            /* a chunk stored twice by a retry would be read twice: the message id makes the retry a duplicate */
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            char id[SRV_ID_MAX + 80];
+            snprintf(id, sizeof id, "%s-%lld", subject, (long long)*bytes);
+            po.MsgId = id;
+            s = js_Publish(&ack, c->js, subject, buf, (int)n, &po, &code);
+        }
         if (s != NATS_OK) {
             st = dw_error_set(err, DW_ERR_IO, "cluster: storing snapshot %s: %s", subject, srv_cluster_error_text(s));
             break;
