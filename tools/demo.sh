@@ -6,6 +6,8 @@
 #  3. A snapshot mid-conversation; the process ends; a new process restores the actor and the
 #     conversation goes on.
 #  4. A closing table of the timings.
+#  5. Three nodes on NATS JetStream (tools/cluster-up.sh): an actor placed on one node answers
+#     through another; its node is killed; the conversation goes on, on a live node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -48,4 +50,34 @@ for i, (n, ms, g, tps) in enumerate(turns, 1):
     print(f"  turn {i}: prefill {int(n):4d} tokens {float(ms):10.1f} ms   {int(g):3d} tokens at {float(tps):7.1f} tok/s ({per:.2f} ms/token)")
 print(f"  {'snapshot save (' + save[0] + ' KiB)':34s} {float(save[1]):10.1f} ms")
 print(f"  {'snapshot restore (new process)':34s} {float(restore):10.1f} ms")
+PY
+
+echo
+echo "== 5. A cluster: 3 NATS JetStream servers and 3 nodes (tools/cluster-up.sh); one actor, one node killed"
+BUILD=$BUILD tools/cluster-up.sh "$work/cluster" --model "$model" >"$work/cluster.txt"
+trap 'tools/cluster-up.sh stop "$work/cluster" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+sed 's/^/  /' "$work/cluster.txt"
+python3 - "$work/cluster.txt" <<'PY'
+import json, subprocess, sys, time, urllib.request
+nodes = dict(line.split() for line in open(sys.argv[1]) if line.startswith("n"))
+def call(node, method, path, body=None):
+    req = urllib.request.Request(nodes[node] + path, method=method, data=json.dumps(body).encode() if body else None)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.headers["X-Driftwood-Node"], json.load(r)
+_, actor = call("n1", "POST", "/v1/actors", {"temperature": 0})
+home = {a["id"]: a["node"] for a in call("n1", "GET", "/v1/cluster")[1]["actors"]}[actor["id"]]
+print(f"  actor {actor['id']} placed on {home}")
+other = [n for n in nodes if n != home]
+turn = 0
+for via, text in ((other[0], "What is a cat?"), (other[1], "And a dog?")):
+    turn += 1
+    served, r = call(via, "POST", f"/v1/actors/{actor['id']}/messages", {"content": text, "max_tokens": 24, "turn": turn})
+    print(f"  turn {turn} sent to {via}, served by {served}: {r['output']!r}")
+print(f"  killing {home} (SIGKILL) ...")
+subprocess.run(["tools/cluster-up.sh", "kill", sys.argv[1].rsplit("/", 1)[0] + "/cluster", home], check=True)
+t0 = time.time()
+turn += 1
+served, r = call(other[0], "POST", f"/v1/actors/{actor['id']}/messages", {"content": "Tell me more.", "max_tokens": 24, "turn": turn})
+print(f"  turn {turn} sent to {other[0]}, served by {served} {time.time() - t0:.1f} s after the kill "
+      f"(the dead node's lease runs out, then the actor wakes from its snapshot and log): {r['output']!r}")
 PY
