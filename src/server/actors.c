@@ -271,6 +271,7 @@ dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t p
         unlink(old);
     }
     a->snap_turns = a->turns;
+    a->snap_context_tokens = a->context_tokens;
     /* every logged turn is inside the snapshot now */
     if (a->log_fd >= 0 && (ftruncate(a->log_fd, 0) != 0 || fdatasync(a->log_fd) != 0))
         return dw_error_set(err, DW_ERR_IO, "actor %s: emptying its turn log: %s", a->id, strerror(errno));
@@ -482,6 +483,12 @@ void *srv_reaper_main(void *arg) {
                 a->busy = SRV_BUSY_UPKEEP, a->refs++, claimed[n++] = a;
                 resident -= a->memory_bytes + a->kv_bytes;
             }
+        int n_idle = n;
+        for (srv_actor *a = srv->actors; srv->cluster && a && n < 64; a = a->next)
+            if (a->actor && !a->busy && now - a->last_active >= 1.0 &&
+                a->context_tokens - a->snap_context_tokens >= SRV_CHECKPOINT_TOKENS)
+                a->busy = SRV_BUSY_UPKEEP, a->refs++, claimed[n++] = a;
+        int n_hibernate_end = n; /* [n_idle, n_hibernate_end): checkpoints, not hibernations */
         while (resident > srv->o.memory_budget && n < 64) { /* least recently used first */
             srv_actor *lru = NULL;
             for (srv_actor *a = srv->actors; a; a = a->next)
@@ -493,8 +500,12 @@ void *srv_reaper_main(void *arg) {
         pthread_mutex_unlock(&srv->lock);
         for (int i = 0; i < n; i++) {
             dw_error err;
-            if (srv_actor_hibernate(srv, claimed[i], &err) != DW_OK)
-                fprintf(stderr, "driftwood serve: hibernating actor %s: %s\n", claimed[i]->id, err.message);
+            char path[1200];
+            int checkpoint = i >= n_idle && i < n_hibernate_end && claimed[i]->actor;
+            if (checkpoint ? srv_actor_snapshot(srv, claimed[i], path, sizeof path, &err) != DW_OK
+                           : srv_actor_hibernate(srv, claimed[i], &err) != DW_OK)
+                fprintf(stderr, "driftwood serve: %s actor %s: %s\n", checkpoint ? "checkpointing" : "hibernating",
+                        claimed[i]->id, err.message);
             srv_actor_release(srv, claimed[i]);
         }
         pthread_mutex_lock(&srv->lock);

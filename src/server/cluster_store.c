@@ -310,11 +310,12 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
     }
     a->snap_object[0] = 0;
     a->snap_turns = 0;
+    a->snap_context_tokens = 0;
     dw_status st = DW_OK;
     if (snap) {
         snprintf(a->snap_object, sizeof a->snap_object, "%s", json_string_value(json_object_get(snap, "subject")) ?: "");
         a->snap_turns = (uint64_t)json_integer_value(json_object_get(snap, "turns"));
-        a->context_tokens = (int)json_integer_value(json_object_get(snap, "context_tokens"));
+        a->context_tokens = a->snap_context_tokens = (int)json_integer_value(json_object_get(snap, "context_tokens"));
         a->tokens_generated = (uint64_t)json_integer_value(json_object_get(snap, "tokens_generated"));
         if (a->snap_turns > a->turns) a->turns = a->snap_turns;
         st = fetch_snapshot(srv, snap, snap_path, err);

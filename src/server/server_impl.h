@@ -101,6 +101,7 @@ typedef struct srv_actor {
     int busy, deleted, refs; /* busy: 0 or SRV_BUSY_* */
     uint64_t turns;         /* completed (durable) turns */
     uint64_t snap_turns;    /* turns inside the newest snapshot (0: none) */
+    int snap_context_tokens; /* its context then (a cluster checkpoints actors that grew much since) */
     int context_tokens;     /* tokens in the actor's session after its last turn */
     uint64_t tokens_generated;
     size_t memory_bytes, kv_bytes; /* while awake */
@@ -149,7 +150,10 @@ json_t *srv_actor_json(srv_server *srv, const srv_actor *a);
 /* Reads every actor of the store (hibernated). */
 dw_status srv_actors_load(srv_server *srv, dw_error *err);
 /* The background thread: hibernates idle actors and, over the memory budget, the least
- * recently used ones. */
+ * recently used ones; on a cluster it also snapshots (checkpoints) awake actors idle a second
+ * whose context grew by SRV_CHECKPOINT_TOKENS since their snapshot, which bounds what a wake on
+ * another node after a crash must replay. */
+#define SRV_CHECKPOINT_TOKENS 1024
 void *srv_reaper_main(void *arg);
 
 /* Remembers the turn just completed (or replayed) as the actor's last one. */
