@@ -202,10 +202,23 @@ static srv_actor *cluster_get(srv_server *srv, const char *id) {
     return a;
 }
 
+/* An actor asleep here: the record's counters date from its last snapshot; turns logged since (on
+ * a node that died before hibernating it, say) are in its log's last record. */
+static void refresh_from_log(srv_server *srv, srv_actor *a) {
+    uint64_t turns, generated;
+    int context;
+    if (srv_cluster_log_tail(srv, a->id, &turns, &context, &generated) != DW_OK) return;
+    pthread_mutex_lock(&srv->lock);
+    if (!a->actor && !a->busy && turns >= a->turns)
+        a->turns = turns, a->context_tokens = context, a->tokens_generated = generated;
+    pthread_mutex_unlock(&srv->lock);
+}
+
 srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id) {
     srv_actor *a;
-    if (srv->cluster) a = cluster_get(srv, id);
-    else {
+    if (srv->cluster) {
+        if ((a = cluster_get(srv, id)) && !a->actor) refresh_from_log(srv, a);
+    } else {
         pthread_mutex_lock(&srv->lock);
         if ((a = find(srv, id))) a->refs++;
         pthread_mutex_unlock(&srv->lock);

@@ -121,29 +121,13 @@ static int refresh(srv_server *srv, int fresh) {
     return 1;
 }
 
-/* The lease ran out: nothing this node holds may be written any more. Awake actors that are not
- * in a turn are dropped now (a turn in progress fails at its append and drops its actor); every
- * claim is forgotten; the node registers again under a new incarnation. */
+/* The lease ran out: nothing this node holds may be written any more. Every claim it took is
+ * void (the epoch moves on) and the node registers again under a new incarnation. Awake actors
+ * stay in memory: the next write of each first claims it again and fences its log on top of this
+ * node's own last record (srv_cluster_keep), which succeeds only if no other node took it. */
 static void lease_lost(srv_server *srv) {
     srv_cluster *c = srv->cluster;
     srv_cluster_event(srv, "lease-lost", "", c->node_rev);
-    srv_actor *drop[64];
-    int n;
-    do {
-        n = 0;
-        pthread_mutex_lock(&srv->lock);
-        for (srv_actor *a = srv->actors; a; a = a->next) {
-            if (a->actor && !a->busy && n < 64) a->busy = SRV_BUSY_UPKEEP, a->refs++, drop[n++] = a;
-            else if (!a->busy) a->claim_rev = 0;
-        }
-        pthread_mutex_unlock(&srv->lock);
-        for (int i = 0; i < n; i++) {
-            srv_cluster_event(srv, "drop", drop[i]->id, drop[i]->claim_rev);
-            srv_actor_drop(srv, drop[i]);
-            drop[i]->claim_rev = 0;
-            srv_actor_release(srv, drop[i]);
-        }
-    } while (n == 64);
     pthread_mutex_lock(&c->mu);
     new_incarnation(c);
     c->epoch++;
@@ -178,6 +162,10 @@ static dw_status nats_fail(dw_error *err, natsStatus s, const char *what) {
     return dw_error_set(err, DW_ERR_IO, "cluster: %s: %s", what, srv_cluster_error_text(s));
 }
 
+/* Buckets and streams are made by whichever node comes first; nodes starting together race, and
+ * a stream just made has no leader for a moment: each step is retried for up to STARTUP_S. */
+#define STARTUP_S 20.0
+
 static dw_status make_bucket(srv_cluster *c, kvStore **kv, const char *name, int64_t ttl_ns, dw_error *err) {
     kvConfig cfg;
     kvConfig_Init(&cfg);
@@ -185,11 +173,13 @@ static dw_status make_bucket(srv_cluster *c, kvStore **kv, const char *name, int
     cfg.History = 1;
     cfg.TTL = ttl_ns;
     cfg.Replicas = c->replicas;
-    natsStatus s = js_CreateKeyValue(kv, c->js, &cfg);
-    if (s == NATS_OK) return DW_OK;
-    dw_error_set(err, DW_ERR_IO, "cluster: making bucket %s: %s", name, srv_cluster_error_text(s));
-    if (js_KeyValue(kv, c->js, name) == NATS_OK) return DW_OK; /* made by another node meanwhile */
-    return err->status;
+    for (double deadline = dw__now_s() + STARTUP_S;; nats_Sleep(250)) {
+        natsStatus s = js_CreateKeyValue(kv, c->js, &cfg);
+        if (s == NATS_OK) return DW_OK;
+        dw_error_set(err, DW_ERR_IO, "cluster: making bucket %s: %s", name, srv_cluster_error_text(s));
+        if (js_KeyValue(kv, c->js, name) == NATS_OK) return DW_OK; /* made by another node meanwhile */
+        if (dw__now_s() > deadline) return err->status;
+    }
 }
 
 static dw_status make_stream(srv_cluster *c, const char *name, const char *subject, dw_error *err) {
@@ -203,12 +193,14 @@ static dw_status make_stream(srv_cluster *c, const char *name, const char *subje
     cfg.Replicas = c->replicas;
     cfg.AllowDirect = true;
     cfg.Duplicates = (int64_t)120 * 1000000000; /* retries of an append are recognised this long */
-    jsStreamInfo *si = NULL;
-    jsErrCode code = 0;
-    natsStatus s = js_AddStream(&si, c->js, &cfg, NULL, &code);
-    jsStreamInfo_Destroy(si);
-    if (s != NATS_OK && code == JSStreamNameExistErr) s = NATS_OK; /* made by another node */
-    return s == NATS_OK ? DW_OK : nats_fail(err, s, name);
+    for (double deadline = dw__now_s() + STARTUP_S;; nats_Sleep(250)) {
+        jsStreamInfo *si = NULL;
+        jsErrCode code = 0;
+        natsStatus s = js_AddStream(&si, c->js, &cfg, NULL, &code);
+        jsStreamInfo_Destroy(si);
+        if (s == NATS_OK || code == JSStreamNameExistErr) return DW_OK; /* or made by another node */
+        if (dw__now_s() > deadline) return nats_fail(err, s, name);
+    }
 }
 
 dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
@@ -255,7 +247,9 @@ dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
     if (st == DW_OK) st = make_bucket(c, &c->actors, ACTOR_BUCKET, 0, err);
     if (st == DW_OK) st = make_stream(c, CLUSTER_LOG_STREAM, "dw.log.>", err);
     if (st == DW_OK) st = make_stream(c, CLUSTER_SNAP_STREAM, "dw.snap.>", err);
-    if (st == DW_OK && !refresh(srv, 1)) st = dw_error_set(err, DW_ERR_IO, "cluster: registering node %s: %s", c->node, srv_cluster_error_text(NATS_ERR));
+    for (double deadline = dw__now_s() + STARTUP_S; st == DW_OK && !refresh(srv, 1); nats_Sleep(250))
+        if (dw__now_s() > deadline)
+            st = dw_error_set(err, DW_ERR_IO, "cluster: registering node %s: %s", c->node, srv_cluster_error_text(NATS_ERR));
     if (st == DW_OK && srv->o.listen) st = srv_fwd_listen(srv, err); /* the store benchmark has no HTTP side */
     if (st == DW_OK && pthread_create(&c->lease_thread, NULL, lease_main, srv) != 0)
         st = dw_error_set(err, DW_ERR_NO_MEMORY, "cluster: cannot start the lease thread");

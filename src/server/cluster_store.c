@@ -108,20 +108,25 @@ static append_result append(srv_server *srv, const srv_actor *a, natsMsg *m, uin
     }
 }
 
-static natsMsg *log_msg(srv_server *srv, const srv_actor *a, const char *type, const void *data, int len) {
-    char subject[SRV_ID_MAX + 16], rev[24];
+/* A record of a's log. Every record says where the actor stands after it (Dw-Turns, Dw-Context,
+ * Dw-Generated), so its state can be read from the log's last record alone. */
+static natsMsg *log_msg(srv_server *srv, const srv_actor *a, const char *type, const void *data, int len, uint64_t turns,
+                        int context, uint64_t generated) {
+    char subject[SRV_ID_MAX + 16], v[24];
     snprintf(subject, sizeof subject, "dw.log.%s", a->id);
     natsMsg *m = NULL;
     DW_ASSERT(natsMsg_Create(&m, subject, NULL, data, len) == NATS_OK);
-    snprintf(rev, sizeof rev, "%" PRIu64, a->claim_rev);
     natsMsgHeader_Set(m, "Dw-Type", type);
     natsMsgHeader_Set(m, "Dw-Node", srv->cluster->node);
-    natsMsgHeader_Set(m, "Dw-Rev", rev);
+    snprintf(v, sizeof v, "%" PRIu64, a->claim_rev), natsMsgHeader_Set(m, "Dw-Rev", v);
+    snprintf(v, sizeof v, "%" PRIu64, turns), natsMsgHeader_Set(m, "Dw-Turns", v);
+    snprintf(v, sizeof v, "%d", context), natsMsgHeader_Set(m, "Dw-Context", v);
+    snprintf(v, sizeof v, "%" PRIu64, generated), natsMsgHeader_Set(m, "Dw-Generated", v);
     return m;
 }
 
 dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err) {
-    natsMsg *m = log_msg(srv, a, "created", NULL, 0);
+    natsMsg *m = log_msg(srv, a, "created", NULL, 0, 0, 0, 0);
     char id[SRV_ID_MAX + 16];
     snprintf(id, sizeof id, "%s-created", a->id);
     append_result r = append(srv, NULL, m, 0, id, &a->log_last_seq, err);
@@ -133,8 +138,7 @@ dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err) {
 /* The append of a record to a's log on top of a->log_last_seq, by this node's claim. */
 static dw_status append_fenced(srv_server *srv, srv_actor *a, natsMsg *m, const char *msg_id, uint64_t *seq,
                                dw_error *err) {
-    if (!srv_cluster_claim_current(srv, a))
-        return dw_error_set(err, DW_ERR_STATE, "cluster: this node's claim on actor %s lapsed with its lease", a->id);
+    if (srv_cluster_keep(srv, a, err) != DW_OK) return err->status;
     append_result r = append(srv, a, m, a->log_last_seq, msg_id, seq, err);
     if (r == APPEND_FENCED) {
         srv_cluster_event(srv, "fenced", a->id, a->claim_rev);
@@ -145,7 +149,8 @@ static dw_status append_fenced(srv_server *srv, srv_actor *a, natsMsg *m, const 
     return DW_OK;
 }
 
-dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_record *r, dw_error *err) {
+dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_record *r, int context, uint64_t generated,
+                               dw_error *err) {
     size_t len = 8 + r->message_len + r->reply_len;
     if (len + 1024 > (size_t)srv->cluster->max_payload)
         return dw_error_set(err, DW_ERR_LIMIT, "cluster: turn %" PRIu64 " of actor %s is %zu bytes; the NATS servers take %d",
@@ -156,7 +161,7 @@ dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_reco
     for (int i = 0; i < 8; i++) buf[i] = (char)(ml >> (8 * i));
     memcpy(buf + 8, r->message, r->message_len);
     memcpy(buf + 8 + r->message_len, r->reply, r->reply_len);
-    natsMsg *m = log_msg(srv, a, "turn", buf, (int)len);
+    natsMsg *m = log_msg(srv, a, "turn", buf, (int)len, r->seq, context, generated);
     free(buf);
     char turn[24], id[SRV_ID_MAX + 64];
     snprintf(turn, sizeof turn, "%" PRIu64, r->seq);
@@ -245,8 +250,8 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
         srv_log_records_free(turns);
         json_decref(snap), snap = NULL;
         /* read the whole subject (after a snapshot's purge: its last turn onward) */
-        uint64_t seq = 1, last = 0, last_turn = 0;
-        int cap = 0;
+        uint64_t seq = 1, last = 0, last_turn = 0, stand_turns = 0, stand_generated = 0;
+        int cap = 0, stand_context = 0;
         for (;;) {
             natsMsg *m = NULL;
             natsStatus s = next_on_subject(c, CLUSTER_LOG_STREAM, subject, seq, &m);
@@ -258,6 +263,9 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
             last = natsMsg_GetSequence(m);
             seq = last + 1;
             const char *type = header(m, "Dw-Type");
+            stand_turns = strtoull(header(m, "Dw-Turns"), NULL, 10);
+            stand_context = atoi(header(m, "Dw-Context"));
+            stand_generated = strtoull(header(m, "Dw-Generated"), NULL, 10);
             if (!strcmp(type, "turn") && natsMsg_GetDataLength(m) >= 8) {
                 const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
                 uint64_t ml = 0;
@@ -283,7 +291,7 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
         }
         if (!last) return dw_error_set(err, DW_ERR_NOT_FOUND, "cluster: actor %s has no log", a->id);
         /* the fence: our claim record on top of exactly what we read */
-        natsMsg *m = log_msg(srv, a, "claim", NULL, 0);
+        natsMsg *m = log_msg(srv, a, "claim", NULL, 0, stand_turns, stand_context, stand_generated);
         char id[SRV_ID_MAX + 48];
         snprintf(id, sizeof id, "%s-c%" PRIu64 "-at%" PRIu64, a->id, a->claim_rev, last);
         a->log_last_seq = last;
@@ -292,6 +300,7 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
         natsMsg_Destroy(m);
         if (st == DW_OK) {
             a->last_turn_seq = last_turn;
+            a->turns = stand_turns, a->tokens_generated = stand_generated;
             break;
         }
         if (st != DW_ERR_STATE || !srv_cluster_lease_ok(srv)) {
@@ -326,6 +335,54 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
         if (turns->r[i].seq > a->turns) a->turns = turns->r[i].seq;
     if (st != DW_OK) srv_log_records_free(turns);
     return st;
+}
+
+dw_status srv_cluster_log_tail(srv_server *srv, const char *id, uint64_t *turns, int *context, uint64_t *generated) {
+    char subject[SRV_ID_MAX + 16];
+    snprintf(subject, sizeof subject, "dw.log.%s", id);
+    jsDirectGetMsgOptions o;
+    jsDirectGetMsgOptions_Init(&o);
+    o.LastBySubject = subject;
+    natsMsg *m = NULL;
+    if (js_DirectGetMsg(&m, srv->cluster->js, CLUSTER_LOG_STREAM, NULL, &o) != NATS_OK)
+        return DW_ERR_NOT_FOUND;
+    *turns = strtoull(header(m, "Dw-Turns"), NULL, 10);
+    *context = atoi(header(m, "Dw-Context"));
+    *generated = strtoull(header(m, "Dw-Generated"), NULL, 10);
+    natsMsg_Destroy(m);
+    return DW_OK;
+}
+
+/* (awake here, its claim void after this node's lease lapsed) Takes the claim again and fences
+ * the log on top of the last record this node wrote: if nobody appended since, the awake state
+ * is still the actor's and goes on; if someone did, the append is refused (DW_ERR_STATE). */
+static dw_status revalidate(srv_server *srv, srv_actor *a, dw_error *err) {
+    char holder[SRV_NAME_MAX];
+    if (srv_cluster_acquire(srv, a, holder, sizeof holder, err) != DW_OK) return err->status;
+    natsMsg *m = log_msg(srv, a, "claim", NULL, 0, a->turns, a->context_tokens, a->tokens_generated);
+    char id[SRV_ID_MAX + 48];
+    snprintf(id, sizeof id, "%s-c%" PRIu64 "-at%" PRIu64, a->id, a->claim_rev, a->log_last_seq);
+    uint64_t seq;
+    append_result r = append(srv, a, m, a->log_last_seq, id, &seq, err);
+    natsMsg_Destroy(m);
+    if (r == APPEND_FENCED) {
+        srv_cluster_event(srv, "fenced", a->id, a->claim_rev);
+        return dw_error_set(err, DW_ERR_STATE, "cluster: actor %s was taken over by another node", a->id);
+    }
+    if (r != APPEND_OK) return err->status;
+    a->log_last_seq = seq;
+    return DW_OK;
+}
+
+dw_status srv_cluster_keep(srv_server *srv, srv_actor *a, dw_error *err) {
+    double deadline = dw__now_s() + APPEND_RETRY_S;
+    while (!srv_cluster_claim_current(srv, a)) {
+        if (srv_cluster_lease_ok(srv)) return revalidate(srv, a, err);
+        if (dw__now_s() > deadline)
+            return dw_error_set(err, DW_ERR_STATE, "cluster: this node's lease has lapsed; actor %s is not written", a->id);
+        nats_Sleep(100); /* the lease comes back once the servers elect a leader again */
+    }
+    return DW_OK;
 }
 
 /* ---- snapshots ------------------------------------------------------------------------------ */
@@ -408,7 +465,7 @@ dw_status srv_cluster_snapshot_put(srv_server *srv, srv_actor *a, const char *pa
                           a->context_tokens, "tokens_generated", (json_int_t)a->tokens_generated);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    natsMsg *m = log_msg(srv, a, "snap", text, (int)strlen(text));
+    natsMsg *m = log_msg(srv, a, "snap", text, (int)strlen(text), a->turns, a->context_tokens, a->tokens_generated);
     free(text);
     char id[SRV_ID_MAX + 64];
     snprintf(id, sizeof id, "%s-s%.12s", a->id, token);

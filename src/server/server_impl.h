@@ -383,8 +383,16 @@ void srv_log_records_free(srv_log_records *l);
  * inside the snapshot, and the last one answers a retry of it). */
 dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_path, int *has_snap,
                                srv_log_records *turns, dw_error *err);
-/* (claimed) Appends a completed turn; DW_ERR_STATE when the actor was taken over (fenced). */
-dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_record *r, dw_error *err);
+/* (claimed) Appends a completed turn (context and generated: where the actor stands after it);
+ * DW_ERR_STATE when the actor was taken over (fenced). */
+dw_status srv_cluster_log_turn(srv_server *srv, srv_actor *a, const srv_log_record *r, int context, uint64_t generated,
+                               dw_error *err);
+/* Where the actor stands by the last record of its log: turns, context, tokens generated. */
+dw_status srv_cluster_log_tail(srv_server *srv, const char *id, uint64_t *turns, int *context, uint64_t *generated);
+/* (awake here) Makes sure this node may still write the actor: after a lapsed lease (the NATS
+ * servers electing a leader, say) it waits for the lease to return, claims the actor again and
+ * fences its log on top of its own last record; DW_ERR_STATE when another node took it meanwhile. */
+dw_status srv_cluster_keep(srv_server *srv, srv_actor *a, dw_error *err);
 /* (claimed) Stores the snapshot file taken after a->turns turns, records it in the log, and drops
  * the records and the snapshot it makes unnecessary. */
 dw_status srv_cluster_snapshot_put(srv_server *srv, srv_actor *a, const char *path, dw_error *err);

@@ -118,6 +118,7 @@ static dw_status wake_from_cluster(srv_server *srv, srv_actor *a, const dw_actor
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err) {
     double t0 = dw__now_ms();
     if (ms) *ms = 0;
+    if (a->actor && srv->cluster && srv_cluster_keep(srv, a, err) != DW_OK) srv_actor_drop(srv, a); /* taken over */
     if (a->actor) return DW_OK;
     dw_actor_options o;
     const char *argv[16];

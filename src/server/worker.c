@@ -74,7 +74,8 @@ static void run(srv_turn *t) {
     if (a && !t->http_status && !t->replayed) { /* durable before anyone hears it completed */
         double l0 = dw__now_ms();
         srv_log_record r = {a->turns + 1, t->message, t->message_len, t->text ? t->text : "", t->text_len};
-        dw_status st = srv->cluster ? srv_cluster_log_turn(srv, a, &r, &err) : srv_log_append(a->log_fd, &r, srv->o.no_fsync, &err);
+        dw_status st = srv->cluster ? srv_cluster_log_turn(srv, a, &r, t->position, a->tokens_generated + (uint64_t)t->completion_tokens, &err)
+                                    : srv_log_append(a->log_fd, &r, srv->o.no_fsync, &err);
         if (st != DW_OK)
             srv_turn_fail(t, st == DW_ERR_STATE ? 503 : 500, st == DW_ERR_STATE ? "actor_moved" : "store_failed", err.message);
         else {
