@@ -383,3 +383,21 @@ def test_forwarding_and_placement(make_cluster):
         assert c.http[owner].get(f"/v1/actors/{a}").json()["turns"] == turns
         skip = c.http["n3"].post(f"/v1/actors/{a}/messages", json={"content": "Skip.", "turn": turns + 2})
         assert skip.status_code == 409 and skip.json()["error"]["code"] == "turn_conflict", skip.text
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--cluster", "nats://127.0.0.1:1", "--node", "n1"], "No server available"),  # nothing listens there
+    (["--cluster", "nats://127.0.0.1:1"], "--node"),                                # a cluster needs a node name
+    (["--cluster", "nats://127.0.0.1:1", "--node", "a.b"], "--node"),               # not a subject token
+    (["--cluster", "nats://127.0.0.1:1", "--node", "n1", "--lease-ms", "5"], "--lease-ms"),
+])
+def test_bad_cluster_arguments(tmp_path, args, says):
+    """A node that cannot join says why in one line and exits non-zero, at once."""
+    t0 = time.time()
+    out = subprocess.run([os.path.join(ROOT, os.environ.get("DW_BUILD", "build"), "bin", "driftwood"), "serve",
+                          "--listen", "127.0.0.1:0", "--store", str(tmp_path / "store"), *args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], out.stderr
+    assert time.time() - t0 < 10
