@@ -290,14 +290,16 @@ int srv_api_cluster(srv_request *r) {
     srv_server *srv = r->srv;
     if (!srv->cluster)
         return srv_respond_json(r, 200, json_pack("{s:n, s:[], s:[]}", "node", "nodes", "actors"));
-    json_t *j = srv_cluster_json(srv);
     /* only the key's actors: the records say whose each one is */
-    json_t *mine = json_array(), *e;
-    size_t i;
-    json_array_foreach(json_object_get(j, "actors"), i, e) {
-        srv_actor *a = srv_actor_get(srv, r->owner, json_string_value(json_object_get(e, "id")));
-        if (a) json_array_append(mine, e), srv_actor_put(srv, a);
+    char **ids;
+    int n = srv_cluster_record_ids(srv, &ids), mine = 0;
+    for (int i = 0; i < n; i++) {
+        srv_actor *a = srv_actor_get(srv, r->owner, ids[i]);
+        if (a) srv_actor_put(srv, a), ids[mine++] = ids[i];
+        else free(ids[i]);
     }
-    json_object_set_new(j, "actors", mine);
+    json_t *j = srv_cluster_json(srv, ids, mine);
+    for (int i = 0; i < mine; i++) free(ids[i]);
+    free(ids);
     return srv_respond_json(r, 200, j);
 }

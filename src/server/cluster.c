@@ -250,7 +250,6 @@ dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
     for (double deadline = dw__now_s() + STARTUP_S; st == DW_OK && !refresh(srv, 1); nats_Sleep(250))
         if (dw__now_s() > deadline)
             st = dw_error_set(err, DW_ERR_IO, "cluster: registering node %s: %s", c->node, srv_cluster_error_text(NATS_ERR));
-    if (st == DW_OK && srv->o.listen) st = srv_fwd_listen(srv, err); /* the store benchmark has no HTTP side */
     if (st == DW_OK && pthread_create(&c->lease_thread, NULL, lease_main, srv) != 0)
         st = dw_error_set(err, DW_ERR_NO_MEMORY, "cluster: cannot start the lease thread");
     if (st != DW_OK) srv_cluster_leave(srv);
@@ -268,8 +267,7 @@ void srv_cluster_set_url(srv_server *srv) {
 
 void srv_cluster_leave(srv_server *srv) {
     srv_cluster *c = srv->cluster;
-    if (!c) return;
-    srv_fwd_stop(srv);
+    if (!c) return; /* (the server stopped the forwarded requests first: srv_fwd_stop) */
     pthread_mutex_lock(&c->mu);
     c->stopping = 1;
     pthread_cond_broadcast(&c->cv);
@@ -419,7 +417,7 @@ void srv_cluster_place(srv_server *srv, char *node, size_t size) {
     free_nodes(v, n);
 }
 
-json_t *srv_cluster_json(srv_server *srv) {
+json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids) {
     srv_cluster *c = srv->cluster;
     node_view *v;
     int n = list_nodes(c, &v);
@@ -430,8 +428,6 @@ json_t *srv_cluster_json(srv_server *srv) {
                               json_object_get(v[i].entry, "awake"), "live", 1);
         json_array_append_new(nodes, e);
     }
-    char **ids;
-    int n_ids = srv_cluster_record_ids(srv, &ids);
     for (int i = 0; i < n_ids; i++) {
         char node[SRV_NAME_MAX], inc[32];
         kvEntry *e = read_claim(c, ids[i], node, sizeof node, inc, sizeof inc);
@@ -440,9 +436,7 @@ json_t *srv_cluster_json(srv_server *srv) {
         for (int k = 0; k < n && node[0] && !live; k++)
             live = !strcmp(v[k].name, node) && !strcmp(json_string_value(json_object_get(v[k].entry, "inc")) ?: "", inc);
         json_array_append_new(actors, json_pack("{s:s, s:o}", "id", ids[i], "node", live ? json_string(node) : json_null()));
-        free(ids[i]);
     }
-    free(ids);
     free_nodes(v, n);
     return json_pack("{s:s, s:o, s:o}", "node", c->node, "nodes", nodes, "actors", actors);
 }

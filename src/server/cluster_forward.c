@@ -39,7 +39,7 @@ static natsMsg *answer(srv_forwarded *f, const void *data, size_t len) {
     return m;
 }
 
-int srv_fwd_respond(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len) {
+static int fwd_respond(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len) {
     srv_forwarded *f = r->fwd;
     srv_cluster *c = r->srv->cluster;
     char st[16];
@@ -62,7 +62,7 @@ int srv_fwd_respond(srv_request *r, unsigned status, const char *content_type, c
     return MHD_YES;
 }
 
-int srv_fwd_stream(srv_request *r, srv_stream *stream, int key) {
+static int fwd_stream(srv_request *r, srv_stream *stream, int key) {
     srv_forwarded *f = r->fwd;
     srv_cluster *c = r->srv->cluster;
     natsMsg *m = answer(f, NULL, 0);
@@ -98,7 +98,7 @@ static const char *header(natsMsg *m, const char *key) {
 static void *serve_forwarded(void *arg) {
     srv_forwarded *f = arg;
     srv_server *srv = f->srv;
-    srv_request r = {.srv = srv, .key = -1, .owner = "anonymous", .fwd = f};
+    srv_request r = {.srv = srv, .key = -1, .owner = "anonymous", .fwd = f, .answer = fwd_respond, .answer_sse = fwd_stream};
     r.method = header(f->request, "Dw-Method");
     r.url = header(f->request, "Dw-Url");
     r.authorization = header(f->request, "Authorization");
@@ -147,7 +147,7 @@ static void on_forwarded(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         pthread_mutex_unlock(&c->mu);
     }
     if (f->reply) { /* refused: too many at once, or stopping */
-        srv_request r = {.srv = srv, .key = -1, .fwd = f};
+        srv_request r = {.srv = srv, .key = -1, .fwd = f, .answer = fwd_respond, .answer_sse = fwd_stream};
         srv_respond_error(&r, 503, "server_error", "node_busy", NULL, "Node %s is stopping or has too many requests.", c->node);
     }
     natsMsg_Destroy(msg);
@@ -155,7 +155,10 @@ static void on_forwarded(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     (void)nc, (void)sub;
 }
 
+static int route_elsewhere(srv_request *r);
+
 dw_status srv_fwd_listen(srv_server *srv, dw_error *err) {
+    srv->route_elsewhere = route_elsewhere;
     srv_cluster *c = srv->cluster;
     char subject[SRV_NAME_MAX + 24];
     snprintf(subject, sizeof subject, "dw.node.%s.http", c->node);
@@ -171,6 +174,7 @@ void srv_fwd_stop(srv_server *srv) {
     c->requests = NULL;
     pthread_mutex_unlock(&c->mu);
     if (sub) natsSubscription_Unsubscribe(sub), natsSubscription_Destroy(sub);
+    srv->route_elsewhere = NULL;
     pthread_mutex_lock(&c->mu); /* forwarded requests still running hold the connection */
     while (c->forwarded_in_flight) pthread_cond_wait(&c->cv, &c->mu);
     pthread_mutex_unlock(&c->mu);
@@ -308,14 +312,6 @@ static int forward_once(srv_request *r, const char *node, int *gone) {
     return ret;
 }
 
-int srv_cluster_forward(srv_request *r, const char *node) {
-    int gone;
-    int ret = forward_once(r, node, &gone);
-    if (gone)
-        return srv_respond_error(r, 503, "server_error", "node_unavailable", NULL, "Node %s does not answer; retry.", node);
-    return ret;
-}
-
 /* The actor a request is about: from the URL, or a Responses request's previous_response_id.
  * *creates: it makes a new actor (placement decides its node). */
 static int request_actor(srv_request *r, char *id, size_t size, int *creates) {
@@ -341,7 +337,8 @@ static int request_actor(srv_request *r, char *id, size_t size, int *creates) {
     return found;
 }
 
-int srv_cluster_route(srv_request *r) {
+/* srv->route_elsewhere. */
+static int route_elsewhere(srv_request *r) {
     srv_server *srv = r->srv;
     srv_cluster *c = srv->cluster;
     if (!c || r->fwd) return -1;

@@ -35,8 +35,10 @@ int srv_route(srv_request *r) {
     if (r->body_too_large)
         return srv_respond_error(r, 413, "invalid_request_error", "request_too_large", NULL,
                                  "The request body is larger than %zu bytes.", r->srv->o.max_body_bytes);
-    int routed = srv_cluster_route(r); /* on a cluster: the node holding the actor answers */
-    if (routed >= 0) return routed;
+    if (r->srv->route_elsewhere) { /* on a cluster: the node holding the actor answers */
+        int routed = r->srv->route_elsewhere(r);
+        if (routed >= 0) return routed;
+    }
     static const struct {
         const char *path;
         int post; /* the method it takes: POST (1) or GET (0) */

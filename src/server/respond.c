@@ -28,7 +28,7 @@ int srv_respond_preflight(srv_request *r) {
 }
 
 int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len) {
-    if (r->fwd) return srv_fwd_respond(r, status, content_type, bytes, len);
+    if (r->answer) return r->answer(r, status, content_type, bytes, len);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)bytes, MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(resp, "Content-Type", content_type);
     return queue(r, status, resp);
@@ -37,8 +37,8 @@ int srv_respond_bytes(srv_request *r, unsigned status, const char *content_type,
 int srv_respond_json(srv_request *r, unsigned status, json_t *body) {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    if (r->fwd) {
-        int ret = srv_fwd_respond(r, status, "application/json", text, strlen(text));
+    if (r->answer) {
+        int ret = r->answer(r, status, "application/json", text, strlen(text));
         free(text);
         return ret;
     }
@@ -155,7 +155,7 @@ int srv_respond_stream(srv_request *r, srv_turn *t) {
 }
 
 int srv_respond_sse(srv_request *r, srv_stream *stream, int key) {
-    if (r->fwd) return srv_fwd_stream(r, stream, key);
+    if (r->answer_sse) return r->answer_sse(r, stream, key);
     stream_ctx *c = calloc(1, sizeof *c);
     DW_ASSERT(c);
     c->srv = r->srv;

@@ -123,7 +123,9 @@ dw_status dw_server_start(dw_runtime *rt, const dw_server_options *options, dw_s
     struct dw_tokenizer *tok;
     if ((o.keys_file && srv_keys_load(o.keys_file, &srv->keys, &srv->n_keys, err) != DW_OK) ||
         dw_runtime_model(rt, dw_runtime_model_name(rt, 0), srv->backend, &model, &tok, NULL, err) != DW_OK ||
-        (o.cluster && srv_cluster_join(srv, err) != DW_OK) || srv_actors_load(srv, err) != DW_OK) {
+        (o.cluster && (srv_cluster_join(srv, err) != DW_OK || srv_fwd_listen(srv, err) != DW_OK)) ||
+        srv_actors_load(srv, err) != DW_OK) {
+        if (srv->cluster) srv_fwd_stop(srv);
         srv_cluster_leave(srv);
         free_server(srv);
         return err->status;
@@ -132,6 +134,7 @@ dw_status dw_server_start(dw_runtime *rt, const dw_server_options *options, dw_s
     for (int i = 0; i < o.workers; i++, srv->n_workers++)
         if (pthread_create(&srv->workers[i], NULL, srv_worker_main, srv) != 0) break;
     if (srv->n_workers == 0 || pthread_create(&srv->reaper, NULL, srv_reaper_main, srv) != 0) {
+        if (srv->cluster) srv_fwd_stop(srv);
         stop_threads(srv);
         srv_cluster_leave(srv);
         free_server(srv);

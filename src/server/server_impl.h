@@ -23,6 +23,7 @@
 
 typedef struct srv_server srv_server;
 typedef struct srv_turn srv_turn;
+typedef struct srv_request srv_request;
 
 /* ---- the stream: bytes a worker produces and a connection sends (stream.c) ---------------- */
 typedef struct srv_stream {
@@ -156,7 +157,7 @@ dw_status srv_actors_load(srv_server *srv, dw_error *err);
 #define SRV_CHECKPOINT_TOKENS 1024
 void *srv_reaper_main(void *arg);
 
-/* Remembers the turn just completed (or replayed) as the actor's last one. */
+/* (actor_record.c) Remembers the turn just completed (or replayed) as the actor's last one. */
 void srv_actor_set_last_turn(srv_actor *a, const char *message, size_t message_len, const char *reply, size_t reply_len);
 /* Makes an actor entry from its record (actor.json's text); NULL with err set when the record is
  * malformed or names a module or model not served here. */
@@ -165,6 +166,8 @@ srv_actor *srv_actor_from_record(srv_server *srv, const char *id, const char *te
 char *srv_actor_record(const srv_actor *a);
 /* Links a new entry into the directory (a reference is taken for the caller when take_ref). */
 void srv_actor_link(srv_server *srv, srv_actor *a, int take_ref);
+/* actor_record.c: a zeroed entry (no log open) and its release. */
+srv_actor *srv_actor_entry_new(void);
 void srv_actor_entry_free(srv_actor *a);
 
 /* ---- waking (wake.c) -------------------------------------------------------------------------- */
@@ -261,15 +264,18 @@ struct srv_server {
     int streams_open, turns_running;
     double started_at, started_wall;
     struct srv_cluster *cluster;   /* NULL: a single node with a local store */
+    /* on a cluster: runs a request on the node it belongs to and returns the result of answering
+     * it, or returns -1 when it runs here (cluster_forward.c) */
+    int (*route_elsewhere)(srv_request *r);
 };
 
-/* A fresh id: prefix + 24 hex digits from the system's random source. */
+/* (ids.c) A fresh id: prefix + 24 hex digits from the system's random source. */
 void srv_new_id(const char *prefix, char *out, size_t size);
 double srv_wall_now(void);
 
 /* ---- HTTP (http.c: requests, routing; respond.c: responses) and the endpoints (api_*.c) ---- */
 struct MHD_Connection;
-typedef struct srv_request {
+struct srv_request {
     srv_server *srv;
     struct MHD_Connection *con;
     const char *method, *url;
@@ -279,11 +285,14 @@ typedef struct srv_request {
     int key;               /* index into srv->keys, -1 without authentication */
     const char *owner;     /* the key's owner id, or "anonymous" */
     const char *authorization; /* the Authorization header, or NULL */
-    struct srv_forwarded *fwd; /* it came from another node (cluster_forward.c): answer through it */
+    struct srv_forwarded *fwd; /* it came from another node (cluster_forward.c) */
+    /* how to answer a request that did not come over HTTP (NULL: libmicrohttpd's connection) */
+    int (*answer)(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len);
+    int (*answer_sse)(srv_request *r, srv_stream *stream, int key);
     const char *served_by; /* the node that served it, when another one did (X-Driftwood-Node) */
     char served_by_buf[SRV_NAME_MAX];
     int responded;
-} srv_request;
+};
 
 /* Routes a request to its handler (http.c); for requests from HTTP and from other nodes. */
 int srv_route(srv_request *r);
@@ -358,8 +367,8 @@ dw_status srv_cluster_acquire(srv_server *srv, srv_actor *a, char *holder, size_
 void srv_cluster_release(srv_server *srv, srv_actor *a);
 /* The node with the most free KV memory among the live ones (placement of new actors). */
 void srv_cluster_place(srv_server *srv, char *node, size_t size);
-/* {"node", "nodes": [...], "actors": [...]} for GET /v1/cluster. */
-json_t *srv_cluster_json(srv_server *srv);
+/* {"node", "nodes": [...], "actors": [{"id", "node"}...]} for GET /v1/cluster, for these actors. */
+json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids);
 
 /* The store (cluster_store.c). Records: one KV entry per actor. */
 dw_status srv_cluster_record_put(srv_server *srv, const srv_actor *a, int create, dw_error *err);
@@ -402,15 +411,9 @@ void srv_cluster_forget(srv_server *srv, const char *id);
  * object; MB/s of each. */
 dw_status srv_cluster_store_bench(srv_server *srv, size_t bytes, double *put_mbs, double *get_mbs, dw_error *err);
 
-/* Forwarding (cluster_forward.c): sends the request to `node` and relays its answer. */
-int srv_cluster_forward(srv_request *r, const char *node);
-/* Decides where a request runs: returns -1 to run it here, or the result of forwarding it. */
-int srv_cluster_route(srv_request *r);
-/* The answer to a request that came from another node. */
-int srv_fwd_respond(srv_request *r, unsigned status, const char *content_type, const void *bytes, size_t len);
-int srv_fwd_stream(srv_request *r, srv_stream *stream, int key);
-/* Subscribes this node to the requests other nodes forward to it; srv_fwd_stop ends that and
- * waits for the ones running. */
+/* Forwarding (cluster_forward.c). Subscribes this node to the requests other nodes forward to it
+ * and sets srv->route_elsewhere (which sends a request for an actor held by another node there);
+ * srv_fwd_stop ends that and waits for the forwarded requests running here. */
 dw_status srv_fwd_listen(srv_server *srv, dw_error *err);
 void srv_fwd_stop(srv_server *srv);
 /* This node's HTTP address in its entry (known once HTTP listens). */
