@@ -1,11 +1,12 @@
 /* An actor's entry as a record and back: the JSON the store keeps for it (actor.json in a local
- * store, its value in the dw_actors bucket on a cluster), a fresh entry, and the last turn it
- * remembers for a client's retry. */
+ * store, its value in the dw_actors bucket on a cluster), a fresh entry, the last turn it
+ * remembers for a client's retry, and the context and KV bytes an actor of a model gets. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/assert.h"
 #include "core/clock.h"
+#include "driftwood/model.h"
 #include "server/server_impl.h"
 
 srv_actor *srv_actor_entry_new(void) {
@@ -92,3 +93,28 @@ srv_actor *srv_actor_from_record(srv_server *srv, const char *id, const char *te
     json_decref(j);
     return a;
 }
+
+/* The context of an actor's session on this model: --ctx, else the model's own capped at
+ * SRV_DEFAULT_CTX (a long-context model's full window would make every actor's KV gigabytes). */
+int srv_model_ctx(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return srv->o.ctx;
+    int max = dw_model_get_config(model)->max_position_embeddings;
+    int want = srv->o.ctx ? srv->o.ctx : SRV_DEFAULT_CTX;
+    return want < max ? want : max;
+}
+
+/* KV bytes an actor on this model holds while awake (its one session at full capacity). */
+size_t srv_actor_kv_bytes(srv_server *srv, const char *model_name) {
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err;
+    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return 0;
+    const dw_model_config *c = dw_model_get_config(model);
+    const dw_model_use_options *uo = dw_runtime_model_options(srv->rt, model_name);
+    size_t ctx = (size_t)srv_model_ctx(srv, model_name);
+    return ctx * (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * (uo && uo->kv_f32 ? 4 : 2);
+}
+

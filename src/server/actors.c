@@ -86,7 +86,9 @@ dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *mo
             srv_actor_entry_free(a);
             return err->status;
         }
+        a->placed_kv_bytes = srv_actor_kv_bytes(srv, a->settings.model);
         srv_actor_link(srv, a, 1);
+        srv_cluster_placed(srv);
         *out = a;
         return DW_OK;
     }

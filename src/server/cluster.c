@@ -77,7 +77,10 @@ static char *node_entry(srv_server *srv) {
     pthread_mutex_lock(&srv->lock);
     size_t resident = 0;
     int awake = 0;
-    for (srv_actor *a = srv->actors; a; a = a->next) resident += a->memory_bytes + a->kv_bytes, awake += a->actor != NULL;
+    for (srv_actor *a = srv->actors; a; a = a->next) {
+        resident += a->actor ? a->memory_bytes + a->kv_bytes : a->claim_rev ? a->placed_kv_bytes : 0;
+        awake += a->actor != NULL;
+    }
     size_t budget = srv->o.memory_budget;
     pthread_mutex_unlock(&srv->lock);
     pthread_mutex_lock(&c->mu);
@@ -402,6 +405,13 @@ static int list_nodes(srv_cluster *c, node_view **out) {
 static void free_nodes(node_view *v, int n) {
     for (int i = 0; i < n; i++) json_decref(v[i].entry);
     free(v);
+}
+
+void srv_cluster_placed(srv_server *srv) {
+    srv_cluster *c = srv->cluster;
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_signal(&c->cv); /* the lease thread refreshes the entry now */
+    pthread_mutex_unlock(&c->mu);
 }
 
 void srv_cluster_place(srv_server *srv, char *node, size_t size) {

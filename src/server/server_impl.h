@@ -117,6 +117,7 @@ typedef struct srv_actor {
      * next append must find there (the fence: a node that lost the actor cannot append) */
     uint64_t claim_rev, log_last_seq;
     uint32_t claim_epoch;    /* the node's lease epoch the claim was taken in */
+    size_t placed_kv_bytes;  /* placed here (claimed, not yet awake): the KV it will take */
     uint64_t last_turn_seq;  /* the log sequence of its last turn record (kept when purging) */
     char snap_object[SRV_ID_MAX + 48]; /* the subject of its newest snapshot's chunks ("": none) */
     struct srv_actor *next;
@@ -174,7 +175,10 @@ void srv_actor_entry_free(srv_actor *a);
 /* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
 #define SRV_DEFAULT_CTX 8192
+/* (actor_record.c) The context of an actor's session on this model, and the KV bytes its one
+ * session holds at full capacity. */
 int srv_model_ctx(srv_server *srv, const char *model_name);
+size_t srv_actor_kv_bytes(srv_server *srv, const char *model_name);
 /* The WASI arguments and options an actor of these settings runs with. */
 void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
                        const char **argv, char bufs[][32]);
@@ -365,8 +369,11 @@ int srv_cluster_holder(srv_server *srv, const char *id, char *node, size_t size)
 dw_status srv_cluster_acquire(srv_server *srv, srv_actor *a, char *holder, size_t size, dw_error *err);
 /* Gives the claim up (only if it is still this node's revision). */
 void srv_cluster_release(srv_server *srv, srv_actor *a);
-/* The node with the most free KV memory among the live ones (placement of new actors). */
+/* The node with the most free KV memory among the live ones (placement of new actors); a node
+ * counts the KV of the actors placed on it and not yet awake, and publishes its entry again
+ * right after a placement (srv_cluster_placed), so a burst of creations spreads. */
 void srv_cluster_place(srv_server *srv, char *node, size_t size);
+void srv_cluster_placed(srv_server *srv);
 /* {"node", "nodes": [...], "actors": [{"id", "node"}...]} for GET /v1/cluster, for these actors. */
 json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids);
 

@@ -14,18 +14,6 @@
 #include "driftwood/snapshot.h"
 #include "server/server_impl.h"
 
-/* The context of an actor's session on this model: --ctx, else the model's own capped at
- * SRV_DEFAULT_CTX (a long-context model's full window would make every actor's KV gigabytes). */
-int srv_model_ctx(srv_server *srv, const char *model_name) {
-    struct dw_model *model;
-    struct dw_tokenizer *tok;
-    dw_error err;
-    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return srv->o.ctx;
-    int max = dw_model_get_config(model)->max_position_embeddings;
-    int want = srv->o.ctx ? srv->o.ctx : SRV_DEFAULT_CTX;
-    return want < max ? want : max;
-}
-
 void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *st, dw_actor_options *o,
                        const char **argv, char bufs[][32]) {
     int n = 0;
@@ -47,18 +35,6 @@ void srv_actor_options(srv_server *srv, srv_actor *a, const srv_actor_settings *
         .output = srv_turn_output,
         .output_user = a ? (void *)&a->sink : NULL,
     };
-}
-
-/* KV bytes an actor on this model holds while awake (its one session at full capacity). */
-static size_t kv_bytes_for(srv_server *srv, const char *model_name) {
-    struct dw_model *model;
-    struct dw_tokenizer *tok;
-    dw_error err;
-    if (dw_runtime_model(srv->rt, model_name, srv->backend, &model, &tok, NULL, &err) != DW_OK) return 0;
-    const dw_model_config *c = dw_model_get_config(model);
-    const dw_model_use_options *uo = dw_runtime_model_options(srv->rt, model_name);
-    size_t ctx = (size_t)srv_model_ctx(srv, model_name);
-    return ctx * (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * (size_t)c->head_dim * (uo && uo->kv_f32 ? 4 : 2);
 }
 
 typedef struct replay_state {
@@ -150,7 +126,7 @@ dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *er
         a->actor = NULL;
         return st;
     }
-    size_t mem, kv = kv_bytes_for(srv, a->settings.model);
+    size_t mem, kv = srv_actor_kv_bytes(srv, a->settings.model);
     dw_actor_memory(a->actor, &mem);
     double dt = dw__now_ms() - t0;
     pthread_mutex_lock(&srv->lock);
