@@ -401,3 +401,37 @@ def test_bad_cluster_arguments(tmp_path, args, says):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], out.stderr
     assert time.time() - t0 < 10
+
+
+def test_page_shows_nodes_and_where_actors_live(make_cluster):
+    """The page at / of any node, in a headless browser: the cluster's three nodes, and each of
+    the key's actors with the node it lives on (as /v1/cluster says)."""
+    from test_page import CHROMEDRIVER, CHROMIUM, wait_for
+
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("Debian's chromium and chromium-driver are needed (tools/setup.d/10-debian.sh)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    c = make_cluster()
+    ids = [c.http["n1"].post("/v1/actors", json=SETTINGS).json()["id"] for _ in range(3)]
+    where = {a["id"]: a["node"] for a in c.http["n2"].get("/v1/cluster").json()["actors"]}
+    assert sorted(where) == sorted(ids) and all(where.values()), where
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        d.get(c.nodes[2].url + "/")
+        d.find_element(By.ID, "key").send_keys(KEY_A)
+        d.find_element(By.ID, "save-key").click()
+        nodes = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#nodes .node"))
+        assert sorted(n.get_attribute("data-name") for n in nodes) == ["n1", "n2", "n3"]
+        assert "(this one)" in d.find_element(By.CSS_SELECTOR, '#nodes .node[data-name="n3"]').text
+        for a in ids:
+            row = wait_for(lambda: d.find_elements(By.CSS_SELECTOR, f'tr[data-id="{a}"]'))[0]
+            assert row.find_elements(By.TAG_NAME, "td")[-1].text == where[a]
+    finally:
+        d.quit()
