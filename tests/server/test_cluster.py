@@ -435,3 +435,56 @@ def test_page_shows_nodes_and_where_actors_live(make_cluster):
             assert row.find_elements(By.TAG_NAME, "td")[-1].text == where[a]
     finally:
         d.quit()
+
+
+def test_paused_node_cannot_write_an_actor_taken_over(make_cluster):
+    """A node paused (SIGSTOP) mid-turn past its lease, while another node takes its actor over,
+    must not commit that turn when it resumes: the turn fails for its client, the actor's log holds
+    only the other node's turns, and the conversation goes on from them."""
+    import signal
+
+    c = make_cluster("--lease-ms", "1000")
+    n1 = c.http["n1"]
+    a = n1.post("/v1/actors", json={"temperature": 0, "max_tokens": 200}).json()["id"]
+    r = n1.post(f"/v1/actors/{a}/messages", json={"content": "Tell me about the sea.", "max_tokens": 8, "turn": 1})
+    holder = r.headers["X-Driftwood-Node"]
+    other = next(s.name for s in c.nodes if s.name != holder)
+    h = c.node(holder)
+    # a long streamed turn on the holder, paused after its first token
+    stream = httpx.Client(base_url=h.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=60)
+    events = []
+
+    def run_turn():
+        with stream.stream("POST", f"/v1/actors/{a}/messages",
+                           json={"content": "Now a long story about ships.", "stream": True, "turn": 2}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: {"):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 1:
+                        h.proc.send_signal(signal.SIGSTOP)
+
+    t = threading.Thread(target=run_turn)
+    t.start()
+    deadline = time.time() + 30
+    while not events and time.time() < deadline:
+        time.sleep(0.01)
+    assert events, "the streamed turn never started"
+    time.sleep(2.5)  # past the paused holder's 1 s lease: its entry expires
+    r = c.http[other].post(f"/v1/actors/{a}/messages", json={"content": "What is a boat?", "max_tokens": 8, "turn": 2})
+    assert r.status_code == 200, r.text
+    taken_by = r.headers["X-Driftwood-Node"]
+    assert taken_by != holder and r.json()["turn"] == 2
+    h.proc.send_signal(signal.SIGCONT)
+    t.join(60)
+    stream.close()
+    assert events[-1]["type"] == "error", events[-1]  # the paused node's turn did not complete
+    r3 = c.http[other].post(f"/v1/actors/{a}/messages", json={"content": "And a ship?", "max_tokens": 8, "turn": 3})
+    assert r3.status_code == 200 and r3.json()["turn"] == 3, r3.text
+    assert r3.headers["X-Driftwood-Node"] == taken_by
+    state = c.http[holder].get(f"/v1/actors/{a}").json()
+    assert state["turns"] == 3, state
+    # the resumed node noticed: its lease lapsed and it let the actor go, never claiming it again
+    ev = [e for e in c.events()[holder] if e["actor"] in (a, "")]
+    kinds = [e["event"] for e in ev]
+    assert "lease-lost" in kinds and kinds[-1] in ("drop", "release", "fenced"), kinds
+    assert kinds.count("claim") == 1, kinds
