@@ -27,9 +27,10 @@ cp build/guests/*.wasm .carry/guests/
 # (the same soname as Ubuntu 24.04's libssl3t64 there).
 # libmicrohttpd: the HTTP server (`driftwood serve`); it links GnuTLS (libgnutls.so.30), which
 # Ubuntu 24.04 has (libgnutls30t64).
-# libnats: the NATS C client the server links for its cluster mode (src/server/cluster*.c).
+# libnats: the NATS C client the server links for its cluster mode (src/server/cluster*.c); it
+# needs libprotobuf-c1.
 dw_debs="libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libjansson-dev libjansson4 libutf8proc-dev libutf8proc2 libxxhash-dev
-         libssl-dev libssl3 libmicrohttpd-dev libmicrohttpd12 libnats-dev libnats3.4"
+         libssl-dev libssl3 libmicrohttpd-dev libmicrohttpd12 libnats-dev libnats3.4 libprotobuf-c1"
 if ! (cd .carry/debs && apt-get download $dw_debs >/dev/null 2>&1); then
     apt-get update -qq
     (cd .carry/debs && apt-get download $dw_debs >/dev/null)
