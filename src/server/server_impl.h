@@ -106,6 +106,7 @@ typedef struct srv_actor {
     int context_tokens;     /* tokens in the actor's session after its last turn */
     uint64_t tokens_generated;
     size_t memory_bytes, kv_bytes; /* while awake */
+    size_t memory_bytes_last;      /* its linear memory when it was last awake (what a wake will need) */
     double created_at, last_active_at; /* wall clock, seconds */
     double last_active;     /* monotonic, for the idle timer and LRU */
     srv_turn *sink;         /* the turn whose output the actor is producing */

@@ -91,11 +91,41 @@ static dw_status wake_from_cluster(srv_server *srv, srv_actor *a, const dw_actor
     return st;
 }
 
+/* Room for one more awake actor under --memory-budget: the least recently used idle actors are
+ * hibernated here, by the waking thread, until the awake ones and this one fit (the reaper alone,
+ * one thread, fell behind many concurrent wakes). When every awake actor is in a turn, nothing
+ * can be freed and the wake goes ahead: the budget is then exceeded until turns end. */
+static void make_room(srv_server *srv, const srv_actor *waking, size_t need) {
+    for (;;) {
+        pthread_mutex_lock(&srv->lock);
+        size_t resident = 0;
+        srv_actor *lru = NULL;
+        for (srv_actor *x = srv->actors; x; x = x->next) {
+            resident += x->memory_bytes + x->kv_bytes;
+            if (x != waking && x->actor && !x->busy && (!lru || x->last_active < lru->last_active)) lru = x;
+        }
+        if (resident + need <= srv->o.memory_budget || !lru) {
+            pthread_mutex_unlock(&srv->lock);
+            return;
+        }
+        lru->busy = SRV_BUSY_UPKEEP, lru->refs++;
+        pthread_mutex_unlock(&srv->lock);
+        dw_error err;
+        if (srv_actor_hibernate(srv, lru, &err) != DW_OK) {
+            fprintf(stderr, "driftwood serve: hibernating actor %s for room: %s\n", lru->id, err.message);
+            srv_actor_release(srv, lru);
+            return;
+        }
+        srv_actor_release(srv, lru);
+    }
+}
+
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err) {
     double t0 = dw__now_ms();
     if (ms) *ms = 0;
     if (a->actor && srv->cluster && srv_cluster_keep(srv, a, err) != DW_OK) srv_actor_drop(srv, a); /* taken over */
     if (a->actor) return DW_OK;
+    make_room(srv, a, srv_actor_kv_bytes(srv, a->settings.model) + a->memory_bytes_last);
     dw_actor_options o;
     const char *argv[16];
     char bufs[5][32];
@@ -130,7 +160,7 @@ dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *er
     dw_actor_memory(a->actor, &mem);
     double dt = dw__now_ms() - t0;
     pthread_mutex_lock(&srv->lock);
-    a->memory_bytes = mem;
+    a->memory_bytes = a->memory_bytes_last = mem;
     a->kv_bytes = kv;
     srv->wakes++;
     srv->wake_ms_total += dt;

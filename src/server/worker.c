@@ -92,7 +92,7 @@ static void run(srv_turn *t) {
             a->context_tokens = t->position;
             a->tokens_generated += (uint64_t)t->completion_tokens;
             size_t mem;
-            if (a->actor) dw_actor_memory(a->actor, &mem), a->memory_bytes = mem;
+            if (a->actor) dw_actor_memory(a->actor, &mem), a->memory_bytes = a->memory_bytes_last = mem;
         }
         a->last_active = dw__now_s();
         a->last_active_at = srv_wall_now();
