@@ -38,9 +38,13 @@ int srv_cluster_conflict(natsStatus s, jsErrCode code) {
     return t && strstr(t, "wrong last sequence");
 }
 
-void srv_cluster_event(srv_server *srv, const char *event, const char *actor, uint64_t rev) {
+static void event_at(srv_server *srv, double t, const char *event, const char *actor, uint64_t rev) {
     fprintf(stderr, "cluster-event {\"t\":%.6f,\"node\":\"%s\",\"event\":\"%s\",\"actor\":\"%s\",\"rev\":%" PRIu64 "}\n",
-            srv_wall_now(), srv->cluster->node, event, actor, rev);
+            t, srv->cluster->node, event, actor, rev);
+}
+
+void srv_cluster_event(srv_server *srv, const char *event, const char *actor, uint64_t rev) {
+    event_at(srv, srv_wall_now(), event, actor, rev);
 }
 
 void srv_cluster_claim_value(srv_cluster *c, char *out, size_t size) {
@@ -130,7 +134,12 @@ static int refresh(srv_server *srv, int fresh) {
  * node's own last record (srv_cluster_keep), which succeeds only if no other node took it. */
 static void lease_lost(srv_server *srv) {
     srv_cluster *c = srv->cluster;
-    srv_cluster_event(srv, "lease-lost", "", c->node_rev);
+    /* the event carries the moment the lease ran out (when writes stopped), not when this thread,
+     * perhaps starved of CPU, noticed */
+    pthread_mutex_lock(&c->mu);
+    double ended = srv_wall_now() - (dw__now_s() - c->valid_until);
+    pthread_mutex_unlock(&c->mu);
+    event_at(srv, ended, "lease-lost", "", c->node_rev);
     pthread_mutex_lock(&c->mu);
     new_incarnation(c);
     c->epoch++;
