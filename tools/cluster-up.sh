@@ -20,9 +20,8 @@ usage() {
     exit 2
 }
 
-alive() { # process $1 runs (a zombie does not count)
-    kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
-}
+# shellcheck source=tools/processes.sh
+source "$root/tools/processes.sh"
 
 # Waits until the node's log says where it listens; prints the URL. Fails when it exits first or after 60 s.
 wait_listening() {
@@ -40,24 +39,10 @@ wait_listening() {
 }
 
 stop_nodes() {
-    local dir=$1 n pid
-    local -a pids=()
-    for n in "${nodes[@]}"; do
-        [[ -f "$dir/$n.pid" ]] || continue
-        pid=$(cat "$dir/$n.pid")
-        if alive "$pid"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$pid")
-        fi
-        rm -f "$dir/$n.pid"
-    done
-    local deadline=$((SECONDS + 20))
-    for pid in "${pids[@]}"; do
-        while alive "$pid"; do
-            if ((SECONDS > deadline)); then kill -KILL "$pid" 2>/dev/null || true; fi
-            sleep 0.05
-        done
-    done
+    local dir=$1 n
+    local -a files=()
+    for n in "${nodes[@]}"; do files+=("$dir/$n.pid"); done
+    stop_pid_files 20 "${files[@]}"
 }
 
 stop_all() {

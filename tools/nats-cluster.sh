@@ -43,9 +43,8 @@ PY
 }
 
 # True while process $1 runs (a zombie, killed but not yet reaped by its new parent, does not count).
-alive() {
-    kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
-}
+# shellcheck source=tools/processes.sh
+source "$(dirname "$0")/processes.sh"
 
 # Waits (up to 30 s) until JetStream is ready on the servers of DIR: one of them is the meta leader
 # and sees both others current (so a stream of 3 replicas can be placed now), and each answers
@@ -150,24 +149,8 @@ EOF
 }
 
 stop() {
-    local dir=$1 pid i
-    local -a pids=()
-    for i in 0 1 2; do
-        [[ -f "$dir/s$i.pid" ]] || continue
-        pid=$(cat "$dir/s$i.pid")
-        if alive "$pid"; then
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$pid")
-        fi
-        rm -f "$dir/s$i.pid"
-    done
-    local deadline=$((SECONDS + 10))
-    for pid in "${pids[@]}"; do
-        while alive "$pid"; do
-            if ((SECONDS > deadline)); then kill -KILL "$pid" 2>/dev/null || true; fi
-            sleep 0.05
-        done
-    done
+    local dir=$1
+    stop_pid_files 10 "$dir"/s0.pid "$dir"/s1.pid "$dir"/s2.pid
 }
 
 kill_one() {
