@@ -14,6 +14,8 @@
 #   tools/nats-cluster.sh urls DIR               print the client URLs: nats://127.0.0.1:P,...
 #
 # NATS_SERVER names the binary (default: nats-server on PATH, else /usr/sbin/nats-server).
+# NATS_CLUSTER_AUTH=USER:PASSWORD makes the servers require that user (clients, not routes); the
+# URLs printed then carry it (nats://USER:PASSWORD@127.0.0.1:P).
 set -euo pipefail
 
 usage() {
@@ -112,10 +114,16 @@ start() {
     fi
     local -a p
     read -r -a p <<<"$ports"
-    local routes="" urls=""
+    local routes="" urls="" auth="" userinfo=""
+    if [[ -n "${NATS_CLUSTER_AUTH:-}" ]]; then
+        [[ "$NATS_CLUSTER_AUTH" =~ ^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$ ]] ||
+            { echo "nats-cluster.sh: NATS_CLUSTER_AUTH must be USER:PASSWORD (letters, digits, _ and -)" >&2; exit 2; }
+        auth="authorization { user: ${NATS_CLUSTER_AUTH%%:*}, password: ${NATS_CLUSTER_AUTH#*:} }"
+        userinfo="$NATS_CLUSTER_AUTH@"
+    fi
     for i in 0 1 2; do
         routes+="${routes:+, }nats-route://127.0.0.1:${p[$((3 + i))]}"
-        urls+="${urls:+,}nats://127.0.0.1:${p[$i]}"
+        urls+="${urls:+,}nats://${userinfo}127.0.0.1:${p[$i]}"
     done
     for i in 0 1 2; do
         mkdir -p "$dir/s$i"
@@ -125,6 +133,7 @@ server_name: s$i
 listen: 127.0.0.1:${p[$i]}
 http: 127.0.0.1:${p[$((6 + i))]}
 max_payload: 8MB
+$auth
 jetstream {
     store_dir: "$dir/s$i"
 }

@@ -215,6 +215,22 @@ static dw_status make_stream(srv_cluster *c, const char *name, const char *subje
     }
 }
 
+/* The --cluster list as it may be shown: a password in a URL (nats://user:password@host) is not. */
+static void redacted(const char *urls, char *out, size_t size) {
+    size_t n = 0;
+    for (const char *p = urls; *p && n + 1 < size;) {
+        const char *at = strchr(p, '@'), *comma = strchr(p, ','), *scheme = strstr(p, "://");
+        const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+        if (at && (!comma || at < comma) && colon && colon < at) { /* user:password@ */
+            n += (size_t)snprintf(out + n, size - n, "%.*s:***", (int)(colon - p), p);
+            p = at;
+            continue;
+        }
+        out[n++] = *p++;
+    }
+    out[n < size ? n : size - 1] = 0;
+}
+
 dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
     const dw_server_options *o = &srv->o;
     if (!o->node || !*o->node || strlen(o->node) >= SRV_NAME_MAX || strpbrk(o->node, " .*>\t\n"))
@@ -243,7 +259,9 @@ dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
     natsOptions_Destroy(no);
     free(urls);
     if (s != NATS_OK) {
-        dw_status st = nats_fail(err, s, o->cluster);
+        char shown[512];
+        redacted(o->cluster, shown, sizeof shown);
+        dw_status st = nats_fail(err, s, shown);
         srv_cluster_leave(srv);
         return st;
     }

@@ -489,3 +489,31 @@ def test_paused_node_cannot_write_an_actor_taken_over(make_cluster):
     kinds = [e["event"] for e in ev]
     assert "lease-lost" in kinds and kinds[-1] in ("drop", "release", "fenced"), kinds
     assert not [e for e in ev if e["event"] == "claim" and e["t"] > t_takeover], ev
+
+
+def test_servers_with_credentials(tmp_path, keys_file):
+    """NATS servers that require a user: a node with the right credentials in its URLs joins and
+    serves; one with a wrong password fails at once, in one line that does not show it."""
+    d = str(tmp_path / "nats")
+    out = subprocess.run([NATS_CLUSTER, "start", d], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "NATS_CLUSTER_AUTH": "driftwood:pa55-word"})
+    assert out.returncode == 0, out.stderr
+    urls = out.stdout.strip().splitlines()[-1]
+    assert "driftwood:pa55-word@" in urls
+    s = Server(tmp_path / "n1", keys_file, ["--cluster", urls, "--node", "n1"])
+    try:
+        s.start()
+        c = s.client()
+        a = c.post("/v1/actors", json=SETTINGS).json()["id"]
+        r = c.post(f"/v1/actors/{a}/messages", json={"content": "Hello", "turn": 1})
+        assert r.status_code == 200 and r.headers["X-Driftwood-Node"] == "n1", r.text
+        bad = subprocess.run([os.path.join(ROOT, os.environ.get("DW_BUILD", "build"), "bin", "driftwood"), "serve",
+                              "--listen", "127.0.0.1:0", "--store", str(tmp_path / "n2"), "--node", "n2",
+                              "--cluster", urls.replace("pa55-word", "wrong-one")],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode != 0
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Authorization" in lines[0] and "wrong-one" not in lines[0], bad.stderr
+    finally:
+        s.stop()
+        subprocess.run([NATS_CLUSTER, "stop", d], timeout=60)
