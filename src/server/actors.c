@@ -242,7 +242,8 @@ dw_status srv_actor_snapshot(srv_server *srv, srv_actor *a, char *path, size_t p
     a->snap_turns = a->turns;
     a->snap_context_tokens = a->context_tokens;
     /* every logged turn is inside the snapshot now */
-    if (a->log_fd >= 0 && (ftruncate(a->log_fd, 0) != 0 || fdatasync(a->log_fd) != 0))
+    if (a->log_fd >= 0 && strcmp(a->kind, "response") && /* a conversation keeps every turn (forks) */
+        (ftruncate(a->log_fd, 0) != 0 || fdatasync(a->log_fd) != 0))
         return dw_error_set(err, DW_ERR_IO, "actor %s: emptying its turn log: %s", a->id, strerror(errno));
     return write_record(srv, a, err);
 }

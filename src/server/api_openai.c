@@ -527,6 +527,7 @@ int srv_api_responses(srv_request *r) {
     srv_actor *a = NULL;
     int ret = MHD_YES;
     uint64_t expect_turn = 0;
+    srv_history fork_from = {0};
     size_t msg_len;
     char *msg = srv_msg_finish(&m, &msg_len);
     if (json_is_string(prev)) {
@@ -548,16 +549,43 @@ int srv_api_responses(srv_request *r) {
                                     "A response in this conversation is still being generated.");
             goto out;
         }
-        /* the latest continues; the one before it only as a retry of the same input (the worker
-         * answers that from the log, or refuses another input with 409) */
-        if (turn != a->turns && turn + 1 != a->turns) {
+        /* the latest continues. An older one forks: a new conversation adopts the turns up to it
+         * (replayed, bit-identical) and continues from there. The same input as the turn that
+         * followed the one named, when that turn is the latest, is a retry instead (the worker
+         * answers it from the log). */
+        if (turn > a->turns || turn == 0) {
             srv_actor_release(srv, a);
-            ret = srv_respond_error(r, 400, "invalid_request_error", "invalid_value", "previous_response_id",
-                                    "Response '%s' is not the latest of its conversation; only the latest can be continued.",
-                                    e->prev);
+            ret = srv_respond_error(r, 404, "invalid_request_error", "previous_response_not_found", "previous_response_id",
+                                    "Previous response with id '%s' not found.", e->prev);
             goto out;
         }
         expect_turn = turn + 1;
+        if (turn < a->turns) {
+            dw_error err;
+            srv_history h;
+            if (srv_actor_history(srv, a, turn + 1, &h, &err) != DW_OK) {
+                srv_actor_release(srv, a);
+                ret = srv_respond_error(r, 400, "invalid_request_error", "invalid_value", "previous_response_id",
+                                        "Response '%s' can no longer be continued: %s", e->prev, err.message);
+                goto out;
+            }
+            const srv_log_record *next = &h.r[turn];
+            int retry = turn + 1 == a->turns && next->message_len == msg_len && !memcmp(next->message, msg, msg_len);
+            srv_actor *fork = NULL;
+            if (!retry && srv_actor_new(srv, r->owner, a->module, &a->settings, "response", &fork, &err) != DW_OK) {
+                srv_history_free(&h);
+                srv_actor_release(srv, a);
+                ret = srv_respond_error(r, 500, "server_error", "store_failed", NULL, "%s", err.message);
+                goto out;
+            }
+            if (!retry) {
+                h.n = (int)turn; /* the turns it adopts; the one after is not its */
+                fork_from = h;
+                srv_actor_release(srv, a), srv_actor_put(srv, a);
+                a = fork;
+                DW_ASSERT(srv_actor_claim(srv, a, SRV_BUSY_TURN));
+            } else srv_history_free(&h);
+        }
     } else {
         srv_actor_settings st = {.temperature = 1.0, .top_p = 1.0, .max_tokens = srv->o.default_max_tokens};
         snprintf(st.model, sizeof st.model, "%s", model);
@@ -577,6 +605,7 @@ int srv_api_responses(srv_request *r) {
     srv_turn *t = srv_turn_new(srv);
     t->actor = a, a = NULL; /* the turn holds the reference now */
     t->expect_turn = expect_turn;
+    t->fork = fork_from, fork_from = (srv_history){0};
     t->message = msg, t->message_len = msg_len, msg = NULL;
     t->endpoint = e, t->endpoint_free = free, e = NULL;
     if (stream) {
@@ -590,6 +619,7 @@ int srv_api_responses(srv_request *r) {
     srv_turn_release(t);
 out:
     if (a) srv_actor_put(srv, a);
+    srv_history_free(&fork_from);
     free(msg);
     free(e);
     json_decref(b);

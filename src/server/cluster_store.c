@@ -200,6 +200,19 @@ static const char *header(natsMsg *m, const char *key) {
     return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : "";
 }
 
+/* A turn record's contents (pointing into m): [8-byte little-endian message length][message][reply].
+ * 0 when m is not a turn record. */
+static int turn_record(natsMsg *m, srv_log_record *r) {
+    if (strcmp(header(m, "Dw-Type"), "turn") || natsMsg_GetDataLength(m) < 8) return 0;
+    const char *d = natsMsg_GetData(m);
+    uint64_t ml = 0;
+    for (int i = 0; i < 8; i++) ml |= (uint64_t)(unsigned char)d[i] << (8 * i);
+    size_t total = (size_t)natsMsg_GetDataLength(m) - 8;
+    if (ml > total) ml = total;
+    *r = (srv_log_record){strtoull(header(m, "Dw-Turn"), NULL, 10), d + 8, ml, d + 8 + ml, total - ml};
+    return 1;
+}
+
 static dw_status fetch_snapshot(srv_server *srv, json_t *snap, const char *path, dw_error *err) {
     srv_cluster *c = srv->cluster;
     const char *subject = json_string_value(json_object_get(snap, "subject")), *want = json_string_value(json_object_get(snap, "sha256"));
@@ -266,19 +279,14 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
             stand_turns = strtoull(header(m, "Dw-Turns"), NULL, 10);
             stand_context = atoi(header(m, "Dw-Context"));
             stand_generated = strtoull(header(m, "Dw-Generated"), NULL, 10);
-            if (!strcmp(type, "turn") && natsMsg_GetDataLength(m) >= 8) {
-                const unsigned char *d = (const unsigned char *)natsMsg_GetData(m);
-                uint64_t ml = 0;
-                for (int i = 0; i < 8; i++) ml |= (uint64_t)d[i] << (8 * i);
-                size_t total = (size_t)natsMsg_GetDataLength(m) - 8;
-                if (ml > total) ml = total;
+            srv_log_record rec;
+            if (turn_record(m, &rec)) {
                 if (turns->n == cap) {
                     cap = cap ? cap * 2 : 8;
                     turns->r = realloc(turns->r, (size_t)cap * sizeof *turns->r);
                     turns->held = realloc(turns->held, (size_t)cap * sizeof *turns->held);
                 }
-                turns->r[turns->n++] = (srv_log_record){strtoull(header(m, "Dw-Turn"), NULL, 10), (const char *)d + 8, ml,
-                                                        (const char *)d + 8 + ml, total - ml};
+                turns->r[turns->n++] = rec;
                 turns->held[turns->n_held++] = m;
                 last_turn = last;
                 continue;
@@ -335,6 +343,32 @@ dw_status srv_cluster_log_open(srv_server *srv, srv_actor *a, const char *snap_p
         if (turns->r[i].seq > a->turns) a->turns = turns->r[i].seq;
     if (st != DW_OK) srv_log_records_free(turns);
     return st;
+}
+
+dw_status srv_cluster_log_turns(srv_server *srv, const char *id, srv_log_records *turns, dw_error *err) {
+    char subject[SRV_ID_MAX + 16];
+    snprintf(subject, sizeof subject, "dw.log.%s", id);
+    memset(turns, 0, sizeof *turns);
+    for (uint64_t seq = 1;;) {
+        natsMsg *m = NULL;
+        natsStatus s = next_on_subject(srv->cluster, CLUSTER_LOG_STREAM, subject, seq, &m);
+        if (s == NATS_NOT_FOUND) return DW_OK;
+        if (s != NATS_OK) {
+            srv_log_records_free(turns);
+            return dw_error_set(err, DW_ERR_IO, "cluster: reading actor %s's log: %s", id, srv_cluster_error_text(s));
+        }
+        seq = natsMsg_GetSequence(m) + 1;
+        srv_log_record rec;
+        if (!turn_record(m, &rec)) {
+            natsMsg_Destroy(m);
+            continue;
+        }
+        turns->r = realloc(turns->r, (size_t)(turns->n + 1) * sizeof *turns->r);
+        turns->held = realloc(turns->held, (size_t)(turns->n_held + 1) * sizeof *turns->held);
+        DW_ASSERT(turns->r && turns->held);
+        turns->r[turns->n++] = rec;
+        turns->held[turns->n_held++] = m;
+    }
 }
 
 dw_status srv_cluster_log_tail(srv_server *srv, const char *id, uint64_t *turns, int *context, uint64_t *generated) {
@@ -479,7 +513,8 @@ dw_status srv_cluster_snapshot_put(srv_server *srv, srv_actor *a, const char *pa
     /* what the new snapshot makes unnecessary: older records (the last turn stays) and chunks */
     char log_subject[SRV_ID_MAX + 16];
     snprintf(log_subject, sizeof log_subject, "dw.log.%s", a->id);
-    purge(c, CLUSTER_LOG_STREAM, log_subject, a->last_turn_seq && a->last_turn_seq < seq ? a->last_turn_seq : seq);
+    if (strcmp(a->kind, "response")) /* a conversation keeps every turn (it may be forked at any of them) */
+        purge(c, CLUSTER_LOG_STREAM, log_subject, a->last_turn_seq && a->last_turn_seq < seq ? a->last_turn_seq : seq);
     if (a->snap_object[0]) purge(c, CLUSTER_SNAP_STREAM, a->snap_object, 0);
     snprintf(a->snap_object, sizeof a->snap_object, "%s", subject);
     return DW_OK; /* the caller writes the record with the new counters */

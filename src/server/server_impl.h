@@ -172,9 +172,23 @@ void srv_actor_link(srv_server *srv, srv_actor *a, int take_ref);
 srv_actor *srv_actor_entry_new(void);
 void srv_actor_entry_free(srv_actor *a);
 
+/* An actor's completed turns 1..upto, copied (history.c): what a Responses conversation forked at
+ * an older response replays. A conversation ("response" kind) keeps every turn in its log for
+ * this (its log is as long as its context, which bounds it); a native actor keeps only the turns
+ * since its snapshot. */
+typedef struct srv_history {
+    srv_log_record *r;
+    int n;
+} srv_history;
+dw_status srv_actor_history(srv_server *srv, const srv_actor *a, uint64_t upto, srv_history *out, dw_error *err);
+void srv_history_free(srv_history *h);
+
 /* ---- waking (wake.c) -------------------------------------------------------------------------- */
 /* (claimed) Brings a hibernated actor back: its newest snapshot, then the logged turns after it. */
 dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *err);
+/* (claimed, awake, no turn yet) Makes another actor's turns its own: each message is sent, its
+ * reply checked against the logged one, and the turn logged as this actor's (a fork). */
+dw_status srv_actor_adopt(srv_server *srv, srv_actor *a, const srv_history *h, dw_error *err);
 #define SRV_DEFAULT_CTX 8192
 /* (actor_record.c) The context of an actor's session on this model, and the KV bytes its one
  * session holds at full capacity. */
@@ -201,6 +215,7 @@ struct srv_turn {
     char error_code[48], error[DW_ERROR_MESSAGE_MAX + 64];
     uint64_t seq;                  /* the turn's number in its actor (stored actors) */
     uint64_t expect_turn;          /* the client's "turn": the number it must get (0: any) */
+    srv_history fork;              /* turns a new actor adopts before this one (a forked conversation) */
     int replayed;                  /* answered from the log: it had completed before */
     double t_start, t_first, t_end, wake_ms, log_ms;
     /* streaming: the endpoint formats each piece into the stream (on the worker thread) */
@@ -394,6 +409,8 @@ typedef struct srv_log_records {
     int n_held;
 } srv_log_records;
 void srv_log_records_free(srv_log_records *l);
+/* (cluster_store.c) Every turn record of an actor's log in the cluster. */
+dw_status srv_cluster_log_turns(srv_server *srv, const char *id, srv_log_records *turns, dw_error *err);
 /* (claimed) Fences the log for this node's claim and reads what a wake needs: the newest
  * snapshot, fetched to snap_path (*has_snap = 0 when none; a->snap_turns and the counters set
  * from it), and every turn record still in the log (older ones included: the replay skips those

@@ -28,6 +28,7 @@ void srv_turn_release(srv_turn *t) {
     if (t->actor) srv_actor_put(t->srv, t->actor);
     if (t->endpoint_free) t->endpoint_free(t->endpoint);
     srv_stream_release(t->stream);
+    srv_history_free(&t->fork);
     free(t->settings.system);
     free(t->message);
     free(t->text);

@@ -174,3 +174,22 @@ dw_status srv_actor_wake(srv_server *srv, srv_actor *a, double *ms, dw_error *er
     if (ms) *ms = dt;
     return DW_OK;
 }
+
+dw_status srv_actor_adopt(srv_server *srv, srv_actor *a, const srv_history *h, dw_error *err) {
+    replay_state rs = {srv, a, 0, 0, 0};
+    for (int i = 0; i < h->n; i++) {
+        const srv_log_record *r = &h->r[i];
+        if (r->seq != a->turns + 1) return dw_error_set(err, DW_ERR_STATE, "actor %s: adopting turn %" PRIu64 " after %" PRIu64,
+                                                         a->id, r->seq, a->turns);
+        if (replay_one(&rs, r)) return dw_error_set(err, DW_ERR_STATE, "actor %s: replaying adopted turn %" PRIu64 " failed", a->id, r->seq);
+        if (rs.mismatches) /* the same messages into the same state must give the same bits */
+            return dw_error_set(err, DW_ERR_STATE, "actor %s: adopted turn %" PRIu64 " gave another reply than logged", a->id, r->seq);
+        dw_status st = srv->cluster ? srv_cluster_log_turn(srv, a, r, a->context_tokens, a->tokens_generated, err)
+                                    : srv_log_append(a->log_fd, r, srv->o.no_fsync, err);
+        if (st != DW_OK) return st;
+        pthread_mutex_lock(&srv->lock);
+        a->turns = r->seq;
+        pthread_mutex_unlock(&srv->lock);
+    }
+    return DW_OK;
+}

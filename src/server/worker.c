@@ -45,6 +45,8 @@ static void run(srv_turn *t) {
             srv_turn_fail(t, err.status == DW_ERR_STATE ? 503 : 500, err.status == DW_ERR_STATE ? "actor_elsewhere" : "wake_failed",
                           err.message);
         actor = a->actor;
+        if (!t->http_status && t->fork.n && srv_actor_adopt(srv, a, &t->fork, &err) != DW_OK)
+            srv_turn_fail(t, 500, "fork_failed", err.message);
         if (!t->http_status && t->expect_turn) answer_retry(t, a);
     } else {
         dw_actor_options o;

@@ -94,9 +94,23 @@ def test_responses_chain(client):
     assert types[0] == "response.created" and types[-1] in ("response.completed", "response.incomplete")
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas == events[-1].response.output_text and deltas
-    # only the latest response of a chain continues; an unknown one is 404
-    with pytest.raises(openai.BadRequestError):
-        client.responses.create(model="default", input="x", previous_response_id=r1.id, max_output_tokens=4)
+    # an older response forks: a new conversation adopts the turns up to it and goes on from there,
+    # as a fresh chain with that history would; the original chain is untouched
+    fork = client.responses.create(model="default", input="Tell me another one.", previous_response_id=r1.id,
+                                   max_output_tokens=10, temperature=0)
+    assert fork.id.split("_")[1] != r1.id.split("_")[1] and fork.id.endswith("_2") and fork.previous_response_id == r1.id
+    chat = client.chat.completions.create(model="default", temperature=0, max_tokens=10, messages=[
+        {"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": r1.output_text},
+        {"role": "user", "content": "Tell me another one."}])
+    assert chat.choices[0].message.content == fork.output_text
+    fork2 = client.responses.create(model="default", input="Go on.", previous_response_id=fork.id, max_output_tokens=8,
+                                    temperature=0)
+    assert fork2.id == fork.id[:-2] + "_3" and fork2.output_text
+    # a retry of the latest turn (the same input after the same response) is answered from the log
+    again = client.responses.create(model="default", input="Go on.", previous_response_id=fork.id, max_output_tokens=8,
+                                    temperature=0)
+    assert again.id == fork2.id and again.output_text == fork2.output_text
+    # an unknown one is 404
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="default", input="x", previous_response_id="resp_" + "0" * 24 + "_1")
 
