@@ -84,20 +84,32 @@ static int create(srv_request *r) {
 static int list(srv_request *r) {
     srv_server *srv = r->srv;
     json_t *data = json_array();
-    if (srv->cluster) { /* every node's actors: the records in the cluster's store */
-        char **ids;
-        int n = srv_cluster_record_ids(srv, &ids);
-        for (int i = 0; i < n; i++) {
-            srv_actor *a = srv_actor_get(srv, r->owner, ids[i]);
-            if (a) {
-                pthread_mutex_lock(&srv->lock);
-                json_array_append_new(data, srv_actor_json(srv, a));
-                pthread_mutex_unlock(&srv->lock);
-                srv_actor_put(srv, a);
-            }
-            free(ids[i]);
+    if (srv->cluster) { /* every node's actors: the records (a local copy), and where each lives */
+        json_t *records = srv_cluster_view_records(srv, r->owner), *rec, *where = json_object(), *e;
+        json_t *view = srv_cluster_json(srv, r->owner); /* the node of each, with one look at the nodes */
+        size_t i;
+        json_array_foreach(json_object_get(view, "actors"), i, e)
+            json_object_set(where, json_string_value(json_object_get(e, "id")), json_object_get(e, "node"));
+        json_decref(view);
+        json_array_foreach(records, i, rec) {
+            const char *id = json_string_value(json_object_get(rec, "id"));
+            char *text = json_dumps(rec, JSON_COMPACT);
+            dw_error err;
+            srv_actor *fresh = id ? srv_actor_from_record(srv, id, text, strlen(text), &err) : NULL;
+            free(text);
+            if (!fresh) continue;
+            pthread_mutex_lock(&srv->lock);
+            srv_actor *here = srv->actors;
+            while (here && (strcmp(here->id, id) || here->deleted)) here = here->next;
+            json_t *j = srv_actor_json(srv, here && here->actor ? here : fresh); /* awake here: its own state */
+            pthread_mutex_unlock(&srv->lock);
+            json_t *node = json_object_get(where, id);
+            json_object_set_new(j, "node", node ? json_incref(node) : json_null());
+            json_array_append_new(data, j);
+            srv_actor_entry_free(fresh);
         }
-        free(ids);
+        json_decref(records);
+        json_decref(where);
         return srv_respond_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
     }
     pthread_mutex_lock(&srv->lock);
@@ -290,16 +302,6 @@ int srv_api_cluster(srv_request *r) {
     srv_server *srv = r->srv;
     if (!srv->cluster)
         return srv_respond_json(r, 200, json_pack("{s:n, s:[], s:[]}", "node", "nodes", "actors"));
-    /* only the key's actors: the records say whose each one is */
-    char **ids;
-    int n = srv_cluster_record_ids(srv, &ids), mine = 0;
-    for (int i = 0; i < n; i++) {
-        srv_actor *a = srv_actor_get(srv, r->owner, ids[i]);
-        if (a) srv_actor_put(srv, a), ids[mine++] = ids[i];
-        else free(ids[i]);
-    }
-    json_t *j = srv_cluster_json(srv, ids, mine);
-    for (int i = 0; i < mine; i++) free(ids[i]);
-    free(ids);
+    json_t *j = srv_cluster_json(srv, r->owner); /* only the key's actors: the records say whose */
     return srv_respond_json(r, 200, j);
 }

@@ -277,6 +277,7 @@ dw_status srv_cluster_join(srv_server *srv, dw_error *err) {
     if (st == DW_OK) st = make_bucket(c, &c->actors, ACTOR_BUCKET, 0, err);
     if (st == DW_OK) st = make_stream(c, CLUSTER_LOG_STREAM, "dw.log.>", err);
     if (st == DW_OK) st = make_stream(c, CLUSTER_SNAP_STREAM, "dw.snap.>", err);
+    if (st == DW_OK) st = srv_cluster_view_start(srv, err);
     for (double deadline = dw__now_s() + STARTUP_S; st == DW_OK && !refresh(srv, 1); nats_Sleep(250))
         if (dw__now_s() > deadline)
             st = dw_error_set(err, DW_ERR_IO, "cluster: registering node %s: %s", c->node, srv_cluster_error_text(NATS_ERR));
@@ -303,6 +304,7 @@ void srv_cluster_leave(srv_server *srv) {
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     if (c->lease_thread) pthread_join(c->lease_thread, NULL);
+    srv_cluster_view_stop(srv);
     if (c->nodes && c->node_rev && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
         kvStore_Delete(c->nodes, c->node); /* others see it gone now, not a lease later */
     kvStore_Destroy(c->actors);
@@ -454,7 +456,22 @@ void srv_cluster_place(srv_server *srv, char *node, size_t size) {
     free_nodes(v, n);
 }
 
-json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids) {
+/* Whether the claim value "NODE INC" names a node in v with that incarnation; its name into node. */
+static int live_in(const node_view *v, int n, const char *claim, char *node, size_t size) {
+    char held[SRV_NAME_MAX + 32];
+    snprintf(held, sizeof held, "%s", claim);
+    char *sp = strchr(held, ' ');
+    if (!sp) return 0;
+    *sp = 0;
+    for (int k = 0; k < n; k++)
+        if (!strcmp(v[k].name, held) && !strcmp(json_string_value(json_object_get(v[k].entry, "inc")) ?: "", sp + 1)) {
+            snprintf(node, size, "%.*s", (int)size - 1, held);
+            return 1;
+        }
+    return 0;
+}
+
+json_t *srv_cluster_json(srv_server *srv, const char *owner) {
     srv_cluster *c = srv->cluster;
     node_view *v;
     int n = list_nodes(c, &v);
@@ -465,15 +482,17 @@ json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids) {
                               json_object_get(v[i].entry, "awake"), "live", 1);
         json_array_append_new(nodes, e);
     }
-    for (int i = 0; i < n_ids; i++) {
-        char node[SRV_NAME_MAX], inc[32];
-        kvEntry *e = read_claim(c, ids[i], node, sizeof node, inc, sizeof inc);
-        kvEntry_Destroy(e);
-        int live = 0;
-        for (int k = 0; k < n && node[0] && !live; k++)
-            live = !strcmp(v[k].name, node) && !strcmp(json_string_value(json_object_get(v[k].entry, "inc")) ?: "", inc);
-        json_array_append_new(actors, json_pack("{s:s, s:o}", "id", ids[i], "node", live ? json_string(node) : json_null()));
+    json_t *records = srv_cluster_view_records(srv, owner), *rec;
+    size_t i;
+    json_array_foreach(records, i, rec) {
+        const char *id = json_string_value(json_object_get(rec, "id"));
+        char claim[SRV_NAME_MAX + 32], node[SRV_NAME_MAX];
+        if (!id) continue;
+        srv_cluster_view_claim(srv, id, claim, sizeof claim);
+        int live = live_in(v, n, claim, node, sizeof node);
+        json_array_append_new(actors, json_pack("{s:s, s:o}", "id", id, "node", live ? json_string(node) : json_null()));
     }
+    json_decref(records);
     free_nodes(v, n);
     return json_pack("{s:s, s:o, s:o}", "node", c->node, "nodes", nodes, "actors", actors);
 }

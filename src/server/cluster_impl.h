@@ -39,7 +39,16 @@ struct srv_cluster {
     uint64_t node_rev;       /* our entry's revision in dw_nodes */
     double valid_until;      /* monotonic: the lease surely holds until then */
     int stopping, forwarded_in_flight;
+    struct view_watch *view[2];   /* cluster_view.c: copies of dw_actors and dw_claims */
+    pthread_t view_threads[2];
+    int n_views;
 };
+
+/* cluster_view.c: the watchers that keep the copies. */
+dw_status srv_cluster_view_start(srv_server *srv, dw_error *err);
+void srv_cluster_view_stop(srv_server *srv);
+/* The claim's value ("NODE INC" or "") of actor id, as the copy has it. */
+void srv_cluster_view_claim(srv_server *srv, const char *id, char *value, size_t size);
 
 /* "wrong last sequence" and the like: the store refused a conditional write. */
 int srv_cluster_conflict(natsStatus s, jsErrCode code);

@@ -59,17 +59,6 @@ char *srv_cluster_record_get(srv_server *srv, const char *id, size_t *len) {
     return text;
 }
 
-int srv_cluster_record_ids(srv_server *srv, char ***ids) {
-    kvKeysList keys = {0};
-    *ids = NULL;
-    if (kvStore_Keys(&keys, srv->cluster->actors, NULL) != NATS_OK) return 0;
-    *ids = calloc((size_t)keys.Count + 1, sizeof **ids);
-    for (int i = 0; i < keys.Count; i++) (*ids)[i] = strdup(keys.Keys[i]);
-    int n = keys.Count;
-    kvKeysList_Destroy(&keys);
-    return n;
-}
-
 /* ---- appends ------------------------------------------------------------------------------ */
 typedef enum { APPEND_OK, APPEND_FENCED, APPEND_FAILED } append_result;
 

@@ -390,15 +390,15 @@ void srv_cluster_release(srv_server *srv, srv_actor *a);
  * right after a placement (srv_cluster_placed), so a burst of creations spreads. */
 void srv_cluster_place(srv_server *srv, char *node, size_t size);
 void srv_cluster_placed(srv_server *srv);
-/* {"node", "nodes": [...], "actors": [{"id", "node"}...]} for GET /v1/cluster, for these actors. */
-json_t *srv_cluster_json(srv_server *srv, char *const *ids, int n_ids);
+/* {"node", "nodes": [...], "actors": [{"id", "node"}...]} for GET /v1/cluster: owner's actors. */
+json_t *srv_cluster_json(srv_server *srv, const char *owner);
+/* The records of owner's actors in the whole cluster (a local copy, cluster_view.c). */
+json_t *srv_cluster_view_records(srv_server *srv, const char *owner);
 
 /* The store (cluster_store.c). Records: one KV entry per actor. */
 dw_status srv_cluster_record_put(srv_server *srv, const srv_actor *a, int create, dw_error *err);
 /* The record of `id` (malloc'd text), NULL when there is none. */
 char *srv_cluster_record_get(srv_server *srv, const char *id, size_t *len);
-/* The ids of every actor in the cluster (malloc'd array of malloc'd strings). */
-int srv_cluster_record_ids(srv_server *srv, char ***ids);
 /* The actor's log: its first record, written when it is created. */
 dw_status srv_cluster_log_create(srv_server *srv, srv_actor *a, dw_error *err);
 /* Turn records read from the log (they point into messages this holds). */
