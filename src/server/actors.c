@@ -124,57 +124,59 @@ static void unlink_entry(srv_server *srv, srv_actor *a) { /* under srv->lock */
         }
 }
 
-/* On a cluster, the local entry of an actor that is not awake here is a cache of its record: it
- * is read again (other nodes may have run turns, or deleted it) before it is used. */
+/* On a cluster, the local entry of an actor that is awake here (or in use) is the truth and is
+ * returned without asking the store. Any other entry is a cache: the record is read again (another
+ * node may have deleted the actor or run turns on it), and so is the log's last record (turns logged
+ * since the last snapshot, by a node that died before hibernating it, say). */
 static srv_actor *cluster_get(srv_server *srv, const char *id) {
-    size_t len;
-    char *text = srv_cluster_record_get(srv, id, &len);
     pthread_mutex_lock(&srv->lock);
     srv_actor *a = find(srv, id);
-    int stale = a && !a->actor && !a->busy;
-    if (stale && !text) unlink_entry(srv, a), a = NULL;
-    if (a) a->refs++;
-    pthread_mutex_unlock(&srv->lock);
-    if (!text) return a; /* absent, or awake here (then the local entry is the truth) */
-    dw_error err;
-    srv_actor *fresh = (!a || stale) ? srv_actor_from_record(srv, id, text, len, &err) : NULL;
-    free(text);
-    if (!fresh) return a;
-    if (!a) {
-        pthread_mutex_lock(&srv->lock);
-        if ((a = find(srv, id))) a->refs++; /* another thread linked it meanwhile */
+    if (a && (a->actor || a->busy)) {
+        a->refs++;
         pthread_mutex_unlock(&srv->lock);
-        if (a) srv_actor_entry_free(fresh);
-        else srv_actor_link(srv, fresh, 1), a = fresh;
         return a;
     }
-    pthread_mutex_lock(&srv->lock);
-    if (!a->actor && !a->busy) { /* the record's counters; the claim this node holds stays */
-        a->turns = fresh->turns, a->context_tokens = fresh->context_tokens, a->tokens_generated = fresh->tokens_generated;
-        a->snap_turns = fresh->snap_turns;
-    }
     pthread_mutex_unlock(&srv->lock);
-    srv_actor_entry_free(fresh);
+    size_t len;
+    dw_error err;
+    char *text = srv_cluster_record_get(srv, id, &len);
+    srv_actor *fresh = text ? srv_actor_from_record(srv, id, text, len, &err) : NULL;
+    free(text);
+    uint64_t turns, generated;
+    int context;
+    if (fresh && srv_cluster_log_tail(srv, id, &turns, &context, &generated) == DW_OK && turns >= fresh->turns)
+        fresh->turns = turns, fresh->context_tokens = context, fresh->tokens_generated = generated;
+    pthread_mutex_lock(&srv->lock);
+    if ((a = find(srv, id)) && !a->actor && !a->busy) {
+        if (!fresh) unlink_entry(srv, a), a = NULL; /* deleted */
+        else /* the store's counters; the claim this node holds stays */
+            a->turns = fresh->turns, a->context_tokens = fresh->context_tokens,
+            a->tokens_generated = fresh->tokens_generated, a->snap_turns = fresh->snap_turns;
+    }
+    if (!a && fresh) /* first seen here: linked under the same lock as the look-up */
+        a = fresh, fresh = NULL, a->next = srv->actors, srv->actors = a, srv->n_actors++;
+    if (a) a->refs++;
+    pthread_mutex_unlock(&srv->lock);
+    if (fresh) srv_actor_entry_free(fresh);
     return a;
 }
 
-/* An actor asleep here: the record's counters date from its last snapshot; turns logged since (on
- * a node that died before hibernating it, say) are in its log's last record. */
-static void refresh_from_log(srv_server *srv, srv_actor *a) {
-    uint64_t turns, generated;
-    int context;
-    if (srv_cluster_log_tail(srv, a->id, &turns, &context, &generated) != DW_OK) return;
+int srv_actor_held_here(srv_server *srv, const char *id) {
     pthread_mutex_lock(&srv->lock);
-    if (!a->actor && !a->busy && turns >= a->turns)
-        a->turns = turns, a->context_tokens = context, a->tokens_generated = generated;
+    srv_actor *a = find(srv, id);
+    int here = a && (a->actor || a->busy) && a->claim_rev;
+    if (here) a->refs++;
     pthread_mutex_unlock(&srv->lock);
+    if (!here) return 0;
+    here = srv_cluster_claim_current(srv, a);
+    srv_actor_put(srv, a);
+    return here;
 }
 
 srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id) {
     srv_actor *a;
-    if (srv->cluster) {
-        if ((a = cluster_get(srv, id)) && !a->actor) refresh_from_log(srv, a);
-    } else {
+    if (srv->cluster) a = cluster_get(srv, id);
+    else {
         pthread_mutex_lock(&srv->lock);
         if ((a = find(srv, id))) a->refs++;
         pthread_mutex_unlock(&srv->lock);

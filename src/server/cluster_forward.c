@@ -351,6 +351,7 @@ static int route_elsewhere(srv_request *r) {
         int gone, ret = forward_once(r, node, &gone);
         return gone ? -1 : ret; /* the chosen node just went away: here then */
     }
+    if (srv_actor_held_here(srv, id)) return -1; /* the common case, with no look-up in the store */
     /* the holder's lease runs out within a lease when it is gone: then the actor wakes here */
     double deadline = dw__now_s() + 2 * c->lease_s + 2;
     while (srv_cluster_holder(srv, id, node, sizeof node)) {

@@ -54,8 +54,6 @@ void srv_cluster_view_claim(srv_server *srv, const char *id, char *value, size_t
 int srv_cluster_conflict(natsStatus s, jsErrCode code);
 /* Text of the last NATS error of this thread. */
 const char *srv_cluster_error_text(natsStatus s);
-/* 1 while a's claim was taken under this node's current lease. */
-int srv_cluster_claim_current(srv_server *srv, const srv_actor *a);
 /* This node's claim value ("NODE INC") into out. */
 void srv_cluster_claim_value(srv_cluster *c, char *out, size_t size);
 /* 1 when `node` is registered with incarnation `inc` (the claim it made is live). */

@@ -131,6 +131,9 @@ dw_status srv_actor_new(srv_server *srv, const char *owner, const srv_module *mo
  * taken: srv_actor_put it. */
 srv_actor *srv_actor_get(srv_server *srv, const char *owner, const char *id);
 void srv_actor_put(srv_server *srv, srv_actor *a);
+/* (cluster) 1 when the actor is awake or in use on this node under a current claim: its requests
+ * run here without asking the store where it lives. */
+int srv_actor_held_here(srv_server *srv, const char *id);
 /* Claims the actor for one operation: a turn (SRV_BUSY_TURN) or upkeep (SRV_BUSY_UPKEEP: hibernating,
  * snapshotting, deleting). Upkeep is brief and invisible to clients, so a claim waits for it to
  * end; a claim that finds a turn running returns 0 (one message at a time per actor). */
@@ -374,6 +377,8 @@ void srv_cluster_leave(srv_server *srv);
 const char *srv_cluster_node_name(const srv_server *srv);
 /* 1 while this node's lease is surely valid (checked before every write of an actor's state). */
 int srv_cluster_lease_ok(srv_server *srv);
+/* 1 while a's claim was taken under this node's current lease. */
+int srv_cluster_claim_current(srv_server *srv, const srv_actor *a);
 /* One line "cluster-event {json}" on stderr: claim, release, fenced, lease-lost, drop. */
 void srv_cluster_event(srv_server *srv, const char *event, const char *actor, uint64_t rev);
 
