@@ -5,6 +5,8 @@
 #   - tools/loadgen.py: 1 and 64 concurrent streaming clients (chat, and 64 stateful actors);
 #   - tools/serve-measure.py: the turn log's fsync cost, and the wake-up of a hibernated actor with
 #     4,096 tokens of context against re-prefilling it, and after SIGKILL.
+#   - `driftwood bench batch` at 64 actors on the same model first: the baseline the 64 streams are
+#     held against (issue 20: at least 85 % of it), engine and actors, prompts of the chats' length.
 # Results (JSON and the server's log) go to $OUT. Prepare here with tools/gpu-prepare.sh and carry
 # .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128).
 set -uo pipefail
@@ -23,6 +25,10 @@ model=/tmp/dw-serve-1b
 [ -f "$model/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape llama-3.2-1b --dtype bf16 --out "$model" \
     --tokenizer-dir "$dw_tok" >"$OUT/mkmodel.txt" 2>&1 || { echo "gpu-serve: mkmodel failed"; exit 1; }
 
+timeout 200 "$B/bin/driftwood" bench batch --backend cuda --model "$model" --actors "$clients" --prompt-tokens 32 \
+    --gen-tokens "$tokens" --reps 2 --json >"$OUT/bench-batch.json" 2>"$OUT/bench-batch.err" || echo "gpu-serve: bench batch failed"
+cat "$OUT/bench-batch.json"
+
 # 8,192-token sessions (256 MiB of bf16 KV each for this shape at full length): the batching pool
 # (--kv-pool) holds 16 GiB of KV blocks, what 64 such sessions hold at 1,000 tokens many times over
 store=/tmp/dw-serve-store
@@ -34,7 +40,7 @@ for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; slee
 rc=0
 for run in "1 chat" "$clients chat" "$clients actors"; do
     set -- $run
-    timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --rounds 2 --max-tokens "$tokens" \
+    timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --procs $(( $1 >= 16 ? 4 : 1 )) --rounds 2 --max-tokens "$tokens" \
         --mode "$2" --json >"$OUT/loadgen-$1-$2.json" 2>>"$OUT/loadgen.err" || rc=1
     cat "$OUT/loadgen-$1-$2.json"
 done

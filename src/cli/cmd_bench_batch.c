@@ -27,6 +27,7 @@ typedef struct bench_args {
     const char *model_dir, *backend, *modes;
     int counts[MAX_COUNTS], n_counts;
     long prompt, gen, shared, reps, kv_mb, step_tokens;
+    long per_call; /* engine mode: tokens a decode call asks for (dw_session_decode_greedy's n) */
     int guest_picks, json;
 } bench_args;
 
@@ -112,6 +113,18 @@ static void *run_worker(void *arg) {
     pthread_barrier_wait(w->prefilled);
     double t = w->t_dec0 = dw_cli_now_ms();
     for (long i = 0; i < a->gen && !w->st; i++) {
+        if (w->model && !a->guest_picks && a->per_call > 1) {
+            /* several tokens a call: the session stays in the scheduler's steps between them, and
+             * each token is given the call's time over its tokens */
+            int32_t out[64];
+            int k = (int)(a->gen - i < a->per_call ? a->gen - i : a->per_call);
+            if (!(w->st = dw_session_decode_greedy(s, next, k, out, &w->err))) next = out[k - 1];
+            double now = dw_cli_now_ms();
+            for (int j = 0; j < k; j++) w->itl_ms[i + j] = (now - t) / k;
+            t = now;
+            i += k - 1;
+            continue;
+        }
         if (w->model && !a->guest_picks) {
             int32_t out;
             if (!(w->st = dw_session_decode_greedy(s, next, 1, &out, &w->err))) next = out;
@@ -242,9 +255,9 @@ static void print_result(const bench_args *a, const result *r, int first) {
 
 DW_COMMAND_NAMED(bench_batch, "bench batch",
                  "bench batch [--model DIR] [--backend cpu|cuda] [--actors 1,4,16,64] [--prompt-tokens N] [--gen-tokens N] "
-                 "[--shared-prefix N] [--mode engine,actors] [--guest-picks] [--kv-memory MB] [--step-tokens N] [--reps N] [--json]",
+                 "[--shared-prefix N] [--mode engine,actors] [--guest-picks] [--tokens-per-call N] [--kv-memory MB] [--step-tokens N] [--reps N] [--json]",
                  "many actors decoding at once with batching: aggregate tok/s, inter-token latency, time to first token") {
-    bench_args a = {.backend = "cpu", .modes = "engine,actors", .prompt = 128, .gen = 128, .reps = 3};
+    bench_args a = {.backend = "cpu", .modes = "engine,actors", .prompt = 128, .gen = 128, .reps = 3, .per_call = 1};
     parse_counts("1,4,16,64", &a);
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -259,11 +272,14 @@ DW_COMMAND_NAMED(bench_batch, "bench batch",
         else if (!strcmp(o, "--shared-prefix") && v) { if (dw_cli_parse_long(o, v, 0, 8192, &a.shared)) return 1; i++; }
         else if (!strcmp(o, "--kv-memory") && v) { if (dw_cli_parse_long(o, v, 1, 1 << 20, &a.kv_mb)) return 1; i++; }
         else if (!strcmp(o, "--step-tokens") && v) { if (dw_cli_parse_long(o, v, 1, 65536, &a.step_tokens)) return 1; i++; }
+        else if (!strcmp(o, "--tokens-per-call") && v) { if (dw_cli_parse_long(o, v, 1, 64, &a.per_call)) return 1; i++; }
         else if (!strcmp(o, "--reps") && v) { if (dw_cli_parse_long(o, v, 1, 100, &a.reps)) return 1; i++; }
         else if (!strcmp(o, "--guest-picks")) a.guest_picks = 1;
         else if (!strcmp(o, "--json")) a.json = 1;
         else return dw_cli_fail("bench batch: unknown or incomplete option '%s'", o);
     }
+    if (a.per_call > 1 && (a.guest_picks || strstr(a.modes, "actors")))
+        return dw_cli_fail("bench batch: --tokens-per-call is for --mode engine with tokens chosen on the device");
     if (a.shared > a.prompt) return dw_cli_fail("bench batch: --shared-prefix (%ld) exceeds --prompt-tokens (%ld)", a.shared, a.prompt);
     if (!a.model_dir) a.model_dir = dw_cli_default_model_dir();
     int max_actors = 0;
@@ -298,15 +314,15 @@ DW_COMMAND_NAMED(bench_batch, "bench batch",
         goto fail;
 
     if (!a.json)
-        printf("bench batch on %s, model %s: %ld-token prompts (%ld shared), %ld generated each, %s, median of %ld\n"
+        printf("bench batch on %s, model %s: %ld-token prompts (%ld shared), %ld generated each (%ld a call), %s, median of %ld\n"
                "  %-7s %6s %12s %10s %10s %10s %10s %10s %8s %8s\n",
-               a.backend, a.model_dir, a.prompt, a.shared, a.gen, a.guest_picks ? "logits to the guest" : "tokens chosen on the device",
+               a.backend, a.model_dir, a.prompt, a.shared, a.gen, a.per_call, a.guest_picks ? "logits to the guest" : "tokens chosen on the device",
                a.reps, "mode", "actors", "decode tok/s", "itl p50", "itl p99", "ttft p50", "ttft p99", "KV MB", "shared",
                "tok/step");
     else
         printf("{\"model\": \"%s\", \"backend\": \"%s\", \"prompt_tokens\": %ld, \"gen_tokens\": %ld, \"shared_prefix\": %ld, "
-               "\"guest_picks\": %d, \"reps\": %ld, \"results\": [",
-               a.model_dir, a.backend, a.prompt, a.gen, a.shared, a.guest_picks, a.reps);
+               "\"guest_picks\": %d, \"tokens_per_call\": %ld, \"reps\": %ld, \"results\": [",
+               a.model_dir, a.backend, a.prompt, a.gen, a.shared, a.guest_picks, a.per_call, a.reps);
     int first = 1;
     for (int pass = 0; pass < 2; pass++) {
         const char *mode = pass == 0 ? "engine" : "actors";

@@ -9,6 +9,7 @@
 #define DW_ENGINE_BATCH_IMPL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 
 #include "engine/engine_impl.h"
 
@@ -64,6 +65,9 @@ typedef struct dw__request {
     int finished;
     dw_status status;
     dw_error err;
+    /* Posted once the request has left the queue (scheduler.c, drop_finished): its caller wakes
+     * alone, without the batcher's lock, and may then free it. */
+    sem_t ready;
     struct dw__request *next;
 } dw__request;
 
@@ -81,7 +85,7 @@ typedef struct dw__batcher {
     dw_batch_options opts;
     dw__kv_pool pool;
     pthread_mutex_t lock;
-    pthread_cond_t wake, done;
+    pthread_cond_t wake; /* the scheduler's: a request arrived, or stop */
     pthread_t thread;
     int stop;
     dw__request *queue_head, *queue_tail; /* waiting or running, in arrival order */

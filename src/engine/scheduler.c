@@ -120,11 +120,19 @@ static void fail_step(dw__batcher *b, int count, dw_status st, const dw_error *e
     for (int i = 0; i < count; i++) finish(b, b->items[i].r, st, err);
 }
 
+/* Unlinks the finished requests and wakes their callers, each on its own semaphore: a caller
+ * returns without taking the lock again, so the callers of a step wake in parallel rather than
+ * one after another through the lock. r is not touched after its post (its caller may free it). */
 static void drop_finished(dw__batcher *b) {
     dw__request **link = &b->queue_head, *last = NULL;
     while (*link) {
-        if ((*link)->finished) *link = (*link)->next;
-        else last = *link, link = &(*link)->next;
+        dw__request *r = *link;
+        if (r->finished) {
+            *link = r->next;
+            sem_post(&r->ready);
+        } else {
+            last = r, link = &r->next;
+        }
     }
     b->queue_tail = last;
 }
@@ -137,7 +145,6 @@ static void *scheduler_main(void *arg) {
         int count = b->queue_head ? plan_step(b) : 0;
         drop_finished(b); /* requests failed while planning leave before their callers can return */
         if (count == 0) {
-            pthread_cond_broadcast(&b->done);
             if (!b->queue_head && !b->stop) pthread_cond_wait(&b->wake, &b->lock);
             continue;
         }
@@ -162,7 +169,6 @@ static void *scheduler_main(void *arg) {
         b->last_step_s = dt;
         b->arrivals = 0; /* counted from here: complete_step set expect_back */
         drop_finished(b);
-        pthread_cond_broadcast(&b->done);
     }
     pthread_mutex_unlock(&b->lock);
     return NULL;
@@ -175,6 +181,7 @@ dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits,
     dw__batcher *b = s->model->batcher;
     dw__request r = {.s = s, .ids = ids, .n = n, .logits = logits, .all_logits = all_logits, .greedy_out = greedy_out};
     if (greedy_out) r.next_id = ids[0];
+    if (sem_init(&r.ready, 0, 0)) return dw_error_set(err, DW_ERR_NO_MEMORY, "batching: cannot make a semaphore");
     pthread_mutex_lock(&b->lock);
     s->paged->busy++;
     if (b->queue_tail) b->queue_tail->next = &r;
@@ -182,8 +189,10 @@ dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits,
     b->queue_tail = &r;
     b->arrivals++;
     pthread_cond_signal(&b->wake);
-    while (!r.finished) pthread_cond_wait(&b->done, &b->lock);
     pthread_mutex_unlock(&b->lock);
+    while (sem_wait(&r.ready)) { /* EINTR: a signal; the post is still to come */
+    }
+    sem_destroy(&r.ready);
     if (r.status && err) *err = r.err;
     return r.status;
 }
@@ -219,9 +228,14 @@ dw_status dw_model_batching_start(dw_model *m, const dw_batch_options *opts, dw_
     }
     b->stats.block_bytes = b->pool.block_bytes;
     b->stats.blocks_total = (uint64_t)b->pool.n_blocks;
-    pthread_mutex_init(&b->lock, NULL);
+    /* adaptive: the callers of a step come back together and each holds the lock for a moment to
+     * queue its next request; a short spin beats sleeping and waking in turn */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&b->lock, &ma);
+    pthread_mutexattr_destroy(&ma);
     pthread_cond_init(&b->wake, NULL);
-    pthread_cond_init(&b->done, NULL);
     if (pthread_create(&b->thread, NULL, scheduler_main, b)) {
         dw__batch_buffers_free(b);
         dw__kv_pool_free(&b->pool, m);
@@ -246,7 +260,6 @@ void dw__batcher_free(dw_model *m) {
     dw__kv_pool_free(&b->pool, m);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->wake);
-    pthread_cond_destroy(&b->done);
     free(b);
     m->batcher = NULL;
 }

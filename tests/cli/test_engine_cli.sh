@@ -83,6 +83,17 @@ ok = r["decode_tok_s"] > 0 and r["decode_tok_s_b"] > 0 and r["pair_ratio_median"
 sys.exit(0 if ok and abs(r["speed_ratio_b_over_a"] - r["decode_tok_s_b"] / r["decode_tok_s"]) < 1e-3 * r["speed_ratio_b_over_a"] + 1e-4 else 1)
 PY
 
+# bench batch --tokens-per-call: several tokens a decode call keep the sessions in the steps
+# together (4 sessions: about 4 decode rows a step); refused where the guests pick the tokens
+expect_fail_one_line "bench_batch_tokens_per_call_is_engine_only" "--tokens-per-call" "$dw" bench batch --model "$model" --tokens-per-call 8
+"$dw" bench batch --model "$model" --actors 4 --prompt-tokens 8 --gen-tokens 32 --tokens-per-call 8 --mode engine --reps 1 --json >"$DW_TMP/batch.json" 2>&1
+if python3 - "$DW_TMP/batch.json" <<'PY'; then pass bench_batch_tokens_per_call_fills_the_steps; else fail bench_batch_tokens_per_call_fills_the_steps "$(tail -1 "$DW_TMP/batch.json")"; fi
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["results"][0]
+sys.exit(0 if d["tokens_per_call"] == 8 and r["actors"] == 4 and r["decode_tok_s"] > 0 and r["tokens_per_step"] > 3.0 else 1)
+PY
+
 printf 'caf\xe9 \xff\n' > "$DW_TMP/bad-utf8.txt"
 expect_fail_one_line "tokenize_rejects_invalid_utf8" "UTF-8" "$dw" tokenize --model "$model" < "$DW_TMP/bad-utf8.txt"
 finish
