@@ -6,7 +6,7 @@
  * batching and the life of paged sessions. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sched.h>
 
 #include "core/clock.h"
 #include "engine/batch_impl.h"
@@ -76,21 +76,24 @@ static int plan_step(dw__batcher *b) {
 }
 
 /* After a step, the sessions that were decoding in it usually come straight back with their next
- * token; their threads need a few microseconds each to wake and call again. Starting the next step
+ * token; their threads need some microseconds each to wake and call again (more in a virtual
+ * machine, where waking a thread on an idle core goes through the host). Starting the next step
  * before they are back would split one batch into a full and a straggler step, so the scheduler
  * waits for them, but never longer than a quarter of the last step (at most 1 ms): a lone session
- * never waits for anyone, and a session that left delays the others by that much once. */
+ * never waits for anyone, and a session that left delays the others by that much once. It waits
+ * by polling with the lock released rather than sleeping: every arrival would otherwise wake it
+ * only to sleep again, each wake-up as slow as the callers' own. It yields the core while it
+ * polls, so on a small machine the callers it waits for still run. */
 static void gather_returning(dw__batcher *b) {
     if (b->expect_back <= 0) return;
     double wait = b->last_step_s * 0.25;
     if (wait > 1e-3) wait = 1e-3;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    long ns = until.tv_nsec + (long)(wait * 1e9);
-    until.tv_sec += ns / 1000000000L;
-    until.tv_nsec = ns % 1000000000L;
-    while (!b->stop && b->arrivals < b->expect_back)
-        if (pthread_cond_timedwait(&b->wake, &b->lock, &until)) break;
+    const double until = dw__now_s() + wait;
+    pthread_mutex_unlock(&b->lock);
+    while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE) && __atomic_load_n(&b->arrivals, __ATOMIC_ACQUIRE) < b->expect_back &&
+           dw__now_s() < until)
+        sched_yield();
+    pthread_mutex_lock(&b->lock);
     b->expect_back = 0;
 }
 
@@ -167,7 +170,7 @@ static void *scheduler_main(void *arg) {
         if ((uint64_t)rows > b->stats.max_rows) b->stats.max_rows = (uint64_t)rows;
         b->stats.busy_s += dt;
         b->last_step_s = dt;
-        b->arrivals = 0; /* counted from here: complete_step set expect_back */
+        __atomic_store_n(&b->arrivals, 0, __ATOMIC_RELEASE); /* counted from here: complete_step set expect_back */
         drop_finished(b);
     }
     pthread_mutex_unlock(&b->lock);
@@ -187,7 +190,7 @@ dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits,
     if (b->queue_tail) b->queue_tail->next = &r;
     else b->queue_head = &r;
     b->queue_tail = &r;
-    b->arrivals++;
+    __atomic_add_fetch(&b->arrivals, 1, __ATOMIC_RELEASE); /* read unlocked by gather_returning */
     pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->lock);
     while (sem_wait(&r.ready)) { /* EINTR: a signal; the post is still to come */
@@ -252,7 +255,7 @@ void dw__batcher_free(dw_model *m) {
     dw__batcher *b = m->batcher;
     if (!b) return;
     pthread_mutex_lock(&b->lock);
-    b->stop = 1;
+    __atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE); /* read unlocked by gather_returning */
     pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->lock);
     pthread_join(b->thread, NULL);
