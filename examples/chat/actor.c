@@ -4,9 +4,11 @@
  *      --model NAME  --system TEXT  --temp T  --top-p P  --seed S  -n MAX_TOKENS  --ctx N
  *  - It renders the Llama 3 chat format and prefills only the new tokens of each turn (the
  *    session's KV cache keeps everything before them).
- *  - It samples in the guest from the logits the host wrote into its memory: greedy at
- *    temperature 0, else temperature + top-p among the 64 most likely tokens, with its own
- *    seeded generator (xoshiro256**), so the sampler state is part of the actor's memory.
+ *  - At temperature 0 the device picks each next token (dw.decode_greedy: the argmax of the
+ *    same logits, first index on ties, as dw_argmax_f32), so no logits cross into its memory;
+ *    else it samples in the guest from the logits the host wrote into its memory, temperature
+ *    + top-p among the 64 most likely tokens, with its own seeded generator (xoshiro256**), so
+ *    the sampler state is part of the actor's memory.
  *  - It stops at the model's end-of-turn / end-of-text tokens or after MAX_TOKENS.
  *  - A message that starts with "\x01DW1\n" is a control message (the server's protocol,
  *    src/server/protocol.h): per-message sampling settings, stop strings, several messages of a
@@ -40,6 +42,8 @@ static struct {
     int32_t model, session;
     dw_model_info info;
     float *logits;           /* vocab_size floats: the host writes logits here */
+    int logits_stale;        /* greedy decoding left logits behind the last token fed */
+    int32_t last_fed;        /* the last token fed by decoding */
     int32_t *ids;            /* scratch for tokenizing and the current reply */
     int ids_cap;
     uint64_t rng[4];         /* xoshiro256** state */
@@ -173,6 +177,39 @@ static int32_t sample(const float *logits, int n) {
     return idx[keep - 1];
 }
 
+/* Feeds *tok to the session and leaves in *tok the token the device chose after it (greedy, at
+ * temperature 0: dw.decode_greedy, no logits downloaded) or -1, the logits then in chat.logits
+ * for sample(). Either way the order of the generator's draws is that of sampling at the top of
+ * the loop. */
+static int feed(int32_t *tok) {
+    chat.last_fed = *tok;
+    if (chat.temperature <= 0) {
+        int32_t out;
+        if (dw_decode_greedy(chat.session, *tok, 1, &out) < 0) return -1;
+        chat.logits_stale = 1;
+        *tok = out;
+        return 0;
+    }
+    if (dw_decode(chat.session, *tok, chat.logits, chat.info.vocab_size) < 0) return -1;
+    chat.logits_stale = 0;
+    *tok = -1;
+    return 0;
+}
+
+/* The logits after the last token in the cache, for a reply that starts with no new tokens to
+ * prefill: after greedy decoding they were never downloaded, so that token is fed again (its KV
+ * and logits come out the same: they depend on the tokens alone). */
+static int refresh_logits(void) {
+    if (!chat.logits_stale) return 0;
+    dw_session_info si;
+    dw_session_info_get(chat.session, &si);
+    if (si.position < 1 || dw_session_truncate(chat.session, si.position - 1) < 0 ||
+        dw_decode(chat.session, chat.last_fed, chat.logits, chat.info.vocab_size) < 0)
+        return -1;
+    chat.logits_stale = 0;
+    return 0;
+}
+
 static int is_stop(int32_t id) {
     for (int i = 0; i < chat.info.n_stop; i++)
         if (chat.info.stop_ids[i] == id) return 1;
@@ -233,20 +270,22 @@ EXPORT(dw_on_message) int32_t dw_on_message(int32_t len) {
     }
     if (append_message("user", user, 1) || append_message("assistant", NULL, 0)) return DW_E_STATE;
     if (dw_prefill(chat.session, chat.ids, n_ids, chat.logits, chat.info.vocab_size) < 0) return fail("prefill"), DW_E_LIMIT;
+    chat.logits_stale = 0;
 
     /* generate */
     int32_t *reply = malloc(sizeof(int32_t) * (size_t)(chat.max_tokens + 1));
     int n = 0;
+    int32_t next = -1;
     stream_start = emitted = 0;
     while (n < chat.max_tokens) {
-        int32_t next = sample(chat.logits, chat.info.vocab_size);
+        if (next < 0) next = sample(chat.logits, chat.info.vocab_size);
         if (is_stop(next)) break;
         reply[n++] = next;
         stream(reply, n, 0);
         /* every reply token goes into the cache (the last one too: the next turn follows it) */
         dw_session_info_get(chat.session, &si);
         if (si.position >= si.capacity) break; /* context full: the reply ends here */
-        if (dw_decode(chat.session, next, chat.logits, chat.info.vocab_size) < 0) return fail("decode"), DW_E_STATE;
+        if (feed(&next) < 0) return fail("decode"), DW_E_STATE;
     }
     if (n) stream(reply, n, 1);
     chat.assistant_open = 1;
@@ -434,6 +473,9 @@ static int32_t on_control(char *msg, int32_t len) {
         return control_error("context_length_exceeded", "the conversation does not fit the context", DW_E_LIMIT);
     if (n_ids && dw_prefill(chat.session, chat.ids, n_ids, chat.logits, chat.info.vocab_size) < 0)
         return fail("prefill"), control_error("prefill_failed", "prefill failed", DW_E_LIMIT);
+    if (n_ids) chat.logits_stale = 0;
+    else if (generate && refresh_logits() < 0)
+        return fail("decode"), control_error("decode_failed", "decode failed", DW_E_STATE);
     if (chat_mode) chat.assistant_open = generate == 1;
     for (int i = 0; i < n_items; i++)
         if (items[i].kind < 3) remember(items[i].kind, items[i].text, items[i].len);
@@ -447,15 +489,16 @@ static int32_t on_control(char *msg, int32_t len) {
     ctl_stream_start = ctl_pending = 0;
     int32_t *reply = generate ? malloc(sizeof(int32_t) * (size_t)(max_tokens + 1)) : NULL;
     const char *finish = "stop";
+    int32_t next = -1;
     while (generate && n < max_tokens) {
-        int32_t next = sample(chat.logits, chat.info.vocab_size);
+        if (next < 0) next = sample(chat.logits, chat.info.vocab_size);
         if (is_stop(next)) break;
         reply[n++] = next;
         ctl_stream(reply, n, 0);
         if (reply_flush(0)) { stopped = 1; break; }
         dw_session_info_get(chat.session, &si);
         if (si.position >= si.capacity) { finish = "length"; break; }
-        if (dw_decode(chat.session, next, chat.logits, chat.info.vocab_size) < 0) {
+        if (feed(&next) < 0) {
             chat.temperature = saved_t, chat.top_p = saved_p;
             return fail("decode"), control_error("decode_failed", "decode failed", DW_E_STATE);
         }
