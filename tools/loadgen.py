@@ -15,6 +15,11 @@ over all requests): one Python process reading 64 streams on a small machine fal
 server, and its time to first token then measures the client (on the 2-core machine, one process
 gave a TTFT p99 of 5 s where two gave 0.4 s; the server's own TTFT was under 100 ms).
 
+Unless --raw, the server's GET /v1/stats is read before and after the run and the report adds
+what the server saw in between ("server"): tokens it generated, its batched steps, decode rows a
+step and the share of the wall time its steps ran (busy) — whether a shortfall is the server's or
+the clients'.
+
 Usage: tools/loadgen.py --url http://127.0.0.1:8080 [--key KEY] [-n 64] [--rounds 1] [--procs 1]
                         [--max-tokens 128] [--mode chat|actors|responses] [--pause S] [--json]
 (PYTHONPATH must reach httpx: .deps/python here, .carry/python on the GPU machine.)"""
@@ -154,11 +159,37 @@ async def client_responses(client, args, i, stats):
             await asyncio.sleep(args.pause)
 
 
+def server_stats(args):
+    """The server's /v1/stats, or None when it cannot be read."""
+    try:
+        r = httpx.get(args.url + "/v1/stats", headers={"Authorization": f"Bearer {args.key}"} if args.key else {},
+                      timeout=10)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def server_delta(before, after, wall):
+    """What the server did between two /v1/stats readings over wall seconds."""
+    if not before or not after or wall <= 0:
+        return None
+    out = {"tokens": after["tokens_generated"] - before["tokens_generated"]}
+    b0, b1 = before.get("batch"), after.get("batch")
+    if b0 and b1:
+        steps = b1["steps"] - b0["steps"]
+        out.update({"steps": steps, "decode_rows": b1["decode_rows"] - b0["decode_rows"],
+                    "prefill_rows": b1["prefill_rows"] - b0["prefill_rows"],
+                    "decode_rows_per_step": round((b1["decode_rows"] - b0["decode_rows"]) / steps, 2) if steps else 0,
+                    "busy": round((b1["busy_s"] - b0["busy_s"]) / wall, 3)})
+    return out
+
+
 async def main(args):
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     limits = httpx.Limits(max_connections=args.n + 4, max_keepalive_connections=args.n + 4)
     stats = Stats()
     run = {"chat": client_chat, "actors": client_actor, "responses": client_responses}[args.mode]
+    before = None if args.raw else server_stats(args)
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(run(client, args, args.first + i, stats) for i in range(args.n)))
@@ -167,7 +198,7 @@ async def main(args):
         print(json.dumps({"requests": stats.requests, "errors": stats.errors, "tokens": stats.tokens, "wall": wall,
                           "ttft": stats.ttft, "messages": stats.messages}))
         return 0
-    return report(args, stats, wall)
+    return report(args, stats, wall, server_delta(before, server_stats(args), wall))
 
 
 def run_procs(args):
@@ -178,6 +209,7 @@ def run_procs(args):
         n = args.n // args.procs + (p < args.n % args.procs)
         cmds.append([sys.executable, __file__, *argv, "--procs", "1", "-n", str(n), "--raw", "--first", str(args.first + sum(
             args.n // args.procs + (q < args.n % args.procs) for q in range(p)))])
+    before = server_stats(args)
     children = [subprocess.Popen(c, stdout=subprocess.PIPE) for c in cmds]
     stats, wall = Stats(), 0.0
     for ch in children:
@@ -189,22 +221,25 @@ def run_procs(args):
         stats.ttft += j["ttft"]
         stats.messages += j["messages"][:5 - len(stats.messages)]
         wall = max(wall, j["wall"])
-    return report(args, stats, wall)
+    return report(args, stats, wall, server_delta(before, server_stats(args), wall))
 
 
-def report(args, stats, wall):
+def report(args, stats, wall, server=None):
     p50, p99 = percentile(stats.ttft, 50), percentile(stats.ttft, 99)
     out = {"mode": args.mode, "clients": args.n, "procs": args.procs, "rounds": args.rounds, "requests": stats.requests,
            "errors": stats.errors, "tokens": stats.tokens, "wall_s": round(wall, 3),
            "tok_per_s": round(stats.tokens / wall, 1) if wall > 0 else 0,
            "ttft_p50_ms": round(p50 * 1e3, 1) if p50 is not None else None,
-           "ttft_p99_ms": round(p99 * 1e3, 1) if p99 is not None else None, "error_samples": stats.messages}
+           "ttft_p99_ms": round(p99 * 1e3, 1) if p99 is not None else None, "error_samples": stats.messages,
+           "server": server}
     if args.json:
         print(json.dumps(out))
     else:
         print(f"{args.mode}: {args.n} clients x {args.rounds} rounds: {stats.requests} requests, {stats.errors} errors, "
               f"{stats.tokens} tokens in {wall:.2f} s = {out['tok_per_s']} tok/s; "
               f"TTFT p50 {out['ttft_p50_ms']} ms, p99 {out['ttft_p99_ms']} ms")
+        if server:
+            print(f"  server: {server}")
         for m in stats.messages:
             print("  error:", m, file=sys.stderr)
     return 1 if stats.errors else 0

@@ -295,6 +295,23 @@ int srv_api_stats(srv_request *r) {
         srv->hibernations ? srv->hibernate_ms_total / (double)srv->hibernations : 0.0, "memory_budget",
         (json_int_t)srv->o.memory_budget, "max_tokens", (json_int_t)srv->o.max_tokens);
     pthread_mutex_unlock(&srv->lock);
+    /* the default model's batched steps: with tokens_generated, whether the steps ran full and
+     * busy while clients were served (a load generator reads them before and after a run) */
+    struct dw_model *model;
+    struct dw_tokenizer *tok;
+    dw_error err = {0};
+    if (dw_runtime_model(srv->rt, dw_runtime_model_name(srv->rt, 0), srv->backend, &model, &tok, NULL, &err) == DW_OK &&
+        dw_model_batching(model)) {
+        dw_batch_stats b;
+        dw_model_batch_stats(model, &b);
+        json_object_set_new(j, "batch",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "steps", (json_int_t)b.steps,
+                                      "rows", (json_int_t)b.rows, "decode_rows", (json_int_t)b.decode_rows,
+                                      "prefill_rows", (json_int_t)b.prefill_rows, "max_rows", (json_int_t)b.max_rows,
+                                      "busy_s", b.busy_s, "blocks_used", (json_int_t)b.blocks_used, "blocks_total",
+                                      (json_int_t)b.blocks_total, "evictions", (json_int_t)b.evictions, "restores",
+                                      (json_int_t)b.restores));
+    }
     return srv_respond_json(r, 200, j);
 }
 

@@ -1,5 +1,6 @@
 """tools/loadgen.py against a server: every mode completes without errors and reports its numbers,
-and turn numbers come back in order (the actors mode checks each reply's turn)."""
+what the server saw in between (its /v1/stats: tokens and batched steps), and turn numbers come back
+in order (the actors mode checks each reply's turn)."""
 import json
 import os
 import subprocess
@@ -16,6 +17,9 @@ def test_loadgen_modes(server):
         assert out.returncode == 0, out.stderr + out.stdout
         r = json.loads(out.stdout)
         assert r["errors"] == 0 and r["requests"] == 8 and r["tokens"] > 0 and r["ttft_p50_ms"] > 0
+        srv = r["server"]
+        assert srv["tokens"] >= r["tokens"] and srv["steps"] > 0 and srv["decode_rows"] > 0, srv
+        assert 0 < srv["busy"] <= 1.0 and srv["decode_rows_per_step"] > 0, srv
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "loadgen.py"), "--url", server.url, "--key",
                           "sk-not-a-key-0000000000", "-n", "2", "--max-tokens", "4", "--json"],
                          capture_output=True, text=True, timeout=60, env=os.environ)
