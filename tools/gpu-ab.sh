@@ -19,23 +19,17 @@ mkdir -p "$OUT"
 NEW=build-gpu/bin/driftwood
 [ -x "$NEW" ] || { echo "gpu-ab: $NEW missing: run tools/gpu-check.sh first"; exit 2; }
 [ -d .carry/base ] || { echo "gpu-ab: .carry/base missing: run BASE=COMMIT tools/gpu-prepare.sh here"; exit 2; }
-export WASMTIME_DIR="$PWD/.carry/wasmtime"
-dw_sys=/tmp/dw-sysroot
-export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
-export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
-export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-
-# ---- the baseline --------------------------------------------------------------------------
+# ---- the baseline (tools/gpu-build-base.sh), with its own decode benchmark -----------------------
+. tools/gpu-build-base.sh
 B=build-base
+dw_build_base || { echo "gpu-ab: the baseline did not build"; exit 1; }
 (
     cd .carry/base || exit 1
-    mkdir -p "$B/guests" && cp ../guests/*.wasm "$B/guests/" && touch "$B"/guests/*.wasm
-    make -j"$(nproc)" BUILD=$B "$B/lib/libdriftwood.a" "$B/bin/driftwood" &&
-        gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
-            -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
-            -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
-            $(make -s BUILD=$B cuda-ldlibs)
-) >"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline did not build"; exit 1; }
+    gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
+        -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
+        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
+        $(make -s BUILD=$B cuda-ldlibs)
+) >>"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline's benchmark did not build"; exit 1; }
 BASE=.carry/base/$B/bin/bench-decode-cuda
 BASE_CLI=.carry/base/$B/bin/driftwood
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs on the project's GPU machine, after tools/gpu-check.sh unpacked the carried packages into
+# /tmp/dw-sysroot: builds the baseline tree that `BASE=COMMIT tools/gpu-prepare.sh` put in
+# .carry/base into .carry/base/build-base (its library, `driftwood` and `dw-tests`), for the
+# same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh). Sourced by them: exports the
+# build environment and leaves the log in $OUT/ab-build.log; returns non-zero if it fails.
+export WASMTIME_DIR="$PWD/.carry/wasmtime"
+dw_sys=/tmp/dw-sysroot
+export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
+export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+dw_build_base() {
+    [ -d .carry/base ] || { echo "no .carry/base: run BASE=COMMIT tools/gpu-prepare.sh here"; return 2; }
+    (
+        cd .carry/base || exit 1
+        mkdir -p build-base/guests && cp ../guests/*.wasm build-base/guests/ && touch build-base/guests/*.wasm
+        make -j"$(nproc)" BUILD=build-base build-base/lib/libdriftwood.a build-base/bin/driftwood build-base/bin/dw-tests
+    ) >"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "the baseline did not build"; return 1; }
+}
