@@ -445,33 +445,54 @@ def test_paused_node_cannot_write_an_actor_taken_over(make_cluster):
 
     c = make_cluster("--lease-ms", "1000")
     n1 = c.http["n1"]
-    a = n1.post("/v1/actors", json={"temperature": 0, "max_tokens": 200}).json()["id"]
-    r = n1.post(f"/v1/actors/{a}/messages", json={"content": "Tell me about the sea.", "max_tokens": 8, "turn": 1})
-    holder = r.headers["X-Driftwood-Node"]
-    other = next(s.name for s in c.nodes if s.name != holder)
-    h = c.node(holder)
-    # a long streamed turn on the holder, paused after its first token
-    stream = httpx.Client(base_url=h.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=60)
-    events = []
 
-    def run_turn():
-        with stream.stream("POST", f"/v1/actors/{a}/messages",
-                           json={"content": "Now a long story about ships.", "stream": True, "turn": 2}) as resp:
-            for line in resp.iter_lines():
-                if line.startswith("data: {"):
-                    events.append(json.loads(line[6:]))
-                    if len(events) == 1:
-                        h.proc.send_signal(signal.SIGSTOP)
+    def paused_turn(seed):
+        """A new actor's second turn, streamed from its holder, which is SIGSTOPped after the first
+        token and left paused past its lease; then another node takes turn 2. Returns None when
+        the turn had finished before the pause landed (the tiny model can answer in a few
+        milliseconds: a sampled reply of up to 1,500 tokens is asked for, and a new seed tried)."""
+        a = n1.post("/v1/actors", json={"temperature": 0, "max_tokens": 200}).json()["id"]
+        r = n1.post(f"/v1/actors/{a}/messages", json={"content": "Tell me about the sea.", "max_tokens": 8, "turn": 1})
+        holder = r.headers["X-Driftwood-Node"]
+        other = next(s.name for s in c.nodes if s.name != holder)
+        h = c.node(holder)
+        stream = httpx.Client(base_url=h.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=60)
+        events = []
 
-    t = threading.Thread(target=run_turn)
-    t.start()
-    deadline = time.time() + 30
-    while not events and time.time() < deadline:
-        time.sleep(0.01)
-    assert events, "the streamed turn never started"
-    time.sleep(2.5)  # past the paused holder's 1 s lease: its entry expires
-    t_takeover = time.time()
-    r = c.http[other].post(f"/v1/actors/{a}/messages", json={"content": "What is a boat?", "max_tokens": 8, "turn": 2})
+        def run_turn():
+            body = {"content": "Now a long story about ships.", "stream": True, "turn": 2, "temperature": 2.0,
+                    "seed": seed, "max_tokens": 1500}
+            with stream.stream("POST", f"/v1/actors/{a}/messages", json=body) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("data: {"):
+                        events.append(json.loads(line[6:]))
+                        if len(events) == 1:
+                            h.proc.send_signal(signal.SIGSTOP)
+
+        t = threading.Thread(target=run_turn)
+        t.start()
+        deadline = time.time() + 30
+        while not events and time.time() < deadline:
+            time.sleep(0.01)
+        assert events, "the streamed turn never started"
+        time.sleep(2.5)  # past the paused holder's 1 s lease: its entry expires
+        t_takeover = time.time()
+        r = None
+        if events[-1]["type"] != "done":
+            r = c.http[other].post(f"/v1/actors/{a}/messages", json={"content": "What is a boat?", "max_tokens": 8, "turn": 2})
+        if r is None or (r.status_code == 409 and "turn_conflict" in r.text):  # finished before the pause
+            h.proc.send_signal(signal.SIGCONT)
+            t.join(60)
+            stream.close()
+            return None
+        return a, holder, other, h, stream, t, events, r, t_takeover
+
+    for seed in range(1, 9):
+        caught = paused_turn(seed)
+        if caught:
+            break
+    assert caught, "every streamed turn finished before its node was paused"
+    a, holder, other, h, stream, t, events, r, t_takeover = caught
     assert r.status_code == 200, r.text
     taken_by = r.headers["X-Driftwood-Node"]
     assert taken_by != holder and r.json()["turn"] == 2
