@@ -42,10 +42,10 @@ for dw_pkg in httpx httpcore h11 anyio sniffio certifi idna typing_extensions.py
     [ -e ".deps/python/$dw_pkg" ] && cp -r ".deps/python/$dw_pkg" .carry/python/
 done
 
-# BASE=COMMIT: that commit's source too, for tools/gpu-ab.sh's same-run A/B against it.
+# BASE=COMMIT: that commit's source and tests too, for the same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh).
 if [ -n "${BASE:-}" ]; then
     mkdir -p .carry/base
-    git archive "$BASE" Makefile mk src include sdk bench tools examples | tar -x -C .carry/base
+    git archive "$BASE" Makefile mk src include sdk bench tools examples tests | tar -x -C .carry/base
 fi
 
 echo "gpu-prepare: .carry holds $(du -sh .carry | cut -f1): Wasmtime $dw_version, $(ls .carry/guests | wc -l) guests, $(ls .carry/debs | wc -l) packages"
