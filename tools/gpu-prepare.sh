@@ -45,7 +45,7 @@ done
 # BASE=COMMIT: that commit's source and tests too, for the same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh).
 if [ -n "${BASE:-}" ]; then
     mkdir -p .carry/base
-    git archive "$BASE" Makefile mk src include sdk bench tools examples tests | tar -x -C .carry/base
+    git archive "$BASE" Makefile VERSION web mk src include sdk bench tools examples tests | tar -x -C .carry/base
 fi
 
 echo "gpu-prepare: .carry holds $(du -sh .carry | cut -f1): Wasmtime $dw_version, $(ls .carry/guests | wc -l) guests, $(ls .carry/debs | wc -l) packages"
