@@ -2,8 +2,8 @@
 # Runs on the project's GPU machine (the device tool, after tools/gpu-check.sh built this tree in
 # build-gpu): a same-run A/B of decode speed between a baseline commit and this tree. The baseline's
 # source is carried in .carry/base (tools/gpu-prepare.sh BASE=COMMIT puts it there) and built
-# here in build-base with its own benchmark (bench/cuda/bench_decode_cuda.c, which the CLI's
-# `bench decode --backend cuda` replaced); this tree runs `driftwood bench decode --backend cuda`.
+# here in build-base; a base from before the CLI's `bench decode --backend cuda` runs its own
+# benchmark (bench/cuda/bench_decode_cuda.c, built here), a later one its CLI, as this tree does.
 # Both measure: prefill 512 (best of 3 after a warm-up), decode 16 + 256 with the host choosing
 # tokens from logits in a registered buffer, the same with tokens chosen on the device, and both
 # at 4096 in context (128 tokens). Runs alternate base/new DW_AB_ROUNDS times (default 2) per
@@ -19,18 +19,23 @@ mkdir -p "$OUT"
 NEW=build-gpu/bin/driftwood
 [ -x "$NEW" ] || { echo "gpu-ab: $NEW missing: run tools/gpu-check.sh first"; exit 2; }
 [ -d .carry/base ] || { echo "gpu-ab: .carry/base missing: run BASE=COMMIT tools/gpu-prepare.sh here"; exit 2; }
-# ---- the baseline (tools/gpu-build-base.sh), with its own decode benchmark -----------------------
+# ---- the baseline (tools/gpu-build-base.sh), with its own decode benchmark if it predates the CLI's -
 . tools/gpu-build-base.sh
 B=build-base
 dw_build_base || { echo "gpu-ab: the baseline did not build"; exit 1; }
-(
-    cd .carry/base || exit 1
-    gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
-        -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
-        -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
-        $(make -s BUILD=$B cuda-ldlibs)
-) >>"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline's benchmark did not build"; exit 1; }
-BASE=.carry/base/$B/bin/bench-decode-cuda
+if [ -f .carry/base/bench/cuda/bench_decode_cuda.c ]; then
+    (
+        cd .carry/base || exit 1
+        gcc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Iinclude -Isrc -I"$WASMTIME_DIR/include" -DDW_HAVE_CUDA \
+            -o "$B/bin/bench-decode-cuda" bench/cuda/bench_decode_cuda.c "$B/lib/libdriftwood.a" \
+            -L"$WASMTIME_DIR/lib" -lwasmtime -Wl,-rpath,"$WASMTIME_DIR/lib" -lpcre2-8 -ljansson -lm -ldl \
+            $(make -s BUILD=$B cuda-ldlibs)
+    ) >>"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "gpu-ab: the baseline's benchmark did not build"; exit 1; }
+    base_decode=(".carry/base/$B/bin/bench-decode-cuda" --prompt 16 --gen 256 --long 4096 --prefill 512)
+else
+    base_decode=(".carry/base/$B/bin/driftwood" bench decode --backend cuda --prompt-tokens 16 --gen-tokens 256 --long 4096
+                 --long-gen-tokens 128 --prefill-tokens 512 --json)
+fi
 BASE_CLI=.carry/base/$B/bin/driftwood
 
 # ---- the models ----------------------------------------------------------------------------
@@ -53,7 +58,7 @@ dw_models="$m $m-q4"; [ "${DW_AB_DECODE:-1}" = 0 ] && dw_models=""
 for model in $dw_models; do
     for r in $(seq "${DW_AB_ROUNDS:-2}"); do
         echo "== base $model round $r" >>"$OUT/ab.txt"
-        timeout 200 "$BASE" --model "$model" --prompt 16 --gen 256 --long 4096 --prefill 512 >"$OUT/ab-run.txt" 2>&1
+        timeout 200 "${base_decode[@]}" --model "$model" >"$OUT/ab-run.txt" 2>&1
         tail -1 "$OUT/ab-run.txt" | sed "s|^|base $(basename "$model") |" >>"$OUT/ab.jsonl"
         cat "$OUT/ab-run.txt" >>"$OUT/ab.txt"
         echo "== new $model round $r" >>"$OUT/ab.txt"
