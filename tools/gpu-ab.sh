@@ -57,15 +57,9 @@ done
 dw_models="$m $m-q4"; [ "${DW_AB_DECODE:-1}" = 0 ] && dw_models=""
 for model in $dw_models; do
     for r in $(seq "${DW_AB_ROUNDS:-2}"); do
-        echo "== base $model round $r" >>"$OUT/ab.txt"
-        timeout 200 "${base_decode[@]}" --model "$model" >"$OUT/ab-run.txt" 2>&1
-        tail -1 "$OUT/ab-run.txt" | sed "s|^|base $(basename "$model") |" >>"$OUT/ab.jsonl"
-        cat "$OUT/ab-run.txt" >>"$OUT/ab.txt"
-        echo "== new $model round $r" >>"$OUT/ab.txt"
-        timeout 200 "$NEW" bench decode --backend cuda --model "$model" --prompt-tokens 16 --gen-tokens 256 \
-            --long 4096 --long-gen-tokens 128 --prefill-tokens 512 --json >"$OUT/ab-run.txt" 2>&1
-        tail -1 "$OUT/ab-run.txt" | sed "s|^|new $(basename "$model") |" >>"$OUT/ab.jsonl"
-        cat "$OUT/ab-run.txt" >>"$OUT/ab.txt"
+        dw_ab_run base "$(basename "$model")" ab "${base_decode[@]}" --model "$model"
+        dw_ab_run new "$(basename "$model")" ab "$NEW" bench decode --backend cuda --model "$model" --prompt-tokens 16 \
+            --gen-tokens 256 --long 4096 --long-gen-tokens 128 --prefill-tokens 512 --json
     done
 done
 

@@ -29,11 +29,8 @@ for model in $models; do
     for r in $(seq "${DW_AB_ROUNDS:-2}"); do
         for side in base new; do
             cli=$NEW; [ $side = base ] && cli=$BASE_CLI
-            echo "== $side $(basename "$model") round $r $(date -u +%T)" >>"$OUT/batch-ab.txt"
-            timeout 200 "$cli" bench batch --backend cuda --model "$model" --actors "${DW_AB_ACTORS:-1,16,64}" \
-                --prompt-tokens 128 --gen-tokens 128 --reps 1 --mode engine --json >"$OUT/batch-ab-run.txt" 2>&1
-            cat "$OUT/batch-ab-run.txt" >>"$OUT/batch-ab.txt"
-            tail -1 "$OUT/batch-ab-run.txt" | sed "s|^|$side $(basename "$model") |" >>"$OUT/batch-ab.jsonl"
+            dw_ab_run $side "$(basename "$model")" batch-ab "$cli" bench batch --backend cuda --model "$model" \
+                --actors "${DW_AB_ACTORS:-1,16,64}" --prompt-tokens 128 --gen-tokens 128 --reps 1 --mode engine --json
         done
     done
 done

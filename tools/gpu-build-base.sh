@@ -3,7 +3,8 @@
 # /tmp/dw-sysroot: builds the baseline tree that `BASE=COMMIT tools/gpu-prepare.sh` put in
 # .carry/base into .carry/base/build-base (its library, `driftwood` and `dw-tests`), for the
 # same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh). Sourced by them: exports the
-# build environment and leaves the log in $OUT/ab-build.log; returns non-zero if it fails.
+# build environment, dw_build_base (the log in $OUT/ab-build.log; non-zero if it fails), and
+# dw_ab_run, one measured run of either side.
 export WASMTIME_DIR="$PWD/.carry/wasmtime"
 dw_sys=/tmp/dw-sysroot
 export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
@@ -16,4 +17,15 @@ dw_build_base() {
         mkdir -p build-base/guests && cp ../guests/*.wasm build-base/guests/ && touch build-base/guests/*.wasm
         make -j"$(nproc)" BUILD=build-base build-base/lib/libdriftwood.a build-base/bin/driftwood build-base/bin/dw-tests
     ) >"$OUT/ab-build.log" 2>&1 || { tail -20 "$OUT/ab-build.log"; echo "the baseline did not build"; return 1; }
+}
+
+# dw_ab_run SIDE MODEL NAME CMD...: one run (at most 200 s) of CMD; its whole output appended to
+# $OUT/NAME.txt under a header, its last line (the JSON) to $OUT/NAME.jsonl as "SIDE MODEL JSON".
+dw_ab_run() {
+    local side=$1 model=$2 name=$3
+    shift 3
+    echo "== $side $model $(date -u +%T)" >>"$OUT/$name.txt"
+    timeout 200 "$@" >"$OUT/$name-run.txt" 2>&1
+    cat "$OUT/$name-run.txt" >>"$OUT/$name.txt"
+    tail -1 "$OUT/$name-run.txt" | sed "s|^|$side $model |" >>"$OUT/$name.jsonl"
 }
