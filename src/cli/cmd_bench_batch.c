@@ -113,9 +113,9 @@ static void *run_worker(void *arg) {
     pthread_barrier_wait(w->prefilled);
     double t = w->t_dec0 = dw_cli_now_ms();
     for (long i = 0; i < a->gen && !w->st; i++) {
-        if (w->model && !a->guest_picks && a->per_call > 1) {
-            /* several tokens a call: the session stays in the scheduler's steps between them, and
-             * each token is given the call's time over its tokens */
+        if (w->model && !a->guest_picks) {
+            /* --tokens-per-call tokens a call (the session stays in the scheduler's steps between
+             * them); each token is given the call's time over its tokens */
             int32_t out[64];
             int k = (int)(a->gen - i < a->per_call ? a->gen - i : a->per_call);
             if (!(w->st = dw_session_decode_greedy(s, next, k, out, &w->err))) next = out[k - 1];
@@ -125,10 +125,7 @@ static void *run_worker(void *arg) {
             i += k - 1;
             continue;
         }
-        if (w->model && !a->guest_picks) {
-            int32_t out;
-            if (!(w->st = dw_session_decode_greedy(s, next, 1, &out, &w->err))) next = out;
-        } else if (w->model) {
+        if (w->model) {
             if (!(w->st = dw_session_decode(s, next, logits, &w->err))) next = argmax(logits, vocab);
         } else {
             int32_t args[1] = {a->guest_picks};
