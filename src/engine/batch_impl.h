@@ -68,6 +68,7 @@ typedef struct dw__request {
     /* Posted once the request has left the queue (scheduler.c, drop_finished): its caller wakes
      * alone, without the batcher's lock, and may then free it. */
     sem_t ready;
+    struct dw__request *wake[2]; /* the callers this one wakes once woken (a tree: drop_finished) */
     struct dw__request *next;
 } dw__request;
 
