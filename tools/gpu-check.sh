@@ -29,6 +29,10 @@ for deb in .carry/debs/*.deb; do dpkg -x "$deb" "$dw_sys"; done
 export CPATH="$dw_sys/usr/include:$dw_sys/usr/include/x86_64-linux-gnu${CPATH:+:$CPATH}"
 export LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$dw_sys/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The Llama 3 tokenizer for mkmodel, carried compressed (gpu-prepare.sh) unless .deps has it.
+if [ ! -d .deps/llama3-tokenizer ] && [ ! -d .carry/llama3-tokenizer ] && [ -f .carry/llama3-tokenizer.tar.xz ]; then
+    tar xJf .carry/llama3-tokenizer.tar.xz -C .carry
+fi
 if [ -d .carry/guests ]; then
     # Prebuilt guests (no clang there); newer than their sources so make keeps them.
     mkdir -p "$B/guests" && cp .carry/guests/*.wasm "$B/guests/" && touch "$B"/guests/*.wasm

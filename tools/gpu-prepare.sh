@@ -3,8 +3,9 @@
 # lacks, for tools/gpu-check.sh to use there: the Wasmtime library built here (that machine has
 # no Rust), the compiled guest modules (no clang there), and the Debian packages of PCRE2,
 # jansson, utf8proc, libcrypto and libmicrohttpd (no headers there, and no utf8proc or
-# libmicrohttpd at all), and httpx with its dependencies for tools/loadgen.py (PYTHONPATH=.carry/python).
-# Pass `carry: [".carry"]` to the device tool (docs/CUDA.md).
+# libmicrohttpd at all), httpx with its dependencies for tools/loadgen.py (PYTHONPATH=.carry/python),
+# and the Llama 3 tokenizer (compressed; gpu-check.sh unpacks it). Pass `carry: [".carry"]` to the
+# device tool (docs/CUDA.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,9 @@ mkdir -p .carry/python
 for dw_pkg in httpx httpcore h11 anyio sniffio certifi idna typing_extensions.py; do
     [ -e ".deps/python/$dw_pkg" ] && cp -r ".deps/python/$dw_pkg" .carry/python/
 done
+
+# The Llama 3 tokenizer (mkmodel's --tokenizer-dir there), compressed: 9 MB as it is, 1.6 MB so.
+[ -d .deps/llama3-tokenizer ] && tar cJf .carry/llama3-tokenizer.tar.xz -C .deps llama3-tokenizer
 
 # BASE=COMMIT: that commit's source and tests too, for the same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh).
 if [ -n "${BASE:-}" ]; then
