@@ -8,7 +8,8 @@
 #   - `driftwood bench batch` at 64 actors on the same model first: the baseline the 64 streams are
 #     held against (issue 20: at least 85 % of it), engine and actors, prompts of the chats' length.
 # Results (JSON and the server's log) go to $OUT. Prepare here with tools/gpu-prepare.sh and carry
-# .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128).
+# .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128),
+# DW_SERVE_ROUNDS (8 requests a client).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -22,6 +23,7 @@ clients=${DW_SERVE_CLIENTS:-64}
 tokens=${DW_SERVE_TOKENS:-128}
 dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
 model=/tmp/dw-serve-1b
+[ -f /tmp/dw-bench-llama-3.2-1b/config.json ] && model=/tmp/dw-bench-llama-3.2-1b # gpu-check's batch-bench made it
 [ -f "$model/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape llama-3.2-1b --dtype bf16 --out "$model" \
     --tokenizer-dir "$dw_tok" >"$OUT/mkmodel.txt" 2>&1 || { echo "gpu-serve: mkmodel failed"; exit 1; }
 
@@ -40,7 +42,7 @@ for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; slee
 rc=0
 for run in "1 chat" "$clients chat" "$clients actors"; do
     set -- $run
-    timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --procs $(( $1 >= 16 ? 4 : 1 )) --rounds 2 --max-tokens "$tokens" \
+    timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --procs $(( $1 >= 16 ? 4 : 1 )) --rounds "${DW_SERVE_ROUNDS:-8}" --max-tokens "$tokens" \
         --mode "$2" --json >"$OUT/loadgen-$1-$2.json" 2>>"$OUT/loadgen.err" || rc=1
     cat "$OUT/loadgen-$1-$2.json"
 done
