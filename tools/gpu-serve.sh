@@ -9,7 +9,8 @@
 #     held against (issue 20: at least 85 % of it), engine and actors, prompts of the chats' length.
 # Results (JSON and the server's log) go to $OUT. Prepare here with tools/gpu-prepare.sh and carry
 # .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128),
-# DW_SERVE_ROUNDS (8 requests a client).
+# DW_SERVE_ROUNDS (8 requests a client), DW_SERVE_RUNS (CLIENTS:MODE ..., default "1:chat 64:chat
+# 64:actors"), DW_SERVE_MEASURE=0 skips the fsync and wake-up measures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -40,13 +41,14 @@ rm -rf "$store"
 server=$!
 for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; sleep 0.1; done
 rc=0
-for run in "1 chat" "$clients chat" "$clients actors"; do
-    set -- $run
+for run in ${DW_SERVE_RUNS:-1:chat $clients:chat $clients:actors}; do
+    set -- ${run/:/ }
     timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --procs $(( $1 >= 16 ? 4 : 1 )) --rounds "${DW_SERVE_ROUNDS:-8}" --max-tokens "$tokens" \
         --mode "$2" --json >"$OUT/loadgen-$1-$2.json" 2>>"$OUT/loadgen.err" || rc=1
     cat "$OUT/loadgen-$1-$2.json"
 done
 kill -TERM "$server"; wait "$server"
+[ "${DW_SERVE_MEASURE:-1}" = 0 ] && exit $rc
 timeout 400 python3 tools/serve-measure.py --build "$B" --backend cuda --model "$model" --ctx 8192 --context 4096 \
     --turns 40 --json >"$OUT/serve-measure.json" 2>"$OUT/serve-measure.err" || rc=1
 cat "$OUT/serve-measure.json"
