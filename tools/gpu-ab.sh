@@ -55,13 +55,15 @@ for r in $(seq 3); do
     done
 done
 dw_models="$m $m-q4"; [ "${DW_AB_DECODE:-1}" = 0 ] && dw_models=""
-for model in $dw_models; do
-    for r in $(seq "${DW_AB_ROUNDS:-2}"); do
-        dw_ab_run base "$(basename "$model")" ab "${base_decode[@]}" --model "$model"
-        dw_ab_run new "$(basename "$model")" ab "$NEW" bench decode --backend cuda --model "$model" --prompt-tokens 16 \
+dw_ab_side() { # SIDE MODEL
+    if [ "$1" = base ]; then
+        dw_ab_run base "$(basename "$2")" ab "${base_decode[@]}" --model "$2"
+    else
+        dw_ab_run new "$(basename "$2")" ab "$NEW" bench decode --backend cuda --model "$2" --prompt-tokens 16 \
             --gen-tokens 256 --long 4096 --long-gen-tokens 128 --prefill-tokens 512 --json
-    done
-done
+    fi
+}
+dw_ab_alternate $dw_models
 
 python3 - "$OUT/ab.jsonl" <<'PY' | tee "$OUT/ab-summary.txt"
 import json, statistics, sys

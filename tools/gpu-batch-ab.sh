@@ -25,15 +25,12 @@ if [ "${DW_AB_QUANT:-1}" != 0 ]; then
     [ -f "$m-q4/config.json" ] || timeout 300 "$NEW" quantize --model "$m" --bits 4 --out "$m-q4" >>"$OUT/batch-ab.txt" 2>&1
     models="$m $m-q4"
 fi
-for model in $models; do
-    for r in $(seq "${DW_AB_ROUNDS:-2}"); do
-        for side in base new; do
-            cli=$NEW; [ $side = base ] && cli=$BASE_CLI
-            dw_ab_run $side "$(basename "$model")" batch-ab "$cli" bench batch --backend cuda --model "$model" \
-                --actors "${DW_AB_ACTORS:-1,16,64}" --prompt-tokens 128 --gen-tokens 128 --reps 1 --mode engine --json
-        done
-    done
-done
+dw_ab_side() { # SIDE MODEL
+    local cli=$NEW; [ "$1" = base ] && cli=$BASE_CLI
+    dw_ab_run "$1" "$(basename "$2")" batch-ab "$cli" bench batch --backend cuda --model "$2" \
+        --actors "${DW_AB_ACTORS:-1,16,64}" --prompt-tokens 128 --gen-tokens 128 --reps 1 --mode engine --json
+}
+dw_ab_alternate $models
 python3 - "$OUT/batch-ab.jsonl" <<'PY' | tee "$OUT/batch-ab-summary.txt"
 import json, statistics, sys
 runs = {}

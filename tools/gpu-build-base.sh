@@ -3,8 +3,8 @@
 # /tmp/dw-sysroot: builds the baseline tree that `BASE=COMMIT tools/gpu-prepare.sh` put in
 # .carry/base into .carry/base/build-base (its library, `driftwood` and `dw-tests`), for the
 # same-run A/B scripts (tools/gpu-ab.sh, tools/gpu-batch-ab.sh). Sourced by them: exports the
-# build environment, dw_build_base (the log in $OUT/ab-build.log; non-zero if it fails), and
-# dw_ab_run, one measured run of either side.
+# build environment, dw_build_base (the log in $OUT/ab-build.log; non-zero if it fails),
+# dw_ab_run, one measured run of either side, and dw_ab_alternate, the rounds of both sides.
 export WASMTIME_DIR="$PWD/.carry/wasmtime"
 dw_sys=/tmp/dw-sysroot
 export CPATH="$dw_sys/usr/include${CPATH:+:$CPATH}"
@@ -28,4 +28,15 @@ dw_ab_run() {
     timeout 200 "$@" >"$OUT/$name-run.txt" 2>&1
     cat "$OUT/$name-run.txt" >>"$OUT/$name.txt"
     tail -1 "$OUT/$name-run.txt" | sed "s|^|$side $model |" >>"$OUT/$name.jsonl"
+}
+
+# dw_ab_alternate MODEL...: for each model, DW_AB_ROUNDS times (default 2), the base side and then
+# the new one, each by the caller's function dw_ab_side SIDE MODEL (which calls dw_ab_run).
+dw_ab_alternate() {
+    local model r side
+    for model in "$@"; do
+        for r in $(seq "${DW_AB_ROUNDS:-2}"); do
+            for side in base new; do dw_ab_side "$side" "$model"; done
+        done
+    done
 }
