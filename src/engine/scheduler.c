@@ -129,31 +129,32 @@ static void fail_step(dw__batcher *b, int count, dw_status st, const dw_error *e
  * interrupt to another core, slow in a virtual machine) form a binary tree: this thread posts the
  * first caller, and each caller posts the two it was given (r->wake) before it returns
  * (dw__batch_run), so 64 callers are woken in 6 rounds on many cores instead of 64 posts one after
- * another here. A request is not touched after its post (its caller may free it); the tree's
- * links are all set before its root is posted. */
-#define WAKE_TREE_MAX 1024
-
+ * another here. The finished requests are chained in order through their (now free) next links,
+ * and `parent` walks that chain taking two children each. A request is not touched after its post
+ * (its caller may free it); the tree's links are all set before its root is posted. */
 static void drop_finished(dw__batcher *b) {
     dw__request **link = &b->queue_head, *last = NULL;
-    dw__request *tree[WAKE_TREE_MAX];
-    int k = 0;
+    dw__request *root = NULL, *tail = NULL, *parent = NULL;
+    int child = 0;
     while (*link) {
         dw__request *r = *link;
-        if (r->finished) {
-            *link = r->next;
-            r->wake[0] = r->wake[1] = NULL;
-            if (k == WAKE_TREE_MAX) {
-                sem_post(&r->ready);
-                continue;
-            }
-            if (k > 0) tree[(k - 1) / 2]->wake[(k - 1) % 2] = r;
-            tree[k++] = r;
-        } else {
+        if (!r->finished) {
             last = r, link = &r->next;
+            continue;
         }
+        *link = r->next;
+        r->next = NULL;
+        r->wake[0] = r->wake[1] = NULL;
+        if (!root) {
+            root = tail = parent = r;
+            continue;
+        }
+        tail = tail->next = r;
+        parent->wake[child] = r;
+        if (++child == 2) child = 0, parent = parent->next;
     }
     b->queue_tail = last;
-    if (k > 0) sem_post(&tree[0]->ready);
+    if (root) sem_post(&root->ready);
 }
 
 static void *scheduler_main(void *arg) {
