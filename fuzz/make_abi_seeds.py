@@ -8,7 +8,7 @@ import sys
 
 CALLS = ["nop", "now", "last_error", "emit", "message_read", "gemm", "model_open", "model_info",
          "session_create", "session_free", "session_info", "session_truncate", "tokenize",
-         "detokenize", "prefill", "decode", "sample", "grow"]
+         "detokenize", "prefill", "decode", "sample", "grow", "decode_greedy", "decode_sample"]
 DATA = 1024         # where the seed's data (names, text, params) starts in the message
 LOGITS = 64 * 1024  # an area past the message for logits and other outputs
 
@@ -92,6 +92,21 @@ def main(out):
     p.call("message_read", LOGITS, 4096)
     p.call("last_error", LOGITS, 256)
     seeds["handles_and_limits"] = p
+    p = Program()
+    name = p.put(b"tiny")
+    txt = p.put(b"The old ship")
+    params = p.put(struct.pack("<ffii", 0.8, 0.9, 20, 0))
+    u = p.put(struct.pack("<4d", 0.1, 0.5, 0.9, 0.999))
+    ids = LOGITS - 4096
+    m = p.call("model_open", name, 4)
+    s = p.call("session_create", p.ref(m), 32)
+    n = p.call("tokenize", p.ref(m), txt, 12, 2, ids, 64)
+    p.call("prefill", p.ref(s), ids, p.ref(n), LOGITS, 8192)
+    p.call("decode_greedy", p.ref(s), 5, 4, LOGITS - 128)
+    p.call("decode_sample", p.ref(s), 6, 4, params, u, LOGITS - 96)
+    p.call("session_info", p.ref(s), LOGITS - 64)
+    p.call("last_error", LOGITS - 512, 256)
+    seeds["device_decoding"] = p
     for label, prog in seeds.items():
         with open(os.path.join(out, label), "wb") as f:
             f.write(prog.bytes())

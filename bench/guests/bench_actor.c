@@ -78,9 +78,16 @@ EXPORT(llm_argmax) int32_t llm_argmax(int32_t n) {
 /* --- many actors at once (bench batch) -------------------------------------------------------
  * Each actor prefills a prompt whose first `shared` tokens are the same for every actor (a system
  * prompt) and the rest its own, then generates one token per call, chosen on the host's device
- * (dw.decode_greedy: no logits cross into the guest) or, with guest_picks, by the guest's own
- * argmax over logits the host writes into its memory. */
+ * (dw.decode_greedy, or dw.decode_sample at a temperature: no logits cross into the guest) or,
+ * with guest_picks, by the guest itself from logits the host writes into its memory (the argmax,
+ * or at a temperature the same rule as the device's, dw_pick_top_k), as a chat actor would. */
 static int32_t llm_next;
+static uint64_t llm_draws = 0x9E3779B97F4A7C15ull; /* xorshift64: the uniform numbers of sampling */
+
+static double next_unit(void) {
+    llm_draws ^= llm_draws << 13, llm_draws ^= llm_draws >> 7, llm_draws ^= llm_draws << 17;
+    return (double)(llm_draws >> 11) * (1.0 / 9007199254740992.0);
+}
 
 EXPORT(llm_prefill_shared) int32_t llm_prefill_shared(int32_t n, int32_t seed, int32_t shared) {
     if (n <= 0 || n > 8192 || shared < 0 || shared > n) return DW_E_INVALID;
@@ -96,15 +103,21 @@ EXPORT(llm_prefill_shared) int32_t llm_prefill_shared(int32_t n, int32_t seed, i
     return rc;
 }
 
-/* One more token; returns it (or a negative code). */
-EXPORT(llm_step) int32_t llm_step(int32_t guest_picks) {
+/* One more token; returns it (or a negative code). temperature_milli > 0 samples at that
+ * temperature / 1000 (top-p 1, the 64 most likely tokens). */
+EXPORT(llm_step) int32_t llm_step(int32_t guest_picks, int32_t temperature_milli) {
+    const dw_device_sampling s = {.temperature = (float)temperature_milli / 1000.0f, .top_p = 1.0f};
     int32_t rc;
     if (guest_picks) {
         rc = dw_decode(llm_session, llm_next, llm_logits, llm_vocab);
-        if (rc >= 0) llm_next = argmax(llm_logits, llm_vocab);
+        if (rc >= 0)
+            llm_next = temperature_milli > 0 ? dw_pick_top_k(llm_logits, llm_vocab, &s, next_unit())
+                                             : argmax(llm_logits, llm_vocab);
     } else {
         int32_t out;
-        rc = dw_decode_greedy(llm_session, llm_next, 1, &out);
+        double u = next_unit();
+        rc = temperature_milli > 0 ? dw_decode_sample(llm_session, llm_next, 1, &s, &u, &out)
+                                   : dw_decode_greedy(llm_session, llm_next, 1, &out);
         if (rc >= 0) llm_next = out;
     }
     return rc < 0 ? rc : llm_next;

@@ -4,11 +4,12 @@
  *      --model NAME  --system TEXT  --temp T  --top-p P  --seed S  -n MAX_TOKENS  --ctx N
  *  - It renders the Llama 3 chat format and prefills only the new tokens of each turn (the
  *    session's KV cache keeps everything before them).
- *  - At temperature 0 the device picks each next token (dw.decode_greedy: the argmax of the
- *    same logits, first index on ties, as dw_argmax_f32), so no logits cross into its memory;
- *    else it samples in the guest from the logits the host wrote into its memory, temperature
- *    + top-p among the 64 most likely tokens, with its own seeded generator (xoshiro256**), so
- *    the sampler state is part of the actor's memory.
+ *  - The device picks each next token, so no logits cross into its memory: at temperature 0
+ *    the argmax (dw.decode_greedy: first index on ties, as dw_argmax_f32), else a draw by the
+ *    device sampler's rule (dw.decode_sample, driftwood/pick.h: temperature + top-p among the 64
+ *    most likely tokens) with a uniform number from its own seeded generator (xoshiro256**), so
+ *    the sampler state is part of the actor's memory. Only a reply's first token comes from
+ *    the prefill's logits, picked here by the same rule (dw_pick_top_k).
  *  - It stops at the model's end-of-turn / end-of-text tokens or after MAX_TOKENS.
  *  - A message that starts with "\x01DW1\n" is a control message (the server's protocol,
  *    src/server/protocol.h): per-message sampling settings, stop strings, several messages of a
@@ -42,7 +43,7 @@ static struct {
     int32_t model, session;
     dw_model_info info;
     float *logits;           /* vocab_size floats: the host writes logits here */
-    int logits_stale;        /* greedy decoding left logits behind the last token fed */
+    int logits_stale;        /* decoding on the device left logits behind the last token fed */
     int32_t last_fed;        /* the last token fed by decoding */
     int32_t *ids;            /* scratch for tokenizing and the current reply */
     int ids_cap;
@@ -146,53 +147,35 @@ static int append_message(const char *role, const char *content, int close) {
 }
 
 /* --- sampling ----------------------------------------------------------------------------------- */
-static int32_t sample(const float *logits, int n) {
-    if (chat.temperature <= 0) return dw_argmax_f32(logits, n);
-    /* the TOP_CANDIDATES largest logits, by insertion into a small sorted array */
-    int32_t idx[TOP_CANDIDATES];
-    float val[TOP_CANDIDATES];
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        float v = logits[i];
-        if (k == TOP_CANDIDATES && v <= val[k - 1]) continue;
-        int j = k < TOP_CANDIDATES ? k++ : k - 1;
-        while (j > 0 && val[j - 1] < v) val[j] = val[j - 1], idx[j] = idx[j - 1], j--;
-        val[j] = v, idx[j] = i;
-    }
-    double p[TOP_CANDIDATES], total = 0;
-    for (int i = 0; i < k; i++) total += p[i] = exp((val[i] - val[0]) / chat.temperature);
-    double cum = 0;
-    int keep = k;
-    for (int i = 0; i < k; i++) {
-        cum += p[i] / total;
-        if (cum >= chat.top_p) { keep = i + 1; break; }
-    }
-    double mass = 0;
-    for (int i = 0; i < keep; i++) mass += p[i];
-    double r = (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0) * mass;
-    for (int i = 0; i < keep; i++) {
-        if (r < p[i]) return idx[i];
-        r -= p[i];
-    }
-    return idx[keep - 1];
+/* The uniform number of the next draw: 53 bits of the generator. */
+static double next_unit(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
+
+static dw_device_sampling sampling(void) {
+    return (dw_device_sampling){.temperature = chat.temperature, .top_p = chat.top_p, .top_k = TOP_CANDIDATES};
 }
 
-/* Feeds *tok to the session and leaves in *tok the token the device chose after it (greedy, at
- * temperature 0: dw.decode_greedy, no logits downloaded) or -1, the logits then in chat.logits
- * for sample(). Either way the order of the generator's draws is that of sampling at the top of
- * the loop. */
+/* The token after the logits in chat.logits (a reply's first one, after the prefill). */
+static int32_t sample(const float *logits, int n) {
+    if (chat.temperature <= 0) return dw_argmax_f32(logits, n);
+    dw_device_sampling s = sampling();
+    return dw_pick_top_k(logits, n, &s, next_unit());
+}
+
+/* Feeds *tok to the session and leaves in *tok the token the device chose after it: the argmax at
+ * temperature 0 (dw.decode_greedy), else a draw by the same rule as sample() with the next
+ * number of the generator (dw.decode_sample). One draw per sampled token, as sample() makes. */
 static int feed(int32_t *tok) {
     chat.last_fed = *tok;
+    int32_t out;
     if (chat.temperature <= 0) {
-        int32_t out;
         if (dw_decode_greedy(chat.session, *tok, 1, &out) < 0) return -1;
-        chat.logits_stale = 1;
-        *tok = out;
-        return 0;
+    } else {
+        dw_device_sampling s = sampling();
+        double u = next_unit();
+        if (dw_decode_sample(chat.session, *tok, 1, &s, &u, &out) < 0) return -1;
     }
-    if (dw_decode(chat.session, *tok, chat.logits, chat.info.vocab_size) < 0) return -1;
-    chat.logits_stale = 0;
-    *tok = -1;
+    chat.logits_stale = 1;
+    *tok = out;
     return 0;
 }
 

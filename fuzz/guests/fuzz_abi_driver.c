@@ -113,10 +113,20 @@ static int32_t call(program *p, unsigned which) {
         const int32_t *history = pointer(p);
         return dw_sample(logits, n, params, state, history, value(p));
     }
-    default: return (int32_t)__builtin_wasm_memory_grow(0, (uint32_t)count(p, 65));
+    case 17: return (int32_t)__builtin_wasm_memory_grow(0, (uint32_t)count(p, 65));
+    case 18: {
+        int32_t s = value(p), id = value(p), n = count(p, 17);
+        return dw_decode_greedy(s, id, n, pointer(p));
+    }
+    default: {
+        int32_t s = value(p), id = value(p), n = count(p, 17);
+        const dw_device_sampling *params = pointer(p);
+        const double *u = pointer(p);
+        return dw_decode_sample(s, id, n, params, u, pointer(p));
+    }
     }
 }
-#define N_CALLS 18
+#define N_CALLS 20
 
 /* The message is the program: copied to the start of the work area (where pointers land),
  * then run from there. */

@@ -16,6 +16,7 @@
 #include "driftwood/dtype.h"
 #include "driftwood/error.h"
 #include "driftwood/model.h"
+#include "driftwood/pick.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,16 @@ dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *
  * tokens rather than once per token. DW_ERR_LIMIT, changing nothing, when n tokens do not fit
  * the context; DW_ERR_INVALID_ARGUMENT for an id outside the vocabulary. */
 dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err);
+
+/* Sampled decoding of n tokens (n >= 1) from id, as dw_session_decode_greedy but each token drawn
+ * by the device sampler's rule (driftwood/pick.h: temperature, top-k of at most 64, top-p) with
+ * the uniform number u[i] in [0, 1) for out[i]; the caller draws them from its own generator, so
+ * the draw is reproducible and belongs to the caller's state. In a batching session the tokens are
+ * chosen on the device inside the batched step (no logits reach the host); without batching each
+ * token's logits come to the host, which applies the same rule. DW_ERR_INVALID_ARGUMENT for
+ * settings or numbers out of range (naming which); otherwise as dw_session_decode_greedy. */
+dw_status dw_session_decode_sample(dw_session *s, int32_t id, int n, const dw_device_sampling *sampling, const double *u,
+                                   int32_t *out, dw_error *err);
 
 /* Forgets everything (position 0). */
 void dw_session_reset(dw_session *s);

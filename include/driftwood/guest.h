@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "driftwood/pick.h"
+
 enum {
     DW_E_OK = 0,
     DW_E_INVALID = -1,   /* an argument is out of range */
@@ -163,6 +165,15 @@ DW_IMPORT(decode) int32_t dw_decode(int32_t session, int32_t id, float *logits, 
  * gets n ids; the session then holds id and out[0..n-2] more (out[n-1] is the next to feed). No
  * logits cross into the guest. Returns 0, or DW_E_LIMIT when n tokens overflow the context. */
 DW_IMPORT(decode_greedy) int32_t dw_decode_greedy(int32_t session, int32_t id, int32_t n, int32_t *out);
+
+/* Sampled decoding of n tokens from id on the host's device: as dw.decode_greedy, but each token
+ * drawn by the device sampler's rule (driftwood/pick.h, which guests may also apply to logits
+ * themselves: dw_pick_top_k) with params (temperature > 0, top-p, top-k of at most 64) and u[i]
+ * in [0, 1), the guest's own uniform number for out[i]. No logits cross into the guest. Returns 0,
+ * DW_E_INVALID naming a setting or number out of range, or DW_E_LIMIT when n tokens overflow the
+ * context. */
+DW_IMPORT(decode_sample) int32_t dw_decode_sample(int32_t session, int32_t id, int32_t n,
+                                                  const dw_device_sampling *params, const double *u, int32_t *out);
 
 /* Host-side sampling for guests that do not sample themselves: picks a token from logits[n]
  * with params, history (for the repetition penalty) and the generator state (updated). n is at

@@ -394,6 +394,53 @@ static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, was
     return NULL;
 }
 
+/* dw.decode_sample(session, id, n, params, u, out): dw_session_decode_sample with the guest's
+ * settings (16 bytes, driftwood/pick.h) and its n uniform numbers (f64); like dw.decode_greedy,
+ * under a time limit in pieces, and nothing changes when it fails. */
+static wasm_trap_t *host_decode_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    int32_t count = args[2].i32;
+    const dw_device_sampling *params;
+    const double *u;
+    int32_t *out;
+    wasm_trap_t *trap;
+    if ((trap = dw__abi_span(ctx, "dw.decode_sample", "params", (uint32_t)args[3].i32, 1, sizeof *params, 4, &params)) ||
+        (trap = dw__abi_span(ctx, "dw.decode_sample", "u", (uint32_t)args[4].i32, count, sizeof(double), 8, &u)) ||
+        (trap = dw__abi_span(ctx, "dw.decode_sample", "out", (uint32_t)args[5].i32, count, sizeof(int32_t), 4, &out)))
+        return trap;
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.decode_sample: bad session handle %d", args[0].i32);
+    if (count < 1) return FAIL(DW_E_INVALID, "dw.decode_sample: %d tokens asked for", count);
+    const dw_device_sampling sampling = *params; /* checked once, then used as checked */
+    for (int32_t i = 0; i < count; i++) {
+        const char *why = dw_pick_check(&sampling, u[i]);
+        if (why) return FAIL(DW_E_INVALID, "dw.decode_sample: %s (token %d)", why, i);
+    }
+    dw_error err;
+    double t0 = dw__now_ms();
+    const int piece = ctx->deadline_s > 0 ? DW_ABI_GREEDY_CHUNK : count;
+    const int start = dw_session_n_tokens(s->session);
+    dw_status st = DW_OK;
+    int32_t next = args[1].i32;
+    int timed_out = 0;
+    for (int32_t done = 0; done < count && st == DW_OK; done += piece) {
+        if (done > 0 && dw__abi_out_of_time(ctx)) {
+            timed_out = 1;
+            break;
+        }
+        int32_t k = count - done < piece ? count - done : piece;
+        if ((st = dw_session_decode_sample(s->session, next, k, &sampling, u + done, out + done, &err)) == DW_OK)
+            next = out[done + k - 1];
+    }
+    ctx->stats.decode_ms += dw__now_ms() - t0;
+    if (timed_out || (st != DW_OK && dw_session_n_tokens(s->session) != start)) dw_session_truncate(s->session, start, NULL);
+    if (timed_out) return dw__abi_timeout_trap(ctx, "dw.decode_sample");
+    if (st != DW_OK) return FAIL(code_of(st), "dw.decode_sample: %s", err.message);
+    ctx->stats.decode_tokens += (uint64_t)count;
+    args[0].i32 = DW_E_OK;
+    return NULL;
+}
+
 static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     uint32_t plogits = (uint32_t)args[0].i32, pparams = (uint32_t)args[2].i32, pstate = (uint32_t)args[3].i32,
@@ -450,6 +497,7 @@ _Static_assert(DW_SAMPLER_STATE_BYTES == DW_SAMPLER_STATE_SIZE, "guest sampler s
 _Static_assert(sizeof(dw_sample_params) + sizeof(int32_t) <= 40, "dw.sample's cache key");
 _Static_assert(sizeof(dw_model_info) == 18 * 4, "dw_model_info layout is shared with guests");
 _Static_assert(sizeof(dw_sample_params) == 32, "dw_sample_params layout is shared with guests");
+_Static_assert(sizeof(dw_device_sampling) == 16, "dw_device_sampling layout is shared with guests");
 
 const dw__host_function dw__host_llm_functions[] = {
     {"model_open", "ii", "i", host_model_open},
@@ -464,6 +512,7 @@ const dw__host_function dw__host_llm_functions[] = {
     {"prefill", "iiiii", "i", host_prefill},
     {"decode", "iiii", "i", host_decode},
     {"decode_greedy", "iiii", "i", host_decode_greedy},
+    {"decode_sample", "iiiiii", "i", host_decode_sample},
     {"sample", "iiiiii", "i", host_sample},
 };
 const size_t dw__host_llm_function_count = sizeof dw__host_llm_functions / sizeof dw__host_llm_functions[0];

@@ -28,6 +28,7 @@
 #include "driftwood/backend.h"
 #include "driftwood/dtype.h"
 #include "driftwood/error.h"
+#include "driftwood/pick.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -211,6 +212,10 @@ typedef struct dw_backend_ops {
     void (*gather_rows)(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
     /* out[i] (device int32) = the first index of the largest of x[i, 0..width) (NaN never wins), i < n. */
     void (*argmax_rows)(void *ctx, const float *x, int n, int width, int32_t *out);
+    /* For each row i < n with params[i].s.temperature > 0 (params: device memory): out[i] = the
+     * token the device sampler's rule (driftwood/pick.h) draws from x[i, 0..width) with
+     * params[i]; the other rows' out[i] are left as they are. */
+    void (*sample_rows)(void *ctx, const float *x, int n, int width, const dw_pick_row *params, int32_t *out);
     /* Device to device copy of bytes, after the queued work (a block copied on write). */
     void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
 

@@ -4,7 +4,9 @@
  * at a time. Reports aggregate decode tok/s (all actors' tokens over the decode phase's wall
  * time), per-actor inter-token latency p50/p99, time to first token p50/p99 (prompt submitted to
  * its logits), KV memory at peak and prefix-cache hits — through real Wasm actors (the embedded
- * benchmark actor) and directly through the engine API, in the same run. */
+ * benchmark actor) and directly through the engine API, in the same run. Tokens are greedy, or
+ * at --temperature drawn by the device sampler's rule (driftwood/pick.h): inside the batched step,
+ * or with --guest-picks from the logits in the caller's memory, as a chat actor did before. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@ typedef struct bench_args {
     int counts[MAX_COUNTS], n_counts;
     long prompt, gen, shared, reps, kv_mb, step_tokens;
     long per_call; /* engine mode: tokens a decode call asks for (dw_session_decode_greedy's n) */
+    long temperature_milli; /* > 0: tokens sampled at this temperature / 1000 (top-p 1, top-k 64) */
     int guest_picks, json;
 } bench_args;
 
@@ -51,6 +54,12 @@ static int32_t prompt_id(int seed, int i, int shared, int vocab) {
     x += (uint32_t)i * 3266489917u;
     x ^= x >> 15, x *= 2246822519u, x ^= x >> 13;
     return (int32_t)(x % (uint32_t)vocab);
+}
+
+/* A uniform number in [0, 1) from a xorshift64 state. */
+static double unit_from(uint64_t *x) {
+    *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+    return (double)(*x >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static int32_t argmax(const float *x, int n) {
@@ -90,6 +99,8 @@ static void *run_worker(void *arg) {
     int vocab = 0;
     int32_t *ids = NULL, next = 0;
     float *logits = NULL;
+    const dw_device_sampling sampling = {.temperature = (float)a->temperature_milli / 1000.0f, .top_p = 1.0f};
+    uint64_t draws = 0x9E3779B97F4A7C15ull * (uint64_t)(w->index + 1); /* the uniform numbers of sampling */
     if (w->model) {
         vocab = dw_model_get_config(w->model)->vocab_size;
         dw_session_options so = {.ctx = (int)(a->prompt + a->gen + 8)};
@@ -118,7 +129,13 @@ static void *run_worker(void *arg) {
              * them); each token is given the call's time over its tokens */
             int32_t out[64];
             int k = (int)(a->gen - i < a->per_call ? a->gen - i : a->per_call);
-            if (!(w->st = dw_session_decode_greedy(s, next, k, out, &w->err))) next = out[k - 1];
+            if (a->temperature_milli > 0) {
+                double u[64];
+                for (int j = 0; j < k; j++) u[j] = unit_from(&draws);
+                w->st = dw_session_decode_sample(s, next, k, &sampling, u, out, &w->err);
+            } else
+                w->st = dw_session_decode_greedy(s, next, k, out, &w->err);
+            if (!w->st) next = out[k - 1];
             double now = dw_cli_now_ms();
             for (int j = 0; j < k; j++) w->itl_ms[i + j] = (now - t) / k;
             t = now;
@@ -126,10 +143,12 @@ static void *run_worker(void *arg) {
             continue;
         }
         if (w->model) {
-            if (!(w->st = dw_session_decode(s, next, logits, &w->err))) next = argmax(logits, vocab);
+            if (!(w->st = dw_session_decode(s, next, logits, &w->err)))
+                next = a->temperature_milli > 0 ? dw_pick_top_k(logits, vocab, &sampling, unit_from(&draws))
+                                                : argmax(logits, vocab);
         } else {
-            int32_t args[1] = {a->guest_picks};
-            w->st = invoke(w->actor, "llm_step", args, 1, NULL, &w->err);
+            int32_t args[2] = {a->guest_picks, (int32_t)a->temperature_milli};
+            w->st = invoke(w->actor, "llm_step", args, 2, NULL, &w->err);
         }
         double now = dw_cli_now_ms();
         w->itl_ms[i] = now - t;
@@ -252,7 +271,7 @@ static void print_result(const bench_args *a, const result *r, int first) {
 
 DW_COMMAND_NAMED(bench_batch, "bench batch",
                  "bench batch [--model DIR] [--backend cpu|cuda] [--actors 1,4,16,64] [--prompt-tokens N] [--gen-tokens N] "
-                 "[--shared-prefix N] [--mode engine,actors] [--guest-picks] [--tokens-per-call N] [--kv-memory MB] [--step-tokens N] [--reps N] [--json]",
+                 "[--shared-prefix N] [--mode engine,actors] [--guest-picks] [--temperature T] [--tokens-per-call N] [--kv-memory MB] [--step-tokens N] [--reps N] [--json]",
                  "many actors decoding at once with batching: aggregate tok/s, inter-token latency, time to first token") {
     bench_args a = {.backend = "cpu", .modes = "engine,actors", .prompt = 128, .gen = 128, .reps = 3, .per_call = 1};
     parse_counts("1,4,16,64", &a);
@@ -272,6 +291,12 @@ DW_COMMAND_NAMED(bench_batch, "bench batch",
         else if (!strcmp(o, "--tokens-per-call") && v) { if (dw_cli_parse_long(o, v, 1, 64, &a.per_call)) return 1; i++; }
         else if (!strcmp(o, "--reps") && v) { if (dw_cli_parse_long(o, v, 1, 100, &a.reps)) return 1; i++; }
         else if (!strcmp(o, "--guest-picks")) a.guest_picks = 1;
+        else if (!strcmp(o, "--temperature") && v) {
+            double t;
+            if (dw_cli_parse_double(o, v, &t) || !(t >= 0 && t <= 2)) return dw_cli_fail("bench batch: --temperature must lie in [0, 2]");
+            a.temperature_milli = lround(t * 1000.0);
+            i++;
+        }
         else if (!strcmp(o, "--json")) a.json = 1;
         else return dw_cli_fail("bench batch: unknown or incomplete option '%s'", o);
     }
@@ -311,15 +336,16 @@ DW_COMMAND_NAMED(bench_batch, "bench batch",
         goto fail;
 
     if (!a.json)
-        printf("bench batch on %s, model %s: %ld-token prompts (%ld shared), %ld generated each (%ld a call), %s, median of %ld\n"
+        printf("bench batch on %s, model %s: %ld-token prompts (%ld shared), %ld generated each (%ld a call), %s, %s, median of %ld\n"
                "  %-7s %6s %12s %10s %10s %10s %10s %10s %8s %8s\n",
                a.backend, a.model_dir, a.prompt, a.shared, a.gen, a.per_call, a.guest_picks ? "logits to the guest" : "tokens chosen on the device",
-               a.reps, "mode", "actors", "decode tok/s", "itl p50", "itl p99", "ttft p50", "ttft p99", "KV MB", "shared",
+               a.temperature_milli ? "sampled" : "greedy", a.reps, "mode", "actors", "decode tok/s", "itl p50", "itl p99", "ttft p50", "ttft p99", "KV MB", "shared",
                "tok/step");
     else
         printf("{\"model\": \"%s\", \"backend\": \"%s\", \"prompt_tokens\": %ld, \"gen_tokens\": %ld, \"shared_prefix\": %ld, "
-               "\"guest_picks\": %d, \"tokens_per_call\": %ld, \"reps\": %ld, \"results\": [",
-               a.model_dir, a.backend, a.prompt, a.gen, a.shared, a.guest_picks, a.per_call, a.reps);
+               "\"guest_picks\": %d, \"temperature\": %.3f, \"tokens_per_call\": %ld, \"reps\": %ld, \"results\": [",
+               a.model_dir, a.backend, a.prompt, a.gen, a.shared, a.guest_picks, (double)a.temperature_milli / 1000.0,
+               a.per_call, a.reps);
     int first = 1;
     for (int pass = 0; pass < 2; pass++) {
         const char *mode = pass == 0 ? "engine" : "actors";

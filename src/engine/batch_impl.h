@@ -56,12 +56,16 @@ typedef struct dw__paged {
 
 typedef struct dw__request {
     dw_session *s;
-    const int32_t *ids;  /* tokens to run; for greedy, ids[0] then the chosen tokens */
+    const int32_t *ids;  /* tokens to run; when the device chooses, ids[0] then the chosen tokens */
     int n, done;         /* tokens to run, tokens already run */
     float *logits;       /* host: logits of the last token (or of all with all_logits), or NULL */
     int all_logits;
-    int32_t *greedy_out; /* greedy: n chosen tokens */
-    int32_t next_id;     /* greedy: the token the next step feeds */
+    /* Tokens chosen on the device, n of them (greedy, or sampled by the rule of driftwood/pick.h
+     * with sampling and the uniform numbers u[0, n)), each fed to the next step; else NULL. */
+    int32_t *chosen;
+    const dw_device_sampling *sampling; /* NULL: greedy */
+    const double *u;
+    int32_t next_id;     /* chosen: the token the next step feeds */
     int finished;
     dw_status status;
     dw_error err;
@@ -101,7 +105,9 @@ typedef struct dw__batcher {
     int cap_rows;
     float *x, *xn, *q, *k, *v, *att, *o, *gate, *up, *logits;
     int32_t *meta;       /* device: pos, slot, table_at, gather idx, then the tables */
-    int32_t *argmax;     /* device [cap_rows] */
+    int32_t *argmax;     /* device [cap_rows]: the tokens chosen for the logits rows */
+    dw_pick_row *pick;   /* device [cap_rows]: the sampled logits rows' settings */
+    dw_pick_row *host_pick;
     int32_t *host_meta;  /* host staging of meta */
     size_t meta_cap;     /* int32s */
     int32_t *host_ids;   /* host [cap_rows]: the tokens of the step */
@@ -137,14 +143,14 @@ dw_status dw__kv_copy_layer(dw__batcher *b, const dw_session *s, int layer, void
                             int to_device, dw_error *err);
 
 /* batch_step.c: runs one step over items (their sessions' blocks reserved); writes logits and
- * greedy tokens where the requests ask. */
+ * the tokens chosen on the device where the requests ask. */
 dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_error *err);
 dw_status dw__batch_buffers_init(dw__batcher *b, dw_error *err);
 void dw__batch_buffers_free(dw__batcher *b);
 
 /* scheduler.c: the entry of the session calls of a paged session: queues a request and waits. */
-dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, int32_t *greedy_out,
-                        dw_error *err);
+dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, int32_t *chosen,
+                        const dw_device_sampling *sampling, const double *u, dw_error *err);
 void dw__batcher_free(dw_model *m);
 
 /* paged_session.c: the session calls of engine.h on a paged session (session.c dispatches). */

@@ -35,25 +35,28 @@ dw_status dw__batch_buffers_init(dw__batcher *b, dw_error *err) {
         return dw_error_prefix(err, "batch buffers for %d tokens", b->cap_rows);
     b->meta_cap = meta_count(b);
     if ((st = be->ops->alloc(be->ctx, b->meta_cap * sizeof(int32_t), (void **)&b->meta, err)) ||
-        (st = be->ops->alloc(be->ctx, R * sizeof(int32_t), (void **)&b->argmax, err)))
+        (st = be->ops->alloc(be->ctx, R * sizeof(int32_t), (void **)&b->argmax, err)) ||
+        (st = be->ops->alloc(be->ctx, R * sizeof(dw_pick_row), (void **)&b->pick, err)))
         return st;
     b->host_meta = malloc(b->meta_cap * sizeof(int32_t));
     b->host_ids = malloc(R * sizeof(int32_t));
     b->host_argmax = malloc(R * sizeof(int32_t));
+    b->host_pick = malloc(R * sizeof(dw_pick_row));
     b->items = malloc(R * sizeof *b->items);
-    if (!b->host_meta || !b->host_ids || !b->host_argmax || !b->items)
+    if (!b->host_meta || !b->host_ids || !b->host_argmax || !b->host_pick || !b->items)
         return dw_error_set(err, DW_ERR_NO_MEMORY, "batch buffers: out of host memory");
     return DW_OK;
 }
 
 void dw__batch_buffers_free(dw__batcher *b) {
     const dw_backend *be = b->model->backend;
-    void *bufs[] = {b->x, b->xn, b->q, b->k, b->v, b->att, b->o, b->gate, b->up, b->logits, b->meta, b->argmax};
+    void *bufs[] = {b->x, b->xn, b->q, b->k, b->v, b->att, b->o, b->gate, b->up, b->logits, b->meta, b->argmax, b->pick};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->free(be->ctx, bufs[i]);
     free(b->host_meta);
     free(b->host_ids);
     free(b->host_argmax);
+    free(b->host_pick);
     free(b->items);
 }
 
@@ -96,6 +99,36 @@ static void block(dw__batcher *b, int l, const dw_rows *rows) {
 #undef BIAS
 }
 
+/* The tokens the device chooses for the step's g logits rows, into b->host_argmax: the argmax
+ * where a request decodes greedily, the device sampler's draw (driftwood/pick.h) where it samples,
+ * with the request's settings and its uniform number for this token. */
+static dw_status choose_tokens(dw__batcher *b, const dw__step_item *items, int n_items, int g, dw_error *err) {
+    const dw_backend_ops *ops = b->model->backend->ops;
+    void *ctx = b->model->backend->ctx;
+    const int vocab = b->model->cfg.vocab_size;
+    int any_greedy = 0, any_sampled = 0;
+    for (int i = 0; i < n_items; i++) {
+        const dw__request *r = items[i].r;
+        if (!r->chosen) continue;
+        if (r->sampling) any_sampled = 1;
+        else any_greedy = 1;
+    }
+    if (!any_greedy && !any_sampled) return DW_OK;
+    if (any_greedy) ops->argmax_rows(ctx, b->logits, g, vocab, b->argmax);
+    if (any_sampled) {
+        memset(b->host_pick, 0, sizeof(dw_pick_row) * (size_t)g); /* temperature 0: not sampled */
+        for (int i = 0; i < n_items; i++) {
+            const dw__request *r = items[i].r;
+            if (r->chosen && r->sampling)
+                b->host_pick[items[i].logit_at] = (dw_pick_row){.u = r->u[r->done], .s = *r->sampling};
+        }
+        dw_status st = ops->upload(ctx, b->pick, b->host_pick, sizeof(dw_pick_row) * (size_t)g, err);
+        if (st) return st;
+        ops->sample_rows(ctx, b->logits, g, vocab, b->pick, b->argmax);
+    }
+    return ops->download(ctx, b->host_argmax, b->argmax, sizeof(int32_t) * (size_t)g, err);
+}
+
 dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_error *err) {
     const dw_model *m = b->model;
     const dw_model_config *c = &m->cfg;
@@ -136,12 +169,7 @@ dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_e
         ops->gather_rows(ctx, b->o, b->x, dev + 3 * R, g, c->hidden_size);
         ops->rmsnorm(ctx, b->xn, b->o, &m->final_norm, g, c->hidden_size, c->rms_norm_eps);
         ops->matmul_rows(ctx, 1, &b->logits, b->xn, g, &head, &(const dw_cweight *){NULL});
-        int any_greedy = 0;
-        for (int i = 0; i < n_items; i++) any_greedy |= items[i].r->greedy_out != NULL;
-        if (any_greedy) {
-            ops->argmax_rows(ctx, b->logits, g, c->vocab_size, b->argmax);
-            if ((st = ops->download(ctx, b->host_argmax, b->argmax, sizeof(int32_t) * (size_t)g, err))) return st;
-        }
+        if ((st = choose_tokens(b, items, n_items, g, err))) return st;
         const size_t row_bytes = sizeof(float) * (size_t)c->vocab_size;
         for (int i = 0; i < n_items; i++) {
             const dw__step_item *it = &items[i];

@@ -63,6 +63,7 @@ struct dw_session {
     int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax), the
                             * step at pos in [pos % DW__GREEDY_CHUNK]; &greedy keys greedy steps' recording */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
+    float *host_logits;    /* host [vocab], allocated on the first sampled decode (dw_session_decode_sample) */
     struct dw__paged *paged; /* a batching session (batch_impl.h): blocks of the pool instead of kv_mem and
                               * the buffers above, which it leaves NULL */
 };

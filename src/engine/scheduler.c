@@ -33,7 +33,7 @@ static int computing_same_block(const uint64_t *hashes, const int *positions, in
 }
 
 /* Whether r wants one token this step (a decode), rather than a chunk of a prompt. */
-static int decoding(const dw__request *r) { return r->greedy_out != NULL || r->n - r->done == 1; }
+static int decoding(const dw__request *r) { return r->chosen != NULL || r->n - r->done == 1; }
 
 /* Picks the items of the next step under the lock; 0 when none is runnable. Decoding sessions
  * first, one row each, in arrival order; then prompt chunks in arrival order in the rows left, so
@@ -52,14 +52,14 @@ static int plan_step(dw__batcher *b) {
                 finish(b, r, st, &err);
                 continue;
             }
-            int greedy = r->greedy_out != NULL;
-            if (!greedy && !r->all_logits && r->n - r->done > 1) {
+            int chosen = r->chosen != NULL;
+            if (!chosen && !r->all_logits && r->n - r->done > 1) {
                 r->done += dw__kv_take_prefix(b, s, r->ids + r->done, r->n - r->done);
                 uint64_t h = r->n - r->done > b->pool.block_tokens ? dw__kv_next_block_hash(b, s, r->ids + r->done) : 0;
                 if (h && computing_same_block(starting_hash, starting_pos, n_starting, h, s->n_tokens)) continue;
                 if (h && n_starting < 64) starting_hash[n_starting] = h, starting_pos[n_starting++] = s->n_tokens;
             }
-            int take = greedy ? 1 : r->n - r->done;
+            int take = chosen ? 1 : r->n - r->done;
             if (take > budget) take = budget;
             if ((st = dw__kv_reserve(b, s, take, &err))) {
                 finish(b, r, st, &err);
@@ -67,9 +67,9 @@ static int plan_step(dw__batcher *b) {
             }
             dw__step_item *it = &b->items[count++];
             it->r = r;
-            it->ids = greedy ? &r->next_id : r->ids + r->done;
+            it->ids = chosen ? &r->next_id : r->ids + r->done;
             it->n = take;
-            it->logit_rows = greedy ? 1 : r->all_logits ? take : (r->done + take == r->n && r->logits) ? 1 : 0;
+            it->logit_rows = chosen ? 1 : r->all_logits ? take : (r->done + take == r->n && r->logits) ? 1 : 0;
             budget -= take;
         }
     return count;
@@ -108,13 +108,13 @@ static void complete_step(dw__batcher *b, int count) {
         s->n_tokens += it->n;
         s->paged->last_used = b->step_no;
         if (s->n_tokens / bt > full_before) dw__kv_publish(b, s); /* only when a block filled up */
-        if (r->greedy_out) r->greedy_out[r->done] = r->next_id = b->host_argmax[it->logit_at];
-        if (r->greedy_out || r->n == 1) b->stats.decode_rows += (uint64_t)it->n;
+        if (r->chosen) r->chosen[r->done] = r->next_id = b->host_argmax[it->logit_at];
+        if (r->chosen || r->n == 1) b->stats.decode_rows += (uint64_t)it->n;
         else b->stats.prefill_rows += (uint64_t)it->n;
         r->done += it->n;
         if (r->done == r->n) {
             finish(b, r, DW_OK, NULL);
-            if (r->greedy_out || r->n == 1) b->expect_back++;
+            if (r->chosen || r->n == 1) b->expect_back++;
         }
     }
 }
@@ -196,11 +196,12 @@ static void *scheduler_main(void *arg) {
 
 /* ---- the session calls ---------------------------------------------------------------------- */
 
-dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, int32_t *greedy_out,
-                        dw_error *err) {
+dw_status dw__batch_run(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, int32_t *chosen,
+                        const dw_device_sampling *sampling, const double *u, dw_error *err) {
     dw__batcher *b = s->model->batcher;
-    dw__request r = {.s = s, .ids = ids, .n = n, .logits = logits, .all_logits = all_logits, .greedy_out = greedy_out};
-    if (greedy_out) r.next_id = ids[0];
+    dw__request r = {.s = s, .ids = ids, .n = n, .logits = logits, .all_logits = all_logits, .chosen = chosen,
+                     .sampling = sampling, .u = u};
+    if (chosen) r.next_id = ids[0];
     if (sem_init(&r.ready, 0, 0)) return dw_error_set(err, DW_ERR_NO_MEMORY, "batching: cannot make a semaphore");
     pthread_mutex_lock(&b->lock);
     s->paged->busy++;
@@ -225,7 +226,7 @@ dw_status dw_model_batching_start(dw_model *m, const dw_batch_options *opts, dw_
     const dw_backend_ops *ops = m->backend->ops;
     if (m->batcher) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "batching is already on for %s", m->dir);
     if (!ops->matmul_rows || !ops->rope_rows || !ops->kv_write_rows || !ops->attention_rows || !ops->gather_rows ||
-        !ops->argmax_rows || !ops->copy)
+        !ops->argmax_rows || !ops->sample_rows || !ops->copy)
         return dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot run batched steps", ops->name);
     dw_batch_options o = {0};
     if (opts) o = *opts;

@@ -99,6 +99,7 @@ void dw_session_free(dw_session *s) {
     void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) c->ops->free(c->ctx, bufs[i]);
+    free(s->host_logits);
     free(s->tokens);
     free(s->kv);
     free(s);
@@ -121,14 +122,14 @@ static dw_status check_tokens(dw_session *s, const int32_t *ids, int n, dw_error
 dw_status dw_session_prefill(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, ids, n, err);
     if (st) return st;
-    if (s->paged) return dw__batch_run(s, ids, n, logits, 0, NULL, err);
+    if (s->paged) return dw__batch_run(s, ids, n, logits, 0, NULL, NULL, NULL, err);
     return dw__forward(s, ids, n, logits, 0, err);
 }
 
 dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, ids, n, err);
     if (st) return st;
-    if (s->paged) return dw__batch_run(s, ids, n, logits, 1, NULL, err);
+    if (s->paged) return dw__batch_run(s, ids, n, logits, 1, NULL, NULL, NULL, err);
     if (!s->logits_all && (st = alloc_f32(s, &s->logits_all, (size_t)s->max_batch * s->model->cfg.vocab_size, err)))
         return st;
     return dw__forward(s, ids, n, logits, 1, err);
@@ -137,20 +138,51 @@ dw_status dw_session_prefill_all(dw_session *s, const int32_t *ids, int n, float
 dw_status dw_session_decode(dw_session *s, int32_t id, float *logits, dw_error *err) {
     dw_status st = check_tokens(s, &id, 1, err);
     if (st) return st;
-    if (s->paged) return dw__batch_run(s, &id, 1, logits, 0, NULL, err);
+    if (s->paged) return dw__batch_run(s, &id, 1, logits, 0, NULL, NULL, NULL, err);
     return dw__forward(s, &id, 1, logits, 0, err);
 }
 
-dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
-    if (n < 1 || !out) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "greedy decoding: no tokens asked for");
+/* The checks shared by the calls that decode n tokens from id, choosing them on the device. */
+static dw_status check_decode_n(dw_session *s, int32_t id, int n, const int32_t *out, const char *what, dw_error *err) {
+    if (n < 1 || !out) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "%s: no tokens asked for", what);
     dw_status st = check_tokens(s, &id, 1, err);
     if (!st && n > s->ctx - s->n_tokens)
         st = dw_error_set(err, DW_ERR_LIMIT, "%d tokens do not fit the context: it holds %d tokens and %d are used (raise --ctx)",
                           n, s->ctx, s->n_tokens);
-    if (!st && s->paged) return dw__batch_run(s, &id, n, NULL, 0, out, err);
+    return st;
+}
+
+dw_status dw_session_decode_greedy(dw_session *s, int32_t id, int n, int32_t *out, dw_error *err) {
+    dw_status st = check_decode_n(s, id, n, out, "greedy decoding", err);
+    if (!st && s->paged) return dw__batch_run(s, &id, n, NULL, 0, out, NULL, NULL, err);
     if (!st && !s->greedy)
         st = dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot choose tokens itself", s->model->backend->ops->name);
     return st ? st : dw__forward_greedy(s, id, n, out, err);
+}
+
+dw_status dw_session_decode_sample(dw_session *s, int32_t id, int n, const dw_device_sampling *sampling, const double *u,
+                                   int32_t *out, dw_error *err) {
+    dw_status st = check_decode_n(s, id, n, out, "sampled decoding", err);
+    if (st) return st;
+    if (!sampling || !u) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampled decoding: no settings or numbers");
+    for (int i = 0; i < n; i++) {
+        const char *why = dw_pick_check(sampling, u[i]);
+        if (why) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampled decoding: %s (token %d)", why, i);
+    }
+    if (s->paged) return dw__batch_run(s, &id, n, NULL, 0, out, sampling, u, err);
+    /* Without batching: each token's logits come to the host, which applies the same rule. */
+    const int vocab = s->model->cfg.vocab_size;
+    if (!s->host_logits && !(s->host_logits = malloc(sizeof(float) * (size_t)vocab)))
+        return dw_error_set(err, DW_ERR_NO_MEMORY, "sampled decoding: out of host memory for %d logits", vocab);
+    const int start = s->n_tokens;
+    for (int i = 0; i < n; i++, id = out[i - 1]) {
+        if ((st = dw__forward(s, &id, 1, s->host_logits, 0, err))) {
+            s->n_tokens = start; /* as one call: nothing changes when it fails */
+            return st;
+        }
+        out[i] = dw_pick_top_k(s->host_logits, vocab, sampling, u[i]);
+    }
+    return DW_OK;
 }
 
 void dw_session_reset(dw_session *s) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Per-actor limits against a hostile guest (tests/guests/hostile.c): the time limit holds across
-# host calls (dw.gemm, dw.prefill, dw.decode_greedy), dw.tokenize, dw.detokenize and dw.sample bound what one call
+# host calls (dw.gemm, dw.prefill, dw.decode_greedy, dw.decode_sample), dw.tokenize, dw.detokenize and dw.sample bound what one call
 # may cost the host, and --timeout takes only a finite positive number in range.
 # Each check prints "ok NAME" or "FAIL NAME"; the summary line comes from tools/run-tests.sh.
 source "$(dirname "$0")/lib.sh"
@@ -47,6 +47,12 @@ expect_fail_one_line "decode_greedy_past_the_timeout_traps_naming_it" "dw.decode
     "$dw" run "$hostile" --model "$tiny" --timeout 0.15 --invoke greedy_tokens 2000
 expect_ok "decode_greedy_within_the_timeout_still_runs" "^0$" \
     "$dw" run "$hostile" --model "$tiny" --timeout 60 --invoke greedy_tokens 40
+
+# dw.decode_sample the same way.
+expect_fail_one_line "decode_sample_past_the_timeout_traps_naming_it" "dw.decode_sample: timeout" \
+    "$dw" run "$hostile" --model "$tiny" --timeout 0.15 --invoke sampled_tokens 2000
+expect_ok "decode_sample_within_the_timeout_still_runs" "^0$" \
+    "$dw" run "$hostile" --model "$tiny" --timeout 60 --invoke sampled_tokens 40
 
 # One dw.tokenize takes at most 1 MiB of text; one dw.detokenize at most 65536 ids (DW_E_LIMIT).
 expect_ok "tokenize_refuses_more_text_than_a_call_takes" "^-4$" \

@@ -45,6 +45,19 @@ EXPORT(greedy_tokens) int32_t greedy_tokens(int32_t n) {
     return dw_decode_greedy(session, 1, n, out);
 }
 
+/* Sampled decoding of n tokens in one dw.decode_sample call (temperature 1, numbers spread over
+ * [0, 1)), in a fresh session of n + 1 tokens of the "default" model; returns its code. */
+EXPORT(sampled_tokens) int32_t sampled_tokens(int32_t n) {
+    int32_t session = dw_session_create(dw_model_open("default", 7), n + 1);
+    if (session < 0) return session;
+    int32_t *out = (int32_t *)fresh_bytes(4 * (uint64_t)n);
+    double *u = (double *)fresh_bytes(8 * (uint64_t)n);
+    if (!out || !u) return -100;
+    for (int32_t i = 0; i < n; i++) u[i] = (double)((i * 7919) % n) / (double)n;
+    const dw_device_sampling p = {.temperature = 1.0f, .top_p = 1.0f};
+    return dw_decode_sample(session, 1, n, &p, u, out);
+}
+
 /* Tokenizes len bytes of "ab ab ab ..." (asking for the count only); returns the count or code. */
 EXPORT(tokenize_bytes) int32_t tokenize_bytes(int32_t len) {
     char *text = (char *)fresh_bytes((uint64_t)len);

@@ -1,5 +1,6 @@
 /* Test actor for the language-model host API: each export exercises one behaviour (bad
- * handles, bad pointers, small buffers, context overflow) or runs a greedy generation. */
+ * handles, bad pointers, small buffers, context overflow, the device sampler) or runs a greedy
+ * generation. */
 #include <driftwood/guest.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -120,4 +121,56 @@ EXPORT(fork_agrees) int32_t fork_agrees(int32_t n) {
     dw_session_free(child);
     dw_session_free(s);
     return memcmp(a, b, sizeof(int32_t) * (size_t)n) == 0;
+}
+
+/* dw.decode_sample against the rule applied in the guest: session a decodes with logits into
+ * guest memory and picks with dw_pick_top_k, session b asks the host for the same 12 tokens in
+ * one dw.decode_sample call with the same numbers; then settings out of range are refused with
+ * DW_E_INVALID naming them, changing nothing. Returns 1 when all hold, else a negative step. */
+EXPORT(device_sampler_follows_the_rule) int32_t device_sampler_follows_the_rule(void) {
+    dw_model_info info;
+    int32_t m = open_model();
+    if (dw_model_info_get(m, &info) < 0) return -1;
+    int32_t a = dw_session_create(m, 64), b = dw_session_create(m, 64);
+    if (a < 0 || b < 0) return -2;
+    for (int i = 0; i < 6; i++) ids[i] = 40 + 7 * i;
+    static double u[13];
+    static int32_t by_guest[13], by_host[12];
+    uint64_t x = 0x2545F4914F6CDD1Dull;
+    for (int i = 0; i < 13; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        u[i] = (double)(x >> 11) * (1.0 / 9007199254740992.0);
+    }
+    const dw_device_sampling p = {.temperature = 1.2f, .top_p = 0.95f, .top_k = 30};
+    if (dw_prefill(a, ids, 6, logits, info.vocab_size) < 0 || dw_prefill(b, ids, 6, logits, info.vocab_size) < 0) return -3;
+    by_guest[0] = dw_pick_top_k(logits, info.vocab_size, &p, u[0]);
+    for (int t = 1; t < 13; t++) {
+        if (dw_decode(a, by_guest[t - 1], logits, info.vocab_size) < 0) return -4;
+        by_guest[t] = dw_pick_top_k(logits, info.vocab_size, &p, u[t]);
+    }
+    if (dw_decode_sample(b, by_guest[0], 12, &p, u + 1, by_host) < 0) return -5;
+    if (memcmp(by_guest + 1, by_host, sizeof by_host)) return -6;
+    static char message[256];
+    dw_session_info si;
+    dw_session_info_get(b, &si);
+    const dw_device_sampling bad_k = {.temperature = 1.0f, .top_p = 1.0f, .top_k = 99};
+    if (dw_decode_sample(b, 1, 2, &bad_k, u, by_host) != DW_E_INVALID) return -7;
+    if (dw_last_error(message, sizeof message) < 0 || !strstr(message, "top_k")) return -8;
+    static double bad_u[2] = {0.25, -1.0};
+    if (dw_decode_sample(b, 1, 2, &p, bad_u, by_host) != DW_E_INVALID) return -9;
+    if (dw_last_error(message, sizeof message) < 0 || !strstr(message, "token 1")) return -10;
+    dw_session_info after;
+    dw_session_info_get(b, &after);
+    if (after.position != si.position) return -11;
+    dw_session_free(a);
+    dw_session_free(b);
+    return 1;
+}
+
+/* dw.decode_sample with its numbers at a misaligned address: a trap naming the argument. */
+EXPORT(device_sampler_misaligned_numbers) int32_t device_sampler_misaligned_numbers(int32_t s) {
+    static double u[3];
+    const dw_device_sampling p = {.temperature = 1.0f, .top_p = 1.0f};
+    int32_t out[2];
+    return dw_decode_sample(s, 1, 2, &p, (const double *)((char *)u + 4), out);
 }

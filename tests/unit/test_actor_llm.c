@@ -286,6 +286,24 @@ static int write_hostile_model(const char *dir) {
 
 /* dw.tokenize hands a tokenizer failure to the guest as an error, never as an empty result
  * (issue 21: the chat actor dropped the user's text). */
+/* dw.decode_sample gives the tokens the guest's own dw_pick_top_k picks from the logits, with and
+ * without batching, refuses bad settings with an error code, and traps on a misaligned array. */
+static void device_sampler_in_a_guest(int batching, int *dw_test_failed_) {
+    dw_error err;
+    fixture f;
+    CHECK_OK(setup_with(&f, batching, &err));
+    int32_t r, s;
+    CHECK_OK(actor_call(f.actor, "device_sampler_follows_the_rule", 0, 0, 0, &r, &err));
+    CHECK_MSG(r == 1, "device_sampler_follows_the_rule gave %d", r);
+    CHECK_OK(actor_call(f.actor, "new_session", 1, 64, 0, &s, &err));
+    CHECK(actor_call(f.actor, "device_sampler_misaligned_numbers", 1, s, 0, &r, &err) == DW_ERR_TRAP);
+    CHECK_MSG(strstr(err.message, "dw.decode_sample: u at") && strstr(err.message, "misaligned"), "%s", err.message);
+    teardown(&f);
+}
+
+TEST(llm_device_sampler_follows_the_rule_the_guest_applies) { device_sampler_in_a_guest(0, dw_test_failed_); }
+TEST(llm_device_sampler_follows_the_rule_with_batching) { device_sampler_in_a_guest(1, dw_test_failed_); }
+
 TEST(llm_tokenize_failure_is_an_error_for_the_guest) {
     dw_error err;
     fixture f;

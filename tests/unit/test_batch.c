@@ -1,5 +1,6 @@
-/* Batching (engine.h, "Batching"), on the CPU and on CUDA: a session's logits and greedy tokens
- * are bit-identical alone and among 15 others joining and leaving mid-run (bf16 and 4-bit);
+/* Batching (engine.h, "Batching"), on the CPU and on CUDA: a session's logits and its tokens
+ * chosen on the device (greedy or sampled) are bit-identical alone and among 15 others joining
+ * and leaving mid-run (bf16 and 4-bit); sampled tokens follow the rule of driftwood/pick.h;
  * forks continue exactly as their parent; eviction to host memory and back changes nothing; a
  * full pool gives a clear error; a session never sees another's KV; sessions with a common
  * prompt share its blocks and compute them once; KV export/import of paged sessions. */
@@ -76,8 +77,19 @@ static void world_close(world *w) {
     dw_backend_close(w->be);
 }
 
-/* ---- one session's run: a prompt, then GEN tokens, sampled-style (logits to the host) for even
- * sessions and on the device (greedy) for odd ones, in uneven pieces. */
+/* The uniform numbers of sampled runs: a fixed sequence per session (u[t] for token t). */
+static double unit_at(int session, int t) {
+    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(session * 1000 + t + 1);
+    x ^= x >> 31, x *= 0xBF58476D1CE4E5B9ull, x ^= x >> 29;
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Sampled runs' settings: top-k 40 of the 97-token vocabulary, top-p 0.9. */
+static const dw_device_sampling run_sampling = {.temperature = 0.8f, .top_p = 0.9f, .top_k = 40};
+
+/* ---- one session's run: a prompt, then GEN tokens: logits to the host (the host picks) for even
+ * sessions, on the device for odd ones in uneven pieces, greedy (index % 4 == 1) or sampled
+ * (index % 4 == 3). */
 typedef struct run {
     world *w;
     int index, prompt_len, gen;
@@ -116,7 +128,14 @@ static void *run_session(void *arg) {
         for (int done = 0; done < r->gen - 1;) {
             int piece = 1 + (r->index + done) % 7;
             if (piece > r->gen - 1 - done) piece = r->gen - 1 - done;
-            if ((r->st = dw_session_decode_greedy(s, r->tokens[done], piece, r->tokens + done + 1, &r->err))) goto out;
+            if (r->index % 4 == 1)
+                r->st = dw_session_decode_greedy(s, r->tokens[done], piece, r->tokens + done + 1, &r->err);
+            else {
+                double u[8];
+                for (int j = 0; j < piece; j++) u[j] = unit_at(r->index, done + 1 + j);
+                r->st = dw_session_decode_sample(s, r->tokens[done], piece, &run_sampling, u, r->tokens + done + 1, &r->err);
+            }
+            if (r->st) goto out;
             done += piece;
         }
     }
@@ -172,7 +191,7 @@ static void batch_invariance(const char *backend, int bits, int *dw_test_failed_
     for (int i = 0; i < N_SESSIONS; i++) {
         CHECK_OK((err = together[i].err, together[i].st));
         CHECK_MSG(!memcmp(alone[i].tokens, together[i].tokens, sizeof(int32_t) * (size_t)alone[i].gen),
-                  "session %d: greedy tokens differ alone and batched", i);
+                  "session %d: %s tokens differ alone and batched", i, i % 4 == 3 ? "sampled" : "greedy");
         if (i % 2 == 0)
             for (int t = 0; t <= alone[i].gen; t++)
                 CHECK_MSG(!memcmp(alone[i].logits + (size_t)t * V, together[i].logits + (size_t)t * V, sizeof(float) * V),
@@ -201,6 +220,92 @@ TEST(cuda_batch_4bit_sessions_alone_and_together_are_bit_identical) {
     OPEN_CUDA_OR_SKIP(probe);
     dw_backend_close(probe);
     batch_invariance("cuda", 4, dw_test_failed_);
+}
+
+/* ---- sampled decoding follows the rule ------------------------------------------------------------ */
+
+/* Two sessions of one prompt: one downloads each step's logits and applies dw_pick_top_k on the
+ * host, the other decodes with dw_session_decode_sample in pieces; their tokens must agree, under
+ * several settings, with and without batching. The draws must also leave the argmax often
+ * (otherwise nothing was sampled). */
+static void sampled_follows_the_rule(const char *backend, int batching, int *dw_test_failed_) {
+    dw_error err = {0};
+    char dir[600];
+    CHECK_OK(write_model(dir, sizeof dir, 0, &err));
+    const int V = batch_spec().vocab, gen = 40;
+    dw_batch_options bo = {.kv_memory = 16u << 20, .step_tokens = 64};
+    world w;
+    if (batching) CHECK_OK(world_open(&w, backend, dir, &bo, &err));
+    else {
+        memset(&w, 0, sizeof w);
+        CHECK_OK(dw_backend_open(backend, &w.be, &err));
+        CHECK_OK(dw_model_load(dir, w.be, NULL, &w.m, &err));
+    }
+    static const dw_device_sampling cases[] = {
+        {.temperature = 1.0f, .top_p = 1.0f, .top_k = 0},
+        {.temperature = 0.7f, .top_p = 0.8f, .top_k = 20},
+        {.temperature = 1.5f, .top_p = 0.95f, .top_k = 64},
+        {.temperature = 0.3f, .top_p = 1.0f, .top_k = 3},
+    };
+    int32_t prompt[30], by_host[41], on_device[41];
+    float *logits = malloc(sizeof(float) * V);
+    double u[41];
+    int left_argmax = 0;
+    for (int c = 0; c < 4; c++) {
+        sample_ids(prompt, 30, V, 7 + c);
+        for (int t = 0; t <= gen; t++) u[t] = unit_at(50 + c, t);
+        dw_session *a = NULL, *b = NULL;
+        CHECK_OK(dw_session_create(w.m, NULL, &a, &err));
+        CHECK_OK(dw_session_create(w.m, NULL, &b, &err));
+        CHECK_OK(dw_session_prefill(a, prompt, 30, logits, &err));
+        by_host[0] = dw_pick_top_k(logits, V, &cases[c], u[0]);
+        for (int t = 1; t <= gen; t++) {
+            CHECK_OK(dw_session_decode(a, by_host[t - 1], logits, &err));
+            by_host[t] = dw_pick_top_k(logits, V, &cases[c], u[t]);
+            left_argmax += by_host[t] != argmax(logits, V);
+        }
+        CHECK_OK(dw_session_prefill(b, prompt, 30, NULL, &err));
+        on_device[0] = by_host[0];
+        for (int done = 0; done < gen;) {
+            int piece = 1 + (done + c) % 9;
+            if (piece > gen - done) piece = gen - done;
+            CHECK_OK(dw_session_decode_sample(b, on_device[done], piece, &cases[c], u + done + 1, on_device + done + 1, &err));
+            done += piece;
+        }
+        for (int t = 0; t <= gen; t++)
+            CHECK_MSG(on_device[t] == by_host[t], "case %d token %d: the device drew %d, the rule on the logits %d", c, t,
+                      on_device[t], by_host[t]);
+        CHECK(dw_session_n_tokens(a) == dw_session_n_tokens(b));
+        dw_session_free(a);
+        dw_session_free(b);
+    }
+    CHECK_MSG(left_argmax > 20, "only %d of 160 draws left the argmax", left_argmax);
+    /* settings out of range are refused, naming them, and change nothing */
+    dw_session *s = NULL;
+    CHECK_OK(dw_session_create(w.m, NULL, &s, &err));
+    CHECK_OK(dw_session_prefill(s, prompt, 5, NULL, &err));
+    dw_device_sampling bad = {.temperature = 1.0f, .top_p = 1.0f, .top_k = 65};
+    int32_t out[2];
+    CHECK(dw_session_decode_sample(s, 1, 2, &bad, u, out, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "top_k"));
+    double bad_u[2] = {0.5, 1.0};
+    CHECK(dw_session_decode_sample(s, 1, 2, &cases[0], bad_u, out, &err) == DW_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "token 1"));
+    CHECK(dw_session_n_tokens(s) == 5);
+    dw_session_free(s);
+    free(logits);
+    world_close(&w);
+}
+
+TEST(batch_cpu_sampled_tokens_follow_the_rule_on_the_logits) { sampled_follows_the_rule("cpu", 1, dw_test_failed_); }
+TEST(engine_cpu_sampled_tokens_follow_the_rule_without_batching) { sampled_follows_the_rule("cpu", 0, dw_test_failed_); }
+
+TEST(cuda_batch_sampled_tokens_follow_the_rule_on_the_logits) {
+    dw_error err = {0};
+    dw_backend *probe;
+    OPEN_CUDA_OR_SKIP(probe);
+    dw_backend_close(probe);
+    sampled_follows_the_rule("cuda", 1, dw_test_failed_);
 }
 
 /* ---- forks, eviction, limits, isolation, shared prefixes ---------------------------------------- */

@@ -1,5 +1,5 @@
 /* The CPU backend's batched-step ops (backend.h, "the batched step"): matmul_rows, rope_rows,
- * kv_write_rows, attention_rows over a paged KV pool, gather_rows, argmax_rows and copy. Every
+ * kv_write_rows, attention_rows over a paged KV pool, gather_rows, argmax_rows, sample_rows and copy. Every
  * op computes each row from that row's inputs alone, in an order that depends on nothing else
  * (batch invariance): threads split over weight rows, rows and heads, never over a reduction.
  * matmul_rows runs the register-tiled rows_* kernels (kernels.h), or on bf16 weights, where the
@@ -341,6 +341,28 @@ void dw__cpu_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *o
             if (row[e] > row[best] || (row[best] != row[best] && row[e] == row[e])) best = e; /* NaN never wins */
         out[i] = best;
     }
+}
+
+/* One row a task: the selection scans the row once (a sorted array of at most 64 that a logit
+ * enters only when it beats the smallest kept), so rows run side by side on the pool. */
+typedef struct sample_job {
+    const float *x;
+    int width;
+    const dw_pick_row *params;
+    int32_t *out;
+} sample_job;
+
+static void sample_row_task(void *arg, int i, int thread) {
+    (void)thread;
+    const sample_job *j = arg;
+    const dw_pick_row *p = &j->params[i];
+    if (p->s.temperature > 0.0f) j->out[i] = dw_pick_top_k(j->x + (size_t)i * j->width, j->width, &p->s, p->u);
+}
+
+void dw__cpu_sample_rows(void *ctx, const float *x, int n, int width, const dw_pick_row *params, int32_t *out) {
+    dw__cpu *c = ctx;
+    sample_job j = {x, width, params, out};
+    if (n > 0) dw_threadpool_run(c->pool, n, sample_row_task, &j);
 }
 
 void dw__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {

@@ -196,6 +196,7 @@ static const dw_backend_ops cpu_ops = {
     /* .attention_rows    = */ dw__cpu_attention_rows,
     /* .gather_rows       = */ dw__cpu_gather_rows,
     /* .argmax_rows       = */ dw__cpu_argmax_rows,
+    /* .sample_rows       = */ dw__cpu_sample_rows,
     /* .copy              = */ dw__cpu_copy,
     /* .decode_step       = */ NULL, /* the engine runs each step's ops directly */
     /* .decode_step_from  = */ NULL,

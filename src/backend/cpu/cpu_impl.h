@@ -68,6 +68,7 @@ void dw__cpu_attention_rows(void *ctx, float *out, const float *q, const dw_kv_p
                             const dw_attn_params *p);
 void dw__cpu_gather_rows(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
 void dw__cpu_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *out);
+void dw__cpu_sample_rows(void *ctx, const float *x, int n, int width, const dw_pick_row *params, int32_t *out);
 void dw__cpu_copy(void *ctx, void *dst, const void *src, size_t bytes);
 
 #endif

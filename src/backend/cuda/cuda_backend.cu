@@ -217,6 +217,7 @@ static const dw_backend_ops cuda_ops = {
     /* .attention_rows    = */ dw__cuda_attention_rows,
     /* .gather_rows       = */ dw__cuda_gather_rows,
     /* .argmax_rows       = */ dw__cuda_argmax_rows,
+    /* .sample_rows       = */ dw__cuda_sample_rows,
     /* .copy              = */ dw__cuda_copy,
     /* .decode_step       = */ dw__cuda_decode_step,
     /* .decode_step_from  = */ dw__cuda_decode_step_from,

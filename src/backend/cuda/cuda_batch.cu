@@ -1,6 +1,6 @@
 /* The CUDA backend's batched-step ops (backend.h: matmul_rows, rope_rows, kv_write_rows,
- * attention_rows over a paged KV pool, gather_rows, argmax_rows, copy), on the kernels of
- * kernels_batch_matmul.cu, kernels_paged_attention.cu and kernels_batch.cu. Every one is batch
+ * attention_rows over a paged KV pool, gather_rows, argmax_rows, sample_rows, copy), on the kernels of
+ * kernels_batch_matmul.cu, kernels_paged_attention.cu, kernels_batch.cu and kernels_sample.cu. Every one is batch
  * invariant: a row's result depends on that row's inputs and the shapes only (docs/CUDA.md,
  * "Batched step"). Each op takes the context's lock and flushes the decode op held back; none
  * fails by itself (the first error is recorded and returned by synchronize or download). */
@@ -160,6 +160,13 @@ void dw__cuda_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *
     dw__cuda_locked l(c);
     dw__cuda_flush(c);
     dw__cuda_check(c, dwk::launch_argmax_rows(x, n, width, out, c->stream), "argmax_rows kernel");
+}
+
+void dw__cuda_sample_rows(void *ctx, const float *x, int n, int width, const dw_pick_row *params, int32_t *out) {
+    dw__cuda_ctx *c = (dw__cuda_ctx *)ctx;
+    dw__cuda_locked l(c);
+    dw__cuda_flush(c);
+    dw__cuda_check(c, dwk::launch_sample_rows(x, n, width, params, out, c->stream), "sample_rows kernel");
 }
 
 void dw__cuda_copy(void *ctx, void *dst, const void *src, size_t bytes) {

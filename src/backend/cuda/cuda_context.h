@@ -188,6 +188,7 @@ void dw__cuda_attention_rows(void *ctx, float *out, const float *q, const dw_kv_
                              const dw_attn_params *p);
 void dw__cuda_gather_rows(void *ctx, float *dst, const float *src, const int32_t *idx, int n, int width);
 void dw__cuda_argmax_rows(void *ctx, const float *x, int n, int width, int32_t *out);
+void dw__cuda_sample_rows(void *ctx, const float *x, int n, int width, const dw_pick_row *params, int32_t *out);
 void dw__cuda_copy(void *ctx, void *dst, const void *src, size_t bytes);
 
 /* ---- cuda_fusion.cu: the decode op held back (caller holds the lock) -------------------------

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "backend/cuda/cuda_tuning.h"
+#include "driftwood/pick.h"
 
 namespace dwk {
 
@@ -211,6 +212,11 @@ cudaError_t launch_gather_rows(float *dst, const float *src, const int32_t *idx,
                                cudaStream_t stream);
 /* out[i] = first index of the largest of x[i, 0..width) (NaN never wins; all NaN: 0). */
 cudaError_t launch_argmax_rows(const float *x, int n, int width, int32_t *out, cudaStream_t stream);
+/* out[i] = the token the device sampler's rule (driftwood/pick.h) draws from x[i, 0..width) with
+ * params[i] (device), for the rows with params[i].s.temperature > 0; the others are left as they
+ * are (kernels_sample.cu). */
+cudaError_t launch_sample_rows(const float *x, int n, int width, const dw_pick_row *params, int32_t *out,
+                               cudaStream_t stream);
 
 /* attention_rows (kernels_paged_attention.cu): row i's query heads over its keys [lo, pos[i]]
  * (lo = pos − window + 1 with a window, else 0) through its block table, in chunks of
