@@ -9,8 +9,9 @@
 #     held against (issue 20: at least 85 % of it), engine and actors, prompts of the chats' length.
 # Results (JSON and the server's log) go to $OUT. Prepare here with tools/gpu-prepare.sh and carry
 # .carry (it holds httpx for the load generator). DW_SERVE_CLIENTS (64), DW_SERVE_TOKENS (128),
-# DW_SERVE_ROUNDS (8 requests a client), DW_SERVE_RUNS (CLIENTS:MODE ..., default "1:chat 64:chat
-# 64:actors"), DW_SERVE_MEASURE=0 skips the fsync and wake-up measures.
+# DW_SERVE_ROUNDS (8 requests a client), DW_SERVE_RUNS (CLIENTS:MODE[:TEMPERATURE] ..., default
+# "1:chat 64:chat 64:actors"; a run at a temperature samples, and bench batch then runs at that
+# temperature too), DW_SERVE_MEASURE=0 skips the fsync and wake-up measures.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=build-gpu
@@ -28,9 +29,15 @@ model=/tmp/dw-serve-1b
 [ -f "$model/config.json" ] || timeout 240 "$B/bin/driftwood" mkmodel --shape llama-3.2-1b --dtype bf16 --out "$model" \
     --tokenizer-dir "$dw_tok" >"$OUT/mkmodel.txt" 2>&1 || { echo "gpu-serve: mkmodel failed"; exit 1; }
 
-timeout 200 "$B/bin/driftwood" bench batch --backend cuda --model "$model" --actors "$clients" --prompt-tokens 32 \
-    --gen-tokens "$tokens" --reps 2 --json >"$OUT/bench-batch.json" 2>"$OUT/bench-batch.err" || echo "gpu-serve: bench batch failed"
-cat "$OUT/bench-batch.json"
+runs=${DW_SERVE_RUNS:-1:chat $clients:chat $clients:actors}
+temperatures=$(for run in $runs; do t=${run#*:*:}; [ "$t" != "$run" ] && echo "$t"; done | sort -u)
+for t in 0 $temperatures; do
+    suffix=$([ "$t" = 0 ] || echo "-$t")
+    timeout 200 "$B/bin/driftwood" bench batch --backend cuda --model "$model" --actors "$clients" --prompt-tokens 32 \
+        --gen-tokens "$tokens" --temperature "$t" --reps 2 --json >"$OUT/bench-batch$suffix.json" 2>"$OUT/bench-batch$suffix.err" ||
+        echo "gpu-serve: bench batch (temperature $t) failed"
+    cat "$OUT/bench-batch$suffix.json"
+done
 
 # 8,192-token sessions (256 MiB of bf16 KV each for this shape at full length): the batching pool
 # (--kv-pool) holds 16 GiB of KV blocks, what 64 such sessions hold at 1,000 tokens many times over
@@ -41,11 +48,13 @@ rm -rf "$store"
 server=$!
 for _ in $(seq 1 600); do grep -q "listening on" "$OUT/serve.log" && break; sleep 0.1; done
 rc=0
-for run in ${DW_SERVE_RUNS:-1:chat $clients:chat $clients:actors}; do
-    set -- ${run/:/ }
+for run in $runs; do
+    set -- ${run//:/ }
+    temperature=${3:-0}
+    name=loadgen-$1-$2$([ "$temperature" = 0 ] || echo "-$temperature")
     timeout 300 python3 tools/loadgen.py --url http://127.0.0.1:8080 -n "$1" --procs $(( $1 >= 16 ? 4 : 1 )) --rounds "${DW_SERVE_ROUNDS:-8}" --max-tokens "$tokens" \
-        --mode "$2" --json >"$OUT/loadgen-$1-$2.json" 2>>"$OUT/loadgen.err" || rc=1
-    cat "$OUT/loadgen-$1-$2.json"
+        --mode "$2" --temperature "$temperature" --json >"$OUT/$name.json" 2>>"$OUT/loadgen.err" || rc=1
+    cat "$OUT/$name.json"
 done
 kill -TERM "$server"; wait "$server"
 [ "${DW_SERVE_MEASURE:-1}" = 0 ] && exit $rc

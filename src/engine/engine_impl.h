@@ -63,7 +63,8 @@ struct dw_session {
     int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax), the
                             * step at pos in [pos % DW__GREEDY_CHUNK]; &greedy keys greedy steps' recording */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
-    float *host_logits;    /* host [vocab], allocated on the first sampled decode (dw_session_decode_sample) */
+    dw_pick_row *pick;     /* device: a sampled decode's settings (dw_pick_row), then its token (int32); allocated
+                            * on the first dw_session_decode_sample */
     struct dw__paged *paged; /* a batching session (batch_impl.h): blocks of the pool instead of kv_mem and
                               * the buffers above, which it leaves NULL */
 };
@@ -87,6 +88,11 @@ void dw__rope_inv_freq(const dw_model_config *cfg, float *out);
 /* forward.c: runs n tokens at the session's position. logits (host) gets the last row, or all
  * n rows when all_logits; NULL skips the LM head. Checks nothing (session.c validates). */
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err);
+
+/* forward.c: one token at the session's position through the LM head into s->logits (the
+ * session's recorded decode step where the backend records), queued: nothing is downloaded and
+ * nothing waited for. Checks nothing. */
+void dw__forward_decode_queued(dw_session *s, int32_t id);
 
 /* forward.c: greedy decoding (engine.h: dw_session_decode_greedy), n checked to fit. The host
  * waits for the device once per DW__GREEDY_CHUNK tokens when the backend chooses the tokens

@@ -91,6 +91,15 @@ static void decode_step_greedy(void *arg) {
     m->backend->ops->argmax(m->backend->ctx, a->s->logits, m->cfg.vocab_size, a->s->greedy, DW__GREEDY_CHUNK, a->pos);
 }
 
+void dw__forward_decode_queued(dw_session *s, int32_t id) {
+    const dw_backend_ops *ops = s->model->backend->ops;
+    decode_step_arg a = {.s = s, .id = id, .pos = s->n_tokens};
+    if (ops->decode_step) ops->decode_step(s->model->backend->ctx, s, a.id, a.pos, decode_step, &a);
+    else decode_step(&a);
+    s->tokens[a.pos] = a.id;
+    s->n_tokens++;
+}
+
 dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, int all_logits, dw_error *err) {
     const dw_model *m = s->model;
     const dw_model_config *c = &m->cfg;
@@ -100,10 +109,7 @@ dw_status dw__forward(dw_session *s, const int32_t *ids, int n, float *logits, i
     dw_status st;
 
     if (ops->decode_step && n == 1 && logits && !all_logits) {
-        decode_step_arg a = {.s = s, .id = ids[0], .pos = s->n_tokens};
-        ops->decode_step(ctx, s, a.id, a.pos, decode_step, &a);
-        s->tokens[a.pos] = a.id;
-        s->n_tokens++;
+        dw__forward_decode_queued(s, ids[0]);
         if ((st = ops->download(ctx, logits, s->logits, sizeof(float) * (size_t)vocab, err))) return st;
         return ops->synchronize(ctx, err);
     }

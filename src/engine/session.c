@@ -96,10 +96,10 @@ void dw_session_free(dw_session *s) {
     }
     const dw_backend *c = s->model->backend;
     if (c->ops->decode_forget) c->ops->decode_forget(c->ctx, s), c->ops->decode_forget(c->ctx, &s->greedy);
-    void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy};
+    void *bufs[] = {s->kv_mem, s->x, s->xn, s->q, s->k, s->v, s->att, s->o, s->gate, s->up, s->logits, s->logits_all, s->greedy,
+                    s->pick};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) c->ops->free(c->ctx, bufs[i]);
-    free(s->host_logits);
     free(s->tokens);
     free(s->kv);
     free(s);
@@ -170,19 +170,22 @@ dw_status dw_session_decode_sample(dw_session *s, int32_t id, int n, const dw_de
         if (why) return dw_error_set(err, DW_ERR_INVALID_ARGUMENT, "sampled decoding: %s (token %d)", why, i);
     }
     if (s->paged) return dw__batch_run(s, &id, n, NULL, 0, out, sampling, u, err);
-    /* Without batching: each token's logits come to the host, which applies the same rule. */
-    const int vocab = s->model->cfg.vocab_size;
-    if (!s->host_logits && !(s->host_logits = malloc(sizeof(float) * (size_t)vocab)))
-        return dw_error_set(err, DW_ERR_NO_MEMORY, "sampled decoding: out of host memory for %d logits", vocab);
+    /* Without batching: each token's decode step, then the device's sample_rows on its logits
+     * (the settings go up before the step is queued, the token comes back alone). */
+    const dw_backend *be = s->model->backend;
+    if (!s->pick && (st = be->ops->alloc(be->ctx, sizeof(dw_pick_row) + sizeof(int32_t), (void **)&s->pick, err)))
+        return st;
+    int32_t *token = (int32_t *)(s->pick + 1);
     const int start = s->n_tokens;
-    for (int i = 0; i < n; i++, id = out[i - 1]) {
-        if ((st = dw__forward(s, &id, 1, s->host_logits, 0, err))) {
-            s->n_tokens = start; /* as one call: nothing changes when it fails */
-            return st;
-        }
-        out[i] = dw_pick_top_k(s->host_logits, vocab, sampling, u[i]);
+    for (int i = 0; i < n && !st; i++, id = out[i - 1]) {
+        const dw_pick_row row = {.u = u[i], .s = *sampling};
+        if ((st = be->ops->upload(be->ctx, s->pick, &row, sizeof row, err))) break;
+        dw__forward_decode_queued(s, id);
+        be->ops->sample_rows(be->ctx, s->logits, 1, s->model->cfg.vocab_size, s->pick, token);
+        st = be->ops->download(be->ctx, &out[i], token, sizeof(int32_t), err);
     }
-    return DW_OK;
+    if (st) s->n_tokens = start; /* as one call: nothing changes when it fails */
+    return st;
 }
 
 void dw_session_reset(dw_session *s) {

@@ -308,6 +308,14 @@ TEST(cuda_batch_sampled_tokens_follow_the_rule_on_the_logits) {
     sampled_follows_the_rule("cuda", 1, dw_test_failed_);
 }
 
+TEST(cuda_sampled_tokens_follow_the_rule_without_batching) {
+    dw_error err = {0};
+    dw_backend *probe;
+    OPEN_CUDA_OR_SKIP(probe);
+    dw_backend_close(probe);
+    sampled_follows_the_rule("cuda", 0, dw_test_failed_);
+}
+
 /* ---- forks, eviction, limits, isolation, shared prefixes ---------------------------------------- */
 
 static dw_status greedy(dw_session *s, int32_t first, int n, int32_t *out, dw_error *err) {
