@@ -147,8 +147,10 @@ fi
 # ---- batching: many actors on one GPU (`driftwood bench batch`; docs/DESIGN.md "Batching") ---------
 # DW_GPU_BATCH_SHAPES (default llama-3.2-1b), DW_GPU_BATCH_QUANT="4" for quantized copies too,
 # DW_GPU_BATCH_ACTORS (1,4,16,64), DW_GPU_BATCH_REPS (3), DW_GPU_BATCH_MODES (engine,actors),
-# DW_GPU_BATCH_SHARED=1 for the shared-prefix run (64 actors, a common 1,000-token system prompt).
-# Tables and JSON lines go to batch.txt.
+# DW_GPU_BATCH_SHARED=1 for the shared-prefix run (64 actors, a common 1,000-token system prompt),
+# DW_GPU_BATCH_TEMPERATURE=T for a sampled run of the 1B bf16 model at 64 actors (tokens drawn on
+# the device, then by the guests from their logits: --guest-picks). Tables and JSON lines go to
+# batch.txt.
 if [ -x "$B/bin/driftwood" ] && want batch-bench; then
     dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
     dw_batch() { # MODEL LABEL [extra args]: one JSON line, then a table made from it
@@ -173,6 +175,12 @@ for r in d["results"]: print("%-7s %3d actors %9.1f tok/s  itl p50 %6.2f p99 %6.
             dw_batch "$dw_q" "$shape $dw_bits-bit g64" >>"$OUT/batch.txt" 2>&1 || fail "batch-$shape-q$dw_bits"
         done
     done
+    if [ -n "${DW_GPU_BATCH_TEMPERATURE:-}" ]; then
+        for dw_picks in "" --guest-picks; do
+            DW_GPU_BATCH_ACTORS=64 dw_batch /tmp/dw-bench-llama-3.2-1b "llama-3.2-1b bf16 sampled at $DW_GPU_BATCH_TEMPERATURE ${dw_picks:-on the device}" \
+                --temperature "$DW_GPU_BATCH_TEMPERATURE" $dw_picks >>"$OUT/batch.txt" 2>&1 || fail "batch-sampled$dw_picks"
+        done
+    fi
     if [ "${DW_GPU_BATCH_SHARED:-0}" = 1 ]; then
         { echo "== shared prefix: 64 actors, 1,000 common prompt tokens + 64 own"
           timeout 200 "$B/bin/driftwood" bench batch --backend cuda --model /tmp/dw-bench-llama-3.2-1b --actors 1,64 \
