@@ -149,14 +149,14 @@ fi
 # DW_GPU_BATCH_ACTORS (1,4,16,64), DW_GPU_BATCH_REPS (3), DW_GPU_BATCH_MODES (engine,actors),
 # DW_GPU_BATCH_SHARED=1 for the shared-prefix run (64 actors, a common 1,000-token system prompt),
 # DW_GPU_BATCH_TEMPERATURE=T for a sampled run of the 1B bf16 model at 64 actors (tokens drawn on
-# the device, then by the guests from their logits: --guest-picks). Tables and JSON lines go to
-# batch.txt.
+# the device, then by the guests from their logits: --guest-picks; skipped when the CUDA tests
+# failed), DW_GPU_BATCH_TIMEOUT (400 s) for each bench batch. Tables and JSON lines go to batch.txt.
 if [ -x "$B/bin/driftwood" ] && want batch-bench; then
     dw_tok=.deps/llama3-tokenizer; [ -d "$dw_tok" ] || dw_tok=.carry/llama3-tokenizer
     dw_batch() { # MODEL LABEL [extra args]: one JSON line, then a table made from it
         local dw_model=$1 dw_label=$2; shift 2
         echo "== $dw_label $(date -u +%T)"
-        timeout 400 "$B/bin/driftwood" bench batch --backend cuda --model "$dw_model" --actors "${DW_GPU_BATCH_ACTORS:-1,4,16,64}" \
+        timeout "${DW_GPU_BATCH_TIMEOUT:-400}" "$B/bin/driftwood" bench batch --backend cuda --model "$dw_model" --actors "${DW_GPU_BATCH_ACTORS:-1,4,16,64}" \
             --prompt-tokens 128 --gen-tokens 128 --reps "${DW_GPU_BATCH_REPS:-3}" --mode "${DW_GPU_BATCH_MODES:-engine,actors}" \
             --json "$@" | tee /tmp/dw-batch.json || return 1
         python3 -c 'import json,sys
@@ -175,7 +175,7 @@ for r in d["results"]: print("%-7s %3d actors %9.1f tok/s  itl p50 %6.2f p99 %6.
             dw_batch "$dw_q" "$shape $dw_bits-bit g64" >>"$OUT/batch.txt" 2>&1 || fail "batch-$shape-q$dw_bits"
         done
     done
-    if [ -n "${DW_GPU_BATCH_TEMPERATURE:-}" ]; then
+    if [ -n "${DW_GPU_BATCH_TEMPERATURE:-}" ] && [[ " $dw_failed " != *" cuda-tests "* ]]; then # (a failing sampler may hang)
         for dw_picks in "" --guest-picks; do
             DW_GPU_BATCH_ACTORS=64 dw_batch /tmp/dw-bench-llama-3.2-1b "llama-3.2-1b bf16 sampled at $DW_GPU_BATCH_TEMPERATURE ${dw_picks:-on the device}" \
                 --temperature "$DW_GPU_BATCH_TEMPERATURE" $dw_picks >>"$OUT/batch.txt" 2>&1 || fail "batch-sampled$dw_picks"
