@@ -63,8 +63,8 @@ struct dw_session {
     int32_t *greedy;       /* device [DW__GREEDY_CHUNK]: tokens chosen on the device (when ops->argmax), the
                             * step at pos in [pos % DW__GREEDY_CHUNK]; &greedy keys greedy steps' recording */
     float *logits_all;     /* device [max_batch, vocab], allocated on first prefill_all */
-    dw_pick_row *pick;     /* device: a sampled decode's settings (dw_pick_row), then its token (int32); allocated
-                            * on the first dw_session_decode_sample */
+    dw_pick_row *pick;     /* device: a sampled decode's settings (dw_pick_row), then its token (int32) (when
+                            * ops->sample_rows) */
     struct dw__paged *paged; /* a batching session (batch_impl.h): blocks of the pool instead of kv_mem and
                               * the buffers above, which it leaves NULL */
 };

@@ -81,6 +81,9 @@ dw_status dw_session_create(dw_model *model, const dw_session_options *opts, dw_
         goto fail;
     if (cp->ops->argmax && (st = cp->ops->alloc(cp->ctx, sizeof(int32_t) * DW__GREEDY_CHUNK, (void **)&s->greedy, err)))
         goto fail;
+    if (cp->ops->sample_rows &&
+        (st = cp->ops->alloc(cp->ctx, sizeof(dw_pick_row) + sizeof(int32_t), (void **)&s->pick, err)))
+        goto fail;
     *out = s;
     return DW_OK;
 fail:
@@ -173,8 +176,7 @@ dw_status dw_session_decode_sample(dw_session *s, int32_t id, int n, const dw_de
     /* Without batching: each token's decode step, then the device's sample_rows on its logits
      * (the settings go up before the step is queued, the token comes back alone). */
     const dw_backend *be = s->model->backend;
-    if (!s->pick && (st = be->ops->alloc(be->ctx, sizeof(dw_pick_row) + sizeof(int32_t), (void **)&s->pick, err)))
-        return st;
+    if (!s->pick) return dw_error_set(err, DW_ERR_UNSUPPORTED, "backend '%s' cannot sample tokens itself", be->ops->name);
     int32_t *token = (int32_t *)(s->pick + 1);
     const int start = s->n_tokens;
     for (int i = 0; i < n && !st; i++, id = out[i - 1]) {
