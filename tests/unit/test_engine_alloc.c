@@ -77,6 +77,18 @@ TEST(engine_decode_loop_allocates_nothing) {
     long seen = atomic_exchange(&n_allocs, 0);
     CHECK_OK(st);
     CHECK_MSG(seen == 0, "%ld allocations during 40 decode steps", seen);
+    /* sampling on the device, a token a call (as the chat actor asks) */
+    const dw_device_sampling ds = {.temperature = 0.8f, .top_p = 0.9f, .top_k = 20};
+    int32_t tok = 3;
+    atomic_store(&counting, 1);
+    for (int i = 0; i < 40 && st == DW_OK; i++) {
+        const double u = (double)i / 40.0;
+        st = dw_session_decode_sample(s, tok, 1, &ds, &u, &tok, &err);
+    }
+    atomic_store(&counting, 0);
+    seen = atomic_exchange(&n_allocs, 0);
+    CHECK_OK(st);
+    CHECK_MSG(seen == 0, "%ld allocations during 40 sampled decode steps", seen);
     free(logits);
     dw_sampler_free(smp);
     dw_session_free(s);
