@@ -360,18 +360,13 @@ static wasm_trap_t *host_decode(void *env, wasmtime_caller_t *caller, wasmtime_v
     return NULL;
 }
 
-static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
-    dw__abi_context *ctx = env;
-    dw__abi_session *s = session_of(ctx, args[0].i32);
-    int32_t count = args[2].i32;
-    int32_t *out;
-    wasm_trap_t *trap = dw__abi_span(ctx, "dw.decode_greedy", "out", (uint32_t)args[3].i32, count, sizeof(int32_t), 4, &out);
-    if (trap) return trap;
-    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.decode_greedy: bad session handle %d", args[0].i32);
-    if (count < 1) return FAIL(DW_E_INVALID, "dw.decode_greedy: %d tokens asked for", count);
+/* The tokens of dw.decode_greedy (sampling NULL) and dw.decode_sample, chosen on the device: n
+ * of them from args[1] into out, under a time limit in pieces with the limit checked between them
+ * (as dw.prefill); a call that fails or runs out of time takes the session back to where it was. */
+static wasm_trap_t *decode_on_device(dw__abi_context *ctx, wasmtime_val_raw_t *args, const char *fn, dw__abi_session *s,
+                                     int32_t count, const dw_device_sampling *sampling, const double *u, int32_t *out) {
     dw_error err;
     double t0 = dw__now_ms();
-    /* Under a time limit, in pieces with the limit checked between them (as dw.prefill). */
     const int piece = ctx->deadline_s > 0 ? DW_ABI_GREEDY_CHUNK : count;
     const int start = dw_session_n_tokens(s->session);
     dw_status st = DW_OK;
@@ -383,20 +378,33 @@ static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, was
             break;
         }
         int32_t k = count - done < piece ? count - done : piece;
-        if ((st = dw_session_decode_greedy(s->session, next, k, out + done, &err)) == DW_OK) next = out[done + k - 1];
+        st = sampling ? dw_session_decode_sample(s->session, next, k, sampling, u + done, out + done, &err)
+                      : dw_session_decode_greedy(s->session, next, k, out + done, &err);
+        if (st == DW_OK) next = out[done + k - 1];
     }
     ctx->stats.decode_ms += dw__now_ms() - t0;
     if (timed_out || (st != DW_OK && dw_session_n_tokens(s->session) != start)) dw_session_truncate(s->session, start, NULL);
-    if (timed_out) return dw__abi_timeout_trap(ctx, "dw.decode_greedy");
-    if (st != DW_OK) return FAIL(code_of(st), "dw.decode_greedy: %s", err.message);
+    if (timed_out) return dw__abi_timeout_trap(ctx, fn);
+    if (st != DW_OK) return FAIL(code_of(st), "%s: %s", fn, err.message);
     ctx->stats.decode_tokens += (uint64_t)count;
     args[0].i32 = DW_E_OK;
     return NULL;
 }
 
+static wasm_trap_t *host_decode_greedy(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
+    dw__abi_context *ctx = env;
+    dw__abi_session *s = session_of(ctx, args[0].i32);
+    int32_t count = args[2].i32;
+    int32_t *out;
+    wasm_trap_t *trap = dw__abi_span(ctx, "dw.decode_greedy", "out", (uint32_t)args[3].i32, count, sizeof(int32_t), 4, &out);
+    if (trap) return trap;
+    if (!s) return FAIL(DW_E_NOT_FOUND, "dw.decode_greedy: bad session handle %d", args[0].i32);
+    if (count < 1) return FAIL(DW_E_INVALID, "dw.decode_greedy: %d tokens asked for", count);
+    return decode_on_device(ctx, args, "dw.decode_greedy", s, count, NULL, NULL, out);
+}
+
 /* dw.decode_sample(session, id, n, params, u, out): dw_session_decode_sample with the guest's
- * settings (16 bytes, driftwood/pick.h) and its n uniform numbers (f64); like dw.decode_greedy,
- * under a time limit in pieces, and nothing changes when it fails. */
+ * settings (16 bytes, driftwood/pick.h) and its n uniform numbers (f64), as dw.decode_greedy. */
 static wasm_trap_t *host_decode_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {
     dw__abi_context *ctx = env;
     dw__abi_session *s = session_of(ctx, args[0].i32);
@@ -416,29 +424,7 @@ static wasm_trap_t *host_decode_sample(void *env, wasmtime_caller_t *caller, was
         const char *why = dw_pick_check(&sampling, u[i]);
         if (why) return FAIL(DW_E_INVALID, "dw.decode_sample: %s (token %d)", why, i);
     }
-    dw_error err;
-    double t0 = dw__now_ms();
-    const int piece = ctx->deadline_s > 0 ? DW_ABI_GREEDY_CHUNK : count;
-    const int start = dw_session_n_tokens(s->session);
-    dw_status st = DW_OK;
-    int32_t next = args[1].i32;
-    int timed_out = 0;
-    for (int32_t done = 0; done < count && st == DW_OK; done += piece) {
-        if (done > 0 && dw__abi_out_of_time(ctx)) {
-            timed_out = 1;
-            break;
-        }
-        int32_t k = count - done < piece ? count - done : piece;
-        if ((st = dw_session_decode_sample(s->session, next, k, &sampling, u + done, out + done, &err)) == DW_OK)
-            next = out[done + k - 1];
-    }
-    ctx->stats.decode_ms += dw__now_ms() - t0;
-    if (timed_out || (st != DW_OK && dw_session_n_tokens(s->session) != start)) dw_session_truncate(s->session, start, NULL);
-    if (timed_out) return dw__abi_timeout_trap(ctx, "dw.decode_sample");
-    if (st != DW_OK) return FAIL(code_of(st), "dw.decode_sample: %s", err.message);
-    ctx->stats.decode_tokens += (uint64_t)count;
-    args[0].i32 = DW_E_OK;
-    return NULL;
+    return decode_on_device(ctx, args, "dw.decode_sample", s, count, &sampling, u, out);
 }
 
 static wasm_trap_t *host_sample(void *env, wasmtime_caller_t *caller, wasmtime_val_raw_t *args, size_t n) {

@@ -100,6 +100,9 @@ typedef struct dw_rows {
     int max_pos; /* host: the largest pos[i] (for sizing grids only; no result depends on it) */
 } dw_rows;
 
+/* How a batched step chooses tokens after its LM head (bits): argmax_rows, sample_rows. */
+enum { DW_CHOOSE_GREEDY = 1, DW_CHOOSE_SAMPLED = 2 };
+
 typedef struct dw_backend_ops {
     const char *name; /* "cpu", "cuda" */
 

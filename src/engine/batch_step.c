@@ -99,34 +99,24 @@ static void block(dw__batcher *b, int l, const dw_rows *rows) {
 #undef BIAS
 }
 
-/* The tokens the device chooses for the step's g logits rows, into b->host_argmax: the argmax
- * where a request decodes greedily, the device sampler's draw (driftwood/pick.h) where it samples,
- * with the request's settings and its uniform number for this token. */
-static dw_status choose_tokens(dw__batcher *b, const dw__step_item *items, int n_items, int g, dw_error *err) {
-    const dw_backend_ops *ops = b->model->backend->ops;
-    void *ctx = b->model->backend->ctx;
-    const int vocab = b->model->cfg.vocab_size;
-    int any_greedy = 0, any_sampled = 0;
+/* Which ways of choosing tokens the step's requests ask for (DW_CHOOSE_* bits); for sampled ones,
+ * their settings and this token's uniform number go up to b->pick (the other rows marked "not
+ * sampled") before the step is queued, while the device is idle. */
+static dw_status prepare_choices(dw__batcher *b, const dw__step_item *items, int n_items, int g, int *chooses,
+                                 dw_error *err) {
+    *chooses = 0;
     for (int i = 0; i < n_items; i++) {
         const dw__request *r = items[i].r;
-        if (!r->chosen) continue;
-        if (r->sampling) any_sampled = 1;
-        else any_greedy = 1;
+        if (r->chosen) *chooses |= r->sampling ? DW_CHOOSE_SAMPLED : DW_CHOOSE_GREEDY;
     }
-    if (!any_greedy && !any_sampled) return DW_OK;
-    if (any_greedy) ops->argmax_rows(ctx, b->logits, g, vocab, b->argmax);
-    if (any_sampled) {
-        memset(b->host_pick, 0, sizeof(dw_pick_row) * (size_t)g); /* temperature 0: not sampled */
-        for (int i = 0; i < n_items; i++) {
-            const dw__request *r = items[i].r;
-            if (r->chosen && r->sampling)
-                b->host_pick[items[i].logit_at] = (dw_pick_row){.u = r->u[r->done], .s = *r->sampling};
-        }
-        dw_status st = ops->upload(ctx, b->pick, b->host_pick, sizeof(dw_pick_row) * (size_t)g, err);
-        if (st) return st;
-        ops->sample_rows(ctx, b->logits, g, vocab, b->pick, b->argmax);
+    if (!(*chooses & DW_CHOOSE_SAMPLED)) return DW_OK;
+    memset(b->host_pick, 0, sizeof(dw_pick_row) * (size_t)g); /* temperature 0: not sampled */
+    for (int i = 0; i < n_items; i++) {
+        const dw__request *r = items[i].r;
+        if (r->chosen && r->sampling) b->host_pick[items[i].logit_at] = (dw_pick_row){.u = r->u[r->done], .s = *r->sampling};
     }
-    return ops->download(ctx, b->host_argmax, b->argmax, sizeof(int32_t) * (size_t)g, err);
+    const dw_backend *be = b->model->backend;
+    return be->ops->upload(be->ctx, b->pick, b->host_pick, sizeof(dw_pick_row) * (size_t)g, err);
 }
 
 dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_error *err) {
@@ -136,7 +126,7 @@ dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_e
     void *ctx = m->backend->ctx;
     const int bt = b->pool.block_tokens, R = b->cap_rows;
     int32_t *pos = b->host_meta, *slot = pos + R, *table_at = slot + R, *gidx = table_at + R, *tables = gidx + R;
-    int n = 0, g = 0, t = 0, max_pos = 0;
+    int n = 0, g = 0, t = 0, max_pos = 0, chooses = 0;
 
     for (int i = 0; i < n_items; i++) {
         dw__step_item *it = &items[i];
@@ -158,7 +148,7 @@ dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_e
     /* The arrays travel in one upload: [pos | slot | table_at | gidx] of cap_rows each, then tables. */
     int32_t *dev = b->meta;
     dw_status st = ops->upload(ctx, dev, b->host_meta, sizeof(int32_t) * (4 * (size_t)R + (size_t)t), err);
-    if (st) return st;
+    if (st || (g > 0 && (st = prepare_choices(b, items, n_items, g, &chooses, err)))) return st;
     dw_rows rows = {.n = n, .pos = dev, .slot = dev + R, .table_at = dev + 2 * R, .tables = dev + 4 * R, .max_pos = max_pos};
 
     ops->embed(ctx, b->x, &m->embed, b->host_ids, n);
@@ -169,7 +159,9 @@ dw_status dw__batch_step(dw__batcher *b, dw__step_item *items, int n_items, dw_e
         ops->gather_rows(ctx, b->o, b->x, dev + 3 * R, g, c->hidden_size);
         ops->rmsnorm(ctx, b->xn, b->o, &m->final_norm, g, c->hidden_size, c->rms_norm_eps);
         ops->matmul_rows(ctx, 1, &b->logits, b->xn, g, &head, &(const dw_cweight *){NULL});
-        if ((st = choose_tokens(b, items, n_items, g, err))) return st;
+        if (chooses & DW_CHOOSE_GREEDY) ops->argmax_rows(ctx, b->logits, g, c->vocab_size, b->argmax);
+        if (chooses & DW_CHOOSE_SAMPLED) ops->sample_rows(ctx, b->logits, g, c->vocab_size, b->pick, b->argmax);
+        if (chooses && (st = ops->download(ctx, b->host_argmax, b->argmax, sizeof(int32_t) * (size_t)g, err))) return st;
         const size_t row_bytes = sizeof(float) * (size_t)c->vocab_size;
         for (int i = 0; i < n_items; i++) {
             const dw__step_item *it = &items[i];

@@ -207,18 +207,12 @@ TEST(batch_cpu_bf16_sessions_alone_and_together_are_bit_identical) { batch_invar
 TEST(batch_cpu_4bit_sessions_alone_and_together_are_bit_identical) { batch_invariance("cpu", 4, dw_test_failed_); }
 
 TEST(cuda_batch_bf16_sessions_alone_and_together_are_bit_identical) {
-    dw_error err = {0};
-    dw_backend *probe;
-    OPEN_CUDA_OR_SKIP(probe);
-    dw_backend_close(probe);
+    SKIP_WITHOUT_CUDA();
     batch_invariance("cuda", 0, dw_test_failed_);
 }
 
 TEST(cuda_batch_4bit_sessions_alone_and_together_are_bit_identical) {
-    dw_error err = {0};
-    dw_backend *probe;
-    OPEN_CUDA_OR_SKIP(probe);
-    dw_backend_close(probe);
+    SKIP_WITHOUT_CUDA();
     batch_invariance("cuda", 4, dw_test_failed_);
 }
 
@@ -301,18 +295,12 @@ TEST(batch_cpu_sampled_tokens_follow_the_rule_on_the_logits) { sampled_follows_t
 TEST(engine_cpu_sampled_tokens_follow_the_rule_without_batching) { sampled_follows_the_rule("cpu", 0, dw_test_failed_); }
 
 TEST(cuda_batch_sampled_tokens_follow_the_rule_on_the_logits) {
-    dw_error err = {0};
-    dw_backend *probe;
-    OPEN_CUDA_OR_SKIP(probe);
-    dw_backend_close(probe);
+    SKIP_WITHOUT_CUDA();
     sampled_follows_the_rule("cuda", 1, dw_test_failed_);
 }
 
 TEST(cuda_sampled_tokens_follow_the_rule_without_batching) {
-    dw_error err = {0};
-    dw_backend *probe;
-    OPEN_CUDA_OR_SKIP(probe);
-    dw_backend_close(probe);
+    SKIP_WITHOUT_CUDA();
     sampled_follows_the_rule("cuda", 0, dw_test_failed_);
 }
 

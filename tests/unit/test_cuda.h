@@ -31,4 +31,14 @@ static inline void dw_test_cuda_note_skip(const char *why) {
         CHECK_OK(open_st_);                                                                       \
     } while (0)
 
+/* Returns from the test (passing) as OPEN_CUDA_OR_SKIP when there is no GPU; else goes on, for a
+ * test whose code opens the CUDA backend itself. */
+#define SKIP_WITHOUT_CUDA()                                                                       \
+    do {                                                                                          \
+        dw_error err = {0};                                                                       \
+        dw_backend *probe_;                                                                       \
+        OPEN_CUDA_OR_SKIP(probe_);                                                                \
+        dw_backend_close(probe_);                                                                 \
+    } while (0)
+
 #endif
